@@ -37,6 +37,5 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-#[cfg(feature = "codec")]
 pub mod codec;
 pub mod media;

@@ -108,7 +108,8 @@ impl SpeechSource {
         let mut k = 1.0;
         while k * f0 < 4000.0 {
             let f = k * f0;
-            let gain = 1.0 / (1.0 + ((f - f1) / 150.0).powi(2)) + 0.5 / (1.0 + ((f - f2) / 250.0).powi(2));
+            let gain =
+                1.0 / (1.0 + ((f - f1) / 150.0).powi(2)) + 0.5 / (1.0 + ((f - f2) / 250.0).powi(2));
             s += gain / k.sqrt() * (TAU * k * self.phase).sin();
             k += 1.0;
         }
@@ -146,7 +147,12 @@ pub struct Tone {
 
 impl Tone {
     /// A tone of `frequency` Hz at `amplitude` (0.0–1.0 of full scale), frames of `frame_ms`.
-    pub fn new(frequency: f64, amplitude: f64, channels: Channels, frame_ms: u32) -> Result<Self, MediaError> {
+    pub fn new(
+        frequency: f64,
+        amplitude: f64,
+        channels: Channels,
+        frame_ms: u32,
+    ) -> Result<Self, MediaError> {
         Ok(Self {
             channels,
             frame_len: check_frame_ms(frame_ms)?,
@@ -195,7 +201,10 @@ mod tests {
         let mut sorted = levels.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[500];
-        let crossings = levels.windows(2).filter(|w| (w[0] < median) != (w[1] < median)).count();
+        let crossings = levels
+            .windows(2)
+            .filter(|w| (w[0] < median) != (w[1] < median))
+            .count();
         assert!(crossings > 40, "crossings {crossings}");
     }
 

@@ -111,7 +111,12 @@ impl VideoFrame {
 
     /// Builds a frame from packed I420 bytes (Y, U, V planes back to back, tight strides), the
     /// layout of a Y4M frame or a `.yuv` file.
-    pub fn from_packed(width: u32, height: u32, data: Vec<u8>, pts_us: i64) -> Result<Self, MediaError> {
+    pub fn from_packed(
+        width: u32,
+        height: u32,
+        data: Vec<u8>,
+        pts_us: i64,
+    ) -> Result<Self, MediaError> {
         check_dimensions(width, height)?;
         let (w, h) = (width as usize, height as usize);
         let needed = w * h * 3 / 2;

@@ -19,7 +19,7 @@ pub use frame::{
     AUDIO_SAMPLE_RATE, AudioFrame, Channels, CodecKind, EncodedFrame, MAX_DIMENSION, MIN_DIMENSION,
     VideoFrame, check_dimensions,
 };
-pub use pattern::TestPattern;
+pub use pattern::{DEFAULT_GRAIN, TestPattern};
 pub use stamp::{Stamp, draw_stamp, fits_stamp, read_stamp, stamp_area};
 pub use wav::{WavReader, WavWriter};
 pub use y4m::{Y4mReader, Y4mWriter};

@@ -35,7 +35,11 @@ pub struct TestPattern {
     width: u32,
     height: u32,
     next_seq: u32,
+    grain: u8,
 }
+
+/// Default sensor-noise amplitude of [`TestPattern`] (luma steps, ±).
+pub const DEFAULT_GRAIN: u8 = 3;
 
 fn triangle(p: usize) -> u8 {
     let p = (p & 255) as u8;
@@ -60,7 +64,16 @@ impl TestPattern {
             width,
             height,
             next_seq: 0,
+            grain: DEFAULT_GRAIN,
         })
+    }
+
+    /// Sets the amplitude of the per-frame luma noise (±`grain` steps; 0 turns it off). Like
+    /// a camera sensor's noise it cannot be predicted from the previous frame, so it makes the
+    /// encoder work as it would on real video; the default is [`DEFAULT_GRAIN`].
+    pub fn with_grain(mut self, grain: u8) -> Self {
+        self.grain = grain.min(32);
+        self
     }
 
     /// Width in pixels.
@@ -90,13 +103,7 @@ impl TestPattern {
     pub fn frame(&self, seq: u32, capture_us: u64) -> VideoFrame {
         let mut frame = self.picture(seq);
         frame.set_pts_us(capture_us as i64);
-        draw_stamp(
-            &mut frame,
-            Stamp {
-                seq,
-                capture_us,
-            },
-        );
+        draw_stamp(&mut frame, Stamp { seq, capture_us });
         frame
     }
 
@@ -117,11 +124,19 @@ impl TestPattern {
 
         let [ys, us, vs] = frame.strides();
         let [yp, up, vp] = frame.planes_mut();
+        let grain_span = 2 * self.grain as u32 + 1;
+        let mut noise =
+            0x2545_f491_4f6c_dd1d_u64 ^ (seq as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for y in 0..h {
             let row = &mut yp[y * ys..y * ys + w];
             for (x, px) in row.iter_mut().enumerate() {
-                let in_box = x >= box_x && x < box_x + box_size && y >= box_y && y < box_y + box_size;
-                *px = if in_box {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                let grain = ((noise >> 40) as u32 % grain_span) as i16 - self.grain as i16;
+                let in_box =
+                    x >= box_x && x < box_x + box_size && y >= box_y && y < box_y + box_size;
+                let base = if in_box {
                     let cx = (x - box_x) / check;
                     let cy = (y - box_y) / check;
                     if (cx + cy) % 2 == 0 { 220 } else { 40 }
@@ -130,6 +145,7 @@ impl TestPattern {
                 } else {
                     50 + triangle(x / scale + y / (2 * scale) + 3 * t)
                 };
+                *px = (base as i16 + grain).clamp(16, 235) as u8;
             }
         }
         for y in 0..h / 2 {

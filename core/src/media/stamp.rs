@@ -101,7 +101,10 @@ fn cell_mean(frame: &VideoFrame, col: usize, row: usize) -> u32 {
     let y_plane = frame.y();
     let mut sum = 0u32;
     for y in y0..y1 {
-        sum += y_plane[y * stride + x0..y * stride + x1].iter().map(|&v| v as u32).sum::<u32>();
+        sum += y_plane[y * stride + x0..y * stride + x1]
+            .iter()
+            .map(|&v| v as u32)
+            .sum::<u32>();
     }
     // A cell is at least 2×2, so the inner area is never empty.
     sum / ((x1 - x0) * (y1 - y0)) as u32
@@ -145,7 +148,14 @@ mod tests {
 
     #[test]
     fn round_trip_at_many_sizes() {
-        for (w, h) in [(80, 46), (320, 180), (640, 360), (1280, 720), (1920, 1080), (642, 362)] {
+        for (w, h) in [
+            (80, 46),
+            (320, 180),
+            (640, 360),
+            (1280, 720),
+            (1920, 1080),
+            (642, 362),
+        ] {
             let mut f = VideoFrame::black(w, h).unwrap();
             let s = Stamp {
                 seq: 0xdead_beef,
@@ -159,7 +169,13 @@ mod tests {
     #[test]
     fn small_frames_carry_none() {
         let mut f = VideoFrame::black(64, 32).unwrap();
-        draw_stamp(&mut f, Stamp { seq: 1, capture_us: 2 });
+        draw_stamp(
+            &mut f,
+            Stamp {
+                seq: 1,
+                capture_us: 2,
+            },
+        );
         assert_eq!(read_stamp(&f), None);
         assert_eq!(f, VideoFrame::black(64, 32).unwrap());
     }
@@ -167,7 +183,13 @@ mod tests {
     #[test]
     fn flipped_cell_is_detected() {
         let mut f = VideoFrame::black(640, 360).unwrap();
-        draw_stamp(&mut f, Stamp { seq: 7, capture_us: 99 });
+        draw_stamp(
+            &mut f,
+            Stamp {
+                seq: 7,
+                capture_us: 99,
+            },
+        );
         // Invert one data cell: the CRC must reject the result.
         let (x0, y0, x1, y1) = cell_rect(640, 360, 5, 3);
         let stride = f.stride(0);

@@ -21,7 +21,10 @@ fn truncated(what: &'static str) -> MediaError {
     }
 }
 
-fn read_array<const N: usize, R: Read>(r: &mut R, what: &'static str) -> Result<[u8; N], MediaError> {
+fn read_array<const N: usize, R: Read>(
+    r: &mut R,
+    what: &'static str,
+) -> Result<[u8; N], MediaError> {
     let mut buf = [0u8; N];
     r.read_exact(&mut buf).map_err(|e| match e.kind() {
         ErrorKind::UnexpectedEof => truncated(what),
@@ -78,7 +81,10 @@ impl<R: Read> WavReader<R> {
                     let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
                     let bits = u16_at(14);
                     if tag != FORMAT_PCM || bits != 16 {
-                        return Err(MediaError::UnsupportedWavFormat { format_tag: tag, bits });
+                        return Err(MediaError::UnsupportedWavFormat {
+                            format_tag: tag,
+                            bits,
+                        });
                     }
                     let channels = Channels::from_count(count as usize)
                         .ok_or(MediaError::UnsupportedChannels { channels: count })?;
@@ -102,7 +108,8 @@ impl<R: Read> WavReader<R> {
                 _ => {
                     // Skip LIST, fact and other chunks (padded to even length).
                     let skip = size as u64 + (size as u64 & 1);
-                    let skipped = std::io::copy(&mut inner.by_ref().take(skip), &mut std::io::sink())?;
+                    let skipped =
+                        std::io::copy(&mut inner.by_ref().take(skip), &mut std::io::sink())?;
                     if skipped < skip {
                         return Err(truncated("chunk"));
                     }
@@ -140,7 +147,10 @@ impl<R: Read> WavReader<R> {
             }
         }
         let samples = got / 2;
-        for (dst, src) in out.iter_mut().zip(self.byte_buf[..samples * 2].chunks_exact(2)) {
+        for (dst, src) in out
+            .iter_mut()
+            .zip(self.byte_buf[..samples * 2].chunks_exact(2))
+        {
             *dst = i16::from_le_bytes([src[0], src[1]]);
         }
         if let Some(left) = &mut self.data_left {
@@ -234,7 +244,8 @@ impl<W: Write + Seek> WavWriter<W> {
             });
         }
         self.buf.clear();
-        self.buf.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+        self.buf
+            .extend(samples.iter().flat_map(|s| s.to_le_bytes()));
         self.inner.write_all(&self.buf)?;
         self.data_bytes += bytes;
         Ok(())
@@ -302,7 +313,10 @@ mod tests {
         let mut r = WavReader::new(&file[..]).unwrap();
         let mut buf = vec![0i16; 4096];
         assert_eq!(r.read_samples(&mut buf).unwrap(), 960);
-        assert!(matches!(r.read_samples(&mut buf), Err(MediaError::Truncated { .. })));
+        assert!(matches!(
+            r.read_samples(&mut buf),
+            Err(MediaError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -315,18 +329,32 @@ mod tests {
         let mut float = good.clone();
         float[20] = 3;
         let cases: Vec<(Vec<u8>, fn(&MediaError) -> bool)> = vec![
-            (good[..10].to_vec(), |e| matches!(e, MediaError::Truncated { .. })),
-            (good[..30].to_vec(), |e| matches!(e, MediaError::Truncated { .. })),
-            (b"RIFX\0\0\0\0WAVE".to_vec(), |e| matches!(e, MediaError::BadMagic { .. })),
-            (eight_bit, |e| matches!(e, MediaError::UnsupportedWavFormat { bits: 8, .. })),
-            (five_channels, |e| matches!(e, MediaError::UnsupportedChannels { channels: 5 })),
-            (float, |e| matches!(e, MediaError::UnsupportedWavFormat { format_tag: 3, .. })),
-            ([&good[..12], b"data\x04\0\0\0\0\0\0\0".as_slice()].concat(), |e| {
-                matches!(e, MediaError::MissingField { .. })
-            }),
-            ([&good[..12], b"LIST\xff\0\0\0abc".as_slice()].concat(), |e| {
+            (good[..10].to_vec(), |e| {
                 matches!(e, MediaError::Truncated { .. })
             }),
+            (good[..30].to_vec(), |e| {
+                matches!(e, MediaError::Truncated { .. })
+            }),
+            (b"RIFX\0\0\0\0WAVE".to_vec(), |e| {
+                matches!(e, MediaError::BadMagic { .. })
+            }),
+            (eight_bit, |e| {
+                matches!(e, MediaError::UnsupportedWavFormat { bits: 8, .. })
+            }),
+            (five_channels, |e| {
+                matches!(e, MediaError::UnsupportedChannels { channels: 5 })
+            }),
+            (float, |e| {
+                matches!(e, MediaError::UnsupportedWavFormat { format_tag: 3, .. })
+            }),
+            (
+                [&good[..12], b"data\x04\0\0\0\0\0\0\0".as_slice()].concat(),
+                |e| matches!(e, MediaError::MissingField { .. }),
+            ),
+            (
+                [&good[..12], b"LIST\xff\0\0\0abc".as_slice()].concat(),
+                |e| matches!(e, MediaError::Truncated { .. }),
+            ),
         ];
         for (bytes, check) in cases {
             let err = WavReader::new(&bytes[..]).unwrap_err();
@@ -339,7 +367,10 @@ mod tests {
         let mut file = sample_file(1, Channels::Mono);
         file[24..28].copy_from_slice(&16_000u32.to_le_bytes());
         let mut r = WavReader::new(&file[..]).unwrap();
-        assert!(matches!(r.read_frame(10), Err(MediaError::UnsupportedSampleRate { rate: 16_000 })));
+        assert!(matches!(
+            r.read_frame(10),
+            Err(MediaError::UnsupportedSampleRate { rate: 16_000 })
+        ));
         let mut buf = [0i16; 100];
         assert_eq!(r.read_samples(&mut buf).unwrap(), 100);
     }

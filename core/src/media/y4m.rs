@@ -37,9 +37,15 @@ pub struct Y4mReader<R> {
 
 /// Reads one `\n`-terminated line of at most [`MAX_LINE`] bytes. `Ok(None)` on EOF before the
 /// first byte.
-fn read_line<R: Read>(r: &mut BufReader<R>, what: &'static str) -> Result<Option<Vec<u8>>, MediaError> {
+fn read_line<R: Read>(
+    r: &mut BufReader<R>,
+    what: &'static str,
+) -> Result<Option<Vec<u8>>, MediaError> {
     let mut line = Vec::new();
-    let n = r.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }
@@ -164,13 +170,15 @@ impl<R: Read> Y4mReader<R> {
         }
         let len = self.width as usize * self.height as usize * 3 / 2;
         let mut data = vec![0u8; len];
-        self.inner.read_exact(&mut data).map_err(|e| match e.kind() {
-            ErrorKind::UnexpectedEof => MediaError::Truncated {
-                format: FileFormat::Y4m,
-                what: "frame",
-            },
-            _ => MediaError::Io(e),
-        })?;
+        self.inner
+            .read_exact(&mut data)
+            .map_err(|e| match e.kind() {
+                ErrorKind::UnexpectedEof => MediaError::Truncated {
+                    format: FileFormat::Y4m,
+                    what: "frame",
+                },
+                _ => MediaError::Io(e),
+            })?;
         let (num, den) = (self.fps.0 as u64, self.fps.1 as u64);
         let pts = (self.frames_read * 1_000_000 * den / num) as i64;
         self.frames_read += 1;
@@ -189,7 +197,13 @@ pub struct Y4mWriter<W: Write> {
 
 impl<W: Write> Y4mWriter<W> {
     /// Writes the stream header.
-    pub fn new(mut inner: W, width: u32, height: u32, fps_num: u32, fps_den: u32) -> Result<Self, MediaError> {
+    pub fn new(
+        mut inner: W,
+        width: u32,
+        height: u32,
+        fps_num: u32,
+        fps_den: u32,
+    ) -> Result<Self, MediaError> {
         check_dimensions(width, height)?;
         if fps_num == 0 || fps_den == 0 {
             return Err(MediaError::BadField {
@@ -197,7 +211,10 @@ impl<W: Write> Y4mWriter<W> {
                 field: "frame rate",
             });
         }
-        writeln!(inner, "YUV4MPEG2 W{width} H{height} F{fps_num}:{fps_den} Ip A1:1 C420jpeg")?;
+        writeln!(
+            inner,
+            "YUV4MPEG2 W{width} H{height} F{fps_num}:{fps_den} Ip A1:1 C420jpeg"
+        )?;
         Ok(Self {
             inner,
             width,
@@ -264,39 +281,66 @@ mod tests {
         let header_end = good.iter().position(|&b| b == b'\n').unwrap();
         let cases: Vec<(Vec<u8>, fn(&MediaError) -> bool)> = vec![
             (b"".to_vec(), |e| matches!(e, MediaError::Truncated { .. })),
-            (b"YUV4MPEG2 W32 H16".to_vec(), |e| matches!(e, MediaError::Truncated { .. })),
-            (b"RIFF....\n".to_vec(), |e| matches!(e, MediaError::BadMagic { .. })),
-            (b"YUV4MPEG2 W32 H16 C444\n".to_vec(), |e| {
-                matches!(e, MediaError::UnsupportedChroma { chroma } if chroma == "444")
+            (b"YUV4MPEG2 W32 H16".to_vec(), |e| {
+                matches!(e, MediaError::Truncated { .. })
             }),
-            (b"YUV4MPEG2 W33 H16\n".to_vec(), |e| matches!(e, MediaError::InvalidDimensions { .. })),
+            (b"RIFF....\n".to_vec(), |e| {
+                matches!(e, MediaError::BadMagic { .. })
+            }),
+            (
+                b"YUV4MPEG2 W32 H16 C444\n".to_vec(),
+                |e| matches!(e, MediaError::UnsupportedChroma { chroma } if chroma == "444"),
+            ),
+            (b"YUV4MPEG2 W33 H16\n".to_vec(), |e| {
+                matches!(e, MediaError::InvalidDimensions { .. })
+            }),
             (b"YUV4MPEG2 W99999999 H16\n".to_vec(), |e| {
                 matches!(e, MediaError::InvalidDimensions { .. })
             }),
-            (b"YUV4MPEG2 Wx H16\n".to_vec(), |e| matches!(e, MediaError::BadField { .. })),
-            (b"YUV4MPEG2 H16\n".to_vec(), |e| matches!(e, MediaError::MissingField { .. })),
-            (b"YUV4MPEG2 W32 H16 F30:0\n".to_vec(), |e| matches!(e, MediaError::BadField { .. })),
-            ([b"YUV4MPEG2 ".as_slice(), &[b'X'; 2000], b"\n"].concat(), |e| {
-                matches!(e, MediaError::LineTooLong { .. })
+            (b"YUV4MPEG2 Wx H16\n".to_vec(), |e| {
+                matches!(e, MediaError::BadField { .. })
             }),
+            (b"YUV4MPEG2 H16\n".to_vec(), |e| {
+                matches!(e, MediaError::MissingField { .. })
+            }),
+            (b"YUV4MPEG2 W32 H16 F30:0\n".to_vec(), |e| {
+                matches!(e, MediaError::BadField { .. })
+            }),
+            (
+                [b"YUV4MPEG2 ".as_slice(), &[b'X'; 2000], b"\n"].concat(),
+                |e| matches!(e, MediaError::LineTooLong { .. }),
+            ),
         ];
         for (bytes, check) in cases {
             let err = Y4mReader::new(&bytes[..]).unwrap_err();
-            assert!(check(&err), "{:?} gave {err:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)]));
+            assert!(
+                check(&err),
+                "{:?} gave {err:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+            );
         }
         // Truncated frame data and a broken frame marker.
         let mut r = Y4mReader::new(&good[..good.len() - 10]).unwrap();
-        assert!(matches!(r.read_frame(), Err(MediaError::Truncated { what: "frame", .. })));
+        assert!(matches!(
+            r.read_frame(),
+            Err(MediaError::Truncated { what: "frame", .. })
+        ));
         let mut broken = good.clone();
         broken[header_end + 1] = b'X';
         let mut r = Y4mReader::new(&broken[..]).unwrap();
-        assert!(matches!(r.read_frame(), Err(MediaError::BadFrameHeader { .. })));
+        assert!(matches!(
+            r.read_frame(),
+            Err(MediaError::BadFrameHeader { .. })
+        ));
     }
 
     #[test]
     fn writer_rejects_other_sizes() {
         let mut w = Y4mWriter::new(Vec::new(), 32, 16, 30, 1).unwrap();
         let f = VideoFrame::black(16, 16).unwrap();
-        assert!(matches!(w.write_frame(&f), Err(MediaError::SizeMismatch { .. })));
+        assert!(matches!(
+            w.write_frame(&f),
+            Err(MediaError::SizeMismatch { .. })
+        ));
     }
 }
