@@ -1,1 +1,66 @@
-fn main() {}
+//! `madang`: the command-line face of madang.
+//!
+//! Today: `madang demo` (encode → decode of the test pattern and speech, written to Y4M and
+//! WAV, with a report), `madang encode` (test pattern or Y4M → H.264 file) and
+//! `madang bench codec` (codec throughput against raw OpenH264, raw libopus and x264).
+
+mod asm;
+mod bench_codec;
+mod demo;
+mod encode;
+mod size;
+
+use clap::{Parser, Subcommand};
+
+/// Embeddable real-time media: codecs, rooms, a room server, a participant grid.
+#[derive(Debug, Parser)]
+#[command(name = "madang", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Encode the test pattern and speech, decode them again, write what came out, report.
+    Demo(demo::Args),
+    /// Encode the test pattern or a Y4M file into an H.264 Annex-B file.
+    Encode(encode::Args),
+    /// Measure throughput.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// H.264 and Opus throughput: madang against raw OpenH264, raw libopus and x264.
+    Codec(bench_codec::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Encode(args) => encode::run(args),
+        Command::Bench {
+            what: Bench::Codec(args),
+        } => bench_codec::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("madang: {e}");
+            let mut source = std::error::Error::source(&*e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Error type of the commands: anything displayable, with its chain.
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

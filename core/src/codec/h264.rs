@@ -199,6 +199,23 @@ impl std::fmt::Debug for H264Encoder {
     }
 }
 
+/// Silences OpenH264's own stderr logging before it initialises. Without this, every encoder
+/// prints a warning that bitrate control without frame skipping is approximate, which is the
+/// trade madang chooses on purpose (see [`H264Config::allow_frame_skip`]).
+#[allow(unsafe_code)]
+fn quiet(encoder: &mut Encoder) {
+    let mut level = openh264_sys2::WELS_LOG_QUIET;
+    // SAFETY: ENCODER_OPTION_TRACE_LEVEL is the one option OpenH264 accepts before
+    // initialisation; it reads a 32-bit level through the pointer, which outlives the call.
+    // A failure only means the warning stays, so the return code is ignored.
+    unsafe {
+        encoder.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+            (&raw mut level).cast(),
+        );
+    }
+}
+
 fn native_code(e: &openh264::Error) -> i64 {
     e.native_code()
 }
@@ -207,10 +224,11 @@ impl H264Encoder {
     /// Creates an encoder; the size is fixed (frames of another size are refused).
     pub fn new(config: H264Config) -> Result<Self, CodecError> {
         config.validate()?;
-        let inner = Encoder::with_api_config(OpenH264API::from_source(), config.to_openh264())
+        let mut inner = Encoder::with_api_config(OpenH264API::from_source(), config.to_openh264())
             .map_err(|e| CodecError::Encoder {
                 code: native_code(&e),
             })?;
+        quiet(&mut inner);
         Ok(Self {
             config,
             inner,

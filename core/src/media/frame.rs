@@ -41,7 +41,7 @@ impl std::fmt::Debug for VideoFrame {
 
 /// Checks that `width`×`height` is a size madang handles: even, 16..=8192 on each side.
 pub fn check_dimensions(width: u32, height: u32) -> Result<(), MediaError> {
-    let ok_side = |v: u32| (MIN_DIMENSION..=MAX_DIMENSION).contains(&v) && v % 2 == 0;
+    let ok_side = |v: u32| (MIN_DIMENSION..=MAX_DIMENSION).contains(&v) && v.is_multiple_of(2);
     if ok_side(width) && ok_side(height) {
         Ok(())
     } else {
@@ -297,7 +297,7 @@ impl AudioFrame {
     /// (480 or 960 samples per channel).
     pub fn new(channels: Channels, samples: Vec<i16>, pts_us: i64) -> Result<Self, MediaError> {
         let per_channel = samples.len() / channels.count();
-        let whole = samples.len() % channels.count() == 0;
+        let whole = samples.len().is_multiple_of(channels.count());
         if !whole || !(per_channel == 480 || per_channel == 960) {
             return Err(MediaError::InvalidAudioLength {
                 samples: samples.len(),

@@ -175,3 +175,7 @@ pub enum MediaError {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// A malformed input and the check its error must pass (reader tests).
+#[cfg(test)]
+type ErrorCase = (Vec<u8>, fn(&MediaError) -> bool);

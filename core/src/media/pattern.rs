@@ -139,7 +139,7 @@ impl TestPattern {
                 let base = if in_box {
                     let cx = (x - box_x) / check;
                     let cy = (y - box_y) / check;
-                    if (cx + cy) % 2 == 0 { 220 } else { 40 }
+                    if (cx + cy).is_multiple_of(2) { 220 } else { 40 }
                 } else if y >= bars_top {
                     BARS[((x + bar_shift) / bar_width) % 8].0
                 } else {

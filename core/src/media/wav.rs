@@ -328,7 +328,7 @@ mod tests {
         five_channels[22] = 5;
         let mut float = good.clone();
         float[20] = 3;
-        let cases: Vec<(Vec<u8>, fn(&MediaError) -> bool)> = vec![
+        let cases: Vec<crate::media::ErrorCase> = vec![
             (good[..10].to_vec(), |e| {
                 matches!(e, MediaError::Truncated { .. })
             }),

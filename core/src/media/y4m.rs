@@ -107,20 +107,16 @@ impl<R: Read> Y4mReader<R> {
                     }
                     fps = (num, den);
                 }
-                b'C' => {
-                    if !matches!(value, b"420" | b"420jpeg" | b"420paldv" | b"420mpeg2") {
-                        return Err(MediaError::UnsupportedChroma {
-                            chroma: String::from_utf8_lossy(value).into_owned(),
-                        });
-                    }
+                b'C' if !matches!(value, b"420" | b"420jpeg" | b"420paldv" | b"420mpeg2") => {
+                    return Err(MediaError::UnsupportedChroma {
+                        chroma: String::from_utf8_lossy(value).into_owned(),
+                    });
                 }
-                b'I' => {
-                    if value != b"p" && value != b"?" {
-                        return Err(MediaError::BadField {
-                            format: FileFormat::Y4m,
-                            field: "interlacing (only progressive is supported)",
-                        });
-                    }
+                b'I' if value != b"p" && value != b"?" => {
+                    return Err(MediaError::BadField {
+                        format: FileFormat::Y4m,
+                        field: "interlacing (only progressive is supported)",
+                    });
                 }
                 // Pixel aspect and extensions do not change how frames are read.
                 _ => {}
@@ -279,7 +275,7 @@ mod tests {
     fn bad_files() {
         let good = sample_file(1);
         let header_end = good.iter().position(|&b| b == b'\n').unwrap();
-        let cases: Vec<(Vec<u8>, fn(&MediaError) -> bool)> = vec![
+        let cases: Vec<crate::media::ErrorCase> = vec![
             (b"".to_vec(), |e| matches!(e, MediaError::Truncated { .. })),
             (b"YUV4MPEG2 W32 H16".to_vec(), |e| {
                 matches!(e, MediaError::Truncated { .. })
