@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what madang needs to build and test, when it is missing. Idempotent: a second run
+# changes nothing. Sourced by scripts/run.sh and scripts/test.sh; runnable on its own.
+#
+#   nasm    OpenH264's assembly kernels. Must be present BEFORE openh264-sys2 is first built,
+#           or it silently builds a C-only encoder that is ~2.5x slower.
+#   cmake   builds the bundled libopus.
+#   ffmpeg  test oracle: an independent H.264 decoder (and x264 in `madang bench codec`).
+#   wasm32  the Rust target the browser module and the core's no-native build use.
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else say "need root to run: $*"; return 1
+    fi
+}
+
+# command → Debian package
+declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [ffmpeg]=ffmpeg [pkg-config]=pkg-config [cc]=build-essential)
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
+done
+nasm_was_missing=0
+command -v nasm >/dev/null 2>&1 || nasm_was_missing=1
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "missing: ${missing[*]} — install them with your package manager and run again"
+        exit 1
+    fi
+    say "installing ${missing[*]} (apt)…"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# An openh264-sys2 built before nasm existed has no assembly; throw it away so it rebuilds.
+if [ "$nasm_was_missing" -eq 1 ]; then
+    say "nasm is new: cleaning any openh264-sys2 built without it"
+    cargo clean -p openh264-sys2 >/dev/null 2>&1 || true
+    cargo clean --release -p openh264-sys2 >/dev/null 2>&1 || true
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+    if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+        say "adding the wasm32-unknown-unknown target…"
+        rustup target add wasm32-unknown-unknown >/dev/null
+    fi
+else
+    say "rustup not found: the wasm32 check needs the wasm32-unknown-unknown target"
+fi

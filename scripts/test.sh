@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every check and test: formatting, clippy, the core's wasm32 build (no native code), then the
+# whole test suite (unit, integration, the CLI end to end, ffmpeg as decoder oracle).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+bash scripts/setup.sh
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "core and browser module for wasm32-unknown-unknown, no native features"
+cargo build --quiet -p madang -p madang-wasm --no-default-features --target wasm32-unknown-unknown
+
+step "cargo test --workspace"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-features 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "\n%d passed, %d failed\n", passed, failed }' "$log"
