@@ -14,7 +14,7 @@ use madang::media::quality::psnr_y;
 use madang::media::{AudioFrame, Channels, SpeechSource, TestPattern, VideoFrame};
 use openh264::OpenH264API;
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, Level, Profile, RateControlMode, UsageType,
+    BitRate, Encoder, EncoderConfig, FrameRate, Profile, RateControlMode, UsageType,
 };
 use openh264::formats::YUVSlices;
 use serde::Serialize;
@@ -99,23 +99,15 @@ fn timed<F: FnMut(usize) -> usize>(
     (frames, bytes, start.elapsed())
 }
 
+/// The same settings as madang's encoder, spelled with the openh264 crate's own API. The level
+/// is left at OpenH264's default: it labels the stream and does not change how it is coded.
 fn raw_config(config: &H264Config) -> EncoderConfig {
-    let level = match config.level_idc() {
-        31 => Level::Level_3_1,
-        32 => Level::Level_3_2,
-        40 => Level::Level_4_0,
-        42 => Level::Level_4_2,
-        50 => Level::Level_5_0,
-        51 => Level::Level_5_1,
-        _ => Level::Level_5_2,
-    };
     EncoderConfig::new()
         .bitrate(BitRate::from_bps(config.bitrate_bps))
         .max_frame_rate(FrameRate::from_hz(config.max_fps))
         .rate_control_mode(RateControlMode::Bitrate)
         .usage_type(UsageType::CameraVideoRealTime)
         .profile(Profile::Baseline)
-        .level(level)
         .skip_frames(false)
         .num_threads(1)
 }

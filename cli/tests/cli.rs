@@ -9,6 +9,24 @@ fn madang() -> Command {
     Command::new(env!("CARGO_BIN_EXE_madang"))
 }
 
+/// Runs `cmd`, expects success, returns its stdout.
+fn succeed(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `cmd`, expects failure, returns its stderr.
+fn fail(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("madang-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -40,26 +58,21 @@ fn access_units(stream: &[u8]) -> Vec<Vec<u8>> {
 fn encode_writes_a_decodable_stream() {
     let dir = scratch("encode");
     let out = dir.join("p.h264");
-    let status = madang()
-        .args([
-            "encode",
-            "--pattern",
-            "320x180",
-            "--frames",
-            "30",
-            "--bitrate",
-            "300",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    let status_stdout = succeed(
+        madang()
+            .args([
+                "encode",
+                "--pattern",
+                "320x180",
+                "--frames",
+                "30",
+                "--bitrate",
+                "300",
+                "--out",
+            ])
+            .arg(&out),
     );
-    let stdout = String::from_utf8_lossy(&status.stdout);
+    let stdout = String::from_utf8_lossy(&status_stdout);
     assert!(stdout.contains("30 frames"), "{stdout}");
     let stream = std::fs::read(&out).unwrap();
     let mut decoder = H264Decoder::new().unwrap();
@@ -76,27 +89,22 @@ fn encode_reads_y4m_written_by_demo() {
     let dir = scratch("y4m");
     let y4m = dir.join("demo.y4m");
     let wav = dir.join("demo.wav");
-    let out = madang()
-        .args([
-            "demo",
-            "--seconds",
-            "1",
-            "--size",
-            "320x180",
-            "--json",
-            "--out",
-        ])
-        .arg(&y4m)
-        .arg("--audio-out")
-        .arg(&wav)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out_stdout = succeed(
+        madang()
+            .args([
+                "demo",
+                "--seconds",
+                "1",
+                "--size",
+                "320x180",
+                "--json",
+                "--out",
+            ])
+            .arg(&y4m)
+            .arg("--audio-out")
+            .arg(&wav),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out_stdout).unwrap();
     assert_eq!(report["video"]["frames_sent"], 30);
     assert_eq!(report["video"]["stamps_read"], 30);
     assert!(report["video"]["psnr_y_mean"].as_f64().unwrap() > 30.0);
@@ -110,69 +118,53 @@ fn encode_reads_y4m_written_by_demo() {
     assert_eq!(frames, 30);
     // The Y4M goes back in through `encode --in`.
     let h264 = dir.join("again.h264");
-    let out = madang()
-        .args(["encode", "--in"])
-        .arg(&y4m)
-        .arg("--out")
-        .arg(&h264)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        madang()
+            .args(["encode", "--in"])
+            .arg(&y4m)
+            .arg("--out")
+            .arg(&h264),
     );
     assert_eq!(access_units(&std::fs::read(&h264).unwrap()).len(), 30);
 }
 
 #[test]
 fn bad_arguments_fail_with_a_message() {
-    let out = madang()
-        .args(["encode", "--pattern", "641x360", "--out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("641"));
-    let out = madang()
-        .args(["encode", "--in", "/nonexistent/x.y4m", "--out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.y4m"));
+    assert!(
+        fail(madang().args(["encode", "--pattern", "641x360", "--out", "/dev/null"]))
+            .contains("641")
+    );
+    assert!(
+        fail(madang().args(["encode", "--in", "/nonexistent/x.y4m", "--out", "/dev/null"]))
+            .contains("/nonexistent/x.y4m")
+    );
     let dir = scratch("bad");
     let junk = dir.join("junk.y4m");
     std::fs::write(&junk, b"YUV4MPEG2 W320 H180 C444\n").unwrap();
-    let out = madang()
-        .args(["encode", "--in"])
-        .arg(&junk)
-        .args(["--out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("C444"));
+    assert!(
+        fail(
+            madang()
+                .args(["encode", "--in"])
+                .arg(&junk)
+                .args(["--out", "/dev/null"])
+        )
+        .contains("C444")
+    );
 }
 
 #[test]
 fn bench_codec_prints_the_json_report() {
-    let out = madang()
-        .args([
-            "bench",
-            "codec",
-            "--json",
-            "--seconds",
-            "0.4",
-            "--sizes",
-            "320x180",
-            "--no-x264",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out_stdout = succeed(madang().args([
+        "bench",
+        "codec",
+        "--json",
+        "--seconds",
+        "0.4",
+        "--sizes",
+        "320x180",
+        "--no-x264",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out_stdout).unwrap();
     let row = &report["h264"][0];
     assert_eq!(row["size"], "320x180");
     for key in ["madang_fps", "raw_fps", "ratio", "psnr_y", "kbps"] {

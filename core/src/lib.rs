@@ -39,3 +39,8 @@
 
 pub mod codec;
 pub mod media;
+
+/// The README's Rust example is compiled and run as a doc test, so it cannot rot.
+#[cfg(all(doctest, feature = "codec"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExample;

@@ -68,6 +68,38 @@ impl VideoFrame {
         })
     }
 
+    /// A black frame whose planes have the given strides (at least each plane's width), for
+    /// callers that want rows padded, e.g. to a SIMD-friendly multiple.
+    pub fn black_with_strides(
+        width: u32,
+        height: u32,
+        strides: [usize; 3],
+    ) -> Result<Self, MediaError> {
+        check_dimensions(width, height)?;
+        let (w, h) = (width as usize, height as usize);
+        for (i, (&stride, pw)) in strides.iter().zip([w, w / 2, w / 2]).enumerate() {
+            if stride < pw || stride > 4 * MAX_DIMENSION as usize {
+                return Err(MediaError::InvalidStride {
+                    plane: i as u8,
+                    stride,
+                    width: pw,
+                });
+            }
+        }
+        let sizes = [strides[0] * h, strides[1] * (h / 2), strides[2] * (h / 2)];
+        let offsets = [0, sizes[0], sizes[0] + sizes[1]];
+        let mut data = vec![128u8; sizes.iter().sum()];
+        data[..sizes[0]].fill(16);
+        Ok(Self {
+            width,
+            height,
+            strides,
+            offsets,
+            data,
+            pts_us: 0,
+        })
+    }
+
     /// Copies a picture from three borrowed planes with their strides.
     ///
     /// Each plane must hold at least `stride * rows` bytes, except that the last row may stop at
@@ -403,6 +435,19 @@ mod tests {
         assert!(matches!(err, MediaError::InvalidStride { plane: 0, .. }));
         let err = VideoFrame::from_planes(w, h, [&y[..100], &u, &v], [48, 20, 16], 0).unwrap_err();
         assert!(matches!(err, MediaError::PlaneTooSmall { plane: 0, .. }));
+    }
+
+    #[test]
+    fn padded_strides() {
+        let mut f = VideoFrame::black_with_strides(16, 16, [32, 16, 24]).unwrap();
+        assert_eq!(f.y().len(), 32 * 16);
+        assert_eq!(f.v().len(), 24 * 8);
+        f.planes_mut()[2][24] = 7;
+        assert_eq!(f.row(2, 1)[0], 7);
+        let mut packed = Vec::new();
+        f.write_packed(&mut packed);
+        assert_eq!(packed.len(), 16 * 16 * 3 / 2);
+        assert!(VideoFrame::black_with_strides(16, 16, [8, 8, 8]).is_err());
     }
 
     #[test]
