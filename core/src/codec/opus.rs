@@ -232,12 +232,14 @@ impl OpusDecoder {
             return Err(CodecError::EmptyInput);
         }
         let expected = self.packet_duration(packet)?;
+        // Decode straight into the frame's own buffer: no copy on the hot path.
+        let mut samples = vec![0i16; expected * self.channels.count()];
         let n = self
             .inner
-            .decode(packet, &mut self.pcm, false)
+            .decode(packet, &mut samples, false)
             .map_err(|_| CodecError::InvalidPacket)?;
-        debug_assert_eq!(n, expected);
-        self.frame(n, pts_us)
+        samples.truncate(n * self.channels.count());
+        Ok(AudioFrame::new(self.channels, samples, pts_us)?)
     }
 
     /// Fills a gap of `samples_per_channel` (480 or 960) samples after a lost packet with
