@@ -9,8 +9,10 @@
 //!
 //! - [`media`]: frames, synthetic sources (a stamped test pattern, speech-like audio), Y4M and
 //!   WAV files, PSNR.
-//! - `codec` (feature `codec`, on by default): H.264 through OpenH264 and Opus through
-//!   libopus.
+//! - [`codec`]: H.264 through OpenH264 and Opus through libopus (feature `codec`, on by
+//!   default), and pure Annex-B helpers.
+//! - [`signal`]: the JSON protocol between clients and the room server.
+//! - `sfu` (feature `net`): the room server; today its tokens.
 //!
 //! With `default-features = false` the crate has no native dependencies and builds for
 //! `wasm32-unknown-unknown`.
@@ -39,6 +41,9 @@
 
 pub mod codec;
 pub mod media;
+#[cfg(feature = "net")]
+pub mod sfu;
+pub mod signal;
 
 /// The README's Rust example is compiled and run as a doc test, so it cannot rot.
 #[cfg(all(doctest, feature = "codec"))]

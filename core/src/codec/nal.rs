@@ -84,6 +84,41 @@ pub fn profile_level_id(access_unit: &[u8]) -> Option<[u8; 3]> {
     (sps.len() >= 4).then(|| [sps[1], sps[2], sps[3]])
 }
 
+/// NAL unit type of a STAP-A aggregation packet (RFC 6184).
+const STAP_A: u8 = 24;
+/// NAL unit type of an FU-A fragment (RFC 6184).
+const FU_A: u8 = 28;
+
+/// Whether an H.264 RTP payload (RFC 6184, packetization-mode 1) starts a keyframe: a single
+/// IDR or SPS NAL unit, a STAP-A carrying one, or the first FU-A fragment of an IDR slice.
+/// This is how the server knows, without decoding, where a new subscriber can start.
+pub fn rtp_payload_starts_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        NAL_IDR | NAL_SPS => true,
+        STAP_A => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                let Some(unit) = rest.get(2..2 + size) else {
+                    return false;
+                };
+                if matches!(nal_type(unit), Some(NAL_IDR | NAL_SPS)) {
+                    return true;
+                }
+                rest = &rest[2 + size..];
+            }
+            false
+        }
+        FU_A => payload
+            .get(1)
+            .is_some_and(|&fu| fu & 0x80 != 0 && fu & 0x1f == NAL_IDR),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +136,24 @@ mod tests {
         assert!(is_keyframe(&data));
         assert_eq!(profile_level_id(&data), Some([0x42, 0xc0, 0x1f]));
         assert!(looks_like_annex_b(&data));
+    }
+
+    #[test]
+    fn rtp_keyframe_starts() {
+        assert!(rtp_payload_starts_keyframe(&[0x65, 1, 2]));
+        assert!(rtp_payload_starts_keyframe(&[0x67, 0x42]));
+        assert!(!rtp_payload_starts_keyframe(&[0x41, 1]));
+        // STAP-A with SPS and PPS.
+        assert!(rtp_payload_starts_keyframe(&[
+            0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce
+        ]));
+        assert!(!rtp_payload_starts_keyframe(&[0x78, 0, 2, 0x41, 0x42]));
+        assert!(!rtp_payload_starts_keyframe(&[0x78, 0, 9, 0x67]));
+        // FU-A: start of an IDR slice, then a middle fragment.
+        assert!(rtp_payload_starts_keyframe(&[0x7c, 0x85, 1]));
+        assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x05, 1]));
+        assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x81, 1]));
+        assert!(!rtp_payload_starts_keyframe(&[]));
     }
 
     #[test]

@@ -1,0 +1,408 @@
+//! The message types of the signal protocol.
+
+use serde::{Deserialize, Serialize};
+
+/// What a participant may do in a room; carried in its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Publishes, and controls the room (for example enables the composited grid).
+    Host,
+    /// Publishes camera, microphone and screen.
+    Speaker,
+    /// Watches and listens; cannot publish media (may still send data messages).
+    Viewer,
+}
+
+impl Role {
+    /// Whether this role may publish audio or video.
+    pub fn can_publish(self) -> bool {
+        matches!(self, Role::Host | Role::Speaker)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Host => "host",
+            Role::Speaker => "speaker",
+            Role::Viewer => "viewer",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
+        match s {
+            "host" => Ok(Role::Host),
+            "speaker" => Ok(Role::Speaker),
+            "viewer" => Ok(Role::Viewer),
+            _ => Err(UnknownRole),
+        }
+    }
+}
+
+/// A role name other than `host`, `speaker` or `viewer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role: expected host, speaker or viewer")]
+pub struct UnknownRole;
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    /// An Opus track.
+    Audio,
+    /// An H.264 track.
+    Video,
+}
+
+/// Where a track comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    /// A camera (or the test pattern).
+    Camera,
+    /// A microphone (or the speech source).
+    Microphone,
+    /// A shared screen or document.
+    Screen,
+    /// The server's composited grid of the room.
+    Grid,
+}
+
+/// A participant as the room sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    /// Unique in the room; from the token.
+    pub identity: String,
+    /// Display name; from the token.
+    pub name: String,
+    /// Role; from the token.
+    pub role: Role,
+}
+
+/// A published track as the room sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// Server-assigned id, unique in the room (`<identity>/<source>`).
+    pub id: String,
+    /// Identity of the publisher.
+    pub participant: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Camera, microphone, screen or grid.
+    pub source: TrackSource,
+    /// Whether the publisher has muted it.
+    #[serde(default)]
+    pub muted: bool,
+}
+
+/// A track the client publishes: which m-line of its offer carries which source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishTrack {
+    /// The m-line's `mid` in the client's offer.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// What it carries.
+    pub source: TrackSource,
+}
+
+/// Which m-line of the client's session carries which remote track (sent with each answer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSlot {
+    /// The m-line's `mid`.
+    pub mid: String,
+    /// The remote track it receives, or `None` when the m-line is idle.
+    pub track: Option<String>,
+}
+
+/// One ICE candidate, in the shape of the browser's `RTCIceCandidateInit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    /// The `candidate:` attribute line (empty means end of candidates).
+    pub candidate: String,
+    /// The m-line's `mid`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    /// The m-line's index.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sdpMLineIndex"
+    )]
+    pub sdp_m_line_index: Option<u16>,
+}
+
+/// An application message relayed by the server (chat, page sync, file-share control).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataMessage {
+    /// Sender's identity; set by the server, whatever the client wrote.
+    #[serde(default)]
+    pub from: String,
+    /// Recipients' identities; empty means everyone else in the room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// Application-defined topic, e.g. `chat`.
+    #[serde(default)]
+    pub topic: String,
+    /// The payload (text; binary data travels base64-encoded).
+    pub payload: String,
+}
+
+/// One entry of an active-speaker announcement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Speaker {
+    /// Participant identity.
+    pub identity: String,
+    /// Smoothed audio level, 0.0 (silence) to 1.0 (full scale).
+    pub level: f32,
+}
+
+/// Why a participant left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// It said `leave`.
+    Left,
+    /// Its connection failed (ICE failure, closed WebSocket).
+    ConnectionLost,
+    /// Nothing was heard from it within the timeout.
+    Timeout,
+    /// The same identity joined again from elsewhere.
+    Replaced,
+    /// The server closed its session for a protocol error.
+    Error,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+/// Stable error codes. The string forms never change meaning and are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, or not a known message.
+    BadMessage,
+    /// Larger than the protocol's limit.
+    MessageTooLarge,
+    /// The join asked for a protocol version the server does not speak.
+    UnsupportedVersion,
+    /// A message other than `join` came first.
+    NotJoined,
+    /// A second `join` on the same session.
+    AlreadyJoined,
+    /// The token's signature or shape is wrong.
+    InvalidToken,
+    /// The token has expired.
+    TokenExpired,
+    /// The token is for another room than the one asked for.
+    WrongRoom,
+    /// The role does not allow this (a viewer publishing).
+    PermissionDenied,
+    /// The SDP could not be applied.
+    NegotiationFailed,
+    /// The room has reached its participant limit.
+    RoomFull,
+    /// The session was silent for too long.
+    Timeout,
+    /// Something went wrong inside the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable string form, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::WrongRoom => "wrong_room",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NegotiationFailed => "negotiation_failed",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether the server closes the session after sending this error. Only a refused
+    /// subscription or publication leaves the session open.
+    pub fn is_fatal(self) -> bool {
+        !matches!(self, ErrorCode::PermissionDenied)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Messages from a client to the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// First message of every session.
+    Join {
+        /// Must be [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
+        protocol: u32,
+        /// Signed token naming room, identity, display name and role.
+        token: String,
+        /// Subscribe to every track in the room as it appears (default true).
+        #[serde(default = "default_true")]
+        auto_subscribe: bool,
+    },
+    /// An SDP offer: the client's session with what it publishes and receive slots for what
+    /// it subscribes to.
+    Offer {
+        /// The SDP.
+        sdp: String,
+        /// Which of the offer's m-lines carry which published source.
+        #[serde(default)]
+        publish: Vec<PublishTrack>,
+    },
+    /// The client's answer to a server offer.
+    Answer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// A trickled ICE candidate.
+    Candidate {
+        /// The candidate.
+        candidate: IceCandidate,
+    },
+    /// Start receiving these tracks.
+    Subscribe {
+        /// Track ids.
+        tracks: Vec<String>,
+    },
+    /// Stop receiving these tracks.
+    Unsubscribe {
+        /// Track ids.
+        tracks: Vec<String>,
+    },
+    /// Mute or unmute one of the client's own tracks.
+    Mute {
+        /// Track id.
+        track: String,
+        /// New state.
+        muted: bool,
+    },
+    /// An application message for the room or some participants.
+    Data {
+        /// The message (`from` is ignored and set by the server).
+        message: DataMessage,
+    },
+    /// Keep-alive; the server answers `pong`.
+    Ping,
+    /// Leaving; the server tells the room and closes the session.
+    Leave,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Messages from the server to a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The join succeeded.
+    Joined {
+        /// The server's protocol version.
+        protocol: u32,
+        /// Room name.
+        room: String,
+        /// The client itself, as the others see it.
+        participant: ParticipantInfo,
+        /// Everyone else already there.
+        participants: Vec<ParticipantInfo>,
+        /// Tracks already published.
+        tracks: Vec<TrackInfo>,
+    },
+    /// Someone joined.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Someone left.
+    ParticipantLeft {
+        /// Identity.
+        identity: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A track was published.
+    TrackPublished {
+        /// The track.
+        track: TrackInfo,
+    },
+    /// A track ended.
+    TrackUnpublished {
+        /// Track id.
+        track: String,
+    },
+    /// A track was muted or unmuted by its publisher.
+    TrackMuted {
+        /// Track id.
+        track: String,
+        /// New state.
+        muted: bool,
+    },
+    /// The server's answer to the client's offer.
+    Answer {
+        /// The SDP.
+        sdp: String,
+        /// Which m-lines receive which remote tracks.
+        slots: Vec<TrackSlot>,
+    },
+    /// A server-initiated offer.
+    Offer {
+        /// The SDP.
+        sdp: String,
+        /// Which m-lines carry which remote tracks.
+        slots: Vec<TrackSlot>,
+    },
+    /// The set of tracks the client receives changed: send a new offer with enough receive
+    /// slots (the server stays the answerer).
+    Renegotiate {
+        /// Receive slots needed per kind.
+        audio: u32,
+        /// Receive slots needed per kind.
+        video: u32,
+    },
+    /// A trickled ICE candidate.
+    Candidate {
+        /// The candidate.
+        candidate: IceCandidate,
+    },
+    /// The loudest participants, loudest first.
+    ActiveSpeaker {
+        /// Speakers with their levels.
+        speakers: Vec<Speaker>,
+    },
+    /// An application message from another participant.
+    Data {
+        /// The message, `from` filled in by the server.
+        message: DataMessage,
+    },
+    /// Answer to `ping`.
+    Pong,
+    /// Something went wrong; when [`ErrorCode::is_fatal`], the server closes afterwards.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        reason: String,
+    },
+}
