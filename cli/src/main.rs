@@ -2,13 +2,15 @@
 //!
 //! Today: `madang demo` (encode → decode of the test pattern and speech, written to Y4M and
 //! WAV, with a report), `madang encode` (test pattern or Y4M → H.264 file) and
-//! `madang bench codec` (codec throughput against raw OpenH264, raw libopus and x264).
+//! `madang bench codec` (codec throughput against raw OpenH264, raw libopus and x264) and
+//! `madang token` (access tokens for rooms).
 
 mod asm;
 mod bench_codec;
 mod demo;
 mod encode;
 mod size;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,8 @@ enum Command {
     Demo(demo::Args),
     /// Encode the test pattern or a Y4M file into an H.264 Annex-B file.
     Encode(encode::Args),
+    /// Mint an access token for a room.
+    Token(token::Args),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -44,6 +48,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Encode(args) => encode::run(args),
+        Command::Token(args) => token::run(args),
         Command::Bench {
             what: Bench::Codec(args),
         } => bench_codec::run(args),

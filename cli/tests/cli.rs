@@ -181,3 +181,44 @@ fn bench_codec_prints_the_json_report() {
         );
     }
 }
+
+#[test]
+fn token_mints_a_verifiable_token() {
+    let out = succeed(madang().args([
+        "token",
+        "--room",
+        "disaster",
+        "--identity",
+        "jongno",
+        "--name",
+        "Jongno-gu office",
+        "--role",
+        "viewer",
+        "--secret",
+        "s3cret",
+        "--ttl",
+        "10m",
+    ]));
+    let token = String::from_utf8(out).unwrap();
+    let now = madang::sfu::token::unix_now();
+    let claims = madang::sfu::token::verify(b"s3cret", token.trim(), now).unwrap();
+    assert_eq!(claims.room, "disaster");
+    assert_eq!(claims.identity, "jongno");
+    assert_eq!(claims.name, "Jongno-gu office");
+    assert_eq!(claims.role, madang::signal::Role::Viewer);
+    assert!(claims.exp >= now + 590 && claims.exp <= now + 600);
+    assert!(
+        fail(madang().args([
+            "token",
+            "--room",
+            "r",
+            "--identity",
+            "i",
+            "--role",
+            "admin",
+            "--secret",
+            "s"
+        ]))
+        .contains("admin")
+    );
+}
