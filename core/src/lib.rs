@@ -44,6 +44,8 @@ pub mod media;
 #[cfg(feature = "net")]
 pub mod sfu;
 pub mod signal;
+#[cfg(feature = "net")]
+pub mod transport;
 
 /// The README's Rust example is compiled and run as a doc test, so it cannot rot.
 #[cfg(all(doctest, feature = "codec"))]

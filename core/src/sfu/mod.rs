@@ -3,3 +3,4 @@
 pub mod forward;
 pub mod speaker;
 pub mod token;
+mod peer;

@@ -73,6 +73,18 @@ pub enum TrackSource {
     Grid,
 }
 
+/// Which of a client's two peer connections a message is about. Each client publishes on one
+/// (it sends, the server receives) and receives on the other; the client makes the offers on
+/// both, and the server answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerRole {
+    /// The connection carrying the client's own tracks to the server.
+    Publisher,
+    /// The connection carrying other participants' tracks to the client.
+    Subscriber,
+}
+
 /// A participant as the room sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -261,22 +273,22 @@ pub enum ClientMessage {
         #[serde(default = "default_true")]
         auto_subscribe: bool,
     },
-    /// An SDP offer: the client's session with what it publishes and receive slots for what
-    /// it subscribes to.
+    /// An SDP offer. On the publisher connection: one send-only m-line per published track,
+    /// listed in `publish`. On the subscriber connection: receive-only m-lines (slots) for
+    /// what the client is to receive.
     Offer {
+        /// Which connection.
+        pc: PeerRole,
         /// The SDP.
         sdp: String,
-        /// Which of the offer's m-lines carry which published source.
-        #[serde(default)]
+        /// Which of the offer's m-lines carry which published source (publisher only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         publish: Vec<PublishTrack>,
-    },
-    /// The client's answer to a server offer.
-    Answer {
-        /// The SDP.
-        sdp: String,
     },
     /// A trickled ICE candidate.
     Candidate {
+        /// Which connection.
+        pc: PeerRole,
         /// The candidate.
         candidate: IceCandidate,
     },
@@ -359,30 +371,32 @@ pub enum ServerMessage {
         /// New state.
         muted: bool,
     },
-    /// The server's answer to the client's offer.
+    /// The server's answer to one of the client's offers.
     Answer {
+        /// Which connection.
+        pc: PeerRole,
         /// The SDP.
         sdp: String,
-        /// Which m-lines receive which remote tracks.
+    },
+    /// Which receive slot (m-line of the subscriber connection) now carries which remote
+    /// track. Sent after each subscriber answer and whenever the mapping changes; slots are
+    /// reused without renegotiation.
+    Slots {
+        /// The full mapping.
         slots: Vec<TrackSlot>,
     },
-    /// A server-initiated offer.
-    Offer {
-        /// The SDP.
-        sdp: String,
-        /// Which m-lines carry which remote tracks.
-        slots: Vec<TrackSlot>,
-    },
-    /// The set of tracks the client receives changed: send a new offer with enough receive
-    /// slots (the server stays the answerer).
+    /// More receive slots are needed: send a new subscriber offer with at least this many
+    /// receive-only m-lines of each kind in total (the server stays the answerer).
     Renegotiate {
-        /// Receive slots needed per kind.
+        /// Audio slots needed in total.
         audio: u32,
-        /// Receive slots needed per kind.
+        /// Video slots needed in total.
         video: u32,
     },
     /// A trickled ICE candidate.
     Candidate {
+        /// Which connection.
+        pc: PeerRole,
         /// The candidate.
         candidate: IceCandidate,
     },

@@ -8,6 +8,7 @@ fn all_client_messages() -> Vec<ClientMessage> {
             auto_subscribe: false,
         },
         ClientMessage::Offer {
+            pc: PeerRole::Publisher,
             sdp: "v=0\r\n".into(),
             publish: vec![PublishTrack {
                 mid: "0".into(),
@@ -15,10 +16,13 @@ fn all_client_messages() -> Vec<ClientMessage> {
                 source: TrackSource::Camera,
             }],
         },
-        ClientMessage::Answer {
+        ClientMessage::Offer {
+            pc: PeerRole::Subscriber,
             sdp: "v=0\r\n".into(),
+            publish: vec![],
         },
         ClientMessage::Candidate {
+            pc: PeerRole::Subscriber,
             candidate: IceCandidate {
                 candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
                 sdp_mid: Some("0".into()),
@@ -90,11 +94,20 @@ fn server_messages_round_trip() {
             muted: true,
         },
         ServerMessage::Answer {
+            pc: PeerRole::Publisher,
             sdp: "v=0\r\n".into(),
-            slots: vec![TrackSlot {
-                mid: "2".into(),
-                track: Some("x/camera".into()),
-            }],
+        },
+        ServerMessage::Slots {
+            slots: vec![
+                TrackSlot {
+                    mid: "2".into(),
+                    track: Some("x/camera".into()),
+                },
+                TrackSlot {
+                    mid: "3".into(),
+                    track: None,
+                },
+            ],
         },
         ServerMessage::Renegotiate { audio: 3, video: 3 },
         ServerMessage::ActiveSpeaker {

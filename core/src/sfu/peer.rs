@@ -1,0 +1,189 @@
+//! Building the server side of a peer connection on the sans-I/O `rtc` core, and telling
+//! which connection a datagram on the shared UDP port belongs to.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::shared::error::Error as RtcError;
+
+use crate::transport::media_engine;
+
+/// Marks incoming keyframe requests (PLI, FIR) for the application. By default the
+/// interceptor chain consumes all incoming RTCP; the server needs these to relay them to
+/// publishers. Marked packets still pass on to the other interceptors.
+#[derive(Default)]
+pub(crate) struct DeliverKeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets.iter().any(|p| {
+        p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+            || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+    })
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && is_keyframe_request(packets)
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for DeliverKeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
+/// ICE credentials so that datagrams on the shared port can be told apart, and the shared
+/// UDP socket's address as its only candidate.
+pub(crate) fn new_peer_connection(
+    ufrag: &str,
+    pwd: &str,
+    local: SocketAddr,
+    now: Instant,
+) -> Result<RTCPeerConnection, RtcError> {
+    let settings = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_answering_dtls_role(RTCDtlsRole::Client)
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let mut engine = media_engine()?;
+    let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+    let registry = register_default_interceptors(registry, &mut engine)?;
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    Ok(pc)
+}
+
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_USERNAME: u16 = 0x0006;
+
+/// The server-side ICE ufrag from a STUN binding request's USERNAME (`server:client`), if this
+/// datagram is one. That is how the first packet from a new address finds its connection.
+pub(crate) fn stun_server_ufrag(datagram: &[u8]) -> Option<&str> {
+    if datagram.len() < 20 || datagram[0] & 0xc0 != 0 || datagram[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let body_len = u16::from_be_bytes([datagram[2], datagram[3]]) as usize;
+    let mut attrs = datagram.get(20..20 + body_len)?;
+    while attrs.len() >= 4 {
+        let typ = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let len = u16::from_be_bytes([attrs[2], attrs[3]]) as usize;
+        let value = attrs.get(4..4 + len)?;
+        if typ == STUN_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        attrs = attrs.get(4 + len.div_ceil(4) * 4..).unwrap_or(&[]);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        // A PRIORITY attribute first, so the parser has to walk.
+        attrs.extend_from_slice(&[0x00, 0x24, 0, 4, 1, 2, 3, 4]);
+        attrs.extend_from_slice(&STUN_USERNAME.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut msg = vec![0x00, 0x01];
+        msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&STUN_MAGIC);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&attrs);
+        msg
+    }
+
+    #[test]
+    fn finds_the_server_ufrag() {
+        assert_eq!(stun_server_ufrag(&binding_request("srv1:cli")), Some("srv1"));
+        assert_eq!(stun_server_ufrag(&binding_request("abc")), Some("abc"));
+    }
+
+    #[test]
+    fn ignores_other_datagrams() {
+        assert_eq!(stun_server_ufrag(&[0x80, 0x60, 0, 1]), None);
+        assert_eq!(stun_server_ufrag(&[0x16, 0xfe, 0xfd]), None);
+        let mut truncated = binding_request("srv1:cli");
+        truncated.truncate(30);
+        assert_eq!(stun_server_ufrag(&truncated), None);
+        let mut no_magic = binding_request("srv1:cli");
+        no_magic[4] = 0;
+        assert_eq!(stun_server_ufrag(&no_magic), None);
+    }
+
+    #[test]
+    fn builds_a_peer_connection() {
+        let addr: SocketAddr = "127.0.0.1:7880".parse().unwrap();
+        new_peer_connection("ufrag0001", "passwordpasswordpassword", addr, Instant::now()).unwrap();
+    }
+}
