@@ -105,6 +105,11 @@ impl DownTrack {
         }
     }
 
+    /// The SSRC this down-track sends with.
+    pub fn out_ssrc(&self) -> u32 {
+        self.out_ssrc
+    }
+
     /// Stops (or resumes) sending; on resume video waits for a keyframe again.
     pub fn set_paused(&mut self, paused: bool) {
         if paused && !self.paused {

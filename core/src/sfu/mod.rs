@@ -1,6 +1,225 @@
-//! The room server: rooms, tokens and roles, and the routing of media between participants.
+//! The room server (SFU): rooms, tokens and roles, and the routing of media between
+//! participants without decoding it.
+//!
+//! One UDP port carries every participant's WebRTC traffic; one TCP port serves the signal
+//! WebSocket (`/signal`), and with `dev` a token endpoint (`/dev/token`). Routing decisions are
+//! pure code ([`forward`], [`slots`], [`speaker`]) driven by a single engine task.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), madang::sfu::SfuError> {
+//! use madang::sfu::{Server, ServerConfig};
+//! let server = Server::bind(ServerConfig::dev()).await?;
+//! println!("signal at {}", server.signal_url());
+//! tokio::signal::ctrl_c().await.ok();
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod engine;
 pub mod forward;
+mod http;
+mod peer;
+pub mod slots;
 pub mod speaker;
 pub mod token;
-mod peer;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+pub use engine::EngineStats;
+use tokio::sync::{mpsc, watch};
+
+use crate::signal::Role;
+
+/// Settings of a [`Server`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address of the HTTP/WebSocket listener (default `127.0.0.1:8080`; port 0 picks one).
+    pub http: SocketAddr,
+    /// Address of the one UDP port for media (default `127.0.0.1:7880`; port 0 picks one).
+    pub udp: SocketAddr,
+    /// Address announced to clients as the media candidate when `udp` binds an unspecified
+    /// address such as `0.0.0.0`.
+    pub advertise_ip: Option<IpAddr>,
+    /// Secret that signs tokens.
+    pub secret: Vec<u8>,
+    /// Serve `/dev/token`, which mints tokens for anyone: local testing only.
+    pub dev: bool,
+    /// A participant silent for this long (no signal message, no media) is removed.
+    pub silence_timeout: Duration,
+    /// Participants per room.
+    pub max_participants: usize,
+}
+
+impl ServerConfig {
+    /// Loopback defaults with `secret`.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            http: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880),
+            advertise_ip: None,
+            secret: secret.into(),
+            dev: false,
+            silence_timeout: Duration::from_secs(15),
+            max_participants: 1000,
+        }
+    }
+
+    /// Development settings: loopback, any free ports, a fixed development secret, and the
+    /// token endpoint on.
+    pub fn dev() -> Self {
+        Self {
+            http: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            dev: true,
+            ..Self::new(DEV_SECRET)
+        }
+    }
+}
+
+/// The secret `ServerConfig::dev` signs tokens with. Never use it outside local testing.
+pub const DEV_SECRET: &str = "madang-dev-secret";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// A listener could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// `HTTP` or `UDP`.
+        what: &'static str,
+        /// Address tried.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The UDP address is unspecified and no address to announce was given.
+    #[error("UDP address {0} is unspecified: set advertise_ip to the address clients reach")]
+    NoAdvertisedAddress(SocketAddr),
+    /// The secret is empty.
+    #[error("the token secret must not be empty")]
+    EmptySecret,
+    /// Minting a token failed.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+}
+
+/// A running room server.
+#[derive(Debug)]
+pub struct Server {
+    http_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    secret: Vec<u8>,
+    shutdown: watch::Sender<bool>,
+    stats: watch::Receiver<EngineStats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds both ports and starts serving.
+    pub async fn bind(config: ServerConfig) -> Result<Self, SfuError> {
+        if config.secret.is_empty() {
+            return Err(SfuError::EmptySecret);
+        }
+        let socket = tokio::net::UdpSocket::bind(config.udp).await.map_err(|source| SfuError::Bind {
+            what: "UDP",
+            addr: config.udp,
+            source,
+        })?;
+        let bound = socket.local_addr().map_err(|source| SfuError::Bind {
+            what: "UDP",
+            addr: config.udp,
+            source,
+        })?;
+        let udp_addr = if bound.ip().is_unspecified() {
+            let ip = config.advertise_ip.ok_or(SfuError::NoAdvertisedAddress(bound))?;
+            SocketAddr::new(ip, bound.port())
+        } else {
+            bound
+        };
+        let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|source| SfuError::Bind {
+            what: "HTTP",
+            addr: config.http,
+            source,
+        })?;
+        let http_addr = listener.local_addr().map_err(|source| SfuError::Bind {
+            what: "HTTP",
+            addr: config.http,
+            source,
+        })?;
+
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (stats_tx, stats) = watch::channel(EngineStats::default());
+        let engine = engine::Engine::new(
+            Arc::new(socket),
+            udp_addr,
+            engine::EngineConfig {
+                secret: config.secret.clone(),
+                silence_timeout: config.silence_timeout,
+                max_participants: config.max_participants,
+            },
+            stats_tx,
+        );
+        let engine_task = tokio::spawn(engine.run(commands_rx, shutdown_rx.clone()));
+        let state = http::HttpState {
+            commands: commands_tx,
+            next_session: Arc::new(AtomicU64::new(1)),
+            dev_secret: config.dev.then(|| Arc::new(config.secret.clone())),
+        };
+        let mut http_shutdown = shutdown_rx;
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!("http server stopped: {e}");
+            }
+        });
+        Ok(Self {
+            http_addr,
+            udp_addr,
+            secret: config.secret,
+            shutdown,
+            stats,
+            tasks: vec![engine_task, http_task],
+        })
+    }
+
+    /// Where the HTTP/WebSocket listener is.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The media address clients connect to.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The WebSocket URL clients join with.
+    pub fn signal_url(&self) -> String {
+        format!("ws://{}/signal", self.http_addr)
+    }
+
+    /// Mints a token signed with this server's secret.
+    pub fn token(&self, room: &str, identity: &str, name: &str, role: Role, ttl: Duration) -> Result<String, SfuError> {
+        let claims = token::Claims::new(room, identity, name, role, token::unix_now(), ttl.as_secs());
+        Ok(token::mint(&self.secret, &claims)?)
+    }
+
+    /// Current counters (updated ten times a second).
+    pub fn stats(&self) -> EngineStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Tells every participant, closes everything, and waits for the tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}

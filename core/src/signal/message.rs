@@ -76,7 +76,7 @@ pub enum TrackSource {
 /// Which of a client's two peer connections a message is about. Each client publishes on one
 /// (it sends, the server receives) and receives on the other; the client makes the offers on
 /// both, and the server answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerRole {
     /// The connection carrying the client's own tracks to the server.

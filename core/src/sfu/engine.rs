@@ -1,0 +1,1237 @@
+//! The server's media engine: one task owning the shared UDP socket, every participant's
+//! sans-I/O peer connections, and the rooms. Signal sessions talk to it through commands;
+//! datagrams, timers and commands drive it. Decisions about packets come from the pure
+//! policies in [`forward`](super::forward), [`slots`](super::slots) and
+//! [`speaker`](super::speaker).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::forward::{DownTrack, Forwarding, InHeader, KeyframeLimiter, RetransmitCache};
+use super::peer::{new_peer_connection, stun_server_ufrag};
+use super::slots::{SlotView, assign};
+use super::speaker::ActiveSpeakers;
+use super::token::{Claims, verify};
+use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::signal::{
+    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, PeerRole,
+    PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot, TrackSource,
+};
+use crate::transport::{AUDIO_LEVEL_URI, audio_level_dbov, h264_codec, opus_codec};
+
+/// Identifies one signal session (one WebSocket).
+pub(crate) type SessionId = u64;
+
+/// What a signal session asks of the engine.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A WebSocket opened; `room` is the room named in its URL, if any.
+    Open {
+        session: SessionId,
+        room: Option<String>,
+        tx: mpsc::UnboundedSender<Outbound>,
+    },
+    /// A message from the client.
+    Message { session: SessionId, message: ClientMessage },
+    /// The WebSocket closed, or its task gave up on it with `code`.
+    Closed { session: SessionId, code: Option<ErrorCode> },
+}
+
+/// What the engine sends to a signal session.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Send this message.
+    Message(ServerMessage),
+    /// Close the WebSocket.
+    Close,
+}
+
+/// Settings the engine runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct EngineConfig {
+    pub secret: Vec<u8>,
+    pub silence_timeout: Duration,
+    pub max_participants: usize,
+}
+
+/// Counters the server reports.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// RTP packets written towards subscribers.
+    pub packets_out: u64,
+    /// Datagrams that matched no connection.
+    pub unroutable: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Participants currently joined.
+    pub participants: usize,
+}
+
+type PcKey = (SessionId, PeerRole);
+
+struct Pc {
+    pc: RTCPeerConnection,
+    ufrag: String,
+    /// Deadline currently registered in the timer heap.
+    deadline: Option<Instant>,
+}
+
+struct Published {
+    room_track: String,
+    kind: TrackKind,
+    receiver: RTCRtpReceiverId,
+    ssrc: Option<u32>,
+    audio_level_id: Option<u8>,
+    cache: RetransmitCache,
+    limiter: KeyframeLimiter,
+}
+
+struct Slot {
+    kind: TrackKind,
+    mid: String,
+    sender: RTCRtpSenderId,
+    track: Option<String>,
+    down: DownTrack,
+}
+
+struct Member {
+    room: String,
+    info: ParticipantInfo,
+}
+
+struct Session {
+    tx: mpsc::UnboundedSender<Outbound>,
+    url_room: Option<String>,
+    member: Option<Member>,
+    last_seen: Instant,
+    publisher: Option<Pc>,
+    subscriber: Option<Pc>,
+    /// Published m-lines announced in offers, by mid.
+    publish_mids: HashMap<String, PublishTrack>,
+    /// Published tracks by the connection's track id, once media flows.
+    published: HashMap<String, Published>,
+    slots: Vec<Slot>,
+    /// Track ids the client wants, in order of arrival.
+    wanted: Vec<String>,
+    auto_subscribe: bool,
+}
+
+impl Session {
+    fn send(&self, message: ServerMessage) {
+        let _ = self.tx.send(Outbound::Message(message));
+    }
+
+    fn pc_mut(&mut self, role: PeerRole) -> Option<&mut Pc> {
+        match role {
+            PeerRole::Publisher => self.publisher.as_mut(),
+            PeerRole::Subscriber => self.subscriber.as_mut(),
+        }
+    }
+}
+
+struct RoomTrack {
+    info: TrackInfo,
+    publisher: SessionId,
+}
+
+#[derive(Default)]
+struct Room {
+    members: BTreeMap<String, SessionId>,
+    tracks: BTreeMap<String, RoomTrack>,
+    /// Room track id → subscriber slots carrying it.
+    carriers: HashMap<String, Vec<(SessionId, usize)>>,
+}
+
+pub(crate) struct Engine {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    config: EngineConfig,
+    sessions: HashMap<SessionId, Session>,
+    rooms: HashMap<String, Room>,
+    speakers: HashMap<String, ActiveSpeakers>,
+    by_ufrag: HashMap<String, PcKey>,
+    by_addr: HashMap<SocketAddr, PcKey>,
+    timers: BinaryHeap<Reverse<(Instant, PcKey)>>,
+    dirty: HashSet<PcKey>,
+    next_ufrag: u64,
+    stats: EngineStats,
+    stats_tx: tokio::sync::watch::Sender<EngineStats>,
+}
+
+fn random_string(len: usize, seed: u64) -> String {
+    // Unguessable enough for ICE credentials on loopback and LAN deployments: mixes the
+    // process's random hasher keys with a counter.
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let state = std::collections::hash_map::RandomState::new();
+    let mut out = String::with_capacity(len);
+    let mut i = 0u64;
+    while out.len() < len {
+        let mut h = state.build_hasher();
+        h.write_u64(seed);
+        h.write_u64(i);
+        let mut v = h.finish();
+        for _ in 0..8 {
+            if out.len() == len {
+                break;
+            }
+            out.push(ALPHABET[(v % ALPHABET.len() as u64) as usize] as char);
+            v /= ALPHABET.len() as u64;
+        }
+        i += 1;
+    }
+    out
+}
+
+fn random_u32(seed: u64) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seed);
+    (h.finish() >> 16) as u32 | 1
+}
+
+/// `(kind, mid)` of each m-line in an SDP, in order.
+pub(crate) fn sdp_m_lines(sdp: &str) -> Vec<(TrackKind, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<TrackKind> = None;
+    for line in sdp.lines() {
+        if let Some(rest) = line.strip_prefix("m=") {
+            current = if rest.starts_with("audio") {
+                Some(TrackKind::Audio)
+            } else if rest.starts_with("video") {
+                Some(TrackKind::Video)
+            } else {
+                None
+            };
+        } else if let (Some(kind), Some(mid)) = (current, line.strip_prefix("a=mid:")) {
+            out.push((kind, mid.trim().to_owned()));
+            current = None;
+        }
+    }
+    out
+}
+
+fn codec_kind(kind: TrackKind) -> RtpCodecKind {
+    match kind {
+        TrackKind::Audio => RtpCodecKind::Audio,
+        TrackKind::Video => RtpCodecKind::Video,
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(
+        socket: Arc<UdpSocket>,
+        local: SocketAddr,
+        config: EngineConfig,
+        stats_tx: tokio::sync::watch::Sender<EngineStats>,
+    ) -> Self {
+        Self {
+            socket,
+            local,
+            config,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            speakers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: HashSet::new(),
+            next_ufrag: 0,
+            stats: EngineStats::default(),
+            stats_tx,
+        }
+    }
+
+    /// Runs until `commands` closes or `shutdown` fires.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush().await;
+            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let sleep = tokio::time::sleep_until(
+                next_timer
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => self.on_datagram(&buf[..n], from, Instant::now()),
+                    Err(e) => tracing::debug!("udp receive: {e}"),
+                },
+                command = commands.recv() => match command {
+                    Some(c) => self.on_command(c, Instant::now()),
+                    None => break,
+                },
+                _ = sleep => self.on_timers(Instant::now()),
+                _ = tick.tick() => self.on_tick(Instant::now()),
+                _ = shutdown.changed() => break,
+            }
+        }
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove_session(id, LeaveReason::ServerShutdown, Instant::now());
+        }
+        self.flush().await;
+    }
+
+    // ---- I/O ----
+
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        let key = match self.by_addr.get(&from) {
+            Some(k) => Some(*k),
+            None => stun_server_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
+        };
+        let Some(key) = key else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        self.by_addr.insert(from, key);
+        let local = self.local;
+        let Some(session) = self.sessions.get_mut(&key.0) else {
+            return;
+        };
+        session.last_seen = now;
+        let Some(pc) = session.pc_mut(key.1) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = pc.pc.handle_read(msg) {
+            tracing::debug!("session {} {:?}: read: {e}", key.0, key.1);
+        }
+        self.dirty.insert(key);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(pc) = self.sessions.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
+                continue;
+            };
+            if pc.deadline != Some(t) {
+                continue; // superseded by a newer deadline
+            }
+            pc.deadline = None;
+            if let Err(e) = pc.pc.handle_timeout(now) {
+                tracing::debug!("session {} {:?}: timeout: {e}", key.0, key.1);
+            }
+            self.dirty.insert(key);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        // Active speakers.
+        let mut announcements = Vec::new();
+        for (room, speakers) in &mut self.speakers {
+            if let Some(ranking) = speakers.poll(now) {
+                announcements.push((room.clone(), ranking));
+            }
+        }
+        for (room, speakers) in announcements {
+            self.broadcast(&room, None, ServerMessage::ActiveSpeaker { speakers });
+        }
+        // Silent sessions.
+        let timeout = self.config.silence_timeout;
+        let silent: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.fail(id, ErrorCode::Timeout, "no message or media within the timeout", now);
+        }
+        self.stats.participants = self.rooms.values().map(|r| r.members.len()).sum();
+        let _ = self.stats_tx.send(self.stats.clone());
+    }
+
+    /// Drains every connection touched since the last flush: datagrams to send, events,
+    /// incoming media; then re-arms its timer.
+    async fn flush(&mut self) {
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < 8 {
+            rounds += 1;
+            let keys: Vec<PcKey> = self.dirty.drain().collect();
+            for key in keys {
+                self.drain_pc(key).await;
+            }
+        }
+    }
+
+    async fn drain_pc(&mut self, key: PcKey) {
+        let now = Instant::now();
+        let mut datagrams = Vec::new();
+        let mut events = Vec::new();
+        let mut messages = Vec::new();
+        {
+            let Some(pc) = self.sessions.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
+                return;
+            };
+            while let Some(ev) = pc.pc.poll_event() {
+                events.push(ev);
+            }
+            while let Some(m) = pc.pc.poll_read() {
+                messages.push(m.message);
+            }
+            while let Some(out) = pc.pc.poll_write() {
+                datagrams.push(out);
+            }
+            if let Some(t) = pc.pc.poll_timeout()
+                && pc.deadline != Some(t)
+            {
+                pc.deadline = Some(t);
+                self.timers.push(Reverse((t, key)));
+            }
+        }
+        for out in datagrams {
+            self.by_addr.insert(out.transport.peer_addr, key);
+            if let Err(e) = self.socket.send_to(&out.message, out.transport.peer_addr).await {
+                tracing::debug!("udp send to {}: {e}", out.transport.peer_addr);
+            }
+        }
+        for ev in events {
+            self.on_pc_event(key, ev, now);
+        }
+        for m in messages {
+            self.on_pc_message(key, m, now);
+        }
+    }
+
+    fn on_pc_event(&mut self, key: PcKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                tracing::debug!("session {} {:?}: {state}", key.0, key.1);
+                if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+                    && self.sessions.get(&key.0).is_some_and(|s| s.member.is_some())
+                {
+                    self.remove_session(key.0, LeaveReason::ConnectionLost, now);
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if key.1 == PeerRole::Publisher => {
+                self.on_publisher_track(key.0, init.track_id, init.receiver_id, init.ssrc);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_publisher_track(&mut self, id: SessionId, track_id: String, receiver: RTCRtpReceiverId, ssrc: u32) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(member) = &session.member else {
+            return;
+        };
+        let Some(pc) = session.publisher.as_mut() else {
+            return;
+        };
+        let index: usize = receiver.into();
+        let mid = pc
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.mid().clone())
+            .unwrap_or_default();
+        let Some(publish) = session.publish_mids.get(&mid) else {
+            tracing::debug!("session {id}: track on unannounced mid {mid:?}");
+            return;
+        };
+        let audio_level_id = pc.pc.rtp_receiver(receiver).and_then(|mut r| {
+            r.get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == AUDIO_LEVEL_URI)
+                .map(|e| e.id as u8)
+        });
+        let room_track = format!("{}/{}", member.info.identity, source_name(publish.source));
+        let video = publish.kind == TrackKind::Video;
+        session.published.insert(
+            track_id,
+            Published {
+                room_track,
+                kind: publish.kind,
+                receiver,
+                ssrc: Some(ssrc),
+                audio_level_id,
+                cache: RetransmitCache::new(if video { 1024 } else { 64 }),
+                limiter: KeyframeLimiter::new(Duration::from_millis(300)),
+            },
+        );
+    }
+
+    fn on_pc_message(&mut self, key: PcKey, message: RTCMessage, now: Instant) {
+        match (key.1, message) {
+            (PeerRole::Publisher, RTCMessage::RtpPacket(track_id, packet)) => {
+                self.forward(key.0, &track_id, packet, now);
+            }
+            (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
+                for p in packets {
+                    let media_ssrc = if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+                        Some(pli.media_ssrc)
+                    } else {
+                        p.as_any()
+                            .downcast_ref::<FullIntraRequest>()
+                            .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
+                    };
+                    if let Some(ssrc) = media_ssrc {
+                        self.on_subscriber_keyframe_request(key.0, ssrc, now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- media ----
+
+    fn forward(&mut self, publisher: SessionId, track_id: &str, packet: rtp::Packet, now: Instant) {
+        self.stats.packets_in += 1;
+        let Some(session) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        let Some(room) = session.member.as_ref().map(|m| m.room.clone()) else {
+            return;
+        };
+        let identity = session.member.as_ref().map(|m| m.info.identity.clone()).unwrap_or_default();
+        let Some(published) = session.published.get_mut(track_id) else {
+            return;
+        };
+        published.ssrc = Some(packet.header.ssrc);
+        let video = published.kind == TrackKind::Video;
+        let header = InHeader {
+            ssrc: packet.header.ssrc,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            keyframe_start: !video || rtp_payload_starts_keyframe(&packet.payload),
+        };
+        published.cache.insert(header, packet.payload.clone());
+        if let Some(level) = published
+            .audio_level_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|ext| audio_level_dbov(&ext))
+        {
+            self.speakers
+                .entry(room.clone())
+                .or_insert_with(|| ActiveSpeakers::new(Duration::from_millis(600), Duration::from_millis(300)))
+                .observe(&identity, level, now);
+        }
+        let room_track = published.room_track.clone();
+        let carriers = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.carriers.get(&room_track))
+            .cloned()
+            .unwrap_or_default();
+        let mut want_keyframe = false;
+        for (sub_id, slot_index) in carriers {
+            let Some(sub) = self.sessions.get_mut(&sub_id) else {
+                continue;
+            };
+            let Some(slot) = sub.slots.get_mut(slot_index) else {
+                continue;
+            };
+            if slot.track.as_deref() != Some(room_track.as_str()) {
+                continue;
+            }
+            match slot.down.forward(&header) {
+                Forwarding::Send(out) => {
+                    let sender = slot.sender;
+                    let Some(pc) = sub.subscriber.as_mut() else {
+                        continue;
+                    };
+                    let packet = rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            marker: out.marker,
+                            payload_type: out.payload_type,
+                            sequence_number: out.seq,
+                            timestamp: out.timestamp,
+                            ssrc: out.ssrc,
+                            ..Default::default()
+                        },
+                        payload: packet.payload.clone(),
+                    };
+                    if let Some(mut s) = pc.pc.rtp_sender(sender) {
+                        match s.write_rtp(now, packet) {
+                            Ok(()) => self.stats.packets_out += 1,
+                            Err(e) => tracing::trace!("write_rtp to session {sub_id}: {e}"),
+                        }
+                    }
+                    self.dirty.insert((sub_id, PeerRole::Subscriber));
+                }
+                Forwarding::WaitingForKeyframe => want_keyframe = true,
+                _ => {}
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(publisher, track_id, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, publisher: SessionId, track_id: &str, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        let Some(published) = session.published.get_mut(track_id) else {
+            return;
+        };
+        let (Some(ssrc), true) = (published.ssrc, published.kind == TrackKind::Video) else {
+            return;
+        };
+        if !published.limiter.allow(now) {
+            return;
+        }
+        let receiver = published.receiver;
+        if let Some(pc) = session.publisher.as_mut()
+            && let Some(mut r) = pc.pc.rtp_receiver(receiver)
+        {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                self.stats.keyframe_requests += 1;
+            }
+            self.dirty.insert((publisher, PeerRole::Publisher));
+        }
+    }
+
+    fn on_subscriber_keyframe_request(&mut self, subscriber: SessionId, out_ssrc: u32, now: Instant) {
+        let Some(sub) = self.sessions.get(&subscriber) else {
+            return;
+        };
+        let Some(room) = sub.member.as_ref().map(|m| m.room.clone()) else {
+            return;
+        };
+        let Some(track) = sub
+            .slots
+            .iter()
+            .find(|s| s.down.out_ssrc() == out_ssrc)
+            .and_then(|s| s.track.clone())
+        else {
+            return;
+        };
+        let Some(publisher) = self.rooms.get(&room).and_then(|r| r.tracks.get(&track)).map(|t| t.publisher) else {
+            return;
+        };
+        let track_id = self.sessions.get(&publisher).and_then(|p| {
+            p.published
+                .iter()
+                .find(|(_, pubd)| pubd.room_track == track)
+                .map(|(id, _)| id.clone())
+        });
+        if let Some(track_id) = track_id {
+            self.request_keyframe(publisher, &track_id, now);
+        }
+    }
+
+    // ---- signalling ----
+
+    fn on_command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Open { session, room, tx } => {
+                self.sessions.insert(
+                    session,
+                    Session {
+                        tx,
+                        url_room: room,
+                        member: None,
+                        last_seen: now,
+                        publisher: None,
+                        subscriber: None,
+                        publish_mids: HashMap::new(),
+                        published: HashMap::new(),
+                        slots: Vec::new(),
+                        wanted: Vec::new(),
+                        auto_subscribe: true,
+                    },
+                );
+            }
+            Command::Closed { session, code } => {
+                let reason = if code.is_some() {
+                    LeaveReason::Error
+                } else {
+                    LeaveReason::ConnectionLost
+                };
+                self.remove_session(session, reason, now);
+            }
+            Command::Message { session, message } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.last_seen = now;
+                }
+                self.on_message(session, message, now);
+            }
+        }
+    }
+
+    fn fail(&mut self, id: SessionId, code: ErrorCode, reason: &str, now: Instant) {
+        if let Some(s) = self.sessions.get(&id) {
+            s.send(ServerMessage::Error {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        if code.is_fatal() {
+            let leave = if code == ErrorCode::Timeout {
+                LeaveReason::Timeout
+            } else {
+                LeaveReason::Error
+            };
+            self.remove_session(id, leave, now);
+        }
+    }
+
+    fn on_message(&mut self, id: SessionId, message: ClientMessage, now: Instant) {
+        let joined = self.sessions.get(&id).is_some_and(|s| s.member.is_some());
+        match message {
+            ClientMessage::Join {
+                protocol,
+                token,
+                auto_subscribe,
+            } => {
+                if joined {
+                    return self.fail(id, ErrorCode::AlreadyJoined, "already joined", now);
+                }
+                if protocol != PROTOCOL_VERSION {
+                    let reason = format!("protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}");
+                    return self.fail(id, ErrorCode::UnsupportedVersion, &reason, now);
+                }
+                match verify(&self.config.secret, &token, super::token::unix_now()) {
+                    Ok(claims) => self.join(id, claims, auto_subscribe, now),
+                    Err(e) => self.fail(id, e.code(), &e.to_string(), now),
+                }
+            }
+            _ if !joined => self.fail(id, ErrorCode::NotJoined, "the first message must be join", now),
+            ClientMessage::Offer { pc, sdp, publish } => self.on_offer(id, pc, sdp, publish, now),
+            ClientMessage::Candidate { pc, candidate } => self.on_candidate(id, pc, candidate),
+            ClientMessage::Subscribe { tracks } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    for t in tracks {
+                        if !s.wanted.contains(&t) {
+                            s.wanted.push(t);
+                        }
+                    }
+                }
+                self.reassign(id);
+            }
+            ClientMessage::Unsubscribe { tracks } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.wanted.retain(|t| !tracks.contains(t));
+                }
+                self.reassign(id);
+            }
+            ClientMessage::Mute { track, muted } => self.on_mute(id, track, muted),
+            ClientMessage::Data { message } => self.on_data(id, message),
+            ClientMessage::Ping => {
+                if let Some(s) = self.sessions.get(&id) {
+                    s.send(ServerMessage::Pong);
+                }
+            }
+            ClientMessage::Leave => self.remove_session(id, LeaveReason::Left, now),
+        }
+    }
+
+    fn join(&mut self, id: SessionId, claims: Claims, auto_subscribe: bool, now: Instant) {
+        if let Some(url_room) = self.sessions.get(&id).and_then(|s| s.url_room.clone())
+            && url_room != claims.room
+        {
+            let reason = format!("token is for room {:?}, not {url_room:?}", claims.room);
+            return self.fail(id, ErrorCode::WrongRoom, &reason, now);
+        }
+        let room = self.rooms.entry(claims.room.clone()).or_default();
+        if let Some(&old) = room.members.get(&claims.identity) {
+            if let Some(s) = self.sessions.get(&old) {
+                s.send(ServerMessage::Error {
+                    code: ErrorCode::Internal,
+                    reason: "the same identity joined from elsewhere".into(),
+                });
+            }
+            self.remove_session(old, LeaveReason::Replaced, now);
+        }
+        let room = self.rooms.entry(claims.room.clone()).or_default();
+        if room.members.len() >= self.config.max_participants {
+            return self.fail(id, ErrorCode::RoomFull, "the room is full", now);
+        }
+        let info = ParticipantInfo {
+            identity: claims.identity.clone(),
+            name: claims.name.clone(),
+            role: claims.role,
+        };
+        let participants: Vec<ParticipantInfo> = room
+            .members
+            .values()
+            .filter_map(|sid| self.sessions.get(sid))
+            .filter_map(|s| s.member.as_ref().map(|m| m.info.clone()))
+            .collect();
+        let tracks: Vec<TrackInfo> = room.tracks.values().map(|t| t.info.clone()).collect();
+        room.members.insert(claims.identity.clone(), id);
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.member = Some(Member {
+            room: claims.room.clone(),
+            info: info.clone(),
+        });
+        session.auto_subscribe = auto_subscribe;
+        if auto_subscribe {
+            session.wanted = tracks.iter().map(|t| t.id.clone()).collect();
+        }
+        session.send(ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: claims.room.clone(),
+            participant: info.clone(),
+            participants,
+            tracks,
+        });
+        self.broadcast(&claims.room, Some(id), ServerMessage::ParticipantJoined { participant: info });
+        self.reassign(id);
+    }
+
+    fn broadcast(&self, room: &str, except: Option<SessionId>, message: ServerMessage) {
+        if let Some(r) = self.rooms.get(room) {
+            for sid in r.members.values() {
+                if Some(*sid) != except
+                    && let Some(s) = self.sessions.get(sid)
+                {
+                    s.send(message.clone());
+                }
+            }
+        }
+    }
+
+    fn ensure_pc(&mut self, id: SessionId, role: PeerRole, now: Instant) -> Result<(), String> {
+        let exists = self.sessions.get_mut(&id).is_some_and(|s| s.pc_mut(role).is_some());
+        if exists {
+            return Ok(());
+        }
+        self.next_ufrag += 1;
+        let ufrag = random_string(16, self.next_ufrag);
+        let pwd = random_string(32, self.next_ufrag ^ 0x5a5a);
+        let pc = new_peer_connection(&ufrag, &pwd, self.local, now).map_err(|e| e.to_string())?;
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Err("session gone".into());
+        };
+        let slot = match role {
+            PeerRole::Publisher => &mut session.publisher,
+            PeerRole::Subscriber => &mut session.subscriber,
+        };
+        *slot = Some(Pc {
+            pc,
+            ufrag: ufrag.clone(),
+            deadline: None,
+        });
+        self.by_ufrag.insert(ufrag, (id, role));
+        Ok(())
+    }
+
+    fn on_offer(&mut self, id: SessionId, role: PeerRole, sdp: String, publish: Vec<PublishTrack>, now: Instant) {
+        let Some(member) = self.sessions.get(&id).and_then(|s| s.member.as_ref()) else {
+            return;
+        };
+        let (room, identity, can_publish) = (
+            member.room.clone(),
+            member.info.identity.clone(),
+            member.info.role.can_publish(),
+        );
+        if role == PeerRole::Publisher && !publish.is_empty() && !can_publish {
+            return self.fail(id, ErrorCode::PermissionDenied, "viewers cannot publish", now);
+        }
+        if let Err(e) = self.ensure_pc(id, role, now) {
+            return self.fail(id, ErrorCode::Internal, &e, now);
+        }
+        let m_lines = sdp_m_lines(&sdp);
+        let result = match role {
+            PeerRole::Publisher => self.answer_publisher(id, sdp, &publish, now),
+            PeerRole::Subscriber => self.answer_subscriber(id, sdp, &m_lines, now),
+        };
+        match result {
+            Ok(answer) => {
+                if let Some(s) = self.sessions.get(&id) {
+                    s.send(ServerMessage::Answer { pc: role, sdp: answer });
+                }
+                self.dirty.insert((id, role));
+            }
+            Err(e) => return self.fail(id, ErrorCode::NegotiationFailed, &e, now),
+        }
+        match role {
+            PeerRole::Publisher => {
+                // Announce the new tracks; subscribers get slots for them.
+                let mut new_tracks = Vec::new();
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    for p in &publish {
+                        let track_id = format!("{identity}/{}", source_name(p.source));
+                        if !r.tracks.contains_key(&track_id) {
+                            let info = TrackInfo {
+                                id: track_id.clone(),
+                                participant: identity.clone(),
+                                kind: p.kind,
+                                source: p.source,
+                                muted: false,
+                            };
+                            r.tracks.insert(track_id, RoomTrack { info: info.clone(), publisher: id });
+                            new_tracks.push(info);
+                        }
+                    }
+                }
+                for info in new_tracks {
+                    self.broadcast(&room, Some(id), ServerMessage::TrackPublished { track: info.clone() });
+                    let members: Vec<SessionId> = self
+                        .rooms
+                        .get(&room)
+                        .map(|r| r.members.values().copied().filter(|s| *s != id).collect())
+                        .unwrap_or_default();
+                    for m in members {
+                        if let Some(s) = self.sessions.get_mut(&m)
+                            && s.auto_subscribe
+                            && !s.wanted.contains(&info.id)
+                        {
+                            s.wanted.push(info.id.clone());
+                        }
+                        self.reassign(m);
+                    }
+                }
+            }
+            PeerRole::Subscriber => self.reassign(id),
+        }
+    }
+
+    fn answer_publisher(
+        &mut self,
+        id: SessionId,
+        sdp: String,
+        publish: &[PublishTrack],
+        now: Instant,
+    ) -> Result<String, String> {
+        let session = self.sessions.get_mut(&id).ok_or("session gone")?;
+        for p in publish {
+            session.publish_mids.insert(p.mid.clone(), p.clone());
+        }
+        let pc = session.publisher.as_mut().ok_or("no publisher connection")?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+        pc.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
+        let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
+        let text = answer.sdp.clone();
+        pc.pc.set_local_description(now, answer).map_err(|e| e.to_string())?;
+        Ok(pc.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+    }
+
+    fn answer_subscriber(
+        &mut self,
+        id: SessionId,
+        sdp: String,
+        m_lines: &[(TrackKind, String)],
+        now: Instant,
+    ) -> Result<String, String> {
+        let session = self.sessions.get_mut(&id).ok_or("session gone")?;
+        let known: HashSet<String> = session.slots.iter().map(|s| s.mid.clone()).collect();
+        let identity = session.member.as_ref().map(|m| m.info.identity.clone()).unwrap_or_default();
+        let pc = session.subscriber.as_mut().ok_or("no subscriber connection")?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+        pc.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
+        let mut new_slots = Vec::new();
+        for (kind, mid) in m_lines.iter().filter(|(_, mid)| !known.contains(mid)) {
+            let n = session_slot_seed(id, mid);
+            let ssrc = random_u32(n);
+            let codec = match kind {
+                TrackKind::Audio => opus_codec(),
+                TrackKind::Video => h264_codec(),
+            };
+            let track = MediaStreamTrack::new(
+                format!("madang-{identity}"),
+                format!("slot-{mid}"),
+                format!("slot-{mid}"),
+                codec_kind(*kind),
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.rtp_codec.clone(),
+                    ..Default::default()
+                }],
+            );
+            let sender = pc.pc.add_track(track).map_err(|e| e.to_string())?;
+            let got_mid = pc
+                .pc
+                .rtp_transceiver(sender.into())
+                .and_then(|t| t.mid().clone())
+                .unwrap_or_default();
+            if &got_mid != mid {
+                tracing::debug!("slot for mid {mid} landed on {got_mid}");
+            }
+            new_slots.push(Slot {
+                kind: *kind,
+                mid: got_mid,
+                sender,
+                track: None,
+                down: DownTrack::new(ssrc, codec.payload_type, *kind == TrackKind::Video),
+            });
+        }
+        let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
+        let text = answer.sdp.clone();
+        pc.pc.set_local_description(now, answer).map_err(|e| e.to_string())?;
+        // The payload type actually negotiated on each new slot.
+        for slot in &mut new_slots {
+            if let Some(mut s) = pc.pc.rtp_sender(slot.sender)
+                && let Some(codec) = s.get_parameters().rtp_parameters.codecs.first()
+            {
+                slot.down = DownTrack::new(slot.down.out_ssrc(), codec.payload_type, slot.kind == TrackKind::Video);
+            }
+        }
+        session.slots.extend(new_slots);
+        Ok(pc.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+    }
+
+    fn on_candidate(&mut self, id: SessionId, role: PeerRole, candidate: IceCandidate) {
+        if candidate.candidate.is_empty() {
+            return;
+        }
+        let Some(pc) = self.sessions.get_mut(&id).and_then(|s| s.pc_mut(role)) else {
+            return;
+        };
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_m_line_index,
+            username_fragment: None,
+            url: None,
+        };
+        if let Err(e) = pc.pc.add_remote_candidate(init) {
+            tracing::debug!("session {id}: bad candidate: {e}");
+        }
+        self.dirty.insert((id, role));
+    }
+
+    /// Recomputes which slot carries which track for one subscriber, tells it, and asks for
+    /// more slots when needed.
+    fn reassign(&mut self, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(room_name) = session.member.as_ref().map(|m| m.room.clone()) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        session.wanted.retain(|t| room.tracks.contains_key(t));
+        let wanted: Vec<(String, TrackKind)> = session
+            .wanted
+            .iter()
+            .filter_map(|t| room.tracks.get(t).map(|rt| (t.clone(), rt.info.kind)))
+            .collect();
+        let mut views: Vec<SlotView> = session
+            .slots
+            .iter()
+            .map(|s| SlotView {
+                kind: s.kind,
+                track: s.track.clone(),
+            })
+            .collect();
+        let result = assign(&mut views, &wanted);
+        for &i in &result.changed {
+            let old = session.slots[i].track.take();
+            if let Some(old) = old
+                && let Some(c) = room.carriers.get_mut(&old)
+            {
+                c.retain(|&(sid, idx)| !(sid == id && idx == i));
+            }
+            session.slots[i].track = views[i].track.clone();
+            if let Some(new) = &views[i].track {
+                room.carriers.entry(new.clone()).or_default().push((id, i));
+            }
+        }
+        if !result.changed.is_empty() && session.subscriber.is_some() {
+            let slots = session
+                .slots
+                .iter()
+                .map(|s| TrackSlot {
+                    mid: s.mid.clone(),
+                    track: s.track.clone(),
+                })
+                .collect();
+            session.send(ServerMessage::Slots { slots });
+        }
+        if let Some((audio, video)) = result.need_more {
+            session.send(ServerMessage::Renegotiate { audio, video });
+        }
+    }
+
+    fn on_mute(&mut self, id: SessionId, track: String, muted: bool) {
+        let Some(room) = self.sessions.get(&id).and_then(|s| s.member.as_ref()).map(|m| m.room.clone()) else {
+            return;
+        };
+        let owned = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.tracks.get_mut(&track))
+            .filter(|t| t.publisher == id)
+            .map(|t| t.info.muted = muted)
+            .is_some();
+        if owned {
+            self.broadcast(&room, Some(id), ServerMessage::TrackMuted { track, muted });
+        }
+    }
+
+    fn on_data(&mut self, id: SessionId, mut message: DataMessage) {
+        let Some(member) = self.sessions.get(&id).and_then(|s| s.member.as_ref()) else {
+            return;
+        };
+        message.from = member.info.identity.clone();
+        let room = member.room.clone();
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        for (identity, sid) in &r.members {
+            if *sid == id || (!message.to.is_empty() && !message.to.contains(identity)) {
+                continue;
+            }
+            if let Some(s) = self.sessions.get(sid) {
+                s.send(ServerMessage::Data {
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+
+    /// Removes a session: its tracks, its connections, its place in the room.
+    fn remove_session(&mut self, id: SessionId, reason: LeaveReason, now: Instant) {
+        let Some(mut session) = self.sessions.remove(&id) else {
+            return;
+        };
+        let _ = now;
+        for pc in [session.publisher.take(), session.subscriber.take()].into_iter().flatten() {
+            self.by_ufrag.remove(&pc.ufrag);
+            let mut pc = pc;
+            let _ = pc.pc.close();
+        }
+        self.by_addr.retain(|_, k| k.0 != id);
+        let _ = session.tx.send(Outbound::Close);
+        let Some(member) = session.member else {
+            return;
+        };
+        let room_name = member.room.clone();
+        let mut removed_tracks = Vec::new();
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            if room.members.get(&member.info.identity) == Some(&id) {
+                room.members.remove(&member.info.identity);
+            }
+            room.tracks.retain(|tid, t| {
+                if t.publisher == id {
+                    removed_tracks.push(tid.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            for c in room.carriers.values_mut() {
+                c.retain(|(sid, _)| *sid != id);
+            }
+        }
+        if let Some(s) = self.speakers.get_mut(&room_name) {
+            s.remove(&member.info.identity);
+        }
+        for track in &removed_tracks {
+            self.broadcast(&room_name, None, ServerMessage::TrackUnpublished { track: track.clone() });
+        }
+        self.broadcast(
+            &room_name,
+            None,
+            ServerMessage::ParticipantLeft {
+                identity: member.info.identity.clone(),
+                reason,
+            },
+        );
+        let members: Vec<SessionId> = self
+            .rooms
+            .get(&room_name)
+            .map(|r| r.members.values().copied().collect())
+            .unwrap_or_default();
+        if members.is_empty() {
+            self.rooms.remove(&room_name);
+            self.speakers.remove(&room_name);
+        } else if !removed_tracks.is_empty() {
+            for m in members {
+                self.reassign(m);
+            }
+        }
+    }
+}
+
+fn session_slot_seed(id: SessionId, mid: &str) -> u64 {
+    mid.bytes().fold(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
+        h.rotate_left(5) ^ b as u64
+    })
+}
+
+/// The name a source has in track ids.
+pub(crate) fn source_name(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Camera => "camera",
+        TrackSource::Microphone => "microphone",
+        TrackSource::Screen => "screen",
+        TrackSource::Grid => "grid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn m_lines_in_order() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        assert_eq!(
+            sdp_m_lines(sdp),
+            vec![(TrackKind::Video, "0".to_string()), (TrackKind::Audio, "1".to_string())]
+        );
+    }
+
+    #[test]
+    fn random_strings() {
+        let a = random_string(16, 1);
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, random_string(16, 2));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

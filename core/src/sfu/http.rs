@@ -1,0 +1,127 @@
+//! HTTP side of the server: the signal WebSocket, the development token endpoint, health.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::engine::{Command, Outbound};
+use super::token::{Claims, mint, unix_now};
+use crate::signal::{MAX_MESSAGE_BYTES, Role, ServerMessage, decode_client, encode};
+
+/// State shared by the HTTP handlers.
+#[derive(Clone)]
+pub(crate) struct HttpState {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub next_session: Arc<AtomicU64>,
+    pub dev_secret: Option<Arc<Vec<u8>>>,
+}
+
+pub(crate) fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/signal", get(signal))
+        .route("/dev/token", get(dev_token))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct SignalQuery {
+    room: Option<String>,
+}
+
+async fn signal(ws: WebSocketUpgrade, Query(q): Query<SignalQuery>, State(state): State<HttpState>) -> Response {
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    // Frames up to 1 MiB reach the decoder, which refuses anything over the protocol's limit
+    // with a proper error code; bigger frames end the connection at the WebSocket layer.
+    ws.max_message_size(4 * MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session(socket, id, q.room, state.commands))
+}
+
+async fn session(socket: WebSocket, id: u64, room: Option<String>, commands: mpsc::UnboundedSender<Command>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if commands.send(Command::Open { session: id, room, tx }).is_err() {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => match decode_client(text.as_str()) {
+                    Ok(message) => {
+                        let _ = commands.send(Command::Message { session: id, message });
+                    }
+                    Err(e) => {
+                        let reply = ServerMessage::Error { code: e.code(), reason: e.to_string() };
+                        let _ = sink.send(Message::Text(encode(&reply).into())).await;
+                        let _ = sink.send(Message::Close(None)).await;
+                        let _ = commands.send(Command::Closed { session: id, code: Some(e.code()) });
+                        return;
+                    }
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    let code = crate::signal::ErrorCode::BadMessage;
+                    let reply = ServerMessage::Error { code, reason: "signal messages are text frames".into() };
+                    let _ = sink.send(Message::Text(encode(&reply).into())).await;
+                    let _ = sink.send(Message::Close(None)).await;
+                    let _ = commands.send(Command::Closed { session: id, code: Some(code) });
+                    return;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    let _ = commands.send(Command::Closed { session: id, code: None });
+                    return;
+                }
+            },
+            outgoing = rx.recv() => match outgoing {
+                Some(Outbound::Message(m)) => {
+                    if sink.send(Message::Text(encode(&m).into())).await.is_err() {
+                        let _ = commands.send(Command::Closed { session: id, code: None });
+                        return;
+                    }
+                }
+                Some(Outbound::Close) | None => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    room: Option<String>,
+    identity: Option<String>,
+    name: Option<String>,
+    role: Option<String>,
+}
+
+/// `GET /dev/token?room=R&identity=I&name=N&role=speaker` → `{"token": "…"}`; only with `--dev`.
+async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) -> Response {
+    let Some(secret) = state.dev_secret else {
+        return (StatusCode::NOT_FOUND, "token endpoint disabled: start the server with --dev\n").into_response();
+    };
+    let role: Role = match q.role.as_deref().unwrap_or("speaker").parse() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let identity = q
+        .identity
+        .unwrap_or_else(|| format!("guest-{}", state.next_session.fetch_add(1, Ordering::Relaxed)));
+    let room = q.room.unwrap_or_else(|| "demo".to_owned());
+    let name = q.name.unwrap_or_else(|| identity.clone());
+    let claims = Claims::new(&room, &identity, &name, role, unix_now(), 12 * 3600);
+    match mint(&secret, &claims) {
+        Ok(token) => axum::Json(serde_json::json!({ "token": token, "room": room, "identity": identity })).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
