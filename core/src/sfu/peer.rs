@@ -1,83 +1,18 @@
 //! Building the server side of a peer connection on the sans-I/O `rtc` core, and telling
 //! which connection a datagram on the shared UDP port belongs to.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::shared::error::Error as RtcError;
 
-use crate::transport::media_engine;
-
-/// Marks incoming keyframe requests (PLI, FIR) for the application. By default the
-/// interceptor chain consumes all incoming RTCP; the server needs these to relay them to
-/// publishers. Marked packets still pass on to the other interceptors.
-#[derive(Default)]
-pub(crate) struct DeliverKeyframeRequests {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-fn is_keyframe_request(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
-    packets.iter().any(|p| {
-        p.as_any().downcast_ref::<PictureLossIndication>().is_some()
-            || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
-    })
-}
-
-impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && is_keyframe_request(packets)
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for DeliverKeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
+use crate::transport::{DeliverKeyframeRequests, media_engine};
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
 /// ICE credentials so that datagrams on the shared port can be told apart, and the shared
