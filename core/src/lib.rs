@@ -42,6 +42,8 @@
 pub mod codec;
 pub mod media;
 #[cfg(feature = "net")]
+pub mod room;
+#[cfg(feature = "net")]
 pub mod sfu;
 pub mod signal;
 #[cfg(feature = "net")]
