@@ -13,17 +13,31 @@ const W: u32 = 320;
 const H: u32 = 180;
 
 async fn join(server: &Server, room: &str, identity: &str) -> Room {
-    let token = server.token(room, identity, identity, Role::Speaker, Duration::from_secs(600)).unwrap();
+    let token = server
+        .token(
+            room,
+            identity,
+            identity,
+            Role::Speaker,
+            Duration::from_secs(600),
+        )
+        .unwrap();
     let options = RoomOptions {
         video: Some(VideoOptions::new(W, H)),
         audio: true,
         ..RoomOptions::default()
     };
-    Room::connect(&server.signal_url(), &token, options).await.unwrap()
+    Room::connect(&server.signal_url(), &token, options)
+        .await
+        .unwrap()
 }
 
 /// Publishes the test pattern and speech for `seconds`, collecting decoded stamps per sender.
-async fn run_participant(room: Room, seconds: f64, clock: Instant) -> (Room, HashMap<String, Vec<u32>>, u32) {
+async fn run_participant(
+    room: Room,
+    seconds: f64,
+    clock: Instant,
+) -> (Room, HashMap<String, Vec<u32>>, u32) {
     let mut room = room;
     let mut pattern = TestPattern::new(W, H).unwrap();
     let mut speech = SpeechSource::new(Channels::Mono, 20).unwrap();
@@ -48,6 +62,7 @@ async fn run_participant(room: Room, seconds: f64, clock: Instant) -> (Room, Has
                         received.entry(participant).or_default().push(stamp.seq);
                     }
                 }
+                Some(RoomEvent::Error { code, reason }) => eprintln!("DEBUG error {code}: {reason}"),
                 Some(RoomEvent::Disconnected) | None => break,
                 _ => {}
             }
@@ -62,15 +77,30 @@ async fn two_participants_see_each_other() {
     let a = join(&server, "r", "alice").await;
     let b = join(&server, "r", "bob").await;
     let clock = Instant::now();
-    let (ra, rb) = tokio::join!(run_participant(a, 4.0, clock), run_participant(b, 4.0, clock));
+    let (ra, rb) = tokio::join!(
+        run_participant(a, 4.0, clock),
+        run_participant(b, 4.0, clock)
+    );
     let (room_a, got_a, sent_a) = ra;
     let (room_b, got_b, sent_b) = rb;
-    println!("alice sent {sent_a}, bob got {:?}", got_b.get("alice").map(Vec::len));
-    println!("bob sent {sent_b}, alice got {:?}", got_a.get("bob").map(Vec::len));
+    println!(
+        "alice sent {sent_a}, bob got {:?}",
+        got_b.get("alice").map(Vec::len)
+    );
+    println!(
+        "bob sent {sent_b}, alice got {:?}",
+        got_a.get("bob").map(Vec::len)
+    );
     println!("server: {:?}", server.stats());
     println!("alice receive: {:?}", room_a.receive_stats());
-    assert!(got_b.get("alice").is_some_and(|v| v.len() > 30), "bob saw too little of alice");
-    assert!(got_a.get("bob").is_some_and(|v| v.len() > 30), "alice saw too little of bob");
+    assert!(
+        got_b.get("alice").is_some_and(|v| v.len() > 30),
+        "bob saw too little of alice"
+    );
+    assert!(
+        got_a.get("bob").is_some_and(|v| v.len() > 30),
+        "alice saw too little of bob"
+    );
     room_a.leave().await;
     room_b.leave().await;
     server.shutdown().await;

@@ -74,7 +74,13 @@ impl FrameAssembler {
 
     /// Feeds one packet; returns what it completed (usually nothing, or one frame; two items
     /// when a lost picture ends just as another begins).
-    pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &Bytes) -> Vec<Assembled> {
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &Bytes,
+    ) -> Vec<Assembled> {
         let mut out = Vec::new();
         if let Some(expected) = self.expected_seq {
             if seq_after(expected, seq) {
@@ -156,9 +162,14 @@ mod tests {
     #[test]
     fn whole_pictures_come_out_on_the_marker() {
         let mut a = FrameAssembler::new();
-        assert!(a.push(10, 3000, false, &single(&[0x67, 0x42, 0xc0, 0x1f])).is_empty());
+        assert!(
+            a.push(10, 3000, false, &single(&[0x67, 0x42, 0xc0, 0x1f]))
+                .is_empty()
+        );
         assert!(a.push(11, 3000, false, &single(&[0x68, 0xce])).is_empty());
-        let idr: Vec<u8> = std::iter::once(0x65).chain((0..100).map(|i| i as u8)).collect();
+        let idr: Vec<u8> = std::iter::once(0x65)
+            .chain((0..100).map(|i| i as u8))
+            .collect();
         let frags = fragments(&idr, 30);
         let n = frags.len();
         let mut out = Vec::new();
@@ -166,7 +177,12 @@ mod tests {
             out = a.push(12 + i as u16, 3000, i == n - 1, f);
         }
         match &out[..] {
-            [Assembled::Frame { data, timestamp: 3000 }] => {
+            [
+                Assembled::Frame {
+                    data,
+                    timestamp: 3000,
+                },
+            ] => {
                 let units: Vec<&[u8]> = crate::codec::nal::nal_units(data).collect();
                 assert_eq!(units.len(), 3);
                 assert_eq!(units[2], &idr[..]);
@@ -205,6 +221,9 @@ mod tests {
         let mut a = FrameAssembler::new();
         a.push(5, 100, true, &single(&[0x41, 1]));
         assert!(a.push(4, 50, true, &single(&[0x41, 1])).is_empty());
-        assert!(matches!(a.push(6, 200, true, &single(&[0x41, 1]))[..], [Assembled::Frame { .. }]));
+        assert!(matches!(
+            a.push(6, 200, true, &single(&[0x41, 1]))[..],
+            [Assembled::Frame { .. }]
+        ));
     }
 }

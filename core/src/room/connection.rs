@@ -10,21 +10,27 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder, register_default_interceptors,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::{RoomError, webrtc_err};
 use crate::signal::{IceCandidate, PeerRole, TrackKind};
-use crate::transport::{DeliverKeyframeRequests, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, h264_codec, media_engine, opus_codec};
+use crate::transport::{
+    DeliverKeyframeRequests, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, h264_codec, media_engine,
+    opus_codec,
+};
 
 struct Handler {
     gathered: watch::Sender<bool>,
@@ -62,7 +68,12 @@ pub(crate) struct SendTrack {
 
 impl SendTrack {
     /// Packetises and sends one encoded frame.
-    pub async fn write(&self, data: Bytes, duration: Duration, audio_level: Option<u8>) -> Result<(), RoomError> {
+    pub async fn write(
+        &self,
+        data: Bytes,
+        duration: Duration,
+        audio_level: Option<u8>,
+    ) -> Result<(), RoomError> {
         let sample = Sample {
             data,
             duration,
@@ -201,7 +212,10 @@ impl Connection {
         let mut counts = self.recv_slots.lock().await;
         let (have_audio, have_video) = &mut *counts;
         let mut added = false;
-        for (kind, want, have) in [(RtpCodecKind::Audio, audio, have_audio), (RtpCodecKind::Video, video, have_video)] {
+        for (kind, want, have) in [
+            (RtpCodecKind::Audio, audio, have_audio),
+            (RtpCodecKind::Video, video, have_video),
+        ] {
             while *have < want {
                 self.pc
                     .add_transceiver_from_kind(
@@ -224,7 +238,10 @@ impl Connection {
     /// Creates and applies an offer, waits for host candidates, returns the SDP.
     pub async fn offer(&self) -> Result<String, RoomError> {
         let offer = self.pc.create_offer(None).await.map_err(webrtc_err)?;
-        self.pc.set_local_description(offer).await.map_err(webrtc_err)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(webrtc_err)?;
         let mut gathered = self.gathered.clone();
         let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
         let desc = self
@@ -238,7 +255,10 @@ impl Connection {
     /// Applies the server's answer.
     pub async fn apply_answer(&self, sdp: String) -> Result<(), RoomError> {
         let answer = RTCSessionDescription::answer(sdp).map_err(webrtc_err)?;
-        self.pc.set_remote_description(answer).await.map_err(webrtc_err)
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(webrtc_err)
     }
 
     /// Adds a trickled candidate from the server.
@@ -255,10 +275,11 @@ impl Connection {
 
     /// The mid of the m-line a remote track arrived on.
     pub async fn mid_of(&self, track: &Arc<dyn TrackRemote>) -> Option<String> {
-        let id = track.track_id().await;
+        // Compare the track objects themselves: ids may repeat before negotiation settles.
+        let wanted = Arc::as_ptr(track) as *const () as usize;
         for t in self.pc.get_transceivers().await {
             if let Ok(Some(r)) = t.receiver().await
-                && r.track().track_id().await == id
+                && Arc::as_ptr(r.track()) as *const () as usize == wanted
             {
                 return t.mid().await.ok().flatten();
             }

@@ -36,8 +36,9 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use crate::codec::{CodecError, H264Config, H264Encoder, OpusConfig, OpusEncoder};
 use crate::media::{AudioFrame, Channels, VideoFrame};
 use crate::signal::{
-    ClientMessage, DataMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
-    ServerMessage, Speaker, TrackInfo, TrackKind, TrackSource, decode_server, encode,
+    ClientMessage, DataMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo,
+    PeerRole, PublishTrack, ServerMessage, Speaker, TrackInfo, TrackKind, TrackSource,
+    decode_server, encode,
 };
 use connection::{Connection, SendTrack};
 
@@ -284,7 +285,9 @@ impl Room {
                         tracks,
                         ..
                     } => return Ok((room, participant, participants, tracks)),
-                    ServerMessage::Error { code, reason } => return Err(RoomError::Refused { code, reason }),
+                    ServerMessage::Error { code, reason } => {
+                        return Err(RoomError::Refused { code, reason });
+                    }
                     _ => continue,
                 }
             }
@@ -353,7 +356,8 @@ impl Room {
                         .max_fps(v.fps.max(1) as f32),
                 )?;
                 let keyframe = Arc::new(AtomicBool::new(false));
-                room.tasks.push(spawn_keyframe_watch(track.track.clone(), keyframe.clone()));
+                room.tasks
+                    .push(spawn_keyframe_watch(track.track.clone(), keyframe.clone()));
                 room.video = Some(VideoOut {
                     encoder: std::sync::Mutex::new(encoder),
                     track: video_track.take().expect("checked above"),
@@ -369,7 +373,9 @@ impl Room {
                     source: TrackSource::Microphone,
                 });
                 room.audio = Some(AudioOut {
-                    encoder: std::sync::Mutex::new(OpusEncoder::new(OpusConfig::new(Channels::Mono))?),
+                    encoder: std::sync::Mutex::new(OpusEncoder::new(OpusConfig::new(
+                        Channels::Mono,
+                    ))?),
                     track,
                 });
             }
@@ -434,7 +440,10 @@ impl Room {
     /// Encodes and sends one picture of the published video track. Its pts (µs) becomes the
     /// RTP timestamp, so a receiver can measure latency against it.
     pub async fn publish_video(&self, frame: &VideoFrame) -> Result<(), RoomError> {
-        let video = self.video.as_ref().ok_or(RoomError::NotPublishing("video"))?;
+        let video = self
+            .video
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("video"))?;
         let requested = video.keyframe.swap(false, Ordering::Relaxed);
         let unit = {
             // The encoder is only ever used from here; a poisoned lock means an earlier encode
@@ -464,7 +473,10 @@ impl Room {
     /// Encodes and sends one block of the published audio track (with its RFC 6464 level, so
     /// the server can tell who is speaking).
     pub async fn publish_audio(&self, frame: &AudioFrame) -> Result<(), RoomError> {
-        let audio = self.audio.as_ref().ok_or(RoomError::NotPublishing("audio"))?;
+        let audio = self
+            .audio
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("audio"))?;
         let packet = {
             let mut encoder = audio.encoder.lock().expect("encoder lock");
             encoder.encode(frame)?
@@ -506,7 +518,13 @@ impl Room {
 
     /// What this client received, per remote track.
     pub fn receive_stats(&self) -> Vec<TrackStats> {
-        let mut v: Vec<TrackStats> = self.receive_stats.lock().expect("stats lock").values().cloned().collect();
+        let mut v: Vec<TrackStats> = self
+            .receive_stats
+            .lock()
+            .expect("stats lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.track.cmp(&b.track));
         v
     }
@@ -532,7 +550,11 @@ pub fn level_dbov(samples: &[i16]) -> u8 {
     if samples.is_empty() {
         return 127;
     }
-    let mean_square = samples.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / samples.len() as f64;
+    let mean_square = samples
+        .iter()
+        .map(|&s| (s as f64) * (s as f64))
+        .sum::<f64>()
+        / samples.len() as f64;
     let rms = mean_square.sqrt() / 32768.0;
     if rms <= 0.0 {
         return 127;
@@ -540,7 +562,10 @@ pub fn level_dbov(samples: &[i16]) -> u8 {
     (-20.0 * rms.log10()).clamp(0.0, 127.0) as u8
 }
 
-fn spawn_keyframe_watch(track: Arc<TrackLocalStaticSample>, flag: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+fn spawn_keyframe_watch(
+    track: Arc<TrackLocalStaticSample>,
+    flag: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         use webrtc::media_stream::track_local::TrackLocalEvent;
         while let Some(event) = track.poll().await {

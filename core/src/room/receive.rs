@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use super::RoomEvent;
 use super::assemble::{Assembled, FrameAssembler};
 use super::connection::Connection;
-use super::RoomEvent;
 use crate::codec::{H264Decoder, OpusDecoder};
 use crate::media::Channels;
 use crate::signal::{ClientMessage, PeerRole, ServerMessage, TrackKind, decode_server};
@@ -112,6 +112,10 @@ pub(crate) async fn signal_reader(
     subscriber: Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>,
     bind_ip: IpAddr,
 ) {
+    // One subscriber offer at a time: a renegotiation request that arrives while an offer is
+    // outstanding is remembered and served once the answer is in.
+    let mut offer_pending = false;
+    let mut want_slots = (0u32, 0u32);
     while let Some(msg) = stream.next().await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
@@ -133,6 +137,13 @@ pub(crate) async fn signal_reader(
                 {
                     tracing::warn!("applying {pc:?} answer: {e}");
                 }
+                if pc == PeerRole::Subscriber {
+                    offer_pending = false;
+                    match renegotiate(&ctx, &subscriber, bind_ip, want_slots).await {
+                        Ok(sent) => offer_pending = sent,
+                        Err(e) => tracing::warn!("subscriber renegotiation: {e}"),
+                    }
+                }
                 None
             }
             ServerMessage::Slots { slots } => {
@@ -146,8 +157,12 @@ pub(crate) async fn signal_reader(
                 None
             }
             ServerMessage::Renegotiate { audio, video } => {
-                if let Err(e) = renegotiate(&ctx, &subscriber, bind_ip, audio, video).await {
-                    tracing::warn!("subscriber renegotiation: {e}");
+                want_slots = (want_slots.0.max(audio), want_slots.1.max(video));
+                if !offer_pending {
+                    match renegotiate(&ctx, &subscriber, bind_ip, want_slots).await {
+                        Ok(sent) => offer_pending = sent,
+                        Err(e) => tracing::warn!("subscriber renegotiation: {e}"),
+                    }
                 }
                 None
             }
@@ -161,11 +176,17 @@ pub(crate) async fn signal_reader(
                 }
                 None
             }
-            ServerMessage::ParticipantJoined { participant } => Some(RoomEvent::ParticipantJoined(participant)),
-            ServerMessage::ParticipantLeft { identity, reason } => Some(RoomEvent::ParticipantLeft { identity, reason }),
+            ServerMessage::ParticipantJoined { participant } => {
+                Some(RoomEvent::ParticipantJoined(participant))
+            }
+            ServerMessage::ParticipantLeft { identity, reason } => {
+                Some(RoomEvent::ParticipantLeft { identity, reason })
+            }
             ServerMessage::TrackPublished { track } => Some(RoomEvent::TrackPublished(track)),
             ServerMessage::TrackUnpublished { track } => Some(RoomEvent::TrackUnpublished(track)),
-            ServerMessage::TrackMuted { track, muted } => Some(RoomEvent::TrackMuted { track, muted }),
+            ServerMessage::TrackMuted { track, muted } => {
+                Some(RoomEvent::TrackMuted { track, muted })
+            }
             ServerMessage::ActiveSpeaker { speakers } => Some(RoomEvent::ActiveSpeaker(speakers)),
             ServerMessage::Data { message } => Some(RoomEvent::Data(message)),
             ServerMessage::Error { code, reason } => Some(RoomEvent::Error { code, reason }),
@@ -180,13 +201,17 @@ pub(crate) async fn signal_reader(
     let _ = ctx.events.send(RoomEvent::Disconnected).await;
 }
 
+/// Makes sure the subscriber connection has `(audio, video)` receive slots; sends an offer
+/// when it had to add some. Returns whether an offer went out.
 async fn renegotiate(
     ctx: &Context,
     subscriber: &tokio::sync::Mutex<Option<Arc<Connection>>>,
     bind_ip: IpAddr,
-    audio: u32,
-    video: u32,
-) -> Result<(), super::RoomError> {
+    (audio, video): (u32, u32),
+) -> Result<bool, super::RoomError> {
+    if audio == 0 && video == 0 {
+        return Ok(false);
+    }
     let mut guard = subscriber.lock().await;
     let conn = match guard.as_ref() {
         Some(c) => c.clone(),
@@ -206,11 +231,16 @@ async fn renegotiate(
             sdp,
             publish: vec![],
         });
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
-async fn dispatch_tracks(mut rx: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>, conn: Arc<Connection>, ctx: Context) {
+async fn dispatch_tracks(
+    mut rx: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    conn: Arc<Connection>,
+    ctx: Context,
+) {
     while let Some(track) = rx.recv().await {
         let mid = conn.mid_of(&track).await.unwrap_or_default();
         tokio::spawn(receive_track(track, mid, ctx.clone()));
@@ -256,7 +286,9 @@ async fn receive_track(track: Arc<dyn TrackRemote>, mid: String, ctx: Context) {
                 ) {
                     match item {
                         Assembled::Frame { data, timestamp } => {
-                            let Some(decoder) = video.as_mut() else { continue };
+                            let Some(decoder) = video.as_mut() else {
+                                continue;
+                            };
                             match decoder.decode(&data) {
                                 Ok(Some(mut frame)) => {
                                     frame.set_pts_us(timestamp as i64 * 1000 / 90);
@@ -325,7 +357,9 @@ async fn receive_track(track: Arc<dyn TrackRemote>, mid: String, ctx: Context) {
             let _ = track.write_rtcp(vec![Box::new(pli)]).await;
         }
         let mut stats = ctx.stats.lock().expect("stats lock");
-        let s = stats.entry(track_id.clone()).or_insert_with(|| TrackStats::new(&track_id, kind));
+        let s = stats
+            .entry(track_id.clone())
+            .or_insert_with(|| TrackStats::new(&track_id, kind));
         s.packets += stats_delta.packets;
         s.bytes += stats_delta.bytes;
         s.packets_lost += stats_delta.packets_lost;

@@ -21,7 +21,9 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -35,8 +37,9 @@ use super::speaker::ActiveSpeakers;
 use super::token::{Claims, verify};
 use crate::codec::nal::rtp_payload_starts_keyframe;
 use crate::signal::{
-    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, PeerRole,
-    PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot, TrackSource,
+    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION,
+    ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot,
+    TrackSource,
 };
 use crate::transport::{AUDIO_LEVEL_URI, audio_level_dbov, h264_codec, opus_codec};
 
@@ -53,9 +56,15 @@ pub(crate) enum Command {
         tx: mpsc::UnboundedSender<Outbound>,
     },
     /// A message from the client.
-    Message { session: SessionId, message: ClientMessage },
+    Message {
+        session: SessionId,
+        message: ClientMessage,
+    },
     /// The WebSocket closed, or its task gave up on it with `code`.
-    Closed { session: SessionId, code: Option<ErrorCode> },
+    Closed {
+        session: SessionId,
+        code: Option<ErrorCode>,
+    },
 }
 
 /// What the engine sends to a signal session.
@@ -95,6 +104,8 @@ type PcKey = (SessionId, PeerRole);
 struct Pc {
     pc: RTCPeerConnection,
     ufrag: String,
+    /// DTLS and SRTP are up: media written now reaches the peer.
+    connected: bool,
     /// Deadline currently registered in the timer heap.
     deadline: Option<Instant>,
 }
@@ -379,7 +390,12 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
-            self.fail(id, ErrorCode::Timeout, "no message or media within the timeout", now);
+            self.fail(
+                id,
+                ErrorCode::Timeout,
+                "no message or media within the timeout",
+                now,
+            );
         }
         self.stats.participants = self.rooms.values().map(|r| r.members.len()).sum();
         let _ = self.stats_tx.send(self.stats.clone());
@@ -425,7 +441,11 @@ impl Engine {
         }
         for out in datagrams {
             self.by_addr.insert(out.transport.peer_addr, key);
-            if let Err(e) = self.socket.send_to(&out.message, out.transport.peer_addr).await {
+            if let Err(e) = self
+                .socket
+                .send_to(&out.message, out.transport.peer_addr)
+                .await
+            {
                 tracing::debug!("udp send to {}: {e}", out.transport.peer_addr);
             }
         }
@@ -441,20 +461,40 @@ impl Engine {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 tracing::debug!("session {} {:?}: {state}", key.0, key.1);
-                if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
-                    && self.sessions.get(&key.0).is_some_and(|s| s.member.is_some())
+                if let Some(pc) = self.sessions.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) {
+                    pc.connected = state == RTCPeerConnectionState::Connected;
+                }
+                if state == RTCPeerConnectionState::Connected && key.1 == PeerRole::Subscriber {
+                    // Media can flow now: every video slot starts at a fresh keyframe.
+                    self.request_keyframes_for_slots(key.0, now);
+                }
+                if matches!(
+                    state,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                ) && self
+                    .sessions
+                    .get(&key.0)
+                    .is_some_and(|s| s.member.is_some())
                 {
                     self.remove_session(key.0, LeaveReason::ConnectionLost, now);
                 }
             }
-            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if key.1 == PeerRole::Publisher => {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                if key.1 == PeerRole::Publisher =>
+            {
                 self.on_publisher_track(key.0, init.track_id, init.receiver_id, init.ssrc);
             }
             _ => {}
         }
     }
 
-    fn on_publisher_track(&mut self, id: SessionId, track_id: String, receiver: RTCRtpReceiverId, ssrc: u32) {
+    fn on_publisher_track(
+        &mut self,
+        id: SessionId,
+        track_id: String,
+        receiver: RTCRtpReceiverId,
+        ssrc: u32,
+    ) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -505,13 +545,14 @@ impl Engine {
             }
             (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
                 for p in packets {
-                    let media_ssrc = if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
-                        Some(pli.media_ssrc)
-                    } else {
-                        p.as_any()
-                            .downcast_ref::<FullIntraRequest>()
-                            .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
-                    };
+                    let media_ssrc =
+                        if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+                            Some(pli.media_ssrc)
+                        } else {
+                            p.as_any()
+                                .downcast_ref::<FullIntraRequest>()
+                                .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
+                        };
                     if let Some(ssrc) = media_ssrc {
                         self.on_subscriber_keyframe_request(key.0, ssrc, now);
                     }
@@ -531,7 +572,11 @@ impl Engine {
         let Some(room) = session.member.as_ref().map(|m| m.room.clone()) else {
             return;
         };
-        let identity = session.member.as_ref().map(|m| m.info.identity.clone()).unwrap_or_default();
+        let identity = session
+            .member
+            .as_ref()
+            .map(|m| m.info.identity.clone())
+            .unwrap_or_default();
         let Some(published) = session.published.get_mut(track_id) else {
             return;
         };
@@ -552,7 +597,9 @@ impl Engine {
         {
             self.speakers
                 .entry(room.clone())
-                .or_insert_with(|| ActiveSpeakers::new(Duration::from_millis(600), Duration::from_millis(300)))
+                .or_insert_with(|| {
+                    ActiveSpeakers::new(Duration::from_millis(600), Duration::from_millis(300))
+                })
                 .observe(&identity, level, now);
         }
         let room_track = published.room_track.clone();
@@ -567,6 +614,11 @@ impl Engine {
             let Some(sub) = self.sessions.get_mut(&sub_id) else {
                 continue;
             };
+            if !sub.subscriber.as_ref().is_some_and(|p| p.connected) {
+                // Written before DTLS is up, a packet would vanish while the down-track thinks
+                // it was sent; wait, and start at the keyframe requested on connect.
+                continue;
+            }
             let Some(slot) = sub.slots.get_mut(slot_index) else {
                 continue;
             };
@@ -636,7 +688,27 @@ impl Engine {
         }
     }
 
-    fn on_subscriber_keyframe_request(&mut self, subscriber: SessionId, out_ssrc: u32, now: Instant) {
+    fn request_keyframes_for_slots(&mut self, subscriber: SessionId, now: Instant) {
+        let Some(sub) = self.sessions.get(&subscriber) else {
+            return;
+        };
+        let ssrcs: Vec<u32> = sub
+            .slots
+            .iter()
+            .filter(|s| s.kind == TrackKind::Video && s.track.is_some())
+            .map(|s| s.down.out_ssrc())
+            .collect();
+        for ssrc in ssrcs {
+            self.on_subscriber_keyframe_request(subscriber, ssrc, now);
+        }
+    }
+
+    fn on_subscriber_keyframe_request(
+        &mut self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+        now: Instant,
+    ) {
         let Some(sub) = self.sessions.get(&subscriber) else {
             return;
         };
@@ -651,7 +723,12 @@ impl Engine {
         else {
             return;
         };
-        let Some(publisher) = self.rooms.get(&room).and_then(|r| r.tracks.get(&track)).map(|t| t.publisher) else {
+        let Some(publisher) = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.tracks.get(&track))
+            .map(|t| t.publisher)
+        else {
             return;
         };
         let track_id = self.sessions.get(&publisher).and_then(|p| {
@@ -733,7 +810,9 @@ impl Engine {
                     return self.fail(id, ErrorCode::AlreadyJoined, "already joined", now);
                 }
                 if protocol != PROTOCOL_VERSION {
-                    let reason = format!("protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}");
+                    let reason = format!(
+                        "protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}"
+                    );
                     return self.fail(id, ErrorCode::UnsupportedVersion, &reason, now);
                 }
                 match verify(&self.config.secret, &token, super::token::unix_now()) {
@@ -741,7 +820,12 @@ impl Engine {
                     Err(e) => self.fail(id, e.code(), &e.to_string(), now),
                 }
             }
-            _ if !joined => self.fail(id, ErrorCode::NotJoined, "the first message must be join", now),
+            _ if !joined => self.fail(
+                id,
+                ErrorCode::NotJoined,
+                "the first message must be join",
+                now,
+            ),
             ClientMessage::Offer { pc, sdp, publish } => self.on_offer(id, pc, sdp, publish, now),
             ClientMessage::Candidate { pc, candidate } => self.on_candidate(id, pc, candidate),
             ClientMessage::Subscribe { tracks } => {
@@ -823,7 +907,11 @@ impl Engine {
             participants,
             tracks,
         });
-        self.broadcast(&claims.room, Some(id), ServerMessage::ParticipantJoined { participant: info });
+        self.broadcast(
+            &claims.room,
+            Some(id),
+            ServerMessage::ParticipantJoined { participant: info },
+        );
         self.reassign(id);
     }
 
@@ -840,7 +928,10 @@ impl Engine {
     }
 
     fn ensure_pc(&mut self, id: SessionId, role: PeerRole, now: Instant) -> Result<(), String> {
-        let exists = self.sessions.get_mut(&id).is_some_and(|s| s.pc_mut(role).is_some());
+        let exists = self
+            .sessions
+            .get_mut(&id)
+            .is_some_and(|s| s.pc_mut(role).is_some());
         if exists {
             return Ok(());
         }
@@ -858,13 +949,21 @@ impl Engine {
         *slot = Some(Pc {
             pc,
             ufrag: ufrag.clone(),
+            connected: false,
             deadline: None,
         });
         self.by_ufrag.insert(ufrag, (id, role));
         Ok(())
     }
 
-    fn on_offer(&mut self, id: SessionId, role: PeerRole, sdp: String, publish: Vec<PublishTrack>, now: Instant) {
+    fn on_offer(
+        &mut self,
+        id: SessionId,
+        role: PeerRole,
+        sdp: String,
+        publish: Vec<PublishTrack>,
+        now: Instant,
+    ) {
         let Some(member) = self.sessions.get(&id).and_then(|s| s.member.as_ref()) else {
             return;
         };
@@ -874,7 +973,12 @@ impl Engine {
             member.info.role.can_publish(),
         );
         if role == PeerRole::Publisher && !publish.is_empty() && !can_publish {
-            return self.fail(id, ErrorCode::PermissionDenied, "viewers cannot publish", now);
+            return self.fail(
+                id,
+                ErrorCode::PermissionDenied,
+                "viewers cannot publish",
+                now,
+            );
         }
         if let Err(e) = self.ensure_pc(id, role, now) {
             return self.fail(id, ErrorCode::Internal, &e, now);
@@ -887,7 +991,10 @@ impl Engine {
         match result {
             Ok(answer) => {
                 if let Some(s) = self.sessions.get(&id) {
-                    s.send(ServerMessage::Answer { pc: role, sdp: answer });
+                    s.send(ServerMessage::Answer {
+                        pc: role,
+                        sdp: answer,
+                    });
                 }
                 self.dirty.insert((id, role));
             }
@@ -908,13 +1015,25 @@ impl Engine {
                                 source: p.source,
                                 muted: false,
                             };
-                            r.tracks.insert(track_id, RoomTrack { info: info.clone(), publisher: id });
+                            r.tracks.insert(
+                                track_id,
+                                RoomTrack {
+                                    info: info.clone(),
+                                    publisher: id,
+                                },
+                            );
                             new_tracks.push(info);
                         }
                     }
                 }
                 for info in new_tracks {
-                    self.broadcast(&room, Some(id), ServerMessage::TrackPublished { track: info.clone() });
+                    self.broadcast(
+                        &room,
+                        Some(id),
+                        ServerMessage::TrackPublished {
+                            track: info.clone(),
+                        },
+                    );
                     let members: Vec<SessionId> = self
                         .rooms
                         .get(&room)
@@ -946,12 +1065,19 @@ impl Engine {
         for p in publish {
             session.publish_mids.insert(p.mid.clone(), p.clone());
         }
-        let pc = session.publisher.as_mut().ok_or("no publisher connection")?;
+        let pc = session
+            .publisher
+            .as_mut()
+            .ok_or("no publisher connection")?;
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
-        pc.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
+        pc.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| e.to_string())?;
         let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
         let text = answer.sdp.clone();
-        pc.pc.set_local_description(now, answer).map_err(|e| e.to_string())?;
+        pc.pc
+            .set_local_description(now, answer)
+            .map_err(|e| e.to_string())?;
         Ok(pc.pc.local_description().map(|d| d.sdp).unwrap_or(text))
     }
 
@@ -964,10 +1090,19 @@ impl Engine {
     ) -> Result<String, String> {
         let session = self.sessions.get_mut(&id).ok_or("session gone")?;
         let known: HashSet<String> = session.slots.iter().map(|s| s.mid.clone()).collect();
-        let identity = session.member.as_ref().map(|m| m.info.identity.clone()).unwrap_or_default();
-        let pc = session.subscriber.as_mut().ok_or("no subscriber connection")?;
+        let identity = session
+            .member
+            .as_ref()
+            .map(|m| m.info.identity.clone())
+            .unwrap_or_default();
+        let pc = session
+            .subscriber
+            .as_mut()
+            .ok_or("no subscriber connection")?;
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
-        pc.pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
+        pc.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| e.to_string())?;
         let mut new_slots = Vec::new();
         for (kind, mid) in m_lines.iter().filter(|(_, mid)| !known.contains(mid)) {
             let n = session_slot_seed(id, mid);
@@ -1009,13 +1144,19 @@ impl Engine {
         }
         let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
         let text = answer.sdp.clone();
-        pc.pc.set_local_description(now, answer).map_err(|e| e.to_string())?;
+        pc.pc
+            .set_local_description(now, answer)
+            .map_err(|e| e.to_string())?;
         // The payload type actually negotiated on each new slot.
         for slot in &mut new_slots {
             if let Some(mut s) = pc.pc.rtp_sender(slot.sender)
                 && let Some(codec) = s.get_parameters().rtp_parameters.codecs.first()
             {
-                slot.down = DownTrack::new(slot.down.out_ssrc(), codec.payload_type, slot.kind == TrackKind::Video);
+                slot.down = DownTrack::new(
+                    slot.down.out_ssrc(),
+                    codec.payload_type,
+                    slot.kind == TrackKind::Video,
+                );
             }
         }
         session.slots.extend(new_slots);
@@ -1098,7 +1239,12 @@ impl Engine {
     }
 
     fn on_mute(&mut self, id: SessionId, track: String, muted: bool) {
-        let Some(room) = self.sessions.get(&id).and_then(|s| s.member.as_ref()).map(|m| m.room.clone()) else {
+        let Some(room) = self
+            .sessions
+            .get(&id)
+            .and_then(|s| s.member.as_ref())
+            .map(|m| m.room.clone())
+        else {
             return;
         };
         let owned = self
@@ -1140,7 +1286,10 @@ impl Engine {
             return;
         };
         let _ = now;
-        for pc in [session.publisher.take(), session.subscriber.take()].into_iter().flatten() {
+        for pc in [session.publisher.take(), session.subscriber.take()]
+            .into_iter()
+            .flatten()
+        {
             self.by_ufrag.remove(&pc.ufrag);
             let mut pc = pc;
             let _ = pc.pc.close();
@@ -1172,7 +1321,13 @@ impl Engine {
             s.remove(&member.info.identity);
         }
         for track in &removed_tracks {
-            self.broadcast(&room_name, None, ServerMessage::TrackUnpublished { track: track.clone() });
+            self.broadcast(
+                &room_name,
+                None,
+                ServerMessage::TrackUnpublished {
+                    track: track.clone(),
+                },
+            );
         }
         self.broadcast(
             &room_name,
@@ -1199,9 +1354,10 @@ impl Engine {
 }
 
 fn session_slot_seed(id: SessionId, mid: &str) -> u64 {
-    mid.bytes().fold(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
-        h.rotate_left(5) ^ b as u64
-    })
+    mid.bytes()
+        .fold(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
+            h.rotate_left(5) ^ b as u64
+        })
 }
 
 /// The name a source has in track ids.
@@ -1223,7 +1379,10 @@ mod tests {
         let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
         assert_eq!(
             sdp_m_lines(sdp),
-            vec![(TrackKind::Video, "0".to_string()), (TrackKind::Audio, "1".to_string())]
+            vec![
+                (TrackKind::Video, "0".to_string()),
+                (TrackKind::Audio, "1".to_string())
+            ]
         );
     }
 

@@ -38,7 +38,11 @@ struct SignalQuery {
     room: Option<String>,
 }
 
-async fn signal(ws: WebSocketUpgrade, Query(q): Query<SignalQuery>, State(state): State<HttpState>) -> Response {
+async fn signal(
+    ws: WebSocketUpgrade,
+    Query(q): Query<SignalQuery>,
+    State(state): State<HttpState>,
+) -> Response {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     // Frames up to 1 MiB reach the decoder, which refuses anything over the protocol's limit
     // with a proper error code; bigger frames end the connection at the WebSocket layer.
@@ -46,9 +50,21 @@ async fn signal(ws: WebSocketUpgrade, Query(q): Query<SignalQuery>, State(state)
         .on_upgrade(move |socket| session(socket, id, q.room, state.commands))
 }
 
-async fn session(socket: WebSocket, id: u64, room: Option<String>, commands: mpsc::UnboundedSender<Command>) {
+async fn session(
+    socket: WebSocket,
+    id: u64,
+    room: Option<String>,
+    commands: mpsc::UnboundedSender<Command>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    if commands.send(Command::Open { session: id, room, tx }).is_err() {
+    if commands
+        .send(Command::Open {
+            session: id,
+            room,
+            tx,
+        })
+        .is_err()
+    {
         return;
     }
     let (mut sink, mut stream) = socket.split();
@@ -108,20 +124,30 @@ struct TokenQuery {
 /// `GET /dev/token?room=R&identity=I&name=N&role=speaker` → `{"token": "…"}`; only with `--dev`.
 async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) -> Response {
     let Some(secret) = state.dev_secret else {
-        return (StatusCode::NOT_FOUND, "token endpoint disabled: start the server with --dev\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "token endpoint disabled: start the server with --dev\n",
+        )
+            .into_response();
     };
     let role: Role = match q.role.as_deref().unwrap_or("speaker").parse() {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let identity = q
-        .identity
-        .unwrap_or_else(|| format!("guest-{}", state.next_session.fetch_add(1, Ordering::Relaxed)));
+    let identity = q.identity.unwrap_or_else(|| {
+        format!(
+            "guest-{}",
+            state.next_session.fetch_add(1, Ordering::Relaxed)
+        )
+    });
     let room = q.room.unwrap_or_else(|| "demo".to_owned());
     let name = q.name.unwrap_or_else(|| identity.clone());
     let claims = Claims::new(&room, &identity, &name, role, unix_now(), 12 * 3600);
     match mint(&secret, &claims) {
-        Ok(token) => axum::Json(serde_json::json!({ "token": token, "room": room, "identity": identity })).into_response(),
+        Ok(token) => {
+            axum::Json(serde_json::json!({ "token": token, "room": room, "identity": identity }))
+                .into_response()
+        }
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
 }

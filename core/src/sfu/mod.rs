@@ -124,27 +124,33 @@ impl Server {
         if config.secret.is_empty() {
             return Err(SfuError::EmptySecret);
         }
-        let socket = tokio::net::UdpSocket::bind(config.udp).await.map_err(|source| SfuError::Bind {
-            what: "UDP",
-            addr: config.udp,
-            source,
-        })?;
+        let socket = tokio::net::UdpSocket::bind(config.udp)
+            .await
+            .map_err(|source| SfuError::Bind {
+                what: "UDP",
+                addr: config.udp,
+                source,
+            })?;
         let bound = socket.local_addr().map_err(|source| SfuError::Bind {
             what: "UDP",
             addr: config.udp,
             source,
         })?;
         let udp_addr = if bound.ip().is_unspecified() {
-            let ip = config.advertise_ip.ok_or(SfuError::NoAdvertisedAddress(bound))?;
+            let ip = config
+                .advertise_ip
+                .ok_or(SfuError::NoAdvertisedAddress(bound))?;
             SocketAddr::new(ip, bound.port())
         } else {
             bound
         };
-        let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|source| SfuError::Bind {
-            what: "HTTP",
-            addr: config.http,
-            source,
-        })?;
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|source| SfuError::Bind {
+                what: "HTTP",
+                addr: config.http,
+                source,
+            })?;
         let http_addr = listener.local_addr().map_err(|source| SfuError::Bind {
             what: "HTTP",
             addr: config.http,
@@ -172,9 +178,10 @@ impl Server {
         };
         let mut http_shutdown = shutdown_rx;
         let http_task = tokio::spawn(async move {
-            let serve = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            });
+            let serve =
+                axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+                    let _ = http_shutdown.changed().await;
+                });
             if let Err(e) = serve.await {
                 tracing::warn!("http server stopped: {e}");
             }
@@ -205,8 +212,16 @@ impl Server {
     }
 
     /// Mints a token signed with this server's secret.
-    pub fn token(&self, room: &str, identity: &str, name: &str, role: Role, ttl: Duration) -> Result<String, SfuError> {
-        let claims = token::Claims::new(room, identity, name, role, token::unix_now(), ttl.as_secs());
+    pub fn token(
+        &self,
+        room: &str,
+        identity: &str,
+        name: &str,
+        role: Role,
+        ttl: Duration,
+    ) -> Result<String, SfuError> {
+        let claims =
+            token::Claims::new(room, identity, name, role, token::unix_now(), ttl.as_secs());
         Ok(token::mint(&self.secret, &claims)?)
     }
 

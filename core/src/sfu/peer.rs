@@ -8,7 +8,9 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::shared::error::Error as RtcError;
 
@@ -100,7 +102,10 @@ mod tests {
 
     #[test]
     fn finds_the_server_ufrag() {
-        assert_eq!(stun_server_ufrag(&binding_request("srv1:cli")), Some("srv1"));
+        assert_eq!(
+            stun_server_ufrag(&binding_request("srv1:cli")),
+            Some("srv1")
+        );
         assert_eq!(stun_server_ufrag(&binding_request("abc")), Some("abc"));
     }
 
@@ -119,6 +124,12 @@ mod tests {
     #[test]
     fn builds_a_peer_connection() {
         let addr: SocketAddr = "127.0.0.1:7880".parse().unwrap();
-        new_peer_connection("ufrag0001", "passwordpasswordpassword", addr, Instant::now()).unwrap();
+        new_peer_connection(
+            "ufrag0001",
+            "passwordpasswordpassword",
+            addr,
+            Instant::now(),
+        )
+        .unwrap();
     }
 }

@@ -42,7 +42,10 @@ pub fn assign(slots: &mut [SlotView], wanted: &[(String, TrackKind)]) -> Assignm
         if slots.iter().any(|s| s.track.as_ref() == Some(track)) {
             continue;
         }
-        match slots.iter().position(|s| s.kind == *kind && s.track.is_none()) {
+        match slots
+            .iter()
+            .position(|s| s.kind == *kind && s.track.is_none())
+        {
             Some(i) => {
                 slots[i].track = Some(track.clone());
                 if !result.changed.contains(&i) {
@@ -57,7 +60,10 @@ pub fn assign(slots: &mut [SlotView], wanted: &[(String, TrackKind)]) -> Assignm
     }
     if missing != (0, 0) {
         let count = |k: TrackKind| slots.iter().filter(|s| s.kind == k).count() as u32;
-        result.need_more = Some((count(TrackKind::Audio) + missing.0, count(TrackKind::Video) + missing.1));
+        result.need_more = Some((
+            count(TrackKind::Audio) + missing.0,
+            count(TrackKind::Video) + missing.1,
+        ));
     }
     result.changed.sort_unstable();
     result
@@ -69,7 +75,10 @@ mod tests {
     use TrackKind::{Audio, Video};
 
     fn slots(kinds: &[TrackKind]) -> Vec<SlotView> {
-        kinds.iter().map(|&kind| SlotView { kind, track: None }).collect()
+        kinds
+            .iter()
+            .map(|&kind| SlotView { kind, track: None })
+            .collect()
     }
 
     fn want(list: &[(&str, TrackKind)]) -> Vec<(String, TrackKind)> {
@@ -79,7 +88,10 @@ mod tests {
     #[test]
     fn fills_free_slots_and_asks_for_more() {
         let mut s = slots(&[Video, Audio]);
-        let a = assign(&mut s, &want(&[("a/cam", Video), ("a/mic", Audio), ("b/cam", Video)]));
+        let a = assign(
+            &mut s,
+            &want(&[("a/cam", Video), ("a/mic", Audio), ("b/cam", Video)]),
+        );
         assert_eq!(s[0].track.as_deref(), Some("a/cam"));
         assert_eq!(s[1].track.as_deref(), Some("a/mic"));
         assert_eq!(a.changed, vec![0, 1]);

@@ -6,13 +6,15 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::shared::error::Error as RtcError;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
+use rtc::shared::error::Error as RtcError;
 
 /// Payload type madang offers for H.264.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
@@ -20,7 +22,8 @@ pub const H264_PAYLOAD_TYPE: u8 = 102;
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// H.264 format parameters: Constrained Baseline level 3.1, non-interleaved packetization,
 /// which every WebRTC browser decodes.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// Opus format parameters: 10 ms minimum packets, in-band FEC.
 pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 /// RFC 6464 client-to-mixer audio level header extension.
@@ -41,7 +44,11 @@ pub fn h264_codec() -> RTCRtpCodecParameters {
             clock_rate: 90_000,
             channels: 0,
             sdp_fmtp_line: H264_FMTP.to_owned(),
-            rtcp_feedback: vec![feedback("nack", ""), feedback("nack", "pli"), feedback("ccm", "fir")],
+            rtcp_feedback: vec![
+                feedback("nack", ""),
+                feedback("nack", "pli"),
+                feedback("ccm", "fir"),
+            ],
         },
         payload_type: H264_PAYLOAD_TYPE,
         ..Default::default()
@@ -103,7 +110,8 @@ pub fn is_keyframe_request(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
 
 impl std::fmt::Debug for DeliverKeyframeRequests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliverKeyframeRequests").finish_non_exhaustive()
+        f.debug_struct("DeliverKeyframeRequests")
+            .finish_non_exhaustive()
     }
 }
 
