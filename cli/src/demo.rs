@@ -1,14 +1,12 @@
-//! `madang demo`: the test pattern and speech through madang's codecs and back, written to
-//! files, with a report of what arrived. (Until the room server exists this is the main job;
-//! it then becomes a conference on loopback.)
+//! `madang demo`: a conference of synthetic participants over real WebRTC on loopback,
+//! through an embedded room server, with loss and glass-to-glass latency per pair.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use madang::codec::{H264Config, H264Decoder, H264Encoder, OpusConfig, OpusDecoder, OpusEncoder};
-use madang::media::quality::psnr_y;
-use madang::media::{Channels, SpeechSource, TestPattern, WavWriter, Y4mWriter, read_stamp};
-use serde::Serialize;
+use madang::media::{VideoFrame, Y4mWriter};
+use madang::room::synthetic::{ConferenceConfig, ConferenceReport, run_conference};
+use madang::sfu::{Server, ServerConfig};
 
 use crate::CliResult;
 use crate::size::parse_size;
@@ -16,180 +14,161 @@ use crate::size::parse_size;
 /// Arguments of `madang demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Picture size.
+    /// Number of participants, each publishing and receiving everyone else.
+    #[arg(long, default_value_t = 4)]
+    participants: usize,
+    /// Seconds to measure (after everyone sees everyone).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Picture size of every participant.
     #[arg(long, value_parser = parse_size, default_value = "640x360", value_name = "WxH")]
     size: (u32, u32),
-    /// Seconds of media (30 fps video, 20 ms audio frames).
-    #[arg(long, default_value_t = 5)]
-    seconds: u32,
-    /// H.264 bitrate in kbit/s.
+    /// H.264 bitrate per participant, kbit/s.
     #[arg(long, default_value_t = 800)]
     bitrate: u32,
-    /// Where the decoded video goes.
-    #[arg(long, default_value = "madang-demo.y4m")]
-    out: PathBuf,
-    /// Where the decoded audio goes.
-    #[arg(long, default_value = "madang-demo.wav")]
-    audio_out: PathBuf,
-    /// Print one JSON object instead of the report.
+    /// Video only.
+    #[arg(long)]
+    no_audio: bool,
+    /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Write what participant 1 last received from participant 2 (.png or .y4m).
+    #[arg(long, value_name = "FILE")]
+    snapshot: Option<PathBuf>,
 }
 
-#[derive(Debug, Serialize)]
-struct VideoReport {
-    size: String,
-    frames_sent: u64,
-    frames_decoded: u64,
-    stamps_read: u64,
-    psnr_y_mean: f64,
-    psnr_y_min: f64,
-    kbps: f64,
-    keyframes: u64,
-    encode_ms_per_frame: f64,
-    decode_ms_per_frame: f64,
-    file: String,
+fn write_snapshot(path: &Path, frame: &VideoFrame) -> CliResult {
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let writer = std::io::BufWriter::new(file);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("y4m") => {
+            let mut w = Y4mWriter::new(writer, frame.width(), frame.height(), 30, 1)?;
+            w.write_frame(frame)?;
+            w.finish()?;
+        }
+        _ => {
+            let mut encoder = png::Encoder::new(writer, frame.width(), frame.height());
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut w = encoder.write_header()?;
+            w.write_image_data(&frame.to_rgb())?;
+            w.finish()?;
+        }
+    }
+    Ok(())
 }
 
-#[derive(Debug, Serialize)]
-struct AudioReport {
-    frames_sent: u64,
-    frames_decoded: u64,
-    kbps: f64,
-    file: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    seconds: u32,
-    video: VideoReport,
-    audio: AudioReport,
+fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
+    println!(
+        "madang demo: {} participants, {}x{} @ {} fps, {} kbps each, {:.1} s measured (warm-up {:.1} s)",
+        r.participants,
+        config.width,
+        config.height,
+        config.fps,
+        config.bitrate_kbps,
+        r.seconds,
+        r.warmup_seconds
+    );
+    println!(
+        "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>7}",
+        "from", "to", "sent", "received", "decoded", "loss %", "p50 ms", "p95 ms", "p99 ms", "kbps"
+    );
+    for p in &r.pairs {
+        println!(
+            "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>7.0}",
+            p.from,
+            p.to,
+            p.frames_sent,
+            p.frames_received,
+            p.frames_decoded,
+            p.loss_pct,
+            p.latency_ms.p50,
+            p.latency_ms.p95,
+            p.latency_ms.p99,
+            p.kbps
+        );
+    }
+    if !r.audio.is_empty() {
+        let sent: u64 = r.audio.iter().map(|a| a.frames_sent).sum();
+        let got: u64 = r.audio.iter().map(|a| a.frames_received).sum();
+        let worst = r.audio.iter().map(|a| a.loss_pct).fold(0.0, f64::max);
+        println!(
+            "audio: {got}/{sent} frames of 20 ms received across {} pairs (worst pair loss {worst:.2} %)",
+            r.audio.len()
+        );
+    }
+    println!(
+        "chat: {} messages sent, {} of {} deliveries received",
+        r.data_messages.sent, r.data_messages.received, r.data_messages.expected
+    );
 }
 
 /// Runs the demo.
 pub fn run(args: Args) -> CliResult {
-    if args.seconds == 0 || args.seconds > 3600 {
-        return Err("--seconds must be within 1..=3600".into());
+    if args.participants < 2 || args.participants > 32 {
+        return Err("--participants must be within 2..=32".into());
     }
-    let (w, h) = args.size;
-    let frames = args.seconds as u64 * 30;
-    let mut pattern = TestPattern::new(w, h)?;
-    let mut encoder = H264Encoder::new(H264Config::new(w, h).bitrate_kbps(args.bitrate))?;
-    let mut decoder = H264Decoder::new()?;
-    let file =
-        std::fs::File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let mut writer = Y4mWriter::new(std::io::BufWriter::new(file), w, h, 30, 1)?;
-    let (mut enc_time, mut dec_time) = (Duration::ZERO, Duration::ZERO);
-    let (mut bytes, mut keyframes, mut decoded_n, mut stamps) = (0u64, 0u64, 0u64, 0u64);
-    let mut psnrs = Vec::new();
-    let status_every = 30;
-    for i in 0..frames {
-        let frame = pattern.next_frame(i * 33_333);
-        let t = Instant::now();
-        let Some(unit) = encoder.encode(&frame)? else {
-            continue;
-        };
-        enc_time += t.elapsed();
-        bytes += unit.data.len() as u64;
-        keyframes += unit.keyframe as u64;
-        let t = Instant::now();
-        let decoded = decoder.decode_frame(&unit)?;
-        dec_time += t.elapsed();
-        if let Some(d) = decoded {
-            decoded_n += 1;
-            if read_stamp(&d).is_some_and(|s| s.seq as u64 == i) {
-                stamps += 1;
-            }
-            psnrs.push(psnr_y(&frame, &d).unwrap_or(0.0));
-            writer.write_frame(&d)?;
-        }
-        if !args.json && (i + 1) % status_every == 0 {
-            eprint!(
-                "\rvideo: {}/{frames} frames, {} decoded, {} stamps read",
-                i + 1,
-                decoded_n,
-                stamps
+    if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
+        return Err("--seconds must be within (0, 3600]".into());
+    }
+    let config = ConferenceConfig {
+        participants: args.participants,
+        seconds: args.seconds,
+        width: args.size.0,
+        height: args.size.1,
+        bitrate_kbps: args.bitrate,
+        audio: !args.no_audio,
+        ..ConferenceConfig::default()
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = Server::bind(ServerConfig::dev()).await?;
+        if !args.json {
+            eprintln!(
+                "room server on {} (signal) and udp {} (media); {} participants joining…",
+                server.signal_url(),
+                server.udp_addr(),
+                args.participants
             );
         }
-    }
-    writer.finish()?;
-    if !args.json {
-        eprintln!();
-    }
-
-    let mut speech = SpeechSource::new(Channels::Mono, 20)?;
-    let mut opus_enc = OpusEncoder::new(OpusConfig::new(Channels::Mono))?;
-    let mut opus_dec = OpusDecoder::new(Channels::Mono)?;
-    let wav = std::fs::File::create(&args.audio_out)
-        .map_err(|e| format!("{}: {e}", args.audio_out.display()))?;
-    let mut wav = WavWriter::new(std::io::BufWriter::new(wav), Channels::Mono)?;
-    let audio_frames = args.seconds as u64 * 50;
-    let (mut audio_bytes, mut audio_decoded) = (0u64, 0u64);
-    for _ in 0..audio_frames {
-        if let Some(p) = opus_enc.encode(&speech.next_frame())? {
-            audio_bytes += p.data.len() as u64;
-            wav.write_frame(&opus_dec.decode(&p.data, p.pts_us)?)?;
-            audio_decoded += 1;
+        let bar = if args.json {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new_spinner()
+        };
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let (report, snapshot) = run_conference(&server, &config, |p| {
+            let msg = match p.phase {
+                "warmup" => format!(
+                    "warming up {:.1} s: {}/{} pairs see each other",
+                    p.elapsed, p.frames_decoded, p.frames_sent
+                ),
+                _ => format!(
+                    "measuring {:.1}/{:.0} s: {} of {} pictures decoded",
+                    p.elapsed, config.seconds, p.frames_decoded, p.frames_sent
+                ),
+            };
+            bar.set_message(msg);
+        })
+        .await?;
+        bar.finish_and_clear();
+        let stats = server.stats();
+        server.shutdown().await;
+        if let (Some(path), Some(frame)) = (&args.snapshot, &snapshot) {
+            write_snapshot(path, frame)?;
         }
-    }
-    wav.finish()?;
-
-    let secs = args.seconds as f64;
-    let report = Report {
-        seconds: args.seconds,
-        video: VideoReport {
-            size: format!("{w}x{h}"),
-            frames_sent: frames,
-            frames_decoded: decoded_n,
-            stamps_read: stamps,
-            psnr_y_mean: psnrs.iter().sum::<f64>() / psnrs.len().max(1) as f64,
-            psnr_y_min: psnrs.iter().copied().fold(f64::INFINITY, f64::min),
-            kbps: bytes as f64 * 8.0 / secs / 1000.0,
-            keyframes,
-            encode_ms_per_frame: enc_time.as_secs_f64() * 1000.0 / frames as f64,
-            decode_ms_per_frame: dec_time.as_secs_f64() * 1000.0 / decoded_n.max(1) as f64,
-            file: args.out.display().to_string(),
-        },
-        audio: AudioReport {
-            frames_sent: audio_frames,
-            frames_decoded: audio_decoded,
-            kbps: audio_bytes as f64 * 8.0 / secs / 1000.0,
-            file: args.audio_out.display().to_string(),
-        },
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
-    }
-    let v = &report.video;
-    println!(
-        "madang demo: {} s of test pattern and speech through H.264 and Opus",
-        args.seconds
-    );
-    println!(
-        "  video {}: {} frames sent, {} decoded, {} stamps read back ({:.1} %)",
-        v.size,
-        v.frames_sent,
-        v.frames_decoded,
-        v.stamps_read,
-        100.0 * v.stamps_read as f64 / v.frames_sent as f64
-    );
-    println!(
-        "         {:.0} kbps (target {}), PSNR-Y mean {:.2} dB, min {:.2} dB, {} keyframe(s)",
-        v.kbps, args.bitrate, v.psnr_y_mean, v.psnr_y_min, v.keyframes
-    );
-    println!(
-        "         encode {:.2} ms/frame, decode {:.2} ms/frame → {}",
-        v.encode_ms_per_frame, v.decode_ms_per_frame, v.file
-    );
-    let a = &report.audio;
-    println!(
-        "  audio: {} Opus frames sent, {} decoded, {:.1} kbps → {}",
-        a.frames_sent, a.frames_decoded, a.kbps, a.file
-    );
-    println!(
-        "  play them back with: ffplay {}   ffplay {}",
-        v.file, a.file
-    );
-    Ok(())
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_table(&report, &config);
+            println!(
+                "server: {} RTP packets in, {} out, {} keyframe requests relayed",
+                stats.packets_in, stats.packets_out, stats.keyframe_requests
+            );
+            if let (Some(path), Some(_)) = (&args.snapshot, &snapshot) {
+                println!("snapshot of what p1 received from p2: {}", path.display());
+            }
+        }
+        Ok(())
+    })
 }

@@ -1,14 +1,15 @@
 //! `madang`: the command-line face of madang.
 //!
-//! Today: `madang demo` (encode → decode of the test pattern and speech, written to Y4M and
-//! WAV, with a report), `madang encode` (test pattern or Y4M → H.264 file) and
-//! `madang bench codec` (codec throughput against raw OpenH264, raw libopus and x264) and
-//! `madang token` (access tokens for rooms).
+//! `madang demo` (a synthetic conference on loopback), `madang serve` (the room server),
+//! `madang token` (access tokens), `madang codec-demo` (the codecs alone, to files),
+//! `madang encode` (test pattern or Y4M → H.264 file) and `madang bench codec`.
 
 mod asm;
 mod bench_codec;
+mod codec_demo;
 mod demo;
 mod encode;
+mod serve;
 mod size;
 mod token;
 
@@ -24,8 +25,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Encode the test pattern and speech, decode them again, write what came out, report.
+    /// A conference of synthetic participants over WebRTC on loopback, with loss and latency.
     Demo(demo::Args),
+    /// Run the room server.
+    Serve(serve::Args),
+    /// The codecs alone: test pattern and speech encoded, decoded, written to files.
+    CodecDemo(codec_demo::Args),
     /// Encode the test pattern or a Y4M file into an H.264 Annex-B file.
     Encode(encode::Args),
     /// Mint an access token for a room.
@@ -45,8 +50,17 @@ enum Bench {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MADANG_LOG")
+                .unwrap_or_else(|_| "warn,rtc=error,webrtc=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::CodecDemo(args) => codec_demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Token(args) => token::run(args),
         Command::Bench {

@@ -92,7 +92,7 @@ fn encode_reads_y4m_written_by_demo() {
     let out_stdout = succeed(
         madang()
             .args([
-                "demo",
+                "codec-demo",
                 "--seconds",
                 "1",
                 "--size",

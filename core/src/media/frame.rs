@@ -276,6 +276,25 @@ impl VideoFrame {
         &self.plane(i)[start..start + w]
     }
 
+    /// The picture as packed 8-bit RGB (BT.601, studio range), for snapshots and images.
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut out = Vec::with_capacity(w * h * 3);
+        let clamp = |v: i32| v.clamp(0, 255) as u8;
+        for y in 0..h {
+            let (ly, cu, cv) = (self.row(0, y), self.row(1, y / 2), self.row(2, y / 2));
+            for x in 0..w {
+                let c = 298 * (ly[x] as i32 - 16);
+                let d = cu[x / 2] as i32 - 128;
+                let e = cv[x / 2] as i32 - 128;
+                out.push(clamp((c + 409 * e + 128) >> 8));
+                out.push(clamp((c - 100 * d - 208 * e + 128) >> 8));
+                out.push(clamp((c + 516 * d + 128) >> 8));
+            }
+        }
+        out
+    }
+
     /// Writes the visible samples of all planes, packed (no stride padding), into `out`.
     pub fn write_packed(&self, out: &mut Vec<u8>) {
         out.reserve(self.width as usize * self.height as usize * 3 / 2);
@@ -458,6 +477,16 @@ mod tests {
         f.write_packed(&mut packed);
         let g = VideoFrame::from_packed(16, 16, packed, 0).unwrap();
         assert_eq!(f, g);
+    }
+
+    #[test]
+    fn rgb_conversion() {
+        let black = VideoFrame::black(16, 16).unwrap().to_rgb();
+        assert_eq!(black.len(), 16 * 16 * 3);
+        assert!(black.iter().all(|&v| v == 0));
+        let mut white = VideoFrame::black(16, 16).unwrap();
+        white.plane_mut(0).fill(235);
+        assert!(white.to_rgb().iter().all(|&v| v == 255));
     }
 
     #[test]

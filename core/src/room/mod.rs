@@ -20,6 +20,7 @@
 pub mod assemble;
 mod connection;
 mod receive;
+pub mod synthetic;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,0 +1,68 @@
+//! `madang serve`: the room server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use madang::sfu::{DEV_SECRET, Server, ServerConfig};
+
+use crate::CliResult;
+
+/// Arguments of `madang serve`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["secret", "dev"])))]
+pub struct Args {
+    /// HTTP and WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The one UDP port for all media.
+    #[arg(long, default_value = "127.0.0.1:7880")]
+    udp: SocketAddr,
+    /// Address announced to clients when --udp binds 0.0.0.0.
+    #[arg(long)]
+    advertise_ip: Option<IpAddr>,
+    /// Secret that signs tokens (also read from MADANG_SECRET).
+    #[arg(long, env = "MADANG_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Development mode: a fixed secret and a token endpoint anyone can use. Local testing only.
+    #[arg(long)]
+    dev: bool,
+    /// Remove participants silent for this many seconds.
+    #[arg(long, default_value_t = 15)]
+    timeout: u64,
+}
+
+/// Runs until Ctrl-C.
+pub fn run(args: Args) -> CliResult {
+    let secret = match (&args.secret, args.dev) {
+        (Some(s), _) => s.clone(),
+        (None, _) => DEV_SECRET.to_owned(),
+    };
+    let config = ServerConfig {
+        http: args.http,
+        udp: args.udp,
+        advertise_ip: args.advertise_ip,
+        dev: args.dev,
+        silence_timeout: Duration::from_secs(args.timeout.max(1)),
+        ..ServerConfig::new(secret)
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        println!("madang room server");
+        println!("  signal:  {}", server.signal_url());
+        println!("  media:   udp {}", server.udp_addr());
+        if args.dev {
+            println!(
+                "  tokens:  http://{}/dev/token?room=demo&identity=alice&role=speaker  (dev mode: anyone can mint)",
+                server.http_addr()
+            );
+        } else {
+            println!("  tokens:  madang token --room R --identity I --secret …");
+        }
+        println!("Ctrl-C stops.");
+        tokio::signal::ctrl_c().await?;
+        eprintln!("shutting down…");
+        server.shutdown().await;
+        Ok(())
+    })
+}
