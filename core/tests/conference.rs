@@ -1,107 +1,467 @@
-//! Conferences over real WebRTC on loopback: the room server and several room clients in one
-//! process, media flowing through the server's one UDP port.
+//! Conferences over real WebRTC on loopback: the room server and room clients in one process,
+//! media through the server's one UDP port, signalling over real WebSockets.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use madang::media::{Channels, SpeechSource, TestPattern, read_stamp};
+use futures_util::{SinkExt, StreamExt};
+use madang::media::{TestPattern, read_stamp};
+use madang::room::synthetic::{ConferenceConfig, run_conference};
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
-use madang::sfu::{Server, ServerConfig};
-use madang::signal::Role;
+use madang::sfu::token::{Claims, mint, unix_now};
+use madang::sfu::{DEV_SECRET, Server, ServerConfig};
+use madang::signal::{
+    ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, PeerRole, PublishTrack, Role,
+    ServerMessage, TrackKind, TrackSource, decode_server, encode,
+};
+use tokio_tungstenite::tungstenite::Message;
 
 const W: u32 = 320;
 const H: u32 = 180;
 
-async fn join(server: &Server, room: &str, identity: &str) -> Room {
-    let token = server
-        .token(
-            room,
-            identity,
-            identity,
-            Role::Speaker,
-            Duration::from_secs(600),
-        )
-        .unwrap();
-    let options = RoomOptions {
-        video: Some(VideoOptions::new(W, H)),
-        audio: true,
-        ..RoomOptions::default()
-    };
-    Room::connect(&server.signal_url(), &token, options)
-        .await
+fn token(server: &Server, identity: &str, role: Role) -> String {
+    server
+        .token("r", identity, identity, role, Duration::from_secs(600))
         .unwrap()
 }
 
-/// Publishes the test pattern and speech for `seconds`, collecting decoded stamps per sender.
-async fn run_participant(
-    room: Room,
-    seconds: f64,
-    clock: Instant,
-) -> (Room, HashMap<String, Vec<u32>>, u32) {
-    let mut room = room;
-    let mut pattern = TestPattern::new(W, H).unwrap();
-    let mut speech = SpeechSource::new(Channels::Mono, 20).unwrap();
-    let mut received: HashMap<String, Vec<u32>> = HashMap::new();
-    let start = Instant::now();
-    let mut frames_sent = 0u32;
-    let mut video_tick = tokio::time::interval(Duration::from_millis(33));
-    let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
-    while start.elapsed().as_secs_f64() < seconds {
-        tokio::select! {
-            _ = video_tick.tick() => {
-                let frame = pattern.next_frame(clock.elapsed().as_micros() as u64);
-                room.publish_video(&frame).await.unwrap();
-                frames_sent += 1;
-            }
-            _ = audio_tick.tick() => {
-                room.publish_audio(&speech.next_frame()).await.unwrap();
-            }
-            event = room.next_event() => match event {
-                Some(RoomEvent::VideoFrame { participant, frame, .. }) => {
-                    if let Some(stamp) = read_stamp(&frame) {
-                        received.entry(participant).or_default().push(stamp.seq);
-                    }
-                }
-                Some(RoomEvent::Error { code, reason }) => eprintln!("DEBUG error {code}: {reason}"),
-                Some(RoomEvent::Disconnected) | None => break,
-                _ => {}
-            }
+async fn join(server: &Server, identity: &str) -> Room {
+    let options = RoomOptions {
+        video: Some(VideoOptions::new(W, H)),
+        ..RoomOptions::default()
+    };
+    Room::connect(
+        &server.signal_url(),
+        &token(server, identity, Role::Speaker),
+        options,
+    )
+    .await
+    .unwrap()
+}
+
+/// Participants publishing the test pattern together.
+struct Party {
+    rooms: Vec<Room>,
+    patterns: Vec<TestPattern>,
+    start: Instant,
+}
+
+impl Party {
+    fn new(rooms: Vec<Room>) -> Self {
+        let patterns = rooms
+            .iter()
+            .map(|_| TestPattern::new(W, H).unwrap())
+            .collect();
+        Self {
+            rooms,
+            patterns,
+            start: Instant::now(),
         }
     }
-    (room, received, frames_sent)
+
+    fn add(&mut self, room: Room) {
+        self.rooms.push(room);
+        self.patterns.push(TestPattern::new(W, H).unwrap());
+    }
+
+    /// Everyone publishes at 30 fps and collects events until `done` holds for the events
+    /// collected so far (one list per participant) or `limit` passes. Returns the events.
+    async fn run(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&[Vec<RoomEvent>]) -> bool,
+    ) -> Vec<Vec<RoomEvent>> {
+        let mut events: Vec<Vec<RoomEvent>> = self.rooms.iter().map(|_| Vec::new()).collect();
+        let began = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        while began.elapsed() < limit && !done(&events) {
+            tick.tick().await;
+            for (room, pattern) in self.rooms.iter().zip(&mut self.patterns) {
+                let frame = pattern.next_frame(self.start.elapsed().as_micros() as u64);
+                room.publish_video(&frame).await.unwrap();
+            }
+            for (room, list) in self.rooms.iter_mut().zip(&mut events) {
+                while let Some(e) = room.try_next_event() {
+                    list.push(e);
+                }
+            }
+        }
+        events
+    }
+}
+
+fn saw_video_from(events: &[RoomEvent], who: &str) -> bool {
+    events.iter().any(|e| {
+        matches!(e, RoomEvent::VideoFrame { participant, frame, .. } if participant == who && read_stamp(frame).is_some())
+    })
+}
+
+fn saw_left(events: &[RoomEvent], who: &str, why: LeaveReason) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, RoomEvent::ParticipantLeft { identity, reason } if identity == who && *reason == why))
+}
+
+fn frames_from(events: &[RoomEvent], who: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, RoomEvent::VideoFrame { participant, .. } if participant == who))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_participants_see_each_other() {
+async fn four_participants_decode_each_other_for_ten_seconds() {
     let server = Server::bind(ServerConfig::dev()).await.unwrap();
-    let a = join(&server, "r", "alice").await;
-    let b = join(&server, "r", "bob").await;
-    let clock = Instant::now();
-    let (ra, rb) = tokio::join!(
-        run_participant(a, 4.0, clock),
-        run_participant(b, 4.0, clock)
+    let config = ConferenceConfig {
+        participants: 4,
+        seconds: 10.0,
+        width: 640,
+        height: 360,
+        ..ConferenceConfig::default()
+    };
+    let (report, snapshot) = run_conference(&server, &config, |_| {}).await.unwrap();
+    assert_eq!(report.pairs.len(), 12);
+    for p in &report.pairs {
+        println!(
+            "{} → {}: {}/{} decoded, p50 {:.1} ms p95 {:.1} ms, {:.0} kbps",
+            p.from,
+            p.to,
+            p.frames_decoded,
+            p.frames_sent,
+            p.latency_ms.p50,
+            p.latency_ms.p95,
+            p.kbps
+        );
+        assert!(
+            p.frames_sent >= 250,
+            "{} sent only {} frames in 10 s",
+            p.from,
+            p.frames_sent
+        );
+        assert!(
+            p.frames_decoded as f64 >= 0.95 * p.frames_sent as f64,
+            "{} decoded {} of {} frames from {}",
+            p.to,
+            p.frames_decoded,
+            p.frames_sent,
+            p.from
+        );
+    }
+    for a in &report.audio {
+        assert!(
+            a.frames_received as f64 >= 0.95 * a.frames_sent as f64,
+            "audio {} → {}",
+            a.from,
+            a.to
+        );
+    }
+    assert_eq!(
+        report.data_messages.received, report.data_messages.expected,
+        "chat deliveries"
     );
-    let (room_a, got_a, sent_a) = ra;
-    let (room_b, got_b, sent_b) = rb;
-    println!(
-        "alice sent {sent_a}, bob got {:?}",
-        got_b.get("alice").map(Vec::len)
-    );
-    println!(
-        "bob sent {sent_b}, alice got {:?}",
-        got_a.get("bob").map(Vec::len)
-    );
-    println!("server: {:?}", server.stats());
-    println!("alice receive: {:?}", room_a.receive_stats());
+    let snapshot = snapshot.expect("p1 received pictures from p2");
+    assert_eq!((snapshot.width(), snapshot.height()), (640, 360));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_sees_everyone_and_leavers_are_announced() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut party = Party::new(vec![
+        join(&server, "alice").await,
+        join(&server, "bob").await,
+    ]);
+    let ev = party
+        .run(Duration::from_secs(10), |ev| {
+            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
+        })
+        .await;
     assert!(
-        got_b.get("alice").is_some_and(|v| v.len() > 30),
-        "bob saw too little of alice"
+        saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice"),
+        "alice and bob see each other"
+    );
+
+    // Carol joins mid-call, receives both, and both receive her.
+    let carol = join(&server, "carol").await;
+    let names: Vec<&str> = carol
+        .initial_participants()
+        .iter()
+        .map(|p| p.identity.as_str())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    party.add(carol);
+    let ev = party
+        .run(Duration::from_secs(10), |ev| {
+            saw_video_from(&ev[0], "carol")
+                && saw_video_from(&ev[1], "carol")
+                && saw_video_from(&ev[2], "alice")
+                && saw_video_from(&ev[2], "bob")
+        })
+        .await;
+    assert!(
+        ev[0]
+            .iter()
+            .any(|e| matches!(e, RoomEvent::ParticipantJoined(p) if p.identity == "carol"))
     );
     assert!(
-        got_a.get("bob").is_some_and(|v| v.len() > 30),
-        "alice saw too little of bob"
+        saw_video_from(&ev[0], "carol") && saw_video_from(&ev[1], "carol"),
+        "carol reaches the others"
     );
-    room_a.leave().await;
-    room_b.leave().await;
+    assert!(
+        saw_video_from(&ev[2], "alice") && saw_video_from(&ev[2], "bob"),
+        "carol receives the others"
+    );
+
+    // Bob leaves: the others are told, lose his track, and carry on with each other.
+    let bob = party.rooms.remove(1);
+    party.patterns.remove(1);
+    bob.leave().await;
+    let ev = party
+        .run(Duration::from_secs(5), |ev| {
+            saw_left(&ev[0], "bob", LeaveReason::Left) && saw_left(&ev[1], "bob", LeaveReason::Left)
+        })
+        .await;
+    for events in &ev {
+        assert!(saw_left(events, "bob", LeaveReason::Left));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, RoomEvent::TrackUnpublished(t) if t == "bob/camera"))
+        );
+    }
+    let ev = party.run(Duration::from_secs(2), |_| false).await;
+    assert!(frames_from(&ev[0], "carol") > 30 && frames_from(&ev[1], "alice") > 30);
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}
+
+/// A bare signal client speaking the protocol by hand.
+struct RawClient {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl RawClient {
+    async fn connect(server: &Server) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(server.signal_url())
+            .await
+            .unwrap();
+        Self { ws }
+    }
+
+    async fn send(&mut self, m: &ClientMessage) {
+        self.ws.send(Message::Text(encode(m).into())).await.unwrap();
+    }
+
+    async fn send_text(&mut self, text: String) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    async fn join(&mut self, token: String) {
+        self.send(&ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+            token,
+            auto_subscribe: false,
+        })
+        .await;
+    }
+
+    /// Next server message within `wait`: `Ok(Some)`, `Ok(None)` when the server closed the
+    /// connection, `Err(())` when nothing came.
+    async fn next_within(&mut self, wait: Duration) -> Result<Option<ServerMessage>, ()> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return Err(()),
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) => return Ok(None),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Ok(Some(decode_server(t.as_str()).unwrap()));
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Next server message, or `None` when the server closed (or said nothing for 5 s).
+    async fn next(&mut self) -> Option<ServerMessage> {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Reads until an error arrives; returns its code and whether the server then closed the
+    /// connection (within a second).
+    async fn expect_error(&mut self) -> (ErrorCode, bool) {
+        while let Some(m) = self.next().await {
+            if let ServerMessage::Error { code, .. } = m {
+                let closed = matches!(self.next_within(Duration::from_secs(1)).await, Ok(None));
+                return (code, closed);
+            }
+        }
+        panic!("connection closed without an error message");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sessions_are_closed_with_the_right_code_and_the_room_carries_on() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut party = Party::new(vec![
+        join(&server, "alice").await,
+        join(&server, "bob").await,
+    ]);
+    party
+        .run(Duration::from_secs(10), |ev| {
+            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
+        })
+        .await;
+
+    // Signed with another secret.
+    let mut c = RawClient::connect(&server).await;
+    let forged = mint(
+        b"not-the-secret",
+        &Claims::new("r", "mallory", "M", Role::Host, unix_now(), 60),
+    )
+    .unwrap();
+    c.join(forged).await;
+    assert_eq!(c.expect_error().await, (ErrorCode::InvalidToken, true));
+
+    // Expired.
+    let mut c = RawClient::connect(&server).await;
+    let expired = mint(
+        DEV_SECRET.as_bytes(),
+        &Claims::new("r", "late", "L", Role::Speaker, unix_now() - 7200, 60),
+    )
+    .unwrap();
+    c.join(expired).await;
+    assert_eq!(c.expect_error().await, (ErrorCode::TokenExpired, true));
+
+    // For another room than the URL names.
+    let url = format!("{}?room=other", server.signal_url());
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut c = RawClient { ws };
+    c.join(token(&server, "wanderer", Role::Speaker)).await;
+    assert_eq!(c.expect_error().await, (ErrorCode::WrongRoom, true));
+
+    // Not JSON; an unknown message; something other than join first; a wrong version.
+    for (text, code) in [
+        ("this is not json".to_string(), ErrorCode::BadMessage),
+        (r#"{"type":"teleport"}"#.to_string(), ErrorCode::BadMessage),
+        (encode(&ClientMessage::Ping), ErrorCode::NotJoined),
+        (
+            r#"{"type":"join","protocol":99,"token":"x"}"#.to_string(),
+            ErrorCode::UnsupportedVersion,
+        ),
+    ] {
+        let mut c = RawClient::connect(&server).await;
+        c.send_text(text.clone()).await;
+        assert_eq!(c.expect_error().await, (code, true), "{text}");
+    }
+
+    // Oversized.
+    let mut c = RawClient::connect(&server).await;
+    c.send_text(format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(300 * 1024)
+    ))
+    .await;
+    assert_eq!(c.expect_error().await, (ErrorCode::MessageTooLarge, true));
+
+    // A viewer may join and watch, but not publish; its session stays open.
+    let mut viewer = RawClient::connect(&server).await;
+    viewer.join(token(&server, "watcher", Role::Viewer)).await;
+    assert!(matches!(
+        viewer.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    viewer
+        .send(&ClientMessage::Offer {
+            pc: PeerRole::Publisher,
+            sdp: "v=0\r\n".into(),
+            publish: vec![PublishTrack {
+                mid: "0".into(),
+                kind: TrackKind::Video,
+                source: TrackSource::Camera,
+            }],
+        })
+        .await;
+    let (code, closed) = viewer.expect_error().await;
+    assert_eq!(code, ErrorCode::PermissionDenied);
+    assert!(!closed, "permission_denied leaves the session open");
+    viewer.send(&ClientMessage::Ping).await;
+    let mut ponged = false;
+    while let Some(m) = viewer.next().await {
+        if m == ServerMessage::Pong {
+            ponged = true;
+            break;
+        }
+    }
+    assert!(ponged);
+
+    // Through all that, Alice and Bob kept their call.
+    let ev = party.run(Duration::from_secs(3), |_| false).await;
+    let (a, b) = (frames_from(&ev[0], "bob"), frames_from(&ev[1], "alice"));
+    assert!(a > 60 && b > 60, "{a} and {b} frames in 3 s");
+    assert!(
+        !ev[0]
+            .iter()
+            .any(|e| matches!(e, RoomEvent::ParticipantLeft { identity, .. } if identity == "bob"))
+    );
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_participants_are_removed() {
+    let config = ServerConfig {
+        silence_timeout: Duration::from_millis(1500),
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let mut party = Party::new(vec![join(&server, "alice").await]);
+
+    // Goes silent with the connection open: removed at the timeout.
+    let mut ghost = RawClient::connect(&server).await;
+    ghost.join(token(&server, "ghost", Role::Speaker)).await;
+    assert!(matches!(
+        ghost.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    let start = Instant::now();
+    let ev = party
+        .run(Duration::from_secs(6), |ev| {
+            saw_left(&ev[0], "ghost", LeaveReason::Timeout)
+        })
+        .await;
+    let elapsed = start.elapsed();
+    assert!(
+        saw_left(&ev[0], "ghost", LeaveReason::Timeout),
+        "ghost not removed for silence"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "removed after {elapsed:?}"
+    );
+
+    // Drops its connection without a word: removed at once as connection lost.
+    let mut dropper = RawClient::connect(&server).await;
+    dropper.join(token(&server, "dropper", Role::Speaker)).await;
+    assert!(matches!(
+        dropper.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    drop(dropper);
+    let ev = party
+        .run(Duration::from_secs(4), |ev| {
+            saw_left(&ev[0], "dropper", LeaveReason::ConnectionLost)
+        })
+        .await;
+    assert!(saw_left(&ev[0], "dropper", LeaveReason::ConnectionLost));
+    for room in party.rooms {
+        room.leave().await;
+    }
     server.shutdown().await;
 }

@@ -133,6 +133,9 @@ impl FrameAssembler {
 mod tests {
     use super::*;
 
+    // NAL units of at least three bytes: the depacketizer refuses shorter ones, as no real
+    // encoder produces them.
+
     fn single(nal: &[u8]) -> Bytes {
         Bytes::copy_from_slice(nal)
     }
@@ -166,7 +169,10 @@ mod tests {
             a.push(10, 3000, false, &single(&[0x67, 0x42, 0xc0, 0x1f]))
                 .is_empty()
         );
-        assert!(a.push(11, 3000, false, &single(&[0x68, 0xce])).is_empty());
+        assert!(
+            a.push(11, 3000, false, &single(&[0x68, 0xce, 0x3c, 0x80]))
+                .is_empty()
+        );
         let idr: Vec<u8> = std::iter::once(0x65)
             .chain((0..100).map(|i| i as u8))
             .collect();
@@ -209,9 +215,9 @@ mod tests {
     #[test]
     fn a_missing_marker_is_a_lost_picture() {
         let mut a = FrameAssembler::new();
-        a.push(1, 100, false, &single(&[0x41, 1]));
+        a.push(1, 100, false, &single(&[0x41, 1, 2]));
         // The marker packet (seq 2) is lost; the next picture starts at seq 3.
-        let out = a.push(3, 200, true, &single(&[0x41, 2]));
+        let out = a.push(3, 200, true, &single(&[0x41, 2, 3]));
         assert_eq!(out[0], Assembled::Lost { timestamp: 100 });
         assert!(matches!(out[1], Assembled::Frame { timestamp: 200, .. }));
     }
@@ -219,10 +225,10 @@ mod tests {
     #[test]
     fn late_packets_are_ignored() {
         let mut a = FrameAssembler::new();
-        a.push(5, 100, true, &single(&[0x41, 1]));
-        assert!(a.push(4, 50, true, &single(&[0x41, 1])).is_empty());
+        a.push(5, 100, true, &single(&[0x41, 1, 2]));
+        assert!(a.push(4, 50, true, &single(&[0x41, 1, 2])).is_empty());
         assert!(matches!(
-            a.push(6, 200, true, &single(&[0x41, 1]))[..],
+            a.push(6, 200, true, &single(&[0x41, 1, 2]))[..],
             [Assembled::Frame { .. }]
         ));
     }

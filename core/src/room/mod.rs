@@ -45,6 +45,9 @@ use connection::{Connection, SendTrack};
 
 pub use receive::TrackStats;
 
+/// Interval of keep-alive pings on the signal connection.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// What to publish.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoOptions {
@@ -301,7 +304,18 @@ impl Room {
         // Signal writer.
         let (signal_tx, mut signal_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let writer = tokio::spawn(async move {
-            while let Some(m) = signal_rx.recv().await {
+            // A ping every few seconds keeps the session alive when no media flows (a viewer
+            // with nothing to receive yet).
+            let mut keepalive = tokio::time::interval(KEEPALIVE);
+            keepalive.tick().await;
+            loop {
+                let m = tokio::select! {
+                    m = signal_rx.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ = keepalive.tick() => ClientMessage::Ping,
+                };
                 let leaving = matches!(m, ClientMessage::Leave);
                 if sink.send(Message::Text(encode(&m).into())).await.is_err() {
                     break;

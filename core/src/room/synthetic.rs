@@ -173,6 +173,9 @@ enum Phase {
     Draining,
 }
 
+/// Per publisher: (first video seq, first audio frame) of the measured period.
+type Windows = HashMap<String, (u32, u64)>;
+
 /// Ordered pairs (receiver, publisher) that have seen a picture.
 type Seen = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
 
@@ -195,7 +198,7 @@ async fn participant(
     config: ConferenceConfig,
     clock: Instant,
     counters: Arc<Counters>,
-    mut phase: watch::Receiver<(Phase, HashMap<String, (u32, u64)>)>,
+    mut phase: watch::Receiver<(Phase, Windows)>,
     decoded_total: Arc<AtomicU64>,
     seen: Seen,
 ) -> (Room, Received) {
@@ -255,10 +258,8 @@ async fn participant(
                     }
                     received.last_frame.insert(participant, frame);
                 }
-                Some(RoomEvent::AudioFrame { participant, .. }) => {
-                    if current == Phase::Measuring {
-                        *received.audio.entry(participant).or_default() += 1;
-                    }
+                Some(RoomEvent::AudioFrame { participant, .. }) if current == Phase::Measuring => {
+                    *received.audio.entry(participant).or_default() += 1;
                 }
                 Some(RoomEvent::Data(_)) => received.data += 1,
                 Some(RoomEvent::Disconnected) | None => break,
@@ -345,7 +346,7 @@ pub async fn run_conference(
         }
     }
     let warmup_seconds = warm_start.elapsed().as_secs_f64();
-    let windows_start: HashMap<String, (u32, u64)> = identities
+    let windows_start: Windows = identities
         .iter()
         .zip(&counters)
         .map(|(id, c)| {
@@ -375,7 +376,7 @@ pub async fn run_conference(
         });
     }
     let measured = measure_start.elapsed().as_secs_f64();
-    let windows_end: HashMap<String, (u32, u64)> = identities
+    let windows_end: Windows = identities
         .iter()
         .zip(&counters)
         .map(|(id, c)| {

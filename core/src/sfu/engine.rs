@@ -1007,21 +1007,20 @@ impl Engine {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     for p in &publish {
                         let track_id = format!("{identity}/{}", source_name(p.source));
-                        if !r.tracks.contains_key(&track_id) {
+                        if let std::collections::btree_map::Entry::Vacant(slot) =
+                            r.tracks.entry(track_id.clone())
+                        {
                             let info = TrackInfo {
-                                id: track_id.clone(),
+                                id: track_id,
                                 participant: identity.clone(),
                                 kind: p.kind,
                                 source: p.source,
                                 muted: false,
                             };
-                            r.tracks.insert(
-                                track_id,
-                                RoomTrack {
-                                    info: info.clone(),
-                                    publisher: id,
-                                },
-                            );
+                            slot.insert(RoomTrack {
+                                info: info.clone(),
+                                publisher: id,
+                            });
                             new_tracks.push(info);
                         }
                     }

@@ -51,7 +51,6 @@ pub fn h264_codec() -> RTCRtpCodecParameters {
             ],
         },
         payload_type: H264_PAYLOAD_TYPE,
-        ..Default::default()
     }
 }
 
@@ -66,7 +65,6 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type: OPUS_PAYLOAD_TYPE,
-        ..Default::default()
     }
 }
 
