@@ -6,6 +6,7 @@
 
 mod asm;
 mod bench_codec;
+mod bench_sfu;
 mod codec_demo;
 mod demo;
 mod encode;
@@ -46,6 +47,8 @@ enum Command {
 enum Bench {
     /// H.264 and Opus throughput: madang against raw OpenH264, raw libopus and x264.
     Codec(bench_codec::Args),
+    /// Room-server forwarding: CPU per packet, drops and memory, 1 publisher → N subscribers.
+    Sfu(bench_sfu::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,9 +66,10 @@ fn main() -> std::process::ExitCode {
         Command::CodecDemo(args) => codec_demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Token(args) => token::run(args),
-        Command::Bench {
-            what: Bench::Codec(args),
-        } => bench_codec::run(args),
+        Command::Bench { what } => match what {
+            Bench::Codec(args) => bench_codec::run(args),
+            Bench::Sfu(args) => bench_sfu::run(args),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

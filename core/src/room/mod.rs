@@ -83,9 +83,10 @@ pub struct RoomOptions {
     pub audio: bool,
     /// Receive every track in the room as it appears.
     pub auto_subscribe: bool,
-    /// Decode received video into [`RoomEvent::VideoFrame`]s.
+    /// Decode received video into [`RoomEvent::VideoFrame`]s. When off, packets are only
+    /// counted in [`Room::receive_stats`] (load testing).
     pub decode_video: bool,
-    /// Decode received audio into [`RoomEvent::AudioFrame`]s.
+    /// Decode received audio into [`RoomEvent::AudioFrame`]s. When off, only counted.
     pub decode_audio: bool,
     /// Local address the WebRTC sockets bind to (loopback by default).
     pub bind_ip: IpAddr,
@@ -482,6 +483,51 @@ impl Room {
         video
             .track
             .write(unit.data, video.frame_duration, None)
+            .await
+    }
+
+    /// Sends an already encoded H.264 access unit (Annex-B) on the published video track, for
+    /// applications with their own encoder or recorded streams. Keyframe requests from the
+    /// server then cannot be honoured here; send IDRs regularly.
+    pub async fn publish_encoded_video(
+        &self,
+        unit: &crate::media::EncodedFrame,
+    ) -> Result<(), RoomError> {
+        let video = self
+            .video
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("video"))?;
+        {
+            let mut s = self.send_stats.lock().expect("stats lock");
+            s.video_frames += 1;
+            s.keyframes += unit.keyframe as u64;
+            s.video_bytes += unit.data.len() as u64;
+        }
+        video
+            .track
+            .write(unit.data.clone(), video.frame_duration, None)
+            .await
+    }
+
+    /// Sends an already encoded 20 ms Opus packet on the published audio track, with the given
+    /// RFC 6464 level (dBov, 127 = silence).
+    pub async fn publish_encoded_audio(
+        &self,
+        packet: &crate::media::EncodedFrame,
+        level_dbov: u8,
+    ) -> Result<(), RoomError> {
+        let audio = self
+            .audio
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("audio"))?;
+        self.send_stats.lock().expect("stats lock").audio_frames += 1;
+        audio
+            .track
+            .write(
+                packet.data.clone(),
+                Duration::from_millis(20),
+                Some(level_dbov.min(127)),
+            )
             .await
     }
 

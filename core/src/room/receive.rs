@@ -276,6 +276,10 @@ async fn receive_track(track: Arc<dyn TrackRemote>, mid: String, ctx: Context) {
         stats_delta.bytes = packet.payload.len() as u64;
         let mut want_keyframe = false;
         match kind {
+            TrackKind::Video if !ctx.decode_video => {
+                // Counting only (load tests): no reassembly, no decoding.
+            }
+            TrackKind::Audio if !ctx.decode_audio => {}
             TrackKind::Video => {
                 let lost_before = assembler.packets_lost();
                 for item in assembler.push(

@@ -21,6 +21,7 @@ use crate::signal::{MAX_MESSAGE_BYTES, Role, ServerMessage, decode_client, encod
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub commands: mpsc::UnboundedSender<Command>,
+    pub stats: tokio::sync::watch::Receiver<super::EngineStats>,
     pub next_session: Arc<AtomicU64>,
     pub dev_secret: Option<Arc<Vec<u8>>>,
 }
@@ -30,6 +31,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/signal", get(signal))
         .route("/dev/token", get(dev_token))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -150,4 +152,56 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
+}
+
+/// Prometheus text exposition of the engine's counters. Five counters do not warrant a metrics
+/// registry; the format is three lines per series.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let s = state.stats.borrow().clone();
+    let series: [(&str, &str, &str, u64); 5] = [
+        (
+            "madang_rtp_packets_in_total",
+            "counter",
+            "RTP packets received from publishers",
+            s.packets_in,
+        ),
+        (
+            "madang_rtp_packets_out_total",
+            "counter",
+            "RTP packets written towards subscribers",
+            s.packets_out,
+        ),
+        (
+            "madang_keyframe_requests_total",
+            "counter",
+            "Keyframe requests sent to publishers",
+            s.keyframe_requests,
+        ),
+        (
+            "madang_unroutable_datagrams_total",
+            "counter",
+            "UDP datagrams that matched no connection",
+            s.unroutable,
+        ),
+        (
+            "madang_participants",
+            "gauge",
+            "Participants currently joined",
+            s.participants as u64,
+        ),
+    ];
+    let mut body = String::new();
+    for (name, kind, help, value) in series {
+        body.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }

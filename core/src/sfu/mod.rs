@@ -173,6 +173,7 @@ impl Server {
         let engine_task = tokio::spawn(engine.run(commands_rx, shutdown_rx.clone()));
         let state = http::HttpState {
             commands: commands_tx,
+            stats: stats.clone(),
             next_session: Arc::new(AtomicU64::new(1)),
             dev_secret: config.dev.then(|| Arc::new(config.secret.clone())),
         };
