@@ -10,7 +10,9 @@ use madang::sfu::forward::{DownTrack, Forwarding, InHeader, RetransmitCache};
 fn forward(c: &mut Criterion) {
     let payload = Bytes::from(vec![0u8; 1100]);
     for n in [10usize, 100, 520] {
-        let mut downs: Vec<DownTrack> = (0..n).map(|i| DownTrack::new(1000 + i as u32, 102, true)).collect();
+        let mut downs: Vec<DownTrack> = (0..n)
+            .map(|i| DownTrack::new(1000 + i as u32, 102, true))
+            .collect();
         let mut cache = RetransmitCache::new(1024);
         let mut seq = 0u16;
         let mut ts = 0u32;
@@ -19,7 +21,7 @@ fn forward(c: &mut Criterion) {
         group.bench_function("policy", |b| {
             b.iter(|| {
                 seq = seq.wrapping_add(1);
-                if seq % 5 == 0 {
+                if seq.is_multiple_of(5) {
                     ts = ts.wrapping_add(3000);
                 }
                 let h = InHeader {

@@ -7,6 +7,9 @@
 #   cmake   builds the bundled libopus.
 #   ffmpeg  test oracle: an independent H.264 decoder (and x264 in `madang bench codec`).
 #   wasm32  the Rust target the browser module and the core's no-native build use.
+#   chromium, node + playwright-core
+#           a real browser for the WebRTC interop test (Debian's chromium; playwright-core
+#           from npm drives it, no browser download).
 set -euo pipefail
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -19,7 +22,8 @@ as_root() {
 }
 
 # command → Debian package
-declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [ffmpeg]=ffmpeg [pkg-config]=pkg-config [cc]=build-essential)
+declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [ffmpeg]=ffmpeg [pkg-config]=pkg-config [cc]=build-essential
+                     [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs [npm]=npm)
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
@@ -42,6 +46,12 @@ if [ "$nasm_was_missing" -eq 1 ]; then
     say "nasm is new: cleaning any openh264-sys2 built without it"
     cargo clean -p openh264-sys2 >/dev/null 2>&1 || true
     cargo clean --release -p openh264-sys2 >/dev/null 2>&1 || true
+fi
+
+browser_tests="$(dirname "$0")/../core/tests/browser"
+if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+    say "installing playwright-core for the browser interop test (npm)…"
+    (cd "$browser_tests" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 if command -v rustup >/dev/null 2>&1; then

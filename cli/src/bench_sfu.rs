@@ -183,12 +183,12 @@ fn token(
     )?)
 }
 
+/// Encoded video access units, and Opus packets with their audio levels.
+type Media = (Vec<EncodedFrame>, Vec<(EncodedFrame, u8)>);
+
 /// Pre-encodes a loop of video (IDR every second) and speech so the publisher spends no CPU
 /// encoding during the measurement.
-fn pre_encode(
-    args: &Args,
-) -> Result<(Vec<EncodedFrame>, Vec<(EncodedFrame, u8)>), Box<dyn std::error::Error + Send + Sync>>
-{
+fn pre_encode(args: &Args) -> Result<Media, Box<dyn std::error::Error + Send + Sync>> {
     let (w, h) = args.size;
     let pattern = TestPattern::new(w, h)?;
     let mut encoder = H264Encoder::new(

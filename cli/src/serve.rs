@@ -29,6 +29,9 @@ pub struct Args {
     /// Remove participants silent for this many seconds.
     #[arg(long, default_value_t = 15)]
     timeout: u64,
+    /// Serve the files of this directory at `/` (for example a web client).
+    #[arg(long, value_name = "DIR")]
+    static_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs until Ctrl-C.
@@ -43,6 +46,7 @@ pub fn run(args: Args) -> CliResult {
         advertise_ip: args.advertise_ip,
         dev: args.dev,
         silence_timeout: Duration::from_secs(args.timeout.max(1)),
+        static_dir: args.static_dir.clone(),
         ..ServerConfig::new(secret)
     };
     let runtime = tokio::runtime::Runtime::new()?;

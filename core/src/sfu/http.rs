@@ -24,6 +24,7 @@ pub(crate) struct HttpState {
     pub stats: tokio::sync::watch::Receiver<super::EngineStats>,
     pub next_session: Arc<AtomicU64>,
     pub dev_secret: Option<Arc<Vec<u8>>>,
+    pub static_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -32,6 +33,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/dev/token", get(dev_token))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .fallback(get(static_file))
         .with_state(state)
 }
 
@@ -204,4 +206,38 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Serves files from the configured static directory (the web client, test pages). Only plain
+/// file names and sub-folders are allowed: no `..`, no hidden files.
+async fn static_file(uri: axum::http::Uri, State(state): State<HttpState>) -> Response {
+    let Some(dir) = state.static_dir else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let path = uri.path().trim_start_matches('/');
+    let path = if path.is_empty() { "index.html" } else { path };
+    let safe = path.split('/').all(|seg| {
+        !seg.is_empty()
+            && !seg.starts_with('.')
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    });
+    if !safe {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let file = dir.join(path);
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    };
+    match tokio::fs::read(&file).await {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
 }

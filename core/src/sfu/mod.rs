@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub silence_timeout: Duration,
     /// Participants per room.
     pub max_participants: usize,
+    /// Directory served over HTTP at `/` (the web client); `None` serves nothing.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -64,6 +66,7 @@ impl ServerConfig {
             dev: false,
             silence_timeout: Duration::from_secs(15),
             max_participants: 1000,
+            static_dir: None,
         }
     }
 
@@ -176,6 +179,7 @@ impl Server {
             stats: stats.clone(),
             next_session: Arc::new(AtomicU64::new(1)),
             dev_secret: config.dev.then(|| Arc::new(config.secret.clone())),
+            static_dir: config.static_dir.clone().map(Arc::new),
         };
         let mut http_shutdown = shutdown_rx;
         let http_task = tokio::spawn(async move {

@@ -1,0 +1,38 @@
+// Drives headless Chromium through the interop page: joins a madang room, publishes the fake
+// camera (H.264) and microphone, and waits until the browser has decoded frames from the
+// expected remote track. Prints one JSON line with the page's status. Exit code 0 on success.
+//
+//   node interop.mjs <page-url> <remote-track-to-expect> <min-frames> <seconds>
+import { chromium } from 'playwright-core';
+
+const [url, expectTrack, minFrames, seconds] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+  ],
+});
+let status = null;
+let ok = false;
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
+  await page.goto(url);
+  const deadline = Date.now() + Number(seconds) * 1000;
+  while (Date.now() < deadline) {
+    status = await page.evaluate(() => window.madangStatus);
+    if (status && (status.framesDecoded[expectTrack] || 0) >= Number(minFrames)) { ok = true; break; }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  // Keep publishing for a moment so the other side can count our frames too.
+  await new Promise((r) => setTimeout(r, Number(process.env.LINGER_MS || 0)));
+  status = await page.evaluate(() => window.madangStatus);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify({ ok, status }));
+process.exit(ok ? 0 : 1);
