@@ -465,3 +465,91 @@ async fn vanished_participants_are_removed() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_speaker_is_announced_and_mute_and_unsubscribe_reach_the_room() {
+    use madang::media::{AudioFrame, Channels, Tone};
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let audio_only = RoomOptions {
+        audio: true,
+        ..RoomOptions::default()
+    };
+    let mut loud = Room::connect(
+        &server.signal_url(),
+        &token(&server, "loud", Role::Speaker),
+        audio_only.clone(),
+    )
+    .await
+    .unwrap();
+    let mut quiet = Room::connect(
+        &server.signal_url(),
+        &token(&server, "quiet", Role::Speaker),
+        audio_only,
+    )
+    .await
+    .unwrap();
+    let mut tone = Tone::new(440.0, 0.5, Channels::Mono, 20).unwrap();
+    let silence = AudioFrame::silence(Channels::Mono, 20, 0).unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let start = Instant::now();
+    let mut ranking = None;
+    let mut quiet_heard_loud = 0;
+    while start.elapsed() < Duration::from_secs(8) && (ranking.is_none() || quiet_heard_loud <= 10)
+    {
+        tick.tick().await;
+        loud.publish_audio(&tone.next_frame()).await.unwrap();
+        quiet.publish_audio(&silence).await.unwrap();
+        while let Some(e) = quiet.try_next_event() {
+            match e {
+                RoomEvent::ActiveSpeaker(speakers) if !speakers.is_empty() => {
+                    ranking = Some(speakers)
+                }
+                RoomEvent::AudioFrame { participant, .. } if participant == "loud" => {
+                    quiet_heard_loud += 1
+                }
+                _ => {}
+            }
+        }
+        while loud.try_next_event().is_some() {}
+    }
+    let ranking = ranking.expect("an active-speaker announcement");
+    assert_eq!(ranking[0].identity, "loud");
+    assert!(
+        ranking.iter().all(|s| s.identity != "quiet"),
+        "silence is not speech: {ranking:?}"
+    );
+    assert!(
+        quiet_heard_loud > 10,
+        "audio flowed ({quiet_heard_loud} frames)"
+    );
+
+    // Mute is announced; unsubscribing stops the flow.
+    loud.set_muted(madang::signal::TrackKind::Audio, true)
+        .unwrap();
+    quiet.unsubscribe(vec!["loud/microphone".into()]).unwrap();
+    let mut muted_seen = false;
+    let mut after = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        tick.tick().await;
+        loud.publish_audio(&tone.next_frame()).await.unwrap();
+        while let Some(e) = quiet.try_next_event() {
+            match e {
+                RoomEvent::TrackMuted { track, muted: true } if track == "loud/microphone" => {
+                    muted_seen = true
+                }
+                RoomEvent::AudioFrame { participant, .. }
+                    if participant == "loud" && t.elapsed() > Duration::from_millis(500) =>
+                {
+                    after += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(muted_seen, "mute announced");
+    assert_eq!(after, 0, "no audio after unsubscribing");
+    loud.leave().await;
+    quiet.leave().await;
+    server.shutdown().await;
+}

@@ -567,6 +567,30 @@ impl Room {
             .map_err(|_| RoomError::Closed)
     }
 
+    /// Tells the room this participant's camera or microphone is muted (or not). The caller
+    /// stops (or resumes) pushing frames; the others get a `TrackMuted` event.
+    pub fn set_muted(&self, kind: TrackKind, muted: bool) -> Result<(), RoomError> {
+        let source = match kind {
+            TrackKind::Video => "camera",
+            TrackKind::Audio => "microphone",
+        };
+        self.send_raw(ClientMessage::Mute {
+            track: format!("{}/{source}", self.local.identity),
+            muted,
+        })
+    }
+
+    /// Starts receiving these tracks (with `auto_subscribe` off, nothing is received
+    /// otherwise).
+    pub fn subscribe(&self, tracks: Vec<String>) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Subscribe { tracks })
+    }
+
+    /// Stops receiving these tracks; their receive slots are reused for others.
+    pub fn unsubscribe(&self, tracks: Vec<String>) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Unsubscribe { tracks })
+    }
+
     /// Sends any protocol message as is (for tools and tests that need the raw protocol).
     pub fn send_raw(&self, message: ClientMessage) -> Result<(), RoomError> {
         self.signal.send(message).map_err(|_| RoomError::Closed)
