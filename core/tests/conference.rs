@@ -553,3 +553,60 @@ async fn the_speaker_is_announced_and_mute_and_unsubscribe_reach_the_room() {
     quiet.leave().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packets_are_retransmitted_or_repaired_by_a_keyframe() {
+    let config = ServerConfig {
+        simulate_loss_every: Some(60),
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let mut party = Party::new(vec![
+        join(&server, "alice").await,
+        join(&server, "bob").await,
+    ]);
+    party
+        .run(Duration::from_secs(10), |ev| {
+            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
+        })
+        .await;
+    let ev = party.run(Duration::from_secs(5), |_| false).await;
+    let stats = server.stats();
+    println!("server: {stats:?}");
+    for (room, events) in party.rooms.iter().zip(&ev) {
+        let from = if room.local().identity == "alice" {
+            "bob"
+        } else {
+            "alice"
+        };
+        let track = room
+            .receive_stats()
+            .into_iter()
+            .find(|t| t.track == format!("{from}/camera"))
+            .unwrap();
+        println!(
+            "{} ← {from}: {} frames in 5 s, {track:?}",
+            room.local().identity,
+            frames_from(events, from)
+        );
+        // Packets went missing, and the receiver noticed.
+        assert!(
+            track.packets_lost > 0 || stats.retransmitted > 0,
+            "no loss observed"
+        );
+        // The picture did not freeze: most frames of the 5 s still decoded.
+        assert!(
+            frames_from(events, from) > 100,
+            "only {} frames decoded",
+            frames_from(events, from)
+        );
+    }
+    assert!(
+        stats.retransmitted > 0,
+        "NACKs were answered from the cache"
+    );
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}

@@ -20,6 +20,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -82,6 +83,7 @@ pub(crate) struct EngineConfig {
     pub secret: Vec<u8>,
     pub silence_timeout: Duration,
     pub max_participants: usize,
+    pub simulate_loss_every: Option<u32>,
 }
 
 /// Counters the server reports.
@@ -95,6 +97,8 @@ pub struct EngineStats {
     pub unroutable: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// Packets resent to subscribers from the retransmission caches (answers to NACKs).
+    pub retransmitted: u64,
     /// Participants currently joined.
     pub participants: usize,
 }
@@ -188,6 +192,7 @@ pub(crate) struct Engine {
     timers: BinaryHeap<Reverse<(Instant, PcKey)>>,
     dirty: HashSet<PcKey>,
     next_ufrag: u64,
+    video_written: u64,
     stats: EngineStats,
     stats_tx: tokio::sync::watch::Sender<EngineStats>,
 }
@@ -271,6 +276,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             dirty: HashSet::new(),
             next_ufrag: 0,
+            video_written: 0,
             stats: EngineStats::default(),
             stats_tx,
         }
@@ -544,6 +550,13 @@ impl Engine {
                 self.forward(key.0, &track_id, packet, now);
             }
             (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
+                for p in &packets {
+                    if let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() {
+                        let lost: Vec<u16> =
+                            nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                        self.retransmit(key.0, nack.media_ssrc, &lost, now);
+                    }
+                }
                 for p in packets {
                     let media_ssrc =
                         if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
@@ -627,6 +640,12 @@ impl Engine {
             }
             match slot.down.forward(&header) {
                 Forwarding::Send(out) => {
+                    if video && let Some(n) = self.config.simulate_loss_every {
+                        self.video_written += 1;
+                        if self.video_written.is_multiple_of(n as u64) {
+                            continue;
+                        }
+                    }
                     let sender = slot.sender;
                     let Some(pc) = sub.subscriber.as_mut() else {
                         continue;
@@ -685,6 +704,71 @@ impl Engine {
                 self.stats.keyframe_requests += 1;
             }
             self.dirty.insert((publisher, PeerRole::Publisher));
+        }
+    }
+
+    /// Answers a subscriber's NACK from the publisher's retransmission cache, with the same
+    /// header rewrite the original packets had.
+    fn retransmit(&mut self, subscriber: SessionId, out_ssrc: u32, lost: &[u16], now: Instant) {
+        let Some(sub) = self.sessions.get(&subscriber) else {
+            return;
+        };
+        let Some(room) = sub.member.as_ref().map(|m| m.room.clone()) else {
+            return;
+        };
+        let Some(slot_index) = sub.slots.iter().position(|s| s.down.out_ssrc() == out_ssrc) else {
+            return;
+        };
+        let Some(track) = sub.slots[slot_index].track.clone() else {
+            return;
+        };
+        let Some(publisher) = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.tracks.get(&track))
+            .map(|t| t.publisher)
+        else {
+            return;
+        };
+        let mut packets = Vec::new();
+        if let Some(pubs) = self.sessions.get(&publisher)
+            && let Some(published) = pubs.published.values().find(|p| p.room_track == track)
+        {
+            let down = &sub.slots[slot_index].down;
+            for &out_seq in lost {
+                if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
+                    && let Some((header, payload)) = published.cache.get(ssrc, in_seq)
+                    && let Some(out) = down.rewrite(header)
+                {
+                    packets.push(rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            marker: out.marker,
+                            payload_type: out.payload_type,
+                            sequence_number: out.seq,
+                            timestamp: out.timestamp,
+                            ssrc: out.ssrc,
+                            ..Default::default()
+                        },
+                        payload: payload.clone(),
+                    });
+                }
+            }
+        }
+        let sender = self
+            .sessions
+            .get(&subscriber)
+            .map(|s| s.slots[slot_index].sender);
+        if let (Some(sender), Some(sub)) = (sender, self.sessions.get_mut(&subscriber))
+            && let Some(pc) = sub.subscriber.as_mut()
+            && let Some(mut s) = pc.pc.rtp_sender(sender)
+        {
+            for p in packets {
+                if s.write_rtp(now, p).is_ok() {
+                    self.stats.retransmitted += 1;
+                }
+            }
+            self.dirty.insert((subscriber, PeerRole::Subscriber));
         }
     }
 

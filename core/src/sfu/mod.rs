@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub max_participants: usize,
     /// Directory served over HTTP at `/` (the web client); `None` serves nothing.
     pub static_dir: Option<std::path::PathBuf>,
+    /// Testing aid: drop every n-th video packet towards subscribers, as a lossy network
+    /// would (the packet stays in the retransmission cache). `None` in production.
+    pub simulate_loss_every: Option<u32>,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             silence_timeout: Duration::from_secs(15),
             max_participants: 1000,
             static_dir: None,
+            simulate_loss_every: None,
         }
     }
 
@@ -170,6 +174,7 @@ impl Server {
                 secret: config.secret.clone(),
                 silence_timeout: config.silence_timeout,
                 max_participants: config.max_participants,
+                simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
             },
             stats_tx,
         );

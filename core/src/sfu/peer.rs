@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use rtc::interceptor::NackGeneratorBuilder;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
@@ -19,6 +22,11 @@ use crate::transport::{DeliverKeyframeRequests, media_engine};
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
 /// ICE credentials so that datagrams on the shared port can be told apart, and the shared
 /// UDP socket's address as its only candidate.
+///
+/// Interceptors: receiver and sender reports, transport-wide congestion feedback, and a NACK
+/// generator (towards publishers). No NACK responder: the server answers subscribers' NACKs
+/// itself from each publisher's retransmission cache, shared by all subscribers, instead of
+/// keeping a send buffer per subscriber leg.
 pub(crate) fn new_peer_connection(
     ufrag: &str,
     pwd: &str,
@@ -31,8 +39,12 @@ pub(crate) fn new_peer_connection(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let mut engine = media_engine()?;
-    let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
-    let registry = register_default_interceptors(registry, &mut engine)?;
+    let registry = Registry::new()
+        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(&mut engine)?;
+    let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+    let registry = configure_rtcp_reports(registry);
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)

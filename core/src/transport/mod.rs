@@ -11,6 +11,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -89,9 +90,10 @@ pub fn audio_level_dbov(extension: &[u8]) -> Option<u8> {
     extension.first().map(|b| b & 0x7f)
 }
 
-/// Marks incoming keyframe requests (PLI, FIR) for the application. By default the
-/// interceptor chain consumes all incoming RTCP; the server needs these to relay them to
-/// publishers, and a publishing client to encode a keyframe. Marked packets still pass on to the other interceptors.
+/// Marks incoming keyframe requests (PLI, FIR) and NACKs for the application. By default the
+/// interceptor chain consumes all incoming RTCP; the server needs keyframe requests to relay
+/// them to publishers and NACKs to answer them from its caches, and a publishing client needs
+/// keyframe requests to encode a keyframe. Marked packets still pass on to the other interceptors.
 #[derive(Default)]
 pub struct DeliverKeyframeRequests {
     reads: VecDeque<TaggedPacket>,
@@ -104,6 +106,13 @@ pub fn is_keyframe_request(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
         p.as_any().downcast_ref::<PictureLossIndication>().is_some()
             || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
     })
+}
+
+/// Whether a compound RTCP packet carries a NACK (retransmission request).
+pub fn is_nack(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets
+        .iter()
+        .any(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_some())
 }
 
 impl std::fmt::Debug for DeliverKeyframeRequests {
@@ -122,7 +131,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRe
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && is_keyframe_request(packets)
+            && (is_keyframe_request(packets) || is_nack(packets))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
