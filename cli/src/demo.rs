@@ -70,12 +70,23 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         r.warmup_seconds
     );
     println!(
-        "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>7}",
-        "from", "to", "sent", "received", "decoded", "loss %", "p50 ms", "p95 ms", "p99 ms", "kbps"
+        "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>7} {:>9} {:>7}",
+        "from",
+        "to",
+        "sent",
+        "received",
+        "decoded",
+        "loss %",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "kbps",
+        "jitter ms",
+        "rtt ms"
     );
     for p in &r.pairs {
         println!(
-            "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>7.0}",
+            "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>7.0} {:>9} {:>7}",
             p.from,
             p.to,
             p.frames_sent,
@@ -85,7 +96,9 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
             p.latency_ms.p50,
             p.latency_ms.p95,
             p.latency_ms.p99,
-            p.kbps
+            p.kbps,
+            p.jitter_ms.map_or("-".into(), |j| format!("{j:.1}")),
+            p.rtt_ms.map_or("-".into(), |r| format!("{r:.1}"))
         );
     }
     if !r.audio.is_empty() {

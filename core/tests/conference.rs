@@ -146,6 +146,14 @@ async fn four_participants_decode_each_other_for_ten_seconds() {
             p.from
         );
     }
+    assert!(
+        report
+            .pairs
+            .iter()
+            .all(|p| p.rtt_ms.is_some_and(|r| r > 0.0 && r < 100.0)),
+        "round-trip times on loopback: {:?}",
+        report.pairs.iter().map(|p| p.rtt_ms).collect::<Vec<_>>()
+    );
     for a in &report.audio {
         assert!(
             a.frames_received as f64 >= 0.95 * a.frames_sent as f64,

@@ -231,6 +231,17 @@ pub struct SendStats {
     pub audio_frames: u64,
 }
 
+/// A snapshot of [`Room::stats`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomStats {
+    /// What was sent.
+    pub sent: SendStats,
+    /// Round-trip time to the server on the publishing connection, ms.
+    pub publish_rtt_ms: Option<f64>,
+    /// Per remote track.
+    pub received: Vec<TrackStats>,
+}
+
 /// A joined room.
 pub struct Room {
     room: String,
@@ -245,6 +256,7 @@ pub struct Room {
     audio: Option<AudioOut>,
     send_stats: std::sync::Mutex<SendStats>,
     receive_stats: Arc<std::sync::Mutex<HashMap<String, TrackStats>>>,
+    slots: Arc<std::sync::Mutex<HashMap<String, String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -343,6 +355,7 @@ impl Room {
             audio: None,
             send_stats: std::sync::Mutex::new(SendStats::default()),
             receive_stats: receive_stats.clone(),
+            slots: Arc::new(std::sync::Mutex::new(HashMap::new())),
             tasks: vec![writer],
         };
 
@@ -410,7 +423,7 @@ impl Room {
             stats: receive_stats,
             decode_video: options.decode_video,
             decode_audio: options.decode_audio,
-            slots: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            slots: room.slots.clone(),
         };
         let reader = tokio::spawn(receive::signal_reader(
             stream,
@@ -612,6 +625,33 @@ impl Room {
             .collect();
         v.sort_by(|a, b| a.track.cmp(&b.track));
         v
+    }
+
+    /// Everything this client knows about its media: what it sent, and per remote track what
+    /// it received, with jitter and round-trip time from the WebRTC statistics.
+    pub async fn stats(&self) -> RoomStats {
+        let mut tracks = self.receive_stats();
+        let subscriber = self.subscriber.lock().await.clone();
+        let mut publish_rtt_ms = None;
+        if let Some(p) = &self.publisher {
+            publish_rtt_ms = p.rtt_and_jitter().await.0;
+        }
+        if let Some(sub) = subscriber {
+            let (rtt, jitter) = sub.rtt_and_jitter().await;
+            let slots = self.slots.lock().expect("slots lock").clone();
+            for t in &mut tracks {
+                t.rtt_ms = rtt;
+                t.jitter_ms = jitter
+                    .iter()
+                    .find(|(mid, _)| slots.get(mid) == Some(&t.track))
+                    .map(|(_, j)| *j);
+            }
+        }
+        RoomStats {
+            sent: self.send_stats(),
+            publish_rtt_ms,
+            received: tracks,
+        }
     }
 
     /// Leaves the room: tells the server, closes the connections.

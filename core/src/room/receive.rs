@@ -41,6 +41,11 @@ pub struct TrackStats {
     pub keyframes_requested: u64,
     /// Seconds between the first and the last packet.
     pub seconds: f64,
+    /// Inter-arrival jitter in ms (RFC 3550), filled by [`Room::stats`](super::Room::stats).
+    pub jitter_ms: Option<f64>,
+    /// Round-trip time to the server on the receiving connection in ms, filled by
+    /// [`Room::stats`](super::Room::stats).
+    pub rtt_ms: Option<f64>,
 }
 
 impl TrackStats {
@@ -55,6 +60,8 @@ impl TrackStats {
             frames_lost: 0,
             keyframes_requested: 0,
             seconds: 0.0,
+            jitter_ms: None,
+            rtt_ms: None,
         }
     }
 

@@ -102,6 +102,10 @@ pub struct PairReport {
     pub latency_ms: Percentiles,
     /// Received video bitrate, kbit/s.
     pub kbps: f64,
+    /// Inter-arrival jitter of the video at the receiver, ms.
+    pub jitter_ms: Option<f64>,
+    /// Round-trip time between the receiver and the server, ms.
+    pub rtt_ms: Option<f64>,
 }
 
 /// What one participant received of another's audio.
@@ -408,7 +412,9 @@ pub async fn run_conference(
     for (i, (room, received)) in results.iter().enumerate() {
         let me = &identities[i];
         let stats: BTreeMap<String, super::TrackStats> = room
-            .receive_stats()
+            .stats()
+            .await
+            .received
             .into_iter()
             .map(|s| (s.track.clone(), s))
             .collect();
@@ -440,6 +446,8 @@ pub async fn run_conference(
                 },
                 latency_ms: Percentiles::of(&mut latencies),
                 kbps: track.map_or(0.0, |s| s.kbps()),
+                jitter_ms: track.and_then(|s| s.jitter_ms),
+                rtt_ms: track.and_then(|s| s.rtt_ms),
             });
             let audio_sent = windows_end[from].1 - windows_start[from].1;
             let audio_got = received
