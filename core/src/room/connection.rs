@@ -287,33 +287,21 @@ impl Connection {
         None
     }
 
-    /// Round-trip time of the selected ICE pair (ms), and inter-arrival jitter (ms) of each
-    /// received stream by mid, from the connection's own statistics.
-    pub async fn rtt_and_jitter(&self) -> (Option<f64>, Vec<(String, f64)>) {
+    /// Round-trip time of the selected ICE pair (ms), from the connection's own statistics.
+    pub async fn rtt_ms(&self) -> Option<f64> {
         use rtc::statistics::report::RTCStatsReportEntry;
         let report = self
             .pc
             .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
             .await;
-        let mut rtt = None;
-        let mut jitter = Vec::new();
-        for entry in report.iter() {
-            match entry {
-                RTCStatsReportEntry::IceCandidatePair(pair)
-                    if pair.nominated && pair.current_round_trip_time > 0.0 =>
-                {
-                    rtt = Some(pair.current_round_trip_time * 1000.0);
-                }
-                RTCStatsReportEntry::InboundRtp(inbound) => {
-                    jitter.push((
-                        inbound.mid.clone(),
-                        inbound.received_rtp_stream_stats.jitter * 1000.0,
-                    ));
-                }
-                _ => {}
+        report.iter().find_map(|entry| match entry {
+            RTCStatsReportEntry::IceCandidatePair(pair)
+                if pair.nominated && pair.current_round_trip_time > 0.0 =>
+            {
+                Some(pair.current_round_trip_time * 1000.0)
             }
-        }
-        (rtt, jitter)
+            _ => None,
+        })
     }
 
     pub async fn close(&self) {

@@ -628,23 +628,18 @@ impl Room {
     }
 
     /// Everything this client knows about its media: what it sent, and per remote track what
-    /// it received, with jitter and round-trip time from the WebRTC statistics.
+    /// it received, with the round-trip time from the WebRTC statistics.
     pub async fn stats(&self) -> RoomStats {
         let mut tracks = self.receive_stats();
         let subscriber = self.subscriber.lock().await.clone();
         let mut publish_rtt_ms = None;
         if let Some(p) = &self.publisher {
-            publish_rtt_ms = p.rtt_and_jitter().await.0;
+            publish_rtt_ms = p.rtt_ms().await;
         }
         if let Some(sub) = subscriber {
-            let (rtt, jitter) = sub.rtt_and_jitter().await;
-            let slots = self.slots.lock().expect("slots lock").clone();
+            let rtt = sub.rtt_ms().await;
             for t in &mut tracks {
                 t.rtt_ms = rtt;
-                t.jitter_ms = jitter
-                    .iter()
-                    .find(|(mid, _)| slots.get(mid) == Some(&t.track))
-                    .map(|(_, j)| *j);
             }
         }
         RoomStats {

@@ -41,7 +41,7 @@ pub struct TrackStats {
     pub keyframes_requested: u64,
     /// Seconds between the first and the last packet.
     pub seconds: f64,
-    /// Inter-arrival jitter in ms (RFC 3550), filled by [`Room::stats`](super::Room::stats).
+    /// Inter-arrival jitter in ms (RFC 3550).
     pub jitter_ms: Option<f64>,
     /// Round-trip time to the server on the receiving connection in ms, filled by
     /// [`Room::stats`](super::Room::stats).
@@ -81,6 +81,32 @@ impl TrackStats {
         } else {
             0.0
         }
+    }
+}
+
+/// RFC 3550 inter-arrival jitter, in milliseconds. webrtc-rs's own statistics do not fill
+/// this in, so the receiver computes it from arrival times and RTP timestamps.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JitterEstimator {
+    last: Option<(Instant, u32)>,
+    jitter_ms: f64,
+}
+
+impl JitterEstimator {
+    /// Feeds one packet that arrived at `arrival` with RTP timestamp `ts` on a `clock_khz`
+    /// clock; returns the current estimate.
+    pub fn update(&mut self, arrival: Instant, ts: u32, clock_khz: f64) -> f64 {
+        if let Some((prev_arrival, prev_ts)) = self.last {
+            let arrival_ms = arrival
+                .saturating_duration_since(prev_arrival)
+                .as_secs_f64()
+                * 1000.0;
+            let media_ms = ts.wrapping_sub(prev_ts) as i32 as f64 / clock_khz;
+            let d = (arrival_ms - media_ms).abs();
+            self.jitter_ms += (d - self.jitter_ms) / 16.0;
+        }
+        self.last = Some((arrival, ts));
+        self.jitter_ms
     }
 }
 
@@ -268,6 +294,11 @@ async fn receive_track(track: Arc<dyn TrackRemote>, mid: String, ctx: Context) {
     let mut last_pli: Option<Instant> = None;
     let mut expected_audio_seq: Option<u16> = None;
     let mut first_packet: Option<Instant> = None;
+    let mut jitter = JitterEstimator::default();
+    let clock_khz = match kind {
+        TrackKind::Video => 90.0,
+        TrackKind::Audio => 48.0,
+    };
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
             continue;
@@ -278,6 +309,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, mid: String, ctx: Context) {
             continue;
         };
         let participant = track_id.split('/').next().unwrap_or_default().to_owned();
+        let jitter_now = jitter.update(now, packet.header.timestamp, clock_khz);
         let mut stats_delta = TrackStats::new(&track_id, kind);
         stats_delta.packets = 1;
         stats_delta.bytes = packet.payload.len() as u64;
@@ -378,5 +410,32 @@ async fn receive_track(track: Arc<dyn TrackRemote>, mid: String, ctx: Context) {
         s.frames_lost += stats_delta.frames_lost;
         s.keyframes_requested += stats_delta.keyframes_requested;
         s.seconds = now.duration_since(first).as_secs_f64();
+        s.jitter_ms = Some(jitter_now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_zero_for_a_steady_stream_and_grows_with_variation() {
+        let t0 = Instant::now();
+        let mut j = JitterEstimator::default();
+        for i in 0..100u32 {
+            j.update(t0 + Duration::from_millis(20 * i as u64), i * 960, 48.0);
+        }
+        assert!(j.jitter_ms < 1e-6);
+        let mut k = JitterEstimator::default();
+        for i in 0..200u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 10 };
+            k.update(
+                t0 + Duration::from_millis(20 * i as u64 + wobble),
+                i * 960,
+                48.0,
+            );
+        }
+        // Alternating 10 ms late and on time: |D| is 10 ms every packet.
+        assert!((k.jitter_ms - 10.0).abs() < 0.5, "{}", k.jitter_ms);
     }
 }
