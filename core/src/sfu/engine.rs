@@ -1,11 +1,11 @@
-//! The server's media engine: one task owning the shared UDP socket, every participant's
-//! sans-I/O peer connections, and the rooms. Signal sessions talk to it through commands;
-//! datagrams, timers and commands drive it. Decisions about packets come from the pure
-//! policies in [`forward`](super::forward), [`slots`](super::slots) and
-//! [`speaker`](super::speaker).
+//! The server's media engine: one task owning the shared UDP socket and every participant's
+//! sans-I/O peer connections. Signal sessions talk to it through commands; datagrams, timers
+//! and commands drive it. It is the thin driver: decisions come from the pure policies —
+//! [`rooms`](super::rooms) (membership, tracks, slots, speakers, timeouts) and
+//! [`forward`](super::forward) (per-packet rewriting, retransmission, keyframe limits).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,19 +33,14 @@ use tokio::sync::mpsc;
 
 use super::forward::{DownTrack, Forwarding, InHeader, KeyframeLimiter, RetransmitCache};
 use super::peer::{new_peer_connection, stun_server_ufrag};
-use super::slots::{SlotView, assign};
-use super::speaker::ActiveSpeakers;
-use super::token::{Claims, verify};
+pub(crate) use super::rooms::SessionId;
+use super::rooms::{Effect, Rooms, RoomsConfig, Work, source_name};
 use crate::codec::nal::rtp_payload_starts_keyframe;
 use crate::signal::{
-    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION,
-    ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot,
-    TrackSource,
+    ClientMessage, ErrorCode, IceCandidate, LeaveReason, PeerRole, PublishTrack, ServerMessage,
+    TrackKind,
 };
 use crate::transport::{AUDIO_LEVEL_URI, audio_level_dbov, h264_codec, opus_codec};
-
-/// Identifies one signal session (one WebSocket).
-pub(crate) type SessionId = u64;
 
 /// What a signal session asks of the engine.
 #[derive(Debug)]
@@ -124,37 +119,28 @@ struct Published {
     limiter: KeyframeLimiter,
 }
 
-struct Slot {
+/// A receive slot's WebRTC side; which track it carries is the room policy's business.
+struct SlotRtc {
     kind: TrackKind,
     mid: String,
     sender: RTCRtpSenderId,
-    track: Option<String>,
     down: DownTrack,
 }
 
-struct Member {
-    room: String,
-    info: ParticipantInfo,
-}
-
-struct Session {
+/// The WebRTC side of one session.
+struct Peer {
     tx: mpsc::UnboundedSender<Outbound>,
-    url_room: Option<String>,
-    member: Option<Member>,
-    last_seen: Instant,
     publisher: Option<Pc>,
     subscriber: Option<Pc>,
     /// Published m-lines announced in offers, by mid.
     publish_mids: HashMap<String, PublishTrack>,
     /// Published tracks by the connection's track id, once media flows.
     published: HashMap<String, Published>,
-    slots: Vec<Slot>,
-    /// Track ids the client wants, in order of arrival.
-    wanted: Vec<String>,
-    auto_subscribe: bool,
+    /// Receive slots, in the same order as the room policy's.
+    slots: Vec<SlotRtc>,
 }
 
-impl Session {
+impl Peer {
     fn send(&self, message: ServerMessage) {
         let _ = self.tx.send(Outbound::Message(message));
     }
@@ -167,31 +153,17 @@ impl Session {
     }
 }
 
-struct RoomTrack {
-    info: TrackInfo,
-    publisher: SessionId,
-}
-
-#[derive(Default)]
-struct Room {
-    members: BTreeMap<String, SessionId>,
-    tracks: BTreeMap<String, RoomTrack>,
-    /// Room track id → subscriber slots carrying it.
-    carriers: HashMap<String, Vec<(SessionId, usize)>>,
-}
-
 pub(crate) struct Engine {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
-    config: EngineConfig,
-    sessions: HashMap<SessionId, Session>,
-    rooms: HashMap<String, Room>,
-    speakers: HashMap<String, ActiveSpeakers>,
+    rooms: Rooms,
+    peers: HashMap<SessionId, Peer>,
     by_ufrag: HashMap<String, PcKey>,
     by_addr: HashMap<SocketAddr, PcKey>,
     timers: BinaryHeap<Reverse<(Instant, PcKey)>>,
     dirty: HashSet<PcKey>,
     next_ufrag: u64,
+    simulate_loss_every: Option<u32>,
     video_written: u64,
     stats: EngineStats,
     stats_tx: tokio::sync::watch::Sender<EngineStats>,
@@ -267,15 +239,18 @@ impl Engine {
         Self {
             socket,
             local,
-            config,
-            sessions: HashMap::new(),
-            rooms: HashMap::new(),
-            speakers: HashMap::new(),
+            rooms: Rooms::new(RoomsConfig {
+                secret: config.secret,
+                silence_timeout: config.silence_timeout,
+                max_participants: config.max_participants,
+            }),
+            peers: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: HashSet::new(),
             next_ufrag: 0,
+            simulate_loss_every: config.simulate_loss_every,
             video_written: 0,
             stats: EngineStats::default(),
             stats_tx,
@@ -313,9 +288,9 @@ impl Engine {
                 _ = shutdown.changed() => break,
             }
         }
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        let ids: Vec<SessionId> = self.peers.keys().copied().collect();
         for id in ids {
-            self.remove_session(id, LeaveReason::ServerShutdown, Instant::now());
+            self.rooms.closed(id, LeaveReason::ServerShutdown);
         }
         self.flush().await;
     }
@@ -333,11 +308,11 @@ impl Engine {
         };
         self.by_addr.insert(from, key);
         let local = self.local;
-        let Some(session) = self.sessions.get_mut(&key.0) else {
+        self.rooms.heard(key.0, now);
+        let Some(peer) = self.peers.get_mut(&key.0) else {
             return;
         };
-        session.last_seen = now;
-        let Some(pc) = session.pc_mut(key.1) else {
+        let Some(pc) = peer.pc_mut(key.1) else {
             return;
         };
         let msg = TaggedBytesMut {
@@ -362,7 +337,7 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            let Some(pc) = self.sessions.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
+            let Some(pc) = self.peers.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
                 continue;
             };
             if pc.deadline != Some(t) {
@@ -377,39 +352,46 @@ impl Engine {
     }
 
     fn on_tick(&mut self, now: Instant) {
-        // Active speakers.
-        let mut announcements = Vec::new();
-        for (room, speakers) in &mut self.speakers {
-            if let Some(ranking) = speakers.poll(now) {
-                announcements.push((room.clone(), ranking));
+        self.rooms.tick(now);
+        self.stats.participants = self.rooms.participant_count();
+        let _ = self.stats_tx.send(self.stats.clone());
+    }
+
+    /// Carries out the room policy's decisions.
+    fn apply_effects(&mut self) {
+        while let Some(effect) = self.rooms.poll_effect() {
+            match effect {
+                Effect::Send(id, message) => {
+                    if let Some(peer) = self.peers.get(&id) {
+                        peer.send(message);
+                    }
+                }
+                Effect::Close(id) => self.teardown(id),
             }
         }
-        for (room, speakers) in announcements {
-            self.broadcast(&room, None, ServerMessage::ActiveSpeaker { speakers });
+    }
+
+    /// Closes a session's connections and its WebSocket.
+    fn teardown(&mut self, id: SessionId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        for pc in [peer.publisher.take(), peer.subscriber.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.by_ufrag.remove(&pc.ufrag);
+            let mut pc = pc;
+            let _ = pc.pc.close();
         }
-        // Silent sessions.
-        let timeout = self.config.silence_timeout;
-        let silent: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in silent {
-            self.fail(
-                id,
-                ErrorCode::Timeout,
-                "no message or media within the timeout",
-                now,
-            );
-        }
-        self.stats.participants = self.rooms.values().map(|r| r.members.len()).sum();
-        let _ = self.stats_tx.send(self.stats.clone());
+        self.by_addr.retain(|_, k| k.0 != id);
+        let _ = peer.tx.send(Outbound::Close);
     }
 
     /// Drains every connection touched since the last flush: datagrams to send, events,
     /// incoming media; then re-arms its timer.
     async fn flush(&mut self) {
+        self.apply_effects();
         let mut rounds = 0;
         while !self.dirty.is_empty() && rounds < 8 {
             rounds += 1;
@@ -417,6 +399,7 @@ impl Engine {
             for key in keys {
                 self.drain_pc(key).await;
             }
+            self.apply_effects();
         }
     }
 
@@ -426,7 +409,7 @@ impl Engine {
         let mut events = Vec::new();
         let mut messages = Vec::new();
         {
-            let Some(pc) = self.sessions.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
+            let Some(pc) = self.peers.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
                 return;
             };
             while let Some(ev) = pc.pc.poll_event() {
@@ -467,7 +450,7 @@ impl Engine {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 tracing::debug!("session {} {:?}: {state}", key.0, key.1);
-                if let Some(pc) = self.sessions.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) {
+                if let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) {
                     pc.connected = state == RTCPeerConnectionState::Connected;
                 }
                 if state == RTCPeerConnectionState::Connected && key.1 == PeerRole::Subscriber {
@@ -477,12 +460,9 @@ impl Engine {
                 if matches!(
                     state,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-                ) && self
-                    .sessions
-                    .get(&key.0)
-                    .is_some_and(|s| s.member.is_some())
+                ) && self.rooms.member(key.0).is_some()
                 {
-                    self.remove_session(key.0, LeaveReason::ConnectionLost, now);
+                    self.rooms.closed(key.0, LeaveReason::ConnectionLost);
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
@@ -501,13 +481,13 @@ impl Engine {
         receiver: RTCRtpReceiverId,
         ssrc: u32,
     ) {
-        let Some(session) = self.sessions.get_mut(&id) else {
+        let Some(identity) = self.rooms.member(id).map(|(_, i)| i.to_owned()) else {
             return;
         };
-        let Some(member) = &session.member else {
+        let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(pc) = session.publisher.as_mut() else {
+        let Some(pc) = peer.publisher.as_mut() else {
             return;
         };
         let index: usize = receiver.into();
@@ -516,7 +496,7 @@ impl Engine {
             .rtp_transceiver(index)
             .and_then(|t| t.mid().clone())
             .unwrap_or_default();
-        let Some(publish) = session.publish_mids.get(&mid) else {
+        let Some(publish) = peer.publish_mids.get(&mid) else {
             tracing::debug!("session {id}: track on unannounced mid {mid:?}");
             return;
         };
@@ -528,9 +508,9 @@ impl Engine {
                 .find(|e| e.uri == AUDIO_LEVEL_URI)
                 .map(|e| e.id as u8)
         });
-        let room_track = format!("{}/{}", member.info.identity, source_name(publish.source));
+        let room_track = format!("{identity}/{}", source_name(publish.source));
         let video = publish.kind == TrackKind::Video;
-        session.published.insert(
+        peer.published.insert(
             track_id,
             Published {
                 room_track,
@@ -556,8 +536,6 @@ impl Engine {
                             nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                         self.retransmit(key.0, nack.media_ssrc, &lost, now);
                     }
-                }
-                for p in packets {
                     let media_ssrc =
                         if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
                             Some(pli.media_ssrc)
@@ -579,18 +557,14 @@ impl Engine {
 
     fn forward(&mut self, publisher: SessionId, track_id: &str, packet: rtp::Packet, now: Instant) {
         self.stats.packets_in += 1;
-        let Some(session) = self.sessions.get_mut(&publisher) else {
+        let Some(room) = self.rooms.member(publisher).map(|(r, _)| r.to_owned()) else {
             return;
         };
-        let Some(room) = session.member.as_ref().map(|m| m.room.clone()) else {
-            return;
-        };
-        let identity = session
-            .member
-            .as_ref()
-            .map(|m| m.info.identity.clone())
-            .unwrap_or_default();
-        let Some(published) = session.published.get_mut(track_id) else {
+        let Some(published) = self
+            .peers
+            .get_mut(&publisher)
+            .and_then(|p| p.published.get_mut(track_id))
+        else {
             return;
         };
         published.ssrc = Some(packet.header.ssrc);
@@ -603,28 +577,20 @@ impl Engine {
             keyframe_start: !video || rtp_payload_starts_keyframe(&packet.payload),
         };
         published.cache.insert(header, packet.payload.clone());
-        if let Some(level) = published
+        let level = published
             .audio_level_id
             .and_then(|id| packet.header.get_extension(id))
-            .and_then(|ext| audio_level_dbov(&ext))
-        {
-            self.speakers
-                .entry(room.clone())
-                .or_insert_with(|| {
-                    ActiveSpeakers::new(Duration::from_millis(600), Duration::from_millis(300))
-                })
-                .observe(&identity, level, now);
-        }
+            .and_then(|ext| audio_level_dbov(&ext));
         let room_track = published.room_track.clone();
-        let carriers = self
-            .rooms
-            .get(&room)
-            .and_then(|r| r.carriers.get(&room_track))
-            .cloned()
-            .unwrap_or_default();
+        if let Some(level) = level {
+            self.rooms.audio_level(publisher, level, now);
+        }
         let mut want_keyframe = false;
-        for (sub_id, slot_index) in carriers {
-            let Some(sub) = self.sessions.get_mut(&sub_id) else {
+        for &(sub_id, slot_index) in self.rooms.carriers(&room, &room_track) {
+            if self.rooms.slot_track(sub_id, slot_index) != Some(room_track.as_str()) {
+                continue;
+            }
+            let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
             if !sub.subscriber.as_ref().is_some_and(|p| p.connected) {
@@ -635,12 +601,9 @@ impl Engine {
             let Some(slot) = sub.slots.get_mut(slot_index) else {
                 continue;
             };
-            if slot.track.as_deref() != Some(room_track.as_str()) {
-                continue;
-            }
             match slot.down.forward(&header) {
                 Forwarding::Send(out) => {
-                    if video && let Some(n) = self.config.simulate_loss_every {
+                    if video && let Some(n) = self.simulate_loss_every {
                         self.video_written += 1;
                         if self.video_written.is_multiple_of(n as u64) {
                             continue;
@@ -679,8 +642,208 @@ impl Engine {
         }
     }
 
+    /// The room track a subscriber's slot (found by its sending SSRC) carries, and that
+    /// track's publisher.
+    fn slot_source(
+        &self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+    ) -> Option<(usize, String, SessionId)> {
+        let room = self.rooms.member(subscriber)?.0;
+        let slot = self
+            .peers
+            .get(&subscriber)?
+            .slots
+            .iter()
+            .position(|s| s.down.out_ssrc() == out_ssrc)?;
+        let track = self.rooms.slot_track(subscriber, slot)?.to_owned();
+        let publisher = self.rooms.publisher_of(room, &track)?;
+        Some((slot, track, publisher))
+    }
+
+    /// Answers a subscriber's NACK from the publisher's retransmission cache, with the same
+    /// header rewrite the original packets had.
+    fn retransmit(&mut self, subscriber: SessionId, out_ssrc: u32, lost: &[u16], now: Instant) {
+        let Some((slot_index, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
+            return;
+        };
+        let mut packets = Vec::new();
+        if let (Some(pubs), Some(sub)) = (self.peers.get(&publisher), self.peers.get(&subscriber))
+            && let Some(published) = pubs.published.values().find(|p| p.room_track == track)
+        {
+            let down = &sub.slots[slot_index].down;
+            for &out_seq in lost {
+                if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
+                    && let Some((header, payload)) = published.cache.get(ssrc, in_seq)
+                    && let Some(out) = down.rewrite(header)
+                {
+                    packets.push(rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            marker: out.marker,
+                            payload_type: out.payload_type,
+                            sequence_number: out.seq,
+                            timestamp: out.timestamp,
+                            ssrc: out.ssrc,
+                            ..Default::default()
+                        },
+                        payload: payload.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(sub) = self.peers.get_mut(&subscriber) {
+            let sender = sub.slots[slot_index].sender;
+            if let Some(pc) = sub.subscriber.as_mut()
+                && let Some(mut s) = pc.pc.rtp_sender(sender)
+            {
+                for p in packets {
+                    if s.write_rtp(now, p).is_ok() {
+                        self.stats.retransmitted += 1;
+                    }
+                }
+                self.dirty.insert((subscriber, PeerRole::Subscriber));
+            }
+        }
+    }
+
+    fn request_keyframes_for_slots(&mut self, subscriber: SessionId, now: Instant) {
+        let Some(peer) = self.peers.get(&subscriber) else {
+            return;
+        };
+        let ssrcs: Vec<u32> = peer
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.kind == TrackKind::Video && self.rooms.slot_track(subscriber, *i).is_some()
+            })
+            .map(|(_, s)| s.down.out_ssrc())
+            .collect();
+        for ssrc in ssrcs {
+            self.on_subscriber_keyframe_request(subscriber, ssrc, now);
+        }
+    }
+
+    fn on_subscriber_keyframe_request(
+        &mut self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+        now: Instant,
+    ) {
+        let Some((_, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
+            return;
+        };
+        let track_id = self.peers.get(&publisher).and_then(|p| {
+            p.published
+                .iter()
+                .find(|(_, pubd)| pubd.room_track == track)
+                .map(|(id, _)| id.clone())
+        });
+        if let Some(track_id) = track_id {
+            self.request_keyframe(publisher, &track_id, now);
+        }
+    }
+
+    // ---- signalling ----
+
+    fn on_command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Open { session, room, tx } => {
+                self.rooms.open(session, room, now);
+                self.peers.insert(
+                    session,
+                    Peer {
+                        tx,
+                        publisher: None,
+                        subscriber: None,
+                        publish_mids: HashMap::new(),
+                        published: HashMap::new(),
+                        slots: Vec::new(),
+                    },
+                );
+            }
+            Command::Closed { session, code } => {
+                let reason = if code.is_some() {
+                    LeaveReason::Error
+                } else {
+                    LeaveReason::ConnectionLost
+                };
+                self.rooms.closed(session, reason);
+                // A session that never joined has no room to leave, but still has a peer.
+                self.teardown(session);
+            }
+            Command::Message { session, message } => {
+                let unix_now = super::token::unix_now();
+                match self.rooms.message(session, message, now, unix_now) {
+                    Some(Work::Offer { pc, sdp, publish }) => {
+                        self.on_offer(session, pc, sdp, publish, now)
+                    }
+                    Some(Work::Candidate { pc, candidate }) => {
+                        self.on_candidate(session, pc, candidate)
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn on_offer(
+        &mut self,
+        id: SessionId,
+        role: PeerRole,
+        sdp: String,
+        publish: Vec<PublishTrack>,
+        now: Instant,
+    ) {
+        if let Err(e) = self.ensure_pc(id, role, now) {
+            return self.rooms.fail(id, ErrorCode::Internal, &e);
+        }
+        match role {
+            PeerRole::Publisher => match self.answer_publisher(id, sdp, &publish, now) {
+                Ok(answer) => {
+                    if let Some(p) = self.peers.get(&id) {
+                        p.send(ServerMessage::Answer {
+                            pc: role,
+                            sdp: answer,
+                        });
+                    }
+                    self.dirty.insert((id, role));
+                    self.rooms.published(id, &publish);
+                }
+                Err(e) => self.rooms.fail(id, ErrorCode::NegotiationFailed, &e),
+            },
+            PeerRole::Subscriber => {
+                let m_lines = sdp_m_lines(&sdp);
+                // Slots this connection already has keep their place; new m-lines are new slots.
+                let known: HashSet<String> = self.known_mids(id);
+                match self.answer_subscriber(id, sdp, &m_lines, now, &known) {
+                    Ok((answer, added)) => {
+                        if let Some(p) = self.peers.get(&id) {
+                            p.send(ServerMessage::Answer {
+                                pc: role,
+                                sdp: answer,
+                            });
+                        }
+                        self.dirty.insert((id, role));
+                        self.rooms.slots_added(id, added);
+                    }
+                    Err(e) => self.rooms.fail(id, ErrorCode::NegotiationFailed, &e),
+                }
+            }
+        }
+    }
+
+    /// Mids of the subscriber connection's existing slots.
+    fn known_mids(&self, id: SessionId) -> HashSet<String> {
+        self.peers
+            .get(&id)
+            .map(|p| p.slots.iter().map(|s| s.mid.clone()).collect())
+            .unwrap_or_default()
+    }
+
     fn request_keyframe(&mut self, publisher: SessionId, track_id: &str, now: Instant) {
-        let Some(session) = self.sessions.get_mut(&publisher) else {
+        let Some(session) = self.peers.get_mut(&publisher) else {
             return;
         };
         let Some(published) = session.published.get_mut(track_id) else {
@@ -707,313 +870,9 @@ impl Engine {
         }
     }
 
-    /// Answers a subscriber's NACK from the publisher's retransmission cache, with the same
-    /// header rewrite the original packets had.
-    fn retransmit(&mut self, subscriber: SessionId, out_ssrc: u32, lost: &[u16], now: Instant) {
-        let Some(sub) = self.sessions.get(&subscriber) else {
-            return;
-        };
-        let Some(room) = sub.member.as_ref().map(|m| m.room.clone()) else {
-            return;
-        };
-        let Some(slot_index) = sub.slots.iter().position(|s| s.down.out_ssrc() == out_ssrc) else {
-            return;
-        };
-        let Some(track) = sub.slots[slot_index].track.clone() else {
-            return;
-        };
-        let Some(publisher) = self
-            .rooms
-            .get(&room)
-            .and_then(|r| r.tracks.get(&track))
-            .map(|t| t.publisher)
-        else {
-            return;
-        };
-        let mut packets = Vec::new();
-        if let Some(pubs) = self.sessions.get(&publisher)
-            && let Some(published) = pubs.published.values().find(|p| p.room_track == track)
-        {
-            let down = &sub.slots[slot_index].down;
-            for &out_seq in lost {
-                if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
-                    && let Some((header, payload)) = published.cache.get(ssrc, in_seq)
-                    && let Some(out) = down.rewrite(header)
-                {
-                    packets.push(rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: out.marker,
-                            payload_type: out.payload_type,
-                            sequence_number: out.seq,
-                            timestamp: out.timestamp,
-                            ssrc: out.ssrc,
-                            ..Default::default()
-                        },
-                        payload: payload.clone(),
-                    });
-                }
-            }
-        }
-        let sender = self
-            .sessions
-            .get(&subscriber)
-            .map(|s| s.slots[slot_index].sender);
-        if let (Some(sender), Some(sub)) = (sender, self.sessions.get_mut(&subscriber))
-            && let Some(pc) = sub.subscriber.as_mut()
-            && let Some(mut s) = pc.pc.rtp_sender(sender)
-        {
-            for p in packets {
-                if s.write_rtp(now, p).is_ok() {
-                    self.stats.retransmitted += 1;
-                }
-            }
-            self.dirty.insert((subscriber, PeerRole::Subscriber));
-        }
-    }
-
-    fn request_keyframes_for_slots(&mut self, subscriber: SessionId, now: Instant) {
-        let Some(sub) = self.sessions.get(&subscriber) else {
-            return;
-        };
-        let ssrcs: Vec<u32> = sub
-            .slots
-            .iter()
-            .filter(|s| s.kind == TrackKind::Video && s.track.is_some())
-            .map(|s| s.down.out_ssrc())
-            .collect();
-        for ssrc in ssrcs {
-            self.on_subscriber_keyframe_request(subscriber, ssrc, now);
-        }
-    }
-
-    fn on_subscriber_keyframe_request(
-        &mut self,
-        subscriber: SessionId,
-        out_ssrc: u32,
-        now: Instant,
-    ) {
-        let Some(sub) = self.sessions.get(&subscriber) else {
-            return;
-        };
-        let Some(room) = sub.member.as_ref().map(|m| m.room.clone()) else {
-            return;
-        };
-        let Some(track) = sub
-            .slots
-            .iter()
-            .find(|s| s.down.out_ssrc() == out_ssrc)
-            .and_then(|s| s.track.clone())
-        else {
-            return;
-        };
-        let Some(publisher) = self
-            .rooms
-            .get(&room)
-            .and_then(|r| r.tracks.get(&track))
-            .map(|t| t.publisher)
-        else {
-            return;
-        };
-        let track_id = self.sessions.get(&publisher).and_then(|p| {
-            p.published
-                .iter()
-                .find(|(_, pubd)| pubd.room_track == track)
-                .map(|(id, _)| id.clone())
-        });
-        if let Some(track_id) = track_id {
-            self.request_keyframe(publisher, &track_id, now);
-        }
-    }
-
-    // ---- signalling ----
-
-    fn on_command(&mut self, command: Command, now: Instant) {
-        match command {
-            Command::Open { session, room, tx } => {
-                self.sessions.insert(
-                    session,
-                    Session {
-                        tx,
-                        url_room: room,
-                        member: None,
-                        last_seen: now,
-                        publisher: None,
-                        subscriber: None,
-                        publish_mids: HashMap::new(),
-                        published: HashMap::new(),
-                        slots: Vec::new(),
-                        wanted: Vec::new(),
-                        auto_subscribe: true,
-                    },
-                );
-            }
-            Command::Closed { session, code } => {
-                let reason = if code.is_some() {
-                    LeaveReason::Error
-                } else {
-                    LeaveReason::ConnectionLost
-                };
-                self.remove_session(session, reason, now);
-            }
-            Command::Message { session, message } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.last_seen = now;
-                }
-                self.on_message(session, message, now);
-            }
-        }
-    }
-
-    fn fail(&mut self, id: SessionId, code: ErrorCode, reason: &str, now: Instant) {
-        if let Some(s) = self.sessions.get(&id) {
-            s.send(ServerMessage::Error {
-                code,
-                reason: reason.to_owned(),
-            });
-        }
-        if code.is_fatal() {
-            let leave = if code == ErrorCode::Timeout {
-                LeaveReason::Timeout
-            } else {
-                LeaveReason::Error
-            };
-            self.remove_session(id, leave, now);
-        }
-    }
-
-    fn on_message(&mut self, id: SessionId, message: ClientMessage, now: Instant) {
-        let joined = self.sessions.get(&id).is_some_and(|s| s.member.is_some());
-        match message {
-            ClientMessage::Join {
-                protocol,
-                token,
-                auto_subscribe,
-            } => {
-                if joined {
-                    return self.fail(id, ErrorCode::AlreadyJoined, "already joined", now);
-                }
-                if protocol != PROTOCOL_VERSION {
-                    let reason = format!(
-                        "protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}"
-                    );
-                    return self.fail(id, ErrorCode::UnsupportedVersion, &reason, now);
-                }
-                match verify(&self.config.secret, &token, super::token::unix_now()) {
-                    Ok(claims) => self.join(id, claims, auto_subscribe, now),
-                    Err(e) => self.fail(id, e.code(), &e.to_string(), now),
-                }
-            }
-            _ if !joined => self.fail(
-                id,
-                ErrorCode::NotJoined,
-                "the first message must be join",
-                now,
-            ),
-            ClientMessage::Offer { pc, sdp, publish } => self.on_offer(id, pc, sdp, publish, now),
-            ClientMessage::Candidate { pc, candidate } => self.on_candidate(id, pc, candidate),
-            ClientMessage::Subscribe { tracks } => {
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    for t in tracks {
-                        if !s.wanted.contains(&t) {
-                            s.wanted.push(t);
-                        }
-                    }
-                }
-                self.reassign(id);
-            }
-            ClientMessage::Unsubscribe { tracks } => {
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.wanted.retain(|t| !tracks.contains(t));
-                }
-                self.reassign(id);
-            }
-            ClientMessage::Mute { track, muted } => self.on_mute(id, track, muted),
-            ClientMessage::Data { message } => self.on_data(id, message),
-            ClientMessage::Ping => {
-                if let Some(s) = self.sessions.get(&id) {
-                    s.send(ServerMessage::Pong);
-                }
-            }
-            ClientMessage::Leave => self.remove_session(id, LeaveReason::Left, now),
-        }
-    }
-
-    fn join(&mut self, id: SessionId, claims: Claims, auto_subscribe: bool, now: Instant) {
-        if let Some(url_room) = self.sessions.get(&id).and_then(|s| s.url_room.clone())
-            && url_room != claims.room
-        {
-            let reason = format!("token is for room {:?}, not {url_room:?}", claims.room);
-            return self.fail(id, ErrorCode::WrongRoom, &reason, now);
-        }
-        let room = self.rooms.entry(claims.room.clone()).or_default();
-        if let Some(&old) = room.members.get(&claims.identity) {
-            if let Some(s) = self.sessions.get(&old) {
-                s.send(ServerMessage::Error {
-                    code: ErrorCode::Internal,
-                    reason: "the same identity joined from elsewhere".into(),
-                });
-            }
-            self.remove_session(old, LeaveReason::Replaced, now);
-        }
-        let room = self.rooms.entry(claims.room.clone()).or_default();
-        if room.members.len() >= self.config.max_participants {
-            return self.fail(id, ErrorCode::RoomFull, "the room is full", now);
-        }
-        let info = ParticipantInfo {
-            identity: claims.identity.clone(),
-            name: claims.name.clone(),
-            role: claims.role,
-        };
-        let participants: Vec<ParticipantInfo> = room
-            .members
-            .values()
-            .filter_map(|sid| self.sessions.get(sid))
-            .filter_map(|s| s.member.as_ref().map(|m| m.info.clone()))
-            .collect();
-        let tracks: Vec<TrackInfo> = room.tracks.values().map(|t| t.info.clone()).collect();
-        room.members.insert(claims.identity.clone(), id);
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        session.member = Some(Member {
-            room: claims.room.clone(),
-            info: info.clone(),
-        });
-        session.auto_subscribe = auto_subscribe;
-        if auto_subscribe {
-            session.wanted = tracks.iter().map(|t| t.id.clone()).collect();
-        }
-        session.send(ServerMessage::Joined {
-            protocol: PROTOCOL_VERSION,
-            room: claims.room.clone(),
-            participant: info.clone(),
-            participants,
-            tracks,
-        });
-        self.broadcast(
-            &claims.room,
-            Some(id),
-            ServerMessage::ParticipantJoined { participant: info },
-        );
-        self.reassign(id);
-    }
-
-    fn broadcast(&self, room: &str, except: Option<SessionId>, message: ServerMessage) {
-        if let Some(r) = self.rooms.get(room) {
-            for sid in r.members.values() {
-                if Some(*sid) != except
-                    && let Some(s) = self.sessions.get(sid)
-                {
-                    s.send(message.clone());
-                }
-            }
-        }
-    }
-
     fn ensure_pc(&mut self, id: SessionId, role: PeerRole, now: Instant) -> Result<(), String> {
         let exists = self
-            .sessions
+            .peers
             .get_mut(&id)
             .is_some_and(|s| s.pc_mut(role).is_some());
         if exists {
@@ -1023,12 +882,12 @@ impl Engine {
         let ufrag = random_string(16, self.next_ufrag);
         let pwd = random_string(32, self.next_ufrag ^ 0x5a5a);
         let pc = new_peer_connection(&ufrag, &pwd, self.local, now).map_err(|e| e.to_string())?;
-        let Some(session) = self.sessions.get_mut(&id) else {
+        let Some(peer) = self.peers.get_mut(&id) else {
             return Err("session gone".into());
         };
         let slot = match role {
-            PeerRole::Publisher => &mut session.publisher,
-            PeerRole::Subscriber => &mut session.subscriber,
+            PeerRole::Publisher => &mut peer.publisher,
+            PeerRole::Subscriber => &mut peer.subscriber,
         };
         *slot = Some(Pc {
             pc,
@@ -1040,103 +899,6 @@ impl Engine {
         Ok(())
     }
 
-    fn on_offer(
-        &mut self,
-        id: SessionId,
-        role: PeerRole,
-        sdp: String,
-        publish: Vec<PublishTrack>,
-        now: Instant,
-    ) {
-        let Some(member) = self.sessions.get(&id).and_then(|s| s.member.as_ref()) else {
-            return;
-        };
-        let (room, identity, can_publish) = (
-            member.room.clone(),
-            member.info.identity.clone(),
-            member.info.role.can_publish(),
-        );
-        if role == PeerRole::Publisher && !publish.is_empty() && !can_publish {
-            return self.fail(
-                id,
-                ErrorCode::PermissionDenied,
-                "viewers cannot publish",
-                now,
-            );
-        }
-        if let Err(e) = self.ensure_pc(id, role, now) {
-            return self.fail(id, ErrorCode::Internal, &e, now);
-        }
-        let m_lines = sdp_m_lines(&sdp);
-        let result = match role {
-            PeerRole::Publisher => self.answer_publisher(id, sdp, &publish, now),
-            PeerRole::Subscriber => self.answer_subscriber(id, sdp, &m_lines, now),
-        };
-        match result {
-            Ok(answer) => {
-                if let Some(s) = self.sessions.get(&id) {
-                    s.send(ServerMessage::Answer {
-                        pc: role,
-                        sdp: answer,
-                    });
-                }
-                self.dirty.insert((id, role));
-            }
-            Err(e) => return self.fail(id, ErrorCode::NegotiationFailed, &e, now),
-        }
-        match role {
-            PeerRole::Publisher => {
-                // Announce the new tracks; subscribers get slots for them.
-                let mut new_tracks = Vec::new();
-                if let Some(r) = self.rooms.get_mut(&room) {
-                    for p in &publish {
-                        let track_id = format!("{identity}/{}", source_name(p.source));
-                        if let std::collections::btree_map::Entry::Vacant(slot) =
-                            r.tracks.entry(track_id.clone())
-                        {
-                            let info = TrackInfo {
-                                id: track_id,
-                                participant: identity.clone(),
-                                kind: p.kind,
-                                source: p.source,
-                                muted: false,
-                            };
-                            slot.insert(RoomTrack {
-                                info: info.clone(),
-                                publisher: id,
-                            });
-                            new_tracks.push(info);
-                        }
-                    }
-                }
-                for info in new_tracks {
-                    self.broadcast(
-                        &room,
-                        Some(id),
-                        ServerMessage::TrackPublished {
-                            track: info.clone(),
-                        },
-                    );
-                    let members: Vec<SessionId> = self
-                        .rooms
-                        .get(&room)
-                        .map(|r| r.members.values().copied().filter(|s| *s != id).collect())
-                        .unwrap_or_default();
-                    for m in members {
-                        if let Some(s) = self.sessions.get_mut(&m)
-                            && s.auto_subscribe
-                            && !s.wanted.contains(&info.id)
-                        {
-                            s.wanted.push(info.id.clone());
-                        }
-                        self.reassign(m);
-                    }
-                }
-            }
-            PeerRole::Subscriber => self.reassign(id),
-        }
-    }
-
     fn answer_publisher(
         &mut self,
         id: SessionId,
@@ -1144,14 +906,11 @@ impl Engine {
         publish: &[PublishTrack],
         now: Instant,
     ) -> Result<String, String> {
-        let session = self.sessions.get_mut(&id).ok_or("session gone")?;
+        let peer = self.peers.get_mut(&id).ok_or("session gone")?;
         for p in publish {
-            session.publish_mids.insert(p.mid.clone(), p.clone());
+            peer.publish_mids.insert(p.mid.clone(), p.clone());
         }
-        let pc = session
-            .publisher
-            .as_mut()
-            .ok_or("no publisher connection")?;
+        let pc = peer.publisher.as_mut().ok_or("no publisher connection")?;
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
         pc.pc
             .set_remote_description(now, offer)
@@ -1170,18 +929,15 @@ impl Engine {
         sdp: String,
         m_lines: &[(TrackKind, String)],
         now: Instant,
-    ) -> Result<String, String> {
-        let session = self.sessions.get_mut(&id).ok_or("session gone")?;
-        let known: HashSet<String> = session.slots.iter().map(|s| s.mid.clone()).collect();
-        let identity = session
-            .member
-            .as_ref()
-            .map(|m| m.info.identity.clone())
+        known: &HashSet<String>,
+    ) -> Result<(String, Vec<(TrackKind, String)>), String> {
+        let identity = self
+            .rooms
+            .member(id)
+            .map(|(_, i)| i.to_owned())
             .unwrap_or_default();
-        let pc = session
-            .subscriber
-            .as_mut()
-            .ok_or("no subscriber connection")?;
+        let peer = self.peers.get_mut(&id).ok_or("session gone")?;
+        let pc = peer.subscriber.as_mut().ok_or("no subscriber connection")?;
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
         pc.pc
             .set_remote_description(now, offer)
@@ -1217,13 +973,15 @@ impl Engine {
             if &got_mid != mid {
                 tracing::debug!("slot for mid {mid} landed on {got_mid}");
             }
-            new_slots.push(Slot {
-                kind: *kind,
-                mid: got_mid,
-                sender,
-                track: None,
-                down: DownTrack::new(ssrc, codec.payload_type, *kind == TrackKind::Video),
-            });
+            new_slots.push((
+                got_mid.clone(),
+                SlotRtc {
+                    kind: *kind,
+                    mid: got_mid,
+                    sender,
+                    down: DownTrack::new(ssrc, codec.payload_type, *kind == TrackKind::Video),
+                },
+            ));
         }
         let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
         let text = answer.sdp.clone();
@@ -1231,7 +989,7 @@ impl Engine {
             .set_local_description(now, answer)
             .map_err(|e| e.to_string())?;
         // The payload type actually negotiated on each new slot.
-        for slot in &mut new_slots {
+        for (_, slot) in &mut new_slots {
             if let Some(mut s) = pc.pc.rtp_sender(slot.sender)
                 && let Some(codec) = s.get_parameters().rtp_parameters.codecs.first()
             {
@@ -1242,15 +1000,20 @@ impl Engine {
                 );
             }
         }
-        session.slots.extend(new_slots);
-        Ok(pc.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+        let sdp = pc.pc.local_description().map(|d| d.sdp).unwrap_or(text);
+        let added = new_slots
+            .iter()
+            .map(|(mid, s)| (s.kind, mid.clone()))
+            .collect();
+        peer.slots.extend(new_slots.into_iter().map(|(_, s)| s));
+        Ok((sdp, added))
     }
 
     fn on_candidate(&mut self, id: SessionId, role: PeerRole, candidate: IceCandidate) {
         if candidate.candidate.is_empty() {
             return;
         }
-        let Some(pc) = self.sessions.get_mut(&id).and_then(|s| s.pc_mut(role)) else {
+        let Some(pc) = self.peers.get_mut(&id).and_then(|s| s.pc_mut(role)) else {
             return;
         };
         let init = RTCIceCandidateInit {
@@ -1265,175 +1028,6 @@ impl Engine {
         }
         self.dirty.insert((id, role));
     }
-
-    /// Recomputes which slot carries which track for one subscriber, tells it, and asks for
-    /// more slots when needed.
-    fn reassign(&mut self, id: SessionId) {
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let Some(room_name) = session.member.as_ref().map(|m| m.room.clone()) else {
-            return;
-        };
-        let Some(room) = self.rooms.get_mut(&room_name) else {
-            return;
-        };
-        session.wanted.retain(|t| room.tracks.contains_key(t));
-        let wanted: Vec<(String, TrackKind)> = session
-            .wanted
-            .iter()
-            .filter_map(|t| room.tracks.get(t).map(|rt| (t.clone(), rt.info.kind)))
-            .collect();
-        let mut views: Vec<SlotView> = session
-            .slots
-            .iter()
-            .map(|s| SlotView {
-                kind: s.kind,
-                track: s.track.clone(),
-            })
-            .collect();
-        let result = assign(&mut views, &wanted);
-        for &i in &result.changed {
-            let old = session.slots[i].track.take();
-            if let Some(old) = old
-                && let Some(c) = room.carriers.get_mut(&old)
-            {
-                c.retain(|&(sid, idx)| !(sid == id && idx == i));
-            }
-            session.slots[i].track = views[i].track.clone();
-            if let Some(new) = &views[i].track {
-                room.carriers.entry(new.clone()).or_default().push((id, i));
-            }
-        }
-        if !result.changed.is_empty() && session.subscriber.is_some() {
-            let slots = session
-                .slots
-                .iter()
-                .map(|s| TrackSlot {
-                    mid: s.mid.clone(),
-                    track: s.track.clone(),
-                })
-                .collect();
-            session.send(ServerMessage::Slots { slots });
-        }
-        if let Some((audio, video)) = result.need_more {
-            session.send(ServerMessage::Renegotiate { audio, video });
-        }
-    }
-
-    fn on_mute(&mut self, id: SessionId, track: String, muted: bool) {
-        let Some(room) = self
-            .sessions
-            .get(&id)
-            .and_then(|s| s.member.as_ref())
-            .map(|m| m.room.clone())
-        else {
-            return;
-        };
-        let owned = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.tracks.get_mut(&track))
-            .filter(|t| t.publisher == id)
-            .map(|t| t.info.muted = muted)
-            .is_some();
-        if owned {
-            self.broadcast(&room, Some(id), ServerMessage::TrackMuted { track, muted });
-        }
-    }
-
-    fn on_data(&mut self, id: SessionId, mut message: DataMessage) {
-        let Some(member) = self.sessions.get(&id).and_then(|s| s.member.as_ref()) else {
-            return;
-        };
-        message.from = member.info.identity.clone();
-        let room = member.room.clone();
-        let Some(r) = self.rooms.get(&room) else {
-            return;
-        };
-        for (identity, sid) in &r.members {
-            if *sid == id || (!message.to.is_empty() && !message.to.contains(identity)) {
-                continue;
-            }
-            if let Some(s) = self.sessions.get(sid) {
-                s.send(ServerMessage::Data {
-                    message: message.clone(),
-                });
-            }
-        }
-    }
-
-    /// Removes a session: its tracks, its connections, its place in the room.
-    fn remove_session(&mut self, id: SessionId, reason: LeaveReason, now: Instant) {
-        let Some(mut session) = self.sessions.remove(&id) else {
-            return;
-        };
-        let _ = now;
-        for pc in [session.publisher.take(), session.subscriber.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.by_ufrag.remove(&pc.ufrag);
-            let mut pc = pc;
-            let _ = pc.pc.close();
-        }
-        self.by_addr.retain(|_, k| k.0 != id);
-        let _ = session.tx.send(Outbound::Close);
-        let Some(member) = session.member else {
-            return;
-        };
-        let room_name = member.room.clone();
-        let mut removed_tracks = Vec::new();
-        if let Some(room) = self.rooms.get_mut(&room_name) {
-            if room.members.get(&member.info.identity) == Some(&id) {
-                room.members.remove(&member.info.identity);
-            }
-            room.tracks.retain(|tid, t| {
-                if t.publisher == id {
-                    removed_tracks.push(tid.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            for c in room.carriers.values_mut() {
-                c.retain(|(sid, _)| *sid != id);
-            }
-        }
-        if let Some(s) = self.speakers.get_mut(&room_name) {
-            s.remove(&member.info.identity);
-        }
-        for track in &removed_tracks {
-            self.broadcast(
-                &room_name,
-                None,
-                ServerMessage::TrackUnpublished {
-                    track: track.clone(),
-                },
-            );
-        }
-        self.broadcast(
-            &room_name,
-            None,
-            ServerMessage::ParticipantLeft {
-                identity: member.info.identity.clone(),
-                reason,
-            },
-        );
-        let members: Vec<SessionId> = self
-            .rooms
-            .get(&room_name)
-            .map(|r| r.members.values().copied().collect())
-            .unwrap_or_default();
-        if members.is_empty() {
-            self.rooms.remove(&room_name);
-            self.speakers.remove(&room_name);
-        } else if !removed_tracks.is_empty() {
-            for m in members {
-                self.reassign(m);
-            }
-        }
-    }
 }
 
 fn session_slot_seed(id: SessionId, mid: &str) -> u64 {
@@ -1441,16 +1035,6 @@ fn session_slot_seed(id: SessionId, mid: &str) -> u64 {
         .fold(id.wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
             h.rotate_left(5) ^ b as u64
         })
-}
-
-/// The name a source has in track ids.
-pub(crate) fn source_name(source: TrackSource) -> &'static str {
-    match source {
-        TrackSource::Camera => "camera",
-        TrackSource::Microphone => "microphone",
-        TrackSource::Screen => "screen",
-        TrackSource::Grid => "grid",
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod engine;
 pub mod forward;
 mod http;
 mod peer;
+pub mod rooms;
 pub mod slots;
 pub mod speaker;
 pub mod token;

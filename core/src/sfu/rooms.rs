@@ -1,0 +1,663 @@
+//! The server's room policy: who is in which room, what they publish, what they receive on
+//! which slot, who speaks, who has gone silent. Pure: it is fed signal messages, media
+//! facts and `now`, and answers with [`Effect`]s (messages to send, sessions to close). The
+//! engine does the WebRTC and socket work around it; tests drive it on simulated time.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::slots::{SlotView, assign};
+use super::speaker::ActiveSpeakers;
+use super::token::verify;
+use crate::signal::{
+    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION,
+    ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot,
+    TrackSource,
+};
+
+/// Identifies one signal session (one WebSocket).
+pub type SessionId = u64;
+
+/// What the engine must do because of a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send this message on the session's WebSocket.
+    Send(SessionId, ServerMessage),
+    /// Tear the session down: close its connections and its WebSocket.
+    Close(SessionId),
+}
+
+/// Signal work that needs the WebRTC engine, handed back by [`Rooms::message`] once the
+/// policy allowed it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Work {
+    /// Answer this offer.
+    Offer {
+        /// Which connection.
+        pc: PeerRole,
+        /// The SDP.
+        sdp: String,
+        /// Published m-lines (publisher offers).
+        publish: Vec<PublishTrack>,
+    },
+    /// Apply this candidate.
+    Candidate {
+        /// Which connection.
+        pc: PeerRole,
+        /// The candidate.
+        candidate: IceCandidate,
+    },
+}
+
+/// Settings of the room policy.
+#[derive(Clone, Debug)]
+pub struct RoomsConfig {
+    /// Secret that signs tokens.
+    pub secret: Vec<u8>,
+    /// Sessions silent for longer are removed.
+    pub silence_timeout: Duration,
+    /// Participants per room.
+    pub max_participants: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Member {
+    room: String,
+    info: ParticipantInfo,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    kind: TrackKind,
+    mid: String,
+    track: Option<String>,
+}
+
+#[derive(Debug)]
+struct Session {
+    url_room: Option<String>,
+    member: Option<Member>,
+    last_seen: Instant,
+    auto_subscribe: bool,
+    /// Track ids wanted, in order of arrival.
+    wanted: Vec<String>,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug)]
+struct RoomTrack {
+    info: TrackInfo,
+    publisher: SessionId,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    members: BTreeMap<String, SessionId>,
+    tracks: BTreeMap<String, RoomTrack>,
+    /// Room track id → subscriber slots carrying it.
+    carriers: HashMap<String, Vec<(SessionId, usize)>>,
+}
+
+/// The name a source has in track ids.
+pub fn source_name(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Camera => "camera",
+        TrackSource::Microphone => "microphone",
+        TrackSource::Screen => "screen",
+        TrackSource::Grid => "grid",
+    }
+}
+
+/// All rooms of one server.
+#[derive(Debug)]
+pub struct Rooms {
+    config: RoomsConfig,
+    sessions: HashMap<SessionId, Session>,
+    rooms: HashMap<String, Room>,
+    speakers: HashMap<String, ActiveSpeakers>,
+    effects: VecDeque<Effect>,
+}
+
+impl Rooms {
+    /// No rooms yet.
+    pub fn new(config: RoomsConfig) -> Self {
+        Self {
+            config,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            speakers: HashMap::new(),
+            effects: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Room and identity of a joined session.
+    pub fn member(&self, id: SessionId) -> Option<(&str, &str)> {
+        let m = self.sessions.get(&id)?.member.as_ref()?;
+        Some((m.room.as_str(), m.info.identity.as_str()))
+    }
+
+    /// Subscriber slots carrying a track.
+    pub fn carriers(&self, room: &str, track: &str) -> &[(SessionId, usize)] {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.carriers.get(track))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The track a subscriber slot carries now.
+    pub fn slot_track(&self, id: SessionId, slot: usize) -> Option<&str> {
+        self.sessions.get(&id)?.slots.get(slot)?.track.as_deref()
+    }
+
+    /// The session publishing a track.
+    pub fn publisher_of(&self, room: &str, track: &str) -> Option<SessionId> {
+        Some(self.rooms.get(room)?.tracks.get(track)?.publisher)
+    }
+
+    /// Joined participants in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
+    }
+
+    /// Whether a session exists (joined or not).
+    pub fn contains(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
+    // ---- inputs ----
+
+    /// A WebSocket opened, naming `url_room` if its URL did.
+    pub fn open(&mut self, id: SessionId, url_room: Option<String>, now: Instant) {
+        self.sessions.insert(
+            id,
+            Session {
+                url_room,
+                member: None,
+                last_seen: now,
+                auto_subscribe: true,
+                wanted: Vec::new(),
+                slots: Vec::new(),
+            },
+        );
+    }
+
+    /// Something was heard from the session (a datagram): it is alive.
+    pub fn heard(&mut self, id: SessionId, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.last_seen = now;
+        }
+    }
+
+    /// A message from a client. Returns the WebRTC work it asks for, if the policy allows it.
+    pub fn message(
+        &mut self,
+        id: SessionId,
+        message: ClientMessage,
+        now: Instant,
+        unix_now: u64,
+    ) -> Option<Work> {
+        self.heard(id, now);
+        let joined = self.sessions.get(&id).is_some_and(|s| s.member.is_some());
+        match message {
+            ClientMessage::Join {
+                protocol,
+                token,
+                auto_subscribe,
+            } => {
+                if joined {
+                    self.fail(id, ErrorCode::AlreadyJoined, "already joined");
+                } else if protocol != PROTOCOL_VERSION {
+                    let reason = format!(
+                        "protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}"
+                    );
+                    self.fail(id, ErrorCode::UnsupportedVersion, &reason);
+                } else {
+                    match verify(&self.config.secret, &token, unix_now) {
+                        Ok(claims) => self.join(id, claims, auto_subscribe),
+                        Err(e) => self.fail(id, e.code(), &e.to_string()),
+                    }
+                }
+                None
+            }
+            _ if !joined => {
+                self.fail(id, ErrorCode::NotJoined, "the first message must be join");
+                None
+            }
+            ClientMessage::Offer { pc, sdp, publish } => {
+                let can_publish = self
+                    .sessions
+                    .get(&id)
+                    .and_then(|s| s.member.as_ref())
+                    .is_some_and(|m| m.info.role.can_publish());
+                if pc == PeerRole::Publisher && !publish.is_empty() && !can_publish {
+                    self.fail(id, ErrorCode::PermissionDenied, "viewers cannot publish");
+                    return None;
+                }
+                Some(Work::Offer { pc, sdp, publish })
+            }
+            ClientMessage::Candidate { pc, candidate } => Some(Work::Candidate { pc, candidate }),
+            ClientMessage::Subscribe { tracks } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    for t in tracks {
+                        if !s.wanted.contains(&t) {
+                            s.wanted.push(t);
+                        }
+                    }
+                }
+                self.reassign(id);
+                None
+            }
+            ClientMessage::Unsubscribe { tracks } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.wanted.retain(|t| !tracks.contains(t));
+                }
+                self.reassign(id);
+                None
+            }
+            ClientMessage::Mute { track, muted } => {
+                self.mute(id, track, muted);
+                None
+            }
+            ClientMessage::Data { message } => {
+                self.data(id, message);
+                None
+            }
+            ClientMessage::Ping => {
+                self.effects
+                    .push_back(Effect::Send(id, ServerMessage::Pong));
+                None
+            }
+            ClientMessage::Leave => {
+                self.remove(id, LeaveReason::Left);
+                None
+            }
+        }
+    }
+
+    /// The engine answered a publisher offer: announce its tracks, and give them to everyone
+    /// who wants them.
+    pub fn published(&mut self, id: SessionId, publish: &[PublishTrack]) {
+        let Some((room, identity)) = self.member(id).map(|(r, i)| (r.to_owned(), i.to_owned()))
+        else {
+            return;
+        };
+        let mut new_tracks = Vec::new();
+        if let Some(r) = self.rooms.get_mut(&room) {
+            for p in publish {
+                let track_id = format!("{identity}/{}", source_name(p.source));
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    r.tracks.entry(track_id.clone())
+                {
+                    let info = TrackInfo {
+                        id: track_id,
+                        participant: identity.clone(),
+                        kind: p.kind,
+                        source: p.source,
+                        muted: false,
+                    };
+                    slot.insert(RoomTrack {
+                        info: info.clone(),
+                        publisher: id,
+                    });
+                    new_tracks.push(info);
+                }
+            }
+        }
+        for info in new_tracks {
+            self.broadcast(
+                &room,
+                Some(id),
+                ServerMessage::TrackPublished {
+                    track: info.clone(),
+                },
+            );
+            let others: Vec<SessionId> = self
+                .rooms
+                .get(&room)
+                .map(|r| r.members.values().copied().filter(|s| *s != id).collect())
+                .unwrap_or_default();
+            for m in others {
+                if let Some(s) = self.sessions.get_mut(&m)
+                    && s.auto_subscribe
+                    && !s.wanted.contains(&info.id)
+                {
+                    s.wanted.push(info.id.clone());
+                }
+                self.reassign(m);
+            }
+        }
+    }
+
+    /// The engine answered a subscriber offer that added receive slots (in m-line order).
+    pub fn slots_added(&mut self, id: SessionId, slots: Vec<(TrackKind, String)>) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.slots.extend(slots.into_iter().map(|(kind, mid)| Slot {
+                kind,
+                mid,
+                track: None,
+            }));
+        }
+        self.reassign(id);
+    }
+
+    /// The audio level of a publisher's packet.
+    pub fn audio_level(&mut self, id: SessionId, level_dbov: u8, now: Instant) {
+        let Some((room, identity)) = self.member(id).map(|(r, i)| (r.to_owned(), i.to_owned()))
+        else {
+            return;
+        };
+        self.speakers
+            .entry(room)
+            .or_insert_with(|| {
+                ActiveSpeakers::new(Duration::from_millis(600), Duration::from_millis(300))
+            })
+            .observe(&identity, level_dbov, now);
+    }
+
+    /// The session's WebSocket closed (`code` when its task gave up on bad input), or its
+    /// connection failed.
+    pub fn closed(&mut self, id: SessionId, reason: LeaveReason) {
+        self.remove(id, reason);
+    }
+
+    /// Sends an error; a fatal one also removes the session.
+    pub fn fail(&mut self, id: SessionId, code: ErrorCode, reason: &str) {
+        self.effects.push_back(Effect::Send(
+            id,
+            ServerMessage::Error {
+                code,
+                reason: reason.to_owned(),
+            },
+        ));
+        if code.is_fatal() {
+            let leave = if code == ErrorCode::Timeout {
+                LeaveReason::Timeout
+            } else {
+                LeaveReason::Error
+            };
+            self.remove(id, leave);
+        }
+    }
+
+    /// Periodic work: active-speaker announcements and silence timeouts.
+    pub fn tick(&mut self, now: Instant) {
+        let mut announcements = Vec::new();
+        for (room, speakers) in &mut self.speakers {
+            if let Some(ranking) = speakers.poll(now) {
+                announcements.push((room.clone(), ranking));
+            }
+        }
+        for (room, speakers) in announcements {
+            self.broadcast(&room, None, ServerMessage::ActiveSpeaker { speakers });
+        }
+        let timeout = self.config.silence_timeout;
+        let silent: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.fail(
+                id,
+                ErrorCode::Timeout,
+                "no message or media within the timeout",
+            );
+        }
+    }
+
+    // ---- output ----
+
+    /// The next effect to carry out.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// All pending effects, in order.
+    pub fn drain_effects(&mut self) -> Vec<Effect> {
+        self.effects.drain(..).collect()
+    }
+
+    // ---- internals ----
+
+    fn join(&mut self, id: SessionId, claims: super::token::Claims, auto_subscribe: bool) {
+        if let Some(url_room) = self.sessions.get(&id).and_then(|s| s.url_room.clone())
+            && url_room != claims.room
+        {
+            let reason = format!("token is for room {:?}, not {url_room:?}", claims.room);
+            return self.fail(id, ErrorCode::WrongRoom, &reason);
+        }
+        let existing = self
+            .rooms
+            .get(&claims.room)
+            .and_then(|r| r.members.get(&claims.identity))
+            .copied();
+        if let Some(old) = existing {
+            self.effects.push_back(Effect::Send(
+                old,
+                ServerMessage::Error {
+                    code: ErrorCode::Internal,
+                    reason: "the same identity joined from elsewhere".into(),
+                },
+            ));
+            self.remove(old, LeaveReason::Replaced);
+        }
+        let room = self.rooms.entry(claims.room.clone()).or_default();
+        if room.members.len() >= self.config.max_participants {
+            return self.fail(id, ErrorCode::RoomFull, "the room is full");
+        }
+        let info = ParticipantInfo {
+            identity: claims.identity.clone(),
+            name: claims.name.clone(),
+            role: claims.role,
+        };
+        let participants: Vec<ParticipantInfo> = room
+            .members
+            .values()
+            .filter_map(|sid| self.sessions.get(sid))
+            .filter_map(|s| s.member.as_ref().map(|m| m.info.clone()))
+            .collect();
+        let tracks: Vec<TrackInfo> = room.tracks.values().map(|t| t.info.clone()).collect();
+        room.members.insert(claims.identity.clone(), id);
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.member = Some(Member {
+            room: claims.room.clone(),
+            info: info.clone(),
+        });
+        session.auto_subscribe = auto_subscribe;
+        if auto_subscribe {
+            session.wanted = tracks.iter().map(|t| t.id.clone()).collect();
+        }
+        self.effects.push_back(Effect::Send(
+            id,
+            ServerMessage::Joined {
+                protocol: PROTOCOL_VERSION,
+                room: claims.room.clone(),
+                participant: info.clone(),
+                participants,
+                tracks,
+            },
+        ));
+        self.broadcast(
+            &claims.room,
+            Some(id),
+            ServerMessage::ParticipantJoined { participant: info },
+        );
+        self.reassign(id);
+    }
+
+    fn broadcast(&mut self, room: &str, except: Option<SessionId>, message: ServerMessage) {
+        if let Some(r) = self.rooms.get(room) {
+            for sid in r.members.values() {
+                if Some(*sid) != except {
+                    self.effects.push_back(Effect::Send(*sid, message.clone()));
+                }
+            }
+        }
+    }
+
+    /// Recomputes which slot carries which track for one subscriber, tells it, and asks for
+    /// more slots when needed.
+    fn reassign(&mut self, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(room_name) = session.member.as_ref().map(|m| m.room.clone()) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        session.wanted.retain(|t| room.tracks.contains_key(t));
+        let wanted: Vec<(String, TrackKind)> = session
+            .wanted
+            .iter()
+            .filter_map(|t| room.tracks.get(t).map(|rt| (t.clone(), rt.info.kind)))
+            .collect();
+        let mut views: Vec<SlotView> = session
+            .slots
+            .iter()
+            .map(|s| SlotView {
+                kind: s.kind,
+                track: s.track.clone(),
+            })
+            .collect();
+        let result = assign(&mut views, &wanted);
+        for &i in &result.changed {
+            if let Some(old) = session.slots[i].track.take()
+                && let Some(c) = room.carriers.get_mut(&old)
+            {
+                c.retain(|&(sid, idx)| !(sid == id && idx == i));
+            }
+            session.slots[i].track = views[i].track.clone();
+            if let Some(new) = &views[i].track {
+                room.carriers.entry(new.clone()).or_default().push((id, i));
+            }
+        }
+        if !result.changed.is_empty() {
+            let slots = session
+                .slots
+                .iter()
+                .map(|s| TrackSlot {
+                    mid: s.mid.clone(),
+                    track: s.track.clone(),
+                })
+                .collect();
+            self.effects
+                .push_back(Effect::Send(id, ServerMessage::Slots { slots }));
+        }
+        if let Some((audio, video)) = result.need_more {
+            self.effects.push_back(Effect::Send(
+                id,
+                ServerMessage::Renegotiate { audio, video },
+            ));
+        }
+    }
+
+    fn mute(&mut self, id: SessionId, track: String, muted: bool) {
+        let Some(room) = self.member(id).map(|(r, _)| r.to_owned()) else {
+            return;
+        };
+        let owned = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.tracks.get_mut(&track))
+            .filter(|t| t.publisher == id)
+            .map(|t| t.info.muted = muted)
+            .is_some();
+        if owned {
+            self.broadcast(&room, Some(id), ServerMessage::TrackMuted { track, muted });
+        }
+    }
+
+    fn data(&mut self, id: SessionId, mut message: DataMessage) {
+        let Some((room, identity)) = self.member(id).map(|(r, i)| (r.to_owned(), i.to_owned()))
+        else {
+            return;
+        };
+        message.from = identity;
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        for (member, sid) in &r.members {
+            if *sid == id || (!message.to.is_empty() && !message.to.contains(member)) {
+                continue;
+            }
+            self.effects.push_back(Effect::Send(
+                *sid,
+                ServerMessage::Data {
+                    message: message.clone(),
+                },
+            ));
+        }
+    }
+
+    /// Removes a session: its tracks, its place in the room; tells the others.
+    fn remove(&mut self, id: SessionId, reason: LeaveReason) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.effects.push_back(Effect::Close(id));
+        let Some(member) = session.member else {
+            return;
+        };
+        let room_name = member.room.clone();
+        let mut removed_tracks = Vec::new();
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            if room.members.get(&member.info.identity) == Some(&id) {
+                room.members.remove(&member.info.identity);
+            }
+            room.tracks.retain(|tid, t| {
+                if t.publisher == id {
+                    removed_tracks.push(tid.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            for c in room.carriers.values_mut() {
+                c.retain(|(sid, _)| *sid != id);
+            }
+        }
+        if let Some(s) = self.speakers.get_mut(&room_name) {
+            s.remove(&member.info.identity);
+        }
+        for track in &removed_tracks {
+            self.broadcast(
+                &room_name,
+                None,
+                ServerMessage::TrackUnpublished {
+                    track: track.clone(),
+                },
+            );
+        }
+        self.broadcast(
+            &room_name,
+            None,
+            ServerMessage::ParticipantLeft {
+                identity: member.info.identity.clone(),
+                reason,
+            },
+        );
+        let members: Vec<SessionId> = self
+            .rooms
+            .get(&room_name)
+            .map(|r| r.members.values().copied().collect())
+            .unwrap_or_default();
+        if members.is_empty() {
+            self.rooms.remove(&room_name);
+            self.speakers.remove(&room_name);
+        } else if !removed_tracks.is_empty() {
+            for m in members {
+                self.reassign(m);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+//! The room policy on simulated time: no sockets, no WebRTC, no sleeps.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sfu::token::{Claims, mint};
+use crate::signal::Role;
+
+const SECRET: &[u8] = b"test-secret";
+const UNIX: u64 = 1_800_000_000;
+
+fn rooms() -> Rooms {
+    Rooms::new(RoomsConfig {
+        secret: SECRET.to_vec(),
+        silence_timeout: Duration::from_secs(10),
+        max_participants: 3,
+    })
+}
+
+fn token(room: &str, identity: &str, role: Role) -> String {
+    mint(
+        SECRET,
+        &Claims::new(room, identity, identity, role, UNIX, 3600),
+    )
+    .unwrap()
+}
+
+fn join(r: &mut Rooms, id: SessionId, identity: &str, role: Role, now: Instant) {
+    r.open(id, None, now);
+    let join = ClientMessage::Join {
+        protocol: PROTOCOL_VERSION,
+        token: token("hall", identity, role),
+        auto_subscribe: true,
+    };
+    assert_eq!(r.message(id, join, now, UNIX), None);
+}
+
+/// Messages sent to `id` among `effects`.
+fn sent_to(effects: &[Effect], id: SessionId) -> Vec<&ServerMessage> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(to, m) if *to == id => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn camera_and_mic() -> Vec<PublishTrack> {
+    vec![
+        PublishTrack {
+            mid: "0".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+        },
+        PublishTrack {
+            mid: "1".into(),
+            kind: TrackKind::Audio,
+            source: TrackSource::Microphone,
+        },
+    ]
+}
+
+#[test]
+fn join_publish_subscribe_and_leave() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "jongno", Role::Speaker, t0);
+    let e = r.drain_effects();
+    assert!(
+        matches!(sent_to(&e, 1)[..], [ServerMessage::Joined { participants, .. }] if participants.is_empty())
+    );
+
+    // Jongno publishes; nobody else is there yet.
+    let work = r.message(
+        1,
+        ClientMessage::Offer {
+            pc: PeerRole::Publisher,
+            sdp: "v=0".into(),
+            publish: camera_and_mic(),
+        },
+        t0,
+        UNIX,
+    );
+    assert!(matches!(
+        work,
+        Some(Work::Offer {
+            pc: PeerRole::Publisher,
+            ..
+        })
+    ));
+    r.published(1, &camera_and_mic());
+    r.drain_effects();
+
+    // Gangnam joins, sees Jongno and his tracks, and is asked for one slot of each kind.
+    join(&mut r, 2, "gangnam", Role::Speaker, t0);
+    let e = r.drain_effects();
+    match &sent_to(&e, 2)[..] {
+        [
+            ServerMessage::Joined {
+                participants,
+                tracks,
+                ..
+            },
+            ServerMessage::Renegotiate { audio: 1, video: 1 },
+        ] => {
+            assert_eq!(participants[0].identity, "jongno");
+            assert_eq!(tracks.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        sent_to(&e, 1)[..],
+        [ServerMessage::ParticipantJoined { .. }]
+    ));
+
+    // Its subscriber offer brings the slots; the tracks land on them.
+    r.slots_added(
+        2,
+        vec![
+            (TrackKind::Audio, "0".into()),
+            (TrackKind::Video, "1".into()),
+        ],
+    );
+    let e = r.drain_effects();
+    match &sent_to(&e, 2)[..] {
+        [ServerMessage::Slots { slots }] => {
+            assert_eq!(slots[0].track.as_deref(), Some("jongno/microphone"));
+            assert_eq!(slots[1].track.as_deref(), Some("jongno/camera"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.carriers("hall", "jongno/camera"), &[(2, 1)]);
+    assert_eq!(r.publisher_of("hall", "jongno/camera"), Some(1));
+
+    // Jongno leaves: Gangnam is told and its slots fall idle.
+    r.message(1, ClientMessage::Leave, t0, UNIX);
+    let e = r.drain_effects();
+    assert!(e.contains(&Effect::Close(1)));
+    let to_gangnam = sent_to(&e, 2);
+    assert!(to_gangnam.iter().any(
+        |m| matches!(m, ServerMessage::TrackUnpublished { track } if track == "jongno/camera")
+    ));
+    assert!(to_gangnam.iter().any(|m| matches!(m, ServerMessage::ParticipantLeft { identity, reason: LeaveReason::Left } if identity == "jongno")));
+    assert!(to_gangnam.iter().any(
+        |m| matches!(m, ServerMessage::Slots { slots } if slots.iter().all(|s| s.track.is_none()))
+    ));
+    assert!(r.carriers("hall", "jongno/camera").is_empty());
+}
+
+#[test]
+fn slots_are_reused_without_renegotiation() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    join(&mut r, 2, "b", Role::Speaker, t0);
+    r.published(2, &camera_and_mic()[..1]);
+    r.slots_added(1, vec![(TrackKind::Video, "0".into())]);
+    r.drain_effects();
+    // b leaves, c arrives and publishes: a's one video slot now carries c, no renegotiation.
+    r.closed(2, LeaveReason::ConnectionLost);
+    join(&mut r, 3, "c", Role::Speaker, t0);
+    r.published(3, &camera_and_mic()[..1]);
+    let e = r.drain_effects();
+    let to_a = sent_to(&e, 1);
+    assert!(
+        !to_a
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Renegotiate { .. }))
+    );
+    assert!(
+        matches!(to_a.last(), Some(ServerMessage::Slots { slots }) if slots[0].track.as_deref() == Some("c/camera"))
+    );
+    assert_eq!(r.slot_track(1, 0), Some("c/camera"));
+}
+
+#[test]
+fn refusals_close_only_that_session() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "host", Role::Host, t0);
+    r.drain_effects();
+    let cases: Vec<(ClientMessage, ErrorCode)> = vec![
+        (ClientMessage::Ping, ErrorCode::NotJoined),
+        (
+            ClientMessage::Join {
+                protocol: 9,
+                token: token("hall", "x", Role::Speaker),
+                auto_subscribe: true,
+            },
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            ClientMessage::Join {
+                protocol: 1,
+                token: mint(
+                    b"other",
+                    &Claims::new("hall", "x", "x", Role::Host, UNIX, 60),
+                )
+                .unwrap(),
+                auto_subscribe: true,
+            },
+            ErrorCode::InvalidToken,
+        ),
+        (
+            ClientMessage::Join {
+                protocol: 1,
+                token: mint(
+                    SECRET,
+                    &Claims::new("hall", "x", "x", Role::Host, UNIX - 7200, 60),
+                )
+                .unwrap(),
+                auto_subscribe: true,
+            },
+            ErrorCode::TokenExpired,
+        ),
+    ];
+    for (i, (message, code)) in cases.into_iter().enumerate() {
+        let id = 100 + i as SessionId;
+        r.open(id, None, t0);
+        r.message(id, message, t0, UNIX);
+        let e = r.drain_effects();
+        assert!(
+            matches!(sent_to(&e, id)[..], [ServerMessage::Error { code: c, .. }] if *c == code),
+            "{code}: {e:?}"
+        );
+        assert!(e.contains(&Effect::Close(id)));
+        assert!(sent_to(&e, 1).is_empty(), "the room is not disturbed");
+    }
+    // Wrong room in the URL.
+    r.open(200, Some("other".into()), t0);
+    r.message(
+        200,
+        ClientMessage::Join {
+            protocol: 1,
+            token: token("hall", "y", Role::Speaker),
+            auto_subscribe: true,
+        },
+        t0,
+        UNIX,
+    );
+    let e = r.drain_effects();
+    assert!(matches!(
+        sent_to(&e, 200)[..],
+        [ServerMessage::Error {
+            code: ErrorCode::WrongRoom,
+            ..
+        }]
+    ));
+    // A viewer may not publish, but stays.
+    join(&mut r, 300, "viewer", Role::Viewer, t0);
+    r.drain_effects();
+    let work = r.message(
+        300,
+        ClientMessage::Offer {
+            pc: PeerRole::Publisher,
+            sdp: "v=0".into(),
+            publish: camera_and_mic(),
+        },
+        t0,
+        UNIX,
+    );
+    assert_eq!(work, None);
+    let e = r.drain_effects();
+    assert!(matches!(
+        sent_to(&e, 300)[..],
+        [ServerMessage::Error {
+            code: ErrorCode::PermissionDenied,
+            ..
+        }]
+    ));
+    assert!(!e.contains(&Effect::Close(300)));
+    // A viewer may still offer a subscriber connection.
+    let work = r.message(
+        300,
+        ClientMessage::Offer {
+            pc: PeerRole::Subscriber,
+            sdp: "v=0".into(),
+            publish: vec![],
+        },
+        t0,
+        UNIX,
+    );
+    assert!(matches!(
+        work,
+        Some(Work::Offer {
+            pc: PeerRole::Subscriber,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn room_limit_and_replaced_identity() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    join(&mut r, 2, "b", Role::Speaker, t0);
+    join(&mut r, 3, "c", Role::Speaker, t0);
+    r.drain_effects();
+    r.open(4, None, t0);
+    r.message(
+        4,
+        ClientMessage::Join {
+            protocol: 1,
+            token: token("hall", "d", Role::Speaker),
+            auto_subscribe: true,
+        },
+        t0,
+        UNIX,
+    );
+    let e = r.drain_effects();
+    assert!(matches!(
+        sent_to(&e, 4)[..],
+        [ServerMessage::Error {
+            code: ErrorCode::RoomFull,
+            ..
+        }]
+    ));
+    // "a" joins again from elsewhere: the old session is replaced.
+    join(&mut r, 5, "a", Role::Speaker, t0);
+    let e = r.drain_effects();
+    assert!(e.contains(&Effect::Close(1)));
+    assert!(sent_to(&e, 2).iter().any(|m| matches!(m, ServerMessage::ParticipantLeft { identity, reason: LeaveReason::Replaced } if identity == "a")));
+    assert!(matches!(
+        sent_to(&e, 5)[..],
+        [ServerMessage::Joined { .. }, ..]
+    ));
+}
+
+#[test]
+fn silent_sessions_time_out_and_media_keeps_them_alive() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "talker", Role::Speaker, t0);
+    join(&mut r, 2, "ghost", Role::Speaker, t0);
+    r.drain_effects();
+    for s in 1..=11 {
+        let now = t0 + Duration::from_secs(s);
+        r.heard(1, now); // datagrams from the talker
+        r.tick(now);
+    }
+    let e = r.drain_effects();
+    assert!(e.contains(&Effect::Close(2)));
+    assert!(!e.contains(&Effect::Close(1)));
+    assert!(sent_to(&e, 1).iter().any(|m| matches!(m, ServerMessage::ParticipantLeft { identity, reason: LeaveReason::Timeout } if identity == "ghost")));
+}
+
+#[test]
+fn data_mute_and_speakers() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    join(&mut r, 2, "b", Role::Speaker, t0);
+    join(&mut r, 3, "c", Role::Speaker, t0);
+    r.published(1, &camera_and_mic());
+    r.drain_effects();
+    let chat = DataMessage {
+        from: "spoofed".into(),
+        to: vec!["c".into()],
+        topic: "chat".into(),
+        payload: "hi".into(),
+    };
+    r.message(1, ClientMessage::Data { message: chat }, t0, UNIX);
+    let e = r.drain_effects();
+    assert!(sent_to(&e, 2).is_empty());
+    assert!(
+        matches!(sent_to(&e, 3)[..], [ServerMessage::Data { message }] if message.from == "a" && message.payload == "hi")
+    );
+
+    r.message(
+        1,
+        ClientMessage::Mute {
+            track: "a/microphone".into(),
+            muted: true,
+        },
+        t0,
+        UNIX,
+    );
+    r.message(
+        2,
+        ClientMessage::Mute {
+            track: "a/microphone".into(),
+            muted: false,
+        },
+        t0,
+        UNIX,
+    ); // not b's track
+    let e = r.drain_effects();
+    assert_eq!(sent_to(&e, 3).len(), 1);
+
+    for i in 0..30 {
+        r.audio_level(1, 20, t0 + Duration::from_millis(20 * i));
+        r.audio_level(2, 127, t0 + Duration::from_millis(20 * i));
+    }
+    r.tick(t0 + Duration::from_millis(600));
+    let e = r.drain_effects();
+    assert!(
+        matches!(sent_to(&e, 3)[..], [ServerMessage::ActiveSpeaker { speakers }] if speakers.len() == 1 && speakers[0].identity == "a")
+    );
+}
