@@ -7,6 +7,7 @@
 //! complete picture is handed over as soon as its last packet arrives — no waiting for the
 //! next picture, which would cost a frame of latency.
 
+use crate::transport::seq_after;
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -38,10 +39,6 @@ pub struct FrameAssembler {
     corrupt: bool,
     packets_lost: u64,
     frames_lost: u64,
-}
-
-fn seq_after(a: u16, b: u16) -> bool {
-    a != b && a.wrapping_sub(b) < 0x8000
 }
 
 impl FrameAssembler {

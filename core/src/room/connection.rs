@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
@@ -28,8 +25,7 @@ use webrtc::rtp_transceiver::RtpTransceiver;
 use super::{RoomError, webrtc_err};
 use crate::signal::{IceCandidate, PeerRole, TrackKind};
 use crate::transport::{
-    DeliverKeyframeRequests, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, h264_codec, media_engine,
-    opus_codec,
+    DeliverKeyframeRequests, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, media_engine, media_track,
 };
 
 struct Handler {
@@ -146,9 +142,9 @@ impl Connection {
 
     /// Adds a send-only track of `kind`. Its mid is known after [`offer`](Self::offer).
     pub async fn add_send_track(&self, kind: TrackKind) -> Result<SendTrack, RoomError> {
-        let (codec, rtp_kind, payload_type) = match kind {
-            TrackKind::Video => (h264_codec(), RtpCodecKind::Video, H264_PAYLOAD_TYPE),
-            TrackKind::Audio => (opus_codec(), RtpCodecKind::Audio, OPUS_PAYLOAD_TYPE),
+        let payload_type = match kind {
+            TrackKind::Video => H264_PAYLOAD_TYPE,
+            TrackKind::Audio => OPUS_PAYLOAD_TYPE,
         };
         let ssrc = random_ssrc();
         let name = match kind {
@@ -158,20 +154,7 @@ impl Connection {
         let track = Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
-                MediaStreamTrack::new(
-                    "madang".to_owned(),
-                    name.to_owned(),
-                    name.to_owned(),
-                    rtp_kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: codec.rtp_codec.clone(),
-                        ..Default::default()
-                    }],
-                ),
+                media_track("madang".to_owned(), name.to_owned(), kind, ssrc),
             )
             .map_err(webrtc_err)?,
         );

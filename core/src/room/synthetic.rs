@@ -191,6 +191,23 @@ struct Received {
     last_frame: HashMap<String, VideoFrame>,
 }
 
+/// Each publisher's counters now: where a measurement window starts or ends.
+fn windows(identities: &[String], counters: &[Arc<Counters>]) -> Windows {
+    identities
+        .iter()
+        .zip(counters)
+        .map(|(id, c)| {
+            (
+                id.clone(),
+                (
+                    c.video_sent.load(Ordering::Relaxed),
+                    c.audio_sent.load(Ordering::Relaxed),
+                ),
+            )
+        })
+        .collect()
+}
+
 fn micros(clock: Instant) -> u64 {
     clock.elapsed().as_micros() as u64
 }
@@ -350,19 +367,7 @@ pub async fn run_conference(
         }
     }
     let warmup_seconds = warm_start.elapsed().as_secs_f64();
-    let windows_start: Windows = identities
-        .iter()
-        .zip(&counters)
-        .map(|(id, c)| {
-            (
-                id.clone(),
-                (
-                    c.video_sent.load(Ordering::Relaxed),
-                    c.audio_sent.load(Ordering::Relaxed),
-                ),
-            )
-        })
-        .collect();
+    let windows_start = windows(&identities, &counters);
     let _ = phase_tx.send((Phase::Measuring, windows_start.clone()));
     let measure_start = Instant::now();
     while measure_start.elapsed().as_secs_f64() < config.seconds {
@@ -380,19 +385,7 @@ pub async fn run_conference(
         });
     }
     let measured = measure_start.elapsed().as_secs_f64();
-    let windows_end: Windows = identities
-        .iter()
-        .zip(&counters)
-        .map(|(id, c)| {
-            (
-                id.clone(),
-                (
-                    c.video_sent.load(Ordering::Relaxed),
-                    c.audio_sent.load(Ordering::Relaxed),
-                ),
-            )
-        })
-        .collect();
+    let windows_end = windows(&identities, &counters);
     let _ = phase_tx.send((Phase::Draining, windows_start.clone()));
     // In-flight pictures (a few frame intervals of latency) still count.
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -22,16 +21,15 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::forward::{DownTrack, Forwarding, InHeader, KeyframeLimiter, RetransmitCache};
+use super::forward::{
+    DownTrack, Forwarding, InHeader, KeyframeLimiter, OutHeader, RetransmitCache,
+};
 use super::peer::{new_peer_connection, stun_server_ufrag};
 pub(crate) use super::rooms::SessionId;
 use super::rooms::{Effect, Rooms, RoomsConfig, Work, source_name};
@@ -40,7 +38,7 @@ use crate::signal::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, PeerRole, PublishTrack, ServerMessage,
     TrackKind,
 };
-use crate::transport::{AUDIO_LEVEL_URI, audio_level_dbov, h264_codec, opus_codec};
+use crate::transport::{AUDIO_LEVEL_URI, audio_level_dbov, h264_codec, media_track, opus_codec};
 
 /// What a signal session asks of the engine.
 #[derive(Debug)]
@@ -220,13 +218,6 @@ pub(crate) fn sdp_m_lines(sdp: &str) -> Vec<(TrackKind, String)> {
         }
     }
     out
-}
-
-fn codec_kind(kind: TrackKind) -> RtpCodecKind {
-    match kind {
-        TrackKind::Audio => RtpCodecKind::Audio,
-        TrackKind::Video => RtpCodecKind::Video,
-    }
 }
 
 impl Engine {
@@ -613,18 +604,7 @@ impl Engine {
                     let Some(pc) = sub.subscriber.as_mut() else {
                         continue;
                     };
-                    let packet = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: out.marker,
-                            payload_type: out.payload_type,
-                            sequence_number: out.seq,
-                            timestamp: out.timestamp,
-                            ssrc: out.ssrc,
-                            ..Default::default()
-                        },
-                        payload: packet.payload.clone(),
-                    };
+                    let packet = out_packet(&out, packet.payload.clone());
                     if let Some(mut s) = pc.pc.rtp_sender(sender) {
                         match s.write_rtp(now, packet) {
                             Ok(()) => self.stats.packets_out += 1,
@@ -677,18 +657,7 @@ impl Engine {
                     && let Some((header, payload)) = published.cache.get(ssrc, in_seq)
                     && let Some(out) = down.rewrite(header)
                 {
-                    packets.push(rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: out.marker,
-                            payload_type: out.payload_type,
-                            sequence_number: out.seq,
-                            timestamp: out.timestamp,
-                            ssrc: out.ssrc,
-                            ..Default::default()
-                        },
-                        payload: payload.clone(),
-                    });
+                    packets.push(out_packet(&out, payload.clone()));
                 }
             }
         }
@@ -946,23 +915,15 @@ impl Engine {
         for (kind, mid) in m_lines.iter().filter(|(_, mid)| !known.contains(mid)) {
             let n = session_slot_seed(id, mid);
             let ssrc = random_u32(n);
-            let codec = match kind {
-                TrackKind::Audio => opus_codec(),
-                TrackKind::Video => h264_codec(),
+            let payload_type = match kind {
+                TrackKind::Audio => opus_codec().payload_type,
+                TrackKind::Video => h264_codec().payload_type,
             };
-            let track = MediaStreamTrack::new(
+            let track = media_track(
                 format!("madang-{identity}"),
                 format!("slot-{mid}"),
-                format!("slot-{mid}"),
-                codec_kind(*kind),
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: codec.rtp_codec.clone(),
-                    ..Default::default()
-                }],
+                *kind,
+                ssrc,
             );
             let sender = pc.pc.add_track(track).map_err(|e| e.to_string())?;
             let got_mid = pc
@@ -979,7 +940,7 @@ impl Engine {
                     kind: *kind,
                     mid: got_mid,
                     sender,
-                    down: DownTrack::new(ssrc, codec.payload_type, *kind == TrackKind::Video),
+                    down: DownTrack::new(ssrc, payload_type, *kind == TrackKind::Video),
                 },
             ));
         }
@@ -1027,6 +988,22 @@ impl Engine {
             tracing::debug!("session {id}: bad candidate: {e}");
         }
         self.dirty.insert((id, role));
+    }
+}
+
+/// An RTP packet with the rewritten header of one subscriber leg; the payload is shared.
+fn out_packet(out: &OutHeader, payload: bytes::Bytes) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker: out.marker,
+            payload_type: out.payload_type,
+            sequence_number: out.seq,
+            timestamp: out.timestamp,
+            ssrc: out.ssrc,
+            ..Default::default()
+        },
+        payload,
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::transport::seq_after;
+
 /// The fields of an incoming RTP packet that forwarding reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InHeader {
@@ -81,11 +83,6 @@ pub struct DownTrack {
     epoch_gap: u32,
     packets_sent: u64,
     packets_dropped: u64,
-}
-
-/// `a` is after `b` in sequence-number order (RFC 1982 serial arithmetic).
-fn seq_after(a: u16, b: u16) -> bool {
-    a != b && a.wrapping_sub(b) < 0x8000
 }
 
 impl DownTrack {

@@ -69,6 +69,40 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
     }
 }
 
+/// A sending track of `kind` with madang's codec for it and a fixed SSRC.
+pub fn media_track(
+    stream: String,
+    id: String,
+    kind: crate::signal::TrackKind,
+    ssrc: u32,
+) -> rtc::media_stream::MediaStreamTrack {
+    use crate::signal::TrackKind;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    let (codec, rtp_kind) = match kind {
+        TrackKind::Video => (h264_codec(), RtpCodecKind::Video),
+        TrackKind::Audio => (opus_codec(), RtpCodecKind::Audio),
+    };
+    rtc::media_stream::MediaStreamTrack::new(
+        stream,
+        id.clone(),
+        id,
+        rtp_kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.rtp_codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// `a` comes after `b` in RTP sequence-number order (RFC 1982 serial arithmetic).
+pub fn seq_after(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
 /// A media engine with exactly madang's codecs and the audio-level extension.
 pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut engine = MediaEngine::default();
