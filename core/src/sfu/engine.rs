@@ -421,11 +421,19 @@ impl Engine {
         }
         for out in datagrams {
             self.by_addr.insert(out.transport.peer_addr, key);
-            if let Err(e) = self
+            // Straight to the socket; only a full send buffer waits for writability.
+            let sent = match self
                 .socket
-                .send_to(&out.message, out.transport.peer_addr)
-                .await
+                .try_send_to(&out.message, out.transport.peer_addr)
             {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.socket
+                        .send_to(&out.message, out.transport.peer_addr)
+                        .await
+                }
+                other => other,
+            };
+            if let Err(e) = sent {
                 tracing::debug!("udp send to {}: {e}", out.transport.peer_addr);
             }
         }
