@@ -12,6 +12,7 @@
 //! - [`codec`]: H.264 through OpenH264 and Opus through libopus (feature `codec`, on by
 //!   default), and pure Annex-B helpers.
 //! - [`signal`]: the JSON protocol between clients and the room server.
+//! - [`grid`]: participant layout (pure; also for wasm32).
 //! - `sfu` (feature `net`): the room server; today its tokens.
 //!
 //! With `default-features = false` the crate has no native dependencies and builds for
@@ -40,6 +41,7 @@
 #![deny(unsafe_code)]
 
 pub mod codec;
+pub mod grid;
 pub mod media;
 #[cfg(feature = "net")]
 pub mod room;
