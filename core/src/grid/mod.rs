@@ -1,4 +1,6 @@
-//! The participant grid: where everyone goes on a screen ([`layout`]). Pure, so every face —
+//! The participant grid: where everyone goes on a screen ([`layout`]) and what each
+//! subscription then needs ([`plan`]). Pure, so every face —
 //! Rust, C, browser — lays out the same room the same way.
 
 pub mod layout;
+pub mod plan;
