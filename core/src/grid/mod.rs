@@ -2,5 +2,9 @@
 //! subscription then needs ([`plan`]). Pure, so every face —
 //! Rust, C, browser — lays out the same room the same way.
 
+#[cfg(feature = "codec")]
+pub mod compose;
+#[cfg(feature = "codec")]
+mod font;
 pub mod layout;
 pub mod plan;
