@@ -6,6 +6,7 @@
 
 mod asm;
 mod bench_codec;
+mod bench_grid;
 mod bench_sfu;
 mod codec_demo;
 mod demo;
@@ -49,6 +50,8 @@ enum Bench {
     Codec(bench_codec::Args),
     /// Room-server forwarding: CPU per packet, drops and memory, 1 publisher → N subscribers.
     Sfu(bench_sfu::Args),
+    /// Grid composition: tiles scaled into one canvas, against a plain canvas copy.
+    Grid(bench_grid::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { what } => match what {
             Bench::Codec(args) => bench_codec::run(args),
             Bench::Sfu(args) => bench_sfu::run(args),
+            Bench::Grid(args) => bench_grid::run(args),
         },
     };
     match result {

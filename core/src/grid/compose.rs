@@ -14,6 +14,16 @@ use super::font::draw_text;
 use super::layout::{Layout, Person, Rect};
 use crate::media::{MediaError, VideoFrame};
 
+/// Scaling quality.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Quality {
+    /// Bilinear filtering (default): smooth, costs ~0.3 ms per 360p tile.
+    #[default]
+    Smooth,
+    /// Nearest neighbour: several times faster, visibly blockier; for very large grids.
+    Fast,
+}
+
 /// How a picture fills its tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Fit {
@@ -37,6 +47,7 @@ pub struct Compositor {
     resizer: Resizer,
     latest: HashMap<String, VideoFrame>,
     fit: Fit,
+    quality: Quality,
     /// A packed copy of a strided source plane, reused.
     scratch: Vec<u8>,
 }
@@ -73,8 +84,14 @@ impl Compositor {
             resizer: Resizer::new(),
             latest: HashMap::new(),
             fit,
+            quality: Quality::Smooth,
             scratch: Vec::new(),
         })
+    }
+
+    /// Sets the scaling quality.
+    pub fn set_quality(&mut self, quality: Quality) {
+        self.quality = quality;
     }
 
     /// Holds `frame` as `participant`'s latest picture.
@@ -144,12 +161,14 @@ impl Compositor {
         let Some(frame) = self.latest.get(participant) else {
             return false;
         };
+        let alg = match self.quality {
+            Quality::Smooth => ResizeAlg::Interpolation(FilterType::Bilinear),
+            Quality::Fast => ResizeAlg::Nearest,
+        };
         let options = match self.fit {
-            Fit::Fit => {
-                ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-            }
+            Fit::Fit => ResizeOptions::new().resize_alg(alg),
             Fit::Fill => ResizeOptions::new()
-                .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+                .resize_alg(alg)
                 .fit_into_destination(None),
         };
         let [cys, cus, cvs] = self.canvas.strides();
