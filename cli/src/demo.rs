@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use madang::media::{VideoFrame, Y4mWriter};
-use madang::room::synthetic::{ConferenceConfig, ConferenceReport, run_conference};
+use madang::room::synthetic::{
+    ConferenceConfig, ConferenceReport, GridSink, run_conference_with_grid,
+};
 use madang::sfu::{Server, ServerConfig};
 
 use crate::CliResult;
@@ -35,6 +37,12 @@ pub struct Args {
     /// Write what participant 1 last received from participant 2 (.png or .y4m).
     #[arg(long, value_name = "FILE")]
     snapshot: Option<PathBuf>,
+    /// Write the grid participant 1 sees (everyone else, composed live) as Y4M.
+    #[arg(long, value_name = "FILE.y4m")]
+    grid: Option<PathBuf>,
+    /// Size of the --grid canvas.
+    #[arg(long, value_parser = parse_size, default_value = "1280x720", value_name = "WxH")]
+    grid_size: (u32, u32),
 }
 
 fn write_snapshot(path: &Path, frame: &VideoFrame) -> CliResult {
@@ -150,20 +158,60 @@ pub fn run(args: Args) -> CliResult {
             indicatif::ProgressBar::new_spinner()
         };
         bar.enable_steady_tick(Duration::from_millis(200));
-        let (report, snapshot) = run_conference(&server, &config, |p| {
-            let msg = match p.phase {
-                "warmup" => format!(
-                    "warming up {:.1} s: {}/{} pairs see each other",
-                    p.elapsed, p.frames_decoded, p.frames_sent
-                ),
-                _ => format!(
-                    "measuring {:.1}/{:.0} s: {} of {} pictures decoded",
-                    p.elapsed, config.seconds, p.frames_decoded, p.frames_sent
-                ),
-            };
-            bar.set_message(msg);
-        })
+        // The grid goes to a file from a blocking task, so writing never stalls the call.
+        let (grid, grid_writer) = match &args.grid {
+            Some(path) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<VideoFrame>(8);
+                let file =
+                    std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let (gw, gh) = args.grid_size;
+                let mut writer =
+                    Y4mWriter::new(std::io::BufWriter::new(file), gw, gh, config.fps, 1)?;
+                let task = tokio::task::spawn_blocking(
+                    move || -> Result<u64, madang::media::MediaError> {
+                        let mut n = 0;
+                        while let Some(frame) = rx.blocking_recv() {
+                            writer.write_frame(&frame)?;
+                            n += 1;
+                        }
+                        writer.finish()?;
+                        Ok(n)
+                    },
+                );
+                (
+                    Some(GridSink {
+                        width: gw,
+                        height: gh,
+                        frames: tx,
+                    }),
+                    Some(task),
+                )
+            }
+            None => (None, None),
+        };
+        let (report, snapshot) = run_conference_with_grid(
+            &server,
+            &config,
+            |p| {
+                let msg = match p.phase {
+                    "warmup" => format!(
+                        "warming up {:.1} s: {}/{} pairs see each other",
+                        p.elapsed, p.frames_decoded, p.frames_sent
+                    ),
+                    _ => format!(
+                        "measuring {:.1}/{:.0} s: {} of {} pictures decoded",
+                        p.elapsed, config.seconds, p.frames_decoded, p.frames_sent
+                    ),
+                };
+                bar.set_message(msg);
+            },
+            grid,
+        )
         .await?;
+        let grid_frames = match grid_writer {
+            Some(task) => Some(task.await.map_err(|e| e.to_string())??),
+            None => None,
+        };
         bar.finish_and_clear();
         let stats = server.stats();
         server.shutdown().await;
@@ -180,6 +228,14 @@ pub fn run(args: Args) -> CliResult {
             );
             if let (Some(path), Some(_)) = (&args.snapshot, &snapshot) {
                 println!("snapshot of what p1 received from p2: {}", path.display());
+            }
+            if let (Some(path), Some(n)) = (&args.grid, grid_frames) {
+                println!(
+                    "grid p1 sees: {} ({n} frames {}x{}; ffplay {0})",
+                    path.display(),
+                    args.grid_size.0,
+                    args.grid_size.1
+                );
             }
         }
         Ok(())

@@ -222,3 +222,63 @@ fn token_mints_a_verifiable_token() {
         .contains("admin")
     );
 }
+
+#[test]
+fn demo_writes_the_grid_a_participant_sees() {
+    use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+    let dir = scratch("grid");
+    let grid = dir.join("grid.y4m");
+    let out = succeed(
+        madang()
+            .args([
+                "demo",
+                "--participants",
+                "3",
+                "--seconds",
+                "2",
+                "--size",
+                "320x180",
+                "--bitrate",
+                "300",
+            ])
+            .args(["--json", "--grid-size", "640x360", "--grid"])
+            .arg(&grid),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["participants"], 3);
+    let mut reader = Y4mReader::new(std::fs::File::open(&grid).unwrap()).unwrap();
+    assert_eq!((reader.width(), reader.height()), (640, 360));
+    let mut frames = Vec::new();
+    while let Some(f) = reader.read_frame().unwrap() {
+        frames.push(f);
+    }
+    assert!(frames.len() > 30, "{} grid frames", frames.len());
+    // p1 sees p2 and p3 side by side; both tiles carry live, readable stamps.
+    let people = vec![Person::new("p2"), Person::new("p3")];
+    let layout = Layout::compute(&LayoutInput::new(
+        &people,
+        Viewport::new(640, 360),
+        Mode::Gallery,
+    ));
+    let last = frames.last().unwrap();
+    for tile in &layout.tiles {
+        let r = tile.rect;
+        let (x, y, w, h) = (r.x & !1, r.y & !1, r.w & !1, r.h & !1);
+        let mut crop = madang::media::VideoFrame::black(w, h).unwrap();
+        for plane in 0..3 {
+            let d = if plane == 0 { 1 } else { 2 };
+            let (pw, ph) = crop.plane_size(plane);
+            let stride = crop.stride(plane);
+            for row in 0..ph {
+                let src = last.row(plane, (y / d) as usize + row);
+                crop.plane_mut(plane)[row * stride..row * stride + pw]
+                    .copy_from_slice(&src[(x / d) as usize..(x / d) as usize + pw]);
+            }
+        }
+        assert!(
+            read_stamp(&crop).is_some(),
+            "no live picture in {}'s tile",
+            tile.participant
+        );
+    }
+}

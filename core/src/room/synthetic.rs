@@ -13,6 +13,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{Room, RoomError, RoomEvent, RoomOptions, VideoOptions};
+use crate::grid::compose::Compositor;
+use crate::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
 use crate::media::{Channels, SpeechSource, TestPattern, VideoFrame, read_stamp};
 use crate::sfu::Server;
 use crate::signal::Role;
@@ -54,6 +56,19 @@ impl Default for ConferenceConfig {
             warmup_timeout: Duration::from_secs(15),
         }
     }
+}
+
+/// Where the first participant's composed view of the room goes: a `width`×`height` gallery
+/// of everyone else, composed at the frame rate while measuring. Frames are dropped, not
+/// queued without bound, when the receiver falls behind.
+#[derive(Debug)]
+pub struct GridSink {
+    /// Canvas width.
+    pub width: u32,
+    /// Canvas height.
+    pub height: u32,
+    /// Receives the composed canvases.
+    pub frames: tokio::sync::mpsc::Sender<VideoFrame>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -222,7 +237,11 @@ async fn participant(
     mut phase: watch::Receiver<(Phase, Windows)>,
     decoded_total: Arc<AtomicU64>,
     seen: Seen,
+    grid: Option<GridSink>,
 ) -> (Room, Received) {
+    let mut compositor = grid
+        .as_ref()
+        .and_then(|g| Compositor::new(g.width, g.height, Default::default()).ok());
     let me = room.local().identity.clone();
     let mut pattern = TestPattern::new(config.width, config.height).expect("validated size");
     let mut speech = SpeechSource::new(Channels::Mono, 20).expect("20 ms frames");
@@ -253,6 +272,15 @@ async fn participant(
                 }
             }
             _ = video_tick.tick(), if current != Phase::Draining => {
+                if let (Some(c), Some(g), Phase::Measuring) = (compositor.as_mut(), grid.as_ref(), current) {
+                    let mut ids: Vec<&String> = received.last_frame.keys().collect();
+                    // Natural order: p2 before p10.
+                    ids.sort_by_key(|id| (id.len(), id.to_string()));
+                    let people: Vec<Person> = ids.iter().map(|id| Person::new(id)).collect();
+                    let layout = Layout::compute(&LayoutInput::new(&people, Viewport::new(g.width, g.height), Mode::Gallery));
+                    let canvas = c.compose(&layout, &people, &HashMap::new(), micros(clock) as i64);
+                    let _ = g.frames.try_send(canvas.clone());
+                }
                 let frame = pattern.next_frame(micros(clock));
                 if room.publish_video(&frame).await.is_ok() {
                     counters.video_sent.store(pattern.next_seq(), Ordering::Relaxed);
@@ -277,6 +305,9 @@ async fn participant(
                         received.video.entry(participant.clone()).or_default().push((stamp.seq, latency));
                         decoded_total.fetch_add(1, Ordering::Relaxed);
                     }
+                    if let Some(c) = compositor.as_mut() {
+                        c.update(&participant, frame.clone());
+                    }
                     received.last_frame.insert(participant, frame);
                 }
                 Some(RoomEvent::AudioFrame { participant, .. }) if current == Phase::Measuring => {
@@ -298,7 +329,17 @@ async fn participant(
 pub async fn run_conference(
     server: &Server,
     config: &ConferenceConfig,
+    progress: impl FnMut(&Progress),
+) -> Result<(ConferenceReport, Option<VideoFrame>), RoomError> {
+    run_conference_with_grid(server, config, progress, None).await
+}
+
+/// [`run_conference`], and the first participant's composed view sent to `grid`.
+pub async fn run_conference_with_grid(
+    server: &Server,
+    config: &ConferenceConfig,
     mut progress: impl FnMut(&Progress),
+    mut grid: Option<GridSink>,
 ) -> Result<(ConferenceReport, Option<VideoFrame>), RoomError> {
     if config.participants < 2 {
         return Err(RoomError::Signal(
@@ -347,6 +388,7 @@ pub async fn run_conference(
             phase_rx.clone(),
             decoded_total.clone(),
             seen.clone(),
+            grid.take(),
         )));
     }
 
