@@ -9,10 +9,12 @@
 //! assert_eq!(layout.pages, 1);
 //! ```
 
+use serde::{Deserialize, Serialize};
+
 use crate::signal::Role;
 
 /// The screen area to fill, in pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewport {
     /// Width.
     pub width: u32,
@@ -28,7 +30,7 @@ impl Viewport {
 }
 
 /// A rectangle in pixels, origin top-left.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Rect {
     /// Left edge.
     pub x: u32,
@@ -70,7 +72,7 @@ impl Rect {
 }
 
 /// One participant as the layout sees it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Person {
     /// Identity.
     pub id: String,
@@ -107,7 +109,8 @@ impl Person {
 }
 
 /// How to arrange the room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Equal tiles in rows and columns.
     Gallery,
@@ -156,7 +159,7 @@ impl<'a> LayoutInput<'a> {
 }
 
 /// One participant's place.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tile {
     /// Where its picture goes (already at the source's aspect).
     pub rect: Rect,
@@ -169,7 +172,7 @@ pub struct Tile {
 }
 
 /// A computed layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     /// Tiles of the requested page.
     pub tiles: Vec<Tile>,
