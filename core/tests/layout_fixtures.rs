@@ -85,8 +85,8 @@ fn disaster_room_gallery_of_24() {
 #[test]
 fn senior_centers_page_three() {
     case(
-        "senior_centers_520_page_3",
-        offices(520),
+        "senior_centers_page_3",
+        offices(130),
         Viewport::new(1280, 720),
         Mode::Gallery,
         25,
