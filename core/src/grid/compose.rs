@@ -242,46 +242,15 @@ fn draw_border(frame: &mut VideoFrame, r: Rect, t: u32) {
     if t == 0 {
         return;
     }
-    fill(
-        frame,
-        Rect {
-            x: r.x,
-            y: r.y,
-            w: r.w,
-            h: t,
-        },
-        BORDER,
-    );
-    fill(
-        frame,
-        Rect {
-            x: r.x,
-            y: r.y + r.h - t,
-            w: r.w,
-            h: t,
-        },
-        BORDER,
-    );
-    fill(
-        frame,
-        Rect {
-            x: r.x,
-            y: r.y,
-            w: t,
-            h: r.h,
-        },
-        BORDER,
-    );
-    fill(
-        frame,
-        Rect {
-            x: r.x + r.w - t,
-            y: r.y,
-            w: t,
-            h: r.h,
-        },
-        BORDER,
-    );
+    let sides = [
+        (r.x, r.y, r.w, t),
+        (r.x, r.y + r.h - t, r.w, t),
+        (r.x, r.y, t, r.h),
+        (r.x + r.w - t, r.y, t, r.h),
+    ];
+    for (x, y, w, h) in sides {
+        fill(frame, Rect { x, y, w, h }, BORDER);
+    }
 }
 
 /// Initials of a display name: the first letters of its first two words.
