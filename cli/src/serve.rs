@@ -32,6 +32,16 @@ pub struct Args {
     /// Serve the files of this directory at `/` (for example a web client).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<std::path::PathBuf>,
+    /// Publish a composited grid of all publishers in this room as the track `grid/grid`
+    /// (repeatable), for clients that decode only one stream.
+    #[arg(long = "grid-room", value_name = "ROOM")]
+    grid_rooms: Vec<String>,
+    /// Size of the composited grid.
+    #[arg(long, value_parser = crate::size::parse_size, default_value = "1280x720", value_name = "WxH")]
+    grid_size: (u32, u32),
+    /// Frames per second of the composited grid.
+    #[arg(long, default_value_t = 15)]
+    grid_fps: u32,
 }
 
 /// Runs until Ctrl-C.
@@ -47,6 +57,13 @@ pub fn run(args: Args) -> CliResult {
         dev: args.dev,
         silence_timeout: Duration::from_secs(args.timeout.max(1)),
         static_dir: args.static_dir.clone(),
+        grid_rooms: args.grid_rooms.clone(),
+        grid: madang::sfu::mixer::GridConfig {
+            width: args.grid_size.0,
+            height: args.grid_size.1,
+            fps: args.grid_fps.clamp(1, 60),
+            ..Default::default()
+        },
         ..ServerConfig::new(secret)
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -62,6 +79,9 @@ pub fn run(args: Args) -> CliResult {
             );
         } else {
             println!("  tokens:  madang token --room R --identity I --secret …");
+        }
+        for room in &args.grid_rooms {
+            println!("  grid:    room {room:?} carries a composited {}x{} stream as track grid/grid", args.grid_size.0, args.grid_size.1);
         }
         println!("Ctrl-C stops.");
         tokio::signal::ctrl_c().await?;

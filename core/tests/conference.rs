@@ -618,3 +618,107 @@ async fn lost_packets_are_retransmitted_or_repaired_by_a_keyframe() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_room_sends_one_composited_stream_to_a_viewer() {
+    use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+    use madang::sfu::mixer::GridConfig;
+    let config = ServerConfig {
+        grid_rooms: vec!["r".into()],
+        grid: GridConfig {
+            width: 640,
+            height: 360,
+            fps: 15,
+            bitrate_kbps: 1500,
+        },
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let mut party = Party::new(vec![
+        join(&server, "alice").await,
+        join(&server, "bob").await,
+        join(&server, "carol").await,
+    ]);
+    // A TV that can decode one stream: a viewer that receives only the grid.
+    let options = RoomOptions {
+        auto_subscribe: false,
+        ..RoomOptions::default()
+    };
+    let mut tv = Room::connect(
+        &server.signal_url(),
+        &token(&server, "tv", Role::Viewer),
+        options,
+    )
+    .await
+    .unwrap();
+    assert!(tv.initial_tracks().iter().any(|t| t.id == "grid/grid"));
+    tv.subscribe(vec!["grid/grid".into()]).unwrap();
+    let mut last_grid = None;
+    let mut from_others = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        party.run(Duration::from_millis(200), |_| false).await;
+        while let Some(e) = tv.try_next_event() {
+            if let RoomEvent::VideoFrame {
+                participant, frame, ..
+            } = e
+            {
+                if participant == "grid" {
+                    last_grid = Some(frame);
+                } else {
+                    from_others += 1;
+                }
+            }
+        }
+        // Done once the grid shows all three live.
+        if let Some(g) = &last_grid
+            && tiles_with_stamps(g) == 3
+        {
+            break;
+        }
+    }
+    let grid = last_grid.expect("the viewer decoded the composited grid");
+    assert_eq!((grid.width(), grid.height()), (640, 360));
+    assert_eq!(
+        tiles_with_stamps(&grid),
+        3,
+        "all three publishers live in the grid"
+    );
+    assert_eq!(from_others, 0, "the viewer received only the grid");
+
+    fn tiles_with_stamps(grid: &madang::media::VideoFrame) -> usize {
+        let people: Vec<Person> = ["alice", "bob", "carol"]
+            .iter()
+            .map(|i| Person::new(i))
+            .collect();
+        let layout = Layout::compute(&LayoutInput::new(
+            &people,
+            Viewport::new(640, 360),
+            Mode::Gallery,
+        ));
+        layout
+            .tiles
+            .iter()
+            .filter(|t| {
+                let (x, y, w, h) = (t.rect.x & !1, t.rect.y & !1, t.rect.w & !1, t.rect.h & !1);
+                let mut crop = madang::media::VideoFrame::black(w, h).unwrap();
+                for plane in 0..3 {
+                    let d = if plane == 0 { 1 } else { 2 };
+                    let (pw, ph) = crop.plane_size(plane);
+                    let stride = crop.stride(plane);
+                    for row in 0..ph {
+                        let src = grid.row(plane, (y / d) as usize + row);
+                        crop.plane_mut(plane)[row * stride..row * stride + pw]
+                            .copy_from_slice(&src[(x / d) as usize..(x / d) as usize + pw]);
+                    }
+                }
+                read_stamp(&crop).is_some()
+            })
+            .count()
+    }
+    tv.leave().await;
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}

@@ -30,9 +30,10 @@ use tokio::sync::mpsc;
 use super::forward::{
     DownTrack, Forwarding, InHeader, KeyframeLimiter, OutHeader, RetransmitCache,
 };
+use super::mixer::{GridConfig, Mixer};
 use super::peer::{new_peer_connection, stun_server_ufrag};
 pub(crate) use super::rooms::SessionId;
-use super::rooms::{Effect, Rooms, RoomsConfig, Work, source_name};
+use super::rooms::{Effect, GRID_SESSION, GRID_TRACK, Rooms, RoomsConfig, Work, source_name};
 use crate::codec::nal::rtp_payload_starts_keyframe;
 use crate::signal::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, PeerRole, PublishTrack, ServerMessage,
@@ -77,6 +78,8 @@ pub(crate) struct EngineConfig {
     pub silence_timeout: Duration,
     pub max_participants: usize,
     pub simulate_loss_every: Option<u32>,
+    pub grid_rooms: Vec<String>,
+    pub grid: GridConfig,
 }
 
 /// Counters the server reports.
@@ -163,6 +166,8 @@ pub(crate) struct Engine {
     next_ufrag: u64,
     simulate_loss_every: Option<u32>,
     video_written: u64,
+    grid: GridConfig,
+    mixers: HashMap<String, Mixer>,
     stats: EngineStats,
     stats_tx: tokio::sync::watch::Sender<EngineStats>,
 }
@@ -234,6 +239,7 @@ impl Engine {
                 secret: config.secret,
                 silence_timeout: config.silence_timeout,
                 max_participants: config.max_participants,
+                grid_rooms: config.grid_rooms,
             }),
             peers: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -243,6 +249,8 @@ impl Engine {
             next_ufrag: 0,
             simulate_loss_every: config.simulate_loss_every,
             video_written: 0,
+            grid: config.grid,
+            mixers: HashMap::new(),
             stats: EngineStats::default(),
             stats_tx,
         }
@@ -257,6 +265,10 @@ impl Engine {
         let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut grid_tick = tokio::time::interval(Duration::from_micros(
+            1_000_000 / self.grid.fps.max(1) as u64,
+        ));
+        grid_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             self.flush().await;
             let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
@@ -276,6 +288,7 @@ impl Engine {
                 },
                 _ = sleep => self.on_timers(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
+                _ = grid_tick.tick(), if !self.mixers.is_empty() => self.on_grid_tick(Instant::now()),
                 _ = shutdown.changed() => break,
             }
         }
@@ -584,9 +597,40 @@ impl Engine {
         if let Some(level) = level {
             self.rooms.audio_level(publisher, level, now);
         }
+        if video && self.rooms.is_grid_room(&room) {
+            let identity = self
+                .rooms
+                .member(publisher)
+                .map(|(_, i)| i.to_owned())
+                .unwrap_or_default();
+            if let Some(mixer) = self.mixer(&room, now) {
+                mixer.input(&room_track, &identity, &header, &packet.payload);
+                if mixer.needs_keyframe(&room_track) {
+                    self.request_keyframe(publisher, track_id, now);
+                }
+            }
+        }
+        let want_keyframe =
+            self.send_to_carriers(&room, &room_track, &header, &packet.payload, video, now);
+        if want_keyframe {
+            self.request_keyframe(publisher, track_id, now);
+        }
+    }
+
+    /// Writes one packet to every subscriber slot carrying `track`, each with its own header
+    /// rewrite. Returns whether a subscriber waits for a keyframe.
+    fn send_to_carriers(
+        &mut self,
+        room: &str,
+        room_track: &str,
+        header: &InHeader,
+        payload: &bytes::Bytes,
+        video: bool,
+        now: Instant,
+    ) -> bool {
         let mut want_keyframe = false;
-        for &(sub_id, slot_index) in self.rooms.carriers(&room, &room_track) {
-            if self.rooms.slot_track(sub_id, slot_index) != Some(room_track.as_str()) {
+        for &(sub_id, slot_index) in self.rooms.carriers(room, room_track) {
+            if self.rooms.slot_track(sub_id, slot_index) != Some(room_track) {
                 continue;
             }
             let Some(sub) = self.peers.get_mut(&sub_id) else {
@@ -600,7 +644,7 @@ impl Engine {
             let Some(slot) = sub.slots.get_mut(slot_index) else {
                 continue;
             };
-            match slot.down.forward(&header) {
+            match slot.down.forward(header) {
                 Forwarding::Send(out) => {
                     if video && let Some(n) = self.simulate_loss_every {
                         self.video_written += 1;
@@ -612,9 +656,8 @@ impl Engine {
                     let Some(pc) = sub.subscriber.as_mut() else {
                         continue;
                     };
-                    let packet = out_packet(&out, packet.payload.clone());
                     if let Some(mut s) = pc.pc.rtp_sender(sender) {
-                        match s.write_rtp(now, packet) {
+                        match s.write_rtp(now, out_packet(&out, payload.clone())) {
                             Ok(()) => self.stats.packets_out += 1,
                             Err(e) => tracing::trace!("write_rtp to session {sub_id}: {e}"),
                         }
@@ -625,8 +668,48 @@ impl Engine {
                 _ => {}
             }
         }
-        if want_keyframe {
-            self.request_keyframe(publisher, track_id, now);
+        want_keyframe
+    }
+
+    /// The room's grid mixer, created on first use.
+    fn mixer(&mut self, room: &str, now: Instant) -> Option<&mut Mixer> {
+        if !self.mixers.contains_key(room) {
+            self.next_ufrag += 1;
+            match Mixer::new(self.grid, random_u32(self.next_ufrag ^ 0x6d69_7865), now) {
+                Ok(m) => {
+                    self.mixers.insert(room.to_owned(), m);
+                }
+                Err(e) => {
+                    tracing::warn!("grid for room {room}: {e}");
+                    return None;
+                }
+            }
+        }
+        self.mixers.get_mut(room)
+    }
+
+    /// Composes, encodes and sends one frame of every room's grid.
+    fn on_grid_tick(&mut self, now: Instant) {
+        let rooms: Vec<String> = self.mixers.keys().cloned().collect();
+        for room in rooms {
+            let people = self.rooms.publishers(&room);
+            if people.is_empty() {
+                self.mixers.remove(&room);
+                continue;
+            }
+            let Some(mixer) = self.mixers.get_mut(&room) else {
+                continue;
+            };
+            mixer.retain_tracks(|t| people.iter().any(|p| t.starts_with(&format!("{}/", p.id))));
+            let packets = mixer.produce(&people, now);
+            let mut want_keyframe = false;
+            for (header, payload) in &packets {
+                want_keyframe |=
+                    self.send_to_carriers(&room, GRID_TRACK, header, payload, true, now);
+            }
+            if want_keyframe && let Some(mixer) = self.mixers.get_mut(&room) {
+                mixer.request_keyframe();
+            }
         }
     }
 
@@ -711,6 +794,14 @@ impl Engine {
         let Some((_, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
             return;
         };
+        if publisher == GRID_SESSION {
+            if let Some(room) = self.rooms.member(subscriber).map(|(r, _)| r.to_owned())
+                && let Some(mixer) = self.mixers.get_mut(&room)
+            {
+                mixer.request_keyframe();
+            }
+            return;
+        }
         let track_id = self.peers.get(&publisher).and_then(|p| {
             p.published
                 .iter()

@@ -18,6 +18,7 @@
 mod engine;
 pub mod forward;
 mod http;
+pub mod mixer;
 mod peer;
 pub mod rooms;
 pub mod slots;
@@ -57,6 +58,12 @@ pub struct ServerConfig {
     /// Testing aid: drop every n-th video packet towards subscribers, as a lossy network
     /// would (the packet stays in the retransmission cache). `None` in production.
     pub simulate_loss_every: Option<u32>,
+    /// Rooms where the server publishes a composited grid of all publishers as the track
+    /// `grid/grid` of a virtual participant `grid` (MCU mode), for clients that can decode only
+    /// one stream.
+    pub grid_rooms: Vec<String>,
+    /// Canvas, frame rate and bitrate of those grids.
+    pub grid: mixer::GridConfig,
 }
 
 impl ServerConfig {
@@ -72,6 +79,8 @@ impl ServerConfig {
             max_participants: 1000,
             static_dir: None,
             simulate_loss_every: None,
+            grid_rooms: Vec::new(),
+            grid: mixer::GridConfig::default(),
         }
     }
 
@@ -174,6 +183,8 @@ impl Server {
             silence_timeout: config.silence_timeout,
             max_participants: config.max_participants,
             simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
+            grid_rooms: config.grid_rooms.clone(),
+            grid: config.grid,
         };
         // The engine owns every peer connection and runs alone on its own thread with a
         // single-threaded runtime: no work stealing, no task migration between cores on the

@@ -49,6 +49,13 @@ pub enum Work {
     },
 }
 
+/// The session id the server's composited grid publishes under (no real session has it).
+pub const GRID_SESSION: SessionId = SessionId::MAX;
+/// Identity of the grid's virtual participant.
+pub const GRID_IDENTITY: &str = "grid";
+/// Track id of the composited grid.
+pub const GRID_TRACK: &str = "grid/grid";
+
 /// Settings of the room policy.
 #[derive(Clone, Debug)]
 pub struct RoomsConfig {
@@ -58,6 +65,8 @@ pub struct RoomsConfig {
     pub silence_timeout: Duration,
     /// Participants per room.
     pub max_participants: usize,
+    /// Rooms where the server publishes a composited grid of everyone (track [`GRID_TRACK`]).
+    pub grid_rooms: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -159,6 +168,36 @@ impl Rooms {
     /// Joined participants in all rooms.
     pub fn participant_count(&self) -> usize {
         self.rooms.values().map(|r| r.members.len()).sum()
+    }
+
+    /// The room's members who may publish, in join order, as the grid lays them out (with
+    /// or without a camera track).
+    pub fn publishers(&self, room: &str) -> Vec<crate::grid::layout::Person> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let mut members: Vec<(&String, SessionId)> =
+            r.members.iter().map(|(i, s)| (i, *s)).collect();
+        // Session ids grow with joins: sort by them for join order.
+        members.sort_by_key(|(_, s)| *s);
+        members
+            .into_iter()
+            .filter_map(|(identity, sid)| {
+                let info = &self.sessions.get(&sid)?.member.as_ref()?.info;
+                info.role.can_publish().then(|| {
+                    let mut p = crate::grid::layout::Person::new(identity);
+                    p.name = info.name.clone();
+                    p.role = info.role;
+                    p.has_video = r.tracks.contains_key(&format!("{identity}/camera"));
+                    p
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the server composes a grid for this room.
+    pub fn is_grid_room(&self, room: &str) -> bool {
+        self.config.grid_rooms.iter().any(|r| r == room)
     }
 
     /// Whether a session exists (joined or not).
@@ -444,9 +483,25 @@ impl Rooms {
             ));
             self.remove(old, LeaveReason::Replaced);
         }
+        let grid_room = self.is_grid_room(&claims.room);
         let room = self.rooms.entry(claims.room.clone()).or_default();
         if room.members.len() >= self.config.max_participants {
             return self.fail(id, ErrorCode::RoomFull, "the room is full");
+        }
+        if grid_room && !room.tracks.contains_key(GRID_TRACK) {
+            room.tracks.insert(
+                GRID_TRACK.to_owned(),
+                RoomTrack {
+                    info: TrackInfo {
+                        id: GRID_TRACK.to_owned(),
+                        participant: GRID_IDENTITY.to_owned(),
+                        kind: TrackKind::Video,
+                        source: TrackSource::Grid,
+                        muted: false,
+                    },
+                    publisher: GRID_SESSION,
+                },
+            );
         }
         let info = ParticipantInfo {
             identity: claims.identity.clone(),

@@ -14,6 +14,7 @@ fn rooms() -> Rooms {
         secret: SECRET.to_vec(),
         silence_timeout: Duration::from_secs(10),
         max_participants: 3,
+        grid_rooms: vec!["grid-hall".into()],
     })
 }
 
@@ -398,4 +399,32 @@ fn data_mute_and_speakers() {
     assert!(
         matches!(sent_to(&e, 3)[..], [ServerMessage::ActiveSpeaker { speakers }] if speakers.len() == 1 && speakers[0].identity == "a")
     );
+}
+
+#[test]
+fn grid_rooms_carry_the_composited_track() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    r.open(1, None, t0);
+    let join = ClientMessage::Join {
+        protocol: PROTOCOL_VERSION,
+        token: token("grid-hall", "tv", Role::Viewer),
+        auto_subscribe: true,
+    };
+    r.message(1, join, t0, UNIX);
+    let e = r.drain_effects();
+    match &sent_to(&e, 1)[..] {
+        [
+            ServerMessage::Joined { tracks, .. },
+            ServerMessage::Renegotiate { audio: 0, video: 1 },
+        ] => {
+            assert_eq!(tracks[0].id, GRID_TRACK);
+            assert_eq!(tracks[0].source, TrackSource::Grid);
+        }
+        other => panic!("{other:?}"),
+    }
+    r.slots_added(1, vec![(TrackKind::Video, "0".into())]);
+    assert_eq!(r.slot_track(1, 0), Some(GRID_TRACK));
+    assert_eq!(r.publisher_of("grid-hall", GRID_TRACK), Some(GRID_SESSION));
+    assert!(r.is_grid_room("grid-hall") && !r.is_grid_room("hall"));
 }

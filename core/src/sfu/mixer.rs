@@ -1,0 +1,227 @@
+//! The composited grid of a room (MCU mode): decodes the room's video, lays it out with
+//! [`grid::layout`](crate::grid::layout), composes one canvas, encodes it as H.264 and hands
+//! out RTP payloads that the engine forwards like any published track. A senior-center TV or
+//! a simple C application then decodes one stream instead of twenty-four.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::forward::InHeader;
+use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::codec::{CodecError, H264Config, H264Decoder, H264Encoder};
+use crate::grid::compose::{Compositor, Fit, Quality};
+use crate::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+use crate::room::assemble::{Assembled, FrameAssembler};
+use crate::transport::{MAX_RTP_PAYLOAD, packetize_h264};
+
+/// Settings of a room's composited grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GridConfig {
+    /// Canvas width.
+    pub width: u32,
+    /// Canvas height.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// H.264 bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 15,
+            bitrate_kbps: 1500,
+        }
+    }
+}
+
+struct Input {
+    identity: String,
+    assembler: FrameAssembler,
+    decoder: H264Decoder,
+}
+
+/// One room's grid.
+pub(crate) struct Mixer {
+    config: GridConfig,
+    compositor: Compositor,
+    encoder: H264Encoder,
+    inputs: HashMap<String, Input>,
+    ssrc: u32,
+    seq: u16,
+    start: Instant,
+}
+
+impl Mixer {
+    pub fn new(config: GridConfig, ssrc: u32, now: Instant) -> Result<Self, CodecError> {
+        let mut compositor = Compositor::new(config.width, config.height, Fit::Fit)?;
+        // Dozens of tiles must compose well within a frame interval on the engine thread.
+        compositor.set_quality(Quality::Fast);
+        let encoder = H264Encoder::new(
+            H264Config::new(config.width, config.height)
+                .bitrate_kbps(config.bitrate_kbps)
+                .max_fps(config.fps.max(1) as f32)
+                .keyframe_interval(config.fps.max(1) * 2),
+        )?;
+        Ok(Self {
+            config,
+            compositor,
+            encoder,
+            inputs: HashMap::new(),
+            ssrc,
+            seq: 0,
+            start: now,
+        })
+    }
+
+    /// One RTP packet of a participant's video: reassembled, decoded, held for the canvas.
+    pub fn input(&mut self, track: &str, identity: &str, header: &InHeader, payload: &Bytes) {
+        let input = match self.inputs.get_mut(track) {
+            Some(i) => i,
+            None => {
+                let Ok(decoder) = H264Decoder::new() else {
+                    return;
+                };
+                self.inputs.entry(track.to_owned()).or_insert(Input {
+                    identity: identity.to_owned(),
+                    assembler: FrameAssembler::new(),
+                    decoder,
+                })
+            }
+        };
+        for item in input
+            .assembler
+            .push(header.seq, header.timestamp, header.marker, payload)
+        {
+            if let Assembled::Frame { data, .. } = item
+                && let Ok(Some(frame)) = input.decoder.decode(&data)
+            {
+                self.compositor.update(&input.identity, frame);
+            }
+        }
+    }
+
+    /// Whether a participant's decoder waits for a keyframe (the engine then asks for one).
+    pub fn needs_keyframe(&self, track: &str) -> bool {
+        self.inputs
+            .get(track)
+            .is_none_or(|i| i.decoder.keyframe_needed())
+    }
+
+    /// Forgets tracks that ended.
+    pub fn retain_tracks(&mut self, alive: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self.inputs.keys().filter(|t| !alive(t)).cloned().collect();
+        for t in gone {
+            if let Some(input) = self.inputs.remove(&t) {
+                self.compositor.remove(&input.identity);
+            }
+        }
+    }
+
+    /// A subscriber lost the picture: the next grid frame is an IDR.
+    pub fn request_keyframe(&mut self) {
+        self.encoder.request_keyframe();
+    }
+
+    /// Composes `people`, encodes, and returns the RTP packets of one grid frame.
+    pub fn produce(&mut self, people: &[Person], now: Instant) -> Vec<(InHeader, Bytes)> {
+        let layout = Layout::compute(&LayoutInput::new(
+            people,
+            Viewport::new(self.config.width, self.config.height),
+            Mode::Gallery,
+        ));
+        let elapsed_us = now.saturating_duration_since(self.start).as_micros() as i64;
+        let canvas = self
+            .compositor
+            .compose(&layout, people, &HashMap::new(), elapsed_us);
+        let Ok(Some(unit)) = self.encoder.encode(canvas) else {
+            return Vec::new();
+        };
+        let timestamp = (elapsed_us * 9 / 100) as u32; // 90 kHz
+        let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
+        let n = payloads.len();
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let header = InHeader {
+                    ssrc: self.ssrc,
+                    seq: self.seq,
+                    timestamp,
+                    marker: i == n - 1,
+                    keyframe_start: rtp_payload_starts_keyframe(&payload),
+                };
+                self.seq = self.seq.wrapping_add(1);
+                (header, payload)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::H264Encoder;
+    use crate::media::{TestPattern, read_stamp};
+
+    #[test]
+    fn a_participant_goes_in_and_the_grid_comes_out() {
+        let t0 = Instant::now();
+        let config = GridConfig {
+            width: 640,
+            height: 360,
+            fps: 15,
+            bitrate_kbps: 1500,
+        };
+        let mut mixer = Mixer::new(config, 77, t0).unwrap();
+        // One participant's stream, packetised as a publisher would.
+        let pattern = TestPattern::new(640, 360).unwrap();
+        let mut enc = H264Encoder::new(H264Config::new(640, 360)).unwrap();
+        let mut seq = 0u16;
+        for i in 0..5u32 {
+            let unit = enc.encode(&pattern.frame(i, 0)).unwrap().unwrap();
+            let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
+            let n = payloads.len();
+            for (k, p) in payloads.iter().enumerate() {
+                let h = InHeader {
+                    ssrc: 5,
+                    seq,
+                    timestamp: i * 3000,
+                    marker: k == n - 1,
+                    keyframe_start: false,
+                };
+                mixer.input("alice/camera", "alice", &h, p);
+                seq += 1;
+            }
+        }
+        assert!(!mixer.needs_keyframe("alice/camera"));
+        let people = vec![Person::new("alice")];
+        let packets = mixer.produce(&people, t0 + std::time::Duration::from_millis(66));
+        assert!(!packets.is_empty());
+        assert!(
+            packets[0].0.keyframe_start,
+            "the first grid frame is an IDR"
+        );
+        assert!(packets.last().unwrap().0.marker);
+        // Decode the grid and find alice's picture (her stamp) in it.
+        let mut assembler = FrameAssembler::new();
+        let mut decoder = H264Decoder::new().unwrap();
+        let mut frame = None;
+        for (h, p) in &packets {
+            for item in assembler.push(h.seq, h.timestamp, h.marker, p) {
+                if let Assembled::Frame { data, .. } = item {
+                    frame = decoder.decode(&data).unwrap();
+                }
+            }
+        }
+        let frame = frame.expect("a decodable grid frame");
+        assert_eq!((frame.width(), frame.height()), (640, 360));
+        // A single 16:9 participant fills the 16:9 canvas (minus rounding), stamp included.
+        assert_eq!(read_stamp(&frame).map(|s| s.seq), Some(4));
+    }
+}
