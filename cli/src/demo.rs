@@ -37,7 +37,7 @@ pub struct Args {
     /// Write what participant 1 last received from participant 2 (.png or .y4m).
     #[arg(long, value_name = "FILE")]
     snapshot: Option<PathBuf>,
-    /// Write the grid participant 1 sees (everyone else, composed live) as Y4M.
+    /// Write the grid participant 1 sees (everyone, composed live, itself as self view) as Y4M.
     #[arg(long, value_name = "FILE.y4m")]
     grid: Option<PathBuf>,
     /// Size of the --grid canvas.

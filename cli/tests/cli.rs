@@ -253,8 +253,8 @@ fn demo_writes_the_grid_a_participant_sees() {
         frames.push(f);
     }
     assert!(frames.len() > 30, "{} grid frames", frames.len());
-    // p1 sees p2 and p3 side by side; both tiles carry live, readable stamps.
-    let people = vec![Person::new("p2"), Person::new("p3")];
+    // p1 sees itself, p2 and p3; every tile carries a live, readable stamp.
+    let people = vec![Person::new("p1"), Person::new("p2"), Person::new("p3")];
     let layout = Layout::compute(&LayoutInput::new(
         &people,
         Viewport::new(640, 360),

@@ -59,7 +59,8 @@ impl Default for ConferenceConfig {
 }
 
 /// Where the first participant's composed view of the room goes: a `width`×`height` gallery
-/// of everyone else, composed at the frame rate while measuring. Frames are dropped, not
+/// of everyone (the others as received and decoded, itself as a self view), composed at the
+/// frame rate while measuring. Frames are dropped, not
 /// queued without bound, when the receiver falls behind.
 #[derive(Debug)]
 pub struct GridSink {
@@ -273,7 +274,8 @@ async fn participant(
             }
             _ = video_tick.tick(), if current != Phase::Draining => {
                 if let (Some(c), Some(g), Phase::Measuring) = (compositor.as_mut(), grid.as_ref(), current) {
-                    let mut ids: Vec<&String> = received.last_frame.keys().collect();
+                    // Everyone this participant receives, plus its own camera (self view).
+                    let mut ids: Vec<&String> = received.last_frame.keys().chain(std::iter::once(&me)).collect();
                     // Natural order: p2 before p10.
                     ids.sort_by_key(|id| (id.len(), id.to_string()));
                     let people: Vec<Person> = ids.iter().map(|id| Person::new(id)).collect();
@@ -282,6 +284,9 @@ async fn participant(
                     let _ = g.frames.try_send(canvas.clone());
                 }
                 let frame = pattern.next_frame(micros(clock));
+                if let Some(c) = compositor.as_mut() {
+                    c.update(&me, frame.clone());
+                }
                 if room.publish_video(&frame).await.is_ok() {
                     counters.video_sent.store(pattern.next_seq(), Ordering::Relaxed);
                 }
