@@ -23,7 +23,7 @@ as_root() {
 
 # command → Debian package
 declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [ffmpeg]=ffmpeg [pkg-config]=pkg-config [cc]=build-essential
-                     [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs [npm]=npm)
+                     [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs [npm]=npm [valgrind]=valgrind)
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")

@@ -1,0 +1,229 @@
+//! The C ABI seen from C: `madang.h` compiled by the system C compiler with warnings as
+//! errors, the example linked against the static and the shared library and run, and the
+//! header checked against the exported symbols and result codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use madang_ffi::madang_result;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Directory holding freshly built `libmadang_ffi.{a,so}`: `cargo test` builds only the rlib
+/// for integration tests, so this builds the C libraries once, into the same target dir.
+fn lib_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let target = profile.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "madang-ffi",
+                "--lib",
+                "--target-dir",
+            ])
+            .arg(target)
+            .current_dir(workspace());
+            if profile.file_name().is_some_and(|p| p == "release") {
+                cmd.arg("--release");
+            }
+            assert!(
+                cmd.status().unwrap().success(),
+                "building libmadang_ffi failed"
+            );
+            for lib in ["libmadang_ffi.a", "libmadang_ffi.so"] {
+                assert!(
+                    profile.join(lib).exists(),
+                    "{lib} not in {}",
+                    profile.display()
+                );
+            }
+            profile
+        })
+        .clone()
+}
+
+fn header() -> String {
+    std::fs::read_to_string(workspace().join("ffi/include/madang.h")).unwrap()
+}
+
+fn cc() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+fn compile(out: &Path, link: &[&str]) {
+    let root = workspace();
+    let status = Command::new(cc())
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+        .arg(root.join("ffi/include"))
+        .arg(root.join("examples/c/embed_server.c"))
+        .args(link)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("a C compiler (cc) is needed; scripts/setup.sh installs build-essential");
+    assert!(status.success(), "C compile/link failed: {link:?}");
+}
+
+fn run_example(exe: &Path, env: &[(&str, &Path)]) {
+    let mut cmd = Command::new(exe);
+    cmd.arg("senior-centers");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "example failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("madang {}", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+    assert!(stdout.contains("signal ws://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("token "), "{stdout}");
+    assert!(stdout.contains("participants 0"), "{stdout}");
+    assert!(stdout.contains("stopped cleanly"), "{stdout}");
+}
+
+#[test]
+fn example_links_statically_and_runs() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_static");
+    let lib = dir.join("libmadang_ffi.a");
+    compile(
+        &exe,
+        &[
+            lib.to_str().unwrap(),
+            "-lstdc++",
+            "-lpthread",
+            "-ldl",
+            "-lm",
+        ],
+    );
+    run_example(&exe, &[]);
+}
+
+#[test]
+fn example_links_dynamically_and_runs() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_shared");
+    let l = format!("-L{}", dir.display());
+    compile(&exe, &[&l, "-lmadang_ffi"]);
+    run_example(&exe, &[("LD_LIBRARY_PATH", &dir)]);
+}
+
+/// Every exported function is declared in the header and every declaration is exported.
+#[test]
+fn header_matches_exported_functions() {
+    let src = std::fs::read_to_string(workspace().join("ffi/src/lib.rs")).unwrap();
+    let mut exported: Vec<String> = src
+        .split("#[unsafe(no_mangle)]")
+        .skip(1)
+        .map(|rest| {
+            let after = &rest[rest.find("fn ").unwrap() + 3..];
+            after[..after.find('(').unwrap()].to_owned()
+        })
+        .collect();
+    let header = header();
+    let mut declared: Vec<String> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
+        .filter_map(|l| {
+            let open = l.find('(')?;
+            let name = l[..open].rsplit([' ', '*']).next()?;
+            name.starts_with("madang_").then(|| name.to_owned())
+        })
+        .collect();
+    exported.sort();
+    declared.sort();
+    assert!(!exported.is_empty());
+    assert_eq!(
+        exported, declared,
+        "madang.h is out of step with ffi/src/lib.rs"
+    );
+}
+
+/// The header's result numbers are the library's.
+#[test]
+fn header_result_codes_match() {
+    use madang_result::*;
+    let header = header();
+    for (name, code) in [
+        ("MADANG_RESULT_OK", MADANG_RESULT_OK),
+        ("MADANG_RESULT_NULL_ARGUMENT", MADANG_RESULT_NULL_ARGUMENT),
+        ("MADANG_RESULT_INVALID_UTF8", MADANG_RESULT_INVALID_UTF8),
+        (
+            "MADANG_RESULT_BUFFER_TOO_SMALL",
+            MADANG_RESULT_BUFFER_TOO_SMALL,
+        ),
+        (
+            "MADANG_RESULT_INVALID_ADDRESS",
+            MADANG_RESULT_INVALID_ADDRESS,
+        ),
+        (
+            "MADANG_RESULT_INVALID_ARGUMENT",
+            MADANG_RESULT_INVALID_ARGUMENT,
+        ),
+        ("MADANG_RESULT_IO", MADANG_RESULT_IO),
+        ("MADANG_RESULT_ADDRESS_IN_USE", MADANG_RESULT_ADDRESS_IN_USE),
+        ("MADANG_RESULT_PANIC", MADANG_RESULT_PANIC),
+    ] {
+        let needle = format!("{name} = {}", code as u32);
+        assert!(header.contains(&needle), "madang.h lacks `{needle}`");
+    }
+    let declared = header
+        .lines()
+        .filter(|l| l.trim_start().starts_with("MADANG_RESULT_"))
+        .count();
+    assert_eq!(
+        declared, 9,
+        "madang.h declares a code the library does not have"
+    );
+}
+
+/// The example under valgrind: no invalid reads or writes, nothing definitely leaked, across
+/// start, token minting and shutdown of the server's threads.
+#[test]
+fn example_is_clean_under_valgrind() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_valgrind");
+    let lib = dir.join("libmadang_ffi.a");
+    compile(
+        &exe,
+        &[
+            lib.to_str().unwrap(),
+            "-lstdc++",
+            "-lpthread",
+            "-ldl",
+            "-lm",
+        ],
+    );
+    let out = Command::new("valgrind")
+        .args([
+            "--error-exitcode=3",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+        ])
+        .arg(&exe)
+        .output()
+        .expect("valgrind is needed; scripts/setup.sh installs it");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "valgrind found errors:\n{stderr}");
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped cleanly"));
+}
