@@ -45,14 +45,14 @@ impl madang_result {
     }
 }
 
-/// Runs `f`, turning a panic into `MADANG_RESULT_PANIC` so it never unwinds into C.
-pub(crate) fn guard(f: impl FnOnce() -> madang_result) -> madang_result {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(madang_result::MADANG_RESULT_PANIC)
+/// Runs `f`; a panic returns `fallback` instead of unwinding into C.
+pub(crate) fn guard_with<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
-/// Runs `f`, swallowing a panic, for functions without a result (the `_free` family).
-pub(crate) fn guard_void(f: impl FnOnce()) {
-    let _ = catch_unwind(AssertUnwindSafe(f));
+/// Runs `f`, turning a panic into `MADANG_RESULT_PANIC`.
+pub(crate) fn guard(f: impl FnOnce() -> madang_result) -> madang_result {
+    guard_with(madang_result::MADANG_RESULT_PANIC, f)
 }
 
 /// Wraps an exported body returning `madang_result` in the panic boundary.
@@ -65,6 +65,6 @@ macro_rules! ffi_boundary {
 /// Wraps an exported body returning nothing in the panic boundary.
 macro_rules! ffi_boundary_void {
     ($body:block) => {
-        $crate::boundary::guard_void(|| $body)
+        $crate::boundary::guard_with((), || $body)
     };
 }

@@ -26,13 +26,14 @@ static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// The library version as a NUL-terminated string with static lifetime; never NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn madang_version() -> *const c_char {
-    VERSION.as_ptr().cast()
+    boundary::guard_with(VERSION.as_ptr().cast(), || VERSION.as_ptr().cast())
 }
 
 /// A human-readable, NUL-terminated, static description of a result code; never NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn madang_result_message(result: madang_result) -> *const c_char {
-    result.message().as_ptr().cast()
+    let panic_message = madang_result::MADANG_RESULT_PANIC.message().as_ptr().cast();
+    boundary::guard_with(panic_message, || result.message().as_ptr().cast())
 }
 
 /// Reads a C string argument: NULL and invalid UTF-8 are errors.

@@ -142,7 +142,11 @@ fn header_matches_exported_functions() {
     let header = header();
     let mut declared: Vec<String> = header
         .lines()
-        .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
+        .filter(|l| {
+            !["*", "/*", "//"]
+                .iter()
+                .any(|c| l.trim_start().starts_with(c))
+        })
         .filter_map(|l| {
             let open = l.find('(')?;
             let name = l[..open].rsplit([' ', '*']).next()?;
@@ -156,6 +160,32 @@ fn header_matches_exported_functions() {
         exported, declared,
         "madang.h is out of step with ffi/src/lib.rs"
     );
+}
+
+/// Every exported function runs its body inside the panic boundary and is documented with a
+/// `# Safety` section when it takes pointers.
+#[test]
+fn every_export_runs_inside_the_panic_boundary() {
+    let src = std::fs::read_to_string(workspace().join("ffi/src/lib.rs")).unwrap();
+    let exports: Vec<&str> = src.split("#[unsafe(no_mangle)]").skip(1).collect();
+    assert!(exports.len() >= 10, "found only {} exports", exports.len());
+    for export in exports {
+        // The function runs from its signature to the next item.
+        let end = export.find("\n}\n").expect("function end");
+        let body = &export[..end];
+        let name = &body[body.find("fn ").unwrap() + 3..body.find('(').unwrap()];
+        assert!(
+            body.contains("ffi_boundary") || body.contains("boundary::guard_with"),
+            "{name} does not run inside the panic boundary"
+        );
+        if body.contains("unsafe extern") {
+            let docs = src[..src.find(body).unwrap()]
+                .rsplit("\n\n")
+                .next()
+                .unwrap();
+            assert!(docs.contains("# Safety"), "{name} lacks a # Safety section");
+        }
+    }
 }
 
 /// The header's result numbers are the library's.
@@ -226,4 +256,62 @@ fn example_is_clean_under_valgrind() {
     assert!(out.status.success(), "valgrind found errors:\n{stderr}");
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("stopped cleanly"));
+}
+
+/// The example built with AddressSanitizer (and its leak checker): no errors, no leaks.
+#[test]
+fn example_is_clean_under_address_sanitizer() {
+    let dir = lib_dir();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_asan");
+    let lib = dir.join("libmadang_ffi.a");
+    compile(
+        &exe,
+        &[
+            "-fsanitize=address",
+            "-fno-omit-frame-pointer",
+            "-g",
+            lib.to_str().unwrap(),
+            "-lstdc++",
+            "-lpthread",
+            "-ldl",
+            "-lm",
+        ],
+    );
+    let out = Command::new(&exe)
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "AddressSanitizer found errors:\n{stderr}"
+    );
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped cleanly"));
+}
+
+/// The README's "Use from C" example compiles as printed and runs.
+#[test]
+fn readme_example_compiles_and_runs() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let start = readme.find("```c\n").expect("README has a C example") + 5;
+    let code = &readme[start..start + readme[start..].find("```").unwrap()];
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let source = tmp.join("readme_example.c");
+    std::fs::write(&source, code).unwrap();
+    let exe = tmp.join("readme_example");
+    let lib = lib_dir().join("libmadang_ffi.a");
+    let status = Command::new(cc())
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(workspace().join("ffi/include"))
+        .arg(&source)
+        .arg(&lib)
+        .args(["-lstdc++", "-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the README's C example does not compile");
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ws://127.0.0.1:"));
 }
