@@ -63,18 +63,60 @@ fn cc() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".into())
 }
 
-fn compile(out: &Path, link: &[&str]) {
-    let root = workspace();
-    let status = Command::new(cc())
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
-        .arg(root.join("ffi/include"))
-        .arg(root.join("examples/c/embed_server.c"))
-        .args(link)
+/// How a C program is linked against madang.
+#[derive(Clone, Copy)]
+enum Link {
+    /// `libmadang_ffi.a` plus the system libraries it needs (openh264 is C++).
+    Static,
+    /// `-lmadang_ffi` from the build directory; run with `LD_LIBRARY_PATH` set to it.
+    Shared,
+}
+
+/// Compiles `source` with warnings as errors and `flags`, linked to madang, into `out`.
+fn compile(source: &Path, out: &Path, flags: &[&str], link: Link) {
+    let dir = lib_dir();
+    let mut cmd = Command::new(cc());
+    cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+        .arg(workspace().join("ffi/include"))
+        .args(flags)
+        .arg(source);
+    match link {
+        Link::Static => {
+            cmd.arg(dir.join("libmadang_ffi.a"))
+                .args(["-lstdc++", "-lpthread", "-ldl", "-lm"])
+        }
+        Link::Shared => cmd.arg(format!("-L{}", dir.display())).arg("-lmadang_ffi"),
+    };
+    let status = cmd
         .arg("-o")
         .arg(out)
         .status()
         .expect("a C compiler (cc) is needed; scripts/setup.sh installs build-essential");
-    assert!(status.success(), "C compile/link failed: {link:?}");
+    assert!(
+        status.success(),
+        "C compile/link of {} failed",
+        source.display()
+    );
+}
+
+fn embed_server_c() -> PathBuf {
+    workspace().join("examples/c/embed_server.c")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// `embed_server.c` linked statically, built once for the tests that run it.
+fn static_example() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = tmp("embed_server_static");
+            compile(&embed_server_c(), &exe, &[], Link::Static);
+            exe
+        })
+        .clone()
 }
 
 fn run_example(exe: &Path, env: &[(&str, &Path)]) {
@@ -102,29 +144,14 @@ fn run_example(exe: &Path, env: &[(&str, &Path)]) {
 
 #[test]
 fn example_links_statically_and_runs() {
-    let dir = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_static");
-    let lib = dir.join("libmadang_ffi.a");
-    compile(
-        &exe,
-        &[
-            lib.to_str().unwrap(),
-            "-lstdc++",
-            "-lpthread",
-            "-ldl",
-            "-lm",
-        ],
-    );
-    run_example(&exe, &[]);
+    run_example(&static_example(), &[]);
 }
 
 #[test]
 fn example_links_dynamically_and_runs() {
-    let dir = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_shared");
-    let l = format!("-L{}", dir.display());
-    compile(&exe, &[&l, "-lmadang_ffi"]);
-    run_example(&exe, &[("LD_LIBRARY_PATH", &dir)]);
+    let exe = tmp("embed_server_shared");
+    compile(&embed_server_c(), &exe, &[], Link::Shared);
+    run_example(&exe, &[("LD_LIBRARY_PATH", &lib_dir())]);
 }
 
 /// Every exported function is declared in the header and every declaration is exported.
@@ -230,19 +257,7 @@ fn header_result_codes_match() {
 /// start, token minting and shutdown of the server's threads.
 #[test]
 fn example_is_clean_under_valgrind() {
-    let dir = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_valgrind");
-    let lib = dir.join("libmadang_ffi.a");
-    compile(
-        &exe,
-        &[
-            lib.to_str().unwrap(),
-            "-lstdc++",
-            "-lpthread",
-            "-ldl",
-            "-lm",
-        ],
-    );
+    let exe = static_example();
     let out = Command::new("valgrind")
         .args([
             "--error-exitcode=3",
@@ -261,22 +276,9 @@ fn example_is_clean_under_valgrind() {
 /// The example built with AddressSanitizer (and its leak checker): no errors, no leaks.
 #[test]
 fn example_is_clean_under_address_sanitizer() {
-    let dir = lib_dir();
-    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("embed_server_asan");
-    let lib = dir.join("libmadang_ffi.a");
-    compile(
-        &exe,
-        &[
-            "-fsanitize=address",
-            "-fno-omit-frame-pointer",
-            "-g",
-            lib.to_str().unwrap(),
-            "-lstdc++",
-            "-lpthread",
-            "-ldl",
-            "-lm",
-        ],
-    );
+    let exe = tmp("embed_server_asan");
+    let asan = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"];
+    compile(&embed_server_c(), &exe, &asan, Link::Static);
     let out = Command::new(&exe)
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3")
         .output()
@@ -296,21 +298,10 @@ fn readme_example_compiles_and_runs() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     let start = readme.find("```c\n").expect("README has a C example") + 5;
     let code = &readme[start..start + readme[start..].find("```").unwrap()];
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let source = tmp.join("readme_example.c");
+    let source = tmp("readme_example.c");
     std::fs::write(&source, code).unwrap();
-    let exe = tmp.join("readme_example");
-    let lib = lib_dir().join("libmadang_ffi.a");
-    let status = Command::new(cc())
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(workspace().join("ffi/include"))
-        .arg(&source)
-        .arg(&lib)
-        .args(["-lstdc++", "-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the README's C example does not compile");
+    let exe = tmp("readme_example");
+    compile(&source, &exe, &[], Link::Static);
     let out = Command::new(&exe).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ws://127.0.0.1:"));
