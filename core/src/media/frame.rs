@@ -52,20 +52,8 @@ pub fn check_dimensions(width: u32, height: u32) -> Result<(), MediaError> {
 impl VideoFrame {
     /// A black frame (Y = 16, U = V = 128) with tight strides.
     pub fn black(width: u32, height: u32) -> Result<Self, MediaError> {
-        check_dimensions(width, height)?;
-        let (w, h) = (width as usize, height as usize);
-        let strides = [w, w / 2, w / 2];
-        let offsets = [0, w * h, w * h + (w / 2) * (h / 2)];
-        let mut data = vec![128u8; w * h * 3 / 2];
-        data[..w * h].fill(16);
-        Ok(Self {
-            width,
-            height,
-            strides,
-            offsets,
-            data,
-            pts_us: 0,
-        })
+        let w = width as usize;
+        Self::black_with_strides(width, height, [w, w / 2, w / 2])
     }
 
     /// A black frame whose planes have the given strides (at least each plane's width), for
