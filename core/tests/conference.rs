@@ -272,6 +272,7 @@ impl RawClient {
             protocol: PROTOCOL_VERSION,
             token,
             auto_subscribe: false,
+            name: None,
         })
         .await;
     }
@@ -642,6 +643,7 @@ async fn a_grid_room_sends_one_composited_stream_to_a_viewer() {
     // A TV that can decode one stream: a viewer that receives only the grid.
     let options = RoomOptions {
         auto_subscribe: false,
+        name: None,
         ..RoomOptions::default()
     };
     let mut tv = Room::connect(

@@ -89,6 +89,12 @@ impl Compositor {
         })
     }
 
+    /// Changes the canvas size (even, 16..=8192), keeping the held pictures.
+    pub fn resize(&mut self, width: u32, height: u32) -> Result<(), MediaError> {
+        self.canvas = VideoFrame::black(width, height)?;
+        Ok(())
+    }
+
     /// Sets the scaling quality.
     pub fn set_quality(&mut self, quality: Quality) {
         self.quality = quality;

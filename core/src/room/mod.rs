@@ -19,6 +19,7 @@
 
 pub mod assemble;
 mod connection;
+mod grid;
 mod receive;
 pub mod synthetic;
 
@@ -43,6 +44,7 @@ use crate::signal::{
 };
 use connection::{Connection, SendTrack};
 
+pub use grid::GridView;
 pub use receive::TrackStats;
 
 /// Interval of keep-alive pings on the signal connection.
@@ -83,6 +85,8 @@ pub struct RoomOptions {
     pub audio: bool,
     /// Receive every track in the room as it appears.
     pub auto_subscribe: bool,
+    /// Display name shown to the others instead of the token's (1 to 64 characters).
+    pub name: Option<String>,
     /// Decode received video into [`RoomEvent::VideoFrame`]s. When off, packets are only
     /// counted in [`Room::receive_stats`] (load testing).
     pub decode_video: bool,
@@ -102,6 +106,7 @@ impl Default for RoomOptions {
             video: None,
             audio: false,
             auto_subscribe: true,
+            name: None,
             decode_video: true,
             decode_audio: true,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -282,6 +287,7 @@ impl Room {
             protocol: PROTOCOL_VERSION,
             token: token.to_owned(),
             auto_subscribe: options.auto_subscribe,
+            name: options.name.clone(),
         };
         sink.send(Message::Text(encode(&join).into()))
             .await

@@ -117,6 +117,13 @@ pub fn source_name(source: TrackSource) -> &'static str {
     }
 }
 
+/// Whether a display name chosen at join is acceptable: 1 to 64 characters, none of them
+/// control characters, not only spaces.
+pub fn valid_display_name(name: &str) -> bool {
+    let count = name.chars().count();
+    (1..=64).contains(&count) && !name.chars().any(char::is_control) && !name.trim().is_empty()
+}
+
 /// All rooms of one server.
 #[derive(Debug)]
 pub struct Rooms {
@@ -244,6 +251,7 @@ impl Rooms {
                 protocol,
                 token,
                 auto_subscribe,
+                name,
             } => {
                 if joined {
                     self.fail(id, ErrorCode::AlreadyJoined, "already joined");
@@ -253,9 +261,19 @@ impl Rooms {
                     );
                     self.fail(id, ErrorCode::UnsupportedVersion, &reason);
                 } else {
-                    match verify(&self.config.secret, &token, unix_now) {
-                        Ok(claims) => self.join(id, claims, auto_subscribe),
-                        Err(e) => self.fail(id, e.code(), &e.to_string()),
+                    match (verify(&self.config.secret, &token, unix_now), name) {
+                        (Ok(_), Some(name)) if !valid_display_name(&name) => self.fail(
+                            id,
+                            ErrorCode::BadMessage,
+                            "a display name is 1 to 64 characters without control characters",
+                        ),
+                        (Ok(mut claims), name) => {
+                            if let Some(name) = name {
+                                claims.name = name;
+                            }
+                            self.join(id, claims, auto_subscribe)
+                        }
+                        (Err(e), _) => self.fail(id, e.code(), &e.to_string()),
                     }
                 }
                 None

@@ -272,6 +272,10 @@ pub enum ClientMessage {
         /// Subscribe to every track in the room as it appears (default true).
         #[serde(default = "default_true")]
         auto_subscribe: bool,
+        /// Display name to show instead of the token's (1 to 64 characters, no control
+        /// characters); the token still decides identity, room and role.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// An SDP offer. On the publisher connection: one send-only m-line per published track,
     /// listed in `publish`. On the subscriber connection: receive-only m-lines (slots) for

@@ -6,6 +6,7 @@ fn all_client_messages() -> Vec<ClientMessage> {
             protocol: PROTOCOL_VERSION,
             token: "t".into(),
             auto_subscribe: false,
+            name: None,
         },
         ClientMessage::Offer {
             pc: PeerRole::Publisher,
@@ -135,7 +136,8 @@ fn wire_format_is_stable() {
         encode(&ClientMessage::Join {
             protocol: 1,
             token: "abc".into(),
-            auto_subscribe: true
+            auto_subscribe: true,
+            name: None
         }),
         r#"{"type":"join","protocol":1,"token":"abc","auto_subscribe":true}"#
     );
@@ -160,7 +162,8 @@ fn wire_format_is_stable() {
         ClientMessage::Join {
             protocol: 1,
             token: "abc".into(),
-            auto_subscribe: true
+            auto_subscribe: true,
+            name: None
         }
     );
 }

@@ -32,6 +32,7 @@ fn join(r: &mut Rooms, id: SessionId, identity: &str, role: Role, now: Instant) 
         protocol: PROTOCOL_VERSION,
         token: token("hall", identity, role),
         auto_subscribe: true,
+        name: None,
     };
     assert_eq!(r.message(id, join, now, UNIX), None);
 }
@@ -188,6 +189,7 @@ fn refusals_close_only_that_session() {
                 protocol: 9,
                 token: token("hall", "x", Role::Speaker),
                 auto_subscribe: true,
+                name: None,
             },
             ErrorCode::UnsupportedVersion,
         ),
@@ -200,6 +202,7 @@ fn refusals_close_only_that_session() {
                 )
                 .unwrap(),
                 auto_subscribe: true,
+                name: None,
             },
             ErrorCode::InvalidToken,
         ),
@@ -212,8 +215,18 @@ fn refusals_close_only_that_session() {
                 )
                 .unwrap(),
                 auto_subscribe: true,
+                name: None,
             },
             ErrorCode::TokenExpired,
+        ),
+        (
+            ClientMessage::Join {
+                protocol: 1,
+                token: token("hall", "x", Role::Speaker),
+                auto_subscribe: true,
+                name: Some("line\nbreak".into()),
+            },
+            ErrorCode::BadMessage,
         ),
     ];
     for (i, (message, code)) in cases.into_iter().enumerate() {
@@ -236,6 +249,7 @@ fn refusals_close_only_that_session() {
             protocol: 1,
             token: token("hall", "y", Role::Speaker),
             auto_subscribe: true,
+            name: None,
         },
         t0,
         UNIX,
@@ -306,6 +320,7 @@ fn room_limit_and_replaced_identity() {
             protocol: 1,
             token: token("hall", "d", Role::Speaker),
             auto_subscribe: true,
+            name: None,
         },
         t0,
         UNIX,
@@ -410,6 +425,7 @@ fn grid_rooms_carry_the_composited_track() {
         protocol: PROTOCOL_VERSION,
         token: token("grid-hall", "tv", Role::Viewer),
         auto_subscribe: true,
+        name: None,
     };
     r.message(1, join, t0, UNIX);
     let e = r.drain_effects();
@@ -427,4 +443,31 @@ fn grid_rooms_carry_the_composited_track() {
     assert_eq!(r.slot_track(1, 0), Some(GRID_TRACK));
     assert_eq!(r.publisher_of("grid-hall", GRID_TRACK), Some(GRID_SESSION));
     assert!(r.is_grid_room("grid-hall") && !r.is_grid_room("hall"));
+}
+
+#[test]
+fn a_display_name_at_join_replaces_the_tokens() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "host", Role::Host, t0);
+    r.drain_effects();
+    r.open(2, None, t0);
+    let join = ClientMessage::Join {
+        protocol: PROTOCOL_VERSION,
+        token: token("hall", "center-017", Role::Speaker),
+        auto_subscribe: true,
+        name: Some("노인복지관 17".into()),
+    };
+    r.message(2, join, t0, UNIX);
+    let e = r.drain_effects();
+    let joined = sent_to(&e, 1);
+    assert!(
+        matches!(joined[..], [ServerMessage::ParticipantJoined { participant }]
+            if participant.identity == "center-017" && participant.name == "노인복지관 17"),
+        "{joined:?}"
+    );
+    assert!(!valid_display_name(""));
+    assert!(!valid_display_name("   "));
+    assert!(!valid_display_name(&"가".repeat(65)));
+    assert!(valid_display_name(&"가".repeat(64)));
 }
