@@ -20,8 +20,16 @@
 #ifndef MADANG_H
 #define MADANG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define MADANG_VERSION_MAJOR 0
+#define MADANG_VERSION_MINOR 1
+#define MADANG_VERSION_PATCH 0
+#define MADANG_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons. */
+#define MADANG_VERSION_NUMBER (0 * 10000 + 1 * 100 + 0)
 
 // Outcome of a madang C call. The numbers are stable across releases; new codes are only
 // ever added.
@@ -48,6 +56,28 @@ enum madang_result
   MADANG_RESULT_ADDRESS_IN_USE = 7,
   // madang hit an internal error (a Rust panic), caught at the boundary. A bug: please report.
   MADANG_RESULT_PANIC = 8,
+  // Nothing happened within the timeout (`madang_client_poll_event`).
+  MADANG_RESULT_TIMEOUT = 9,
+  // The session is over: the client left or was disconnected (after the
+  // `MADANG_EVENT_DISCONNECTED` event).
+  MADANG_RESULT_CLOSED = 10,
+  // The client is not connected yet (`madang_client_connect` first).
+  MADANG_RESULT_NOT_CONNECTED = 11,
+  // The client is already connected (or has been); create a new one to join again.
+  MADANG_RESULT_ALREADY_CONNECTED = 12,
+  // The server could not be reached or the signal connection broke while joining.
+  MADANG_RESULT_CONNECT_FAILED = 13,
+  // The server refused the join: invalid or expired token, wrong room, room full, bad name.
+  MADANG_RESULT_REFUSED = 14,
+  // A pushed frame is malformed: wrong size, odd dimensions, strides shorter than a row,
+  // an audio block that is not 10 or 20 ms of 48 kHz mono or stereo.
+  MADANG_RESULT_INVALID_FRAME = 15,
+  // Encoding or WebRTC transport failed.
+  MADANG_RESULT_MEDIA = 16,
+  // The client was not set up to publish that kind of media (see the config).
+  MADANG_RESULT_NOT_PUBLISHING = 17,
+  // Nothing is waiting (`madang_log_pop`).
+  MADANG_RESULT_EMPTY = 18,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -57,11 +87,188 @@ typedef uint32_t madang_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What `madang_client_poll_event` returned. The numbers are stable.
+enum madang_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // This client joined: `participant` and `name` are its own, `text` is the room.
+  MADANG_EVENT_JOINED = 1,
+  // Someone is in the room (also sent for everyone already there after `JOINED`):
+  // `participant`, `name`, `text` is the role ("host", "speaker", "viewer").
+  MADANG_EVENT_PARTICIPANT_JOINED = 2,
+  // Someone left: `participant`; `text` is why ("left", "connection_lost", "timeout", …).
+  MADANG_EVENT_PARTICIPANT_LEFT = 3,
+  // A decoded picture of `participant`'s `track`, in `video`.
+  MADANG_EVENT_VIDEO_FRAME = 4,
+  // Decoded audio of `participant`'s `track`, in `audio`.
+  MADANG_EVENT_AUDIO_FRAME = 5,
+  // An application message from `participant`: `topic` and `text` (the payload).
+  MADANG_EVENT_DATA = 6,
+  // The loudest participant now is `participant` at `level` (0.0–1.0); `participant` is
+  // empty when nobody speaks.
+  MADANG_EVENT_ACTIVE_SPEAKER = 7,
+  // Counters of this client, in `stats` (every stats interval).
+  MADANG_EVENT_STATS = 8,
+  // The server reported a problem: `text` is its stable code (e.g. "permission_denied"),
+  // `topic` the detail. The session goes on unless `DISCONNECTED` follows.
+  MADANG_EVENT_ERROR = 9,
+  // The session ended (the server went away or closed it). Later polls return
+  // `MADANG_RESULT_CLOSED`.
+  MADANG_EVENT_DISCONNECTED = 10,
+  // The composited room (grid receive mode), in `video`.
+  MADANG_EVENT_GRID_FRAME = 11,
+  // `participant` published `track`; `text` is "audio" or "video".
+  MADANG_EVENT_TRACK_PUBLISHED = 12,
+  // `track` ended.
+  MADANG_EVENT_TRACK_UNPUBLISHED = 13,
+  // `track` was muted (`muted` true) or unmuted.
+  MADANG_EVENT_TRACK_MUTED = 14,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum madang_event_kind madang_event_kind;
+#else
+typedef uint32_t madang_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// How much madang logs. The numbers are stable.
+enum madang_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Nothing (the default until `madang_log_set_level` is called).
+  MADANG_LOG_OFF = 0,
+  // Failures.
+  MADANG_LOG_ERROR = 1,
+  // Problems madang recovered from.
+  MADANG_LOG_WARN = 2,
+  // Joins, leaves, connection changes.
+  MADANG_LOG_INFO = 3,
+  // Detail for debugging.
+  MADANG_LOG_DEBUG = 4,
+  // Everything, per packet.
+  MADANG_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum madang_log_level madang_log_level;
+#else
+typedef uint32_t madang_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// A participant in a room.
+typedef struct madang_client madang_client;
+
+// How a client joins: server, token, what it publishes, how it receives.
+typedef struct madang_client_config madang_client_config;
+
 // An embedded room server with its own threads.
 typedef struct madang_server madang_server;
 
 // Settings for an embedded room server (loopback and development defaults).
 typedef struct madang_server_config madang_server_config;
+
+// An I420 picture: three planes with their strides (bytes per row).
+//
+// Pushed by C: the planes are read during the call only. Received in an event: the planes
+// belong to madang and stay valid until the next call on the same client.
+typedef struct {
+  // Width in pixels (even).
+  uint32_t width;
+  // Height in pixels (even).
+  uint32_t height;
+  // Luma plane: `stride_y * (height - 1) + width` bytes.
+  const uint8_t *y;
+  // Cb plane: `stride_u * (height / 2 - 1) + width / 2` bytes.
+  const uint8_t *u;
+  // Cr plane: `stride_v * (height / 2 - 1) + width / 2` bytes.
+  const uint8_t *v;
+  // Bytes per luma row, at least `width`.
+  uint32_t stride_y;
+  // Bytes per Cb row, at least `width / 2`.
+  uint32_t stride_u;
+  // Bytes per Cr row, at least `width / 2`.
+  uint32_t stride_v;
+  // Presentation time in microseconds.
+  int64_t pts_us;
+} madang_video_frame;
+
+// A block of 48 kHz 16-bit PCM, interleaved when stereo. In an event the samples belong to
+// madang and stay valid until the next call on the same client.
+typedef struct {
+  // `samples_per_channel * channels` samples.
+  const int16_t *samples;
+  // 480 (10 ms) or 960 (20 ms).
+  uint32_t samples_per_channel;
+  // 1 or 2.
+  uint32_t channels;
+  // Always 48000.
+  uint32_t sample_rate;
+  // Presentation time in microseconds.
+  int64_t pts_us;
+} madang_audio_frame;
+
+// Counters of one client.
+typedef struct {
+  // Pictures encoded and sent.
+  uint64_t video_frames_sent;
+  // Of those, keyframes.
+  uint64_t keyframes_sent;
+  // Encoded video bytes sent.
+  uint64_t video_bytes_sent;
+  // Audio blocks encoded and sent.
+  uint64_t audio_frames_sent;
+  // Round-trip time to the server in ms; negative while unknown.
+  double rtt_ms;
+  // Remote tracks received.
+  uint32_t tracks_received;
+  // RTP packets received over all tracks.
+  uint64_t packets_received;
+  // Packets missing by sequence number.
+  uint64_t packets_lost;
+  // Pictures and audio blocks decoded.
+  uint64_t frames_decoded;
+  // Pictures dropped for missing packets or decoder errors.
+  uint64_t frames_lost;
+  // Received bitrate over all tracks, kbit/s.
+  double receive_kbps;
+} madang_stats;
+
+// One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL
+// (empty when a field does not apply). Everything it points to belongs to madang and stays
+// valid until the next call on the same client.
+typedef struct {
+  // What happened; says which fields apply.
+  madang_event_kind kind;
+  // A participant's identity.
+  const char *participant;
+  // A display name.
+  const char *name;
+  // A track id ("identity/camera", "identity/microphone", …).
+  const char *track;
+  // Room name, role, leave reason, data payload or error code (see the kinds).
+  const char *text;
+  // Data topic, or an error's detail.
+  const char *topic;
+  // Active speaker's audio level, 0.0–1.0.
+  float level;
+  // Track muted.
+  bool muted;
+  // A picture (`VIDEO_FRAME`, `GRID_FRAME`).
+  madang_video_frame video;
+  // Audio (`AUDIO_FRAME`).
+  madang_audio_frame audio;
+  // Counters (`STATS`).
+  madang_stats stats;
+} madang_event;
+
+// Every code, in number order.
+#define madang_result_ALL { MADANG_RESULT_OK, MADANG_RESULT_NULL_ARGUMENT, MADANG_RESULT_INVALID_UTF8, MADANG_RESULT_BUFFER_TOO_SMALL, MADANG_RESULT_INVALID_ADDRESS, MADANG_RESULT_INVALID_ARGUMENT, MADANG_RESULT_IO, MADANG_RESULT_ADDRESS_IN_USE, MADANG_RESULT_PANIC, MADANG_RESULT_TIMEOUT, MADANG_RESULT_CLOSED, MADANG_RESULT_NOT_CONNECTED, MADANG_RESULT_ALREADY_CONNECTED, MADANG_RESULT_CONNECT_FAILED, MADANG_RESULT_REFUSED, MADANG_RESULT_INVALID_FRAME, MADANG_RESULT_MEDIA, MADANG_RESULT_NOT_PUBLISHING, MADANG_RESULT_EMPTY, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,8 +277,213 @@ extern "C" {
 // The library version as a NUL-terminated string with static lifetime; never NULL.
 const char *madang_version(void);
 
-// A human-readable, NUL-terminated, static description of a result code; never NULL.
-const char *madang_result_message(madang_result result);
+// A human-readable, NUL-terminated, static description of a result code (a
+// `madang_result`); never NULL, also for numbers that are not a code.
+const char *madang_result_message(uint32_t result);
+
+// Creates a client configuration for the server at `url` (e.g. "ws://127.0.0.1:8080/signal")
+// with a `token` from the server (or its token service). Defaults: no publishing, per-
+// participant frames, stats every second. Free it with `madang_client_config_free`.
+//
+// Errors: NULL arguments, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for a URL that
+// does not start with ws:// or wss:// or an empty token.
+//
+// # Safety
+// `url` and `token` must be NUL-terminated; `out_config` writable.
+madang_result madang_client_config_new(const char *url,
+                                       const char *token,
+                                       madang_client_config **out_config);
+
+// Sets the display name the others see instead of the token's (1 to 64 characters).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty or too long name.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`; `name` must be NUL-terminated.
+madang_result madang_client_config_set_name(madang_client_config *config, const char *name);
+
+// Publishes a camera track of `width`×`height` (even, 16..=8192) at `fps` (1..=60) and
+// `bitrate_kbps` H.264 (0 picks one for the size; else 50..=20000). Frames are then pushed
+// with `madang_client_push_video_frame`.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_video(madang_client_config *config,
+                                             uint32_t width,
+                                             uint32_t height,
+                                             uint32_t fps,
+                                             uint32_t bitrate_kbps);
+
+// Publishes a microphone track (`enabled` true) or not. Audio is pushed with
+// `madang_client_push_audio_frame` and sent as Opus.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_audio(madang_client_config *config, bool enabled);
+
+// Receives each participant's pictures as `MADANG_EVENT_VIDEO_FRAME` (the default).
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_receive_frames(madang_client_config *config);
+
+// Receives the room as one composited picture of `width`×`height` (even, 16..=8192) in
+// `mode` (a `madang_layout_mode`), as `MADANG_EVENT_GRID_FRAME` at `fps` (1..=60) instead of
+// per-participant pictures.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range or an unknown mode.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_receive_grid(madang_client_config *config,
+                                                uint32_t width,
+                                                uint32_t height,
+                                                uint32_t mode,
+                                                uint32_t fps);
+
+// Sets how often `MADANG_EVENT_STATS` comes, in ms (0 turns it off; default 1000).
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_stats_interval(madang_client_config *config,
+                                                      uint32_t interval_ms);
+
+// Frees a client configuration. NULL is a no-op.
+//
+// # Safety
+// `config` must be NULL or come from `madang_client_config_new`, and not be used afterwards.
+void madang_client_config_free(madang_client_config *config);
+
+// Creates a client from `config` (copied; the caller still frees it) with threads of its own
+// for the network. It does not connect yet. Free it with `madang_client_free`.
+//
+// Errors: NULL arguments; `MADANG_RESULT_IO` when threads cannot be started.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`; `out_client` writable.
+madang_result madang_client_new(const madang_client_config *config, madang_client **out_client);
+
+// Connects to the server, joins the room and sets up publishing; blocks until the server
+// accepted the join (at most 10 s). Then `MADANG_EVENT_JOINED` is the first event, followed
+// by `PARTICIPANT_JOINED` and `TRACK_PUBLISHED` for whoever is already there.
+//
+// Errors: `MADANG_RESULT_CONNECT_FAILED` (server unreachable), `MADANG_RESULT_REFUSED` (bad
+// token, wrong room, room full, bad name), `MADANG_RESULT_TIMEOUT` (no answer),
+// `MADANG_RESULT_MEDIA` (WebRTC or encoder setup), `MADANG_RESULT_ALREADY_CONNECTED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`.
+madang_result madang_client_connect(madang_client *client);
+
+// Encodes and sends one picture on the camera track. The planes are copied during the call.
+// Pictures should come at the configured frame rate; `pts_us` should increase.
+//
+// Errors: NULL (frame or a plane); `MADANG_RESULT_INVALID_FRAME` when the size differs from
+// the configured one, dimensions are odd, or a stride is shorter than its plane's row;
+// `MADANG_RESULT_NOT_PUBLISHING` without video in the config; `MADANG_RESULT_NOT_CONNECTED`,
+// `MADANG_RESULT_CLOSED`; `MADANG_RESULT_MEDIA` when encoding or sending fails.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `frame` must point to a frame whose planes
+// hold the bytes its fields promise.
+madang_result madang_client_push_video_frame(madang_client *client,
+                                             const madang_video_frame *frame);
+
+// Encodes and sends one block of 48 kHz PCM on the microphone track: `samples_per_channel`
+// 480 (10 ms) or 960 (20 ms), `channels` 1 or 2 (interleaved; stereo is mixed down to the
+// mono track). Copied during the call.
+//
+// Errors: NULL; `MADANG_RESULT_INVALID_FRAME` for other lengths or channel counts;
+// `MADANG_RESULT_NOT_PUBLISHING` without audio in the config; `MADANG_RESULT_NOT_CONNECTED`,
+// `MADANG_RESULT_CLOSED`, `MADANG_RESULT_MEDIA`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `samples` must hold
+// `samples_per_channel * channels` values.
+madang_result madang_client_push_audio_frame(madang_client *client,
+                                             const int16_t *samples,
+                                             uint32_t samples_per_channel,
+                                             uint32_t channels,
+                                             int64_t pts_us);
+
+// Sends an application message (UTF-8 text, e.g. JSON) on `topic` to everyone else in the
+// room, reliably and in order. Binary data should be base64-encoded.
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `topic` and `payload` NUL-terminated.
+madang_result madang_client_send_data(madang_client *client,
+                                      const char *topic,
+                                      const char *payload);
+
+// Changes the arrangement of the composited grid (a `madang_layout_mode`). Grid receive mode
+// only.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for an unknown mode or a client receiving
+// per-participant frames; `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`.
+madang_result madang_client_set_layout(madang_client *client, uint32_t mode);
+
+// Changes the size of the composited grid (even, 16..=8192). Grid receive mode only. The
+// previous event's picture is released.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for a bad size or a client receiving
+// per-participant frames; `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`.
+madang_result madang_client_set_viewport(madang_client *client, uint32_t width, uint32_t height);
+
+// Waits up to `timeout_ms` for the next event and writes it to `out_event`. Everything the
+// event points to (strings, planes, samples) stays valid until the next call on this client.
+// Call it on the thread that owns the client; madang never calls back into C.
+//
+// Errors: `MADANG_RESULT_TIMEOUT` when nothing happened; `MADANG_RESULT_CLOSED` after the
+// session ended (`DISCONNECTED` was returned, or the client left);
+// `MADANG_RESULT_NOT_CONNECTED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `out_event` must be writable.
+madang_result madang_client_poll_event(madang_client *client,
+                                       madang_event *out_event,
+                                       uint32_t timeout_ms);
+
+// Leaves the room: tells the server and closes the connections. Afterwards polls return
+// `MADANG_RESULT_CLOSED`. Leaving twice, or before connecting, is not an error.
+//
+// # Safety
+// `client` must come from `madang_client_new`.
+madang_result madang_client_leave(madang_client *client);
+
+// Leaves the room if still in it, stops the client's threads and frees it. NULL is a no-op.
+//
+// # Safety
+// `client` must be NULL or come from `madang_client_new`, and not be used afterwards.
+void madang_client_free(madang_client *client);
+
+// Sets how much madang logs (`MADANG_LOG_OFF` … `MADANG_LOG_TRACE`). Lines then wait in a
+// queue of 1024 (the oldest are dropped first) until read with `madang_log_pop`. Any thread.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for an unknown level; `MADANG_RESULT_IO` when the
+// process already has another log sink installed.
+madang_result madang_log_set_level(uint32_t level);
+
+// Takes the oldest waiting log line: copies it NUL-terminated into `buf` (`len` bytes), its
+// length to `out_len` and its level to `out_level`. Lines dropped because nobody read them
+// are reported as one line saying how many. Any thread; never blocks.
+//
+// Errors: `MADANG_RESULT_EMPTY` when no line waits; `MADANG_RESULT_BUFFER_TOO_SMALL` when the
+// line does not fit (it stays queued; 1024 bytes always suffice for the notice of dropped
+// lines, most lines are shorter than 512).
+//
+// # Safety
+// `buf` must have `len` writable bytes; `out_len` and `out_level` must be writable.
+madang_result madang_log_pop(madang_log_level *out_level, char *buf, size_t len, size_t *out_len);
 
 // Creates a server configuration: loopback, any free ports, development mode (a fixed
 // secret and a token endpoint). Free it with `madang_server_config_free`.

@@ -3,7 +3,9 @@
 //! stable numbers, out-parameters written only on success, and every exported body inside
 //! one panic boundary.
 //!
-//! This first part embeds the room server and mints tokens; the client API follows.
+//! Two faces: a client (`madang_client_*`) that joins a room, publishes frames C pushes and
+//! hands out what happens through `madang_client_poll_event`; and an embedded room server
+//! (`madang_server_*`). Log lines are read with `madang_log_pop`.
 //!
 //! Threads: a handle may move between threads but must not be used by two at once. madang
 //! never calls into C from a thread C did not start.
@@ -11,10 +13,6 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{CStr, c_char};
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use madang::sfu::{Server, ServerConfig};
 
 #[macro_use]
 mod boundary;
@@ -29,11 +27,16 @@ pub extern "C" fn madang_version() -> *const c_char {
     boundary::guard_with(VERSION.as_ptr().cast(), || VERSION.as_ptr().cast())
 }
 
-/// A human-readable, NUL-terminated, static description of a result code; never NULL.
+/// A human-readable, NUL-terminated, static description of a result code (a
+/// `madang_result`); never NULL, also for numbers that are not a code.
 #[unsafe(no_mangle)]
-pub extern "C" fn madang_result_message(result: madang_result) -> *const c_char {
+pub extern "C" fn madang_result_message(result: u32) -> *const c_char {
     let panic_message = madang_result::MADANG_RESULT_PANIC.message().as_ptr().cast();
-    boundary::guard_with(panic_message, || result.message().as_ptr().cast())
+    boundary::guard_with(panic_message, || {
+        let text =
+            madang_result::from_u32(result).map_or("unknown result code\0", madang_result::message);
+        text.as_ptr().cast()
+    })
 }
 
 /// Reads a C string argument: NULL and invalid UTF-8 are errors.
@@ -76,294 +79,15 @@ unsafe fn write_str(
     madang_result::MADANG_RESULT_OK
 }
 
-/// Settings for an embedded room server (loopback and development defaults).
-pub struct madang_server_config {
-    inner: ServerConfig,
-}
+mod client;
+mod logging;
+mod server;
 
-/// An embedded room server with its own threads.
-pub struct madang_server {
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<Server>,
-    signal_url: String,
-}
+pub use client::*;
+pub use logging::*;
+pub use server::*;
 
-impl std::fmt::Debug for madang_server_config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("madang_server_config")
-            .field("http", &self.inner.http)
-            .field("udp", &self.inner.udp)
-            .field("dev", &self.inner.dev)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for madang_server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("madang_server")
-            .field("signal_url", &self.signal_url)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Creates a server configuration: loopback, any free ports, development mode (a fixed
-/// secret and a token endpoint). Free it with `madang_server_config_free`.
-///
-/// # Safety
-/// `out_config` must point to a writable pointer.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_config_new(
-    out_config: *mut *mut madang_server_config,
-) -> madang_result {
-    ffi_boundary!({
-        if out_config.is_null() {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        }
-        let config = Box::new(madang_server_config {
-            inner: ServerConfig::dev(),
-        });
-        // SAFETY: checked non-NULL; the caller owns the new pointer.
-        unsafe { *out_config = Box::into_raw(config) };
-        madang_result::MADANG_RESULT_OK
-    })
-}
-
-/// Sets the HTTP/WebSocket and UDP addresses, e.g. "127.0.0.1:8080" and "127.0.0.1:7880"
-/// (port 0 picks a free one).
-///
-/// # Safety
-/// `config` must come from `madang_server_config_new`; the strings must be NUL-terminated.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_config_set_addresses(
-    config: *mut madang_server_config,
-    http: *const c_char,
-    udp: *const c_char,
-) -> madang_result {
-    ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live config.
-        let Some(config) = (unsafe { config.as_mut() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract, NULL or NUL-terminated strings.
-        let (http, udp) = match unsafe { (str_arg(http), str_arg(udp)) } {
-            (Ok(h), Ok(u)) => (h, u),
-            (Err(e), _) | (_, Err(e)) => return e,
-        };
-        let (Ok(http), Ok(udp)) = (http.parse::<SocketAddr>(), udp.parse::<SocketAddr>()) else {
-            return madang_result::MADANG_RESULT_INVALID_ADDRESS;
-        };
-        config.inner.http = http;
-        config.inner.udp = udp;
-        madang_result::MADANG_RESULT_OK
-    })
-}
-
-/// Sets the token secret and turns development mode off (no token endpoint).
-///
-/// # Safety
-/// `config` must come from `madang_server_config_new`; `secret` must be NUL-terminated.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_config_set_secret(
-    config: *mut madang_server_config,
-    secret: *const c_char,
-) -> madang_result {
-    ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live config.
-        let Some(config) = (unsafe { config.as_mut() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract.
-        let secret = match unsafe { str_arg(secret) } {
-            Ok(s) if !s.is_empty() => s,
-            Ok(_) => return madang_result::MADANG_RESULT_INVALID_ARGUMENT,
-            Err(e) => return e,
-        };
-        config.inner.secret = secret.as_bytes().to_vec();
-        config.inner.dev = false;
-        madang_result::MADANG_RESULT_OK
-    })
-}
-
-/// Frees a configuration. NULL is a no-op.
-///
-/// # Safety
-/// `config` must be NULL or come from `madang_server_config_new`, and not be used afterwards.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_config_free(config: *mut madang_server_config) {
-    ffi_boundary_void!({
-        if !config.is_null() {
-            // SAFETY: created by Box::into_raw in madang_server_config_new, freed once.
-            drop(unsafe { Box::from_raw(config) });
-        }
-    })
-}
-
-/// Starts a room server with `config` (which stays owned by the caller) on threads of its
-/// own. On success writes the server to `out_server`; stop and free it with
-/// `madang_server_free`.
-///
-/// # Safety
-/// `config` must come from `madang_server_config_new`; `out_server` must be writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_start(
-    config: *const madang_server_config,
-    out_server: *mut *mut madang_server,
-) -> madang_result {
-    ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live config.
-        let Some(config) = (unsafe { config.as_ref() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        if out_server.is_null() {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        }
-        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("madang-server")
-            .build()
-        else {
-            return madang_result::MADANG_RESULT_IO;
-        };
-        let server = match runtime.block_on(Server::bind(config.inner.clone())) {
-            Ok(s) => s,
-            Err(madang::sfu::SfuError::Bind { .. }) => {
-                return madang_result::MADANG_RESULT_ADDRESS_IN_USE;
-            }
-            Err(_) => return madang_result::MADANG_RESULT_INVALID_ARGUMENT,
-        };
-        let signal_url = server.signal_url();
-        let handle = Box::new(madang_server {
-            runtime: Some(runtime),
-            server: Some(server),
-            signal_url,
-        });
-        // SAFETY: checked non-NULL above.
-        unsafe { *out_server = Box::into_raw(handle) };
-        madang_result::MADANG_RESULT_OK
-    })
-}
-
-/// Writes the server's WebSocket URL (NUL-terminated) into `buf` of `len` bytes and its length
-/// to `out_len`.
-///
-/// # Safety
-/// `server` must be live; `buf` must have `len` writable bytes; `out_len` must be writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_signal_url(
-    server: *const madang_server,
-    buf: *mut c_char,
-    len: usize,
-    out_len: *mut usize,
-) -> madang_result {
-    ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live server.
-        let Some(server) = (unsafe { server.as_ref() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract.
-        unsafe { write_str(&server.signal_url, buf, len, out_len) }
-    })
-}
-
-/// Mints a token for `room` signed with the server's secret, valid `ttl_seconds`. `role` is
-/// "host", "speaker" or "viewer". Writes it NUL-terminated to `buf` and its length to `out_len`.
-///
-/// # Safety
-/// `server` must be live; strings NUL-terminated; `buf` with `len` writable bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_token(
-    server: *const madang_server,
-    room: *const c_char,
-    identity: *const c_char,
-    name: *const c_char,
-    role: *const c_char,
-    ttl_seconds: u32,
-    buf: *mut c_char,
-    len: usize,
-    out_len: *mut usize,
-) -> madang_result {
-    ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live server.
-        let Some(server) = (unsafe { server.as_ref() }).and_then(|s| s.server.as_ref()) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract.
-        let args = unsafe {
-            (
-                str_arg(room),
-                str_arg(identity),
-                str_arg(name),
-                str_arg(role),
-            )
-        };
-        let (room, identity, name, role) = match args {
-            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e,
-        };
-        let Ok(role) = role.parse() else {
-            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
-        };
-        if ttl_seconds == 0 {
-            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
-        }
-        let token = match server.token(
-            room,
-            identity,
-            name,
-            role,
-            Duration::from_secs(ttl_seconds as u64),
-        ) {
-            Ok(t) => t,
-            Err(_) => return madang_result::MADANG_RESULT_INVALID_ARGUMENT,
-        };
-        // SAFETY: per the contract.
-        unsafe { write_str(&token, buf, len, out_len) }
-    })
-}
-
-/// Number of participants currently joined, written to `out_count`.
-///
-/// # Safety
-/// `server` must be live; `out_count` writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_participants(
-    server: *const madang_server,
-    out_count: *mut u32,
-) -> madang_result {
-    ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live server.
-        let Some(server) = (unsafe { server.as_ref() }).and_then(|s| s.server.as_ref()) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        if out_count.is_null() {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        }
-        // SAFETY: checked non-NULL.
-        unsafe { *out_count = server.stats().participants as u32 };
-        madang_result::MADANG_RESULT_OK
-    })
-}
-
-/// Stops the server (participants are told it shuts down), joins its threads and frees it.
-/// NULL is a no-op.
-///
-/// # Safety
-/// `server` must be NULL or come from `madang_server_start`, and not be used afterwards.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn madang_server_free(server: *mut madang_server) {
-    ffi_boundary_void!({
-        if server.is_null() {
-            return;
-        }
-        // SAFETY: created by Box::into_raw in madang_server_start, freed once.
-        let mut handle = unsafe { Box::from_raw(server) };
-        if let (Some(runtime), Some(server)) = (handle.runtime.take(), handle.server.take()) {
-            runtime.block_on(server.shutdown());
-            runtime.shutdown_timeout(Duration::from_secs(2));
-        }
-    })
-}
-
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod tests;

@@ -30,11 +30,18 @@ fn version_and_messages_are_nul_terminated() {
         MADANG_RESULT_NULL_ARGUMENT,
         MADANG_RESULT_PANIC,
     ] {
-        let m = unsafe { CStr::from_ptr(madang_result_message(code)) }
+        let m = unsafe { CStr::from_ptr(madang_result_message(code as u32)) }
             .to_str()
             .unwrap();
         assert!(!m.is_empty());
     }
+    // Every code is listed at its own number; numbers that are no code still get a message.
+    for (i, code) in madang_result::ALL.iter().enumerate() {
+        assert_eq!(*code as usize, i);
+        assert_eq!(madang_result::from_u32(i as u32), Some(*code));
+    }
+    let unknown = unsafe { CStr::from_ptr(madang_result_message(4242)) };
+    assert_eq!(unknown.to_str().unwrap(), "unknown result code");
 }
 
 #[test]

@@ -6,7 +6,22 @@ use std::path::Path;
 #[test]
 fn checked_in_header_is_current() {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).unwrap();
+    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).unwrap();
+    // Version macros from the crate version, so C can check at compile time what it builds
+    // against (and madang_version() at run time).
+    config.after_includes = Some(format!(
+        "\n#define MADANG_VERSION_MAJOR {}\n#define MADANG_VERSION_MINOR {}\n\
+         #define MADANG_VERSION_PATCH {}\n#define MADANG_VERSION_STRING \"{}\"\n\
+         /* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons. */\n\
+         #define MADANG_VERSION_NUMBER ({} * 10000 + {} * 100 + {})",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    ));
     let bindings = cbindgen::Builder::new()
         .with_crate(crate_dir)
         .with_config(config)

@@ -129,6 +129,29 @@ impl VideoFrame {
         Ok(frame)
     }
 
+    /// A copy of the `width`×`height` area at (`x`, `y`), all rounded down to even numbers so
+    /// chroma lines up; an error when the area is not inside the picture or too small.
+    pub fn crop(&self, x: u32, y: u32, width: u32, height: u32) -> Result<Self, MediaError> {
+        let (x, y, width, height) = (x & !1, y & !1, width & !1, height & !1);
+        if x + width > self.width || y + height > self.height {
+            return Err(MediaError::InvalidDimensions { width, height });
+        }
+        let mut out = Self::black(width, height)?;
+        out.pts_us = self.pts_us;
+        for plane in 0..3 {
+            let d = if plane == 0 { 1 } else { 2 };
+            let (pw, ph) = out.plane_size(plane);
+            let stride = out.strides[plane];
+            let left = (x / d) as usize;
+            for row in 0..ph {
+                let src = self.row(plane, (y / d) as usize + row);
+                out.plane_mut(plane)[row * stride..row * stride + pw]
+                    .copy_from_slice(&src[left..left + pw]);
+            }
+        }
+        Ok(out)
+    }
+
     /// Builds a frame from packed I420 bytes (Y, U, V planes back to back, tight strides), the
     /// layout of a Y4M frame or a `.yuv` file.
     pub fn from_packed(
@@ -426,6 +449,19 @@ mod tests {
             ));
         }
         assert!(VideoFrame::black(16, 16).is_ok());
+    }
+
+    #[test]
+    fn crop_copies_an_area_and_refuses_one_outside() {
+        let y: Vec<u8> = (0..64 * 32).map(|i| (i % 64) as u8).collect();
+        let (u, v) = (vec![1u8; 32 * 16], vec![2u8; 32 * 16]);
+        let f = VideoFrame::from_planes(64, 32, [&y, &u, &v], [64, 32, 32], 9).unwrap();
+        let c = f.crop(11, 4, 33, 16).unwrap();
+        assert_eq!((c.width(), c.height(), c.pts_us()), (32, 16, 9));
+        assert_eq!(c.row(0, 0), &y[4 * 64 + 10..4 * 64 + 42]);
+        assert!(c.v().iter().all(|&s| s == 2));
+        assert!(f.crop(40, 0, 32, 16).is_err());
+        assert!(f.crop(0, 0, 8, 8).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::token::verify;
 use crate::signal::{
     ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION,
     ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot,
-    TrackSource,
+    TrackSource, valid_display_name,
 };
 
 /// Identifies one signal session (one WebSocket).
@@ -115,13 +115,6 @@ pub fn source_name(source: TrackSource) -> &'static str {
         TrackSource::Screen => "screen",
         TrackSource::Grid => "grid",
     }
-}
-
-/// Whether a display name chosen at join is acceptable: 1 to 64 characters, none of them
-/// control characters, not only spaces.
-pub fn valid_display_name(name: &str) -> bool {
-    let count = name.chars().count();
-    (1..=64).contains(&count) && !name.chars().any(char::is_control) && !name.trim().is_empty()
 }
 
 /// All rooms of one server.

@@ -90,7 +90,7 @@ pub enum PeerRole {
 pub struct ParticipantInfo {
     /// Unique in the room; from the token.
     pub identity: String,
-    /// Display name; from the token.
+    /// Display name; from the token, or chosen at join.
     pub name: String,
     /// Role; from the token.
     pub role: Role,
@@ -174,6 +174,13 @@ pub struct Speaker {
     pub level: f32,
 }
 
+/// Whether a display name chosen at join is acceptable: 1 to 64 characters, none of them
+/// control characters, not only spaces.
+pub fn valid_display_name(name: &str) -> bool {
+    let count = name.chars().count();
+    (1..=64).contains(&count) && !name.chars().any(char::is_control) && !name.trim().is_empty()
+}
+
 /// Why a participant left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +197,20 @@ pub enum LeaveReason {
     Error,
     /// The server is shutting down.
     ServerShutdown,
+}
+
+impl LeaveReason {
+    /// The wire form, e.g. `connection_lost`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::ConnectionLost => "connection_lost",
+            LeaveReason::Timeout => "timeout",
+            LeaveReason::Replaced => "replaced",
+            LeaveReason::Error => "error",
+            LeaveReason::ServerShutdown => "server_shutdown",
+        }
+    }
 }
 
 /// Stable error codes. The string forms never change meaning and are never reused.

@@ -187,6 +187,16 @@ fn error_codes_have_stable_strings() {
     ] {
         assert_eq!(encode(&code), format!("\"{}\"", code.as_str()));
     }
+    for reason in [
+        LeaveReason::Left,
+        LeaveReason::ConnectionLost,
+        LeaveReason::Timeout,
+        LeaveReason::Replaced,
+        LeaveReason::Error,
+        LeaveReason::ServerShutdown,
+    ] {
+        assert_eq!(encode(&reason), format!("\"{}\"", reason.as_str()));
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::sfu::token::{Claims, mint};
-use crate::signal::Role;
+use crate::signal::{Role, valid_display_name};
 
 const SECRET: &[u8] = b"test-secret";
 const UNIX: u64 = 1_800_000_000;

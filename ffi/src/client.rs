@@ -1,0 +1,1256 @@
+//! Joining a room from C: a configuration, a client that connects, publishes pushed frames and
+//! hands out what happens in the room through `madang_client_poll_event` on the caller's own
+//! thread.
+
+use std::collections::VecDeque;
+use std::ffi::{CString, c_char};
+use std::time::{Duration, Instant};
+
+use madang::grid::layout::Mode;
+use madang::media::{AudioFrame, Channels, VideoFrame, check_dimensions};
+use madang::room::{GridView, Room, RoomError, RoomEvent, RoomOptions, RoomStats, VideoOptions};
+use madang::signal::ParticipantInfo;
+
+use crate::{madang_result, str_arg};
+
+/// Largest stride accepted for a pushed plane, in bytes (guards the size arithmetic).
+const MAX_STRIDE: u32 = 1 << 16;
+
+/// How the composited grid arranges the room. The numbers are stable.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum madang_layout_mode {
+    /// Equal tiles in rows and columns.
+    MADANG_LAYOUT_GALLERY = 0,
+    /// The active speaker large, the others in a strip below.
+    MADANG_LAYOUT_SPEAKER = 1,
+    /// Pinned participants large (none can be pinned from C yet: like gallery).
+    MADANG_LAYOUT_SPOTLIGHT = 2,
+    /// The host large, participants talking back beside it, viewers hidden.
+    MADANG_LAYOUT_BROADCAST = 3,
+}
+
+fn layout_mode(v: u32) -> Option<Mode> {
+    Some(match v {
+        0 => Mode::Gallery,
+        1 => Mode::Speaker,
+        2 => Mode::Spotlight,
+        3 => Mode::Broadcast,
+        _ => return None,
+    })
+}
+
+/// What `madang_client_poll_event` returned. The numbers are stable.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum madang_event_kind {
+    /// This client joined: `participant` and `name` are its own, `text` is the room.
+    MADANG_EVENT_JOINED = 1,
+    /// Someone is in the room (also sent for everyone already there after `JOINED`):
+    /// `participant`, `name`, `text` is the role ("host", "speaker", "viewer").
+    MADANG_EVENT_PARTICIPANT_JOINED = 2,
+    /// Someone left: `participant`; `text` is why ("left", "connection_lost", "timeout", …).
+    MADANG_EVENT_PARTICIPANT_LEFT = 3,
+    /// A decoded picture of `participant`'s `track`, in `video`.
+    MADANG_EVENT_VIDEO_FRAME = 4,
+    /// Decoded audio of `participant`'s `track`, in `audio`.
+    MADANG_EVENT_AUDIO_FRAME = 5,
+    /// An application message from `participant`: `topic` and `text` (the payload).
+    MADANG_EVENT_DATA = 6,
+    /// The loudest participant now is `participant` at `level` (0.0–1.0); `participant` is
+    /// empty when nobody speaks.
+    MADANG_EVENT_ACTIVE_SPEAKER = 7,
+    /// Counters of this client, in `stats` (every stats interval).
+    MADANG_EVENT_STATS = 8,
+    /// The server reported a problem: `text` is its stable code (e.g. "permission_denied"),
+    /// `topic` the detail. The session goes on unless `DISCONNECTED` follows.
+    MADANG_EVENT_ERROR = 9,
+    /// The session ended (the server went away or closed it). Later polls return
+    /// `MADANG_RESULT_CLOSED`.
+    MADANG_EVENT_DISCONNECTED = 10,
+    /// The composited room (grid receive mode), in `video`.
+    MADANG_EVENT_GRID_FRAME = 11,
+    /// `participant` published `track`; `text` is "audio" or "video".
+    MADANG_EVENT_TRACK_PUBLISHED = 12,
+    /// `track` ended.
+    MADANG_EVENT_TRACK_UNPUBLISHED = 13,
+    /// `track` was muted (`muted` true) or unmuted.
+    MADANG_EVENT_TRACK_MUTED = 14,
+}
+
+/// An I420 picture: three planes with their strides (bytes per row).
+///
+/// Pushed by C: the planes are read during the call only. Received in an event: the planes
+/// belong to madang and stay valid until the next call on the same client.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct madang_video_frame {
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// Luma plane: `stride_y * (height - 1) + width` bytes.
+    pub y: *const u8,
+    /// Cb plane: `stride_u * (height / 2 - 1) + width / 2` bytes.
+    pub u: *const u8,
+    /// Cr plane: `stride_v * (height / 2 - 1) + width / 2` bytes.
+    pub v: *const u8,
+    /// Bytes per luma row, at least `width`.
+    pub stride_y: u32,
+    /// Bytes per Cb row, at least `width / 2`.
+    pub stride_u: u32,
+    /// Bytes per Cr row, at least `width / 2`.
+    pub stride_v: u32,
+    /// Presentation time in microseconds.
+    pub pts_us: i64,
+}
+
+/// A block of 48 kHz 16-bit PCM, interleaved when stereo. In an event the samples belong to
+/// madang and stay valid until the next call on the same client.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct madang_audio_frame {
+    /// `samples_per_channel * channels` samples.
+    pub samples: *const i16,
+    /// 480 (10 ms) or 960 (20 ms).
+    pub samples_per_channel: u32,
+    /// 1 or 2.
+    pub channels: u32,
+    /// Always 48000.
+    pub sample_rate: u32,
+    /// Presentation time in microseconds.
+    pub pts_us: i64,
+}
+
+/// Counters of one client.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct madang_stats {
+    /// Pictures encoded and sent.
+    pub video_frames_sent: u64,
+    /// Of those, keyframes.
+    pub keyframes_sent: u64,
+    /// Encoded video bytes sent.
+    pub video_bytes_sent: u64,
+    /// Audio blocks encoded and sent.
+    pub audio_frames_sent: u64,
+    /// Round-trip time to the server in ms; negative while unknown.
+    pub rtt_ms: f64,
+    /// Remote tracks received.
+    pub tracks_received: u32,
+    /// RTP packets received over all tracks.
+    pub packets_received: u64,
+    /// Packets missing by sequence number.
+    pub packets_lost: u64,
+    /// Pictures and audio blocks decoded.
+    pub frames_decoded: u64,
+    /// Pictures dropped for missing packets or decoder errors.
+    pub frames_lost: u64,
+    /// Received bitrate over all tracks, kbit/s.
+    pub receive_kbps: f64,
+}
+
+/// One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL
+/// (empty when a field does not apply). Everything it points to belongs to madang and stays
+/// valid until the next call on the same client.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct madang_event {
+    /// What happened; says which fields apply.
+    pub kind: madang_event_kind,
+    /// A participant's identity.
+    pub participant: *const c_char,
+    /// A display name.
+    pub name: *const c_char,
+    /// A track id ("identity/camera", "identity/microphone", …).
+    pub track: *const c_char,
+    /// Room name, role, leave reason, data payload or error code (see the kinds).
+    pub text: *const c_char,
+    /// Data topic, or an error's detail.
+    pub topic: *const c_char,
+    /// Active speaker's audio level, 0.0–1.0.
+    pub level: f32,
+    /// Track muted.
+    pub muted: bool,
+    /// A picture (`VIDEO_FRAME`, `GRID_FRAME`).
+    pub video: madang_video_frame,
+    /// Audio (`AUDIO_FRAME`).
+    pub audio: madang_audio_frame,
+    /// Counters (`STATS`).
+    pub stats: madang_stats,
+}
+
+/// Per-participant frames, or one composited grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Receive {
+    Frames,
+    Grid {
+        width: u32,
+        height: u32,
+        mode: Mode,
+        fps: u32,
+    },
+}
+
+/// How a client joins: server, token, what it publishes, how it receives.
+#[derive(Debug, Clone)]
+pub struct madang_client_config {
+    url: String,
+    token: String,
+    name: Option<String>,
+    video: Option<VideoOptions>,
+    audio: bool,
+    receive: Receive,
+    stats_interval: Option<Duration>,
+}
+
+/// Where a client is in its life.
+enum State {
+    New,
+    Joined(Box<Session>),
+    /// Left or disconnected; polls return `MADANG_RESULT_CLOSED`.
+    Over,
+}
+
+/// A joined room and what the poll loop needs.
+struct Session {
+    room: Room,
+    grid: Option<(GridView, Duration)>,
+    next_grid: Instant,
+    next_stats: Option<Instant>,
+    /// Events made at join (the participants and tracks already there).
+    backlog: VecDeque<RoomEvent>,
+    /// `JOINED` not yet handed out.
+    joined: Option<ParticipantInfo>,
+    started: Instant,
+}
+
+/// What the last event's pointers point into.
+#[derive(Default)]
+struct Held {
+    strings: Vec<CString>,
+    video: Option<VideoFrame>,
+    audio: Option<AudioFrame>,
+}
+
+/// A participant in a room.
+pub struct madang_client {
+    config: madang_client_config,
+    runtime: Option<tokio::runtime::Runtime>,
+    state: State,
+    held: Held,
+}
+
+impl std::fmt::Debug for madang_client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("madang_client")
+            .field("url", &self.config.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates a client configuration for the server at `url` (e.g. "ws://127.0.0.1:8080/signal")
+/// with a `token` from the server (or its token service). Defaults: no publishing, per-
+/// participant frames, stats every second. Free it with `madang_client_config_free`.
+///
+/// Errors: NULL arguments, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for a URL that
+/// does not start with ws:// or wss:// or an empty token.
+///
+/// # Safety
+/// `url` and `token` must be NUL-terminated; `out_config` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_new(
+    url: *const c_char,
+    token: *const c_char,
+    out_config: *mut *mut madang_client_config,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        let (url, token) = match unsafe { (str_arg(url), str_arg(token)) } {
+            (Ok(u), Ok(t)) => (u, t),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        if out_config.is_null() {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        }
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) || token.is_empty() {
+            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        }
+        let config = Box::new(madang_client_config {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            name: None,
+            video: None,
+            audio: false,
+            receive: Receive::Frames,
+            stats_interval: Some(Duration::from_secs(1)),
+        });
+        // SAFETY: checked non-NULL; the caller owns the new pointer.
+        unsafe { *out_config = Box::into_raw(config) };
+        madang_result::MADANG_RESULT_OK
+    })
+}
+
+/// Runs `f` on the configuration behind `config`, or returns `MADANG_RESULT_NULL_ARGUMENT`.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration used by no other thread.
+unsafe fn with_config(
+    config: *mut madang_client_config,
+    f: impl FnOnce(&mut madang_client_config) -> madang_result,
+) -> madang_result {
+    // SAFETY: per the contract.
+    match unsafe { config.as_mut() } {
+        Some(c) => f(c),
+        None => madang_result::MADANG_RESULT_NULL_ARGUMENT,
+    }
+}
+
+/// Sets the display name the others see instead of the token's (1 to 64 characters).
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty or too long name.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`; `name` must be NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_set_name(
+    config: *mut madang_client_config,
+    name: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        let name = match unsafe { str_arg(name) } {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                if !madang::signal::valid_display_name(name) {
+                    return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+                }
+                c.name = Some(name.to_owned());
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Publishes a camera track of `width`×`height` (even, 16..=8192) at `fps` (1..=60) and
+/// `bitrate_kbps` H.264 (0 picks one for the size; else 50..=20000). Frames are then pushed
+/// with `madang_client_push_video_frame`.
+///
+/// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_set_video(
+    config: *mut madang_client_config,
+    width: u32,
+    height: u32,
+    fps: u32,
+    bitrate_kbps: u32,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                let rate_ok = bitrate_kbps == 0 || (50..=20_000).contains(&bitrate_kbps);
+                if check_dimensions(width, height).is_err() || !(1..=60).contains(&fps) || !rate_ok
+                {
+                    return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+                }
+                let mut video = VideoOptions::new(width, height);
+                video.fps = fps;
+                if bitrate_kbps > 0 {
+                    video.bitrate_kbps = bitrate_kbps;
+                }
+                c.video = Some(video);
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Publishes a microphone track (`enabled` true) or not. Audio is pushed with
+/// `madang_client_push_audio_frame` and sent as Opus.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_set_audio(
+    config: *mut madang_client_config,
+    enabled: bool,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                c.audio = enabled;
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Receives each participant's pictures as `MADANG_EVENT_VIDEO_FRAME` (the default).
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_receive_frames(
+    config: *mut madang_client_config,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                c.receive = Receive::Frames;
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Receives the room as one composited picture of `width`×`height` (even, 16..=8192) in
+/// `mode` (a `madang_layout_mode`), as `MADANG_EVENT_GRID_FRAME` at `fps` (1..=60) instead of
+/// per-participant pictures.
+///
+/// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range or an unknown mode.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_receive_grid(
+    config: *mut madang_client_config,
+    width: u32,
+    height: u32,
+    mode: u32,
+    fps: u32,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                let Some(mode) = layout_mode(mode) else {
+                    return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+                };
+                if check_dimensions(width, height).is_err() || !(1..=60).contains(&fps) {
+                    return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+                }
+                c.receive = Receive::Grid {
+                    width,
+                    height,
+                    mode,
+                    fps,
+                };
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Sets how often `MADANG_EVENT_STATS` comes, in ms (0 turns it off; default 1000).
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_set_stats_interval(
+    config: *mut madang_client_config,
+    interval_ms: u32,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                c.stats_interval =
+                    (interval_ms > 0).then(|| Duration::from_millis(interval_ms as u64));
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Frees a client configuration. NULL is a no-op.
+///
+/// # Safety
+/// `config` must be NULL or come from `madang_client_config_new`, and not be used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_free(config: *mut madang_client_config) {
+    ffi_boundary_void!({
+        if !config.is_null() {
+            // SAFETY: created by Box::into_raw in madang_client_config_new, freed once.
+            drop(unsafe { Box::from_raw(config) });
+        }
+    })
+}
+
+/// Creates a client from `config` (copied; the caller still frees it) with threads of its own
+/// for the network. It does not connect yet. Free it with `madang_client_free`.
+///
+/// Errors: NULL arguments; `MADANG_RESULT_IO` when threads cannot be started.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`; `out_client` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_new(
+    config: *const madang_client_config,
+    out_client: *mut *mut madang_client,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_ref() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        if out_client.is_null() {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        }
+        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("madang-client")
+            .build()
+        else {
+            return madang_result::MADANG_RESULT_IO;
+        };
+        let client = Box::new(madang_client {
+            config: config.clone(),
+            runtime: Some(runtime),
+            state: State::New,
+            held: Held::default(),
+        });
+        // SAFETY: checked non-NULL; the caller owns the new pointer.
+        unsafe { *out_client = Box::into_raw(client) };
+        madang_result::MADANG_RESULT_OK
+    })
+}
+
+fn room_error(e: &RoomError) -> madang_result {
+    match e {
+        RoomError::Signal(_) => madang_result::MADANG_RESULT_CONNECT_FAILED,
+        RoomError::Refused { .. } => madang_result::MADANG_RESULT_REFUSED,
+        RoomError::Timeout(_) => madang_result::MADANG_RESULT_TIMEOUT,
+        RoomError::NotPublishing(_) => madang_result::MADANG_RESULT_NOT_PUBLISHING,
+        RoomError::Closed => madang_result::MADANG_RESULT_CLOSED,
+        _ => madang_result::MADANG_RESULT_MEDIA,
+    }
+}
+
+impl madang_client {
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("runtime lives until free")
+    }
+
+    fn session(&self) -> Result<&Session, madang_result> {
+        match &self.state {
+            State::Joined(s) => Ok(s),
+            State::New => Err(madang_result::MADANG_RESULT_NOT_CONNECTED),
+            State::Over => Err(madang_result::MADANG_RESULT_CLOSED),
+        }
+    }
+
+    fn connect(&mut self) -> madang_result {
+        if !matches!(self.state, State::New) {
+            return madang_result::MADANG_RESULT_ALREADY_CONNECTED;
+        }
+        let c = &self.config;
+        let options = RoomOptions {
+            video: c.video.clone(),
+            audio: c.audio,
+            name: c.name.clone(),
+            ..RoomOptions::default()
+        };
+        let room = match self
+            .runtime()
+            .block_on(Room::connect(&c.url, &c.token, options))
+        {
+            Ok(room) => room,
+            Err(e) => {
+                tracing::warn!(target: "madang::ffi", "join failed: {e}");
+                return room_error(&e);
+            }
+        };
+        let grid = match c.receive {
+            Receive::Frames => None,
+            Receive::Grid {
+                width,
+                height,
+                mode,
+                fps,
+            } => match GridView::for_room(&room, width, height, mode) {
+                Ok(view) => Some((view, Duration::from_micros(1_000_000 / fps as u64))),
+                Err(_) => return madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+            },
+        };
+        let mut backlog: VecDeque<RoomEvent> = room
+            .initial_participants()
+            .iter()
+            .cloned()
+            .map(RoomEvent::ParticipantJoined)
+            .collect();
+        backlog.extend(
+            room.initial_tracks()
+                .iter()
+                .cloned()
+                .map(RoomEvent::TrackPublished),
+        );
+        let now = Instant::now();
+        self.state = State::Joined(Box::new(Session {
+            joined: Some(room.local().clone()),
+            room,
+            grid,
+            next_grid: now,
+            next_stats: c.stats_interval.map(|i| now + i),
+            backlog,
+            started: now,
+        }));
+        madang_result::MADANG_RESULT_OK
+    }
+
+    /// The next event within `timeout`, with its data held in `self.held`.
+    fn poll(&mut self, timeout: Duration) -> Result<madang_event, madang_result> {
+        self.held = Held::default();
+        let deadline = Instant::now() + timeout;
+        let runtime = self.runtime.as_ref().expect("runtime lives until free");
+        let session = match &mut self.state {
+            State::Joined(s) => s,
+            State::New => return Err(madang_result::MADANG_RESULT_NOT_CONNECTED),
+            State::Over => return Err(madang_result::MADANG_RESULT_CLOSED),
+        };
+        let held = &mut self.held;
+        if let Some(me) = session.joined.take() {
+            let mut e = Event::new(madang_event_kind::MADANG_EVENT_JOINED, held);
+            e.participant(&me.identity)
+                .name(&me.name)
+                .text(session.room.name());
+            return Ok(e.done());
+        }
+        loop {
+            let now = Instant::now();
+            if let Some((view, interval)) = &mut session.grid
+                && now >= session.next_grid
+            {
+                session.next_grid = (session.next_grid + *interval).max(now);
+                let pts = now.duration_since(session.started).as_micros() as i64;
+                held.video = Some(view.compose(pts).clone());
+                let mut e = Event::new(madang_event_kind::MADANG_EVENT_GRID_FRAME, held);
+                e.track("grid");
+                return Ok(e.done());
+            }
+            if let (Some(at), Some(interval)) = (session.next_stats, self.config.stats_interval)
+                && now >= at
+            {
+                session.next_stats = Some((at + interval).max(now));
+                let stats = runtime.block_on(session.room.stats());
+                let mut e = Event::new(madang_event_kind::MADANG_EVENT_STATS, held);
+                e.event.stats = c_stats(&stats);
+                return Ok(e.done());
+            }
+            let mut wake = deadline;
+            if session.grid.is_some() {
+                wake = wake.min(session.next_grid);
+            }
+            if let Some(at) = session.next_stats {
+                wake = wake.min(at);
+            }
+            let next = match session.backlog.pop_front() {
+                Some(event) => Some(Some(event)),
+                None => runtime.block_on(async {
+                    tokio::time::timeout_at(wake.into(), session.room.next_event())
+                        .await
+                        .ok()
+                }),
+            };
+            let event = match next {
+                Some(Some(event)) => event,
+                // The room's event stream ended: the session is over.
+                Some(None) => {
+                    self.state = State::Over;
+                    return Ok(
+                        Event::new(madang_event_kind::MADANG_EVENT_DISCONNECTED, held).done(),
+                    );
+                }
+                None if Instant::now() >= deadline => {
+                    return Err(madang_result::MADANG_RESULT_TIMEOUT);
+                }
+                None => continue,
+            };
+            let event = match &mut session.grid {
+                Some((view, _)) => match view.absorb(event) {
+                    Some(e) => e,
+                    None => continue,
+                },
+                None => event,
+            };
+            if matches!(event, RoomEvent::Disconnected) {
+                self.state = State::Over;
+                return Ok(Event::new(madang_event_kind::MADANG_EVENT_DISCONNECTED, held).done());
+            }
+            if let Some(e) = convert(event, held) {
+                return Ok(e);
+            }
+        }
+    }
+}
+
+fn c_stats(s: &RoomStats) -> madang_stats {
+    let mut out = madang_stats {
+        video_frames_sent: s.sent.video_frames,
+        keyframes_sent: s.sent.keyframes,
+        video_bytes_sent: s.sent.video_bytes,
+        audio_frames_sent: s.sent.audio_frames,
+        rtt_ms: s
+            .publish_rtt_ms
+            .or_else(|| s.received.iter().find_map(|t| t.rtt_ms))
+            .unwrap_or(-1.0),
+        tracks_received: s.received.len() as u32,
+        ..Default::default()
+    };
+    for t in &s.received {
+        out.packets_received += t.packets;
+        out.packets_lost += t.packets_lost;
+        out.frames_decoded += t.frames_decoded;
+        out.frames_lost += t.frames_lost;
+        out.receive_kbps += t.kbps();
+    }
+    out
+}
+
+/// Builds a `madang_event` whose strings and media live in a [`Held`].
+struct Event<'a> {
+    event: madang_event,
+    held: &'a mut Held,
+}
+
+static EMPTY: &[u8] = b"\0";
+
+fn null_video() -> madang_video_frame {
+    madang_video_frame {
+        width: 0,
+        height: 0,
+        y: std::ptr::null(),
+        u: std::ptr::null(),
+        v: std::ptr::null(),
+        stride_y: 0,
+        stride_u: 0,
+        stride_v: 0,
+        pts_us: 0,
+    }
+}
+
+impl<'a> Event<'a> {
+    fn new(kind: madang_event_kind, held: &'a mut Held) -> Self {
+        let empty = EMPTY.as_ptr().cast();
+        Self {
+            event: madang_event {
+                kind,
+                participant: empty,
+                name: empty,
+                track: empty,
+                text: empty,
+                topic: empty,
+                level: 0.0,
+                muted: false,
+                video: null_video(),
+                audio: madang_audio_frame {
+                    samples: std::ptr::null(),
+                    samples_per_channel: 0,
+                    channels: 0,
+                    sample_rate: 0,
+                    pts_us: 0,
+                },
+                stats: madang_stats::default(),
+            },
+            held,
+        }
+    }
+
+    /// A held NUL-terminated copy of `s` (an interior NUL cuts it short).
+    fn hold(&mut self, s: &str) -> *const c_char {
+        let s = s.split('\0').next().unwrap_or_default();
+        let c = CString::new(s).expect("no interior NUL after the split");
+        let p = c.as_ptr();
+        self.held.strings.push(c);
+        p
+    }
+
+    fn participant(&mut self, s: &str) -> &mut Self {
+        self.event.participant = self.hold(s);
+        self
+    }
+
+    fn name(&mut self, s: &str) -> &mut Self {
+        self.event.name = self.hold(s);
+        self
+    }
+
+    fn track(&mut self, s: &str) -> &mut Self {
+        self.event.track = self.hold(s);
+        self
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.event.text = self.hold(s);
+        self
+    }
+
+    fn topic(&mut self, s: &str) -> &mut Self {
+        self.event.topic = self.hold(s);
+        self
+    }
+
+    /// The finished event, its video and audio pointing into the held frames.
+    fn done(mut self) -> madang_event {
+        if let Some(f) = &self.held.video {
+            let [sy, su, sv] = f.strides();
+            self.event.video = madang_video_frame {
+                width: f.width(),
+                height: f.height(),
+                y: f.plane(0).as_ptr(),
+                u: f.plane(1).as_ptr(),
+                v: f.plane(2).as_ptr(),
+                stride_y: sy as u32,
+                stride_u: su as u32,
+                stride_v: sv as u32,
+                pts_us: f.pts_us(),
+            };
+        }
+        if let Some(a) = &self.held.audio {
+            let channels = a.channels().count() as u32;
+            self.event.audio = madang_audio_frame {
+                samples: a.samples().as_ptr(),
+                samples_per_channel: a.samples().len() as u32 / channels,
+                channels,
+                sample_rate: madang::media::AUDIO_SAMPLE_RATE,
+                pts_us: a.pts_us(),
+            };
+        }
+        self.event
+    }
+}
+
+/// The C form of a room event; `None` for events C does not see.
+fn convert(event: RoomEvent, held: &mut Held) -> Option<madang_event> {
+    use madang_event_kind::*;
+    Some(match event {
+        RoomEvent::ParticipantJoined(p) => {
+            let mut e = Event::new(MADANG_EVENT_PARTICIPANT_JOINED, held);
+            e.participant(&p.identity)
+                .name(&p.name)
+                .text(&p.role.to_string());
+            e.done()
+        }
+        RoomEvent::ParticipantLeft { identity, reason } => {
+            let mut e = Event::new(MADANG_EVENT_PARTICIPANT_LEFT, held);
+            e.participant(&identity).text(reason.as_str());
+            e.done()
+        }
+        RoomEvent::TrackPublished(t) => {
+            let mut e = Event::new(MADANG_EVENT_TRACK_PUBLISHED, held);
+            e.participant(&t.participant)
+                .track(&t.id)
+                .text(match t.kind {
+                    madang::signal::TrackKind::Audio => "audio",
+                    madang::signal::TrackKind::Video => "video",
+                });
+            e.event.muted = t.muted;
+            e.done()
+        }
+        RoomEvent::TrackUnpublished(track) => {
+            let mut e = Event::new(MADANG_EVENT_TRACK_UNPUBLISHED, held);
+            e.track(&track);
+            e.done()
+        }
+        RoomEvent::TrackMuted { track, muted } => {
+            let mut e = Event::new(MADANG_EVENT_TRACK_MUTED, held);
+            e.track(&track);
+            e.event.muted = muted;
+            e.done()
+        }
+        RoomEvent::VideoFrame {
+            participant,
+            track,
+            frame,
+        } => {
+            held.video = Some(frame);
+            let mut e = Event::new(MADANG_EVENT_VIDEO_FRAME, held);
+            e.participant(&participant).track(&track);
+            e.done()
+        }
+        RoomEvent::AudioFrame {
+            participant,
+            track,
+            frame,
+        } => {
+            held.audio = Some(frame);
+            let mut e = Event::new(MADANG_EVENT_AUDIO_FRAME, held);
+            e.participant(&participant).track(&track);
+            e.done()
+        }
+        RoomEvent::Data(m) => {
+            let mut e = Event::new(MADANG_EVENT_DATA, held);
+            e.participant(&m.from).topic(&m.topic).text(&m.payload);
+            e.done()
+        }
+        RoomEvent::ActiveSpeaker(speakers) => {
+            let mut e = Event::new(MADANG_EVENT_ACTIVE_SPEAKER, held);
+            if let Some(s) = speakers.first() {
+                e.participant(&s.identity);
+                e.event.level = s.level;
+            }
+            e.done()
+        }
+        RoomEvent::Error { code, reason } => {
+            let mut e = Event::new(MADANG_EVENT_ERROR, held);
+            e.text(code.as_str()).topic(&reason);
+            e.done()
+        }
+        RoomEvent::Disconnected => Event::new(MADANG_EVENT_DISCONNECTED, held).done(),
+        _ => return None,
+    })
+}
+
+/// Runs `f` on the client behind `client`, or returns `MADANG_RESULT_NULL_ARGUMENT`.
+///
+/// # Safety
+/// `client` must be NULL or a live client used by no other thread.
+unsafe fn with_client(
+    client: *mut madang_client,
+    f: impl FnOnce(&mut madang_client) -> madang_result,
+) -> madang_result {
+    // SAFETY: per the contract.
+    match unsafe { client.as_mut() } {
+        Some(c) => f(c),
+        None => madang_result::MADANG_RESULT_NULL_ARGUMENT,
+    }
+}
+
+/// Connects to the server, joins the room and sets up publishing; blocks until the server
+/// accepted the join (at most 10 s). Then `MADANG_EVENT_JOINED` is the first event, followed
+/// by `PARTICIPANT_JOINED` and `TRACK_PUBLISHED` for whoever is already there.
+///
+/// Errors: `MADANG_RESULT_CONNECT_FAILED` (server unreachable), `MADANG_RESULT_REFUSED` (bad
+/// token, wrong room, room full, bad name), `MADANG_RESULT_TIMEOUT` (no answer),
+/// `MADANG_RESULT_MEDIA` (WebRTC or encoder setup), `MADANG_RESULT_ALREADY_CONNECTED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_connect(client: *mut madang_client) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { with_client(client, |c| c.connect()) }
+    })
+}
+
+/// Encodes and sends one picture on the camera track. The planes are copied during the call.
+/// Pictures should come at the configured frame rate; `pts_us` should increase.
+///
+/// Errors: NULL (frame or a plane); `MADANG_RESULT_INVALID_FRAME` when the size differs from
+/// the configured one, dimensions are odd, or a stride is shorter than its plane's row;
+/// `MADANG_RESULT_NOT_PUBLISHING` without video in the config; `MADANG_RESULT_NOT_CONNECTED`,
+/// `MADANG_RESULT_CLOSED`; `MADANG_RESULT_MEDIA` when encoding or sending fails.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `frame` must point to a frame whose planes
+/// hold the bytes its fields promise.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_push_video_frame(
+    client: *mut madang_client,
+    frame: *const madang_video_frame,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        let Some(f) = (unsafe { frame.as_ref() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| {
+                let Some(video) = &c.config.video else {
+                    return madang_result::MADANG_RESULT_NOT_PUBLISHING;
+                };
+                if f.y.is_null() || f.u.is_null() || f.v.is_null() {
+                    return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+                }
+                if (f.width, f.height) != (video.width, video.height)
+                    || check_dimensions(f.width, f.height).is_err()
+                    || f.stride_y < f.width
+                    || f.stride_u < f.width / 2
+                    || f.stride_v < f.width / 2
+                    || [f.stride_y, f.stride_u, f.stride_v]
+                        .iter()
+                        .any(|&s| s > MAX_STRIDE)
+                {
+                    return madang_result::MADANG_RESULT_INVALID_FRAME;
+                }
+                let session = match c.session() {
+                    Ok(s) => s,
+                    Err(e) => return e,
+                };
+                let (w, h) = (f.width as usize, f.height as usize);
+                let len = |stride: u32, rows: usize, row: usize| stride as usize * (rows - 1) + row;
+                // SAFETY: the caller promises each plane holds `stride * (rows - 1) + width`
+                // bytes, the size `from_planes` reads.
+                let planes = [
+                    std::slice::from_raw_parts(f.y, len(f.stride_y, h, w)),
+                    std::slice::from_raw_parts(f.u, len(f.stride_u, h / 2, w / 2)),
+                    std::slice::from_raw_parts(f.v, len(f.stride_v, h / 2, w / 2)),
+                ];
+                let strides = [f.stride_y, f.stride_u, f.stride_v].map(|s| s as usize);
+                let Ok(picture) =
+                    VideoFrame::from_planes(f.width, f.height, planes, strides, f.pts_us)
+                else {
+                    return madang_result::MADANG_RESULT_INVALID_FRAME;
+                };
+                match c.runtime().block_on(session.room.publish_video(&picture)) {
+                    Ok(()) => madang_result::MADANG_RESULT_OK,
+                    Err(e) => room_error(&e),
+                }
+            })
+        }
+    })
+}
+
+/// Encodes and sends one block of 48 kHz PCM on the microphone track: `samples_per_channel`
+/// 480 (10 ms) or 960 (20 ms), `channels` 1 or 2 (interleaved; stereo is mixed down to the
+/// mono track). Copied during the call.
+///
+/// Errors: NULL; `MADANG_RESULT_INVALID_FRAME` for other lengths or channel counts;
+/// `MADANG_RESULT_NOT_PUBLISHING` without audio in the config; `MADANG_RESULT_NOT_CONNECTED`,
+/// `MADANG_RESULT_CLOSED`, `MADANG_RESULT_MEDIA`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `samples` must hold
+/// `samples_per_channel * channels` values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_push_audio_frame(
+    client: *mut madang_client,
+    samples: *const i16,
+    samples_per_channel: u32,
+    channels: u32,
+    pts_us: i64,
+) -> madang_result {
+    ffi_boundary!({
+        if samples.is_null() {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        }
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| {
+                if !c.config.audio {
+                    return madang_result::MADANG_RESULT_NOT_PUBLISHING;
+                }
+                if !matches!(samples_per_channel, 480 | 960) || !matches!(channels, 1 | 2) {
+                    return madang_result::MADANG_RESULT_INVALID_FRAME;
+                }
+                let session = match c.session() {
+                    Ok(s) => s,
+                    Err(e) => return e,
+                };
+                let n = (samples_per_channel * channels) as usize;
+                // SAFETY: the caller promises `n` samples.
+                let input = std::slice::from_raw_parts(samples, n);
+                let mono: Vec<i16> = if channels == 2 {
+                    input
+                        .chunks_exact(2)
+                        .map(|lr| ((lr[0] as i32 + lr[1] as i32) / 2) as i16)
+                        .collect()
+                } else {
+                    input.to_vec()
+                };
+                let Ok(block) = AudioFrame::new(Channels::Mono, mono, pts_us) else {
+                    return madang_result::MADANG_RESULT_INVALID_FRAME;
+                };
+                match c.runtime().block_on(session.room.publish_audio(&block)) {
+                    Ok(()) => madang_result::MADANG_RESULT_OK,
+                    Err(e) => room_error(&e),
+                }
+            })
+        }
+    })
+}
+
+/// Sends an application message (UTF-8 text, e.g. JSON) on `topic` to everyone else in the
+/// room, reliably and in order. Binary data should be base64-encoded.
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `topic` and `payload` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_send_data(
+    client: *mut madang_client,
+    topic: *const c_char,
+    payload: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        let (topic, payload) = match unsafe { (str_arg(topic), str_arg(payload)) } {
+            (Ok(t), Ok(p)) => (t, p),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| match c.session() {
+                Ok(s) => match s.room.send_data(topic, payload, Vec::new()) {
+                    Ok(()) => madang_result::MADANG_RESULT_OK,
+                    Err(e) => room_error(&e),
+                },
+                Err(e) => e,
+            })
+        }
+    })
+}
+
+/// Runs `f` on the grid view of a connected client in grid receive mode.
+fn with_grid(
+    c: &mut madang_client,
+    f: impl FnOnce(&mut GridView) -> madang_result,
+) -> madang_result {
+    match &mut c.state {
+        State::Joined(s) => match &mut s.grid {
+            Some((view, _)) => f(view),
+            None => madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+        },
+        State::New => madang_result::MADANG_RESULT_NOT_CONNECTED,
+        State::Over => madang_result::MADANG_RESULT_CLOSED,
+    }
+}
+
+/// Changes the arrangement of the composited grid (a `madang_layout_mode`). Grid receive mode
+/// only.
+///
+/// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for an unknown mode or a client receiving
+/// per-participant frames; `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_set_layout(
+    client: *mut madang_client,
+    mode: u32,
+) -> madang_result {
+    ffi_boundary!({
+        let Some(mode) = layout_mode(mode) else {
+            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        };
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| {
+                with_grid(c, |view| {
+                    view.set_mode(mode);
+                    madang_result::MADANG_RESULT_OK
+                })
+            })
+        }
+    })
+}
+
+/// Changes the size of the composited grid (even, 16..=8192). Grid receive mode only. The
+/// previous event's picture is released.
+///
+/// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for a bad size or a client receiving
+/// per-participant frames; `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_set_viewport(
+    client: *mut madang_client,
+    width: u32,
+    height: u32,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| {
+                with_grid(c, |view| match view.set_viewport(width, height) {
+                    Ok(()) => madang_result::MADANG_RESULT_OK,
+                    Err(_) => madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+                })
+            })
+        }
+    })
+}
+
+/// Waits up to `timeout_ms` for the next event and writes it to `out_event`. Everything the
+/// event points to (strings, planes, samples) stays valid until the next call on this client.
+/// Call it on the thread that owns the client; madang never calls back into C.
+///
+/// Errors: `MADANG_RESULT_TIMEOUT` when nothing happened; `MADANG_RESULT_CLOSED` after the
+/// session ended (`DISCONNECTED` was returned, or the client left);
+/// `MADANG_RESULT_NOT_CONNECTED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `out_event` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_poll_event(
+    client: *mut madang_client,
+    out_event: *mut madang_event,
+    timeout_ms: u32,
+) -> madang_result {
+    ffi_boundary!({
+        if out_event.is_null() {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        }
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| {
+                match c.poll(Duration::from_millis(timeout_ms as u64)) {
+                    Ok(event) => {
+                        // SAFETY: checked non-NULL.
+                        *out_event = event;
+                        madang_result::MADANG_RESULT_OK
+                    }
+                    Err(e) => e,
+                }
+            })
+        }
+    })
+}
+
+/// Leaves the room: tells the server and closes the connections. Afterwards polls return
+/// `MADANG_RESULT_CLOSED`. Leaving twice, or before connecting, is not an error.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_leave(client: *mut madang_client) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| {
+                c.held = Held::default();
+                if let State::Joined(session) = std::mem::replace(&mut c.state, State::Over) {
+                    c.runtime().block_on(session.room.leave());
+                }
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
+}
+
+/// Leaves the room if still in it, stops the client's threads and frees it. NULL is a no-op.
+///
+/// # Safety
+/// `client` must be NULL or come from `madang_client_new`, and not be used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_free(client: *mut madang_client) {
+    ffi_boundary_void!({
+        if client.is_null() {
+            return;
+        }
+        // SAFETY: created by Box::into_raw in madang_client_new, freed once.
+        let mut c = unsafe { Box::from_raw(client) };
+        c.held = Held::default();
+        let state = std::mem::replace(&mut c.state, State::Over);
+        if let Some(runtime) = c.runtime.take() {
+            if let State::Joined(session) = state {
+                runtime.block_on(session.room.leave());
+            }
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    })
+}
