@@ -10,8 +10,11 @@
  *   - Strings in are NUL-terminated UTF-8, borrowed for the call. Strings out are copied into a
  *     caller buffer; when it is too small the call returns MADANG_RESULT_BUFFER_TOO_SMALL and
  *     writes nothing.
+ *   - Data handed out in a madang_event (strings, picture planes, samples) belongs to madang
+ *     and stays valid until the next call on the same client.
  *   - Threads: a handle may move between threads but must not be used by two at once. madang
- *     never calls into C from a thread C did not start.
+ *     never calls into C: events come from madang_client_poll_event and log lines from
+ *     madang_log_pop, on whichever thread C calls them.
  *   - A Rust panic never crosses into C: it becomes MADANG_RESULT_PANIC.
  *
  * Link: -lmadang_ffi (static: add -lstdc++ -lpthread -ldl -lm).
@@ -158,6 +161,29 @@ enum madang_log_level
 typedef enum madang_log_level madang_log_level;
 #else
 typedef uint32_t madang_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// How the composited grid arranges the room. The numbers are stable.
+enum madang_layout_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Equal tiles in rows and columns.
+  MADANG_LAYOUT_GALLERY = 0,
+  // The active speaker large, the others in a strip below.
+  MADANG_LAYOUT_SPEAKER = 1,
+  // Pinned participants large (none can be pinned from C yet: like gallery).
+  MADANG_LAYOUT_SPOTLIGHT = 2,
+  // The host large, participants talking back beside it, viewers hidden.
+  MADANG_LAYOUT_BROADCAST = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum madang_layout_mode madang_layout_mode;
+#else
+typedef uint32_t madang_layout_mode;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 

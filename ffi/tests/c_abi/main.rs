@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use madang_ffi::madang_result;
 
+mod client;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -85,7 +87,9 @@ fn compile(source: &Path, out: &Path, flags: &[&str], link: Link) {
             cmd.arg(dir.join("libmadang_ffi.a"))
                 .args(["-lstdc++", "-lpthread", "-ldl", "-lm"])
         }
-        Link::Shared => cmd.arg(format!("-L{}", dir.display())).arg("-lmadang_ffi"),
+        Link::Shared => cmd
+            .arg(format!("-L{}", dir.display()))
+            .args(["-lmadang_ffi", "-lm"]),
     };
     let status = cmd
         .arg("-o")
@@ -154,10 +158,28 @@ fn example_links_dynamically_and_runs() {
     run_example(&exe, &[("LD_LIBRARY_PATH", &lib_dir())]);
 }
 
+/// The library's sources (not its unit tests), concatenated.
+fn ffi_sources() -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace().join("ffi/src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".rs") && !name.contains("tests")
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Every exported function is declared in the header and every declaration is exported.
 #[test]
 fn header_matches_exported_functions() {
-    let src = std::fs::read_to_string(workspace().join("ffi/src/lib.rs")).unwrap();
+    let src = ffi_sources();
     let mut exported: Vec<String> = src
         .split("#[unsafe(no_mangle)]")
         .skip(1)
@@ -183,19 +205,16 @@ fn header_matches_exported_functions() {
     exported.sort();
     declared.sort();
     assert!(!exported.is_empty());
-    assert_eq!(
-        exported, declared,
-        "madang.h is out of step with ffi/src/lib.rs"
-    );
+    assert_eq!(exported, declared, "madang.h is out of step with ffi/src");
 }
 
 /// Every exported function runs its body inside the panic boundary and is documented with a
 /// `# Safety` section when it takes pointers.
 #[test]
 fn every_export_runs_inside_the_panic_boundary() {
-    let src = std::fs::read_to_string(workspace().join("ffi/src/lib.rs")).unwrap();
+    let src = ffi_sources();
     let exports: Vec<&str> = src.split("#[unsafe(no_mangle)]").skip(1).collect();
-    assert!(exports.len() >= 10, "found only {} exports", exports.len());
+    assert!(exports.len() >= 30, "found only {} exports", exports.len());
     for export in exports {
         // The function runs from its signature to the next item.
         let end = export.find("\n}\n").expect("function end");
@@ -218,29 +237,9 @@ fn every_export_runs_inside_the_panic_boundary() {
 /// The header's result numbers are the library's.
 #[test]
 fn header_result_codes_match() {
-    use madang_result::*;
     let header = header();
-    for (name, code) in [
-        ("MADANG_RESULT_OK", MADANG_RESULT_OK),
-        ("MADANG_RESULT_NULL_ARGUMENT", MADANG_RESULT_NULL_ARGUMENT),
-        ("MADANG_RESULT_INVALID_UTF8", MADANG_RESULT_INVALID_UTF8),
-        (
-            "MADANG_RESULT_BUFFER_TOO_SMALL",
-            MADANG_RESULT_BUFFER_TOO_SMALL,
-        ),
-        (
-            "MADANG_RESULT_INVALID_ADDRESS",
-            MADANG_RESULT_INVALID_ADDRESS,
-        ),
-        (
-            "MADANG_RESULT_INVALID_ARGUMENT",
-            MADANG_RESULT_INVALID_ARGUMENT,
-        ),
-        ("MADANG_RESULT_IO", MADANG_RESULT_IO),
-        ("MADANG_RESULT_ADDRESS_IN_USE", MADANG_RESULT_ADDRESS_IN_USE),
-        ("MADANG_RESULT_PANIC", MADANG_RESULT_PANIC),
-    ] {
-        let needle = format!("{name} = {}", code as u32);
+    for code in madang_result::ALL {
+        let needle = format!("{code:?} = {}", code as u32);
         assert!(header.contains(&needle), "madang.h lacks `{needle}`");
     }
     let declared = header
@@ -248,7 +247,8 @@ fn header_result_codes_match() {
         .filter(|l| l.trim_start().starts_with("MADANG_RESULT_"))
         .count();
     assert_eq!(
-        declared, 9,
+        declared,
+        madang_result::ALL.len(),
         "madang.h declares a code the library does not have"
     );
 }
@@ -303,6 +303,48 @@ fn readme_example_compiles_and_runs() {
     let exe = tmp("readme_example");
     compile(&source, &exe, &[], Link::Static);
     let out = Command::new(&exe).output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ws://127.0.0.1:"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout, "joined hall as c1\n");
+}
+
+/// `scripts/install-c.sh` installs library, header and a `madang.pc` that pkg-config reads and
+/// the Makefile builds against (shared and static).
+#[test]
+fn install_with_pkg_config() {
+    let prefix = tmp("install-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let status = Command::new("bash")
+        .arg(workspace().join("scripts/install-c.sh"))
+        .arg(&prefix)
+        .arg(lib_dir())
+        .status()
+        .unwrap();
+    assert!(status.success(), "install-c.sh failed");
+    let pc_path = prefix.join("lib/pkgconfig");
+    let version = Command::new("pkg-config")
+        .args(["--modversion", "madang"])
+        .env("PKG_CONFIG_PATH", &pc_path)
+        .output()
+        .expect("pkg-config is needed; scripts/setup.sh installs it");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+    for link in ["shared", "static"] {
+        let out = tmp(&format!("pkg-config-{link}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let status = Command::new("make")
+            .arg("-C")
+            .arg(workspace().join("examples/c"))
+            .args(["--quiet", "-B", "USE_PKG_CONFIG=1"])
+            .arg(format!("LINK={link}"))
+            .arg(format!("OUT={}", out.display()))
+            .arg(out.join("embed_server"))
+            .env("PKG_CONFIG_PATH", &pc_path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "make with pkg-config ({link}) failed");
+        run_example(&out.join("embed_server"), &[]);
+    }
 }

@@ -1,0 +1,407 @@
+//! The C examples `simple_client.c` and `grid_viewer.c`, built with `examples/c/Makefile`,
+//! joining a live room server with Rust participants in it: the C client must see their
+//! pictures and they must see the C client's, statically and dynamically linked, under
+//! AddressSanitizer and under valgrind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+use madang::media::{TestPattern, Y4mReader, read_stamp};
+use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
+use madang::sfu::{Server, ServerConfig};
+use madang::signal::Role;
+
+use super::{lib_dir, tmp, workspace};
+
+/// Rust participants' picture size and rate.
+const PEER_SIZE: (u32, u32) = (320, 180);
+const PEER_FPS: u64 = 15;
+
+/// Builds the C examples with the Makefile into a directory of their own, once per name.
+fn make_examples(name: &str, link: &str, extra_cflags: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tmp(name);
+    if built.iter().any(|b| b == name) {
+        return out;
+    }
+    std::fs::create_dir_all(&out).unwrap();
+    let status = Command::new("make")
+        .arg("-C")
+        .arg(workspace().join("examples/c"))
+        .arg("--quiet")
+        .arg("-B")
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("MADANG_LIB={}", lib_dir().display()))
+        .arg(format!("LINK={link}"))
+        .arg(format!("EXTRA_CFLAGS={extra_cflags}"))
+        .status()
+        .expect("make is needed; scripts/setup.sh installs build-essential");
+    assert!(status.success(), "make of the C examples ({link}) failed");
+    built.push(name.to_owned());
+    out
+}
+
+/// What one Rust participant saw.
+#[derive(Debug, Default)]
+struct PeerReport {
+    /// Decoded pictures per publisher.
+    frames: HashMap<String, u64>,
+    /// Display names by identity.
+    names: HashMap<String, String>,
+    /// (from, payload) of data messages.
+    data: Vec<(String, String)>,
+}
+
+/// A room server with Rust participants publishing a stamped test pattern.
+struct Party {
+    runtime: tokio::runtime::Runtime,
+    server: Option<Server>,
+    stop: Arc<AtomicBool>,
+    peers: Vec<tokio::task::JoinHandle<PeerReport>>,
+}
+
+impl Party {
+    fn start(identities: &[&str]) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(Server::bind(ServerConfig::dev())).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut party = Self {
+            runtime,
+            server: Some(server),
+            stop,
+            peers: Vec::new(),
+        };
+        for id in identities {
+            let (url, token) = (party.url(), party.token(id, Role::Speaker));
+            let stop = party.stop.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            party
+                .peers
+                .push(party.runtime.spawn(peer(url, token, stop, tx)));
+            rx.recv_timeout(Duration::from_secs(15))
+                .expect("the Rust participant joined");
+        }
+        party
+    }
+
+    fn url(&self) -> String {
+        self.server.as_ref().unwrap().signal_url()
+    }
+
+    fn token(&self, identity: &str, role: Role) -> String {
+        self.server
+            .as_ref()
+            .unwrap()
+            .token("hall", identity, identity, role, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    /// Stops the participants (they leave) and the server; returns what each saw.
+    fn finish(mut self) -> Vec<PeerReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let peers = std::mem::take(&mut self.peers);
+        let server = self.server.take().unwrap();
+        self.runtime.block_on(async move {
+            let mut reports = Vec::new();
+            for p in peers {
+                reports.push(p.await.unwrap());
+            }
+            server.shutdown().await;
+            reports
+        })
+    }
+}
+
+/// One Rust participant: publishes the test pattern until told to stop, counting what it gets.
+async fn peer(
+    url: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+    joined: std::sync::mpsc::Sender<()>,
+) -> PeerReport {
+    let mut video = VideoOptions::new(PEER_SIZE.0, PEER_SIZE.1);
+    video.fps = PEER_FPS as u32;
+    let options = RoomOptions {
+        video: Some(video),
+        ..RoomOptions::default()
+    };
+    let mut room = Room::connect(&url, &token, options).await.unwrap();
+    let _ = joined.send(());
+    let mut report = PeerReport::default();
+    let mut pattern = TestPattern::new(PEER_SIZE.0, PEER_SIZE.1).unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / PEER_FPS));
+    let start = Instant::now();
+    // Bounded: the test stops it, and it never runs past two minutes on its own.
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+        tokio::select! {
+            _ = tick.tick() => {
+                let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
+                room.publish_video(&frame).await.unwrap();
+            }
+            event = room.next_event() => match event {
+                Some(RoomEvent::VideoFrame { participant, .. }) => {
+                    *report.frames.entry(participant).or_default() += 1;
+                }
+                Some(RoomEvent::ParticipantJoined(p)) => {
+                    report.names.insert(p.identity, p.name);
+                }
+                Some(RoomEvent::Data(m)) => report.data.push((m.from, m.payload)),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    room.leave().await;
+    report
+}
+
+/// Runs a program with a time limit well above what it needs; its output.
+fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(240));
+        // Still running after four minutes: something hangs; end it so the test fails.
+        let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    out
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `received <identity> frames=<n> size=<w>x<h>` lines of simple_client.
+fn received(stdout: &str) -> HashMap<String, (u64, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("received ")?.split(' ');
+            let id = words.next()?.to_owned();
+            let frames = words.next()?.strip_prefix("frames=")?.parse().ok()?;
+            let size = words.next()?.strip_prefix("size=")?.to_owned();
+            Some((id, (frames, size)))
+        })
+        .collect()
+}
+
+/// Runs `simple_client` (optionally under a wrapper such as valgrind) for `seconds` with two
+/// Rust participants, and checks both directions: at least `min_share` of the pictures
+/// each side sent arrived.
+fn simple_client_meets_rust_peers(
+    exe: &Path,
+    wrapper: &[&str],
+    seconds: u64,
+    size: (u32, u32),
+    fps: u32,
+    min_share: f64,
+) -> String {
+    let party = Party::start(&["jongno", "gangnam"]);
+    let token = party.token("c-client", Role::Speaker);
+    let mut cmd = Command::new(wrapper.first().map_or(exe.as_os_str(), |w| w.as_ref()));
+    if !wrapper.is_empty() {
+        cmd.args(&wrapper[1..]).arg(exe);
+    }
+    cmd.arg(party.url())
+        .arg(&token)
+        .arg(seconds.to_string())
+        .arg(size.0.to_string())
+        .arg(size.1.to_string())
+        .arg(fps.to_string())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3");
+    let out = run(&mut cmd);
+    let reports = party.finish();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "simple_client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("joined hall as c-client"), "{stdout}");
+    assert!(stdout.contains("left cleanly"), "{stdout}");
+    assert!(stdout.contains("stats sent="), "{stdout}");
+
+    // The C client saw the Rust participants' pictures.
+    let got = received(&stdout);
+    let expected = (seconds * PEER_FPS) as f64;
+    for id in ["jongno", "gangnam"] {
+        let (frames, size) = got
+            .get(id)
+            .unwrap_or_else(|| panic!("no pictures from {id}:\n{stdout}"));
+        assert_eq!(size, &format!("{}x{}", PEER_SIZE.0, PEER_SIZE.1));
+        assert!(
+            *frames as f64 >= min_share * expected,
+            "{id}: {frames} of ~{expected} pictures\n{stdout}"
+        );
+    }
+    // The Rust participants saw the C client: its name, its pictures, its message.
+    let c_sent = seconds as f64 * fps as f64;
+    for r in &reports {
+        assert_eq!(
+            r.names.get("c-client").map(String::as_str),
+            Some("C client")
+        );
+        let frames = r.frames.get("c-client").copied().unwrap_or(0);
+        assert!(
+            frames as f64 >= min_share * c_sent,
+            "{frames} of ~{c_sent} C pictures decoded by a Rust participant: {r:?}"
+        );
+        assert!(
+            r.data
+                .iter()
+                .any(|(from, text)| from == "c-client" && text == "hello from C"),
+            "{:?}",
+            r.data
+        );
+    }
+    stderr
+}
+
+#[test]
+fn simple_client_statically_linked_sees_rust_participants_and_is_seen() {
+    let dir = make_examples("examples_static", "static", "");
+    simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 6, (320, 180), 15, 0.6);
+}
+
+#[test]
+fn simple_client_dynamically_linked_sees_rust_participants_and_is_seen() {
+    let dir = make_examples("examples_shared", "shared", "");
+    simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 4, (320, 180), 15, 0.5);
+}
+
+/// Runs `grid_viewer` as a viewer for `seconds` at 640×360 and checks the Y4M it wrote: the
+/// expected number of pictures, and in the last one both Rust participants' live pictures in
+/// their tiles (their stamps read back).
+fn grid_viewer_writes_the_room(
+    exe: &Path,
+    wrapper: &[&str],
+    seconds: u64,
+    min_frames: usize,
+) -> String {
+    let party = Party::start(&["jongno", "gangnam"]);
+    let token = party.token("tv", Role::Viewer);
+    let y4m = tmp(&format!(
+        "grid-{}.y4m",
+        exe.parent().unwrap().file_name().unwrap().to_string_lossy()
+    ));
+    let mut cmd = Command::new(wrapper.first().map_or(exe.as_os_str(), |w| w.as_ref()));
+    if !wrapper.is_empty() {
+        cmd.args(&wrapper[1..]).arg(exe);
+    }
+    cmd.arg(party.url())
+        .arg(&token)
+        .arg(&y4m)
+        .arg(seconds.to_string())
+        .args(["640", "360", "10"])
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3");
+    let out = run(&mut cmd);
+    party.finish();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "grid_viewer failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("joined hall as tv"), "{stdout}");
+    let mut reader = Y4mReader::new(std::fs::File::open(&y4m).unwrap()).unwrap();
+    assert_eq!((reader.width(), reader.height()), (640, 360));
+    let mut frames = Vec::new();
+    while let Some(f) = reader.read_frame().unwrap() {
+        frames.push(f);
+    }
+    assert!(
+        frames.len() >= min_frames,
+        "{} grid pictures\n{stdout}",
+        frames.len()
+    );
+    let people = [Person::new("jongno"), Person::new("gangnam")];
+    let layout = Layout::compute(&LayoutInput::new(
+        &people,
+        Viewport::new(640, 360),
+        Mode::Gallery,
+    ));
+    let last = frames.last().unwrap();
+    for tile in &layout.tiles {
+        let r = tile.rect;
+        let crop = last.crop(r.x, r.y, r.w, r.h).unwrap();
+        assert!(
+            read_stamp(&crop).is_some(),
+            "no live picture in {}'s tile of the last grid picture",
+            tile.participant
+        );
+    }
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn grid_viewer_writes_the_composited_room_to_y4m() {
+    let dir = make_examples("examples_static", "static", "");
+    grid_viewer_writes_the_room(&dir.join("grid_viewer"), &[], 4, 35);
+}
+
+#[test]
+fn c_clients_are_clean_under_address_sanitizer() {
+    let dir = make_examples(
+        "examples_asan",
+        "static",
+        "-fsanitize=address -fno-omit-frame-pointer",
+    );
+    let stderr =
+        simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 4, (320, 180), 15, 0.4);
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    let stderr = grid_viewer_writes_the_room(&dir.join("grid_viewer"), &[], 3, 20);
+    assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+}
+
+#[test]
+fn c_clients_are_clean_under_valgrind() {
+    let dir = make_examples("examples_static", "static", "");
+    let suppressions = format!(
+        "--suppressions={}",
+        workspace().join("ffi/tests/valgrind.supp").display()
+    );
+    let valgrind = [
+        "valgrind",
+        "--error-exitcode=3",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        &suppressions,
+    ];
+    // Valgrind runs code tens of times slower: a small picture at a low rate, and a lower
+    // bar for what must arrive.
+    let stderr =
+        simple_client_meets_rust_peers(&dir.join("simple_client"), &valgrind, 8, (160, 96), 5, 0.2);
+    assert_clean_under_valgrind(&stderr);
+    let grid = grid_viewer_writes_the_room(&dir.join("grid_viewer"), &valgrind, 4, 8);
+    assert_clean_under_valgrind(&grid);
+}
+
+fn assert_clean_under_valgrind(stderr: &str) {
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    assert!(
+        stderr.contains("definitely lost: 0 bytes")
+            || stderr.contains("All heap blocks were freed"),
+        "{stderr}"
+    );
+}
