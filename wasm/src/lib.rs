@@ -1,26 +1,304 @@
-//! Browser client for madang rooms.
+//! madang in the browser: join a madang room from a web page. The browser cannot open UDP
+//! sockets, so this module drives the browser's own `RTCPeerConnection` and `getUserMedia`,
+//! speaks the same signal protocol as the Rust and C clients (`madang::signal`) and lays the
+//! room out with the same `madang::grid::layout`.
 //!
-//! Skeleton: the browser face (wasm-bindgen bindings over `RTCPeerConnection`, the `signal`
-//! protocol and `grid::layout`) arrives with its own issue. Today this crate proves that the
-//! `madang` core builds for `wasm32-unknown-unknown` without native dependencies.
+//! ```js
+//! import init, { Room } from './pkg/madang_wasm.js';
+//! await init();
+//! const room = await Room.connect('ws://localhost:8080/signal', token, { name: 'Jongno-gu' });
+//! room.on('participantJoined', (e) => console.log(e.identity, 'joined'));
+//! await room.publishCamera({ width: 640, height: 360 });
+//! await room.publishMicrophone();
+//! room.attachGrid(document.getElementById('grid'), { mode: 'gallery' });
+//! room.sendData('hello', { topic: 'chat' });
+//! ```
+//!
+//! Rules kept by this crate: no exported `async fn(&mut self)` (methods take `&self` and
+//! return Promises over a shared handle), and no call into JavaScript while the room's state
+//! is borrowed (see `room.rs`). Every failure is a [`MadangError`] with a stable `code`.
 #![deny(missing_docs)]
 
-/// Version of the madang core this module was built with.
-pub fn core_version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+mod error;
+mod grid;
+mod js;
+mod room;
+
+use std::rc::Rc;
+
+use js_sys::{Function, Promise};
+use madang::signal::{TrackKind, TrackSource};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+pub use error::MadangError;
+pub use grid::{layout_for, mode_from_str, tile_css};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Options of `Room.connect`. */
+export interface ConnectOptions {
+  /** Display name shown to the others instead of the token's (1 to 64 characters). */
+  name?: string;
+  /** How long to wait for the server to accept the join (default 10000). */
+  joinTimeoutMs?: number;
+}
+/** Options of `publishCamera` and `publishScreen` (passed to getUserMedia / getDisplayMedia). */
+export interface CaptureOptions { width?: number; height?: number; frameRate?: number; deviceId?: string; }
+/** Options of `attachGrid`. */
+export interface GridOptions { mode?: 'gallery' | 'speaker' | 'spotlight' | 'broadcast'; }
+/** Options of `sendData`. */
+export interface DataOptions { topic?: string; to?: string[]; }
+/** The events a room emits; every event object also has `type`. */
+export interface RoomEvents {
+  participantJoined: { identity: string; name: string; role: string };
+  participantLeft: { identity: string; reason: string };
+  trackPublished: { track: string; participant: string; kind: 'audio' | 'video'; source: string; muted: boolean };
+  trackUnpublished: { track: string };
+  trackMuted: { track: string; muted: boolean };
+  trackSubscribed: { track: string; participant: string; kind: 'audio' | 'video'; source: string; muted: boolean; mediaStreamTrack: MediaStreamTrack };
+  activeSpeaker: { speakers: { identity: string; level: number }[] };
+  data: { from: string; topic: string; payload: string; to: string[] };
+  disconnected: { reason: string };
+  error: { error: MadangError };
+}
+export type RoomEventName = keyof RoomEvents;
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `ConnectOptions` in TypeScript.
+    #[wasm_bindgen(typescript_type = "ConnectOptions")]
+    pub type ConnectOptions;
+    /// `CaptureOptions` in TypeScript.
+    #[wasm_bindgen(typescript_type = "CaptureOptions")]
+    pub type CaptureOptions;
+    /// `GridOptions` in TypeScript.
+    #[wasm_bindgen(typescript_type = "GridOptions")]
+    pub type GridOptions;
+    /// `DataOptions` in TypeScript.
+    #[wasm_bindgen(typescript_type = "DataOptions")]
+    pub type DataOptions;
+    /// `RoomEventName` in TypeScript.
+    #[wasm_bindgen(typescript_type = "RoomEventName")]
+    pub type RoomEventName;
 }
 
-/// Whether a picture size is one madang accepts (even sides, 16..=8192), checked by the same
-/// core code the native faces use.
-pub fn valid_size(width: u32, height: u32) -> bool {
-    madang::media::check_dimensions(width, height).is_ok()
+/// The madang version this module was built from.
+#[wasm_bindgen]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+/// A joined room. Create with `Room.connect`.
+#[wasm_bindgen]
+pub struct Room {
+    inner: Rc<room::Inner>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").finish_non_exhaustive()
+    }
+}
+
+fn promise(
+    f: impl std::future::Future<Output = Result<JsValue, MadangError>> + 'static,
+) -> Promise {
+    future_to_promise(async move { f.await.map_err(JsValue::from) })
+}
+
+fn options(v: Option<JsValue>) -> JsValue {
+    v.unwrap_or(JsValue::UNDEFINED)
+}
+
+#[wasm_bindgen]
+impl Room {
+    /// Opens the signal connection to `url` (`ws://host:port/signal`), joins with `token` and
+    /// resolves once the server accepted. Rejects with a `MadangError`: `connect_failed`,
+    /// `refused`, `timeout`.
+    pub async fn connect(
+        url: String,
+        token: String,
+        options: Option<ConnectOptions>,
+    ) -> Result<Room, MadangError> {
+        let options = self::options(options.map(Into::into));
+        let inner = room::Inner::connect(&url, &token, &options).await?;
+        Ok(Room { inner })
+    }
+
+    /// The room's name.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.inner.state.borrow().room_name().to_owned()
+    }
+
+    /// This participant's identity.
+    #[wasm_bindgen(getter)]
+    pub fn identity(&self) -> String {
+        self.inner
+            .state
+            .borrow()
+            .local_identity()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Everyone in the room including this page, in join order:
+    /// `{identity, name, role}[]`.
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "{ identity: string; name: string; role: string }[]"
+    )]
+    pub fn participants(&self) -> JsValue {
+        let people = self.inner.state.borrow().people().to_vec();
+        room::participants_js(&people)
+    }
+
+    /// Publishes the camera (getUserMedia) as H.264. Rejects with `media` when there is no
+    /// camera or permission is denied.
+    #[wasm_bindgen(js_name = publishCamera, unchecked_return_type = "Promise<void>")]
+    pub fn publish_camera(&self, options: Option<CaptureOptions>) -> Promise {
+        self.publish(TrackSource::Camera, options.map(Into::into))
+    }
+
+    /// Publishes the microphone as Opus.
+    #[wasm_bindgen(js_name = publishMicrophone, unchecked_return_type = "Promise<void>")]
+    pub fn publish_microphone(&self) -> Promise {
+        self.publish(TrackSource::Microphone, None)
+    }
+
+    /// Publishes a screen, window or tab (getDisplayMedia) as H.264.
+    #[wasm_bindgen(js_name = publishScreen, unchecked_return_type = "Promise<void>")]
+    pub fn publish_screen(&self, options: Option<CaptureOptions>) -> Promise {
+        self.publish(TrackSource::Screen, options.map(Into::into))
+    }
+
+    fn publish(&self, source: TrackSource, options: Option<JsValue>) -> Promise {
+        let inner = self.inner.clone();
+        let options = self::options(options);
+        promise(async move {
+            inner.publish(source, options).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Stops publishing `source` (`"camera"`, `"microphone"` or `"screen"`): the local track
+    /// ends and the others see it muted.
+    pub fn unpublish(&self, source: &str) -> Result<(), MadangError> {
+        let source = match source {
+            "camera" => TrackSource::Camera,
+            "microphone" => TrackSource::Microphone,
+            "screen" => TrackSource::Screen,
+            other => {
+                return Err(MadangError::new(
+                    "invalid_argument",
+                    format!("unknown source {other:?} (camera, microphone, screen)"),
+                ));
+            }
+        };
+        self.inner.unpublish(source)
+    }
+
+    /// Mutes (`true`) or unmutes what is published of `kind` (`"audio"` or `"video"`).
+    #[wasm_bindgen(js_name = setMuted)]
+    pub fn set_muted(&self, kind: &str, muted: bool) -> Result<(), MadangError> {
+        let kind = match kind {
+            "audio" => TrackKind::Audio,
+            "video" => TrackKind::Video,
+            other => {
+                return Err(MadangError::new(
+                    "invalid_argument",
+                    format!("unknown kind {other:?} (audio, video)"),
+                ));
+            }
+        };
+        self.inner.set_muted(kind, muted)
+    }
+
+    /// Calls `listener(event)` for every `name` event (see `RoomEvents`).
+    #[wasm_bindgen(js_name = addEventListener)]
+    pub fn add_event_listener(&self, name: RoomEventName, listener: Function) {
+        if let Some(name) = JsValue::from(name).as_string() {
+            self.inner.listen(&name, listener);
+        }
+    }
+
+    /// Removes a listener added with `addEventListener` or `on`.
+    #[wasm_bindgen(js_name = removeEventListener)]
+    pub fn remove_event_listener(&self, name: RoomEventName, listener: Function) {
+        if let Some(name) = JsValue::from(name).as_string() {
+            self.inner.unlisten(&name, &listener);
+        }
+    }
+
+    /// Same as `addEventListener`; returns the room for chaining.
+    pub fn on(&self, name: RoomEventName, listener: Function) -> Room {
+        self.add_event_listener(name, listener);
+        Room {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Shows the room inside `element`: one `<video>` per tile, placed by `grid::layout`
+    /// and placed again on join, leave, resize and active-speaker change.
+    #[wasm_bindgen(js_name = attachGrid)]
+    pub fn attach_grid(
+        &self,
+        element: web_sys::HtmlElement,
+        options: Option<GridOptions>,
+    ) -> Result<(), MadangError> {
+        self.inner
+            .attach_grid(element, &self::options(options.map(Into::into)))
+    }
+
+    /// Removes the grid's elements.
+    #[wasm_bindgen(js_name = detachGrid)]
+    pub fn detach_grid(&self) {
+        self.inner.detach_grid();
+    }
+
+    /// Sends `payload` (text) to everyone else, or to `options.to`, on `options.topic`
+    /// (default `"chat"`). Reliable and ordered.
+    #[wasm_bindgen(js_name = sendData)]
+    pub fn send_data(
+        &self,
+        payload: &str,
+        options: Option<DataOptions>,
+    ) -> Result<(), MadangError> {
+        let options = self::options(options.map(Into::into));
+        let topic = js::get_str(&options, "topic").unwrap_or_else(|| "chat".into());
+        let to_value = js::get(&options, "to");
+        let to: Vec<String> = if js_sys::Array::is_array(&to_value) {
+            js_sys::Array::from(&to_value)
+                .iter()
+                .filter_map(|v| v.as_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.inner.send_data(&topic, payload, to)
+    }
+
+    /// Statistics from the browser's WebRTC stack:
+    /// `{received: [{track, kind, framesDecoded, packetsLost, …}], sent: [...]}`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<{ received: any[]; sent: any[] }>")]
+    pub fn stats(&self) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move { inner.stats().await })
+    }
+
+    /// Leaves the room: tells the server, stops local tracks, closes the connections and
+    /// removes the grid. A `disconnected` event with reason `left` follows.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn leave(&self) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move {
+            inner.leave();
+            Ok(JsValue::UNDEFINED)
+        })
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn shares_core_checks() {
-        assert!(super::valid_size(640, 360));
-        assert!(!super::valid_size(641, 360));
-    }
-}
+mod tests;

@@ -11,6 +11,7 @@ use fast_image_resize::pixels::U8;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::font::draw_text;
+pub use super::layout::initials;
 use super::layout::{Layout, Person, Rect};
 use crate::media::{MediaError, VideoFrame};
 
@@ -257,15 +258,6 @@ fn draw_border(frame: &mut VideoFrame, r: Rect, t: u32) {
     for (x, y, w, h) in sides {
         fill(frame, Rect { x, y, w, h }, BORDER);
     }
-}
-
-/// Initials of a display name: the first letters of its first two words.
-pub fn initials(name: &str) -> String {
-    name.split_whitespace()
-        .filter_map(|w| w.chars().next())
-        .take(2)
-        .flat_map(char::to_uppercase)
-        .collect()
 }
 
 fn draw_placeholder(frame: &mut VideoFrame, r: Rect, name: &str, level: f32) {

@@ -71,6 +71,15 @@ impl Rect {
     }
 }
 
+/// Initials of a display name: the first letters of its first two words.
+pub fn initials(name: &str) -> String {
+    name.split_whitespace()
+        .filter_map(|w| w.chars().next())
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
 /// One participant as the layout sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Person {

@@ -1,0 +1,115 @@
+// Drives headless Chromium through the demo page (examples/web, the madang-wasm package):
+// opens one page per name, each joins the same room with the fake camera and microphone,
+// then checks what the issue asks of a call and prints one JSON line with what it found.
+//
+//   node demo.mjs <base-url> <room> <seconds> <name>... [--expect identity...]
+//
+// Steps: every page plays every other participant's video (videoWidth > 0, framesDecoded
+// rising in getStats); the first page's chat message reaches the others; the last page
+// closes and disappears from the first page's grid. SCREENSHOT=<path> saves the first page
+// while everyone is there. Exit code 0 when every step passed.
+import { chromium } from 'playwright-core';
+
+const args = process.argv.slice(2);
+const [base, room, seconds] = args;
+const split = args.indexOf('--expect');
+const names = args.slice(3, split < 0 ? undefined : split);
+const extra = split < 0 ? [] : args.slice(split + 1); // other participants (e.g. a Rust client)
+const deadline = Date.now() + Number(seconds) * 1000;
+const result = { ok: false, steps: {}, pages: {} };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+
+// What a page sees: its identity, the grid's tiles with their video sizes, decoded frames.
+async function look(page) {
+  return page.evaluate(async () => {
+    const room = window.madangRoom;
+    if (!room) return { joined: false, status: window.madangDemo?.status };
+    const tiles = {};
+    for (const el of document.querySelectorAll('#grid [data-participant]')) {
+      const v = el.querySelector('video');
+      tiles[el.dataset.participant] = { videoWidth: v.videoWidth, videoHeight: v.videoHeight };
+    }
+    const stats = await room.stats();
+    const decoded = {};
+    for (const r of stats.received) if (r.kind === 'video' && r.track) decoded[r.track] = r.framesDecoded || 0;
+    return { joined: true, identity: room.identity, tiles, decoded, chat: window.madangDemo.log,
+             status: window.madangDemo.status, participants: room.participants.map((p) => p.identity) };
+  });
+}
+
+async function until(what, check) {
+  while (Date.now() < deadline) {
+    if (await check()) { result.steps[what] = true; return true; }
+    await sleep(250);
+  }
+  result.steps[what] = false;
+  return false;
+}
+
+try {
+  const pages = [];
+  for (const name of names) {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+    page.on('console', (m) => process.stderr.write(`${name}: ${m.text()}\n`));
+    page.on('pageerror', (e) => process.stderr.write(`${name}: page error ${e}\n${e.stack}\n`));
+    await page.goto(`${base}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1`);
+    pages.push(page);
+  }
+  const ids = [];
+  await until('joined', async () => {
+    const seen = await Promise.all(pages.map(look));
+    ids.splice(0, ids.length, ...seen.map((s) => s.identity));
+    return seen.every((s) => s.joined);
+  });
+  const everyone = [...ids, ...extra];
+  // Every page plays everyone else's video, and decoding keeps going.
+  let first = null;
+  await until('videos play', async () => {
+    const seen = await Promise.all(pages.map(look));
+    const ok = seen.every((s) => everyone.filter((id) => id !== s.identity)
+      .every((id) => (s.tiles[id]?.videoWidth || 0) > 0 && (s.decoded[`${id}/camera`] || 0) > 0));
+    if (ok && !first) first = seen;
+    return ok;
+  });
+  if (first) {
+    await sleep(1500);
+    const later = await Promise.all(pages.map(look));
+    result.steps['frames rising'] = later.every((s, i) => everyone.filter((id) => id !== s.identity)
+      .every((id) => s.decoded[`${id}/camera`] > first[i].decoded[`${id}/camera`]));
+  }
+  if (process.env.SCREENSHOT) await pages[0].screenshot({ path: process.env.SCREENSHOT });
+  // Chat from the first page reaches the others.
+  const text = `hello from ${names[0]}`;
+  await pages[0].evaluate((t) => { document.getElementById('chat').value = t; document.getElementById('chat-form').requestSubmit(); }, text);
+  await until('chat', async () => {
+    const seen = await Promise.all(pages.slice(1).map(look));
+    return seen.every((s) => s.chat.some((l) => l.text === text));
+  });
+  // The last page closes: it leaves the first page's grid.
+  if (pages.length > 1) {
+    const gone = ids[ids.length - 1];
+    await pages[pages.length - 1].close();
+    pages.pop();
+    await until('closed page removed', async () => !((await look(pages[0])).tiles[gone]));
+  }
+  for (const [i, page] of pages.entries()) result.pages[names[i]] = await look(page);
+  result.identities = ids;
+  result.ok = Object.values(result.steps).every(Boolean);
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

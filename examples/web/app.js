@@ -1,0 +1,110 @@
+// The demo page: join a room, publish camera and microphone, see everyone in a grid laid out
+// by madang, chat. With `madang serve --dev` tokens come from the server's dev endpoint;
+// otherwise paste one (`madang token …`).
+import init, { Room, version } from './pkg/madang_wasm.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const state = { room: null, camera: true, mic: true, log: [] };
+// For tests and curious people: what the page did.
+window.madangDemo = state;
+
+function status(text) {
+  $('status').textContent = text;
+  state.status = text;
+}
+
+function chatLine(from, text) {
+  const li = document.createElement('li');
+  const who = document.createElement('b');
+  who.textContent = from + ': ';
+  li.append(who, document.createTextNode(text));
+  $('chat-log').append(li);
+  li.scrollIntoView();
+  state.log.push({ from, text });
+}
+
+async function token(room, name) {
+  if ($('token').value) return $('token').value;
+  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${Math.random().toString(36).slice(2, 6)}`;
+  const q = new URLSearchParams({ room, name, identity, role: 'speaker' });
+  const r = await fetch(`/dev/token?${q}`);
+  if (!r.ok) {
+    $('token').classList.remove('hidden');
+    throw new Error('this server has no dev token endpoint: paste a token');
+  }
+  return (await r.json()).token;
+}
+
+function joined(room) {
+  for (const id of ['camera', 'mic', 'leave']) $(id).classList.remove('hidden');
+  $('join-form').classList.add('hidden');
+  $('chat').disabled = false;
+  status(`in ${room.name} as ${room.identity} — ${room.participants.length} here`);
+}
+
+async function join(event) {
+  event.preventDefault();
+  const roomName = $('room').value.trim() || 'demo';
+  const name = $('name').value.trim();
+  status('connecting…');
+  try {
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/signal`;
+    const room = await Room.connect(url, await token(roomName, name), { name });
+    state.room = room;
+    window.madangRoom = room;
+    room.attachGrid($('grid'), { mode: params.get('mode') || 'gallery' });
+    const count = () => status(`in ${room.name} as ${room.identity} — ${room.participants.length} here`);
+    room.on('participantJoined', (e) => { chatLine('·', `${e.name} joined`); count(); });
+    room.on('participantLeft', (e) => { chatLine('·', `${e.identity} left (${e.reason})`); count(); });
+    room.on('data', (e) => chatLine(e.from, e.payload));
+    room.on('activeSpeaker', (e) => { state.speaker = e.speakers[0]?.identity; });
+    room.on('error', (e) => {
+      console.warn(`madang: ${e.error.code}: ${e.error.message}`);
+      status(`error: ${e.error.code}: ${e.error.message}`);
+    });
+    room.on('disconnected', (e) => {
+      console.warn(`madang: disconnected (${e.reason})`);
+      status(`disconnected (${e.reason})`);
+      for (const id of ['camera', 'mic', 'leave']) $(id).classList.add('hidden');
+      $('join-form').classList.remove('hidden');
+      $('chat').disabled = true;
+    });
+    joined(room);
+    await room.publishCamera({ width: 640, height: 360 });
+    await room.publishMicrophone();
+    state.published = true;
+  } catch (e) {
+    console.warn(`madang: ${e.code ?? ''} ${e.message ?? e}`);
+    status(`could not join: ${e.code ?? ''} ${e.message ?? e}`);
+    state.error = e.code ?? String(e);
+  }
+}
+
+function toggle(kind, id) {
+  const room = state.room;
+  if (!room) return;
+  const on = $(id).getAttribute('aria-pressed') !== 'true';
+  room.setMuted(kind, !on);
+  $(id).setAttribute('aria-pressed', String(on));
+  $(id).textContent = `${id === 'camera' ? 'Camera' : 'Mic'} ${on ? 'on' : 'off'}`;
+}
+
+await init();
+document.title = `madang ${version()} — a room in the browser`;
+$('join-form').addEventListener('submit', join);
+$('camera').addEventListener('click', () => toggle('video', 'camera'));
+$('mic').addEventListener('click', () => toggle('audio', 'mic'));
+$('leave').addEventListener('click', () => state.room?.leave());
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $('chat').value.trim();
+  if (!text || !state.room) return;
+  state.room.sendData(text, { topic: 'chat' });
+  chatLine('me', text);
+  $('chat').value = '';
+});
+if (params.get('room')) $('room').value = params.get('room');
+if (params.get('name')) $('name').value = params.get('name');
+if (params.get('token')) $('token').value = params.get('token');
+if (params.get('autojoin')) $('join-form').requestSubmit();

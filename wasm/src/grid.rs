@@ -1,0 +1,221 @@
+//! The room as a grid of `<video>` elements inside a page element, placed by the same
+//! `grid::layout` the Rust and C faces use, and placed again on join, leave, resize and
+//! active-speaker change.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Rect, Viewport, initials};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{HtmlElement, HtmlVideoElement, MediaStream, ResizeObserver};
+
+use crate::error::{MadangError, Result};
+use crate::room::Inner;
+
+/// `gallery`, `speaker`, `spotlight` or `broadcast`.
+pub fn mode_from_str(mode: &str) -> Result<Mode> {
+    Ok(match mode {
+        "gallery" => Mode::Gallery,
+        "speaker" => Mode::Speaker,
+        "spotlight" => Mode::Spotlight,
+        "broadcast" => Mode::Broadcast,
+        other => {
+            return Err(MadangError::new(
+                "invalid_argument",
+                format!("unknown layout mode {other:?} (gallery, speaker, spotlight, broadcast)"),
+            ));
+        }
+    })
+}
+
+/// CSS for a tile at `r`.
+pub fn tile_css(r: Rect, highlight: bool) -> String {
+    format!(
+        "position:absolute;left:{}px;top:{}px;width:{}px;height:{}px;overflow:hidden;\
+         background:#1d2b28;border-radius:6px;box-sizing:border-box;border:{}",
+        r.x,
+        r.y,
+        r.w,
+        r.h,
+        if highlight { "3px solid #e0a020" } else { "0" }
+    )
+}
+
+/// The layout of `people` in a `width`×`height` element.
+pub fn layout_for(people: &[Person], width: u32, height: u32, mode: Mode) -> Layout {
+    Layout::compute(&LayoutInput::new(
+        people,
+        Viewport::new(width.max(2), height.max(2)),
+        mode,
+    ))
+}
+
+/// One participant's tile: its element, the video inside, the label.
+struct TileEls {
+    tile: HtmlElement,
+    video: HtmlVideoElement,
+    label: HtmlElement,
+    stream: Option<String>,
+}
+
+/// A grid attached to a page element.
+pub(crate) struct GridView {
+    root: HtmlElement,
+    mode: Mode,
+    tiles: RefCell<HashMap<String, TileEls>>,
+    observer: Option<ResizeObserver>,
+    _on_resize: Closure<dyn FnMut(JsValue)>,
+}
+
+impl GridView {
+    /// Fills `element` with a positioned container and watches its size.
+    pub(crate) fn attach(element: HtmlElement, mode: Mode, room: Weak<Inner>) -> Result<Rc<Self>> {
+        let style = element.style();
+        if style
+            .get_property_value("position")
+            .unwrap_or_default()
+            .is_empty()
+        {
+            let _ = style.set_property("position", "relative");
+        }
+        let _ = element.set_attribute("data-madang-grid", "");
+        let on_resize = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            if let Some(room) = room.upgrade() {
+                room.relayout();
+            }
+        });
+        let observer = ResizeObserver::new(on_resize.as_ref().unchecked_ref()).ok();
+        if let Some(o) = &observer {
+            o.observe(&element);
+        }
+        Ok(Rc::new(Self {
+            root: element,
+            mode,
+            tiles: RefCell::new(HashMap::new()),
+            observer,
+            _on_resize: on_resize,
+        }))
+    }
+
+    /// Places everyone again from the room's current state.
+    pub(crate) fn render(&self, room: &Inner) {
+        let (people, streams, local) = {
+            let st = room.state.borrow();
+            let people = st.persons();
+            let streams: HashMap<String, MediaStream> = people
+                .iter()
+                .filter_map(|p| Some((p.id.clone(), st.video_stream_of(&p.id)?)))
+                .collect();
+            (people, streams, st.local_identity().map(str::to_owned))
+        };
+        let rect = self.root.get_bounding_client_rect();
+        let layout = layout_for(
+            &people,
+            rect.width() as u32,
+            rect.height() as u32,
+            self.mode,
+        );
+        let mut tiles = self.tiles.borrow_mut();
+        let shown: Vec<&str> = layout
+            .tiles
+            .iter()
+            .map(|t| t.participant.as_str())
+            .collect();
+        tiles.retain(|id, els| {
+            let keep = shown.contains(&id.as_str());
+            if !keep {
+                els.tile.remove();
+            }
+            keep
+        });
+        for tile in &layout.tiles {
+            let Some(person) = people.iter().find(|p| p.id == tile.participant) else {
+                continue;
+            };
+            if !tiles.contains_key(&person.id) {
+                let Some(els) = self.new_tile(&person.id) else {
+                    continue;
+                };
+                tiles.insert(person.id.clone(), els);
+            }
+            let Some(els) = tiles.get_mut(&person.id) else {
+                continue;
+            };
+            let _ = els
+                .tile
+                .set_attribute("style", &tile_css(tile.rect, tile.highlight));
+            let _ = els.tile.set_attribute(
+                "class",
+                if tile.highlight {
+                    "madang-tile madang-speaking"
+                } else {
+                    "madang-tile"
+                },
+            );
+            let stream = streams.get(&person.id);
+            let stream_id = stream.map(|s| s.id());
+            if els.stream != stream_id {
+                els.video.set_src_object(stream);
+                els.stream = stream_id;
+            }
+            let is_local = local.as_deref() == Some(person.id.as_str());
+            els.video.set_muted(true);
+            let _ = els
+                .video
+                .style()
+                .set_property("display", if stream.is_some() { "block" } else { "none" });
+            let _ = els
+                .video
+                .style()
+                .set_property("transform", if is_local { "scaleX(-1)" } else { "none" });
+            let text = if stream.is_some() {
+                person.name.clone()
+            } else {
+                format!("{}  {}", initials(&person.name), person.name)
+            };
+            els.label.set_text_content(Some(&text));
+        }
+    }
+
+    fn new_tile(&self, identity: &str) -> Option<TileEls> {
+        let doc = web_sys::window()?.document()?;
+        let tile: HtmlElement = doc.create_element("div").ok()?.dyn_into().ok()?;
+        let _ = tile.set_attribute("data-participant", identity);
+        let video: HtmlVideoElement = doc.create_element("video").ok()?.dyn_into().ok()?;
+        video.set_autoplay(true);
+        video.set_muted(true);
+        let _ = video.set_attribute("playsinline", "");
+        let _ = video.set_attribute(
+            "style",
+            "width:100%;height:100%;object-fit:cover;display:none",
+        );
+        let label: HtmlElement = doc.create_element("span").ok()?.dyn_into().ok()?;
+        let _ = label.set_attribute(
+            "style",
+            "position:absolute;left:8px;bottom:6px;color:#fff;font:14px sans-serif;\
+             text-shadow:0 1px 2px #000",
+        );
+        let _ = tile.append_child(&video);
+        let _ = tile.append_child(&label);
+        let _ = self.root.append_child(&tile);
+        Some(TileEls {
+            tile,
+            video,
+            label,
+            stream: None,
+        })
+    }
+
+    /// Removes the grid's elements and stops watching the size.
+    pub(crate) fn detach(&self) {
+        if let Some(o) = &self.observer {
+            o.disconnect();
+        }
+        for (_, els) in self.tiles.borrow_mut().drain() {
+            els.tile.remove();
+        }
+        let _ = self.root.remove_attribute("data-madang-grid");
+    }
+}

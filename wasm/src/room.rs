@@ -1,0 +1,1169 @@
+//! A joined room in the browser: the signal WebSocket, a publishing and a subscribing
+//! `RTCPeerConnection` (the browser's own), and the events JavaScript listens to.
+//!
+//! Borrow rule: the room's state lives in a `RefCell`; every method takes what it needs
+//! inside a short borrow of plain Rust work and calls into JavaScript (WebRTC, the DOM,
+//! listeners) only after the borrow has ended, so a listener may call back into the room.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::{Rc, Weak};
+
+use futures_channel::oneshot;
+use js_sys::{Array, Function, Promise};
+use madang::grid::layout::Person;
+use madang::signal::{
+    ClientMessage, DataMessage, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
+    ServerMessage, Speaker, TrackInfo, TrackKind, TrackSource, decode_server, encode,
+};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    HtmlAudioElement, MediaStream, MediaStreamTrack, MessageEvent, RtcIceGatheringState,
+    RtcPeerConnection, RtcRtpTransceiver, RtcTrackEvent, WebSocket,
+};
+
+use crate::error::{MadangError, Result};
+use crate::grid::GridView;
+use crate::js::{call, get, get_f64, get_str, obj, s};
+
+/// How long to wait for ICE gathering before sending an offer with what is there.
+const GATHER_MS: i32 = 2000;
+/// Default time allowed for joining.
+const JOIN_TIMEOUT_MS: i32 = 10_000;
+/// Interval of keep-alive pings on the signal connection (the server drops silent sessions).
+const KEEPALIVE_MS: i32 = 5_000;
+
+/// One local track this page publishes.
+struct Published {
+    source: TrackSource,
+    kind: TrackKind,
+    track: MediaStreamTrack,
+    stream: MediaStream,
+    transceiver: RtcRtpTransceiver,
+}
+
+/// Everything the room knows; only plain Rust work happens while it is borrowed.
+#[derive(Default)]
+pub(crate) struct State {
+    room: String,
+    local: Option<ParticipantInfo>,
+    /// Everyone including this page, in join order.
+    people: Vec<ParticipantInfo>,
+    tracks: BTreeMap<String, TrackInfo>,
+    speakers: Vec<Speaker>,
+    publisher: Option<RtcPeerConnection>,
+    published: Vec<Published>,
+    publisher_busy: bool,
+    publisher_again: bool,
+    publisher_answer: Option<oneshot::Sender<String>>,
+    subscriber: Option<RtcPeerConnection>,
+    /// Receive slots the server asked for: audio, video.
+    want: (u32, u32),
+    subscriber_busy: bool,
+    subscriber_again: bool,
+    subscriber_answer: Option<oneshot::Sender<String>>,
+    /// mid → remote track id, from the server's `slots`.
+    slots: HashMap<String, String>,
+    /// mid → what the browser receives on it.
+    receivers: HashMap<String, (MediaStreamTrack, MediaStream)>,
+    /// mid → the track id last announced as subscribed on it.
+    bound: HashMap<String, String>,
+    /// mid → the element playing remote audio.
+    audio_out: HashMap<String, HtmlAudioElement>,
+    grid: Option<Rc<GridView>>,
+    join: Option<oneshot::Sender<Result<()>>>,
+    closed: bool,
+}
+
+impl State {
+    /// The people as the layout sees them, in join order.
+    pub(crate) fn persons(&self) -> Vec<Person> {
+        self.people
+            .iter()
+            .map(|p| {
+                let mut person = Person::new(&p.identity);
+                person.name = p.name.clone();
+                person.role = p.role;
+                person.has_video = self.video_track_of(&p.identity).is_some();
+                person.speaker_rank = self
+                    .speakers
+                    .iter()
+                    .position(|s| s.identity == p.identity)
+                    .map(|r| r as u32);
+                person
+            })
+            .collect()
+    }
+
+    /// The id of the video track shown for `identity`: a screen share before the camera.
+    fn video_track_of(&self, identity: &str) -> Option<String> {
+        let local = self.local.as_ref().is_some_and(|l| l.identity == identity);
+        if local {
+            let mut mine: Vec<&Published> = self
+                .published
+                .iter()
+                .filter(|p| p.kind == TrackKind::Video && p.track.enabled())
+                .collect();
+            mine.sort_by_key(|p| p.source != TrackSource::Screen);
+            return mine
+                .first()
+                .map(|p| format!("{identity}/{}", source_name(p.source)));
+        }
+        [TrackSource::Screen, TrackSource::Camera]
+            .iter()
+            .map(|s| format!("{identity}/{}", source_name(*s)))
+            .find(|id| self.tracks.get(id).is_some_and(|t| !t.muted))
+    }
+
+    /// The stream to show for `identity`, if its video is here.
+    pub(crate) fn video_stream_of(&self, identity: &str) -> Option<MediaStream> {
+        let track = self.video_track_of(identity)?;
+        if self.local.as_ref().is_some_and(|l| l.identity == identity) {
+            let source = track.rsplit('/').next()?;
+            return self
+                .published
+                .iter()
+                .find(|p| source_name(p.source) == source)
+                .map(|p| p.stream.clone());
+        }
+        let mid = self.bound.iter().find(|(_, t)| **t == track)?.0;
+        self.receivers.get(mid).map(|(_, stream)| stream.clone())
+    }
+
+    pub(crate) fn local_identity(&self) -> Option<&str> {
+        self.local.as_ref().map(|l| l.identity.as_str())
+    }
+
+    pub(crate) fn room_name(&self) -> &str {
+        &self.room
+    }
+
+    pub(crate) fn people(&self) -> &[ParticipantInfo] {
+        &self.people
+    }
+}
+
+/// The name a source has in track ids (as the server names them).
+pub(crate) fn source_name(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Camera => "camera",
+        TrackSource::Microphone => "microphone",
+        TrackSource::Screen => "screen",
+        TrackSource::Grid => "grid",
+    }
+}
+
+/// A JavaScript callback kept alive by the room.
+type Handler = Closure<dyn FnMut(JsValue)>;
+
+/// The room behind a `Room` handle.
+pub(crate) struct Inner {
+    pub(crate) state: RefCell<State>,
+    listeners: RefCell<Vec<(String, Function)>>,
+    ws: WebSocket,
+    /// The WebSocket and connection handlers, kept alive until the room is left.
+    handlers: RefCell<Vec<Handler>>,
+    /// Leaves when the page goes away (`pagehide`), so the others see "left" at once.
+    on_pagehide: RefCell<Option<Handler>>,
+}
+
+/// Sends a signal message (no-op once the socket is closed).
+fn send(ws: &WebSocket, message: &ClientMessage) {
+    if ws.ready_state() == WebSocket::OPEN {
+        let _ = ws.send_with_str(&encode(message));
+    }
+}
+
+/// A promise that resolves after `ms` milliseconds.
+pub(crate) async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Calls method `name` of `target`, which returns a promise, and awaits it; failures become
+/// a `MadangError` with `code`.
+async fn call_await(target: &JsValue, name: &str, args: &[JsValue], code: &str) -> Result<JsValue> {
+    let promise: Promise = call(target, name, args)
+        .and_then(|p| p.dyn_into())
+        .map_err(|e| MadangError::from_js(code, name, &e))?;
+    await_js(promise, code, name).await
+}
+
+async fn await_js(promise: Promise, code: &str, what: &str) -> Result<JsValue> {
+    JsFuture::from(promise)
+        .await
+        .map_err(|e| MadangError::from_js(code, what, &e))
+}
+
+/// Waits until `pc` has gathered its candidates (at most two seconds).
+async fn gathered(pc: &RtcPeerConnection) {
+    for _ in 0..(GATHER_MS / 50) {
+        if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+            return;
+        }
+        sleep(50).await;
+    }
+}
+
+/// Creates an offer, applies it and waits for candidates; the SDP to send.
+async fn make_offer(pc: &RtcPeerConnection) -> Result<String> {
+    let offer = await_js(pc.create_offer(), "negotiation", "createOffer").await?;
+    call_await(pc, "setLocalDescription", &[offer], "negotiation").await?;
+    gathered(pc).await;
+    pc.local_description()
+        .map(|d| d.sdp())
+        .ok_or_else(|| MadangError::new("negotiation", "no local description"))
+}
+
+async fn apply_answer(pc: &RtcPeerConnection, sdp: String) -> Result<()> {
+    let answer = obj(&[("type", s("answer")), ("sdp", s(&sdp))]);
+    call_await(pc, "setRemoteDescription", &[answer], "negotiation").await?;
+    Ok(())
+}
+
+fn new_peer_connection() -> Result<RtcPeerConnection> {
+    RtcPeerConnection::new()
+        .map_err(|e| MadangError::from_js("negotiation", "RTCPeerConnection", &e))
+}
+
+/// Prefers H.264 Constrained Baseline, packetization mode 1 (what the server forwards) on a
+/// video transceiver.
+fn prefer_h264(transceiver: &RtcRtpTransceiver) -> Result<()> {
+    let global = js_sys::global();
+    let sender_class = get(&global, "RTCRtpSender");
+    let caps = call(&sender_class, "getCapabilities", &[s("video")])
+        .map_err(|e| MadangError::from_js("media", "RTCRtpSender.getCapabilities", &e))?;
+    let codecs: Array = get(&caps, "codecs").dyn_into().unwrap_or_default();
+    let h264: Array = codecs
+        .iter()
+        .filter(|c| {
+            let fmtp = get_str(c, "sdpFmtpLine").unwrap_or_default();
+            get_str(c, "mimeType").as_deref() == Some("video/H264")
+                && fmtp.contains("packetization-mode=1")
+                && fmtp.contains("profile-level-id=42e01f")
+        })
+        .collect();
+    if h264.length() == 0 {
+        return Err(MadangError::new(
+            "media",
+            "this browser offers no H.264 Constrained Baseline encoder",
+        ));
+    }
+    call(transceiver, "setCodecPreferences", &[h264.into()])
+        .map_err(|e| MadangError::from_js("media", "setCodecPreferences", &e))?;
+    Ok(())
+}
+
+impl Inner {
+    /// Opens the signal connection and joins; resolves once the server accepted.
+    pub(crate) async fn connect(url: &str, token: &str, options: &JsValue) -> Result<Rc<Inner>> {
+        let name = get_str(options, "name");
+        let timeout = get_f64(options, "joinTimeoutMs").map_or(JOIN_TIMEOUT_MS, |t| t as i32);
+        let ws = WebSocket::new(url)
+            .map_err(|e| MadangError::from_js("connect_failed", "WebSocket", &e))?;
+        let inner = Rc::new(Inner {
+            state: RefCell::new(State::default()),
+            listeners: RefCell::new(Vec::new()),
+            ws: ws.clone(),
+            handlers: RefCell::new(Vec::new()),
+            on_pagehide: RefCell::new(None),
+        });
+        let (tx, rx) = oneshot::channel();
+        inner.state.borrow_mut().join = Some(tx);
+
+        let join = ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            auto_subscribe: true,
+            name,
+        };
+        let weak = Rc::downgrade(&inner);
+        let on_open = Handler::new(move |_| {
+            if let Some(inner) = weak.upgrade() {
+                send(&inner.ws, &join);
+            }
+        });
+        let weak = Rc::downgrade(&inner);
+        let on_message = Handler::new(move |e: JsValue| {
+            let text = e.unchecked_into::<MessageEvent>().data().as_string();
+            if let (Some(inner), Some(text)) = (weak.upgrade(), text) {
+                inner.on_text(&text);
+            }
+        });
+        let weak = Rc::downgrade(&inner);
+        let on_close = Handler::new(move |_| {
+            if let Some(inner) = weak.upgrade() {
+                inner.on_close();
+            }
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        inner
+            .handlers
+            .borrow_mut()
+            .extend([on_open, on_message, on_close]);
+
+        let weak = Rc::downgrade(&inner);
+        wasm_bindgen_futures::spawn_local(async move {
+            sleep(timeout).await;
+            if let Some(inner) = weak.upgrade() {
+                let pending = inner.state.borrow_mut().join.take();
+                if let Some(tx) = pending {
+                    let _ = tx.send(Err(MadangError::new(
+                        "timeout",
+                        format!("no answer from the server within {timeout} ms"),
+                    )));
+                }
+            }
+        });
+        match rx.await {
+            Ok(Ok(())) => {
+                let weak = Rc::downgrade(&inner);
+                let on_pagehide = Handler::new(move |_| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.leave();
+                    }
+                });
+                if let Some(w) = web_sys::window() {
+                    let _ = w.add_event_listener_with_callback(
+                        "pagehide",
+                        on_pagehide.as_ref().unchecked_ref(),
+                    );
+                }
+                *inner.on_pagehide.borrow_mut() = Some(on_pagehide);
+                let weak = Rc::downgrade(&inner);
+                wasm_bindgen_futures::spawn_local(async move {
+                    loop {
+                        sleep(KEEPALIVE_MS).await;
+                        let Some(inner) = weak.upgrade() else { break };
+                        if inner.state.borrow().closed {
+                            break;
+                        }
+                        send(&inner.ws, &ClientMessage::Ping);
+                    }
+                });
+                Ok(inner)
+            }
+            Ok(Err(e)) => {
+                inner.shutdown();
+                Err(e)
+            }
+            Err(_) => Err(MadangError::new("connect_failed", "joining was abandoned")),
+        }
+    }
+
+    /// Adds a listener for `name` events.
+    pub(crate) fn listen(&self, name: &str, f: Function) {
+        self.listeners.borrow_mut().push((name.to_owned(), f));
+    }
+
+    /// Removes a listener added with [`Inner::listen`].
+    pub(crate) fn unlisten(&self, name: &str, f: &Function) {
+        self.listeners
+            .borrow_mut()
+            .retain(|(n, g)| !(n == name && g == f));
+    }
+
+    /// Calls the listeners of `name` with `detail` (`detail.type` is `name`).
+    fn emit(&self, name: &str, detail: JsValue) {
+        let _ = js_sys::Reflect::set(&detail, &s("type"), &s(name));
+        let fns: Vec<Function> = self
+            .listeners
+            .borrow()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .collect();
+        for f in fns {
+            if let Err(e) = f.call1(&JsValue::NULL, &detail) {
+                web_sys::console::error_2(&s("madang: an event listener threw"), &e);
+            }
+        }
+    }
+
+    fn emit_error(&self, e: MadangError) {
+        self.emit("error", obj(&[("error", JsValue::from(e))]));
+    }
+
+    fn on_text(self: &Rc<Self>, text: &str) {
+        let message = match decode_server(text) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.emit_error(MadangError::new("server", format!("bad message: {e}")));
+            }
+        };
+        match message {
+            ServerMessage::Joined {
+                room,
+                participant,
+                participants,
+                tracks,
+                ..
+            } => {
+                let tx = {
+                    let mut st = self.state.borrow_mut();
+                    st.room = room;
+                    st.people = participants;
+                    st.people.push(participant.clone());
+                    st.local = Some(participant);
+                    st.tracks = tracks.into_iter().map(|t| (t.id.clone(), t)).collect();
+                    st.join.take()
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            ServerMessage::Error { code, reason } => {
+                let tx = self.state.borrow_mut().join.take();
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send(Err(MadangError::new(
+                            "refused",
+                            format!("{}: {reason}", code.as_str()),
+                        )));
+                    }
+                    None => self.emit_error(MadangError::new(
+                        "server",
+                        format!("{}: {reason}", code.as_str()),
+                    )),
+                }
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                {
+                    let mut st = self.state.borrow_mut();
+                    st.people.retain(|p| p.identity != participant.identity);
+                    st.people.push(participant.clone());
+                }
+                self.emit("participantJoined", participant_js(&participant));
+                self.relayout();
+            }
+            ServerMessage::ParticipantLeft { identity, reason } => {
+                {
+                    let mut st = self.state.borrow_mut();
+                    st.people.retain(|p| p.identity != identity);
+                    st.tracks.retain(|_, t| t.participant != identity);
+                    st.speakers.retain(|s| s.identity != identity);
+                }
+                self.emit(
+                    "participantLeft",
+                    obj(&[("identity", s(&identity)), ("reason", s(reason.as_str()))]),
+                );
+                self.relayout();
+            }
+            ServerMessage::TrackPublished { track } => {
+                self.state
+                    .borrow_mut()
+                    .tracks
+                    .insert(track.id.clone(), track.clone());
+                self.emit("trackPublished", track_js(&track));
+                self.relayout();
+            }
+            ServerMessage::TrackUnpublished { track } => {
+                self.state.borrow_mut().tracks.remove(&track);
+                self.emit("trackUnpublished", obj(&[("track", s(&track))]));
+                self.relayout();
+            }
+            ServerMessage::TrackMuted { track, muted } => {
+                if let Some(t) = self.state.borrow_mut().tracks.get_mut(&track) {
+                    t.muted = muted;
+                }
+                self.emit(
+                    "trackMuted",
+                    obj(&[("track", s(&track)), ("muted", muted.into())]),
+                );
+                self.relayout();
+            }
+            ServerMessage::Answer { pc, sdp } => {
+                let tx = {
+                    let mut st = self.state.borrow_mut();
+                    match pc {
+                        PeerRole::Publisher => st.publisher_answer.take(),
+                        PeerRole::Subscriber => st.subscriber_answer.take(),
+                    }
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send(sdp);
+                }
+            }
+            ServerMessage::Renegotiate { audio, video } => {
+                {
+                    let mut st = self.state.borrow_mut();
+                    st.want = (st.want.0.max(audio), st.want.1.max(video));
+                }
+                let inner = self.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = inner.negotiate_subscriber().await {
+                        inner.emit_error(e);
+                    }
+                });
+            }
+            ServerMessage::Slots { slots } => {
+                self.state.borrow_mut().slots = slots
+                    .into_iter()
+                    .filter_map(|s| Some((s.mid, s.track?)))
+                    .collect();
+                self.bind_tracks();
+            }
+            ServerMessage::Candidate { pc, candidate } => {
+                let target = {
+                    let st = self.state.borrow();
+                    match pc {
+                        PeerRole::Publisher => st.publisher.clone(),
+                        PeerRole::Subscriber => st.subscriber.clone(),
+                    }
+                };
+                if let Some(target) = target {
+                    let init = obj(&[
+                        ("candidate", s(&candidate.candidate)),
+                        (
+                            "sdpMid",
+                            candidate.sdp_mid.as_deref().map_or(JsValue::NULL, s),
+                        ),
+                        (
+                            "sdpMLineIndex",
+                            candidate
+                                .sdp_m_line_index
+                                .map_or(JsValue::NULL, |i| JsValue::from(i as u32)),
+                        ),
+                    ]);
+                    let _ = call(&target, "addIceCandidate", &[init]);
+                }
+            }
+            ServerMessage::ActiveSpeaker { speakers } => {
+                self.state.borrow_mut().speakers = speakers.clone();
+                let list: Array = speakers
+                    .iter()
+                    .map(|s| {
+                        obj(&[
+                            ("identity", self::s(&s.identity)),
+                            ("level", s.level.into()),
+                        ])
+                    })
+                    .collect();
+                self.emit("activeSpeaker", obj(&[("speakers", list.into())]));
+                self.relayout();
+            }
+            ServerMessage::Data { message } => {
+                self.emit("data", data_js(&message));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_close(self: &Rc<Self>) {
+        let (pending, was_open) = {
+            let mut st = self.state.borrow_mut();
+            let was_open = !st.closed;
+            (st.join.take(), was_open)
+        };
+        if let Some(tx) = pending {
+            let _ = tx.send(Err(MadangError::new(
+                "connect_failed",
+                "the signal connection closed before the server accepted the join",
+            )));
+            return;
+        }
+        if was_open {
+            self.shutdown();
+            self.emit("disconnected", obj(&[("reason", s("connection_lost"))]));
+        }
+    }
+
+    /// Announces tracks that now have both a slot and a receiver; plays remote audio.
+    fn bind_tracks(self: &Rc<Self>) {
+        let fresh: Vec<(String, TrackInfo, MediaStreamTrack)> = {
+            let mut st = self.state.borrow_mut();
+            let mut fresh = Vec::new();
+            let slots: Vec<(String, String)> = st
+                .slots
+                .iter()
+                .map(|(m, t)| (m.clone(), t.clone()))
+                .collect();
+            for (mid, track_id) in slots {
+                if st.bound.get(&mid) == Some(&track_id) {
+                    continue;
+                }
+                let Some((track, _)) = st.receivers.get(&mid) else {
+                    continue;
+                };
+                let track = track.clone();
+                let info = st
+                    .tracks
+                    .get(&track_id)
+                    .cloned()
+                    .unwrap_or_else(|| TrackInfo {
+                        id: track_id.clone(),
+                        participant: track_id.split('/').next().unwrap_or_default().to_owned(),
+                        kind: TrackKind::Video,
+                        source: TrackSource::Camera,
+                        muted: false,
+                    });
+                st.bound.insert(mid.clone(), track_id);
+                fresh.push((mid, info, track));
+            }
+            fresh
+        };
+        for (_, info, track) in &fresh {
+            let detail = track_js(info);
+            let _ = js_sys::Reflect::set(&detail, &s("mediaStreamTrack"), track);
+            self.emit("trackSubscribed", detail);
+        }
+        if !fresh.is_empty() {
+            self.relayout();
+        }
+    }
+
+    fn on_track(self: &Rc<Self>, event: RtcTrackEvent) {
+        let Some(mid) = event.transceiver().mid() else {
+            return;
+        };
+        let track = event.track();
+        let stream = MediaStream::new().expect("MediaStream constructor");
+        stream.add_track(&track);
+        let audio = track.kind() == "audio";
+        self.state
+            .borrow_mut()
+            .receivers
+            .insert(mid.clone(), (track, stream.clone()));
+        if audio {
+            // Remote audio plays through a hidden element per receive slot.
+            if let Some(doc) = web_sys::window().and_then(|w| w.document())
+                && let Ok(el) = doc.create_element("audio")
+                && let Ok(el) = el.dyn_into::<HtmlAudioElement>()
+            {
+                el.set_autoplay(true);
+                el.set_src_object(Some(&stream));
+                let _ = el.set_attribute("data-madang-audio", &mid);
+                if let Some(body) = doc.body() {
+                    let _ = body.append_child(&el);
+                }
+                self.state.borrow_mut().audio_out.insert(mid, el);
+            }
+        }
+        self.bind_tracks();
+    }
+
+    /// Adds receive slots up to what the server asked for and offers them; one negotiation
+    /// at a time (a request during one runs after it).
+    async fn negotiate_subscriber(self: &Rc<Self>) -> Result<()> {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.subscriber_busy {
+                st.subscriber_again = true;
+                return Ok(());
+            }
+            st.subscriber_busy = true;
+        }
+        let result = self.negotiate_subscriber_rounds().await;
+        self.state.borrow_mut().subscriber_busy = false;
+        result
+    }
+
+    async fn negotiate_subscriber_rounds(self: &Rc<Self>) -> Result<()> {
+        loop {
+            let (existing, want) = {
+                let mut st = self.state.borrow_mut();
+                st.subscriber_again = false;
+                (st.subscriber.clone(), st.want)
+            };
+            let pc = match existing {
+                Some(pc) => pc,
+                None => {
+                    let pc = new_peer_connection()?;
+                    let weak: Weak<Inner> = Rc::downgrade(self);
+                    let on_track = Handler::new(move |e: JsValue| {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.on_track(e.unchecked_into());
+                        }
+                    });
+                    pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+                    self.handlers.borrow_mut().push(on_track);
+                    self.state.borrow_mut().subscriber = Some(pc.clone());
+                    pc
+                }
+            };
+            let mut have = (0u32, 0u32);
+            for t in pc.get_transceivers().iter() {
+                let t: RtcRtpTransceiver = t.unchecked_into();
+                match t.receiver().track().kind().as_str() {
+                    "audio" => have.0 += 1,
+                    _ => have.1 += 1,
+                }
+            }
+            let mut added = false;
+            for (kind, have, want) in [("audio", have.0, want.0), ("video", have.1, want.1)] {
+                for _ in have..want {
+                    let init = obj(&[("direction", s("recvonly"))]);
+                    call(&pc, "addTransceiver", &[s(kind), init])
+                        .map_err(|e| MadangError::from_js("negotiation", "addTransceiver", &e))?;
+                    added = true;
+                }
+            }
+            if added {
+                let sdp = make_offer(&pc).await?;
+                let (tx, rx) = oneshot::channel();
+                self.state.borrow_mut().subscriber_answer = Some(tx);
+                send(
+                    &self.ws,
+                    &ClientMessage::Offer {
+                        pc: PeerRole::Subscriber,
+                        sdp,
+                        publish: Vec::new(),
+                    },
+                );
+                let answer = rx
+                    .await
+                    .map_err(|_| MadangError::new("closed", "the room was left"))?;
+                apply_answer(&pc, answer).await?;
+            }
+            if !self.state.borrow().subscriber_again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes a camera, microphone or screen track taken from the browser.
+    pub(crate) async fn publish(
+        self: &Rc<Self>,
+        source: TrackSource,
+        options: JsValue,
+    ) -> Result<()> {
+        if self.state.borrow().closed {
+            return Err(MadangError::new("closed", "the room was left"));
+        }
+        if self
+            .state
+            .borrow()
+            .published
+            .iter()
+            .any(|p| p.source == source)
+        {
+            return Err(MadangError::new(
+                "invalid_argument",
+                format!("{} is already published", source_name(source)),
+            ));
+        }
+        let stream = capture(source, &options).await?;
+        let kind = if source == TrackSource::Microphone {
+            TrackKind::Audio
+        } else {
+            TrackKind::Video
+        };
+        let tracks = match kind {
+            TrackKind::Audio => stream.get_audio_tracks(),
+            TrackKind::Video => stream.get_video_tracks(),
+        };
+        let track: MediaStreamTrack = tracks
+            .get(0)
+            .dyn_into()
+            .map_err(|_| MadangError::new("media", "the browser gave no track"))?;
+        let existing = self.state.borrow().publisher.clone();
+        let pc = match existing {
+            Some(pc) => pc,
+            None => {
+                let pc = new_peer_connection()?;
+                self.state.borrow_mut().publisher = Some(pc.clone());
+                pc
+            }
+        };
+        let init = obj(&[
+            ("direction", s("sendonly")),
+            ("streams", Array::of1(&stream).into()),
+        ]);
+        let transceiver: RtcRtpTransceiver =
+            call(&pc, "addTransceiver", &[track.clone().into(), init])
+                .map_err(|e| MadangError::from_js("negotiation", "addTransceiver", &e))?
+                .unchecked_into();
+        if kind == TrackKind::Video {
+            prefer_h264(&transceiver)?;
+        }
+        self.state.borrow_mut().published.push(Published {
+            source,
+            kind,
+            track,
+            stream,
+            transceiver,
+        });
+        self.relayout();
+        self.negotiate_publisher().await
+    }
+
+    /// Offers the publishing connection with every published track; one at a time.
+    async fn negotiate_publisher(self: &Rc<Self>) -> Result<()> {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.publisher_busy {
+                st.publisher_again = true;
+                return Ok(());
+            }
+            st.publisher_busy = true;
+        }
+        let result = self.negotiate_publisher_rounds().await;
+        self.state.borrow_mut().publisher_busy = false;
+        result
+    }
+
+    async fn negotiate_publisher_rounds(self: &Rc<Self>) -> Result<()> {
+        loop {
+            let pc = {
+                let mut st = self.state.borrow_mut();
+                st.publisher_again = false;
+                st.publisher.clone()
+            };
+            let Some(pc) = pc else { return Ok(()) };
+            let sdp = make_offer(&pc).await?;
+            let publish: Vec<PublishTrack> = {
+                let st = self.state.borrow();
+                st.published
+                    .iter()
+                    .map(|p| (p.kind, p.source, p.transceiver.clone()))
+                    .collect::<Vec<_>>()
+            }
+            .into_iter()
+            .filter_map(|(kind, source, t)| {
+                Some(PublishTrack {
+                    mid: t.mid()?,
+                    kind,
+                    source,
+                })
+            })
+            .collect();
+            let (tx, rx) = oneshot::channel();
+            self.state.borrow_mut().publisher_answer = Some(tx);
+            send(
+                &self.ws,
+                &ClientMessage::Offer {
+                    pc: PeerRole::Publisher,
+                    sdp,
+                    publish,
+                },
+            );
+            let answer = rx
+                .await
+                .map_err(|_| MadangError::new("closed", "the room was left"))?;
+            apply_answer(&pc, answer).await?;
+            if !self.state.borrow().publisher_again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stops publishing `source`: the track ends and the others see it muted.
+    pub(crate) fn unpublish(self: &Rc<Self>, source: TrackSource) -> Result<()> {
+        let (gone, identity) = {
+            let mut st = self.state.borrow_mut();
+            let at = st.published.iter().position(|p| p.source == source);
+            let gone = at.map(|i| st.published.remove(i));
+            (gone, st.local_identity().unwrap_or_default().to_owned())
+        };
+        let Some(gone) = gone else {
+            return Err(MadangError::new(
+                "invalid_argument",
+                format!("{} is not published", source_name(source)),
+            ));
+        };
+        gone.track.stop();
+        let _ = call(&gone.transceiver, "stop", &[]);
+        send(
+            &self.ws,
+            &ClientMessage::Mute {
+                track: format!("{identity}/{}", source_name(source)),
+                muted: true,
+            },
+        );
+        self.relayout();
+        Ok(())
+    }
+
+    /// Mutes or unmutes the published audio or video: the track is disabled (silence,
+    /// black) and the others are told.
+    pub(crate) fn set_muted(self: &Rc<Self>, kind: TrackKind, muted: bool) -> Result<()> {
+        let (tracks, identity) = {
+            let st = self.state.borrow();
+            let tracks: Vec<(TrackSource, MediaStreamTrack)> = st
+                .published
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| (p.source, p.track.clone()))
+                .collect();
+            (tracks, st.local_identity().unwrap_or_default().to_owned())
+        };
+        if tracks.is_empty() {
+            return Err(MadangError::new(
+                "invalid_argument",
+                "nothing of that kind is published",
+            ));
+        }
+        for (source, track) in tracks {
+            track.set_enabled(!muted);
+            send(
+                &self.ws,
+                &ClientMessage::Mute {
+                    track: format!("{identity}/{}", source_name(source)),
+                    muted,
+                },
+            );
+        }
+        self.relayout();
+        Ok(())
+    }
+
+    /// Sends an application message to everyone else (`to` empty) or some identities.
+    pub(crate) fn send_data(&self, topic: &str, payload: &str, to: Vec<String>) -> Result<()> {
+        if self.state.borrow().closed || self.ws.ready_state() != WebSocket::OPEN {
+            return Err(MadangError::new("closed", "the room was left"));
+        }
+        send(
+            &self.ws,
+            &ClientMessage::Data {
+                message: DataMessage {
+                    from: String::new(),
+                    to,
+                    topic: topic.to_owned(),
+                    payload: payload.to_owned(),
+                },
+            },
+        );
+        Ok(())
+    }
+
+    /// Statistics from the browser's WebRTC stack, per remote track.
+    pub(crate) async fn stats(self: &Rc<Self>) -> Result<JsValue> {
+        let (subscriber, publisher, slots) = {
+            let st = self.state.borrow();
+            (
+                st.subscriber.clone(),
+                st.publisher.clone(),
+                st.bound.clone(),
+            )
+        };
+        let received = Array::new();
+        if let Some(pc) = subscriber {
+            let report = await_js(pc.get_stats(), "negotiation", "getStats").await?;
+            for s in report_values(&report) {
+                if get_str(&s, "type").as_deref() != Some("inbound-rtp") {
+                    continue;
+                }
+                let mid = get_str(&s, "mid").unwrap_or_default();
+                let track = slots.get(&mid).cloned().unwrap_or_default();
+                received.push(&obj(&[
+                    ("track", self::s(&track)),
+                    ("mid", self::s(&mid)),
+                    ("kind", get(&s, "kind")),
+                    ("packetsReceived", get(&s, "packetsReceived")),
+                    ("packetsLost", get(&s, "packetsLost")),
+                    ("bytesReceived", get(&s, "bytesReceived")),
+                    ("framesDecoded", get(&s, "framesDecoded")),
+                    ("frameWidth", get(&s, "frameWidth")),
+                    ("frameHeight", get(&s, "frameHeight")),
+                    ("jitter", get(&s, "jitter")),
+                ]));
+            }
+        }
+        let sent = Array::new();
+        if let Some(pc) = publisher {
+            let report = await_js(pc.get_stats(), "negotiation", "getStats").await?;
+            for s in report_values(&report) {
+                if get_str(&s, "type").as_deref() != Some("outbound-rtp") {
+                    continue;
+                }
+                sent.push(&obj(&[
+                    ("kind", get(&s, "kind")),
+                    ("packetsSent", get(&s, "packetsSent")),
+                    ("bytesSent", get(&s, "bytesSent")),
+                    ("framesEncoded", get(&s, "framesEncoded")),
+                    ("frameWidth", get(&s, "frameWidth")),
+                    ("frameHeight", get(&s, "frameHeight")),
+                ]));
+            }
+        }
+        Ok(obj(&[("received", received.into()), ("sent", sent.into())]))
+    }
+
+    /// Shows the room in `element`, laid out by `grid::layout`.
+    pub(crate) fn attach_grid(
+        self: &Rc<Self>,
+        element: web_sys::HtmlElement,
+        options: &JsValue,
+    ) -> Result<()> {
+        let mode = match get_str(options, "mode") {
+            Some(m) => crate::grid::mode_from_str(&m)?,
+            None => madang::grid::layout::Mode::Gallery,
+        };
+        let old = self.state.borrow_mut().grid.take();
+        if let Some(old) = old {
+            old.detach();
+        }
+        let view = GridView::attach(element, mode, Rc::downgrade(self))?;
+        self.state.borrow_mut().grid = Some(view);
+        self.relayout();
+        Ok(())
+    }
+
+    /// Removes the grid's elements.
+    pub(crate) fn detach_grid(&self) {
+        let grid = self.state.borrow_mut().grid.take();
+        if let Some(grid) = grid {
+            grid.detach();
+        }
+    }
+
+    /// Lays the grid out again (join, leave, speaker, tracks, resize).
+    pub(crate) fn relayout(&self) {
+        let grid = self.state.borrow().grid.clone();
+        if let Some(grid) = grid {
+            grid.render(self);
+        }
+    }
+
+    /// Leaves: tells the server, ends local tracks, closes the connections.
+    pub(crate) fn leave(self: &Rc<Self>) {
+        let open = !self.state.borrow().closed;
+        if open {
+            send(&self.ws, &ClientMessage::Leave);
+            self.shutdown();
+            self.emit("disconnected", obj(&[("reason", s("left"))]));
+        }
+    }
+
+    /// Releases everything: connections, local tracks, audio elements, the grid, handlers.
+    fn shutdown(&self) {
+        let (publisher, subscriber, published, audio, grid) = {
+            let mut st = self.state.borrow_mut();
+            st.closed = true;
+            st.publisher_answer = None;
+            st.subscriber_answer = None;
+            (
+                st.publisher.take(),
+                st.subscriber.take(),
+                std::mem::take(&mut st.published),
+                std::mem::take(&mut st.audio_out),
+                st.grid.take(),
+            )
+        };
+        for p in published {
+            p.track.stop();
+        }
+        for pc in [publisher, subscriber].into_iter().flatten() {
+            pc.close();
+        }
+        for (_, el) in audio {
+            el.remove();
+        }
+        if let Some(grid) = grid {
+            grid.detach();
+        }
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+        self.handlers.borrow_mut().clear();
+        let on_pagehide = self.on_pagehide.borrow_mut().take();
+        if let (Some(f), Some(w)) = (on_pagehide, web_sys::window()) {
+            let _ = w.remove_event_listener_with_callback("pagehide", f.as_ref().unchecked_ref());
+        }
+    }
+}
+
+/// Asks the browser for the camera, microphone or screen.
+async fn capture(source: TrackSource, options: &JsValue) -> Result<MediaStream> {
+    let devices = web_sys::window()
+        .map(|w| w.navigator())
+        .and_then(|n| n.media_devices().ok())
+        .ok_or_else(|| {
+            MadangError::new(
+                "media",
+                "no media devices (a page served over http://localhost or https is needed)",
+            )
+        })?;
+    let video = || {
+        let mut pairs = Vec::new();
+        for key in ["width", "height", "frameRate", "deviceId"] {
+            let v = get(options, key);
+            if !v.is_undefined() {
+                pairs.push((key, v));
+            }
+        }
+        if pairs.is_empty() {
+            JsValue::TRUE
+        } else {
+            obj(&pairs)
+        }
+    };
+    let (method, constraints) = match source {
+        TrackSource::Camera => (
+            "getUserMedia",
+            obj(&[("video", video()), ("audio", JsValue::FALSE)]),
+        ),
+        TrackSource::Microphone => (
+            "getUserMedia",
+            obj(&[("audio", JsValue::TRUE), ("video", JsValue::FALSE)]),
+        ),
+        _ => (
+            "getDisplayMedia",
+            obj(&[("video", video()), ("audio", JsValue::FALSE)]),
+        ),
+    };
+    let stream = call_await(&devices, method, &[constraints], "media").await?;
+    Ok(stream.unchecked_into())
+}
+
+/// The values of an `RTCStatsReport` (a maplike).
+fn report_values(report: &JsValue) -> Vec<JsValue> {
+    let values = Array::new();
+    let push = Handler::new({
+        let values = values.clone();
+        move |v: JsValue| {
+            values.push(&v);
+        }
+    });
+    let _ = call(report, "forEach", &[push.as_ref().clone()]);
+    values.iter().collect()
+}
+
+fn participant_js(p: &ParticipantInfo) -> JsValue {
+    obj(&[
+        ("identity", s(&p.identity)),
+        ("name", s(&p.name)),
+        ("role", s(&p.role.to_string())),
+    ])
+}
+
+fn track_js(t: &TrackInfo) -> JsValue {
+    obj(&[
+        ("track", s(&t.id)),
+        ("participant", s(&t.participant)),
+        (
+            "kind",
+            s(match t.kind {
+                TrackKind::Audio => "audio",
+                TrackKind::Video => "video",
+            }),
+        ),
+        ("source", s(source_name(t.source))),
+        ("muted", t.muted.into()),
+    ])
+}
+
+fn data_js(m: &DataMessage) -> JsValue {
+    let to: Array = m.to.iter().map(|t| s(t)).collect();
+    obj(&[
+        ("from", s(&m.from)),
+        ("topic", s(&m.topic)),
+        ("payload", s(&m.payload)),
+        ("to", to.into()),
+    ])
+}
+
+/// The participants as JavaScript sees them (`room.participants`).
+pub(crate) fn participants_js(people: &[ParticipantInfo]) -> JsValue {
+    let list: Array = people.iter().map(participant_js).collect();
+    list.into()
+}
