@@ -4,8 +4,9 @@
 #
 #   bash scripts/build-wasm.sh
 #
-# Needs the wasm32 target and wasm-bindgen-cli 0.2.130 (scripts/setup.sh installs both);
-# uses wasm-opt when binaryen is installed.
+# Needs the wasm32 target and wasm-bindgen-cli 0.2.130 (scripts/setup.sh installs both).
+# No wasm-opt: Debian's binaryen (108) predates the reference-types output of this
+# wasm-bindgen and breaks the module; size comes from the `wasm` profile (opt-level z, LTO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -17,14 +18,8 @@ step "cargo build -p madang-wasm (wasm32, profile wasm)"
 cargo build --quiet -p madang-wasm --target wasm32-unknown-unknown --profile wasm
 step "wasm-bindgen --target web"
 rm -rf "$out"
-wasm-bindgen --target web --out-dir "$out" \
+wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir "$out" \
     "$target_dir/wasm32-unknown-unknown/wasm/madang_wasm.wasm"
-if command -v wasm-opt >/dev/null; then
-    step "wasm-opt -Oz"
-    wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals "$out/madang_wasm_bg.wasm" -o "$out/madang_wasm_bg.wasm.opt"
-    mv "$out/madang_wasm_bg.wasm.opt" "$out/madang_wasm_bg.wasm"
-fi
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 cat > "$out/package.json" <<JSON
 {

@@ -9,7 +9,12 @@
 #   wasm32  the Rust target the browser module and the core's no-native build use.
 #   chromium, node + playwright-core
 #           a real browser for the WebRTC interop test (Debian's chromium; playwright-core
-#           from npm drives it, no browser download).
+#           from npm drives it, no browser download); vite for the package-import test.
+#   wasm-bindgen-cli 0.2.130
+#           turns the browser module into wasm/pkg (the CLI must match the pinned
+#           wasm-bindgen; ~12 minutes to build once).
+#   valgrind, a C compiler, make, pkg-config
+#           the C ABI tests.
 set -euo pipefail
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -23,7 +28,8 @@ as_root() {
 
 # command → Debian package
 declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [ffmpeg]=ffmpeg [pkg-config]=pkg-config [cc]=build-essential
-                     [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs [npm]=npm [valgrind]=valgrind)
+                     [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs [npm]=npm [valgrind]=valgrind
+                     [make]=make)
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
@@ -49,8 +55,8 @@ if [ "$nasm_was_missing" -eq 1 ]; then
 fi
 
 browser_tests="$(dirname "$0")/../core/tests/browser"
-if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
-    say "installing playwright-core for the browser interop test (npm)…"
+if [ ! -d "$browser_tests/node_modules/playwright-core" ] || [ ! -d "$browser_tests/node_modules/vite" ]; then
+    say "installing playwright-core and vite for the browser tests (npm)…"
     (cd "$browser_tests" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
@@ -61,4 +67,11 @@ if command -v rustup >/dev/null 2>&1; then
     fi
 else
     say "rustup not found: the wasm32 check needs the wasm32-unknown-unknown target"
+fi
+
+# The CLI that writes wasm/pkg must be the exact version of the wasm-bindgen crate.
+wasm_bindgen_version=0.2.130
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wasm_bindgen_version" ]; then
+    say "installing wasm-bindgen-cli $wasm_bindgen_version (cargo install, ~12 minutes once)…"
+    cargo install --quiet wasm-bindgen-cli --version "$wasm_bindgen_version"
 fi

@@ -8,6 +8,7 @@ mod asm;
 mod bench_codec;
 mod bench_grid;
 mod bench_sfu;
+mod bot;
 mod codec_demo;
 mod demo;
 mod encode;

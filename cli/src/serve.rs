@@ -29,9 +29,14 @@ pub struct Args {
     /// Remove participants silent for this many seconds.
     #[arg(long, default_value_t = 15)]
     timeout: u64,
-    /// Serve the files of this directory at `/` (for example a web client).
+    /// Serve the files of this directory at `/` (default: the demo page `examples/web`
+    /// when run from a madang checkout).
     #[arg(long, value_name = "DIR")]
     static_dir: Option<std::path::PathBuf>,
+    /// Join a Rust participant ("madang bot") to this room: it publishes a moving test
+    /// pattern and answers chat messages, so one browser tab already has company.
+    #[arg(long, value_name = "ROOM")]
+    bot: Option<String>,
     /// Publish a composited grid of all publishers in this room as the track `grid/grid`
     /// (repeatable), for clients that decode only one stream.
     #[arg(long = "grid-room", value_name = "ROOM")]
@@ -50,13 +55,17 @@ pub fn run(args: Args) -> CliResult {
         (Some(s), _) => s.clone(),
         (None, _) => DEV_SECRET.to_owned(),
     };
+    let static_dir = args.static_dir.clone().or_else(|| {
+        let demo = std::path::PathBuf::from("examples/web");
+        demo.join("index.html").exists().then_some(demo)
+    });
     let config = ServerConfig {
         http: args.http,
         udp: args.udp,
         advertise_ip: args.advertise_ip,
         dev: args.dev,
         silence_timeout: Duration::from_secs(args.timeout.max(1)),
-        static_dir: args.static_dir.clone(),
+        static_dir: static_dir.clone(),
         grid_rooms: args.grid_rooms.clone(),
         grid: madang::sfu::mixer::GridConfig {
             width: args.grid_size.0,
@@ -80,12 +89,31 @@ pub fn run(args: Args) -> CliResult {
         } else {
             println!("  tokens:  madang token --room R --identity I --secret …");
         }
+        if let Some(dir) = &static_dir {
+            let page = if dir.join("pkg/madang_wasm.js").exists() {
+                ""
+            } else {
+                "  (build the browser module first: bash scripts/build-wasm.sh)"
+            };
+            println!("  page:    http://localhost:{}/ serves {}{page}", server.http_addr().port(), dir.display());
+        }
+        let bot = match &args.bot {
+            Some(room) => {
+                let token = server.token(room, "madang-bot", "madang bot", madang::signal::Role::Speaker, Duration::from_secs(24 * 3600))?;
+                println!("  bot:     a Rust participant publishes a test pattern in room {room:?}");
+                Some(tokio::spawn(crate::bot::run(server.signal_url(), token)))
+            }
+            None => None,
+        };
         for room in &args.grid_rooms {
             println!("  grid:    room {room:?} carries a composited {}x{} stream as track grid/grid", args.grid_size.0, args.grid_size.1);
         }
         println!("Ctrl-C stops.");
         tokio::signal::ctrl_c().await?;
         eprintln!("shutting down…");
+        if let Some(bot) = bot {
+            bot.abort();
+        }
         server.shutdown().await;
         Ok(())
     })
