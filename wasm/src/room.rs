@@ -39,6 +39,8 @@ const KEEPALIVE_MS: i32 = 5_000;
 struct Published {
     source: TrackSource,
     kind: TrackKind,
+    /// Not muted (mirrors `track.enabled`, so reading it needs no call into JavaScript).
+    enabled: bool,
     track: MediaStreamTrack,
     stream: MediaStream,
     transceiver: RtcRtpTransceiver,
@@ -104,7 +106,7 @@ impl State {
             let mut mine: Vec<&Published> = self
                 .published
                 .iter()
-                .filter(|p| p.kind == TrackKind::Video && p.track.enabled())
+                .filter(|p| p.kind == TrackKind::Video && p.enabled)
                 .collect();
             mine.sort_by_key(|p| p.source != TrackSource::Screen);
             return mine
@@ -787,6 +789,7 @@ impl Inner {
         self.state.borrow_mut().published.push(Published {
             source,
             kind,
+            enabled: true,
             track,
             stream,
             transceiver,
@@ -886,12 +889,15 @@ impl Inner {
     /// black) and the others are told.
     pub(crate) fn set_muted(self: &Rc<Self>, kind: TrackKind, muted: bool) -> Result<()> {
         let (tracks, identity) = {
-            let st = self.state.borrow();
+            let mut st = self.state.borrow_mut();
             let tracks: Vec<(TrackSource, MediaStreamTrack)> = st
                 .published
-                .iter()
+                .iter_mut()
                 .filter(|p| p.kind == kind)
-                .map(|p| (p.source, p.track.clone()))
+                .map(|p| {
+                    p.enabled = !muted;
+                    (p.source, p.track.clone())
+                })
                 .collect();
             (tracks, st.local_identity().unwrap_or_default().to_owned())
         };
