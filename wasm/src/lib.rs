@@ -184,7 +184,7 @@ impl Room {
     }
 
     /// Stops publishing `source` (`"camera"`, `"microphone"` or `"screen"`): the local track
-    /// ends and the others see it muted.
+    /// ends and the others get `trackUnpublished`. It can be published again.
     pub fn unpublish(&self, source: &str) -> Result<(), MadangError> {
         let source = match source {
             "camera" => TrackSource::Camera,

@@ -57,6 +57,8 @@ pub(crate) struct State {
     speakers: Vec<Speaker>,
     publisher: Option<RtcPeerConnection>,
     published: Vec<Published>,
+    /// Publishing transceivers idle since an unpublish, by kind.
+    spare: Vec<(TrackKind, RtcRtpTransceiver)>,
     publisher_busy: bool,
     publisher_again: bool,
     publisher_answer: Option<oneshot::Sender<String>>,
@@ -775,17 +777,34 @@ impl Inner {
                 pc
             }
         };
-        let init = obj(&[
-            ("direction", s("sendonly")),
-            ("streams", Array::of1(&stream).into()),
-        ]);
-        let transceiver: RtcRtpTransceiver =
-            call(&pc, "addTransceiver", &[track.clone().into(), init])
-                .map_err(|e| MadangError::from_js("negotiation", "addTransceiver", &e))?
-                .unchecked_into();
-        if kind == TrackKind::Video {
-            prefer_h264(&transceiver)?;
-        }
+        // A transceiver left idle by an earlier unpublish of the same kind is reused: its
+        // m-line stays, so the connection keeps its BUNDLE transport.
+        let spare = {
+            let mut st = self.state.borrow_mut();
+            let at = st.spare.iter().position(|(k, _)| *k == kind);
+            at.map(|i| st.spare.remove(i).1)
+        };
+        let transceiver = match spare {
+            Some(t) => {
+                let promise: Promise = t.sender().replace_track(Some(&track));
+                await_js(promise, "negotiation", "replaceTrack").await?;
+                t
+            }
+            None => {
+                let init = obj(&[
+                    ("direction", s("sendonly")),
+                    ("streams", Array::of1(&stream).into()),
+                ]);
+                let t: RtcRtpTransceiver =
+                    call(&pc, "addTransceiver", &[track.clone().into(), init])
+                        .map_err(|e| MadangError::from_js("negotiation", "addTransceiver", &e))?
+                        .unchecked_into();
+                if kind == TrackKind::Video {
+                    prefer_h264(&t)?;
+                }
+                t
+            }
+        };
         self.state.borrow_mut().published.push(Published {
             source,
             kind,
@@ -858,7 +877,7 @@ impl Inner {
         }
     }
 
-    /// Stops publishing `source`: the track ends and the others see it muted.
+    /// Stops publishing `source`: the local track ends and the room sees it unpublished.
     pub(crate) fn unpublish(self: &Rc<Self>, source: TrackSource) -> Result<()> {
         let (gone, identity) = {
             let mut st = self.state.borrow_mut();
@@ -873,12 +892,17 @@ impl Inner {
             ));
         };
         gone.track.stop();
-        let _ = call(&gone.transceiver, "stop", &[]);
+        // The transceiver stays (sending nothing) for the next publish of this kind: stopping
+        // it would remove its m-line, which can move the BUNDLE transport.
+        let _ = gone.transceiver.sender().replace_track(None);
+        self.state
+            .borrow_mut()
+            .spare
+            .push((gone.kind, gone.transceiver));
         send(
             &self.ws,
-            &ClientMessage::Mute {
-                track: format!("{identity}/{}", source_name(source)),
-                muted: true,
+            &ClientMessage::Unpublish {
+                tracks: vec![format!("{identity}/{}", source_name(source))],
             },
         );
         self.relayout();

@@ -306,6 +306,10 @@ impl Rooms {
                 self.reassign(id);
                 None
             }
+            ClientMessage::Unpublish { tracks } => {
+                self.unpublish(id, &tracks);
+                None
+            }
             ClientMessage::Mute { track, muted } => {
                 self.mute(id, track, muted);
                 None
@@ -621,6 +625,44 @@ impl Rooms {
                 id,
                 ServerMessage::Renegotiate { audio, video },
             ));
+        }
+    }
+
+    /// Removes tracks `id` publishes (others' tracks are ignored), tells the room, and lets
+    /// every subscriber's slots be reassigned.
+    fn unpublish(&mut self, id: SessionId, tracks: &[String]) {
+        let Some(room_name) = self.member(id).map(|(r, _)| r.to_owned()) else {
+            return;
+        };
+        let mut removed = Vec::new();
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.tracks.retain(|tid, t| {
+                let gone = t.publisher == id && tracks.contains(tid);
+                if gone {
+                    removed.push(tid.clone());
+                }
+                !gone
+            });
+        }
+        if removed.is_empty() {
+            return;
+        }
+        for track in &removed {
+            self.broadcast(
+                &room_name,
+                None,
+                ServerMessage::TrackUnpublished {
+                    track: track.clone(),
+                },
+            );
+        }
+        let members: Vec<SessionId> = self
+            .rooms
+            .get(&room_name)
+            .map(|r| r.members.values().copied().collect())
+            .unwrap_or_default();
+        for m in members {
+            self.reassign(m);
         }
     }
 

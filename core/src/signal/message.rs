@@ -327,6 +327,12 @@ pub enum ClientMessage {
         /// Track ids.
         tracks: Vec<String>,
     },
+    /// Stop publishing some of the client's own tracks: the room sees them unpublished and
+    /// their receive slots are reused. (The client stops sending on their m-lines.)
+    Unpublish {
+        /// Track ids (`identity/source`).
+        tracks: Vec<String>,
+    },
     /// Mute or unmute one of the client's own tracks.
     Mute {
         /// Track id.

@@ -34,6 +34,9 @@ fn all_client_messages() -> Vec<ClientMessage> {
             tracks: vec!["a/camera".into()],
         },
         ClientMessage::Unsubscribe { tracks: vec![] },
+        ClientMessage::Unpublish {
+            tracks: vec!["a/screen".into()],
+        },
         ClientMessage::Mute {
             track: "a/microphone".into(),
             muted: true,

@@ -5,8 +5,9 @@
 //   node demo.mjs <base-url> <room> <seconds> <name>... [--expect identity...]
 //
 // Steps: every page plays every other participant's video (videoWidth > 0, framesDecoded
-// rising in getStats); the first page's chat message reaches the others; the last page
-// closes and disappears from the first page's grid. SCREENSHOT=<path> saves the first page
+// rising in getStats); the first page's chat message reaches the others; the last page stops
+// its camera (the first page shows a placeholder) and starts it again; then it closes and
+// disappears from the first page's grid. SCREENSHOT=<path> saves the first page
 // while everyone is there. Exit code 0 when every step passed.
 import { chromium } from 'playwright-core';
 
@@ -96,6 +97,18 @@ try {
     const seen = await Promise.all(pages.slice(1).map(look));
     return seen.every((s) => s.chat.some((l) => l.text === text));
   });
+  // The last page stops its camera (the others show a placeholder), then starts it again.
+  if (pages.length > 1) {
+    const who = ids[ids.length - 1];
+    const last = pages[pages.length - 1];
+    await last.evaluate(() => window.madangRoom.unpublish('camera'));
+    await until('camera unpublished', async () => {
+      const t = (await look(pages[0])).tiles[who];
+      return t && t.videoWidth === 0;
+    });
+    await last.evaluate(() => window.madangRoom.publishCamera({ width: 640, height: 360 }));
+    await until('camera published again', async () => ((await look(pages[0])).tiles[who]?.videoWidth || 0) > 0);
+  }
   // The last page closes: it leaves the first page's grid.
   if (pages.length > 1) {
     const gone = ids[ids.length - 1];

@@ -135,6 +135,41 @@ fn join_publish_subscribe_and_leave() {
     assert_eq!(r.carriers("hall", "jongno/camera"), &[(2, 1)]);
     assert_eq!(r.publisher_of("hall", "jongno/camera"), Some(1));
 
+    // Nobody unpublishes another's track.
+    let theirs = ClientMessage::Unpublish {
+        tracks: vec!["jongno/microphone".into()],
+    };
+    r.message(2, theirs, t0, UNIX);
+    assert!(r.drain_effects().is_empty());
+    assert_eq!(r.publisher_of("hall", "jongno/microphone"), Some(1));
+
+    // Jongno stops his camera: Gangnam is told, its video slot falls idle, audio stays.
+    let camera = ClientMessage::Unpublish {
+        tracks: vec!["jongno/camera".into()],
+    };
+    r.message(1, camera, t0, UNIX);
+    let e = r.drain_effects();
+    let to_gangnam = sent_to(&e, 2);
+    assert!(to_gangnam.iter().any(
+        |m| matches!(m, ServerMessage::TrackUnpublished { track } if track == "jongno/camera")
+    ));
+    assert!(
+        to_gangnam
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Slots { slots }
+        if slots[0].track.as_deref() == Some("jongno/microphone") && slots[1].track.is_none()))
+    );
+    assert!(r.carriers("hall", "jongno/camera").is_empty());
+    // And publishes it again later: it lands on the same slot.
+    r.published(1, &camera_and_mic()[..1]);
+    let e = r.drain_effects();
+    assert!(
+        sent_to(&e, 2)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Slots { slots }
+        if slots[1].track.as_deref() == Some("jongno/camera")))
+    );
+
     // Jongno leaves: Gangnam is told and its slots fall idle.
     r.message(1, ClientMessage::Leave, t0, UNIX);
     let e = r.drain_effects();
