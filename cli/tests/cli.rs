@@ -261,13 +261,7 @@ fn demo_writes_the_grid_a_participant_sees() {
         Mode::Gallery,
     ));
     let last = frames.last().unwrap();
-    for tile in &layout.tiles {
-        let r = tile.rect;
-        let crop = last.crop(r.x, r.y, r.w, r.h).unwrap();
-        assert!(
-            read_stamp(&crop).is_some(),
-            "no live picture in {}'s tile",
-            tile.participant
-        );
+    for (participant, stamp) in madang::grid::compose::read_tile_stamps(last, &layout) {
+        assert!(stamp.is_some(), "no live picture in {participant}'s tile");
     }
 }

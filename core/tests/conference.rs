@@ -698,14 +698,9 @@ async fn a_grid_room_sends_one_composited_stream_to_a_viewer() {
             Viewport::new(640, 360),
             Mode::Gallery,
         ));
-        layout
-            .tiles
+        madang::grid::compose::read_tile_stamps(grid, &layout)
             .iter()
-            .filter(|t| {
-                let r = t.rect;
-                grid.crop(r.x, r.y, r.w, r.h)
-                    .is_ok_and(|crop| read_stamp(&crop).is_some())
-            })
+            .filter(|(_, stamp)| stamp.is_some())
             .count()
     }
     tv.leave().await;

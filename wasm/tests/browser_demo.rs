@@ -7,7 +7,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,27 +16,14 @@ use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::{Server, ServerConfig};
 use madang::signal::Role;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::{browser_tools, built_package, workspace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
     let root = workspace();
-    let pkg = root.join("wasm/pkg/madang_wasm_bg.wasm");
-    assert!(
-        pkg.exists(),
-        "{} missing: build it with `bash scripts/build-wasm.sh` (scripts/test.sh does)",
-        pkg.display()
-    );
-    let browser = root.join("core/tests/browser");
-    assert!(
-        browser.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: scripts/setup.sh runs npm install in core/tests/browser"
-    );
+    built_package();
+    let browser = browser_tools();
     let config = ServerConfig {
         static_dir: Some(root.join("examples/web")),
         ..ServerConfig::dev()

@@ -3,31 +3,19 @@
 //! headless Chromium.
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use madang::sfu::{Server, ServerConfig};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::{browser_tools, built_package, workspace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vite_project_bundles_and_runs_the_package() {
     let root = workspace();
-    let pkg = root.join("wasm/pkg");
-    assert!(
-        pkg.join("package.json").exists(),
-        "wasm/pkg missing: build it with `bash scripts/build-wasm.sh`"
-    );
-    let node_modules = root.join("core/tests/browser/node_modules");
-    assert!(
-        node_modules.join("vite").exists(),
-        "vite missing: scripts/setup.sh runs npm install in core/tests/browser"
-    );
+    let pkg = built_package();
+    let node_modules = browser_tools().join("node_modules");
     // The app, copied out of the source tree, with the package as its dependency.
     let app = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vite-app");
     let _ = std::fs::remove_dir_all(&app);

@@ -228,6 +228,27 @@ impl Compositor {
     }
 }
 
+/// The stamp (see [`crate::media::read_stamp`]) each tile of `layout` shows in `canvas`, by
+/// participant: `None` where the tile holds no readable stamp (a placeholder, or a source
+/// without one). For checking that a composed or received grid carries live pictures.
+pub fn read_tile_stamps(
+    canvas: &VideoFrame,
+    layout: &Layout,
+) -> Vec<(String, Option<crate::media::Stamp>)> {
+    layout
+        .tiles
+        .iter()
+        .map(|t| {
+            let r = t.rect;
+            let stamp = canvas
+                .crop(r.x, r.y, r.w, r.h)
+                .ok()
+                .and_then(|crop| crate::media::read_stamp(&crop));
+            (t.participant.clone(), stamp)
+        })
+        .collect()
+}
+
 /// Fills a rectangle with a colour.
 fn fill(frame: &mut VideoFrame, r: Rect, (y, u, v): (u8, u8, u8)) {
     let strides = frame.strides();

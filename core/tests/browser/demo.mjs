@@ -9,7 +9,7 @@
 // its camera (the first page shows a placeholder) and starts it again; then it closes and
 // disappears from the first page's grid. SCREENSHOT=<path> saves the first page
 // while everyone is there. Exit code 0 when every step passed.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const args = process.argv.slice(2);
 const [base, room, seconds] = args;
@@ -20,16 +20,7 @@ const deadline = Date.now() + Number(seconds) * 1000;
 const result = { ok: false, steps: {}, pages: {} };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launch();
 
 // What a page sees: its identity, the grid's tiles with their video sizes, decoded frames.
 async function look(page) {

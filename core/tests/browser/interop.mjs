@@ -3,18 +3,10 @@
 // expected remote track. Prints one JSON line with the page's status. Exit code 0 on success.
 //
 //   node interop.mjs <page-url> <remote-track-to-expect> <min-frames> <seconds>
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, expectTrack, minFrames, seconds] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ],
-});
+const browser = await launch();
 let status = null;
 let ok = false;
 try {

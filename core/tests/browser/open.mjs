@@ -1,13 +1,10 @@
 // Opens a page in headless Chromium and prints `window[<global>]` as JSON once it is set.
 //
 //   node open.mjs <url> <global> <seconds>
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, name, seconds] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
-});
+const browser = await launch();
 let value = null;
 try {
   const page = await browser.newPage();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
-use madang::media::{TestPattern, Y4mReader, read_stamp};
+use madang::media::{TestPattern, Y4mReader};
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::{Server, ServerConfig};
 use madang::signal::Role;
@@ -340,13 +340,10 @@ fn grid_viewer_writes_the_room(
         Mode::Gallery,
     ));
     let last = frames.last().unwrap();
-    for tile in &layout.tiles {
-        let r = tile.rect;
-        let crop = last.crop(r.x, r.y, r.w, r.h).unwrap();
+    for (participant, stamp) in madang::grid::compose::read_tile_stamps(last, &layout) {
         assert!(
-            read_stamp(&crop).is_some(),
-            "no live picture in {}'s tile of the last grid picture",
-            tile.participant
+            stamp.is_some(),
+            "no live picture in {participant}'s tile of the last grid picture"
         );
     }
     assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");

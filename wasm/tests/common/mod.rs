@@ -1,0 +1,34 @@
+//! What the browser-package tests share: where things are, and what must be built first.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `wasm/pkg`, checked to be built.
+pub fn built_package() -> PathBuf {
+    let pkg = workspace().join("wasm/pkg");
+    assert!(
+        pkg.join("madang_wasm_bg.wasm").exists() && pkg.join("package.json").exists(),
+        "{} missing: build it with `bash scripts/build-wasm.sh` (scripts/test.sh does)",
+        pkg.display()
+    );
+    pkg
+}
+
+/// The Node.js test tools (`core/tests/browser`), checked to be installed.
+pub fn browser_tools() -> PathBuf {
+    let dir = workspace().join("core/tests/browser");
+    for tool in ["playwright-core", "vite"] {
+        assert!(
+            dir.join("node_modules").join(tool).exists(),
+            "{tool} missing: scripts/setup.sh runs npm install in core/tests/browser"
+        );
+    }
+    dir
+}
