@@ -154,6 +154,10 @@ impl Peer {
     }
 }
 
+/// Most datagrams taken from the socket before the connections are drained and the batch of
+/// sends goes out.
+const RECEIVE_BATCH: usize = 8;
+
 pub(crate) struct Engine {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
@@ -163,6 +167,8 @@ pub(crate) struct Engine {
     by_addr: HashMap<SocketAddr, PcKey>,
     timers: BinaryHeap<Reverse<(Instant, PcKey)>>,
     dirty: HashSet<PcKey>,
+    /// Datagrams the connections produced during this pass, sent together at its end.
+    outbox: Vec<(BytesMut, SocketAddr)>,
     next_ufrag: u64,
     simulate_loss_every: Option<u32>,
     video_written: u64,
@@ -246,6 +252,7 @@ impl Engine {
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: HashSet::new(),
+            outbox: Vec::new(),
             next_ufrag: 0,
             simulate_loss_every: config.simulate_loss_every,
             video_written: 0,
@@ -279,7 +286,20 @@ impl Engine {
             );
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => self.on_datagram(&buf[..n], from, Instant::now()),
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        self.on_datagram(&buf[..n], from, now);
+                        // Take what else is already waiting before the next flush, so one
+                        // pass (and one batch of sends) serves several arrivals. Few: every
+                        // arrival fans out to each subscriber's queue until the flush, and
+                        // a deep batch shows up as memory.
+                        for _ in 1..RECEIVE_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.on_datagram(&buf[..n], from, now),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     Err(e) => tracing::debug!("udp receive: {e}"),
                 },
                 command = commands.recv() => match command {
@@ -401,13 +421,20 @@ impl Engine {
             rounds += 1;
             let keys: Vec<PcKey> = self.dirty.drain().collect();
             for key in keys {
-                self.drain_pc(key).await;
+                self.drain_pc(key);
             }
             self.apply_effects();
         }
+        if !self.outbox.is_empty() {
+            let outbox = std::mem::take(&mut self.outbox);
+            super::udp::send_all(&self.socket, &outbox).await;
+            // Keep the allocation for the next pass.
+            self.outbox = outbox;
+            self.outbox.clear();
+        }
     }
 
-    async fn drain_pc(&mut self, key: PcKey) {
+    fn drain_pc(&mut self, key: PcKey) {
         let now = Instant::now();
         let mut datagrams = Vec::new();
         let mut events = Vec::new();
@@ -434,21 +461,7 @@ impl Engine {
         }
         for out in datagrams {
             self.by_addr.insert(out.transport.peer_addr, key);
-            // Straight to the socket; only a full send buffer waits for writability.
-            let sent = match self
-                .socket
-                .try_send_to(&out.message, out.transport.peer_addr)
-            {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.socket
-                        .send_to(&out.message, out.transport.peer_addr)
-                        .await
-                }
-                other => other,
-            };
-            if let Err(e) = sent {
-                tracing::debug!("udp send to {}: {e}", out.transport.peer_addr);
-            }
+            self.outbox.push((out.message, out.transport.peer_addr));
         }
         for ev in events {
             self.on_pc_event(key, ev, now);
@@ -949,7 +962,8 @@ impl Engine {
         self.next_ufrag += 1;
         let ufrag = random_string(16, self.next_ufrag);
         let pwd = random_string(32, self.next_ufrag ^ 0x5a5a);
-        let pc = new_peer_connection(&ufrag, &pwd, self.local, now).map_err(|e| e.to_string())?;
+        let pc =
+            new_peer_connection(role, &ufrag, &pwd, self.local, now).map_err(|e| e.to_string())?;
         let Some(peer) = self.peers.get_mut(&id) else {
             return Err("session gone".into());
         };

@@ -24,6 +24,7 @@ pub mod rooms;
 pub mod slots;
 pub mod speaker;
 pub mod token;
+mod udp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rtc::interceptor::NackGeneratorBuilder;
+use rtc::interceptor::{NackGeneratorBuilder, SenderReportBuilder};
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -17,17 +17,23 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::shared::error::Error as RtcError;
 
+use crate::signal::PeerRole;
 use crate::transport::{DeliverKeyframeRequests, media_engine};
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
 /// ICE credentials so that datagrams on the shared port can be told apart, and the shared
 /// UDP socket's address as its only candidate.
 ///
-/// Interceptors: receiver and sender reports, transport-wide congestion feedback, and a NACK
-/// generator (towards publishers). No NACK responder: the server answers subscribers' NACKs
-/// itself from each publisher's retransmission cache, shared by all subscribers, instead of
-/// keeping a send buffer per subscriber leg.
+/// Interceptors on a publisher's leg (the server receives): receiver and sender reports,
+/// transport-wide congestion feedback, a NACK generator. On a subscriber's leg (the server
+/// only sends) just what sending needs — sender reports and the relay of keyframe requests:
+/// every interceptor in the chain moves each outgoing packet through its own queue, and at a
+/// hundred subscribers those moves were the largest single cost of forwarding. The media
+/// engine (codecs, header extensions, feedback) is the same on both legs. No NACK responder:
+/// the server answers subscribers' NACKs itself from each publisher's retransmission cache,
+/// shared by all subscribers, instead of keeping a send buffer per subscriber leg.
 pub(crate) fn new_peer_connection(
+    role: PeerRole,
     ufrag: &str,
     pwd: &str,
     local: SocketAddr,
@@ -39,12 +45,21 @@ pub(crate) fn new_peer_connection(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let mut engine = media_engine()?;
-    let registry = Registry::new()
-        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(&mut engine)?;
-    let registry = configure_twcc_receiver_only(registry, &mut engine)?;
-    let registry = configure_rtcp_reports(registry);
+    let keyframes = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+    let registry = match role {
+        PeerRole::Publisher => {
+            let registry = keyframes.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+            let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+            configure_rtcp_reports(registry)
+        }
+        PeerRole::Subscriber => {
+            // The same negotiated extensions and feedback as a publisher's leg; the TWCC
+            // receiver itself is left out (nothing arrives here to acknowledge).
+            let _ = configure_twcc_receiver_only(Registry::new(), &mut engine)?;
+            keyframes.with(Slot::SenderReport, SenderReportBuilder::new().build())
+        }
+    };
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)
@@ -136,12 +151,15 @@ mod tests {
     #[test]
     fn builds_a_peer_connection() {
         let addr: SocketAddr = "127.0.0.1:7880".parse().unwrap();
-        new_peer_connection(
-            "ufrag0001",
-            "passwordpasswordpassword",
-            addr,
-            Instant::now(),
-        )
-        .unwrap();
+        for role in [PeerRole::Publisher, PeerRole::Subscriber] {
+            new_peer_connection(
+                role,
+                "ufrag0001",
+                "passwordpasswordpassword",
+                addr,
+                Instant::now(),
+            )
+            .unwrap();
+        }
     }
 }
