@@ -90,7 +90,6 @@ pub(crate) struct Connection {
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
     /// Connection state as the last event reported it.
-    #[allow(dead_code)]
     state: watch::Receiver<RTCPeerConnectionState>,
     recv_slots: tokio::sync::Mutex<(u32, u32)>,
 }
@@ -285,6 +284,11 @@ impl Connection {
             }
             _ => None,
         })
+    }
+
+    /// Whether ICE and DTLS are up, so media written now reaches the server.
+    pub fn is_connected(&self) -> bool {
+        *self.state.borrow() == RTCPeerConnectionState::Connected
     }
 
     pub async fn close(&self) {

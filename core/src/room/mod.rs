@@ -212,7 +212,10 @@ pub(crate) fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
 struct VideoOut {
     encoder: std::sync::Mutex<H264Encoder>,
     track: SendTrack,
+    /// The server asked for a keyframe.
     keyframe: Arc<AtomicBool>,
+    /// Pictures were dropped before the connection was up: start again with a keyframe.
+    restart: AtomicBool,
     frame_duration: Duration,
 }
 
@@ -234,6 +237,9 @@ pub struct SendStats {
     pub video_bytes: u64,
     /// Audio frames sent.
     pub audio_frames: u64,
+    /// Pictures and audio blocks pushed before the publishing connection was up, and dropped
+    /// (the first picture sent once it is up is a keyframe).
+    pub dropped_before_connected: u64,
 }
 
 /// A snapshot of [`Room::stats`].
@@ -397,6 +403,7 @@ impl Room {
                     encoder: std::sync::Mutex::new(encoder),
                     track: video_track.take().expect("checked above"),
                     keyframe,
+                    restart: AtomicBool::new(false),
                     frame_duration: Duration::from_micros(1_000_000 / v.fps.max(1) as u64),
                 });
             }
@@ -472,19 +479,41 @@ impl Room {
         self.events.try_recv().ok()
     }
 
+    /// Whether the publishing connection is up. Until it is, pushed pictures and audio are
+    /// dropped (counted in [`SendStats::dropped_before_connected`]) rather than encoded into
+    /// packets the connection would discard.
+    pub fn publishing_ready(&self) -> bool {
+        self.publisher.as_ref().is_some_and(|p| p.is_connected())
+    }
+
+    /// Counts a frame dropped because the publishing connection is not up yet.
+    fn drop_before_connected(&self) {
+        self.send_stats
+            .lock()
+            .expect("stats lock")
+            .dropped_before_connected += 1;
+    }
+
     /// Encodes and sends one picture of the published video track. Its pts (µs) becomes the
-    /// RTP timestamp, so a receiver can measure latency against it.
+    /// RTP timestamp, so a receiver can measure latency against it. Before the publishing
+    /// connection is up the picture is dropped, and the first one after is a keyframe.
     pub async fn publish_video(&self, frame: &VideoFrame) -> Result<(), RoomError> {
         let video = self
             .video
             .as_ref()
             .ok_or(RoomError::NotPublishing("video"))?;
+        if !self.publishing_ready() {
+            video.restart.store(true, Ordering::Relaxed);
+            self.drop_before_connected();
+            return Ok(());
+        }
         let requested = video.keyframe.swap(false, Ordering::Relaxed);
+        let restart = video.restart.swap(false, Ordering::Relaxed);
         let unit = {
             // The encoder is only ever used from here; a poisoned lock means an earlier encode
             // panicked, which is a bug, not input.
             let mut encoder = video.encoder.lock().expect("encoder lock");
-            if requested {
+            if requested || restart {
                 encoder.request_keyframe();
             }
             encoder.encode(frame)?
@@ -551,12 +580,16 @@ impl Room {
     }
 
     /// Encodes and sends one block of the published audio track (with its RFC 6464 level, so
-    /// the server can tell who is speaking).
+    /// the server can tell who is speaking). Dropped before the publishing connection is up.
     pub async fn publish_audio(&self, frame: &AudioFrame) -> Result<(), RoomError> {
         let audio = self
             .audio
             .as_ref()
             .ok_or(RoomError::NotPublishing("audio"))?;
+        if !self.publishing_ready() {
+            self.drop_before_connected();
+            return Ok(());
+        }
         let packet = {
             let mut encoder = audio.encoder.lock().expect("encoder lock");
             encoder.encode(frame)?
