@@ -10,7 +10,8 @@
  *   joined <room> as <identity>
  *   participant <identity> "<name>"
  *   data <from> <topic> <payload>
- *   stats sent=<frames> keyframes=<n> rtt_ms=<ms> decoded=<n> lost=<n> kbps=<n>
+ *   stats sent=<frames> keyframes=<n> rtt_ms=<ms> decoded=<n> lost=<n> kbps=<n> early=<n>
+ *     (early: pushed before the connection was up, dropped)
  *   received <identity> frames=<n> size=<w>x<h>
  *   left cleanly
  */
@@ -167,11 +168,13 @@ int main(int argc, char **argv) {
         printf("data %s %s %s\n", ev.participant, ev.topic, ev.text);
         break;
       case MADANG_EVENT_STATS:
-        printf("stats sent=%llu keyframes=%llu rtt_ms=%.1f decoded=%llu lost=%llu kbps=%.0f\n",
+        printf("stats sent=%llu keyframes=%llu rtt_ms=%.1f decoded=%llu lost=%llu kbps=%.0f "
+               "early=%llu\n",
                (unsigned long long)ev.stats.video_frames_sent,
                (unsigned long long)ev.stats.keyframes_sent, ev.stats.rtt_ms,
                (unsigned long long)ev.stats.frames_decoded,
-               (unsigned long long)ev.stats.frames_lost, ev.stats.receive_kbps);
+               (unsigned long long)ev.stats.frames_lost, ev.stats.receive_kbps,
+               (unsigned long long)ev.stats.dropped_before_connected);
         break;
       case MADANG_EVENT_ERROR:
         fprintf(stderr, "server error %s: %s\n", ev.text, ev.topic);

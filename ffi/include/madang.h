@@ -263,6 +263,9 @@ typedef struct {
   uint64_t frames_lost;
   // Received bitrate over all tracks, kbit/s.
   double receive_kbps;
+  // Pictures and audio blocks pushed before the publishing connection was up (dropped; the
+  // first picture after is a keyframe).
+  uint64_t dropped_before_connected;
 } madang_stats;
 
 // One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL

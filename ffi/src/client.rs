@@ -148,6 +148,9 @@ pub struct madang_stats {
     pub frames_lost: u64,
     /// Received bitrate over all tracks, kbit/s.
     pub receive_kbps: f64,
+    /// Pictures and audio blocks pushed before the publishing connection was up (dropped; the
+    /// first picture after is a keyframe).
+    pub dropped_before_connected: u64,
 }
 
 /// One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL
@@ -700,6 +703,7 @@ fn c_stats(s: &RoomStats) -> madang_stats {
         keyframes_sent: s.sent.keyframes,
         video_bytes_sent: s.sent.video_bytes,
         audio_frames_sent: s.sent.audio_frames,
+        dropped_before_connected: s.sent.dropped_before_connected,
         rtt_ms: s
             .publish_rtt_ms
             .or_else(|| s.received.iter().find_map(|t| t.rtt_ms))
