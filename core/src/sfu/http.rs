@@ -37,6 +37,9 @@ pub(crate) fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
+/// Read buffer of a signal WebSocket.
+const SIGNAL_BUFFER_BYTES: usize = 4 * 1024;
+
 #[derive(Debug, Deserialize)]
 struct SignalQuery {
     room: Option<String>,
@@ -50,7 +53,12 @@ async fn signal(
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     // Frames up to 1 MiB reach the decoder, which refuses anything over the protocol's limit
     // with a proper error code; bigger frames end the connection at the WebSocket layer.
+    // Signal messages are small and rare: small buffers (the WebSocket layer's default is
+    // 128 KiB each way, per session — at hundreds of sessions the largest part of a
+    // subscriber's memory on the server). Writes go out at once.
     ws.max_message_size(4 * MAX_MESSAGE_BYTES)
+        .read_buffer_size(SIGNAL_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session(socket, id, q.room, state.commands))
 }
 
