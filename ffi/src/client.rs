@@ -854,10 +854,7 @@ fn convert(event: RoomEvent, held: &mut Held) -> Option<madang_event> {
             let mut e = Event::new(MADANG_EVENT_TRACK_PUBLISHED, held);
             e.participant(&t.participant)
                 .track(&t.id)
-                .text(match t.kind {
-                    madang::signal::TrackKind::Audio => "audio",
-                    madang::signal::TrackKind::Video => "video",
-                });
+                .text(t.kind.as_str());
             e.event.muted = t.muted;
             e.done()
         }

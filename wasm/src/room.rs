@@ -111,13 +111,11 @@ impl State {
                 .filter(|p| p.kind == TrackKind::Video && p.enabled)
                 .collect();
             mine.sort_by_key(|p| p.source != TrackSource::Screen);
-            return mine
-                .first()
-                .map(|p| format!("{identity}/{}", source_name(p.source)));
+            return mine.first().map(|p| p.source.track_id(identity));
         }
         [TrackSource::Screen, TrackSource::Camera]
             .iter()
-            .map(|s| format!("{identity}/{}", source_name(*s)))
+            .map(|s| s.track_id(identity))
             .find(|id| self.tracks.get(id).is_some_and(|t| !t.muted))
     }
 
@@ -129,7 +127,7 @@ impl State {
             return self
                 .published
                 .iter()
-                .find(|p| source_name(p.source) == source)
+                .find(|p| p.source.as_str() == source)
                 .map(|p| p.stream.clone());
         }
         let mid = self.bound.iter().find(|(_, t)| **t == track)?.0;
@@ -146,16 +144,6 @@ impl State {
 
     pub(crate) fn people(&self) -> &[ParticipantInfo] {
         &self.people
-    }
-}
-
-/// The name a source has in track ids (as the server names them).
-pub(crate) fn source_name(source: TrackSource) -> &'static str {
-    match source {
-        TrackSource::Camera => "camera",
-        TrackSource::Microphone => "microphone",
-        TrackSource::Screen => "screen",
-        TrackSource::Grid => "grid",
     }
 }
 
@@ -751,7 +739,7 @@ impl Inner {
         {
             return Err(MadangError::new(
                 "invalid_argument",
-                format!("{} is already published", source_name(source)),
+                format!("{} is already published", source.as_str()),
             ));
         }
         let stream = capture(source, &options).await?;
@@ -888,7 +876,7 @@ impl Inner {
         let Some(gone) = gone else {
             return Err(MadangError::new(
                 "invalid_argument",
-                format!("{} is not published", source_name(source)),
+                format!("{} is not published", source.as_str()),
             ));
         };
         gone.track.stop();
@@ -902,7 +890,7 @@ impl Inner {
         send(
             &self.ws,
             &ClientMessage::Unpublish {
-                tracks: vec![format!("{identity}/{}", source_name(source))],
+                tracks: vec![source.track_id(&identity)],
             },
         );
         self.relayout();
@@ -936,7 +924,7 @@ impl Inner {
             send(
                 &self.ws,
                 &ClientMessage::Mute {
-                    track: format!("{identity}/{}", source_name(source)),
+                    track: source.track_id(&identity),
                     muted,
                 },
             );
@@ -1170,14 +1158,8 @@ fn track_js(t: &TrackInfo) -> JsValue {
     obj(&[
         ("track", s(&t.id)),
         ("participant", s(&t.participant)),
-        (
-            "kind",
-            s(match t.kind {
-                TrackKind::Audio => "audio",
-                TrackKind::Video => "video",
-            }),
-        ),
-        ("source", s(source_name(t.source))),
+        ("kind", s(t.kind.as_str())),
+        ("source", s(t.source.as_str())),
         ("muted", t.muted.into()),
     ])
 }

@@ -623,11 +623,11 @@ impl Room {
     /// stops (or resumes) pushing frames; the others get a `TrackMuted` event.
     pub fn set_muted(&self, kind: TrackKind, muted: bool) -> Result<(), RoomError> {
         let source = match kind {
-            TrackKind::Video => "camera",
-            TrackKind::Audio => "microphone",
+            TrackKind::Video => TrackSource::Camera,
+            TrackKind::Audio => TrackSource::Microphone,
         };
         self.send_raw(ClientMessage::Mute {
-            track: format!("{}/{source}", self.local.identity),
+            track: source.track_id(&self.local.identity),
             muted,
         })
     }

@@ -33,7 +33,7 @@ use super::forward::{
 use super::mixer::{GridConfig, Mixer};
 use super::peer::{new_peer_connection, stun_server_ufrag};
 pub(crate) use super::rooms::SessionId;
-use super::rooms::{Effect, GRID_SESSION, GRID_TRACK, Rooms, RoomsConfig, Work, source_name};
+use super::rooms::{Effect, GRID_SESSION, GRID_TRACK, Rooms, RoomsConfig, Work};
 use crate::codec::nal::rtp_payload_starts_keyframe;
 use crate::signal::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, PeerRole, PublishTrack, ServerMessage,
@@ -533,7 +533,7 @@ impl Engine {
                 .find(|e| e.uri == AUDIO_LEVEL_URI)
                 .map(|e| e.id as u8)
         });
-        let room_track = format!("{identity}/{}", source_name(publish.source));
+        let room_track = publish.source.track_id(&identity);
         let video = publish.kind == TrackKind::Video;
         peer.published.insert(
             track_id,

@@ -107,16 +107,6 @@ struct Room {
     carriers: HashMap<String, Vec<(SessionId, usize)>>,
 }
 
-/// The name a source has in track ids.
-pub fn source_name(source: TrackSource) -> &'static str {
-    match source {
-        TrackSource::Camera => "camera",
-        TrackSource::Microphone => "microphone",
-        TrackSource::Screen => "screen",
-        TrackSource::Grid => "grid",
-    }
-}
-
 /// All rooms of one server.
 #[derive(Debug)]
 pub struct Rooms {
@@ -188,7 +178,9 @@ impl Rooms {
                     let mut p = crate::grid::layout::Person::new(identity);
                     p.name = info.name.clone();
                     p.role = info.role;
-                    p.has_video = r.tracks.contains_key(&format!("{identity}/camera"));
+                    p.has_video = r
+                        .tracks
+                        .contains_key(&TrackSource::Camera.track_id(identity));
                     p
                 })
             })
@@ -340,7 +332,7 @@ impl Rooms {
         let mut new_tracks = Vec::new();
         if let Some(r) = self.rooms.get_mut(&room) {
             for p in publish {
-                let track_id = format!("{identity}/{}", source_name(p.source));
+                let track_id = p.source.track_id(&identity);
                 if let std::collections::btree_map::Entry::Vacant(slot) =
                     r.tracks.entry(track_id.clone())
                 {

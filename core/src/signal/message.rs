@@ -73,6 +73,34 @@ pub enum TrackSource {
     Grid,
 }
 
+impl TrackKind {
+    /// The wire form: `audio` or `video`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        }
+    }
+}
+
+impl TrackSource {
+    /// The wire form, also the second half of track ids: `camera`, `microphone`, `screen`,
+    /// `grid`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+            TrackSource::Grid => "grid",
+        }
+    }
+
+    /// The id of `identity`'s track from this source: `identity/source`.
+    pub fn track_id(self, identity: &str) -> String {
+        format!("{identity}/{}", self.as_str())
+    }
+}
+
 /// Which of a client's two peer connections a message is about. Each client publishes on one
 /// (it sends, the server receives) and receives on the other; the client makes the offers on
 /// both, and the server answers.

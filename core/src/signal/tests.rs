@@ -190,6 +190,18 @@ fn error_codes_have_stable_strings() {
     ] {
         assert_eq!(encode(&code), format!("\"{}\"", code.as_str()));
     }
+    for kind in [TrackKind::Audio, TrackKind::Video] {
+        assert_eq!(encode(&kind), format!("\"{}\"", kind.as_str()));
+    }
+    for source in [
+        TrackSource::Camera,
+        TrackSource::Microphone,
+        TrackSource::Screen,
+        TrackSource::Grid,
+    ] {
+        assert_eq!(encode(&source), format!("\"{}\"", source.as_str()));
+        assert_eq!(source.track_id("mapo"), format!("mapo/{}", source.as_str()));
+    }
     for reason in [
         LeaveReason::Left,
         LeaveReason::ConnectionLost,
