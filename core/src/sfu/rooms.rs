@@ -626,31 +626,48 @@ impl Rooms {
         let Some(room_name) = self.member(id).map(|(r, _)| r.to_owned()) else {
             return;
         };
+        let removed = self.drop_tracks(&room_name, |tid, t| {
+            t.publisher == id && tracks.iter().any(|x| x == tid)
+        });
+        if !removed.is_empty() {
+            self.reassign_room(&room_name);
+        }
+    }
+
+    /// Removes the tracks of `room_name` that `gone` picks and tells the room each one is
+    /// unpublished; returns their ids.
+    fn drop_tracks(
+        &mut self,
+        room_name: &str,
+        gone: impl Fn(&str, &RoomTrack) -> bool,
+    ) -> Vec<String> {
         let mut removed = Vec::new();
-        if let Some(room) = self.rooms.get_mut(&room_name) {
+        if let Some(room) = self.rooms.get_mut(room_name) {
             room.tracks.retain(|tid, t| {
-                let gone = t.publisher == id && tracks.contains(tid);
-                if gone {
+                let drop = gone(tid, t);
+                if drop {
                     removed.push(tid.clone());
                 }
-                !gone
+                !drop
             });
-        }
-        if removed.is_empty() {
-            return;
         }
         for track in &removed {
             self.broadcast(
-                &room_name,
+                room_name,
                 None,
                 ServerMessage::TrackUnpublished {
                     track: track.clone(),
                 },
             );
         }
+        removed
+    }
+
+    /// Reassigns every member's receive slots in `room_name` (after tracks went away).
+    fn reassign_room(&mut self, room_name: &str) {
         let members: Vec<SessionId> = self
             .rooms
-            .get(&room_name)
+            .get(room_name)
             .map(|r| r.members.values().copied().collect())
             .unwrap_or_default();
         for m in members {
@@ -706,19 +723,10 @@ impl Rooms {
             return;
         };
         let room_name = member.room.clone();
-        let mut removed_tracks = Vec::new();
         if let Some(room) = self.rooms.get_mut(&room_name) {
             if room.members.get(&member.info.identity) == Some(&id) {
                 room.members.remove(&member.info.identity);
             }
-            room.tracks.retain(|tid, t| {
-                if t.publisher == id {
-                    removed_tracks.push(tid.clone());
-                    false
-                } else {
-                    true
-                }
-            });
             for c in room.carriers.values_mut() {
                 c.retain(|(sid, _)| *sid != id);
             }
@@ -726,15 +734,7 @@ impl Rooms {
         if let Some(s) = self.speakers.get_mut(&room_name) {
             s.remove(&member.info.identity);
         }
-        for track in &removed_tracks {
-            self.broadcast(
-                &room_name,
-                None,
-                ServerMessage::TrackUnpublished {
-                    track: track.clone(),
-                },
-            );
-        }
+        let removed_tracks = self.drop_tracks(&room_name, |_, t| t.publisher == id);
         self.broadcast(
             &room_name,
             None,
@@ -743,18 +743,15 @@ impl Rooms {
                 reason,
             },
         );
-        let members: Vec<SessionId> = self
+        let empty = self
             .rooms
             .get(&room_name)
-            .map(|r| r.members.values().copied().collect())
-            .unwrap_or_default();
-        if members.is_empty() {
+            .is_none_or(|r| r.members.is_empty());
+        if empty {
             self.rooms.remove(&room_name);
             self.speakers.remove(&room_name);
         } else if !removed_tracks.is_empty() {
-            for m in members {
-                self.reassign(m);
-            }
+            self.reassign_room(&room_name);
         }
     }
 }
