@@ -87,10 +87,7 @@ impl State {
         self.people
             .iter()
             .map(|p| {
-                let mut person = Person::new(&p.identity);
-                person.name = p.name.clone();
-                person.role = p.role;
-                person.has_video = self.video_track_of(&p.identity).is_some();
+                let mut person = Person::of(p, self.video_track_of(&p.identity).is_some());
                 person.speaker_rank = self
                     .speakers
                     .iter()

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::signal::Role;
+use crate::signal::{ParticipantInfo, Role};
 
 /// The screen area to fill, in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +102,16 @@ pub struct Person {
 }
 
 impl Person {
+    /// A participant of the room with its name and role; `has_video` as given, 16:9.
+    pub fn of(info: &ParticipantInfo, has_video: bool) -> Self {
+        Self {
+            name: info.name.clone(),
+            role: info.role,
+            has_video,
+            ..Self::new(&info.identity)
+        }
+    }
+
     /// A speaker with video, 16:9, named after its identity.
     pub fn new(id: &str) -> Self {
         Self {

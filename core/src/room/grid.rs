@@ -143,11 +143,7 @@ impl GridView {
         if p.identity == self.local || self.people.iter().any(|q| q.id == p.identity) {
             return;
         }
-        let mut person = Person::new(&p.identity);
-        person.name = p.name.clone();
-        person.role = p.role;
-        person.has_video = false;
-        self.people.push(person);
+        self.people.push(Person::of(p, false));
         self.refresh(&p.identity);
     }
 

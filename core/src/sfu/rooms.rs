@@ -175,13 +175,10 @@ impl Rooms {
             .filter_map(|(identity, sid)| {
                 let info = &self.sessions.get(&sid)?.member.as_ref()?.info;
                 info.role.can_publish().then(|| {
-                    let mut p = crate::grid::layout::Person::new(identity);
-                    p.name = info.name.clone();
-                    p.role = info.role;
-                    p.has_video = r
+                    let has_video = r
                         .tracks
                         .contains_key(&TrackSource::Camera.track_id(identity));
-                    p
+                    crate::grid::layout::Person::of(info, has_video)
                 })
             })
             .collect()
