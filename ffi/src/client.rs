@@ -636,9 +636,11 @@ impl madang_client {
             {
                 session.next_grid = (session.next_grid + *interval).max(now);
                 let pts = now.duration_since(session.started).as_micros() as i64;
-                held.video = Some(view.compose(pts).clone());
+                // The canvas itself: the grid view lives in the session and is only drawn
+                // again (or resized) by a later call on this client.
                 let mut e = Event::new(madang_event_kind::MADANG_EVENT_GRID_FRAME, held);
                 e.track("grid");
+                e.event.video = video_view(view.compose(pts));
                 return Ok(e.done());
             }
             if let (Some(at), Some(interval)) = (session.next_stats, self.config.stats_interval)
@@ -743,6 +745,22 @@ fn null_video() -> madang_video_frame {
     }
 }
 
+/// The C view of `f`: its planes, borrowed.
+fn video_view(f: &VideoFrame) -> madang_video_frame {
+    let [sy, su, sv] = f.strides();
+    madang_video_frame {
+        width: f.width(),
+        height: f.height(),
+        y: f.plane(0).as_ptr(),
+        u: f.plane(1).as_ptr(),
+        v: f.plane(2).as_ptr(),
+        stride_y: sy as u32,
+        stride_u: su as u32,
+        stride_v: sv as u32,
+        pts_us: f.pts_us(),
+    }
+}
+
 impl<'a> Event<'a> {
     fn new(kind: madang_event_kind, held: &'a mut Held) -> Self {
         let empty = EMPTY.as_ptr().cast();
@@ -807,18 +825,7 @@ impl<'a> Event<'a> {
     /// The finished event, its video and audio pointing into the held frames.
     fn done(mut self) -> madang_event {
         if let Some(f) = &self.held.video {
-            let [sy, su, sv] = f.strides();
-            self.event.video = madang_video_frame {
-                width: f.width(),
-                height: f.height(),
-                y: f.plane(0).as_ptr(),
-                u: f.plane(1).as_ptr(),
-                v: f.plane(2).as_ptr(),
-                stride_y: sy as u32,
-                stride_u: su as u32,
-                stride_v: sv as u32,
-                pts_us: f.pts_us(),
-            };
+            self.event.video = video_view(f);
         }
         if let Some(a) = &self.held.audio {
             let channels = a.channels().count() as u32;
