@@ -26,14 +26,19 @@ fn token(room: &str, identity: &str, role: Role) -> String {
     .unwrap()
 }
 
-fn join(r: &mut Rooms, id: SessionId, identity: &str, role: Role, now: Instant) {
-    r.open(id, None, now);
-    let join = ClientMessage::Join {
+/// A `join` with `token`, current protocol, everything subscribed, the token's name.
+fn join_message(token: String) -> ClientMessage {
+    ClientMessage::Join {
         protocol: PROTOCOL_VERSION,
-        token: token("hall", identity, role),
+        token,
         auto_subscribe: true,
         name: None,
-    };
+    }
+}
+
+fn join(r: &mut Rooms, id: SessionId, identity: &str, role: Role, now: Instant) {
+    r.open(id, None, now);
+    let join = join_message(token("hall", identity, role));
     assert_eq!(r.message(id, join, now, UNIX), None);
 }
 
@@ -280,12 +285,7 @@ fn refusals_close_only_that_session() {
     r.open(200, Some("other".into()), t0);
     r.message(
         200,
-        ClientMessage::Join {
-            protocol: 1,
-            token: token("hall", "y", Role::Speaker),
-            auto_subscribe: true,
-            name: None,
-        },
+        join_message(token("hall", "y", Role::Speaker)),
         t0,
         UNIX,
     );
@@ -349,17 +349,7 @@ fn room_limit_and_replaced_identity() {
     join(&mut r, 3, "c", Role::Speaker, t0);
     r.drain_effects();
     r.open(4, None, t0);
-    r.message(
-        4,
-        ClientMessage::Join {
-            protocol: 1,
-            token: token("hall", "d", Role::Speaker),
-            auto_subscribe: true,
-            name: None,
-        },
-        t0,
-        UNIX,
-    );
+    r.message(4, join_message(token("hall", "d", Role::Speaker)), t0, UNIX);
     let e = r.drain_effects();
     assert!(matches!(
         sent_to(&e, 4)[..],
@@ -456,12 +446,7 @@ fn grid_rooms_carry_the_composited_track() {
     let t0 = Instant::now();
     let mut r = rooms();
     r.open(1, None, t0);
-    let join = ClientMessage::Join {
-        protocol: PROTOCOL_VERSION,
-        token: token("grid-hall", "tv", Role::Viewer),
-        auto_subscribe: true,
-        name: None,
-    };
+    let join = join_message(token("grid-hall", "tv", Role::Viewer));
     r.message(1, join, t0, UNIX);
     let e = r.drain_effects();
     match &sent_to(&e, 1)[..] {
