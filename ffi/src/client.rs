@@ -509,13 +509,9 @@ pub unsafe extern "C" fn madang_client_new(
         if out_client.is_null() {
             return madang_result::MADANG_RESULT_NULL_ARGUMENT;
         }
-        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("madang-client")
-            .build()
-        else {
-            return madang_result::MADANG_RESULT_IO;
+        let runtime = match crate::runtime("madang-client") {
+            Ok(r) => r,
+            Err(e) => return e,
         };
         let client = Box::new(madang_client {
             config: config.clone(),

@@ -39,6 +39,17 @@ pub extern "C" fn madang_result_message(result: u32) -> *const c_char {
     })
 }
 
+/// The threads behind a client or server handle: a two-worker tokio runtime whose threads
+/// are named `name`. `MADANG_RESULT_IO` when the operating system refuses them.
+fn runtime(name: &str) -> Result<tokio::runtime::Runtime, madang_result> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|_| madang_result::MADANG_RESULT_IO)
+}
+
 /// Reads a C string argument: NULL and invalid UTF-8 are errors.
 ///
 /// # Safety

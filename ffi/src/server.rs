@@ -150,13 +150,9 @@ pub unsafe extern "C" fn madang_server_start(
         if out_server.is_null() {
             return madang_result::MADANG_RESULT_NULL_ARGUMENT;
         }
-        let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("madang-server")
-            .build()
-        else {
-            return madang_result::MADANG_RESULT_IO;
+        let runtime = match crate::runtime("madang-server") {
+            Ok(r) => r,
+            Err(e) => return e,
         };
         let server = match runtime.block_on(Server::bind(config.inner.clone())) {
             Ok(s) => s,
