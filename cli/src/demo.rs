@@ -43,6 +43,45 @@ pub struct Args {
     /// Size of the --grid canvas.
     #[arg(long, value_parser = parse_size, default_value = "1280x720", value_name = "WxH")]
     grid_size: (u32, u32),
+    /// Network conditions on every participant's link, both directions, applied in the room
+    /// server's UDP layer: a preset — lan (none), lte (3 % loss, 40 ± 15 ms, 5 Mbit/s), rural
+    /// (1 %, 60 ± 20 ms, 1 Mbit/s), disaster (8 % in bursts, 120 ± 40 ms, 400 kbit/s), outage
+    /// (lte with a 5 s blackout at 5 s) — or parts such as
+    /// `loss=3%,burst=4,delay=40ms,jitter=15ms,reorder=no,rate=1mbit,queue=200ms,outage=5s+5s,rate@10s=300kbit,seed=7`,
+    /// optionally after a preset (`lte,loss=5%`).
+    #[arg(long, value_name = "PROFILE", default_value = "lan")]
+    network: madang::netsim::Profile,
+    /// Run on simulated time: the server core and the participants in one thread over a
+    /// simulated network, no sockets, faster than real time, the same run for the same seed.
+    #[arg(long)]
+    simulate: bool,
+    /// Seed of the simulated run (with --simulate).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Frames per second of every participant.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+}
+
+/// What the network did in a demo on real sockets.
+#[derive(serde::Serialize)]
+struct NetworkReport {
+    /// The profile's name as given.
+    name: String,
+    /// Its settings.
+    profile: String,
+    /// Datagrams towards the server: sent, delivered, lost, queue and outage drops.
+    up: madang::netsim::LinkStats,
+    /// Datagrams towards the participants.
+    down: madang::netsim::LinkStats,
+}
+
+/// The JSON of `madang demo --json`: the conference report plus the network's.
+#[derive(serde::Serialize)]
+struct DemoJson<'a> {
+    #[serde(flatten)]
+    report: &'a ConferenceReport,
+    network: NetworkReport,
 }
 
 fn write_snapshot(path: &Path, frame: &VideoFrame) -> CliResult {
@@ -118,10 +157,87 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
             r.audio.len()
         );
     }
-    println!(
-        "chat: {} messages sent, {} of {} deliveries received",
-        r.data_messages.sent, r.data_messages.received, r.data_messages.expected
+    if r.data_messages.expected > 0 {
+        println!(
+            "chat: {} messages sent, {} of {} deliveries received",
+            r.data_messages.sent, r.data_messages.received, r.data_messages.expected
+        );
+    }
+}
+
+fn print_network(n: &NetworkReport) {
+    if n.up.sent + n.down.sent == 0 {
+        return;
+    }
+    println!("network {} ({}):", n.name, n.profile);
+    for (dir, s) in [("up", &n.up), ("down", &n.down)] {
+        println!(
+            "  {dir:>4}: {} datagrams, {} delivered, {} lost, {} dropped by the queue, {} in outages",
+            s.sent, s.delivered, s.lost, s.queue_drops, s.outage_drops
+        );
+    }
+}
+
+/// The demo on simulated time.
+fn simulate(args: &Args) -> CliResult {
+    let config = madang::sim::SimConfig {
+        participants: args.participants,
+        width: args.size.0,
+        height: args.size.1,
+        fps: args.fps,
+        bitrate_kbps: args.bitrate,
+        audio: !args.no_audio,
+        profile: args.network.clone(),
+        seed: args.seed,
+        seconds: args.seconds,
+        ..madang::sim::SimConfig::default()
+    };
+    if !args.json {
+        eprintln!(
+            "simulating {} participants on {} ({})…",
+            args.participants, args.network.name, args.network
+        );
+    }
+    let report = madang::sim::run(&config)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let table = ConferenceReport {
+        participants: report.participants,
+        seconds: report.seconds,
+        warmup_seconds: report.warmup_seconds,
+        pairs: report.pairs.clone(),
+        audio: report.audio.clone(),
+        data_messages: Default::default(),
+    };
+    print_table(
+        &table,
+        &ConferenceConfig {
+            participants: args.participants,
+            seconds: args.seconds,
+            width: args.size.0,
+            height: args.size.1,
+            fps: args.fps,
+            bitrate_kbps: args.bitrate,
+            ..ConferenceConfig::default()
+        },
     );
+    print_network(&NetworkReport {
+        name: args.network.name.clone(),
+        profile: report.profile.clone(),
+        up: report.network.up,
+        down: report.network.down,
+    });
+    println!(
+        "simulated {:.1} s in {:.1} s of real time ({:.1}x); server: {} keyframe requests, {} retransmissions",
+        report.simulated_seconds,
+        report.real_seconds,
+        report.simulated_seconds / report.real_seconds.max(1e-9),
+        report.keyframe_requests,
+        report.retransmitted
+    );
+    Ok(())
 }
 
 /// Runs the demo.
@@ -132,18 +248,29 @@ pub fn run(args: Args) -> CliResult {
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err("--seconds must be within (0, 3600]".into());
     }
+    if args.fps == 0 || args.fps > 60 {
+        return Err("--fps must be within 1..=60".into());
+    }
+    if args.simulate {
+        return simulate(&args);
+    }
     let config = ConferenceConfig {
         participants: args.participants,
         seconds: args.seconds,
         width: args.size.0,
         height: args.size.1,
+        fps: args.fps,
         bitrate_kbps: args.bitrate,
         audio: !args.no_audio,
         ..ConferenceConfig::default()
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let server = Server::bind(ServerConfig::dev()).await?;
+        let server = Server::bind(ServerConfig {
+            network: Some(args.network.clone()),
+            ..ServerConfig::dev()
+        })
+        .await?;
         if !args.json {
             eprintln!(
                 "room server on {} (signal) and udp {} (media); {} participants joining…",
@@ -218,10 +345,24 @@ pub fn run(args: Args) -> CliResult {
         if let (Some(path), Some(frame)) = (&args.snapshot, &snapshot) {
             write_snapshot(path, frame)?;
         }
+        let net = stats.network.unwrap_or_default();
+        let network = NetworkReport {
+            name: args.network.name.clone(),
+            profile: args.network.to_string(),
+            up: net.up,
+            down: net.down,
+        };
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            println!(
+                "{}",
+                serde_json::to_string(&DemoJson {
+                    report: &report,
+                    network
+                })?
+            );
         } else {
             print_table(&report, &config);
+            print_network(&network);
             println!(
                 "server: {} RTP packets in, {} out, {} keyframe requests relayed",
                 stats.packets_in, stats.packets_out, stats.keyframe_requests

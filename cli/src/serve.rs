@@ -47,6 +47,11 @@ pub struct Args {
     /// Frames per second of the composited grid.
     #[arg(long, default_value_t = 15)]
     grid_fps: u32,
+    /// Impair every participant's media in both directions, to rehearse a bad day with real
+    /// clients: a preset (lan, lte, rural, disaster, outage) or a list such as
+    /// `loss=3%,delay=40ms,jitter=15ms,rate=1mbit` (see `madang demo --help`).
+    #[arg(long, value_name = "PROFILE")]
+    network: Option<madang::netsim::Profile>,
 }
 
 /// Runs until Ctrl-C.
@@ -66,6 +71,7 @@ pub fn run(args: Args) -> CliResult {
         dev: args.dev,
         silence_timeout: Duration::from_secs(args.timeout.max(1)),
         static_dir: static_dir.clone(),
+        network: args.network.clone(),
         grid_rooms: args.grid_rooms.clone(),
         grid: madang::sfu::mixer::GridConfig {
             width: args.grid_size.0,
@@ -107,6 +113,9 @@ pub fn run(args: Args) -> CliResult {
         };
         for room in &args.grid_rooms {
             println!("  grid:    room {room:?} carries a composited {}x{} stream as track grid/grid", args.grid_size.0, args.grid_size.1);
+        }
+        if let Some(p) = &args.network {
+            println!("  network: {} → {p} (both directions, per participant)", p.name);
         }
         println!("Ctrl-C stops.");
         tokio::signal::ctrl_c().await?;

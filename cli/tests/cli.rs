@@ -265,3 +265,89 @@ fn demo_writes_the_grid_a_participant_sees() {
         assert!(stamp.is_some(), "no live picture in {participant}'s tile");
     }
 }
+
+#[test]
+fn demo_on_an_impaired_network_reports_what_the_impairment_dropped() {
+    let out = succeed(madang().args([
+        "demo",
+        "--participants",
+        "3",
+        "--seconds",
+        "2",
+        "--size",
+        "320x180",
+        "--fps",
+        "15",
+        "--bitrate",
+        "300",
+        "--network",
+        "lte,loss=10%",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let network = &report["network"];
+    assert_eq!(network["name"], "lte,loss=10%");
+    assert!(
+        network["profile"]
+            .as_str()
+            .unwrap()
+            .starts_with("loss=10%,delay=40ms,jitter=15ms,rate=5000kbit"),
+        "{network}"
+    );
+    for dir in ["up", "down"] {
+        let d = &network[dir];
+        let (sent, delivered, lost) = (
+            d["sent"].as_u64().unwrap(),
+            d["delivered"].as_u64().unwrap(),
+            d["lost"].as_u64().unwrap(),
+        );
+        assert!(sent > 500, "{dir}: {d}");
+        assert_eq!(delivered + lost, sent, "{dir}: {d}");
+        // 10 % of the datagrams, within a generous margin.
+        assert!(
+            lost * 100 > sent * 5 && lost * 100 < sent * 15,
+            "{dir}: {d}"
+        );
+    }
+    assert_eq!(report["pairs"].as_array().unwrap().len(), 6);
+    let err = fail(madang().args(["demo", "--network", "lte,jitter=lots"]));
+    assert!(err.contains("jitter=lots"), "{err}");
+}
+
+#[test]
+fn simulated_demo_runs_on_simulated_time() {
+    let out = succeed(madang().args([
+        "demo",
+        "--simulate",
+        "--participants",
+        "3",
+        "--seconds",
+        "3",
+        "--size",
+        "320x180",
+        "--fps",
+        "15",
+        "--bitrate",
+        "300",
+        "--network",
+        "rural",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["participants"], 3);
+    assert!(report["simulated_seconds"].as_f64().unwrap() >= 3.0);
+    assert!(report["network"]["up"]["sent"].as_u64().unwrap() > 300);
+    let pairs = report["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 6);
+    for p in pairs {
+        assert!(p["frames_sent"].as_u64().unwrap() >= 40, "{p}");
+    }
+    // One-way delay 60 ± 20 ms on each of two hops: nothing arrives sooner than 80 ms.
+    let decoded: Vec<&serde_json::Value> = pairs
+        .iter()
+        .filter(|p| p["frames_decoded"].as_u64().unwrap() > 0)
+        .collect();
+    for p in decoded {
+        assert!(p["latency_ms"]["p50"].as_f64().unwrap() >= 80.0, "{p}");
+    }
+}

@@ -13,7 +13,15 @@
 //!   default), and pure Annex-B helpers.
 //! - [`signal`]: the JSON protocol between clients and the room server.
 //! - [`grid`]: participant layout (pure; also for wasm32).
-//! - `sfu` (feature `net`): the room server; today its tokens.
+//! - [`netsim`]: a seeded simulated network (delay, jitter, loss, bursts, rate caps, outages)
+//!   for tests on simulated time and for impairing the server's real sockets.
+//! - `transport` (feature `net`): the codecs, feedback and header extensions both sides
+//!   negotiate on webrtc-rs's sans-I/O `rtc` core.
+//! - `room` (feature `net`): the client — `room::session::Session` is its sans-I/O core,
+//!   `room::Room` the tokio driver around it.
+//! - `sfu` (feature `net`): the room server — `sfu::engine::Engine` is its sans-I/O core,
+//!   `sfu::Server` the tokio driver (one UDP port, HTTP, WebSocket signalling).
+//! - `sim` (feature `net`): a whole conference on simulated time over [`netsim`].
 //!
 //! With `default-features = false` the crate has no native dependencies and builds for
 //! `wasm32-unknown-unknown`.
@@ -43,11 +51,14 @@
 pub mod codec;
 pub mod grid;
 pub mod media;
+pub mod netsim;
 #[cfg(feature = "net")]
 pub mod room;
 #[cfg(feature = "net")]
 pub mod sfu;
 pub mod signal;
+#[cfg(feature = "net")]
+pub mod sim;
 #[cfg(feature = "net")]
 pub mod transport;
 

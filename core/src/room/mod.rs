@@ -21,6 +21,7 @@ pub mod assemble;
 mod connection;
 mod grid;
 mod receive;
+pub mod session;
 pub mod synthetic;
 
 use std::collections::HashMap;

@@ -13,14 +13,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::engine::{Command, Outbound};
+use super::driver::{Outbound, Signal};
+use super::engine::Command;
 use super::token::{Claims, mint, unix_now};
 use crate::signal::{MAX_MESSAGE_BYTES, Role, ServerMessage, decode_client, encode};
 
 /// State shared by the HTTP handlers.
 #[derive(Clone)]
 pub(crate) struct HttpState {
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::UnboundedSender<Signal>,
     pub stats: tokio::sync::watch::Receiver<super::EngineStats>,
     pub next_session: Arc<AtomicU64>,
     pub dev_secret: Option<Arc<Vec<u8>>>,
@@ -66,11 +67,11 @@ async fn session(
     socket: WebSocket,
     id: u64,
     room: Option<String>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Signal>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     if commands
-        .send(Command::Open {
+        .send(Signal::Open {
             session: id,
             room,
             tx,
@@ -85,13 +86,13 @@ async fn session(
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match decode_client(text.as_str()) {
                     Ok(message) => {
-                        let _ = commands.send(Command::Message { session: id, message });
+                        let _ = commands.send(Signal::Input(Command::Message { session: id, message }));
                     }
                     Err(e) => {
                         let reply = ServerMessage::Error { code: e.code(), reason: e.to_string() };
                         let _ = sink.send(Message::Text(encode(&reply).into())).await;
                         let _ = sink.send(Message::Close(None)).await;
-                        let _ = commands.send(Command::Closed { session: id, code: Some(e.code()) });
+                        let _ = commands.send(Signal::Input(Command::Closed { session: id, code: Some(e.code()) }));
                         return;
                     }
                 },
@@ -100,19 +101,19 @@ async fn session(
                     let reply = ServerMessage::Error { code, reason: "signal messages are text frames".into() };
                     let _ = sink.send(Message::Text(encode(&reply).into())).await;
                     let _ = sink.send(Message::Close(None)).await;
-                    let _ = commands.send(Command::Closed { session: id, code: Some(code) });
+                    let _ = commands.send(Signal::Input(Command::Closed { session: id, code: Some(code) }));
                     return;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    let _ = commands.send(Command::Closed { session: id, code: None });
+                    let _ = commands.send(Signal::Input(Command::Closed { session: id, code: None }));
                     return;
                 }
             },
             outgoing = rx.recv() => match outgoing {
                 Some(Outbound::Message(m)) => {
                     if sink.send(Message::Text(encode(&m).into())).await.is_err() {
-                        let _ = commands.send(Command::Closed { session: id, code: None });
+                        let _ = commands.send(Signal::Input(Command::Closed { session: id, code: None }));
                         return;
                     }
                 }

@@ -18,7 +18,9 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::shared::error::Error as RtcError;
 
 use crate::signal::PeerRole;
-use crate::transport::{DeliverKeyframeRequests, media_engine};
+use crate::transport::{
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, media_engine,
+};
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
 /// ICE credentials so that datagrams on the shared port can be told apart, and the shared
@@ -46,7 +48,12 @@ pub(crate) fn new_peer_connection(
         .build();
     let mut engine = media_engine()?;
     configure_simulcast_extension_headers(&mut engine)?;
-    let keyframes = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
+    let keyframes = Registry::new()
+        .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+        .with(
+            Slot::from(CANONICAL_ORDER_SLOT),
+            CanonicalRtcpOrder::default(),
+        );
     let registry = match role {
         PeerRole::Publisher => {
             let registry = keyframes.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());

@@ -3,7 +3,7 @@
 //! facts and `now`, and answers with [`Effect`]s (messages to send, sessions to close). The
 //! engine does the WebRTC and socket work around it; tests drive it on simulated time.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::slots::{SlotView, assign};
@@ -104,16 +104,16 @@ struct Room {
     members: BTreeMap<String, SessionId>,
     tracks: BTreeMap<String, RoomTrack>,
     /// Room track id → subscriber slots carrying it.
-    carriers: HashMap<String, Vec<(SessionId, usize)>>,
+    carriers: BTreeMap<String, Vec<(SessionId, usize)>>,
 }
 
 /// All rooms of one server.
 #[derive(Debug)]
 pub struct Rooms {
     config: RoomsConfig,
-    sessions: HashMap<SessionId, Session>,
-    rooms: HashMap<String, Room>,
-    speakers: HashMap<String, ActiveSpeakers>,
+    sessions: BTreeMap<SessionId, Session>,
+    rooms: BTreeMap<String, Room>,
+    speakers: BTreeMap<String, ActiveSpeakers>,
     effects: VecDeque<Effect>,
 }
 
@@ -122,9 +122,9 @@ impl Rooms {
     pub fn new(config: RoomsConfig) -> Self {
         Self {
             config,
-            sessions: HashMap::new(),
-            rooms: HashMap::new(),
-            speakers: HashMap::new(),
+            sessions: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            speakers: BTreeMap::new(),
             effects: VecDeque::new(),
         }
     }

@@ -1,0 +1,721 @@
+//! The client core: one participant's session in a room as a sans-I/O state machine — the
+//! signal protocol, both peer connections (publishing and receiving) on webrtc-rs's `rtc`
+//! core, the roster and receive slots, RTP packetising and depacketising, decoding, and
+//! counters. No sockets, threads or clock.
+//!
+//! Inputs: [`handle_signal`](Session::handle_signal) (a message from the server),
+//! [`handle_datagram`](Session::handle_datagram) (UDP, on one of the session's two local
+//! addresses), [`handle_timeout`](Session::handle_timeout), and media to send
+//! ([`send_video`](Session::send_video), [`send_audio`](Session::send_audio)). Outputs, drained
+//! after every input: [`poll_signal`](Session::poll_signal) (messages for the server),
+//! [`poll_transmit`](Session::poll_transmit) (datagrams), [`poll_event`](Session::poll_event)
+//! (room events with decoded pictures and audio), and [`poll_timeout`](Session::poll_timeout).
+//!
+//! [`Room`](super::Room) drives it with tokio, a WebSocket and two UDP sockets; the C ABI sits
+//! on `Room`; tests drive many sessions and the server core on simulated time over a
+//! simulated network.
+//!
+//! Each session uses two local UDP addresses, one per peer connection: the server tells its
+//! connections apart by the remote address, so two connections cannot share one.
+
+mod pc;
+mod recv;
+mod send;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::{RoomError, RoomEvent, SendStats};
+use crate::signal::{
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
+    TrackInfo, TrackKind,
+};
+use crate::transport::is_keyframe_request;
+use pc::ClientPc;
+use recv::RecvSlot;
+pub use recv::TrackStats;
+use send::Outgoing;
+
+/// Interval of keep-alive pings on the signal connection (the server drops silent sessions).
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// What a [`Session`] publishes and receives.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The join token.
+    pub token: String,
+    /// Display name instead of the token's.
+    pub name: Option<String>,
+    /// Receive every track in the room as it appears.
+    pub auto_subscribe: bool,
+    /// Publish a camera track.
+    pub video: bool,
+    /// Nominal frame rate of the camera track (RTP timestamps of frames without a usable pts).
+    pub fps: u32,
+    /// Publish a microphone track.
+    pub audio: bool,
+    /// Decode received video (otherwise only counted).
+    pub decode_video: bool,
+    /// Decode received audio (otherwise only counted).
+    pub decode_audio: bool,
+    /// Seed of SSRCs and RTP offsets; `None` seeds from the operating system.
+    pub seed: Option<u64>,
+}
+
+impl SessionConfig {
+    /// Receive everything, decode everything, publish nothing.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            name: None,
+            auto_subscribe: true,
+            video: false,
+            fps: 30,
+            audio: false,
+            decode_video: true,
+            decode_audio: true,
+            seed: None,
+        }
+    }
+}
+
+/// Where a session stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// The join is out, no answer yet.
+    Joining,
+    /// In the room.
+    Joined,
+    /// The server refused the join.
+    Refused {
+        /// Stable code.
+        code: ErrorCode,
+        /// Detail.
+        reason: String,
+    },
+    /// The signal connection is gone (or the session left).
+    Closed,
+}
+
+/// The room as the server described it at join time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Joined {
+    /// Room name.
+    pub room: String,
+    /// This participant.
+    pub local: ParticipantInfo,
+    /// Participants present.
+    pub participants: Vec<ParticipantInfo>,
+    /// Tracks published.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// The session's local address it leaves from.
+    pub from: SocketAddr,
+    /// Destination.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub data: BytesMut,
+}
+
+/// Which connection a datagram or timer belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Which {
+    Publisher,
+    Subscriber,
+}
+
+/// A remote track as the subscriber connection delivers it.
+struct Incoming {
+    mid: String,
+    kind: TrackKind,
+    receiver: RTCRtpReceiverId,
+}
+
+/// One participant's session. See the [module documentation](self).
+pub struct Session {
+    config: SessionConfig,
+    phase: Phase,
+    joined: Option<Joined>,
+    local_pub: SocketAddr,
+    local_sub: SocketAddr,
+    publisher: Option<ClientPc>,
+    subscriber: Option<ClientPc>,
+    video_out: Option<Outgoing>,
+    audio_out: Option<Outgoing>,
+    /// The server asked for a keyframe, or sending (re)starts: the next picture should be one.
+    keyframe_wanted: bool,
+    /// Receive slots the server asked for, `(audio, video)`.
+    want_slots: (u32, u32),
+    /// Subscriber mid → the room track it carries now.
+    slots: BTreeMap<String, String>,
+    /// The subscriber connection's track ids → where they arrive.
+    incoming: HashMap<String, Incoming>,
+    recv: BTreeMap<String, RecvSlot>,
+    receive_stats: BTreeMap<String, TrackStats>,
+    send_stats: SendStats,
+    signal_out: VecDeque<ClientMessage>,
+    events: VecDeque<RoomEvent>,
+    transmits: VecDeque<Transmit>,
+    dirty: [bool; 2],
+    deadlines: [Option<Instant>; 2],
+    now: Instant,
+    next_keepalive: Instant,
+    rng: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("phase", &self.phase)
+            .field("local_pub", &self.local_pub)
+            .field("local_sub", &self.local_sub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session that joins with `config.token`; its publishing connection uses
+    /// `publisher_addr` and its receiving connection `subscriber_addr` (two distinct local
+    /// UDP addresses). The join message is ready in [`poll_signal`](Self::poll_signal).
+    pub fn new(
+        config: SessionConfig,
+        publisher_addr: SocketAddr,
+        subscriber_addr: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        let rng = match config.seed {
+            Some(seed) => ChaCha20Rng::seed_from_u64(seed),
+            None => ChaCha20Rng::from_os_rng(),
+        };
+        let mut signal_out = VecDeque::new();
+        signal_out.push_back(ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+            token: config.token.clone(),
+            auto_subscribe: config.auto_subscribe,
+            name: config.name.clone(),
+        });
+        Self {
+            config,
+            phase: Phase::Joining,
+            joined: None,
+            local_pub: publisher_addr,
+            local_sub: subscriber_addr,
+            publisher: None,
+            subscriber: None,
+            video_out: None,
+            audio_out: None,
+            keyframe_wanted: true,
+            want_slots: (0, 0),
+            slots: BTreeMap::new(),
+            incoming: HashMap::new(),
+            recv: BTreeMap::new(),
+            receive_stats: BTreeMap::new(),
+            send_stats: SendStats::default(),
+            signal_out,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            dirty: [false; 2],
+            deadlines: [None; 2],
+            now,
+            next_keepalive: now + KEEPALIVE,
+            rng,
+        }
+    }
+
+    // ---- getters ----
+
+    /// Where the session stands.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The room as it was at join time, once joined.
+    pub fn joined(&self) -> Option<&Joined> {
+        self.joined.as_ref()
+    }
+
+    /// Whether the publishing connection is up, so media sent now reaches the server.
+    pub fn publishing_ready(&self) -> bool {
+        self.publisher.as_ref().is_some_and(|p| p.connected)
+    }
+
+    /// Whether the receiving connection is up.
+    pub fn receiving_ready(&self) -> bool {
+        self.subscriber.as_ref().is_some_and(|p| p.connected)
+    }
+
+    /// Whether the next picture should be a keyframe (the server asked, or sending started
+    /// again); reading it clears it.
+    pub fn take_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_wanted)
+    }
+
+    /// What was sent.
+    pub fn send_stats(&self) -> &SendStats {
+        &self.send_stats
+    }
+
+    /// What was received, per remote track, in track order.
+    pub fn receive_stats(&self) -> Vec<TrackStats> {
+        self.receive_stats.values().cloned().collect()
+    }
+
+    /// Round-trip time (ms) of the publishing or receiving connection's ICE pair.
+    pub fn rtt_ms(&mut self, role: PeerRole) -> Option<f64> {
+        use rtc::statistics::StatsSelector;
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let now = self.now;
+        let pc = match role {
+            PeerRole::Publisher => self.publisher.as_mut()?,
+            PeerRole::Subscriber => self.subscriber.as_mut()?,
+        };
+        let report = pc.pc.get_stats(now, StatsSelector::None);
+        report.iter().find_map(|entry| match entry {
+            RTCStatsReportEntry::IceCandidatePair(pair)
+                if pair.nominated && pair.current_round_trip_time > 0.0 =>
+            {
+                Some(pair.current_round_trip_time * 1000.0)
+            }
+            _ => None,
+        })
+    }
+
+    // ---- inputs ----
+
+    /// A message from the server.
+    pub fn handle_signal(&mut self, now: Instant, message: ServerMessage) {
+        self.advance(now);
+        let event = match message {
+            ServerMessage::Joined {
+                room,
+                participant,
+                participants,
+                tracks,
+                ..
+            } => {
+                self.joined = Some(Joined {
+                    room,
+                    local: participant,
+                    participants,
+                    tracks,
+                });
+                self.phase = Phase::Joined;
+                if let Err(e) = self.start_publishing(now) {
+                    self.events.push_back(RoomEvent::Error {
+                        code: ErrorCode::NegotiationFailed,
+                        reason: e.to_string(),
+                    });
+                }
+                None
+            }
+            ServerMessage::Answer { pc, sdp } => {
+                self.on_answer(now, pc, sdp);
+                None
+            }
+            ServerMessage::Candidate { pc, candidate } => {
+                let (conn, which) = match pc {
+                    PeerRole::Publisher => (self.publisher.as_mut(), Which::Publisher),
+                    PeerRole::Subscriber => (self.subscriber.as_mut(), Which::Subscriber),
+                };
+                if let Some(conn) = conn
+                    && let Err(e) = conn.add_candidate(candidate)
+                {
+                    tracing::debug!("{pc:?} candidate: {e}");
+                }
+                self.dirty[which as usize] = true;
+                None
+            }
+            ServerMessage::Slots { slots } => {
+                self.slots = slots
+                    .into_iter()
+                    .filter_map(|s| s.track.map(|t| (s.mid, t)))
+                    .collect();
+                None
+            }
+            ServerMessage::Renegotiate { audio, video } => {
+                self.want_slots = (self.want_slots.0.max(audio), self.want_slots.1.max(video));
+                if !self.subscriber.as_ref().is_some_and(|s| s.offer_pending) {
+                    self.renegotiate(now);
+                }
+                None
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                Some(RoomEvent::ParticipantJoined(participant))
+            }
+            ServerMessage::ParticipantLeft { identity, reason } => {
+                Some(RoomEvent::ParticipantLeft { identity, reason })
+            }
+            ServerMessage::TrackPublished { track } => Some(RoomEvent::TrackPublished(track)),
+            ServerMessage::TrackUnpublished { track } => Some(RoomEvent::TrackUnpublished(track)),
+            ServerMessage::TrackMuted { track, muted } => {
+                Some(RoomEvent::TrackMuted { track, muted })
+            }
+            ServerMessage::ActiveSpeaker { speakers } => Some(RoomEvent::ActiveSpeaker(speakers)),
+            ServerMessage::Data { message } => Some(RoomEvent::Data(message)),
+            ServerMessage::Error { code, reason } => {
+                if self.phase == Phase::Joining {
+                    self.phase = Phase::Refused {
+                        code,
+                        reason: reason.clone(),
+                    };
+                }
+                Some(RoomEvent::Error { code, reason })
+            }
+            _ => None,
+        };
+        if let Some(e) = event {
+            self.events.push_back(e);
+        }
+    }
+
+    /// The signal connection closed: the session is over.
+    pub fn handle_signal_closed(&mut self, now: Instant) {
+        self.advance(now);
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.close_connections();
+            self.events.push_back(RoomEvent::Disconnected);
+        }
+    }
+
+    /// A datagram arrived at the local address `local` from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        self.advance(now);
+        let which = if local == self.local_pub {
+            Which::Publisher
+        } else if local == self.local_sub {
+            Which::Subscriber
+        } else {
+            return;
+        };
+        let Some(conn) = self.conn(which) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = conn.pc.handle_read(msg) {
+            tracing::debug!("{which:?} read: {e}");
+        }
+        self.dirty[which as usize] = true;
+    }
+
+    /// Time passed: connection timers and the keep-alive.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        for which in [Which::Publisher, Which::Subscriber] {
+            let due = self.deadlines[which as usize].is_some_and(|t| t <= now);
+            if due && let Some(conn) = self.conn(which) {
+                if let Err(e) = conn.pc.handle_timeout(now) {
+                    tracing::debug!("{which:?} timeout: {e}");
+                }
+                self.deadlines[which as usize] = None;
+                self.dirty[which as usize] = true;
+            }
+        }
+        if now >= self.next_keepalive {
+            self.next_keepalive = now + KEEPALIVE;
+            if self.phase == Phase::Joined {
+                self.signal_out.push_back(ClientMessage::Ping);
+            }
+        }
+    }
+
+    /// Queues a protocol message for the server (data, mute, subscribe, leave …).
+    pub fn send_signal(&mut self, message: ClientMessage) -> Result<(), RoomError> {
+        if matches!(self.phase, Phase::Closed | Phase::Refused { .. }) {
+            return Err(RoomError::Closed);
+        }
+        self.signal_out.push_back(message);
+        Ok(())
+    }
+
+    /// Leaves: the leave message is queued and both connections close.
+    pub fn leave(&mut self, now: Instant) {
+        self.advance(now);
+        if self.phase == Phase::Joined || self.phase == Phase::Joining {
+            self.signal_out.push_back(ClientMessage::Leave);
+        }
+        self.close_connections();
+        self.phase = Phase::Closed;
+    }
+
+    // ---- outputs ----
+
+    /// The next message for the server.
+    pub fn poll_signal(&mut self) -> Option<ClientMessage> {
+        self.settle();
+        self.signal_out.pop_front()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.settle();
+        self.transmits.pop_front()
+    }
+
+    /// The next room event.
+    pub fn poll_event(&mut self) -> Option<RoomEvent> {
+        self.settle();
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.settle();
+        let mut next = (self.phase == Phase::Joined).then_some(self.next_keepalive);
+        for t in self.deadlines.into_iter().flatten() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
+    }
+
+    // ---- internals ----
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn conn(&mut self, which: Which) -> Option<&mut ClientPc> {
+        match which {
+            Which::Publisher => self.publisher.as_mut(),
+            Which::Subscriber => self.subscriber.as_mut(),
+        }
+    }
+
+    fn close_connections(&mut self) {
+        for which in [Which::Publisher, Which::Subscriber] {
+            if let Some(conn) = self.conn(which) {
+                let _ = conn.pc.close();
+                conn.connected = false;
+            }
+            self.dirty[which as usize] = true;
+        }
+    }
+
+    fn on_answer(&mut self, now: Instant, role: PeerRole, sdp: String) {
+        let which = match role {
+            PeerRole::Publisher => Which::Publisher,
+            PeerRole::Subscriber => Which::Subscriber,
+        };
+        let Some(conn) = self.conn(which) else {
+            return;
+        };
+        if let Err(e) = conn.apply_answer(now, sdp) {
+            tracing::warn!("applying {role:?} answer: {e}");
+        }
+        self.dirty[which as usize] = true;
+        match role {
+            PeerRole::Publisher => self.learn_send_parameters(),
+            PeerRole::Subscriber => self.renegotiate(now),
+        }
+    }
+
+    /// Makes sure the receiving connection has the slots the server asked for; sends an
+    /// offer when some had to be added.
+    fn renegotiate(&mut self, now: Instant) {
+        let (audio, video) = self.want_slots;
+        if audio == 0 && video == 0 {
+            return;
+        }
+        if self.subscriber.is_none() {
+            match ClientPc::new(self.local_sub, now) {
+                Ok(conn) => self.subscriber = Some(conn),
+                Err(e) => {
+                    tracing::warn!("receiving connection: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(conn) = self.subscriber.as_mut() else {
+            return;
+        };
+        let offered = conn.ensure_recv_slots(audio, video).and_then(|added| {
+            if added {
+                conn.offer(now).map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        match offered {
+            Ok(Some(sdp)) => {
+                self.signal_out.push_back(ClientMessage::Offer {
+                    pc: PeerRole::Subscriber,
+                    sdp,
+                    publish: vec![],
+                });
+                self.dirty[Which::Subscriber as usize] = true;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("subscriber renegotiation: {e}"),
+        }
+    }
+
+    /// Drains both connections until nothing is left to do.
+    fn settle(&mut self) {
+        for _ in 0..4 {
+            if !self.dirty.iter().any(|d| *d) {
+                break;
+            }
+            for which in [Which::Publisher, Which::Subscriber] {
+                if std::mem::take(&mut self.dirty[which as usize]) {
+                    self.drain(which);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, which: Which) {
+        let now = self.now;
+        let mut events = Vec::new();
+        let mut messages = Vec::new();
+        {
+            let Some(conn) = self.conn(which) else {
+                return;
+            };
+            while let Some(ev) = conn.pc.poll_event() {
+                events.push(ev);
+            }
+            while let Some(m) = conn.pc.poll_read() {
+                messages.push(m.message);
+            }
+            let from = conn.local;
+            let mut out = Vec::new();
+            while let Some(w) = conn.pc.poll_write() {
+                out.push(Transmit {
+                    from,
+                    to: w.transport.peer_addr,
+                    data: w.message,
+                });
+            }
+            let deadline = conn.pc.poll_timeout();
+            self.transmits.extend(out);
+            self.deadlines[which as usize] = deadline;
+        }
+        for ev in events {
+            self.on_pc_event(which, ev);
+        }
+        for m in messages {
+            self.on_pc_message(now, which, m);
+        }
+    }
+
+    fn on_pc_event(&mut self, which: Which, ev: RTCPeerConnectionEvent) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                tracing::debug!("{which:?}: {state}");
+                let connected = state == RTCPeerConnectionState::Connected;
+                if let Some(conn) = self.conn(which) {
+                    conn.connected = connected;
+                }
+                if connected && which == Which::Publisher {
+                    self.keyframe_wanted = true;
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                if which == Which::Subscriber =>
+            {
+                let Some(conn) = self.subscriber.as_mut() else {
+                    return;
+                };
+                let mid = conn
+                    .pc
+                    .rtp_transceiver(init.receiver_id.into())
+                    .and_then(|t| t.mid().clone())
+                    .unwrap_or_default();
+                let kind = match conn.pc.rtp_receiver(init.receiver_id) {
+                    Some(r) if r.track().kind() == RtpCodecKind::Audio => TrackKind::Audio,
+                    _ => TrackKind::Video,
+                };
+                self.incoming.insert(
+                    init.track_id,
+                    Incoming {
+                        mid,
+                        kind,
+                        receiver: init.receiver_id,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_pc_message(&mut self, now: Instant, which: Which, message: RTCMessage) {
+        match (which, message) {
+            (Which::Subscriber, RTCMessage::RtpPacket(track_id, packet)) => {
+                self.on_rtp(now, &track_id, packet);
+            }
+            (Which::Publisher, RTCMessage::RtcpPacket(_, packets))
+                if is_keyframe_request(&packets) =>
+            {
+                self.keyframe_wanted = true;
+                self.send_stats.keyframe_requests += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, track_id: &str, packet: rtp::Packet) {
+        let Some(incoming) = self.incoming.get(track_id) else {
+            return;
+        };
+        let (mid, kind, receiver) = (incoming.mid.clone(), incoming.kind, incoming.receiver);
+        let Some(room_track) = self.slots.get(&mid).cloned() else {
+            return;
+        };
+        let decode = match kind {
+            TrackKind::Video => self.config.decode_video,
+            TrackKind::Audio => self.config.decode_audio,
+        };
+        let slot = self.recv.entry(mid).or_insert_with(|| RecvSlot::new(kind));
+        let stats = self
+            .receive_stats
+            .entry(room_track.clone())
+            .or_insert_with(|| TrackStats::new(&room_track, kind));
+        let mut decoded = Vec::new();
+        let want_keyframe = slot.on_packet(now, &room_track, &packet, decode, stats, &mut decoded);
+        self.events.extend(decoded);
+        if want_keyframe
+            && let Some(conn) = self.subscriber.as_mut()
+            && let Some(mut r) = conn.pc.rtp_receiver(receiver)
+        {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: packet.header.ssrc,
+            };
+            let _ = r.write_rtcp(now, vec![Box::new(pli)]);
+            self.dirty[Which::Subscriber as usize] = true;
+        }
+    }
+}

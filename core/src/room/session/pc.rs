@@ -1,0 +1,191 @@
+//! One client-side peer connection (publisher or subscriber) on the sans-I/O `rtc` core:
+//! built with madang's codecs and interceptors, one host candidate for its own local
+//! address, offers out, answers and candidates in.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+use crate::room::RoomError;
+use crate::signal::{IceCandidate, TrackKind};
+use crate::transport::{
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, media_engine, media_track,
+};
+
+fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
+    RoomError::WebRtc(e.to_string())
+}
+
+/// A client peer connection and what the session knows about it.
+pub(crate) struct ClientPc {
+    pub pc: RTCPeerConnection,
+    /// The local address its datagrams leave from (its only candidate).
+    pub local: SocketAddr,
+    /// DTLS and SRTP are up.
+    pub connected: bool,
+    /// An offer is out and its answer has not come back.
+    pub offer_pending: bool,
+    /// Receive-only m-lines added so far, per kind (subscriber).
+    pub recv_audio: u32,
+    pub recv_video: u32,
+}
+
+impl ClientPc {
+    /// A new connection whose host candidate is `local`. Interceptors as a WebRTC endpoint
+    /// has them by default (NACK generator and responder, RTCP reports, TWCC receiver), plus
+    /// the delivery of keyframe requests to the application.
+    pub fn new(local: SocketAddr, now: Instant) -> Result<Self, RoomError> {
+        let mut engine = media_engine().map_err(webrtc_err)?;
+        let registry = Registry::new()
+            .with(Slot::from(14_000), DeliverKeyframeRequests::default())
+            .with(
+                Slot::from(CANONICAL_ORDER_SLOT),
+                CanonicalRtcpOrder::default(),
+            );
+        let registry = register_default_interceptors(registry, &mut engine).map_err(webrtc_err)?;
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(webrtc_err)?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(webrtc_err)?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(webrtc_err)?;
+        pc.add_local_candidate(init).map_err(webrtc_err)?;
+        Ok(Self {
+            pc,
+            local,
+            connected: false,
+            offer_pending: false,
+            recv_audio: 0,
+            recv_video: 0,
+        })
+    }
+
+    /// Adds a send-only track of `kind` with a fixed SSRC.
+    pub fn add_send_track(
+        &mut self,
+        kind: TrackKind,
+        ssrc: u32,
+    ) -> Result<RTCRtpSenderId, RoomError> {
+        let name = match kind {
+            TrackKind::Video => "camera",
+            TrackKind::Audio => "microphone",
+        };
+        let track = media_track("madang".to_owned(), name.to_owned(), kind, ssrc);
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        let id = self
+            .pc
+            .add_transceiver_from_track(track, Some(init))
+            .map_err(webrtc_err)?;
+        Ok(id.into())
+    }
+
+    /// The mid of the transceiver a sender belongs to (known once an offer was made).
+    pub fn sender_mid(&mut self, sender: RTCRtpSenderId) -> Option<String> {
+        self.pc
+            .rtp_transceiver(sender.into())
+            .and_then(|t| t.mid().clone())
+    }
+
+    /// Adds receive-only m-lines until there are `audio` and `video` of them; whether any
+    /// were added.
+    pub fn ensure_recv_slots(&mut self, audio: u32, video: u32) -> Result<bool, RoomError> {
+        let mut added = false;
+        for (kind, want) in [(TrackKind::Audio, audio), (TrackKind::Video, video)] {
+            loop {
+                let have = match kind {
+                    TrackKind::Audio => &mut self.recv_audio,
+                    TrackKind::Video => &mut self.recv_video,
+                };
+                if *have >= want {
+                    break;
+                }
+                *have += 1;
+                let rtp_kind = match kind {
+                    TrackKind::Audio => RtpCodecKind::Audio,
+                    TrackKind::Video => RtpCodecKind::Video,
+                };
+                self.pc
+                    .add_transceiver_from_kind(
+                        rtp_kind,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Recvonly,
+                            streams: vec![],
+                            send_encodings: vec![],
+                        }),
+                    )
+                    .map_err(webrtc_err)?;
+                added = true;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Creates and applies an offer; returns its SDP (with the host candidate in it).
+    pub fn offer(&mut self, now: Instant) -> Result<String, RoomError> {
+        let offer = self.pc.create_offer(None).map_err(webrtc_err)?;
+        let text = offer.sdp.clone();
+        self.pc
+            .set_local_description(now, offer)
+            .map_err(webrtc_err)?;
+        self.offer_pending = true;
+        Ok(self.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+    }
+
+    /// Applies the server's answer.
+    pub fn apply_answer(&mut self, now: Instant, sdp: String) -> Result<(), RoomError> {
+        self.offer_pending = false;
+        let answer = RTCSessionDescription::answer(sdp).map_err(webrtc_err)?;
+        self.pc
+            .set_remote_description(now, answer)
+            .map_err(webrtc_err)
+    }
+
+    /// Adds a trickled candidate from the server.
+    pub fn add_candidate(&mut self, c: IceCandidate) -> Result<(), RoomError> {
+        if c.candidate.is_empty() {
+            return Ok(());
+        }
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_m_line_index,
+            username_fragment: None,
+            url: None,
+        };
+        self.pc.add_remote_candidate(init).map_err(webrtc_err)
+    }
+}

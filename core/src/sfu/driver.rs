@@ -1,0 +1,202 @@
+//! The tokio driver around the server core: it owns the UDP socket, the clock and the
+//! channels to the signal sessions, and nothing else. Every decision is the
+//! [`Engine`](super::engine::Engine)'s.
+//!
+//! With a network profile, datagrams cross a [`Network`] in both directions on their way
+//! between the socket and the engine, so that real clients (browsers included) meet loss,
+//! delay, jitter and rate caps as they would in the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::engine::{Command, Engine, EngineStats, Event, SessionId};
+use crate::netsim::{Direction, Network, Profile};
+use crate::signal::ServerMessage;
+
+/// What the HTTP side tells the driver.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    /// A WebSocket opened: messages for it go to `tx`.
+    Open {
+        session: SessionId,
+        room: Option<String>,
+        tx: mpsc::UnboundedSender<Outbound>,
+    },
+    /// Anything else a session says.
+    Input(Command),
+}
+
+/// What the driver sends to a signal session.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Send this message.
+    Message(ServerMessage),
+    /// Close the WebSocket.
+    Close,
+}
+
+/// Most datagrams taken from the socket before the engine's output is drained and the batch
+/// of sends goes out. Few: every arrival fans out to each subscriber's queue until the
+/// drain, and a deep batch shows up as memory.
+const RECEIVE_BATCH: usize = 8;
+
+/// How often the counters are published.
+const STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+pub(crate) struct Driver {
+    engine: Engine,
+    socket: Arc<UdpSocket>,
+    sessions: BTreeMap<SessionId, mpsc::UnboundedSender<Outbound>>,
+    network: Option<Network<SocketAddr, BytesMut>>,
+    /// Datagrams to send at the end of this pass.
+    outbox: Vec<(BytesMut, SocketAddr)>,
+    stats_tx: watch::Sender<EngineStats>,
+    next_stats: Instant,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        engine: Engine,
+        socket: Arc<UdpSocket>,
+        profile: Option<Profile>,
+        stats_tx: watch::Sender<EngineStats>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            engine,
+            socket,
+            sessions: BTreeMap::new(),
+            network: profile
+                .filter(|p| !p.link.is_perfect())
+                .map(|p| Network::new(p, now)),
+            outbox: Vec::new(),
+            stats_tx,
+            next_stats: now,
+        }
+    }
+
+    /// Runs until `signals` closes or `shutdown` fires.
+    pub(crate) async fn run(
+        mut self,
+        mut signals: mpsc::UnboundedReceiver<Signal>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            self.flush(Instant::now()).await;
+            let mut next = self.engine.poll_timeout();
+            if let Some(t) = self.network.as_ref().and_then(|n| n.poll_timeout()) {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+            let deadline = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        self.arrived(now, from, &buf[..n]);
+                        // Take what else is already waiting before the next drain, so one
+                        // pass (and one batch of sends) serves several arrivals.
+                        for _ in 1..RECEIVE_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.arrived(now, from, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!("udp receive: {e}"),
+                },
+                signal = signals.recv() => match signal {
+                    Some(Signal::Open { session, room, tx }) => {
+                        self.sessions.insert(session, tx);
+                        self.engine.handle_command(Instant::now(), Command::Open { session, room });
+                    }
+                    Some(Signal::Input(command)) => {
+                        self.engine.handle_command(Instant::now(), command);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    self.engine.handle_timeout(Instant::now());
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.engine.shutdown(Instant::now());
+        self.flush(Instant::now()).await;
+    }
+
+    /// A datagram from the socket: to the engine, across the simulated uplink if any.
+    fn arrived(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        match &mut self.network {
+            Some(net) => {
+                net.send(now, Direction::Up, from, data.len(), BytesMut::from(data));
+            }
+            None => self.engine.handle_datagram(now, from, data),
+        }
+    }
+
+    /// Moves the engine's output out: signal messages to their sessions, datagrams (across
+    /// the simulated downlink, if any) to the socket in one batch; publishes the counters.
+    async fn flush(&mut self, now: Instant) {
+        if let Some(net) = &mut self.network {
+            while let Some((direction, peer, data)) = net.pop(now) {
+                match direction {
+                    Direction::Up => self.engine.handle_datagram(now, peer, &data),
+                    Direction::Down => self.outbox.push((data, peer)),
+                }
+            }
+        }
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                Event::Send(id, message) => {
+                    if let Some(tx) = self.sessions.get(&id) {
+                        let _ = tx.send(Outbound::Message(message));
+                    }
+                }
+                Event::Close(id) => {
+                    if let Some(tx) = self.sessions.remove(&id) {
+                        let _ = tx.send(Outbound::Close);
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.engine.poll_transmit() {
+            match &mut self.network {
+                Some(net) => {
+                    let len = t.data.len();
+                    net.send(now, Direction::Down, t.to, len, t.data);
+                }
+                None => self.outbox.push((t.data, t.to)),
+            }
+        }
+        if let Some(net) = &mut self.network {
+            // Datagrams whose simulated delay is zero leave in this same pass. (No uplink
+            // datagram can be due here: arrivals only happen between passes.)
+            while let Some((direction, peer, data)) = net.pop(now) {
+                match direction {
+                    Direction::Down => self.outbox.push((data, peer)),
+                    Direction::Up => self.engine.handle_datagram(now, peer, &data),
+                }
+            }
+        }
+        if !self.outbox.is_empty() {
+            let outbox = std::mem::take(&mut self.outbox);
+            super::udp::send_all(&self.socket, &outbox).await;
+            // Keep the allocation for the next pass.
+            self.outbox = outbox;
+            self.outbox.clear();
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + STATS_INTERVAL;
+            let mut stats = self.engine.stats().clone();
+            stats.network = self.network.as_ref().map(|n| n.stats());
+            let _ = self.stats_tx.send(stats);
+        }
+    }
+}

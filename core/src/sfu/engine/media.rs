@@ -1,0 +1,320 @@
+//! The media plane of the server core: forwarding each publisher packet to the subscriber
+//! slots that carry its track, answering NACKs from the retransmission caches, relaying
+//! keyframe requests, and the composited grid of MCU rooms.
+
+use std::time::Instant;
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+
+use super::{Engine, SessionId};
+use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::sfu::forward::{Forwarding, InHeader, OutHeader};
+use crate::sfu::mixer::Mixer;
+use crate::sfu::rooms::{GRID_SESSION, GRID_TRACK};
+use crate::signal::{PeerRole, TrackKind};
+use crate::transport::audio_level_dbov;
+
+impl Engine {
+    pub(super) fn forward(
+        &mut self,
+        publisher: SessionId,
+        track_id: &str,
+        packet: rtp::Packet,
+        now: Instant,
+    ) {
+        self.stats.packets_in += 1;
+        let Some(room) = self.rooms.member(publisher).map(|(r, _)| r.to_owned()) else {
+            return;
+        };
+        let Some(published) = self
+            .peers
+            .get_mut(&publisher)
+            .and_then(|p| p.published.get_mut(track_id))
+        else {
+            return;
+        };
+        published.ssrc = Some(packet.header.ssrc);
+        let video = published.kind == TrackKind::Video;
+        let header = InHeader {
+            ssrc: packet.header.ssrc,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            keyframe_start: !video || rtp_payload_starts_keyframe(&packet.payload),
+        };
+        published.cache.insert(header, packet.payload.clone());
+        let level = published
+            .audio_level_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|ext| audio_level_dbov(&ext));
+        let room_track = published.room_track.clone();
+        if let Some(level) = level {
+            self.rooms.audio_level(publisher, level, now);
+        }
+        if video && self.rooms.is_grid_room(&room) {
+            let identity = self
+                .rooms
+                .member(publisher)
+                .map(|(_, i)| i.to_owned())
+                .unwrap_or_default();
+            if let Some(mixer) = self.mixer(&room, now) {
+                mixer.input(&room_track, &identity, &header, &packet.payload);
+                if mixer.needs_keyframe(&room_track) {
+                    self.request_keyframe(publisher, track_id, now);
+                }
+            }
+        }
+        let want_keyframe =
+            self.send_to_carriers(&room, &room_track, &header, &packet.payload, video, now);
+        if want_keyframe {
+            self.request_keyframe(publisher, track_id, now);
+        }
+    }
+
+    pub(super) fn request_keyframe(&mut self, publisher: SessionId, track_id: &str, now: Instant) {
+        let Some(session) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(published) = session.published.get_mut(track_id) else {
+            return;
+        };
+        let (Some(ssrc), true) = (published.ssrc, published.kind == TrackKind::Video) else {
+            return;
+        };
+        if !published.limiter.allow(now) {
+            return;
+        }
+        let receiver = published.receiver;
+        if let Some(pc) = session.publisher.as_mut()
+            && let Some(mut r) = pc.pc.rtp_receiver(receiver)
+        {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                self.stats.keyframe_requests += 1;
+            }
+            self.dirty.insert((publisher, PeerRole::Publisher));
+        }
+    }
+
+    /// Writes one packet to every subscriber slot carrying `track`, each with its own header
+    /// rewrite. Returns whether a subscriber waits for a keyframe.
+    fn send_to_carriers(
+        &mut self,
+        room: &str,
+        room_track: &str,
+        header: &InHeader,
+        payload: &bytes::Bytes,
+        video: bool,
+        now: Instant,
+    ) -> bool {
+        let mut want_keyframe = false;
+        for &(sub_id, slot_index) in self.rooms.carriers(room, room_track) {
+            if self.rooms.slot_track(sub_id, slot_index) != Some(room_track) {
+                continue;
+            }
+            let Some(sub) = self.peers.get_mut(&sub_id) else {
+                continue;
+            };
+            if !sub.subscriber.as_ref().is_some_and(|p| p.connected) {
+                // Written before DTLS is up, a packet would vanish while the down-track thinks
+                // it was sent; wait, and start at the keyframe requested on connect.
+                continue;
+            }
+            let Some(slot) = sub.slots.get_mut(slot_index) else {
+                continue;
+            };
+            match slot.down.forward(header) {
+                Forwarding::Send(out) => {
+                    if video && let Some(n) = self.simulate_loss_every {
+                        self.video_written += 1;
+                        if self.video_written.is_multiple_of(n as u64) {
+                            continue;
+                        }
+                    }
+                    let sender = slot.sender;
+                    let Some(pc) = sub.subscriber.as_mut() else {
+                        continue;
+                    };
+                    if let Some(mut s) = pc.pc.rtp_sender(sender) {
+                        match s.write_rtp(now, out_packet(&out, payload.clone())) {
+                            Ok(()) => self.stats.packets_out += 1,
+                            Err(e) => tracing::trace!("write_rtp to session {sub_id}: {e}"),
+                        }
+                    }
+                    self.dirty.insert((sub_id, PeerRole::Subscriber));
+                }
+                Forwarding::WaitingForKeyframe => want_keyframe = true,
+                _ => {}
+            }
+        }
+        want_keyframe
+    }
+
+    /// The room's grid mixer, created on first use.
+    fn mixer(&mut self, room: &str, now: Instant) -> Option<&mut Mixer> {
+        if !self.mixers.contains_key(room) {
+            let ssrc = self.random_ssrc();
+            match Mixer::new(self.grid, ssrc, now) {
+                Ok(m) => {
+                    self.mixers.insert(room.to_owned(), m);
+                }
+                Err(e) => {
+                    tracing::warn!("grid for room {room}: {e}");
+                    return None;
+                }
+            }
+        }
+        self.mixers.get_mut(room)
+    }
+
+    /// Composes, encodes and sends one frame of every room's grid.
+    pub(super) fn on_grid_tick(&mut self, now: Instant) {
+        let rooms: Vec<String> = self.mixers.keys().cloned().collect();
+        for room in rooms {
+            let people = self.rooms.publishers(&room);
+            if people.is_empty() {
+                self.mixers.remove(&room);
+                continue;
+            }
+            let Some(mixer) = self.mixers.get_mut(&room) else {
+                continue;
+            };
+            mixer.retain_tracks(|t| people.iter().any(|p| t.starts_with(&format!("{}/", p.id))));
+            let packets = mixer.produce(&people, now);
+            let mut want_keyframe = false;
+            for (header, payload) in &packets {
+                want_keyframe |=
+                    self.send_to_carriers(&room, GRID_TRACK, header, payload, true, now);
+            }
+            if want_keyframe && let Some(mixer) = self.mixers.get_mut(&room) {
+                mixer.request_keyframe();
+            }
+        }
+    }
+
+    /// The room track a subscriber's slot (found by its sending SSRC) carries, and that
+    /// track's publisher.
+    fn slot_source(
+        &self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+    ) -> Option<(usize, String, SessionId)> {
+        let room = self.rooms.member(subscriber)?.0;
+        let slot = self
+            .peers
+            .get(&subscriber)?
+            .slots
+            .iter()
+            .position(|s| s.down.out_ssrc() == out_ssrc)?;
+        let track = self.rooms.slot_track(subscriber, slot)?.to_owned();
+        let publisher = self.rooms.publisher_of(room, &track)?;
+        Some((slot, track, publisher))
+    }
+
+    /// Answers a subscriber's NACK from the publisher's retransmission cache, with the same
+    /// header rewrite the original packets had.
+    pub(super) fn retransmit(
+        &mut self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+        lost: &[u16],
+        now: Instant,
+    ) {
+        let Some((slot_index, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
+            return;
+        };
+        let mut packets = Vec::new();
+        if let (Some(pubs), Some(sub)) = (self.peers.get(&publisher), self.peers.get(&subscriber))
+            && let Some(published) = pubs.published.values().find(|p| p.room_track == track)
+        {
+            let down = &sub.slots[slot_index].down;
+            for &out_seq in lost {
+                if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
+                    && let Some((header, payload)) = published.cache.get(ssrc, in_seq)
+                    && let Some(out) = down.rewrite(header)
+                {
+                    packets.push(out_packet(&out, payload.clone()));
+                }
+            }
+        }
+        if let Some(sub) = self.peers.get_mut(&subscriber) {
+            let sender = sub.slots[slot_index].sender;
+            if let Some(pc) = sub.subscriber.as_mut()
+                && let Some(mut s) = pc.pc.rtp_sender(sender)
+            {
+                for p in packets {
+                    if s.write_rtp(now, p).is_ok() {
+                        self.stats.retransmitted += 1;
+                    }
+                }
+                self.dirty.insert((subscriber, PeerRole::Subscriber));
+            }
+        }
+    }
+
+    pub(super) fn request_keyframes_for_slots(&mut self, subscriber: SessionId, now: Instant) {
+        let Some(peer) = self.peers.get(&subscriber) else {
+            return;
+        };
+        let ssrcs: Vec<u32> = peer
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.kind == TrackKind::Video && self.rooms.slot_track(subscriber, *i).is_some()
+            })
+            .map(|(_, s)| s.down.out_ssrc())
+            .collect();
+        for ssrc in ssrcs {
+            self.on_subscriber_keyframe_request(subscriber, ssrc, now);
+        }
+    }
+
+    pub(super) fn on_subscriber_keyframe_request(
+        &mut self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+        now: Instant,
+    ) {
+        let Some((_, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
+            return;
+        };
+        if publisher == GRID_SESSION {
+            if let Some(room) = self.rooms.member(subscriber).map(|(r, _)| r.to_owned())
+                && let Some(mixer) = self.mixers.get_mut(&room)
+            {
+                mixer.request_keyframe();
+            }
+            return;
+        }
+        let track_id = self.peers.get(&publisher).and_then(|p| {
+            p.published
+                .iter()
+                .find(|(_, pubd)| pubd.room_track == track)
+                .map(|(id, _)| id.clone())
+        });
+        if let Some(track_id) = track_id {
+            self.request_keyframe(publisher, &track_id, now);
+        }
+    }
+}
+
+/// An RTP packet with the rewritten header of one subscriber leg; the payload is shared.
+fn out_packet(out: &OutHeader, payload: bytes::Bytes) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker: out.marker,
+            payload_type: out.payload_type,
+            sequence_number: out.seq,
+            timestamp: out.timestamp,
+            ssrc: out.ssrc,
+            ..Default::default()
+        },
+        payload,
+    }
+}

@@ -1,0 +1,642 @@
+//! The server core: every participant's sans-I/O peer connection, the room policy and the
+//! media routing, as one state machine with no sockets, threads or clock.
+//!
+//! It is driven like str0m or quinn-proto: feed it inputs with an explicit `now` —
+//! [`handle_command`](Engine::handle_command) (signal sessions),
+//! [`handle_datagram`](Engine::handle_datagram) (UDP), [`handle_timeout`](Engine::handle_timeout)
+//! — then drain its outputs — [`poll_transmit`](Engine::poll_transmit) (datagrams to send),
+//! [`poll_event`](Engine::poll_event) (messages for signal sessions) — until
+//! [`poll_timeout`](Engine::poll_timeout) says when to call it next. The tokio driver
+//! (`Server`) owns the socket and the clock; tests drive it on simulated time over a
+//! simulated network.
+//!
+//! Decisions come from the pure policies — [`rooms`](super::rooms) (membership, tracks, slots,
+//! speakers, timeouts) and [`forward`](super::forward) (per-packet rewriting, retransmission,
+//! keyframe limits). Effects are drained in a fixed order (sessions and connections in
+//! ascending id), so a run is reproducible.
+//!
+//! ```
+//! use std::time::Instant;
+//! use madang::sfu::engine::{Command, Engine, EngineConfig, Event};
+//! use madang::signal::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
+//!
+//! let now = Instant::now();
+//! let mut engine = Engine::new(EngineConfig::new("secret"), "127.0.0.1:7880".parse().unwrap(), now);
+//! engine.handle_command(now, Command::Open { session: 1, room: None });
+//! engine.handle_command(now, Command::Message {
+//!     session: 1,
+//!     message: ClientMessage::Join {
+//!         protocol: PROTOCOL_VERSION,
+//!         token: "not a token".into(),
+//!         auto_subscribe: true,
+//!         name: None,
+//!     },
+//! });
+//! assert!(matches!(engine.poll_event(), Some(Event::Send(1, ServerMessage::Error { .. }))));
+//! assert!(matches!(engine.poll_event(), Some(Event::Close(1))));
+//! ```
+
+mod media;
+mod negotiate;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
+use super::mixer::{GridConfig, Mixer};
+use super::peer::stun_server_ufrag;
+pub use super::rooms::SessionId;
+use super::rooms::{Effect, Rooms, RoomsConfig, Work};
+use crate::signal::{
+    ClientMessage, ErrorCode, LeaveReason, PeerRole, PublishTrack, ServerMessage, TrackKind,
+};
+
+/// An input from a signal session (one WebSocket, or one simulated client).
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// A session opened; `room` is the room named in its URL, if any.
+    Open {
+        /// Its id, unique for the engine's lifetime, chosen by the driver.
+        session: SessionId,
+        /// `?room=` of the URL.
+        room: Option<String>,
+    },
+    /// A message from the client.
+    Message {
+        /// From which session.
+        session: SessionId,
+        /// The message.
+        message: ClientMessage,
+    },
+    /// The session closed, or its driver gave up on it with `code`.
+    Closed {
+        /// Which.
+        session: SessionId,
+        /// Why, when it was an error.
+        code: Option<ErrorCode>,
+    },
+}
+
+/// An output for a signal session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Send this message to the session.
+    Send(SessionId, ServerMessage),
+    /// Close the session (after the messages already sent to it).
+    Close(SessionId),
+}
+
+/// A datagram to send from the server's UDP port.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub data: BytesMut,
+}
+
+/// Settings of an [`Engine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Secret that signs tokens.
+    pub secret: Vec<u8>,
+    /// A participant silent for this long (no signal message, no media) is removed.
+    pub silence_timeout: Duration,
+    /// Participants per room.
+    pub max_participants: usize,
+    /// Testing aid: drop every n-th video packet towards subscribers.
+    pub simulate_loss_every: Option<u32>,
+    /// Rooms with a composited grid (MCU mode).
+    pub grid_rooms: Vec<String>,
+    /// Canvas, frame rate and bitrate of those grids.
+    pub grid: GridConfig,
+    /// Seed of ICE credentials and SSRCs. `None` (the default) seeds from the operating
+    /// system's random source; a fixed seed makes simulated runs repeatable.
+    pub seed: Option<u64>,
+}
+
+impl EngineConfig {
+    /// Defaults (15 s silence timeout, 1000 participants per room, no grid rooms) with
+    /// `secret`.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: secret.into(),
+            silence_timeout: Duration::from_secs(15),
+            max_participants: 1000,
+            simulate_loss_every: None,
+            grid_rooms: Vec::new(),
+            grid: GridConfig::default(),
+            seed: None,
+        }
+    }
+}
+
+/// Counters the server reports.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// RTP packets written towards subscribers.
+    pub packets_out: u64,
+    /// Datagrams that matched no connection.
+    pub unroutable: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Packets resent to subscribers from the retransmission caches (answers to NACKs).
+    pub retransmitted: u64,
+    /// Participants currently joined.
+    pub participants: usize,
+    /// What the simulated network of `ServerConfig::network` did, per direction (filled by
+    /// the driver; `None` without impairment).
+    pub network: Option<crate::netsim::NetworkStats>,
+}
+
+type PcKey = (SessionId, PeerRole);
+
+struct Pc {
+    pc: RTCPeerConnection,
+    ufrag: String,
+    /// DTLS and SRTP are up: media written now reaches the peer.
+    connected: bool,
+    /// Deadline currently registered in the timer heap.
+    deadline: Option<Instant>,
+}
+
+struct Published {
+    room_track: String,
+    kind: TrackKind,
+    receiver: RTCRtpReceiverId,
+    ssrc: Option<u32>,
+    audio_level_id: Option<u8>,
+    cache: RetransmitCache,
+    limiter: KeyframeLimiter,
+}
+
+/// A receive slot's WebRTC side; which track it carries is the room policy's business.
+struct SlotRtc {
+    kind: TrackKind,
+    mid: String,
+    sender: RTCRtpSenderId,
+    down: DownTrack,
+}
+
+/// The WebRTC side of one session.
+#[derive(Default)]
+struct Peer {
+    publisher: Option<Pc>,
+    subscriber: Option<Pc>,
+    /// Published m-lines announced in offers, by mid.
+    publish_mids: HashMap<String, PublishTrack>,
+    /// Published tracks by the connection's track id, once media flows.
+    published: BTreeMap<String, Published>,
+    /// Receive slots, in the same order as the room policy's.
+    slots: Vec<SlotRtc>,
+}
+
+impl Peer {
+    fn pc_mut(&mut self, role: PeerRole) -> Option<&mut Pc> {
+        match role {
+            PeerRole::Publisher => self.publisher.as_mut(),
+            PeerRole::Subscriber => self.subscriber.as_mut(),
+        }
+    }
+}
+
+/// Period of the room policy's housekeeping (speaker announcements, silence timeouts).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Most rounds of draining connections per settle: a connection's output can make another
+/// connection dirty (a publisher's packet fans out to subscribers), never in a cycle longer
+/// than this.
+const SETTLE_ROUNDS: usize = 8;
+
+/// The server core. See the [module documentation](self).
+pub struct Engine {
+    local: SocketAddr,
+    rooms: Rooms,
+    peers: BTreeMap<SessionId, Peer>,
+    by_ufrag: HashMap<String, PcKey>,
+    by_addr: HashMap<SocketAddr, PcKey>,
+    timers: BinaryHeap<Reverse<(Instant, PcKey)>>,
+    /// Connections touched since they were last drained.
+    dirty: BTreeSet<PcKey>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// The latest `now` an input carried.
+    now: Instant,
+    next_tick: Instant,
+    next_grid: Instant,
+    rng: ChaCha20Rng,
+    simulate_loss_every: Option<u32>,
+    video_written: u64,
+    grid: GridConfig,
+    mixers: BTreeMap<String, Mixer>,
+    stats: EngineStats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("local", &self.local)
+            .field("sessions", &self.peers.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `(kind, mid)` of each m-line in an SDP, in order.
+pub(crate) fn sdp_m_lines(sdp: &str) -> Vec<(TrackKind, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<TrackKind> = None;
+    for line in sdp.lines() {
+        if let Some(rest) = line.strip_prefix("m=") {
+            current = if rest.starts_with("audio") {
+                Some(TrackKind::Audio)
+            } else if rest.starts_with("video") {
+                Some(TrackKind::Video)
+            } else {
+                None
+            };
+        } else if let (Some(kind), Some(mid)) = (current, line.strip_prefix("a=mid:")) {
+            out.push((kind, mid.trim().to_owned()));
+            current = None;
+        }
+    }
+    out
+}
+
+impl Engine {
+    /// A server core whose UDP port is (announced as) `local`, starting at `now`.
+    pub fn new(config: EngineConfig, local: SocketAddr, now: Instant) -> Self {
+        let rng = match config.seed {
+            Some(seed) => ChaCha20Rng::seed_from_u64(seed),
+            None => ChaCha20Rng::from_os_rng(),
+        };
+        Self {
+            local,
+            rooms: Rooms::new(RoomsConfig {
+                secret: config.secret,
+                silence_timeout: config.silence_timeout,
+                max_participants: config.max_participants,
+                grid_rooms: config.grid_rooms,
+            }),
+            peers: BTreeMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            now,
+            next_tick: now + TICK,
+            next_grid: now,
+            rng,
+            simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
+            video_written: 0,
+            grid: config.grid,
+            mixers: BTreeMap::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The UDP address announced to peers.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Counters (participants updated on every tick).
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    // ---- inputs ----
+
+    /// A signal session opened, sent a message, or closed.
+    pub fn handle_command(&mut self, now: Instant, command: Command) {
+        self.advance(now);
+        match command {
+            Command::Open { session, room } => {
+                self.rooms.open(session, room, now);
+                self.peers.insert(session, Peer::default());
+            }
+            Command::Closed { session, code } => {
+                let reason = if code.is_some() {
+                    LeaveReason::Error
+                } else {
+                    LeaveReason::ConnectionLost
+                };
+                self.rooms.closed(session, reason);
+                self.apply_effects();
+                // A session that never joined has no room to leave, but still has a peer.
+                self.teardown(session);
+            }
+            Command::Message { session, message } => {
+                let unix_now = super::token::unix_now();
+                match self.rooms.message(session, message, now, unix_now) {
+                    Some(Work::Offer { pc, sdp, publish }) => {
+                        self.on_offer(session, pc, sdp, publish, now)
+                    }
+                    Some(Work::Candidate { pc, candidate }) => {
+                        self.on_candidate(session, pc, candidate)
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// A datagram arrived on the UDP port from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.advance(now);
+        let key = match self.by_addr.get(&from) {
+            Some(k) => Some(*k),
+            None => stun_server_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
+        };
+        let Some(key) = key else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        self.by_addr.insert(from, key);
+        let local = self.local;
+        self.rooms.heard(key.0, now);
+        let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = pc.pc.handle_read(msg) {
+            tracing::debug!("session {} {:?}: read: {e}", key.0, key.1);
+        }
+        self.dirty.insert(key);
+        // Not settled here: several arrivals in a row share one drain of every connection
+        // they touched (the driver takes a few datagrams, then polls).
+    }
+
+    /// Time passed: connection timers, the room policy's tick, the grids' frame clock.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(pc) = self.peers.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
+                continue;
+            };
+            if pc.deadline != Some(t) {
+                continue; // superseded by a newer deadline
+            }
+            pc.deadline = None;
+            if let Err(e) = pc.pc.handle_timeout(now) {
+                tracing::debug!("session {} {:?}: timeout: {e}", key.0, key.1);
+            }
+            self.dirty.insert(key);
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.rooms.tick(now);
+            self.stats.participants = self.rooms.participant_count();
+        }
+        if !self.mixers.is_empty() && now >= self.next_grid {
+            self.next_grid = now + self.grid_interval();
+            self.on_grid_tick(now);
+        }
+        self.settle();
+    }
+
+    /// Tells every participant the server is going away and closes every session.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.advance(now);
+        let ids: Vec<SessionId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.rooms.closed(id, LeaveReason::ServerShutdown);
+        }
+        self.settle();
+    }
+
+    // ---- outputs ----
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.settle();
+        self.transmits.pop_front()
+    }
+
+    /// The next message or close for a signal session.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.settle();
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.settle();
+        let mut next = self.next_tick;
+        if let Some(Reverse((t, _))) = self.timers.peek() {
+            next = next.min(*t);
+        }
+        if !self.mixers.is_empty() {
+            next = next.min(self.next_grid);
+        }
+        Some(next)
+    }
+
+    // ---- internals ----
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn grid_interval(&self) -> Duration {
+        Duration::from_micros(1_000_000 / self.grid.fps.max(1) as u64)
+    }
+
+    fn random_string(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        (0..len)
+            .map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    }
+
+    /// A random nonzero SSRC.
+    fn random_ssrc(&mut self) -> u32 {
+        self.rng.random::<u32>() | 1
+    }
+
+    /// Drains every connection touched since the last settle — datagrams to send, events,
+    /// incoming media — and carries out the room policy's decisions, until nothing is left.
+    fn settle(&mut self) {
+        self.apply_effects();
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < SETTLE_ROUNDS {
+            rounds += 1;
+            let keys = std::mem::take(&mut self.dirty);
+            for key in keys {
+                self.drain_pc(key);
+            }
+            self.apply_effects();
+        }
+    }
+
+    /// Carries out the room policy's decisions.
+    fn apply_effects(&mut self) {
+        while let Some(effect) = self.rooms.poll_effect() {
+            match effect {
+                Effect::Send(id, message) => {
+                    if self.peers.contains_key(&id) {
+                        self.events.push_back(Event::Send(id, message));
+                    }
+                }
+                Effect::Close(id) => self.teardown(id),
+            }
+        }
+    }
+
+    /// Sends a message to a session now (answers that the policy does not produce).
+    fn send(&mut self, id: SessionId, message: ServerMessage) {
+        if self.peers.contains_key(&id) {
+            self.events.push_back(Event::Send(id, message));
+        }
+    }
+
+    /// Closes a session's connections and its signal session.
+    fn teardown(&mut self, id: SessionId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        for pc in [peer.publisher.take(), peer.subscriber.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.by_ufrag.remove(&pc.ufrag);
+            let mut pc = pc;
+            let _ = pc.pc.close();
+        }
+        self.by_addr.retain(|_, k| k.0 != id);
+        self.dirty.retain(|k| k.0 != id);
+        self.events.push_back(Event::Close(id));
+    }
+
+    fn drain_pc(&mut self, key: PcKey) {
+        let now = self.now;
+        let mut events = Vec::new();
+        let mut messages = Vec::new();
+        {
+            let Some(pc) = self.peers.get_mut(&key.0).and_then(|s| s.pc_mut(key.1)) else {
+                return;
+            };
+            while let Some(ev) = pc.pc.poll_event() {
+                events.push(ev);
+            }
+            while let Some(m) = pc.pc.poll_read() {
+                messages.push(m.message);
+            }
+            while let Some(out) = pc.pc.poll_write() {
+                self.by_addr.insert(out.transport.peer_addr, key);
+                self.transmits.push_back(Transmit {
+                    to: out.transport.peer_addr,
+                    data: out.message,
+                });
+            }
+            if let Some(t) = pc.pc.poll_timeout()
+                && pc.deadline != Some(t)
+            {
+                pc.deadline = Some(t);
+                self.timers.push(Reverse((t, key)));
+            }
+        }
+        for ev in events {
+            self.on_pc_event(key, ev, now);
+        }
+        for m in messages {
+            self.on_pc_message(key, m, now);
+        }
+    }
+
+    fn on_pc_event(&mut self, key: PcKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                tracing::debug!("session {} {:?}: {state}", key.0, key.1);
+                if let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) {
+                    pc.connected = state == RTCPeerConnectionState::Connected;
+                }
+                if state == RTCPeerConnectionState::Connected && key.1 == PeerRole::Subscriber {
+                    // Media can flow now: every video slot starts at a fresh keyframe.
+                    self.request_keyframes_for_slots(key.0, now);
+                }
+                if matches!(
+                    state,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                ) && self.rooms.member(key.0).is_some()
+                {
+                    self.rooms.closed(key.0, LeaveReason::ConnectionLost);
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                if key.1 == PeerRole::Publisher =>
+            {
+                self.on_publisher_track(key.0, init.track_id, init.receiver_id, init.ssrc);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_pc_message(&mut self, key: PcKey, message: RTCMessage, now: Instant) {
+        match (key.1, message) {
+            (PeerRole::Publisher, RTCMessage::RtpPacket(track_id, packet)) => {
+                self.forward(key.0, &track_id, packet, now);
+            }
+            (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
+                for p in &packets {
+                    if let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() {
+                        let lost: Vec<u16> =
+                            nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                        self.retransmit(key.0, nack.media_ssrc, &lost, now);
+                    }
+                    let media_ssrc =
+                        if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+                            Some(pli.media_ssrc)
+                        } else {
+                            p.as_any()
+                                .downcast_ref::<FullIntraRequest>()
+                                .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
+                        };
+                    if let Some(ssrc) = media_ssrc {
+                        self.on_subscriber_keyframe_request(key.0, ssrc, now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! Signalling work of the server core: answering offers on both connections of a session,
+//! trickled candidates, and learning which published track arrives on which m-line.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+
+use super::{Engine, Pc, Published, SessionId, SlotRtc, sdp_m_lines};
+use crate::sfu::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
+use crate::sfu::peer::new_peer_connection;
+use crate::signal::{ErrorCode, IceCandidate, PeerRole, PublishTrack, ServerMessage, TrackKind};
+use crate::transport::{AUDIO_LEVEL_URI, h264_codec, media_track, opus_codec};
+
+impl Engine {
+    pub(super) fn on_offer(
+        &mut self,
+        id: SessionId,
+        role: PeerRole,
+        sdp: String,
+        publish: Vec<PublishTrack>,
+        now: Instant,
+    ) {
+        if let Err(e) = self.ensure_pc(id, role, now) {
+            return self.rooms.fail(id, ErrorCode::Internal, &e);
+        }
+        match role {
+            PeerRole::Publisher => match self.answer_publisher(id, sdp, &publish, now) {
+                Ok(answer) => {
+                    self.send(
+                        id,
+                        ServerMessage::Answer {
+                            pc: role,
+                            sdp: answer,
+                        },
+                    );
+                    self.dirty.insert((id, role));
+                    self.rooms.published(id, &publish);
+                }
+                Err(e) => self.rooms.fail(id, ErrorCode::NegotiationFailed, &e),
+            },
+            PeerRole::Subscriber => {
+                let m_lines = sdp_m_lines(&sdp);
+                // Slots this connection already has keep their place; new m-lines are new slots.
+                let known: HashSet<String> = self.known_mids(id);
+                match self.answer_subscriber(id, sdp, &m_lines, now, &known) {
+                    Ok((answer, added)) => {
+                        self.send(
+                            id,
+                            ServerMessage::Answer {
+                                pc: role,
+                                sdp: answer,
+                            },
+                        );
+                        self.dirty.insert((id, role));
+                        self.rooms.slots_added(id, added);
+                    }
+                    Err(e) => self.rooms.fail(id, ErrorCode::NegotiationFailed, &e),
+                }
+            }
+        }
+    }
+
+    /// Mids of the subscriber connection's existing slots.
+    fn known_mids(&self, id: SessionId) -> HashSet<String> {
+        self.peers
+            .get(&id)
+            .map(|p| p.slots.iter().map(|s| s.mid.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn ensure_pc(&mut self, id: SessionId, role: PeerRole, now: Instant) -> Result<(), String> {
+        let exists = self
+            .peers
+            .get_mut(&id)
+            .is_some_and(|s| s.pc_mut(role).is_some());
+        if exists {
+            return Ok(());
+        }
+        let ufrag = self.random_string(16);
+        let pwd = self.random_string(32);
+        let pc =
+            new_peer_connection(role, &ufrag, &pwd, self.local, now).map_err(|e| e.to_string())?;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Err("session gone".into());
+        };
+        let slot = match role {
+            PeerRole::Publisher => &mut peer.publisher,
+            PeerRole::Subscriber => &mut peer.subscriber,
+        };
+        *slot = Some(Pc {
+            pc,
+            ufrag: ufrag.clone(),
+            connected: false,
+            deadline: None,
+        });
+        self.by_ufrag.insert(ufrag, (id, role));
+        Ok(())
+    }
+
+    fn answer_publisher(
+        &mut self,
+        id: SessionId,
+        sdp: String,
+        publish: &[PublishTrack],
+        now: Instant,
+    ) -> Result<String, String> {
+        let peer = self.peers.get_mut(&id).ok_or("session gone")?;
+        for p in publish {
+            peer.publish_mids.insert(p.mid.clone(), p.clone());
+        }
+        let pc = peer.publisher.as_mut().ok_or("no publisher connection")?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+        pc.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| e.to_string())?;
+        let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
+        let text = answer.sdp.clone();
+        pc.pc
+            .set_local_description(now, answer)
+            .map_err(|e| e.to_string())?;
+        Ok(pc.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+    }
+
+    fn answer_subscriber(
+        &mut self,
+        id: SessionId,
+        sdp: String,
+        m_lines: &[(TrackKind, String)],
+        now: Instant,
+        known: &HashSet<String>,
+    ) -> Result<(String, Vec<(TrackKind, String)>), String> {
+        let identity = self
+            .rooms
+            .member(id)
+            .map(|(_, i)| i.to_owned())
+            .unwrap_or_default();
+        let peer = self.peers.get_mut(&id).ok_or("session gone")?;
+        let pc = peer.subscriber.as_mut().ok_or("no subscriber connection")?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+        pc.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| e.to_string())?;
+        let mut new_slots = Vec::new();
+        for (kind, mid) in m_lines.iter().filter(|(_, mid)| !known.contains(mid)) {
+            let ssrc = self.rng.random::<u32>() | 1;
+            let payload_type = match kind {
+                TrackKind::Audio => opus_codec().payload_type,
+                TrackKind::Video => h264_codec().payload_type,
+            };
+            let track = media_track(
+                format!("madang-{identity}"),
+                format!("slot-{mid}"),
+                *kind,
+                ssrc,
+            );
+            let sender = pc.pc.add_track(track).map_err(|e| e.to_string())?;
+            let got_mid = pc
+                .pc
+                .rtp_transceiver(sender.into())
+                .and_then(|t| t.mid().clone())
+                .unwrap_or_default();
+            if &got_mid != mid {
+                tracing::debug!("slot for mid {mid} landed on {got_mid}");
+            }
+            new_slots.push((
+                got_mid.clone(),
+                SlotRtc {
+                    kind: *kind,
+                    mid: got_mid,
+                    sender,
+                    down: DownTrack::new(ssrc, payload_type, *kind == TrackKind::Video),
+                },
+            ));
+        }
+        let answer = pc.pc.create_answer(None).map_err(|e| e.to_string())?;
+        let text = answer.sdp.clone();
+        pc.pc
+            .set_local_description(now, answer)
+            .map_err(|e| e.to_string())?;
+        // The payload type actually negotiated on each new slot.
+        for (_, slot) in &mut new_slots {
+            if let Some(mut s) = pc.pc.rtp_sender(slot.sender)
+                && let Some(codec) = s.get_parameters().rtp_parameters.codecs.first()
+            {
+                slot.down = DownTrack::new(
+                    slot.down.out_ssrc(),
+                    codec.payload_type,
+                    slot.kind == TrackKind::Video,
+                );
+            }
+        }
+        let sdp = pc.pc.local_description().map(|d| d.sdp).unwrap_or(text);
+        let added = new_slots
+            .iter()
+            .map(|(mid, s)| (s.kind, mid.clone()))
+            .collect();
+        peer.slots.extend(new_slots.into_iter().map(|(_, s)| s));
+        Ok((sdp, added))
+    }
+
+    pub(super) fn on_candidate(&mut self, id: SessionId, role: PeerRole, candidate: IceCandidate) {
+        if candidate.candidate.is_empty() {
+            return;
+        }
+        let Some(pc) = self.peers.get_mut(&id).and_then(|s| s.pc_mut(role)) else {
+            return;
+        };
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_m_line_index,
+            username_fragment: None,
+            url: None,
+        };
+        if let Err(e) = pc.pc.add_remote_candidate(init) {
+            tracing::debug!("session {id}: bad candidate: {e}");
+        }
+        self.dirty.insert((id, role));
+    }
+
+    pub(super) fn on_publisher_track(
+        &mut self,
+        id: SessionId,
+        track_id: String,
+        receiver: RTCRtpReceiverId,
+        ssrc: u32,
+    ) {
+        let Some(identity) = self.rooms.member(id).map(|(_, i)| i.to_owned()) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(pc) = peer.publisher.as_mut() else {
+            return;
+        };
+        let index: usize = receiver.into();
+        let mid = pc
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.mid().clone())
+            .unwrap_or_default();
+        let Some(publish) = peer.publish_mids.get(&mid) else {
+            tracing::debug!("session {id}: track on unannounced mid {mid:?}");
+            return;
+        };
+        let audio_level_id = pc.pc.rtp_receiver(receiver).and_then(|mut r| {
+            r.get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == AUDIO_LEVEL_URI)
+                .map(|e| e.id as u8)
+        });
+        let room_track = publish.source.track_id(&identity);
+        let video = publish.kind == TrackKind::Video;
+        peer.published.insert(
+            track_id,
+            Published {
+                room_track,
+                kind: publish.kind,
+                receiver,
+                ssrc: Some(ssrc),
+                audio_level_id,
+                cache: RetransmitCache::new(if video { 1024 } else { 64 }),
+                limiter: KeyframeLimiter::new(Duration::from_millis(300)),
+            },
+        );
+    }
+}
