@@ -79,3 +79,194 @@ fn the_same_seed_gives_the_same_run() {
         a.network
     );
 }
+
+// ---- the conference scenarios of tests/conference.rs, on the simulated network ----
+
+use madang::room::RoomEvent;
+use madang::signal::{ErrorCode, LeaveReason, Role};
+use madang::sim::{JoinOptions, World};
+
+/// Every event of a run, pictures reduced to who sent them.
+#[derive(Default)]
+struct Seen {
+    /// (receiver, publisher) of every decoded picture.
+    pictures: Vec<(usize, String)>,
+    /// (receiver, identity, reason) of every departure.
+    left: Vec<(usize, String, LeaveReason, Duration)>,
+    /// (receiver, code) of every error.
+    errors: Vec<(usize, ErrorCode)>,
+    disconnected: Vec<usize>,
+}
+
+impl Seen {
+    fn record(&mut self, i: usize, event: RoomEvent, at: Duration) {
+        match event {
+            RoomEvent::VideoFrame { participant, .. } => self.pictures.push((i, participant)),
+            RoomEvent::ParticipantLeft { identity, reason } => {
+                self.left.push((i, identity, reason, at))
+            }
+            RoomEvent::Error { code, .. } => self.errors.push((i, code)),
+            RoomEvent::Disconnected => self.disconnected.push(i),
+            _ => {}
+        }
+    }
+
+    fn pictures(&self, to: usize, from: &str) -> usize {
+        self.pictures
+            .iter()
+            .filter(|(i, p)| *i == to && p == from)
+            .count()
+    }
+}
+
+fn run_world(world: &mut World, seen: &mut Seen, seconds: f64) {
+    world
+        .run_for(Duration::from_secs_f64(seconds), &mut |i, e, t| {
+            seen.record(i, e, t)
+        })
+        .unwrap();
+}
+
+fn world(profile: &str) -> World {
+    World::new(profile.parse().unwrap(), 3, World::engine_config())
+}
+
+#[test]
+fn late_joiner_sees_everyone_and_leavers_are_announced_on_rural_links() {
+    let mut w = world("rural,jitter=0ms");
+    let mut seen = Seen::default();
+    let alice = w.join("alice", JoinOptions::default()).unwrap();
+    let bob = w.join("bob", JoinOptions::default()).unwrap();
+    run_world(&mut w, &mut seen, 2.0);
+    let carol = w.join("carol", JoinOptions::default()).unwrap();
+    run_world(&mut w, &mut seen, 4.0);
+    let tracks: Vec<String> = w
+        .participant(carol)
+        .session()
+        .joined()
+        .unwrap()
+        .tracks
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
+    assert!(
+        tracks.contains(&"alice/camera".to_string()) && tracks.contains(&"bob/camera".to_string()),
+        "{tracks:?}"
+    );
+    for (to, from) in [
+        (carol, "alice"),
+        (carol, "bob"),
+        (alice, "carol"),
+        (bob, "carol"),
+    ] {
+        let n = seen.pictures(to, from);
+        assert!(n > 15, "{from} → {to}: {n} pictures");
+    }
+    w.leave(bob);
+    run_world(&mut w, &mut seen, 1.0);
+    for who in [alice, carol] {
+        assert!(
+            seen.left
+                .iter()
+                .any(|(i, id, r, _)| *i == who && id == "bob" && *r == LeaveReason::Left),
+            "{who} did not see bob leave: {:?}",
+            seen.left
+        );
+    }
+    let before = seen.pictures(carol, "alice");
+    run_world(&mut w, &mut seen, 2.0);
+    assert!(
+        seen.pictures(carol, "alice") > before + 15,
+        "the room goes on"
+    );
+}
+
+#[test]
+fn bad_tokens_are_refused_and_the_room_carries_on() {
+    let mut w = world("lte,loss=0%,jitter=0ms");
+    let mut seen = Seen::default();
+    let alice = w.join("alice", JoinOptions::default()).unwrap();
+    let bob = w.join("bob", JoinOptions::default()).unwrap();
+    run_world(&mut w, &mut seen, 1.0);
+    let forged = w
+        .join(
+            "mallory",
+            JoinOptions {
+                token: Some("not.a.token".into()),
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap();
+    let other_room = w.token("elsewhere", "eve", Role::Speaker).unwrap();
+    let eve = w
+        .join(
+            "eve",
+            JoinOptions {
+                token: Some(other_room),
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap();
+    run_world(&mut w, &mut seen, 2.0);
+    match w.participant(forged).session().phase() {
+        madang::room::session::Phase::Closed => {}
+        other => panic!("forged token: {other:?}"),
+    }
+    assert!(
+        seen.errors.contains(&(forged, ErrorCode::InvalidToken)),
+        "{:?}",
+        seen.errors
+    );
+    assert!(seen.disconnected.contains(&forged));
+    // A valid token for another room joins that room, alone: it sees nobody's pictures.
+    assert_eq!(seen.pictures(eve, "alice") + seen.pictures(eve, "bob"), 0);
+    let (a, b) = (seen.pictures(alice, "bob"), seen.pictures(bob, "alice"));
+    run_world(&mut w, &mut seen, 2.0);
+    assert!(seen.pictures(alice, "bob") > a + 20 && seen.pictures(bob, "alice") > b + 20);
+}
+
+#[test]
+fn vanished_participants_are_removed() {
+    let mut w = world("lan");
+    let mut seen = Seen::default();
+    let alice = w.join("alice", JoinOptions::default()).unwrap();
+    let ghost = w.join("ghost", JoinOptions::default()).unwrap();
+    let dropper = w.join("dropper", JoinOptions::default()).unwrap();
+    run_world(&mut w, &mut seen, 2.0);
+    assert!(seen.pictures(alice, "ghost") > 10 && seen.pictures(alice, "dropper") > 10);
+
+    // The WebSocket closes without a word: removed at once, as connection lost.
+    let t = w.elapsed();
+    w.disconnect(dropper);
+    run_world(&mut w, &mut seen, 1.0);
+    let (_, _, reason, at) = seen
+        .left
+        .iter()
+        .find(|(i, id, ..)| *i == alice && id == "dropper")
+        .expect("dropper removed")
+        .clone();
+    assert_eq!(reason, LeaveReason::ConnectionLost);
+    assert!(at - t < Duration::from_millis(100), "after {:?}", at - t);
+
+    // Silent with everything open: removed when the server notices (silence timeout 15 s,
+    // or ICE failing first).
+    let t = w.elapsed();
+    w.vanish(ghost);
+    run_world(&mut w, &mut seen, 40.0);
+    let (_, _, reason, at) = seen
+        .left
+        .iter()
+        .find(|(i, id, ..)| *i == alice && id == "ghost")
+        .expect("ghost removed")
+        .clone();
+    eprintln!("ghost removed after {:?} as {reason:?}", at - t);
+    assert!(matches!(
+        reason,
+        LeaveReason::Timeout | LeaveReason::ConnectionLost
+    ));
+    assert!(
+        at - t >= Duration::from_secs(3) && at - t <= Duration::from_secs(31),
+        "{:?}",
+        at - t
+    );
+}

@@ -1,0 +1,628 @@
+//! [`Room`]: the tokio driver around the client core ([`Session`]). It owns the signal
+//! WebSocket, two UDP sockets (one per peer connection) and the clock; encoding happens on
+//! the caller's thread, everything else in one task per room.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::session::{Phase, Session, SessionConfig, TrackStats};
+use super::{RoomError, RoomEvent, RoomOptions, RoomStats, SendStats, level_dbov};
+use crate::codec::{H264Config, H264Encoder, OpusConfig, OpusEncoder};
+use crate::media::{AudioFrame, Channels, EncodedFrame, VideoFrame};
+use crate::signal::{
+    ClientMessage, DataMessage, ParticipantInfo, PeerRole, TrackInfo, TrackKind, TrackSource,
+    decode_server, encode,
+};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What the room's methods ask of its task.
+enum Command {
+    Video(EncodedFrame),
+    Audio(EncodedFrame, u8),
+    Signal(ClientMessage),
+    Stats(oneshot::Sender<RoomStats>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// What the task tells the methods without being asked.
+#[derive(Default)]
+struct Shared {
+    /// The publishing connection is up.
+    ready: AtomicBool,
+    /// The next picture should be a keyframe.
+    keyframe: AtomicBool,
+    /// The session is over.
+    closed: AtomicBool,
+    /// Copies of the session's counters after every pass of the task.
+    stats: Mutex<(SendStats, Vec<TrackStats>)>,
+}
+
+struct VideoOut {
+    encoder: Mutex<H264Encoder>,
+}
+
+struct AudioOut {
+    encoder: Mutex<OpusEncoder>,
+}
+
+/// A joined room.
+///
+/// Dropping it leaves the room: its task sends `leave`, closes both connections and ends.
+pub struct Room {
+    room: String,
+    local: ParticipantInfo,
+    participants: Vec<ParticipantInfo>,
+    tracks: Vec<TrackInfo>,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<RoomEvent>,
+    shared: Arc<Shared>,
+    video: Option<VideoOut>,
+    audio: Option<AudioOut>,
+    /// Counted here: frames never handed to the task.
+    dropped_before_connected: std::sync::atomic::AtomicU64,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("room", &self.room)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The local address to bind when `ip` is unspecified: the one the system routes to the
+/// signal server's host from (so that it can be announced as a candidate).
+async fn local_ip_towards(ip: IpAddr, url: &str) -> IpAddr {
+    if !ip.is_unspecified() {
+        return ip;
+    }
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let target = tokio::net::lookup_host(&host)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    if let Some(target) = target {
+        let any: SocketAddr = if target.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        if let Ok(probe) = std::net::UdpSocket::bind(any)
+            && probe.connect(target).is_ok()
+            && let Ok(local) = probe.local_addr()
+        {
+            return local.ip();
+        }
+    }
+    ip
+}
+
+async fn bind(ip: IpAddr) -> Result<(UdpSocket, SocketAddr), RoomError> {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+        .await
+        .map_err(|e| RoomError::WebRtc(format!("cannot bind UDP on {ip}: {e}")))?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| RoomError::WebRtc(e.to_string()))?;
+    Ok((socket, addr))
+}
+
+impl Room {
+    /// Connects to `url` (`ws://host:port/signal`), joins with `token`, and sets up
+    /// publishing as `options` asks. Returns once the server accepted the join.
+    pub async fn connect(url: &str, token: &str, options: RoomOptions) -> Result<Room, RoomError> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| RoomError::Signal(format!("{url}: {e}")))?;
+        let ip = local_ip_towards(options.bind_ip, url).await;
+        let (pub_socket, pub_addr) = bind(ip).await?;
+        let (sub_socket, sub_addr) = bind(ip).await?;
+        let config = SessionConfig {
+            name: options.name.clone(),
+            auto_subscribe: options.auto_subscribe,
+            video: options.video.is_some(),
+            fps: options.video.as_ref().map_or(30, |v| v.fps.max(1)),
+            audio: options.audio,
+            decode_video: options.decode_video,
+            decode_audio: options.decode_audio,
+            ..SessionConfig::new(token)
+        };
+        let mut session = Session::new(config, pub_addr, sub_addr, Instant::now());
+        // The join, and the answer to it.
+        while let Some(m) = session.poll_signal() {
+            ws.send(Message::Text(encode(&m).into()))
+                .await
+                .map_err(|e| RoomError::Signal(e.to_string()))?;
+        }
+        let deadline = tokio::time::Instant::now() + options.join_timeout;
+        while session.phase() == &Phase::Joining {
+            let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => return Err(RoomError::Timeout(options.join_timeout)),
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                    return Err(RoomError::Signal("closed before joining".into()));
+                }
+                Ok(Some(Err(e))) => return Err(RoomError::Signal(e.to_string())),
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(_))) => continue,
+            };
+            let message =
+                decode_server(msg.as_str()).map_err(|e| RoomError::Signal(e.to_string()))?;
+            session.handle_signal(Instant::now(), message);
+        }
+        if let Phase::Refused { code, reason } = session.phase() {
+            return Err(RoomError::Refused {
+                code: *code,
+                reason: reason.clone(),
+            });
+        }
+        let joined = session
+            .joined()
+            .cloned()
+            .ok_or_else(|| RoomError::Signal("joined without room details".into()))?;
+        // Publishing that could not even start is an error of connect.
+        let mut early = Vec::new();
+        while let Some(e) = session.poll_event() {
+            if let RoomEvent::Error {
+                code: crate::signal::ErrorCode::NegotiationFailed,
+                reason,
+            } = &e
+            {
+                return Err(RoomError::WebRtc(reason.clone()));
+            }
+            early.push(e);
+        }
+
+        let video = match &options.video {
+            Some(v) => Some(VideoOut {
+                encoder: Mutex::new(H264Encoder::new(
+                    H264Config::new(v.width, v.height)
+                        .bitrate_kbps(v.bitrate_kbps)
+                        .max_fps(v.fps.max(1) as f32),
+                )?),
+            }),
+            None => None,
+        };
+        let audio = match options.audio {
+            true => Some(AudioOut {
+                encoder: Mutex::new(OpusEncoder::new(OpusConfig::new(Channels::Mono))?),
+            }),
+            false => None,
+        };
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(options.event_capacity.max(16));
+        for e in early {
+            let _ = events_tx.try_send(e);
+        }
+        let shared = Arc::new(Shared::default());
+        let driver = Driver {
+            session,
+            ws,
+            pub_socket,
+            sub_socket,
+            pub_addr,
+            sub_addr,
+            commands: commands_rx,
+            events: events_tx,
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(driver.run());
+        Ok(Room {
+            room: joined.room,
+            local: joined.local,
+            participants: joined.participants,
+            tracks: joined.tracks,
+            commands,
+            events,
+            shared,
+            video,
+            audio,
+            dropped_before_connected: Default::default(),
+            task: Some(task),
+        })
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.room
+    }
+
+    /// This participant as the others see it.
+    pub fn local(&self) -> &ParticipantInfo {
+        &self.local
+    }
+
+    /// Participants present when this one joined.
+    pub fn initial_participants(&self) -> &[ParticipantInfo] {
+        &self.participants
+    }
+
+    /// Tracks published when this one joined.
+    pub fn initial_tracks(&self) -> &[TrackInfo] {
+        &self.tracks
+    }
+
+    /// The next event; `None` once the session is over and every event was read.
+    pub async fn next_event(&mut self) -> Option<RoomEvent> {
+        self.events.recv().await
+    }
+
+    /// An event if one is waiting.
+    pub fn try_next_event(&mut self) -> Option<RoomEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Whether the publishing connection is up. Until it is, pushed pictures and audio are
+    /// dropped (counted in [`SendStats::dropped_before_connected`]) rather than encoded into
+    /// packets the connection would discard.
+    pub fn publishing_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Relaxed)
+    }
+
+    fn command(&self, command: Command) -> Result<(), RoomError> {
+        self.commands.send(command).map_err(|_| RoomError::Closed)
+    }
+
+    fn drop_before_connected(&self) {
+        self.dropped_before_connected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Encodes and sends one picture of the published video track. Its pts (µs) becomes the
+    /// RTP timestamp, so a receiver can measure latency against it. Before the publishing
+    /// connection is up the picture is dropped, and the first one after is a keyframe.
+    pub async fn publish_video(&self, frame: &VideoFrame) -> Result<(), RoomError> {
+        let video = self
+            .video
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("video"))?;
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(RoomError::Closed);
+        }
+        if !self.publishing_ready() {
+            self.shared.keyframe.store(true, Ordering::Relaxed);
+            self.drop_before_connected();
+            return Ok(());
+        }
+        let unit = {
+            // The encoder is only ever used from here; a poisoned lock means an earlier encode
+            // panicked, which is a bug, not input.
+            let mut encoder = video.encoder.lock().expect("encoder lock");
+            if self.shared.keyframe.swap(false, Ordering::Relaxed) {
+                encoder.request_keyframe();
+            }
+            encoder.encode(frame)?
+        };
+        match unit {
+            Some(unit) => self.command(Command::Video(unit)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends an already encoded H.264 access unit (Annex-B) on the published video track, for
+    /// applications with their own encoder or recorded streams. Keyframe requests from the
+    /// server then cannot be honoured here; send IDRs regularly.
+    pub async fn publish_encoded_video(&self, unit: &EncodedFrame) -> Result<(), RoomError> {
+        if self.video.is_none() {
+            return Err(RoomError::NotPublishing("video"));
+        }
+        self.command(Command::Video(unit.clone()))
+    }
+
+    /// Sends an already encoded 20 ms Opus packet on the published audio track, with the given
+    /// RFC 6464 level (dBov, 127 = silence).
+    pub async fn publish_encoded_audio(
+        &self,
+        packet: &EncodedFrame,
+        level_dbov: u8,
+    ) -> Result<(), RoomError> {
+        if self.audio.is_none() {
+            return Err(RoomError::NotPublishing("audio"));
+        }
+        self.command(Command::Audio(packet.clone(), level_dbov.min(127)))
+    }
+
+    /// Encodes and sends one block of the published audio track (with its RFC 6464 level, so
+    /// the server can tell who is speaking). Dropped before the publishing connection is up.
+    pub async fn publish_audio(&self, frame: &AudioFrame) -> Result<(), RoomError> {
+        let audio = self
+            .audio
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("audio"))?;
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(RoomError::Closed);
+        }
+        if !self.publishing_ready() {
+            self.drop_before_connected();
+            return Ok(());
+        }
+        let packet = {
+            let mut encoder = audio.encoder.lock().expect("encoder lock");
+            encoder.encode(frame)?
+        };
+        match packet {
+            Some(p) => self.command(Command::Audio(p, level_dbov(frame.samples()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends an application message to everyone else (`to` empty) or to some identities.
+    pub fn send_data(&self, topic: &str, payload: &str, to: Vec<String>) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Data {
+            message: DataMessage {
+                from: String::new(),
+                to,
+                topic: topic.to_owned(),
+                payload: payload.to_owned(),
+            },
+        })
+    }
+
+    /// Tells the room this participant's camera or microphone is muted (or not). The caller
+    /// stops (or resumes) pushing frames; the others get a `TrackMuted` event.
+    pub fn set_muted(&self, kind: TrackKind, muted: bool) -> Result<(), RoomError> {
+        let source = match kind {
+            TrackKind::Video => TrackSource::Camera,
+            TrackKind::Audio => TrackSource::Microphone,
+        };
+        self.send_raw(ClientMessage::Mute {
+            track: source.track_id(&self.local.identity),
+            muted,
+        })
+    }
+
+    /// Starts receiving these tracks (with `auto_subscribe` off, nothing is received
+    /// otherwise).
+    pub fn subscribe(&self, tracks: Vec<String>) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Subscribe { tracks })
+    }
+
+    /// Stops receiving these tracks; their receive slots are reused for others.
+    pub fn unsubscribe(&self, tracks: Vec<String>) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Unsubscribe { tracks })
+    }
+
+    /// Sends any protocol message as is (for tools and tests that need the raw protocol).
+    pub fn send_raw(&self, message: ClientMessage) -> Result<(), RoomError> {
+        self.command(Command::Signal(message))
+    }
+
+    /// What this client has sent.
+    pub fn send_stats(&self) -> SendStats {
+        let mut s = self.shared.stats.lock().expect("stats lock").0.clone();
+        s.dropped_before_connected += self.dropped_before_connected.load(Ordering::Relaxed);
+        s
+    }
+
+    /// What this client received, per remote track.
+    pub fn receive_stats(&self) -> Vec<TrackStats> {
+        self.shared.stats.lock().expect("stats lock").1.clone()
+    }
+
+    /// Everything this client knows about its media: what it sent, and per remote track what
+    /// it received, with the round-trip times from the connections' ICE statistics.
+    pub async fn stats(&self) -> RoomStats {
+        let (tx, rx) = oneshot::channel();
+        let answer = match self.command(Command::Stats(tx)) {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        let mut stats = answer.unwrap_or_else(|| RoomStats {
+            sent: SendStats::default(),
+            publish_rtt_ms: None,
+            received: self.receive_stats(),
+        });
+        stats.sent.dropped_before_connected +=
+            self.dropped_before_connected.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Leaves the room: tells the server, closes the connections, and waits (at most two
+    /// seconds) until the leave message is out and the task has ended.
+    pub async fn leave(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Leave(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        // The task sees its command channel close and leaves by itself; nothing to wait for.
+        if let Some(task) = self.task.take() {
+            drop(task);
+        }
+    }
+}
+
+/// The task that owns the session and its I/O.
+struct Driver {
+    session: Session,
+    ws: Ws,
+    pub_socket: UdpSocket,
+    sub_socket: UdpSocket,
+    pub_addr: SocketAddr,
+    sub_addr: SocketAddr,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<RoomEvent>,
+    shared: Arc<Shared>,
+}
+
+/// Pictures a slow application may miss; other events are never dropped.
+fn droppable(e: &RoomEvent) -> bool {
+    matches!(
+        e,
+        RoomEvent::VideoFrame { .. } | RoomEvent::AudioFrame { .. }
+    )
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut pub_buf = vec![0u8; 2048];
+        let mut sub_buf = vec![0u8; 2048];
+        let mut leaving: Option<oneshot::Sender<()>> = None;
+        loop {
+            if !self.flush().await {
+                break;
+            }
+            if let Some(ack) = leaving.take() {
+                let _ = ack.send(());
+                break;
+            }
+            let deadline = self
+                .session
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                msg = self.ws.next() => match msg {
+                    Some(Ok(Message::Text(text))) => match decode_server(text.as_str()) {
+                        Ok(m) => self.session.handle_signal(Instant::now(), m),
+                        Err(e) => tracing::debug!("undecodable server message: {e}"),
+                    },
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        self.session.handle_signal_closed(Instant::now());
+                        let _ = self.flush().await;
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                },
+                r = self.pub_socket.recv_from(&mut pub_buf) => if let Ok((n, from)) = r {
+                    let local = self.pub_addr;
+                    self.session.handle_datagram(Instant::now(), local, from, &pub_buf[..n]);
+                },
+                r = self.sub_socket.recv_from(&mut sub_buf) => if let Ok((n, from)) = r {
+                    let local = self.sub_addr;
+                    self.session.handle_datagram(Instant::now(), local, from, &sub_buf[..n]);
+                },
+                command = self.commands.recv() => match command {
+                    Some(c) => {
+                        if let Some(ack) = self.on_command(c) {
+                            leaving = Some(ack);
+                        }
+                    }
+                    None => {
+                        // The room was dropped: leave.
+                        self.session.leave(Instant::now());
+                        let _ = self.flush().await;
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    self.session.handle_timeout(Instant::now());
+                }
+            }
+        }
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.ready.store(false, Ordering::Relaxed);
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Carries out one command; a leave returns its acknowledgement, sent once flushed.
+    fn on_command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        let now = Instant::now();
+        match command {
+            Command::Video(unit) => {
+                if let Err(e) = self.session.send_video(now, &unit) {
+                    tracing::debug!("video: {e}");
+                }
+            }
+            Command::Audio(packet, level) => {
+                if let Err(e) = self.session.send_audio(now, &packet, level) {
+                    tracing::debug!("audio: {e}");
+                }
+            }
+            Command::Signal(m) => {
+                let _ = self.session.send_signal(m);
+            }
+            Command::Stats(tx) => {
+                let received = {
+                    let rtt = self.session.rtt_ms(PeerRole::Subscriber);
+                    let mut r = self.session.receive_stats();
+                    for t in &mut r {
+                        t.rtt_ms = rtt;
+                    }
+                    r
+                };
+                let _ = tx.send(RoomStats {
+                    sent: self.session.send_stats().clone(),
+                    publish_rtt_ms: self.session.rtt_ms(PeerRole::Publisher),
+                    received,
+                });
+            }
+            Command::Leave(ack) => {
+                self.session.leave(now);
+                return Some(ack);
+            }
+        }
+        None
+    }
+
+    /// Sends what the session wants sent and hands its events on; false once the signal
+    /// connection is gone.
+    async fn flush(&mut self) -> bool {
+        let mut ok = true;
+        while let Some(m) = self.session.poll_signal() {
+            let leaving = matches!(m, ClientMessage::Leave);
+            if self
+                .ws
+                .send(Message::Text(encode(&m).into()))
+                .await
+                .is_err()
+            {
+                ok = false;
+                break;
+            }
+            if leaving {
+                let _ = self.ws.close(None).await;
+            }
+        }
+        while let Some(t) = self.session.poll_transmit() {
+            let socket = if t.from == self.pub_addr {
+                &self.pub_socket
+            } else {
+                &self.sub_socket
+            };
+            if let Err(e) = socket.send_to(&t.data, t.to).await {
+                tracing::trace!("udp send to {}: {e}", t.to);
+            }
+        }
+        while let Some(e) = self.session.poll_event() {
+            if droppable(&e) {
+                let _ = self.events.try_send(e);
+            } else if self.events.send(e).await.is_err() {
+                // Nobody listens any more; the session goes on until the room is dropped.
+            }
+        }
+        if self.session.take_keyframe_request() {
+            self.shared.keyframe.store(true, Ordering::Relaxed);
+        }
+        self.shared
+            .ready
+            .store(self.session.publishing_ready(), Ordering::Relaxed);
+        {
+            let mut stats = self.shared.stats.lock().expect("stats lock");
+            stats.0 = self.session.send_stats().clone();
+            stats.1 = self.session.receive_stats();
+        }
+        ok
+    }
+}

@@ -1,0 +1,550 @@
+//! [`World`]: the server core and any number of client sessions over a simulated network, on
+//! simulated time, driven step by step. Participants join, leave or vanish at any point; the
+//! caller sees every room event as it happens.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::codec::{H264Config, H264Encoder, OpusConfig, OpusEncoder};
+use crate::media::{Channels, SpeechSource, TestPattern};
+use crate::netsim::{Direction, Network, Profile, splitmix64};
+use crate::room::session::{Phase, Session, SessionConfig};
+use crate::room::{RoomEvent, level_dbov};
+use crate::sfu::engine::{Command, Engine, EngineConfig, Event};
+use crate::sfu::token::{Claims, mint, unix_now};
+use crate::signal::{ClientMessage, Role, ServerMessage};
+
+use super::SimError;
+
+/// The secret a [`World`]'s server signs tokens with.
+pub const SECRET: &str = "madang-sim-secret";
+
+/// What a participant publishes, and how it joins.
+#[derive(Clone, Debug)]
+pub struct JoinOptions {
+    /// Room to join.
+    pub room: String,
+    /// Role in the token.
+    pub role: Role,
+    /// Publish the stamped test pattern: `(width, height, fps, kbit/s)`.
+    pub video: Option<(u32, u32, u32, u32)>,
+    /// Publish speech-like audio.
+    pub audio: bool,
+    /// Receive every track as it appears.
+    pub auto_subscribe: bool,
+    /// Join with this token instead of a valid one for `room`, identity and role.
+    pub token: Option<String>,
+}
+
+impl Default for JoinOptions {
+    /// Room `sim`, a speaker publishing 320×180 at 15 fps and 300 kbit/s with audio.
+    fn default() -> Self {
+        Self {
+            room: "sim".into(),
+            role: Role::Speaker,
+            video: Some((320, 180, 15, 300)),
+            audio: true,
+            auto_subscribe: true,
+            token: None,
+        }
+    }
+}
+
+struct Media {
+    encoder: Option<H264Encoder>,
+    pattern: Option<TestPattern>,
+    frame_interval: Duration,
+    opus: Option<OpusEncoder>,
+    speech: SpeechSource,
+    next_video: Instant,
+    next_audio: Instant,
+}
+
+/// One simulated participant.
+pub struct Participant {
+    identity: String,
+    session: Session,
+    media: Media,
+    gone: bool,
+    video_sent: u32,
+    audio_sent: u64,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("identity", &self.identity)
+            .field("phase", self.session.phase())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Participant {
+    /// Its identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Its session (phase, counters).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Its session, to send protocol messages.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Pictures captured so far (the next picture's stamp number).
+    pub fn video_sent(&self) -> u32 {
+        self.video_sent
+    }
+
+    /// Audio frames captured so far.
+    pub fn audio_sent(&self) -> u64 {
+        self.audio_sent
+    }
+}
+
+/// A message on the way between a session and the server (signal is reliable and ordered:
+/// it only takes the link's base delay).
+enum Hop {
+    ToServer(usize, ClientMessage),
+    ToClient(usize, ServerMessage),
+    CloseClient(usize),
+    ServerClosed(usize),
+}
+
+/// The server core, the participants and the network between them. See the
+/// [module documentation](self).
+pub struct World {
+    t0: Instant,
+    now: Instant,
+    seed: u64,
+    engine: Engine,
+    network: Network<usize, Vec<u8>>,
+    signal_delay: Duration,
+    signals: VecDeque<(Instant, Hop)>,
+    by_addr: HashMap<SocketAddr, usize>,
+    participants: Vec<Participant>,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("elapsed", &self.elapsed())
+            .field("participants", &self.participants)
+            .finish_non_exhaustive()
+    }
+}
+
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7880)
+}
+
+/// A participant's two local addresses: 10.1.x.y:5000 (publishing) and :5001 (receiving).
+fn client_addrs(i: usize) -> (SocketAddr, SocketAddr) {
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1));
+    (SocketAddr::new(ip, 5000), SocketAddr::new(ip, 5001))
+}
+
+/// Bytes of the address in front of a simulated datagram.
+const ADDR_BYTES: usize = 18;
+
+/// A datagram on a participant's link carries the participant-side address it belongs to
+/// (the network is keyed by participant, the session by local address). Only the simulation
+/// sees this framing.
+fn frame_datagram(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ADDR_BYTES + data.len());
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn framed_addr(data: &[u8]) -> SocketAddr {
+    let mut ip = [0u8; 16];
+    ip.copy_from_slice(&data[..16]);
+    let ip = std::net::Ipv6Addr::from(ip);
+    let ip = ip
+        .to_ipv4_mapped()
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V6(ip));
+    SocketAddr::new(ip, u16::from_be_bytes([data[16], data[17]]))
+}
+
+/// What a datagram costs on a simulated rate-capped link.
+///
+/// DTLS handshake records differ by a few bytes from run to run — ECDSA signatures with a
+/// random nonce, DER-encoded in 70–72 bytes (measured: the same conference twice differed by
+/// 3 bytes in its first DTLS flight). Charged at their true size, they would shift delivery
+/// times by microseconds and two runs of one seed would drift apart. So every DTLS datagram
+/// (first byte 20–63, RFC 7983) is charged as a full 1200-byte one; everything else (STUN,
+/// SRTP, SRTCP) has a size that follows from the seed and is charged as it is.
+fn charged_len(data: &[u8]) -> usize {
+    const DTLS_CHARGE: usize = 1200;
+    match data.first() {
+        Some(20..=63) => DTLS_CHARGE.max(data.len().div_ceil(DTLS_CHARGE) * DTLS_CHARGE),
+        _ => data.len(),
+    }
+}
+
+impl World {
+    /// An empty world under `profile`, the server configured by `engine` (its seed is set
+    /// from `seed`).
+    pub fn new(profile: Profile, seed: u64, mut engine: EngineConfig) -> Self {
+        let t0 = Instant::now();
+        engine.seed = Some(seed);
+        Self {
+            t0,
+            now: t0,
+            seed,
+            engine: Engine::new(engine, server_addr(), t0),
+            signal_delay: profile.link.delay,
+            network: Network::new(profile, t0),
+            signals: VecDeque::new(),
+            by_addr: HashMap::new(),
+            participants: Vec::new(),
+        }
+    }
+
+    /// Server settings of a world: [`SECRET`] and defaults.
+    pub fn engine_config() -> EngineConfig {
+        EngineConfig::new(SECRET)
+    }
+
+    // ---- getters ----
+
+    /// Simulated time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now.duration_since(self.t0)
+    }
+
+    /// The server core.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network<usize, Vec<u8>> {
+        &self.network
+    }
+
+    /// Participant `i` (in joining order).
+    pub fn participant(&self, i: usize) -> &Participant {
+        &self.participants[i]
+    }
+
+    /// Participant `i`, mutable.
+    pub fn participant_mut(&mut self, i: usize) -> &mut Participant {
+        &mut self.participants[i]
+    }
+
+    /// Participants so far, in joining order.
+    pub fn participants(&self) -> &[Participant] {
+        &self.participants
+    }
+
+    /// A token for `room` signed by the world's server.
+    pub fn token(&self, room: &str, identity: &str, role: Role) -> Result<String, SimError> {
+        let claims = Claims::new(room, identity, identity, role, unix_now(), 3600);
+        Ok(mint(SECRET.as_bytes(), &claims)?)
+    }
+
+    // ---- what participants do ----
+
+    /// A new participant opens a signal session and sends its join; returns its index.
+    pub fn join(&mut self, identity: &str, options: JoinOptions) -> Result<usize, SimError> {
+        let i = self.participants.len();
+        let token = match options.token {
+            Some(t) => t,
+            None => self.token(&options.room, identity, options.role)?,
+        };
+        let (pub_addr, sub_addr) = client_addrs(i);
+        self.by_addr.insert(pub_addr, i);
+        self.by_addr.insert(sub_addr, i);
+        let fps = options.video.map_or(30, |v| v.2.max(1));
+        let config = SessionConfig {
+            video: options.video.is_some(),
+            audio: options.audio,
+            fps,
+            auto_subscribe: options.auto_subscribe,
+            seed: Some(splitmix64(self.seed ^ (i as u64 + 1))),
+            ..SessionConfig::new(token)
+        };
+        let (encoder, pattern) = match options.video {
+            Some((w, h, fps, kbps)) => (
+                Some(H264Encoder::new(
+                    H264Config::new(w, h)
+                        .bitrate_kbps(kbps)
+                        .max_fps(fps.max(1) as f32),
+                )?),
+                Some(TestPattern::new(w, h).map_err(|_| SimError::Config("picture size"))?),
+            ),
+            None => (None, None),
+        };
+        let opus = match options.audio {
+            true => Some(OpusEncoder::new(OpusConfig::new(Channels::Mono))?),
+            false => None,
+        };
+        let frame_interval = Duration::from_micros(1_000_000 / fps as u64);
+        self.engine.handle_command(
+            self.now,
+            Command::Open {
+                session: i as u64 + 1,
+                room: None,
+            },
+        );
+        self.participants.push(Participant {
+            identity: identity.to_owned(),
+            session: Session::new(config, pub_addr, sub_addr, self.now),
+            media: Media {
+                encoder,
+                pattern,
+                frame_interval,
+                opus,
+                speech: SpeechSource::new(Channels::Mono, 20)
+                    .map_err(|_| SimError::Config("audio frames"))?,
+                // Spread the participants' capture clocks over one frame interval.
+                next_video: self.now
+                    + Duration::from_micros(i as u64 * 7_919 % frame_interval.as_micros() as u64),
+                next_audio: self.now,
+            },
+            gone: false,
+            video_sent: 0,
+            audio_sent: 0,
+        });
+        Ok(i)
+    }
+
+    /// Participant `i` leaves: its leave message goes out, its connections close.
+    pub fn leave(&mut self, i: usize) {
+        self.participants[i].session.leave(self.now);
+    }
+
+    /// Participant `i` vanishes without a word (power cut, phone in a tunnel): it sends and
+    /// receives nothing from now on, and its signal session stays open until the server
+    /// notices the silence.
+    pub fn vanish(&mut self, i: usize) {
+        self.participants[i].gone = true;
+    }
+
+    /// Participant `i`'s signal connection drops (its process died): the server hears the
+    /// WebSocket close after the link's delay; nothing more comes from it.
+    pub fn disconnect(&mut self, i: usize) {
+        self.participants[i].gone = true;
+        self.signals
+            .push_back((self.now + self.signal_delay, Hop::ServerClosed(i)));
+    }
+
+    /// Participant `i` sends a protocol message.
+    pub fn send(&mut self, i: usize, message: ClientMessage) {
+        let _ = self.participants[i].session.send_signal(message);
+    }
+
+    // ---- time ----
+
+    /// Runs for `duration` of simulated time; `on_event(participant, event, elapsed)` sees
+    /// every room event (decoded pictures included) as it happens.
+    pub fn run_for(
+        &mut self,
+        duration: Duration,
+        on_event: &mut dyn FnMut(usize, RoomEvent, Duration),
+    ) -> Result<(), SimError> {
+        let until = self.now + duration;
+        self.run_until(until, on_event)
+    }
+
+    /// Runs until `until`.
+    pub fn run_until(
+        &mut self,
+        until: Instant,
+        on_event: &mut dyn FnMut(usize, RoomEvent, Duration),
+    ) -> Result<(), SimError> {
+        loop {
+            self.capture()?;
+            self.settle(on_event);
+            if self.now >= until {
+                return Ok(());
+            }
+            let next = self.next_instant().min(until);
+            self.now = next.max(self.now + Duration::from_micros(1));
+            let now = self.now;
+            self.engine.handle_timeout(now);
+            for p in self.participants.iter_mut().filter(|p| !p.gone) {
+                p.session.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Pictures and audio of every joined participant whose frame clock is due.
+    fn capture(&mut self) -> Result<(), SimError> {
+        let now = self.now;
+        let micros = now.duration_since(self.t0).as_micros() as u64;
+        for p in &mut self.participants {
+            if p.gone || p.session.phase() != &Phase::Joined {
+                continue;
+            }
+            let m = &mut p.media;
+            if let (Some(encoder), Some(pattern)) = (m.encoder.as_mut(), m.pattern.as_mut())
+                && now >= m.next_video
+            {
+                // Catch up after joining instead of sending a burst of stale pictures.
+                m.next_video = (m.next_video + m.frame_interval).max(now + m.frame_interval);
+                if p.session.take_keyframe_request() {
+                    encoder.request_keyframe();
+                }
+                let frame = pattern.next_frame(micros);
+                if let Some(unit) = encoder.encode(&frame)? {
+                    if !p.session.send_video(now, &unit).unwrap_or(false) {
+                        encoder.request_keyframe();
+                    }
+                    p.video_sent = pattern.next_seq();
+                }
+            }
+            if let Some(opus) = m.opus.as_mut()
+                && now >= m.next_audio
+            {
+                let interval = Duration::from_millis(20);
+                m.next_audio = (m.next_audio + interval).max(now + interval);
+                let pcm = m.speech.next_frame();
+                if let Some(packet) = opus.encode(&pcm)? {
+                    let _ = p
+                        .session
+                        .send_audio(now, &packet, level_dbov(pcm.samples()));
+                    p.audio_sent += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next instant anything is due.
+    fn next_instant(&mut self) -> Instant {
+        let mut next = self.now + Duration::from_secs(3600);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = next.min(t);
+            }
+        };
+        consider(self.engine.poll_timeout());
+        consider(self.network.poll_timeout());
+        consider(self.signals.front().map(|(at, _)| *at));
+        for p in self.participants.iter_mut().filter(|p| !p.gone) {
+            consider(p.session.poll_timeout());
+            if p.session.phase() == &Phase::Joined {
+                if p.media.encoder.is_some() {
+                    consider(Some(p.media.next_video));
+                }
+                if p.media.opus.is_some() {
+                    consider(Some(p.media.next_audio));
+                }
+            }
+        }
+        next
+    }
+
+    /// Everything due now, until nothing more happens at this instant.
+    fn settle(&mut self, on_event: &mut dyn FnMut(usize, RoomEvent, Duration)) {
+        let now = self.now;
+        let elapsed = self.elapsed();
+        loop {
+            let mut progress = false;
+            while self.signals.front().is_some_and(|(at, _)| *at <= now) {
+                let Some((_, hop)) = self.signals.pop_front() else {
+                    break;
+                };
+                progress = true;
+                match hop {
+                    Hop::ToServer(i, message) => self.engine.handle_command(
+                        now,
+                        Command::Message {
+                            session: i as u64 + 1,
+                            message,
+                        },
+                    ),
+                    Hop::ServerClosed(i) => self.engine.handle_command(
+                        now,
+                        Command::Closed {
+                            session: i as u64 + 1,
+                            code: None,
+                        },
+                    ),
+                    Hop::ToClient(i, message) if !self.participants[i].gone => {
+                        self.participants[i].session.handle_signal(now, message)
+                    }
+                    Hop::CloseClient(i) if !self.participants[i].gone => {
+                        self.participants[i].session.handle_signal_closed(now)
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((direction, i, data)) = self.network.pop(now) {
+                progress = true;
+                let addr = framed_addr(&data);
+                match direction {
+                    Direction::Up => self.engine.handle_datagram(now, addr, &data[ADDR_BYTES..]),
+                    Direction::Down if !self.participants[i].gone => self.participants[i]
+                        .session
+                        .handle_datagram(now, addr, server_addr(), &data[ADDR_BYTES..]),
+                    Direction::Down => {}
+                }
+            }
+            while let Some(event) = self.engine.poll_event() {
+                progress = true;
+                let hop = match event {
+                    Event::Send(id, m) => Hop::ToClient(id as usize - 1, m),
+                    Event::Close(id) => Hop::CloseClient(id as usize - 1),
+                };
+                self.signals.push_back((now + self.signal_delay, hop));
+            }
+            while let Some(t) = self.engine.poll_transmit() {
+                progress = true;
+                if let Some(&i) = self.by_addr.get(&t.to) {
+                    let framed = frame_datagram(t.to, &t.data);
+                    self.network
+                        .send(now, Direction::Down, i, charged_len(&t.data), framed);
+                }
+            }
+            for (i, p) in self.participants.iter_mut().enumerate() {
+                if p.gone {
+                    continue;
+                }
+                while let Some(m) = p.session.poll_signal() {
+                    progress = true;
+                    let leaving = matches!(m, ClientMessage::Leave);
+                    self.signals
+                        .push_back((now + self.signal_delay, Hop::ToServer(i, m)));
+                    if leaving {
+                        // The client closes its WebSocket after the leave.
+                        self.signals
+                            .push_back((now + self.signal_delay, Hop::ServerClosed(i)));
+                    }
+                }
+                while let Some(t) = p.session.poll_transmit() {
+                    progress = true;
+                    let framed = frame_datagram(t.from, &t.data);
+                    self.network
+                        .send(now, Direction::Up, i, charged_len(&t.data), framed);
+                }
+                while let Some(event) = p.session.poll_event() {
+                    progress = true;
+                    on_event(i, event, elapsed);
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+}
