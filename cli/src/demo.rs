@@ -4,10 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::synthetic::{ConferenceConfig, ConferenceReport, GridSink, run_conference_with_grid};
 use madang::media::{VideoFrame, Y4mWriter};
-use madang::room::synthetic::{
-    ConferenceConfig, ConferenceReport, GridSink, run_conference_with_grid,
-};
 use madang::sfu::{Server, ServerConfig};
 
 use crate::CliResult;

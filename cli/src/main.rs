@@ -14,6 +14,7 @@ mod demo;
 mod encode;
 mod serve;
 mod size;
+mod synthetic;
 mod token;
 
 use clap::{Parser, Subcommand};

@@ -351,3 +351,57 @@ fn simulated_demo_runs_on_simulated_time() {
         assert!(p["latency_ms"]["p50"].as_f64().unwrap() >= 80.0, "{p}");
     }
 }
+
+#[test]
+fn demo_four_participants_decode_each_other_for_ten_seconds() {
+    let dir = scratch("four");
+    let snapshot = dir.join("p2-at-p1.png");
+    let out = succeed(
+        madang()
+            .args([
+                "demo",
+                "--participants",
+                "4",
+                "--seconds",
+                "10",
+                "--size",
+                "640x360",
+                "--json",
+            ])
+            .arg("--snapshot")
+            .arg(&snapshot),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let pairs = report["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 12);
+    for p in pairs {
+        let (sent, decoded) = (
+            p["frames_sent"].as_u64().unwrap(),
+            p["frames_decoded"].as_u64().unwrap(),
+        );
+        println!(
+            "{} → {}: {decoded}/{sent} decoded, p50 {} ms p95 {} ms",
+            p["from"], p["to"], p["latency_ms"]["p50"], p["latency_ms"]["p95"]
+        );
+        assert!(sent >= 250, "{p}");
+        assert!(decoded as f64 >= 0.95 * sent as f64, "{p}");
+        let rtt = p["rtt_ms"].as_f64().unwrap_or(0.0);
+        assert!(rtt > 0.0 && rtt < 100.0, "round-trip time on loopback: {p}");
+    }
+    for a in report["audio"].as_array().unwrap() {
+        let (sent, got) = (
+            a["frames_sent"].as_u64().unwrap(),
+            a["frames_received"].as_u64().unwrap(),
+        );
+        assert!(got as f64 >= 0.95 * sent as f64, "audio {a}");
+    }
+    assert_eq!(
+        report["data_messages"]["received"],
+        report["data_messages"]["expected"]
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&snapshot).unwrap(),
+    ));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (640, 360));
+}

@@ -15,8 +15,6 @@
 //! - [`grid`]: participant layout (pure; also for wasm32).
 //! - [`netsim`]: a seeded simulated network (delay, jitter, loss, bursts, rate caps, outages)
 //!   for tests on simulated time and for impairing the server's real sockets.
-//! - `transport` (feature `net`): the codecs, feedback and header extensions both sides
-//!   negotiate on webrtc-rs's sans-I/O `rtc` core.
 //! - `room` (feature `net`): the client — `room::session::Session` is its sans-I/O core,
 //!   `room::Room` the tokio driver around it.
 //! - `sfu` (feature `net`): the room server — `sfu::engine::Engine` is its sans-I/O core,
@@ -60,7 +58,7 @@ pub mod signal;
 #[cfg(feature = "net")]
 pub mod sim;
 #[cfg(feature = "net")]
-pub mod transport;
+mod transport;
 
 /// The README's Rust example is compiled and run as a doc test, so it cannot rot.
 #[cfg(all(doctest, feature = "codec"))]

@@ -1,5 +1,6 @@
-//! Codecs: H.264 through OpenH264 and Opus through libopus (feature `codec`), and pure H.264
-//! bitstream helpers ([`nal`]) that need neither.
+//! Codecs: H.264 through OpenH264 and Opus through libopus (feature `codec`), pure H.264
+//! bitstream helpers ([`nal`]) that need neither, and their RTP payloads both ways
+//! (`rtp`, feature `net`).
 //!
 //! The encoders turn [`VideoFrame`](crate::media::VideoFrame)s and
 //! [`AudioFrame`](crate::media::AudioFrame)s into [`EncodedFrame`](crate::media::EncodedFrame)s
@@ -10,6 +11,8 @@ mod h264;
 pub mod nal;
 #[cfg(feature = "codec")]
 mod opus;
+#[cfg(feature = "net")]
+pub mod rtp;
 
 #[cfg(feature = "codec")]
 pub use h264::{H264Config, H264Decoder, H264Encoder};

@@ -17,11 +17,9 @@
 //! # Ok(()) }
 //! ```
 
-pub mod assemble;
 mod client;
 mod grid;
 pub mod session;
-pub mod synthetic;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -30,6 +28,7 @@ use crate::codec::CodecError;
 use crate::media::{AudioFrame, VideoFrame};
 use crate::signal::{DataMessage, ErrorCode, LeaveReason, ParticipantInfo, Speaker, TrackInfo};
 
+pub use crate::codec::rtp::level_dbov;
 pub use client::Room;
 pub use grid::GridView;
 pub use session::TrackStats;
@@ -216,34 +215,4 @@ pub struct RoomStats {
     pub publish_rtt_ms: Option<f64>,
     /// Per remote track.
     pub received: Vec<TrackStats>,
-}
-
-/// RFC 6464 level of a block of PCM: −dBov, 0 (full scale) … 127 (silence).
-pub fn level_dbov(samples: &[i16]) -> u8 {
-    if samples.is_empty() {
-        return 127;
-    }
-    let mean_square = samples
-        .iter()
-        .map(|&s| (s as f64) * (s as f64))
-        .sum::<f64>()
-        / samples.len() as f64;
-    let rms = mean_square.sqrt() / 32768.0;
-    if rms <= 0.0 {
-        return 127;
-    }
-    (-20.0 * rms.log10()).clamp(0.0, 127.0) as u8
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn levels() {
-        assert_eq!(level_dbov(&[0; 480]), 127);
-        assert_eq!(level_dbov(&[32767; 480]), 0);
-        let tenth: Vec<i16> = vec![3277; 480];
-        assert_eq!(level_dbov(&tenth), 19);
-    }
 }

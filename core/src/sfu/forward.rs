@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::transport::seq_after;
+use crate::codec::rtp::seq_after;
 
 /// The fields of an incoming RTP packet that forwarding reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

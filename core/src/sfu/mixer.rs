@@ -10,11 +10,10 @@ use bytes::Bytes;
 
 use super::forward::InHeader;
 use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::codec::rtp::{Assembled, FrameAssembler, MAX_RTP_PAYLOAD, packetize_h264};
 use crate::codec::{CodecError, H264Config, H264Decoder, H264Encoder};
 use crate::grid::compose::{Compositor, Fit, Quality};
 use crate::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
-use crate::room::assemble::{Assembled, FrameAssembler};
-use crate::transport::{MAX_RTP_PAYLOAD, packetize_h264};
 
 /// Settings of a room's composited grid.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::signal::Speaker;
 
-/// Levels quieter than this (dBov) count as silence.
-pub const VOICE_THRESHOLD_DBOV: u8 = 50;
+pub use crate::codec::rtp::VOICE_THRESHOLD_DBOV;
 
 /// Tracks levels and decides when to announce speakers.
 #[derive(Debug)]

@@ -36,6 +36,7 @@
 //! assert!(heard > 100, "{heard} audio frames in 2 simulated seconds");
 //! ```
 
+mod report;
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,9 +49,9 @@ use crate::media::read_stamp;
 use crate::netsim::{NetworkStats, Profile};
 use crate::room::RoomEvent;
 use crate::room::session::Phase;
-use crate::room::synthetic::{AudioPairReport, PairReport, Percentiles};
 use crate::sfu::token::TokenError;
 
+pub use report::{AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles};
 pub use world::{JoinOptions, Participant, SECRET, World};
 
 /// Shape of a simulated conference.

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use rtc::rtp;
 
+use crate::codec::rtp::{Assembled, FrameAssembler};
 use crate::codec::{H264Decoder, OpusDecoder};
 use crate::media::Channels;
 use crate::room::RoomEvent;
-use crate::room::assemble::{Assembled, FrameAssembler};
 use crate::signal::TrackKind;
 
 /// What one remote track delivered.

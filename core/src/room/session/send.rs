@@ -11,10 +11,11 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use super::pc::ClientPc;
 use super::{Session, Which};
+use crate::codec::rtp::{MAX_RTP_PAYLOAD, VOICE_THRESHOLD_DBOV, packetize_h264};
 use crate::media::EncodedFrame;
 use crate::room::RoomError;
 use crate::signal::{ClientMessage, PeerRole, PublishTrack, TrackKind, TrackSource};
-use crate::transport::{AUDIO_LEVEL_URI, MAX_RTP_PAYLOAD, packetize_h264};
+use crate::transport::AUDIO_LEVEL_URI;
 
 /// RTP state of one published track.
 pub(super) struct Outgoing {
@@ -213,7 +214,7 @@ impl Session {
             };
             out.seq = out.seq.wrapping_add(1);
             if let (Some(id), Some(level)) = (out.audio_level_id, level) {
-                let voice = level < crate::sfu::speaker::VOICE_THRESHOLD_DBOV;
+                let voice = level < VOICE_THRESHOLD_DBOV;
                 let byte = (u8::from(voice) << 7) | level;
                 let _ = header.set_extension(id, Bytes::copy_from_slice(&[byte]));
             }

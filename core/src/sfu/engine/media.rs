@@ -9,11 +9,11 @@ use rtc::rtp;
 
 use super::{Engine, SessionId};
 use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::codec::rtp::audio_level_dbov;
 use crate::sfu::forward::{Forwarding, InHeader, OutHeader};
 use crate::sfu::mixer::Mixer;
 use crate::sfu::rooms::{GRID_SESSION, GRID_TRACK};
 use crate::signal::{PeerRole, TrackKind};
-use crate::transport::audio_level_dbov;
 
 impl Engine {
     pub(super) fn forward(

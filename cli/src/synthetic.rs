@@ -2,22 +2,23 @@
 //! audio, send a chat message, and measure what they receive from each other — loss per pair
 //! and glass-to-glass latency from the stamps (capture time → decoded picture).
 //!
-//! `madang demo` runs one against an embedded server; tests use it too.
+//! `madang demo` runs one against an embedded server. (On simulated time, `madang::sim` does
+//! the same without sockets.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Room, RoomError, RoomEvent, RoomOptions, VideoOptions};
-use crate::grid::compose::Compositor;
-use crate::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
-use crate::media::{Channels, SpeechSource, TestPattern, VideoFrame, read_stamp};
-use crate::sfu::Server;
-use crate::signal::Role;
+use madang::grid::compose::Compositor;
+use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+use madang::media::{Channels, SpeechSource, TestPattern, VideoFrame, read_stamp};
+use madang::room::{Room, RoomError, RoomEvent, RoomOptions, VideoOptions};
+use madang::sfu::Server;
+use madang::signal::Role;
+pub use madang::sim::{AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles};
 
 /// Shape of a synthetic conference.
 #[derive(Clone, Debug)]
@@ -70,101 +71,6 @@ pub struct GridSink {
     pub height: u32,
     /// Receives the composed canvases.
     pub frames: tokio::sync::mpsc::Sender<VideoFrame>,
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 95th percentile.
-    pub p95: f64,
-    /// 99th percentile.
-    pub p99: f64,
-}
-
-impl Percentiles {
-    /// Percentiles of `samples` (ms); zeros when empty.
-    pub fn of(samples: &mut [f64]) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        Self {
-            p50: at(0.50),
-            p95: at(0.95),
-            p99: at(0.99),
-        }
-    }
-}
-
-/// What one participant received of another's video during the measured period.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct PairReport {
-    /// Publisher.
-    pub from: String,
-    /// Receiver.
-    pub to: String,
-    /// Pictures the publisher sent in the period.
-    pub frames_sent: u64,
-    /// Pictures that arrived (decoded or dropped as incomplete).
-    pub frames_received: u64,
-    /// Pictures decoded with their stamp read back.
-    pub frames_decoded: u64,
-    /// Share of sent pictures not decoded, percent.
-    pub loss_pct: f64,
-    /// Glass-to-glass latency: capture time in the stamp → decoded picture.
-    pub latency_ms: Percentiles,
-    /// Received video bitrate, kbit/s.
-    pub kbps: f64,
-    /// Inter-arrival jitter of the video at the receiver, ms.
-    pub jitter_ms: Option<f64>,
-    /// Round-trip time between the receiver and the server, ms.
-    pub rtt_ms: Option<f64>,
-}
-
-/// What one participant received of another's audio.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct AudioPairReport {
-    /// Publisher.
-    pub from: String,
-    /// Receiver.
-    pub to: String,
-    /// 20 ms frames the publisher sent in the period.
-    pub frames_sent: u64,
-    /// Frames decoded by the receiver in the period.
-    pub frames_received: u64,
-    /// Share not received, percent.
-    pub loss_pct: f64,
-}
-
-/// Chat messages.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct DataReport {
-    /// Messages sent (each to everyone else).
-    pub sent: u64,
-    /// Deliveries received.
-    pub received: u64,
-    /// Deliveries expected (sent × (participants − 1)).
-    pub expected: u64,
-}
-
-/// Result of a synthetic conference.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct ConferenceReport {
-    /// Participants.
-    pub participants: usize,
-    /// Measured seconds.
-    pub seconds: f64,
-    /// Seconds it took until everyone saw everyone.
-    pub warmup_seconds: f64,
-    /// Video, per ordered pair.
-    pub pairs: Vec<PairReport>,
-    /// Audio, per ordered pair.
-    pub audio: Vec<AudioPairReport>,
-    /// Chat.
-    pub data_messages: DataReport,
 }
 
 /// A live status line while a conference runs.
@@ -328,18 +234,9 @@ async fn participant(
 }
 
 /// Runs a synthetic conference against `server`: joins `config.participants` participants,
-/// waits until everyone receives everyone, measures for `config.seconds`, and reports.
-/// `progress` is called about twice a second. `snapshot` receives, at the end, the last
-/// picture the first participant decoded from the second.
-pub async fn run_conference(
-    server: &Server,
-    config: &ConferenceConfig,
-    progress: impl FnMut(&Progress),
-) -> Result<(ConferenceReport, Option<VideoFrame>), RoomError> {
-    run_conference_with_grid(server, config, progress, None).await
-}
-
-/// [`run_conference`], and the first participant's composed view sent to `grid`.
+/// waits until everyone receives everyone, measures for `config.seconds`, and reports, with
+/// the last picture the first participant decoded from the second. `progress` is called about
+/// twice a second; with `grid`, the first participant's composed view goes there.
 pub async fn run_conference_with_grid(
     server: &Server,
     config: &ConferenceConfig,
@@ -451,7 +348,7 @@ pub async fn run_conference_with_grid(
     let mut snapshot = None;
     for (i, (room, received)) in results.iter().enumerate() {
         let me = &identities[i];
-        let stats: BTreeMap<String, super::TrackStats> = room
+        let stats: BTreeMap<String, madang::room::TrackStats> = room
             .stats()
             .await
             .received
@@ -531,17 +428,4 @@ pub async fn run_conference_with_grid(
         },
         snapshot,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles() {
-        let mut v: Vec<f64> = (1..=100).map(|i| i as f64).collect();
-        let p = Percentiles::of(&mut v);
-        assert_eq!((p.p50, p.p95, p.p99), (51.0, 95.0, 99.0));
-        assert_eq!(Percentiles::of(&mut []), Percentiles::default());
-    }
 }
