@@ -270,3 +270,42 @@ fn vanished_participants_are_removed() {
         at - t
     );
 }
+
+#[test]
+fn a_grid_room_composes_inline_on_simulated_time() {
+    let mut config = World::engine_config();
+    config.grid_rooms = vec!["sim".into()];
+    config.grid = madang::sfu::mixer::GridConfig {
+        width: 320,
+        height: 180,
+        fps: 10,
+        bitrate_kbps: 400,
+    };
+    let mut w = World::new("lan".parse().unwrap(), 4, config);
+    let mut seen = Seen::default();
+    w.join("alice", JoinOptions::default()).unwrap();
+    w.join("bob", JoinOptions::default()).unwrap();
+    let tv = w
+        .join(
+            "tv",
+            JoinOptions {
+                role: Role::Viewer,
+                video: None,
+                audio: false,
+                auto_subscribe: false,
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap();
+    run_world(&mut w, &mut seen, 1.0);
+    w.send(
+        tv,
+        madang::signal::ClientMessage::Subscribe {
+            tracks: vec!["grid/grid".into()],
+        },
+    );
+    run_world(&mut w, &mut seen, 3.0);
+    let grid = seen.pictures(tv, "grid");
+    assert!(grid >= 15, "{grid} grid pictures in 3 s at 10 fps");
+    assert_eq!(seen.pictures(tv, "alice") + seen.pictures(tv, "bob"), 0);
+}

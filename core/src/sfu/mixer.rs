@@ -162,6 +162,213 @@ impl Mixer {
     }
 }
 
+/// What a grid produced, for the engine to act on.
+#[derive(Debug)]
+pub(crate) enum MixerOutput {
+    /// The RTP packets of one grid frame.
+    Packets(Vec<(InHeader, Bytes)>),
+    /// A participant's decoder waits for a keyframe of this room track.
+    NeedKeyframe(String),
+}
+
+/// Work for a grid.
+enum Job {
+    Input {
+        track: String,
+        identity: String,
+        header: InHeader,
+        payload: Bytes,
+    },
+    Tick {
+        people: Vec<Person>,
+        now: Instant,
+    },
+    Keyframe,
+}
+
+/// Most jobs waiting for a grid's thread: a few grid frames' worth of input packets of a
+/// full room. When it is full the oldest job is dropped (the grid then waits for a keyframe
+/// of that participant), so a grid that cannot keep up never holds up forwarding.
+const QUEUE: usize = 1024;
+
+/// The jobs between the engine and a grid's thread.
+#[derive(Default)]
+pub(crate) struct Queue {
+    jobs: std::sync::Mutex<(std::collections::VecDeque<Job>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+/// A room's grid, run inline (simulation: deterministic) or on its own thread (the server:
+/// decoding, composing and encoding never delay forwarding for other rooms).
+pub(crate) enum GridRunner {
+    /// Work done at once on the caller's thread.
+    Inline {
+        mixer: Box<Mixer>,
+        outputs: std::collections::VecDeque<MixerOutput>,
+    },
+    /// Work handed to a thread through a bounded drop-oldest queue.
+    Thread {
+        queue: std::sync::Arc<Queue>,
+        outputs: std::sync::mpsc::Receiver<MixerOutput>,
+        dropped: u64,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+impl GridRunner {
+    /// A grid for one room; `threaded` puts its work on a thread of its own.
+    pub fn new(
+        config: GridConfig,
+        ssrc: u32,
+        now: Instant,
+        threaded: bool,
+    ) -> Result<Self, CodecError> {
+        let mixer = Mixer::new(config, ssrc, now)?;
+        if !threaded {
+            return Ok(Self::Inline {
+                mixer: Box::new(mixer),
+                outputs: Default::default(),
+            });
+        }
+        let queue = std::sync::Arc::new(Queue::default());
+        let (tx, outputs) = std::sync::mpsc::channel();
+        let worker_queue = queue.clone();
+        let spawned = std::thread::Builder::new()
+            .name("madang-grid".into())
+            .spawn(move || run_grid(mixer, &worker_queue, &tx));
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("cannot start a grid thread ({e}); composing on the engine's");
+                return Self::new(config, ssrc, now, false);
+            }
+        };
+        Ok(Self::Thread {
+            queue,
+            outputs,
+            dropped: 0,
+            thread: Some(thread),
+        })
+    }
+
+    fn submit(&mut self, job: Job) {
+        match self {
+            Self::Inline { mixer, outputs } => work(mixer, job, &mut |o| outputs.push_back(o)),
+            Self::Thread { queue, dropped, .. } => {
+                // The lock guards a queue operation only; a poisoned lock means the grid
+                // thread panicked, and then the job has nobody to do it anyway.
+                if let Ok(mut guard) = queue.jobs.lock() {
+                    if guard.0.len() >= QUEUE {
+                        guard.0.pop_front();
+                        *dropped += 1;
+                    }
+                    guard.0.push_back(job);
+                }
+                queue.ready.notify_one();
+            }
+        }
+    }
+
+    /// One RTP packet of a participant's video.
+    pub fn input(&mut self, track: &str, identity: &str, header: &InHeader, payload: &Bytes) {
+        self.submit(Job::Input {
+            track: track.to_owned(),
+            identity: identity.to_owned(),
+            header: *header,
+            payload: payload.clone(),
+        });
+    }
+
+    /// Compose and encode one frame of `people` (and forget tracks of anyone else).
+    pub fn tick(&mut self, people: Vec<Person>, now: Instant) {
+        self.submit(Job::Tick { people, now });
+    }
+
+    /// A subscriber lost the picture: the next grid frame is an IDR.
+    pub fn request_keyframe(&mut self) {
+        self.submit(Job::Keyframe);
+    }
+
+    /// The next thing the grid produced.
+    pub fn poll_output(&mut self) -> Option<MixerOutput> {
+        match self {
+            Self::Inline { outputs, .. } => outputs.pop_front(),
+            Self::Thread { outputs, .. } => outputs.try_recv().ok(),
+        }
+    }
+
+    /// Jobs dropped because the grid's thread fell behind.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Self::Inline { .. } => 0,
+            Self::Thread { dropped, .. } => *dropped,
+        }
+    }
+}
+
+impl Drop for GridRunner {
+    fn drop(&mut self) {
+        if let Self::Thread { queue, thread, .. } = self {
+            if let Ok(mut guard) = queue.jobs.lock() {
+                guard.1 = true;
+            }
+            queue.ready.notify_one();
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Does one job.
+fn work(mixer: &mut Mixer, job: Job, out: &mut dyn FnMut(MixerOutput)) {
+    match job {
+        Job::Input {
+            track,
+            identity,
+            header,
+            payload,
+        } => {
+            mixer.input(&track, &identity, &header, &payload);
+            // Asked once per picture (at its last packet), not once per packet.
+            if header.marker && mixer.needs_keyframe(&track) {
+                out(MixerOutput::NeedKeyframe(track));
+            }
+        }
+        Job::Tick { people, now } => {
+            mixer.retain_tracks(|t| people.iter().any(|p| t.starts_with(&format!("{}/", p.id))));
+            out(MixerOutput::Packets(mixer.produce(&people, now)));
+        }
+        Job::Keyframe => mixer.request_keyframe(),
+    }
+}
+
+/// A grid's thread: jobs in order until the runner is dropped.
+fn run_grid(mut mixer: Mixer, queue: &Queue, tx: &std::sync::mpsc::Sender<MixerOutput>) {
+    loop {
+        let job = {
+            let Ok(mut guard) = queue.jobs.lock() else {
+                return;
+            };
+            loop {
+                if guard.1 {
+                    return;
+                }
+                if let Some(job) = guard.0.pop_front() {
+                    break job;
+                }
+                guard = match queue.ready.wait(guard) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+        };
+        work(&mut mixer, job, &mut |o| {
+            let _ = tx.send(o);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +429,57 @@ mod tests {
         assert_eq!((frame.width(), frame.height()), (640, 360));
         // A single 16:9 participant fills the 16:9 canvas (minus rounding), stamp included.
         assert_eq!(read_stamp(&frame).map(|s| s.seq), Some(4));
+    }
+
+    #[test]
+    fn a_grid_on_its_own_thread_hands_its_frames_back() {
+        let t0 = Instant::now();
+        let config = GridConfig {
+            width: 320,
+            height: 180,
+            fps: 15,
+            bitrate_kbps: 500,
+        };
+        let mut grid = GridRunner::new(config, 78, t0, true).unwrap();
+        assert!(matches!(grid, GridRunner::Thread { .. }));
+        let pattern = TestPattern::new(320, 180).unwrap();
+        let mut enc = H264Encoder::new(H264Config::new(320, 180)).unwrap();
+        let mut seq = 0u16;
+        for i in 0..3u32 {
+            let unit = enc.encode(&pattern.frame(i, 0)).unwrap().unwrap();
+            let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
+            let n = payloads.len();
+            for (k, p) in payloads.iter().enumerate() {
+                let h = InHeader {
+                    ssrc: 5,
+                    seq,
+                    timestamp: i * 6000,
+                    marker: k == n - 1,
+                    keyframe_start: false,
+                };
+                grid.input("alice/camera", "alice", &h, p);
+                seq += 1;
+            }
+        }
+        grid.tick(
+            vec![Person::new("alice")],
+            t0 + std::time::Duration::from_millis(66),
+        );
+        // The thread answers in its own time; wait a bounded while.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut packets = None;
+        while packets.is_none() && Instant::now() < deadline {
+            match grid.poll_output() {
+                Some(MixerOutput::Packets(p)) => packets = Some(p),
+                Some(MixerOutput::NeedKeyframe(t)) => {
+                    panic!("alice's stream began with an IDR: {t}")
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let packets = packets.expect("a grid frame within 5 s");
+        assert!(packets[0].0.keyframe_start && packets.last().unwrap().0.marker);
+        assert_eq!(grid.dropped(), 0);
+        drop(grid); // joins the thread
     }
 }

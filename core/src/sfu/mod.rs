@@ -197,6 +197,7 @@ impl Server {
             grid_rooms: config.grid_rooms.clone(),
             grid: config.grid,
             seed: None,
+            grid_thread: true,
         };
         let network = config.network.clone();
         // The engine owns every peer connection and runs alone on its own thread with a

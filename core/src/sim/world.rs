@@ -200,6 +200,7 @@ impl World {
     pub fn new(profile: Profile, seed: u64, mut engine: EngineConfig) -> Self {
         let t0 = Instant::now();
         engine.seed = Some(seed);
+        engine.grid_thread = false;
         Self {
             t0,
             now: t0,

@@ -11,7 +11,7 @@ use super::{Engine, SessionId};
 use crate::codec::nal::rtp_payload_starts_keyframe;
 use crate::codec::rtp::audio_level_dbov;
 use crate::sfu::forward::{Forwarding, InHeader, OutHeader};
-use crate::sfu::mixer::Mixer;
+use crate::sfu::mixer::{GridRunner, MixerOutput};
 use crate::sfu::rooms::{GRID_SESSION, GRID_TRACK};
 use crate::signal::{PeerRole, TrackKind};
 
@@ -60,9 +60,6 @@ impl Engine {
                 .unwrap_or_default();
             if let Some(mixer) = self.mixer(&room, now) {
                 mixer.input(&room_track, &identity, &header, &packet.payload);
-                if mixer.needs_keyframe(&room_track) {
-                    self.request_keyframe(publisher, track_id, now);
-                }
             }
         }
         let want_keyframe =
@@ -154,11 +151,11 @@ impl Engine {
         want_keyframe
     }
 
-    /// The room's grid mixer, created on first use.
-    fn mixer(&mut self, room: &str, now: Instant) -> Option<&mut Mixer> {
+    /// The room's grid, created on first use.
+    fn mixer(&mut self, room: &str, now: Instant) -> Option<&mut GridRunner> {
         if !self.mixers.contains_key(room) {
             let ssrc = self.random_ssrc();
-            match Mixer::new(self.grid, ssrc, now) {
+            match GridRunner::new(self.grid, ssrc, now, self.grid_thread) {
                 Ok(m) => {
                     self.mixers.insert(room.to_owned(), m);
                 }
@@ -171,7 +168,7 @@ impl Engine {
         self.mixers.get_mut(room)
     }
 
-    /// Composes, encodes and sends one frame of every room's grid.
+    /// Asks every room's grid for a frame (composed, encoded and sent when it is done).
     pub(super) fn on_grid_tick(&mut self, now: Instant) {
         let rooms: Vec<String> = self.mixers.keys().cloned().collect();
         for room in rooms {
@@ -180,20 +177,43 @@ impl Engine {
                 self.mixers.remove(&room);
                 continue;
             }
-            let Some(mixer) = self.mixers.get_mut(&room) else {
-                continue;
-            };
-            mixer.retain_tracks(|t| people.iter().any(|p| t.starts_with(&format!("{}/", p.id))));
-            let packets = mixer.produce(&people, now);
-            let mut want_keyframe = false;
-            for (header, payload) in &packets {
-                want_keyframe |=
-                    self.send_to_carriers(&room, GRID_TRACK, header, payload, true, now);
-            }
-            if want_keyframe && let Some(mixer) = self.mixers.get_mut(&room) {
-                mixer.request_keyframe();
+            if let Some(mixer) = self.mixers.get_mut(&room) {
+                mixer.tick(people, now);
             }
         }
+    }
+
+    /// Acts on what the grids produced: frames go to their subscribers, a participant the
+    /// grid lost gets a keyframe request. A grid on its own thread delivers here at the
+    /// engine's next pass (datagrams arrive continuously in a grid room; at the latest, the
+    /// next grid tick).
+    pub(super) fn drain_grids(&mut self, now: Instant) {
+        if self.mixers.is_empty() {
+            return;
+        }
+        let rooms: Vec<String> = self.mixers.keys().cloned().collect();
+        for room in rooms {
+            while let Some(output) = self.mixers.get_mut(&room).and_then(|m| m.poll_output()) {
+                match output {
+                    MixerOutput::Packets(packets) => {
+                        let mut want_keyframe = false;
+                        for (header, payload) in &packets {
+                            want_keyframe |= self
+                                .send_to_carriers(&room, GRID_TRACK, header, payload, true, now);
+                        }
+                        if want_keyframe && let Some(mixer) = self.mixers.get_mut(&room) {
+                            mixer.request_keyframe();
+                        }
+                    }
+                    MixerOutput::NeedKeyframe(track) => {
+                        if let Some(publisher) = self.rooms.publisher_of(&room, &track) {
+                            self.request_keyframe_of_track(publisher, &track, now);
+                        }
+                    }
+                }
+            }
+        }
+        self.stats.grid_dropped = self.mixers.values().map(GridRunner::dropped).sum();
     }
 
     /// The room track a subscriber's slot (found by its sending SSRC) carries, and that
@@ -291,6 +311,11 @@ impl Engine {
             }
             return;
         }
+        self.request_keyframe_of_track(publisher, &track, now);
+    }
+
+    /// Asks `publisher` for a keyframe of its room track `track`.
+    fn request_keyframe_of_track(&mut self, publisher: SessionId, track: &str, now: Instant) {
         let track_id = self.peers.get(&publisher).and_then(|p| {
             p.published
                 .iter()

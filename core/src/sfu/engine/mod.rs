@@ -59,7 +59,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
-use super::mixer::{GridConfig, Mixer};
+use super::mixer::{GridConfig, GridRunner};
 use super::peer::stun_server_ufrag;
 pub use super::rooms::SessionId;
 use super::rooms::{Effect, Rooms, RoomsConfig, Work};
@@ -129,6 +129,10 @@ pub struct EngineConfig {
     /// Seed of ICE credentials and SSRCs. `None` (the default) seeds from the operating
     /// system's random source; a fixed seed makes simulated runs repeatable.
     pub seed: Option<u64>,
+    /// Decode, compose and encode each grid on a thread of its own (the default), so that a
+    /// busy grid room never delays forwarding; off, grids work inline (deterministic, for
+    /// simulation).
+    pub grid_thread: bool,
 }
 
 impl EngineConfig {
@@ -143,6 +147,7 @@ impl EngineConfig {
             grid_rooms: Vec::new(),
             grid: GridConfig::default(),
             seed: None,
+            grid_thread: true,
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct EngineStats {
     pub retransmitted: u64,
     /// Participants currently joined.
     pub participants: usize,
+    /// Grid input packets dropped because a grid's thread fell behind.
+    pub grid_dropped: u64,
     /// What the simulated network of `ServerConfig::network` did, per direction (filled by
     /// the driver; `None` without impairment).
     pub network: Option<crate::netsim::NetworkStats>,
@@ -246,7 +253,9 @@ pub struct Engine {
     simulate_loss_every: Option<u32>,
     video_written: u64,
     grid: GridConfig,
-    mixers: BTreeMap<String, Mixer>,
+    mixers: BTreeMap<String, GridRunner>,
+    /// Grids compose on threads of their own (off in simulation: inline is deterministic).
+    grid_thread: bool,
     stats: EngineStats,
 }
 
@@ -311,6 +320,7 @@ impl Engine {
             video_written: 0,
             grid: config.grid,
             mixers: BTreeMap::new(),
+            grid_thread: config.grid_thread,
             stats: EngineStats::default(),
         }
     }
@@ -497,6 +507,16 @@ impl Engine {
         let mut rounds = 0;
         while !self.dirty.is_empty() && rounds < SETTLE_ROUNDS {
             rounds += 1;
+            let keys = std::mem::take(&mut self.dirty);
+            for key in keys {
+                self.drain_pc(key);
+            }
+            self.apply_effects();
+        }
+        let now = self.now;
+        self.drain_grids(now);
+        if !self.dirty.is_empty() {
+            // Grid frames written to subscribers: out with this pass.
             let keys = std::mem::take(&mut self.dirty);
             for key in keys {
                 self.drain_pc(key);
