@@ -15,8 +15,9 @@
 //! - [`grid`]: participant layout (pure; also for wasm32).
 //! - [`netsim`]: a seeded simulated network (delay, jitter, loss, bursts, rate caps, outages)
 //!   for tests on simulated time and for impairing the server's real sockets.
-//! - `room` (feature `net`): the client — `room::session::Session` is its sans-I/O core,
-//!   `room::Room` the tokio driver around it.
+//! - [`room`]: the client — `room::session::Session` is its sans-I/O core and `room::Room`
+//!   the tokio driver around it (feature `net`); [`room::RoomState`], the roster kept from
+//!   the server's messages, is pure (also for wasm32).
 //! - `sfu` (feature `net`): the room server — `sfu::engine::Engine` is its sans-I/O core,
 //!   `sfu::Server` the tokio driver (one UDP port, HTTP, WebSocket signalling).
 //! - `sim` (feature `net`): a whole conference on simulated time over [`netsim`].
@@ -50,7 +51,6 @@ pub mod codec;
 pub mod grid;
 pub mod media;
 pub mod netsim;
-#[cfg(feature = "net")]
 pub mod room;
 #[cfg(feature = "net")]
 pub mod sfu;

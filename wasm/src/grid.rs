@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Rect, Viewport, initials};
 use wasm_bindgen::JsCast;
@@ -12,7 +12,6 @@ use wasm_bindgen::prelude::*;
 use web_sys::{HtmlElement, HtmlVideoElement, MediaStream, ResizeObserver};
 
 use crate::error::{MadangError, Result};
-use crate::room::Inner;
 
 /// `gallery`, `speaker`, `spotlight` or `broadcast`.
 pub fn mode_from_str(mode: &str) -> Result<Mode> {
@@ -53,6 +52,14 @@ pub fn layout_for(people: &[Person], width: u32, height: u32, mode: Mode) -> Lay
 }
 
 /// One participant's tile: its element, the video inside, the label.
+/// What the grid shows: the people in join order, the stream of each who has video, and
+/// which of them is this page (its view is mirrored).
+pub(crate) struct Scene {
+    pub people: Vec<Person>,
+    pub streams: HashMap<String, MediaStream>,
+    pub local: Option<String>,
+}
+
 struct TileEls {
     tile: HtmlElement,
     video: HtmlVideoElement,
@@ -71,7 +78,13 @@ pub(crate) struct GridView {
 
 impl GridView {
     /// Fills `element` with a positioned container and watches its size.
-    pub(crate) fn attach(element: HtmlElement, mode: Mode, room: Weak<Inner>) -> Result<Rc<Self>> {
+    /// Takes over `element`; `on_resize` runs when it changes size (the room then lays out
+    /// again and calls [`render`](Self::render)).
+    pub(crate) fn attach(
+        element: HtmlElement,
+        mode: Mode,
+        on_resize: impl Fn() + 'static,
+    ) -> Result<Rc<Self>> {
         let style = element.style();
         if style
             .get_property_value("position")
@@ -81,11 +94,7 @@ impl GridView {
             let _ = style.set_property("position", "relative");
         }
         let _ = element.set_attribute("data-madang-grid", "");
-        let on_resize = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-            if let Some(room) = room.upgrade() {
-                room.relayout();
-            }
-        });
+        let on_resize = Closure::<dyn FnMut(JsValue)>::new(move |_| on_resize());
         let observer = ResizeObserver::new(on_resize.as_ref().unchecked_ref()).ok();
         if let Some(o) = &observer {
             o.observe(&element);
@@ -100,16 +109,13 @@ impl GridView {
     }
 
     /// Places everyone again from the room's current state.
-    pub(crate) fn render(&self, room: &Inner) {
-        let (people, streams, local) = {
-            let st = room.state.borrow();
-            let people = st.persons();
-            let streams: HashMap<String, MediaStream> = people
-                .iter()
-                .filter_map(|p| Some((p.id.clone(), st.video_stream_of(&p.id)?)))
-                .collect();
-            (people, streams, st.local_identity().map(str::to_owned))
-        };
+    /// Lays out `scene` in the element and shows each person's stream in its tile.
+    pub(crate) fn render(&self, scene: Scene) {
+        let Scene {
+            people,
+            streams,
+            local,
+        } = scene;
         let rect = self.root.get_bounding_client_rect();
         let layout = layout_for(
             &people,

@@ -6,15 +6,16 @@
 //! listeners) only after the borrow has ended, so a listener may call back into the room.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use js_sys::{Array, Function, Promise};
 use madang::grid::layout::Person;
+use madang::room::RoomState;
 use madang::signal::{
     ClientMessage, DataMessage, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
-    ServerMessage, Speaker, TrackInfo, TrackKind, TrackSource, decode_server, encode,
+    ServerMessage, TrackInfo, TrackKind, TrackSource, decode_server, encode,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -25,7 +26,7 @@ use web_sys::{
 };
 
 use crate::error::{MadangError, Result};
-use crate::grid::GridView;
+use crate::grid::{GridView, Scene};
 use crate::js::{call, get, get_f64, get_str, obj, s};
 
 /// How long to wait for ICE gathering before sending an offer with what is there.
@@ -49,12 +50,9 @@ struct Published {
 /// Everything the room knows; only plain Rust work happens while it is borrowed.
 #[derive(Default)]
 pub(crate) struct State {
-    room: String,
-    local: Option<ParticipantInfo>,
-    /// Everyone including this page, in join order.
-    people: Vec<ParticipantInfo>,
-    tracks: BTreeMap<String, TrackInfo>,
-    speakers: Vec<Speaker>,
+    /// Who is in the room, their tracks, the receive slots, the speakers: the core's roster,
+    /// fed with every server message.
+    roster: RoomState,
     publisher: Option<RtcPeerConnection>,
     published: Vec<Published>,
     /// Publishing transceivers idle since an unpublish, by kind.
@@ -68,8 +66,6 @@ pub(crate) struct State {
     subscriber_busy: bool,
     subscriber_again: bool,
     subscriber_answer: Option<oneshot::Sender<String>>,
-    /// mid → remote track id, from the server's `slots`.
-    slots: HashMap<String, String>,
     /// mid → what the browser receives on it.
     receivers: HashMap<String, (MediaStreamTrack, MediaStream)>,
     /// mid → the track id last announced as subscribed on it.
@@ -84,24 +80,13 @@ pub(crate) struct State {
 impl State {
     /// The people as the layout sees them, in join order.
     pub(crate) fn persons(&self) -> Vec<Person> {
-        self.people
-            .iter()
-            .map(|p| {
-                let mut person = Person::of(p, self.video_track_of(&p.identity).is_some());
-                person.speaker_rank = self
-                    .speakers
-                    .iter()
-                    .position(|s| s.identity == p.identity)
-                    .map(|r| r as u32);
-                person
-            })
-            .collect()
+        self.roster
+            .persons(|p| self.video_track_of(&p.identity).is_some())
     }
 
     /// The id of the video track shown for `identity`: a screen share before the camera.
     fn video_track_of(&self, identity: &str) -> Option<String> {
-        let local = self.local.as_ref().is_some_and(|l| l.identity == identity);
-        if local {
+        if self.roster.is_local(identity) {
             let mut mine: Vec<&Published> = self
                 .published
                 .iter()
@@ -110,16 +95,13 @@ impl State {
             mine.sort_by_key(|p| p.source != TrackSource::Screen);
             return mine.first().map(|p| p.source.track_id(identity));
         }
-        [TrackSource::Screen, TrackSource::Camera]
-            .iter()
-            .map(|s| s.track_id(identity))
-            .find(|id| self.tracks.get(id).is_some_and(|t| !t.muted))
+        self.roster.video_track_of(identity)
     }
 
     /// The stream to show for `identity`, if its video is here.
     pub(crate) fn video_stream_of(&self, identity: &str) -> Option<MediaStream> {
         let track = self.video_track_of(identity)?;
-        if self.local.as_ref().is_some_and(|l| l.identity == identity) {
+        if self.roster.is_local(identity) {
             let source = track.rsplit('/').next()?;
             return self
                 .published
@@ -132,15 +114,15 @@ impl State {
     }
 
     pub(crate) fn local_identity(&self) -> Option<&str> {
-        self.local.as_ref().map(|l| l.identity.as_str())
+        self.roster.local().map(|l| l.identity.as_str())
     }
 
     pub(crate) fn room_name(&self) -> &str {
-        &self.room
+        self.roster.room()
     }
 
     pub(crate) fn people(&self) -> &[ParticipantInfo] {
-        &self.people
+        self.roster.people()
     }
 }
 
@@ -388,23 +370,10 @@ impl Inner {
                 return self.emit_error(MadangError::new("server", format!("bad message: {e}")));
             }
         };
+        self.state.borrow_mut().roster.apply(&message);
         match message {
-            ServerMessage::Joined {
-                room,
-                participant,
-                participants,
-                tracks,
-                ..
-            } => {
-                let tx = {
-                    let mut st = self.state.borrow_mut();
-                    st.room = room;
-                    st.people = participants;
-                    st.people.push(participant.clone());
-                    st.local = Some(participant);
-                    st.tracks = tracks.into_iter().map(|t| (t.id.clone(), t)).collect();
-                    st.join.take()
-                };
+            ServerMessage::Joined { .. } => {
+                let tx = self.state.borrow_mut().join.take();
                 if let Some(tx) = tx {
                     let _ = tx.send(Ok(()));
                 }
@@ -425,21 +394,10 @@ impl Inner {
                 }
             }
             ServerMessage::ParticipantJoined { participant } => {
-                {
-                    let mut st = self.state.borrow_mut();
-                    st.people.retain(|p| p.identity != participant.identity);
-                    st.people.push(participant.clone());
-                }
                 self.emit("participantJoined", participant_js(&participant));
                 self.relayout();
             }
             ServerMessage::ParticipantLeft { identity, reason } => {
-                {
-                    let mut st = self.state.borrow_mut();
-                    st.people.retain(|p| p.identity != identity);
-                    st.tracks.retain(|_, t| t.participant != identity);
-                    st.speakers.retain(|s| s.identity != identity);
-                }
                 self.emit(
                     "participantLeft",
                     obj(&[("identity", s(&identity)), ("reason", s(reason.as_str()))]),
@@ -447,22 +405,14 @@ impl Inner {
                 self.relayout();
             }
             ServerMessage::TrackPublished { track } => {
-                self.state
-                    .borrow_mut()
-                    .tracks
-                    .insert(track.id.clone(), track.clone());
                 self.emit("trackPublished", track_js(&track));
                 self.relayout();
             }
             ServerMessage::TrackUnpublished { track } => {
-                self.state.borrow_mut().tracks.remove(&track);
                 self.emit("trackUnpublished", obj(&[("track", s(&track))]));
                 self.relayout();
             }
             ServerMessage::TrackMuted { track, muted } => {
-                if let Some(t) = self.state.borrow_mut().tracks.get_mut(&track) {
-                    t.muted = muted;
-                }
                 self.emit(
                     "trackMuted",
                     obj(&[("track", s(&track)), ("muted", muted.into())]),
@@ -493,13 +443,7 @@ impl Inner {
                     }
                 });
             }
-            ServerMessage::Slots { slots } => {
-                self.state.borrow_mut().slots = slots
-                    .into_iter()
-                    .filter_map(|s| Some((s.mid, s.track?)))
-                    .collect();
-                self.bind_tracks();
-            }
+            ServerMessage::Slots { .. } => self.bind_tracks(),
             ServerMessage::Candidate { pc, candidate } => {
                 let target = {
                     let st = self.state.borrow();
@@ -526,7 +470,6 @@ impl Inner {
                 }
             }
             ServerMessage::ActiveSpeaker { speakers } => {
-                self.state.borrow_mut().speakers = speakers.clone();
                 let list: Array = speakers
                     .iter()
                     .map(|s| {
@@ -571,9 +514,9 @@ impl Inner {
             let mut st = self.state.borrow_mut();
             let mut fresh = Vec::new();
             let slots: Vec<(String, String)> = st
-                .slots
-                .iter()
-                .map(|(m, t)| (m.clone(), t.clone()))
+                .roster
+                .slots()
+                .map(|(m, t)| (m.to_owned(), t.to_owned()))
                 .collect();
             for (mid, track_id) in slots {
                 if st.bound.get(&mid) == Some(&track_id) {
@@ -584,8 +527,8 @@ impl Inner {
                 };
                 let track = track.clone();
                 let info = st
-                    .tracks
-                    .get(&track_id)
+                    .roster
+                    .track(&track_id)
                     .cloned()
                     .unwrap_or_else(|| TrackInfo {
                         id: track_id.clone(),
@@ -1016,7 +959,12 @@ impl Inner {
         if let Some(old) = old {
             old.detach();
         }
-        let view = GridView::attach(element, mode, Rc::downgrade(self))?;
+        let room = Rc::downgrade(self);
+        let view = GridView::attach(element, mode, move || {
+            if let Some(room) = room.upgrade() {
+                room.relayout();
+            }
+        })?;
         self.state.borrow_mut().grid = Some(view);
         self.relayout();
         Ok(())
@@ -1032,10 +980,28 @@ impl Inner {
 
     /// Lays the grid out again (join, leave, speaker, tracks, resize).
     pub(crate) fn relayout(&self) {
-        let grid = self.state.borrow().grid.clone();
-        if let Some(grid) = grid {
-            grid.render(self);
-        }
+        let (grid, scene) = {
+            let st = self.state.borrow();
+            let Some(grid) = st.grid.clone() else {
+                return;
+            };
+            let people = st.persons();
+            let streams = people
+                .iter()
+                .filter_map(|p| Some((p.id.clone(), st.video_stream_of(&p.id)?)))
+                .collect();
+            let local = st.local_identity().map(str::to_owned);
+            (
+                grid,
+                Scene {
+                    people,
+                    streams,
+                    local,
+                },
+            )
+        };
+        // Rendering touches the DOM: after the state borrow ends.
+        grid.render(scene);
     }
 
     /// Leaves: tells the server, ends local tracks, closes the connections.

@@ -1,6 +1,10 @@
 //! The room client: join a room on a madang server, publish video and audio, receive and
 //! decode everyone else's.
 //!
+//! [`RoomState`] (who is in the room, their tracks, the receive slots, the speakers) is pure
+//! and also builds for wasm32, where the browser module uses it; the rest needs the feature
+//! `net`: `session::Session` is the sans-I/O client core and `Room` its tokio driver.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), madang::room::RoomError> {
 //! use madang::media::TestPattern;
@@ -17,9 +21,13 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "net")]
 mod client;
+#[cfg(feature = "net")]
 mod grid;
+#[cfg(feature = "net")]
 pub mod session;
+pub mod state;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -28,10 +36,15 @@ use crate::codec::CodecError;
 use crate::media::{AudioFrame, VideoFrame};
 use crate::signal::{DataMessage, ErrorCode, LeaveReason, ParticipantInfo, Speaker, TrackInfo};
 
+#[cfg(feature = "net")]
 pub use crate::codec::rtp::level_dbov;
+#[cfg(feature = "net")]
 pub use client::Room;
+#[cfg(feature = "net")]
 pub use grid::GridView;
+#[cfg(feature = "net")]
 pub use session::TrackStats;
+pub use state::RoomState;
 
 /// What to publish.
 #[derive(Clone, Debug, PartialEq)]
@@ -206,6 +219,7 @@ pub struct SendStats {
     pub dropped_before_connected: u64,
 }
 
+#[cfg(feature = "net")]
 /// A snapshot of [`Room::stats`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoomStats {

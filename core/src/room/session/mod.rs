@@ -39,7 +39,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::{RoomError, RoomEvent, SendStats};
+use super::{RoomError, RoomEvent, RoomState, SendStats};
 use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
     TrackInfo, TrackKind,
@@ -164,8 +164,8 @@ pub struct Session {
     keyframe_wanted: bool,
     /// Receive slots the server asked for, `(audio, video)`.
     want_slots: (u32, u32),
-    /// Subscriber mid → the room track it carries now.
-    slots: BTreeMap<String, String>,
+    /// The roster and the receive slots, from the server's messages.
+    state: RoomState,
     /// The subscriber connection's track ids → where they arrive.
     incoming: HashMap<String, Incoming>,
     recv: BTreeMap<String, RecvSlot>,
@@ -224,7 +224,7 @@ impl Session {
             audio_out: None,
             keyframe_wanted: true,
             want_slots: (0, 0),
-            slots: BTreeMap::new(),
+            state: RoomState::default(),
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
             receive_stats: BTreeMap::new(),
@@ -245,6 +245,11 @@ impl Session {
     /// Where the session stands.
     pub fn phase(&self) -> &Phase {
         &self.phase
+    }
+
+    /// The room now: people, tracks, receive slots, speakers.
+    pub fn state(&self) -> &RoomState {
+        &self.state
     }
 
     /// The room as it was at join time, once joined.
@@ -303,6 +308,7 @@ impl Session {
     /// A message from the server.
     pub fn handle_signal(&mut self, now: Instant, message: ServerMessage) {
         self.advance(now);
+        self.state.apply(&message);
         let event = match message {
             ServerMessage::Joined {
                 room,
@@ -341,13 +347,6 @@ impl Session {
                     tracing::debug!("{pc:?} candidate: {e}");
                 }
                 self.dirty[which as usize] = true;
-                None
-            }
-            ServerMessage::Slots { slots } => {
-                self.slots = slots
-                    .into_iter()
-                    .filter_map(|s| s.track.map(|t| (s.mid, t)))
-                    .collect();
                 None
             }
             ServerMessage::Renegotiate { audio, video } => {
@@ -691,7 +690,7 @@ impl Session {
             return;
         };
         let (mid, kind, receiver) = (incoming.mid.clone(), incoming.kind, incoming.receiver);
-        let Some(room_track) = self.slots.get(&mid).cloned() else {
+        let Some(room_track) = self.state.slot_track(&mid).map(str::to_owned) else {
             return;
         };
         let decode = match kind {

@@ -1,0 +1,285 @@
+//! What a participant knows about its room — who is in it, what they publish, which receive
+//! slot carries which track, who is speaking — kept current from the server's messages.
+//! Pure and free of native code: the client session uses it, and the browser module
+//! (compiled for wasm32) uses the same code.
+
+use std::collections::BTreeMap;
+
+use crate::grid::layout::Person;
+use crate::signal::{ParticipantInfo, ServerMessage, Speaker, TrackInfo, TrackKind, TrackSource};
+
+/// The room as the server described it, message by message.
+///
+/// ```
+/// use madang::room::RoomState;
+/// use madang::signal::{ParticipantInfo, Role, ServerMessage, decode_server};
+///
+/// let mut room = RoomState::default();
+/// let joined = decode_server(r#"{"type":"joined","room":"hall","protocol":1,
+///     "participant":{"identity":"me","name":"Me","role":"speaker"},
+///     "participants":[{"identity":"gangnam","name":"Gangnam-gu","role":"speaker"}],
+///     "tracks":[{"id":"gangnam/camera","participant":"gangnam","kind":"video","source":"camera","muted":false}]}"#).unwrap();
+/// assert!(room.apply(&joined));
+/// assert_eq!(room.people().len(), 2);
+/// assert_eq!(room.video_track_of("gangnam").as_deref(), Some("gangnam/camera"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoomState {
+    room: String,
+    local: Option<ParticipantInfo>,
+    /// Everyone, this participant included, in join order.
+    people: Vec<ParticipantInfo>,
+    tracks: BTreeMap<String, TrackInfo>,
+    /// Receive slot (mid) → the room track it carries now.
+    slots: BTreeMap<String, String>,
+    /// Loudest first.
+    speakers: Vec<Speaker>,
+}
+
+impl RoomState {
+    // ---- getters ----
+
+    /// The room's name (empty before joining).
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// This participant, once joined.
+    pub fn local(&self) -> Option<&ParticipantInfo> {
+        self.local.as_ref()
+    }
+
+    /// Whether `identity` is this participant.
+    pub fn is_local(&self, identity: &str) -> bool {
+        self.local.as_ref().is_some_and(|l| l.identity == identity)
+    }
+
+    /// Everyone, this participant included, in join order.
+    pub fn people(&self) -> &[ParticipantInfo] {
+        &self.people
+    }
+
+    /// Every published track, by id.
+    pub fn tracks(&self) -> impl Iterator<Item = &TrackInfo> {
+        self.tracks.values()
+    }
+
+    /// One track.
+    pub fn track(&self, id: &str) -> Option<&TrackInfo> {
+        self.tracks.get(id)
+    }
+
+    /// The room track a receive slot carries now.
+    pub fn slot_track(&self, mid: &str) -> Option<&str> {
+        self.slots.get(mid).map(String::as_str)
+    }
+
+    /// The receive slot carrying a room track.
+    pub fn slot_of(&self, track: &str) -> Option<&str> {
+        self.slots
+            .iter()
+            .find(|(_, t)| *t == track)
+            .map(|(mid, _)| mid.as_str())
+    }
+
+    /// Receive slots with the tracks they carry.
+    pub fn slots(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.slots.iter().map(|(m, t)| (m.as_str(), t.as_str()))
+    }
+
+    /// The speakers, loudest first.
+    pub fn speakers(&self) -> &[Speaker] {
+        &self.speakers
+    }
+
+    /// The video track to show for someone else: a screen share before the camera, nothing
+    /// muted.
+    pub fn video_track_of(&self, identity: &str) -> Option<String> {
+        [TrackSource::Screen, TrackSource::Camera]
+            .iter()
+            .map(|s| s.track_id(identity))
+            .find(|id| {
+                self.tracks
+                    .get(id)
+                    .is_some_and(|t| !t.muted && t.kind == TrackKind::Video)
+            })
+    }
+
+    /// Everyone as the layout sees them, in join order, with their speaker rank.
+    /// `has_video` says whether a participant's picture is available (for others usually
+    /// [`video_track_of`](Self::video_track_of); for this participant, its own capture).
+    pub fn persons(&self, has_video: impl Fn(&ParticipantInfo) -> bool) -> Vec<Person> {
+        self.people
+            .iter()
+            .map(|p| {
+                let mut person = Person::of(p, has_video(p));
+                person.speaker_rank = self
+                    .speakers
+                    .iter()
+                    .position(|s| s.identity == p.identity)
+                    .map(|r| r as u32);
+                person
+            })
+            .collect()
+    }
+
+    // ---- input ----
+
+    /// Takes in one server message; returns whether who is shown, or how, may have
+    /// changed (people, tracks, mutes, speakers).
+    pub fn apply(&mut self, message: &ServerMessage) -> bool {
+        match message {
+            ServerMessage::Joined {
+                room,
+                participant,
+                participants,
+                tracks,
+                ..
+            } => {
+                self.room = room.clone();
+                self.people = participants.clone();
+                self.people.retain(|p| p.identity != participant.identity);
+                self.people.push(participant.clone());
+                self.local = Some(participant.clone());
+                self.tracks = tracks.iter().map(|t| (t.id.clone(), t.clone())).collect();
+                true
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                self.people.retain(|p| p.identity != participant.identity);
+                self.people.push(participant.clone());
+                true
+            }
+            ServerMessage::ParticipantLeft { identity, .. } => {
+                self.people.retain(|p| &p.identity != identity);
+                self.tracks.retain(|_, t| &t.participant != identity);
+                self.speakers.retain(|s| &s.identity != identity);
+                true
+            }
+            ServerMessage::TrackPublished { track } => {
+                self.tracks.insert(track.id.clone(), track.clone());
+                true
+            }
+            ServerMessage::TrackUnpublished { track } => self.tracks.remove(track).is_some(),
+            ServerMessage::TrackMuted { track, muted } => match self.tracks.get_mut(track) {
+                Some(t) => {
+                    t.muted = *muted;
+                    true
+                }
+                None => false,
+            },
+            ServerMessage::ActiveSpeaker { speakers } => {
+                self.speakers = speakers.clone();
+                true
+            }
+            ServerMessage::Slots { slots } => {
+                self.slots = slots
+                    .iter()
+                    .filter_map(|s| Some((s.mid.clone(), s.track.clone()?)))
+                    .collect();
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::{LeaveReason, Role, TrackSlot};
+
+    fn person(id: &str) -> ParticipantInfo {
+        ParticipantInfo {
+            identity: id.into(),
+            name: id.to_uppercase(),
+            role: Role::Speaker,
+        }
+    }
+
+    fn track(owner: &str, source: TrackSource) -> TrackInfo {
+        TrackInfo {
+            id: source.track_id(owner),
+            participant: owner.into(),
+            kind: if source == TrackSource::Microphone {
+                TrackKind::Audio
+            } else {
+                TrackKind::Video
+            },
+            source,
+            muted: false,
+        }
+    }
+
+    fn joined() -> RoomState {
+        let mut room = RoomState::default();
+        room.apply(&ServerMessage::Joined {
+            room: "hall".into(),
+            protocol: crate::signal::PROTOCOL_VERSION,
+            participant: person("me"),
+            participants: vec![person("a"), person("b")],
+            tracks: vec![track("a", TrackSource::Camera)],
+        });
+        room
+    }
+
+    #[test]
+    fn the_roster_follows_the_messages() {
+        let mut room = joined();
+        assert_eq!(room.room(), "hall");
+        assert!(room.is_local("me"));
+        let ids: Vec<&str> = room.people().iter().map(|p| p.identity.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "me"]);
+        room.apply(&ServerMessage::TrackPublished {
+            track: track("b", TrackSource::Screen),
+        });
+        room.apply(&ServerMessage::TrackPublished {
+            track: track("b", TrackSource::Camera),
+        });
+        assert_eq!(room.video_track_of("b").as_deref(), Some("b/screen"));
+        room.apply(&ServerMessage::TrackMuted {
+            track: "b/screen".into(),
+            muted: true,
+        });
+        assert_eq!(room.video_track_of("b").as_deref(), Some("b/camera"));
+        room.apply(&ServerMessage::ActiveSpeaker {
+            speakers: vec![Speaker {
+                identity: "b".into(),
+                level: 0.5,
+            }],
+        });
+        let persons = room.persons(|p| room.video_track_of(&p.identity).is_some());
+        assert_eq!(persons[1].speaker_rank, Some(0));
+        assert!(persons[0].has_video && !persons[2].has_video);
+        room.apply(&ServerMessage::ParticipantLeft {
+            identity: "b".into(),
+            reason: LeaveReason::Left,
+        });
+        assert_eq!(room.people().len(), 2);
+        assert!(room.video_track_of("b").is_none());
+        assert!(room.speakers().is_empty());
+        assert!(!room.apply(&ServerMessage::TrackUnpublished {
+            track: "nobody/camera".into()
+        }));
+    }
+
+    #[test]
+    fn slots_map_both_ways() {
+        let mut room = joined();
+        room.apply(&ServerMessage::Slots {
+            slots: vec![
+                TrackSlot {
+                    mid: "0".into(),
+                    track: Some("a/camera".into()),
+                },
+                TrackSlot {
+                    mid: "1".into(),
+                    track: None,
+                },
+            ],
+        });
+        assert_eq!(room.slot_track("0"), Some("a/camera"));
+        assert_eq!(room.slot_of("a/camera"), Some("0"));
+        assert_eq!(room.slot_track("1"), None);
+        assert_eq!(room.slots().count(), 1);
+    }
+}
