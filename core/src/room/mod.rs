@@ -88,9 +88,11 @@ pub struct RoomOptions {
     pub decode_video: bool,
     /// Decode received audio into [`RoomEvent::AudioFrame`]s. When off, only counted.
     pub decode_audio: bool,
-    /// Local address the WebRTC sockets bind to (loopback by default).
+    /// Local address the WebRTC sockets bind to (loopback by default; unspecified binds the
+    /// address the system routes to the server from).
     pub bind_ip: IpAddr,
-    /// How many events may wait unread before decoded frames are dropped.
+    /// How many decoded pictures and audio blocks may wait unread before new ones are
+    /// dropped (other events are never dropped, and never hold up the session).
     pub event_capacity: usize,
     /// How long to wait for the server to accept the join.
     pub join_timeout: Duration,

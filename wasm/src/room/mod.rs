@@ -10,20 +10,28 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
-use js_sys::{Array, Function, Promise};
+use js_sys::{Array, Function};
 use madang::grid::layout::Person;
 use madang::room::RoomState;
 use madang::signal::{
-    ClientMessage, DataMessage, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
-    ServerMessage, TrackInfo, TrackKind, TrackSource, decode_server, encode,
+    ClientMessage, DataMessage, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
+    TrackInfo, TrackKind, TrackSource, decode_server,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    HtmlAudioElement, MediaStream, MediaStreamTrack, MessageEvent, RtcIceGatheringState,
-    RtcPeerConnection, RtcRtpTransceiver, RtcTrackEvent, WebSocket,
+    HtmlAudioElement, MediaStream, MediaStreamTrack, MessageEvent, RtcPeerConnection,
+    RtcRtpTransceiver, RtcTrackEvent, WebSocket,
 };
+
+mod convert;
+mod peer;
+mod publish;
+
+pub(crate) use convert::participants_js;
+use convert::{data_js, participant_js, report_values, track_js};
+pub(crate) use peer::sleep;
+use peer::{apply_answer, await_js, make_offer, new_peer_connection, send};
 
 use crate::error::{MadangError, Result};
 use crate::grid::{GridView, Scene};
@@ -138,97 +146,6 @@ pub(crate) struct Inner {
     handlers: RefCell<Vec<Handler>>,
     /// Leaves when the page goes away (`pagehide`), so the others see "left" at once.
     on_pagehide: RefCell<Option<Handler>>,
-}
-
-/// Sends a signal message (no-op once the socket is closed).
-fn send(ws: &WebSocket, message: &ClientMessage) {
-    if ws.ready_state() == WebSocket::OPEN {
-        let _ = ws.send_with_str(&encode(message));
-    }
-}
-
-/// A promise that resolves after `ms` milliseconds.
-pub(crate) async fn sleep(ms: i32) {
-    let promise = Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
-    });
-    let _ = JsFuture::from(promise).await;
-}
-
-/// Calls method `name` of `target`, which returns a promise, and awaits it; failures become
-/// a `MadangError` with `code`.
-async fn call_await(target: &JsValue, name: &str, args: &[JsValue], code: &str) -> Result<JsValue> {
-    let promise: Promise = call(target, name, args)
-        .and_then(|p| p.dyn_into())
-        .map_err(|e| MadangError::from_js(code, name, &e))?;
-    await_js(promise, code, name).await
-}
-
-async fn await_js(promise: Promise, code: &str, what: &str) -> Result<JsValue> {
-    JsFuture::from(promise)
-        .await
-        .map_err(|e| MadangError::from_js(code, what, &e))
-}
-
-/// Waits until `pc` has gathered its candidates (at most two seconds).
-async fn gathered(pc: &RtcPeerConnection) {
-    for _ in 0..(GATHER_MS / 50) {
-        if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
-            return;
-        }
-        sleep(50).await;
-    }
-}
-
-/// Creates an offer, applies it and waits for candidates; the SDP to send.
-async fn make_offer(pc: &RtcPeerConnection) -> Result<String> {
-    let offer = await_js(pc.create_offer(), "negotiation", "createOffer").await?;
-    call_await(pc, "setLocalDescription", &[offer], "negotiation").await?;
-    gathered(pc).await;
-    pc.local_description()
-        .map(|d| d.sdp())
-        .ok_or_else(|| MadangError::new("negotiation", "no local description"))
-}
-
-async fn apply_answer(pc: &RtcPeerConnection, sdp: String) -> Result<()> {
-    let answer = obj(&[("type", s("answer")), ("sdp", s(&sdp))]);
-    call_await(pc, "setRemoteDescription", &[answer], "negotiation").await?;
-    Ok(())
-}
-
-fn new_peer_connection() -> Result<RtcPeerConnection> {
-    RtcPeerConnection::new()
-        .map_err(|e| MadangError::from_js("negotiation", "RTCPeerConnection", &e))
-}
-
-/// Prefers H.264 Constrained Baseline, packetization mode 1 (what the server forwards) on a
-/// video transceiver.
-fn prefer_h264(transceiver: &RtcRtpTransceiver) -> Result<()> {
-    let global = js_sys::global();
-    let sender_class = get(&global, "RTCRtpSender");
-    let caps = call(&sender_class, "getCapabilities", &[s("video")])
-        .map_err(|e| MadangError::from_js("media", "RTCRtpSender.getCapabilities", &e))?;
-    let codecs: Array = get(&caps, "codecs").dyn_into().unwrap_or_default();
-    let h264: Array = codecs
-        .iter()
-        .filter(|c| {
-            let fmtp = get_str(c, "sdpFmtpLine").unwrap_or_default();
-            get_str(c, "mimeType").as_deref() == Some("video/H264")
-                && fmtp.contains("packetization-mode=1")
-                && fmtp.contains("profile-level-id=42e01f")
-        })
-        .collect();
-    if h264.length() == 0 {
-        return Err(MadangError::new(
-            "media",
-            "this browser offers no H.264 Constrained Baseline encoder",
-        ));
-    }
-    call(transceiver, "setCodecPreferences", &[h264.into()])
-        .map_err(|e| MadangError::from_js("media", "setCodecPreferences", &e))?;
-    Ok(())
 }
 
 impl Inner {
@@ -661,218 +578,6 @@ impl Inner {
         }
     }
 
-    /// Publishes a camera, microphone or screen track taken from the browser.
-    pub(crate) async fn publish(
-        self: &Rc<Self>,
-        source: TrackSource,
-        options: JsValue,
-    ) -> Result<()> {
-        if self.state.borrow().closed {
-            return Err(MadangError::new("closed", "the room was left"));
-        }
-        if self
-            .state
-            .borrow()
-            .published
-            .iter()
-            .any(|p| p.source == source)
-        {
-            return Err(MadangError::new(
-                "invalid_argument",
-                format!("{} is already published", source.as_str()),
-            ));
-        }
-        let stream = capture(source, &options).await?;
-        let kind = if source == TrackSource::Microphone {
-            TrackKind::Audio
-        } else {
-            TrackKind::Video
-        };
-        let tracks = match kind {
-            TrackKind::Audio => stream.get_audio_tracks(),
-            TrackKind::Video => stream.get_video_tracks(),
-        };
-        let track: MediaStreamTrack = tracks
-            .get(0)
-            .dyn_into()
-            .map_err(|_| MadangError::new("media", "the browser gave no track"))?;
-        let existing = self.state.borrow().publisher.clone();
-        let pc = match existing {
-            Some(pc) => pc,
-            None => {
-                let pc = new_peer_connection()?;
-                self.state.borrow_mut().publisher = Some(pc.clone());
-                pc
-            }
-        };
-        // A transceiver left idle by an earlier unpublish of the same kind is reused: its
-        // m-line stays, so the connection keeps its BUNDLE transport.
-        let spare = {
-            let mut st = self.state.borrow_mut();
-            let at = st.spare.iter().position(|(k, _)| *k == kind);
-            at.map(|i| st.spare.remove(i).1)
-        };
-        let transceiver = match spare {
-            Some(t) => {
-                let promise: Promise = t.sender().replace_track(Some(&track));
-                await_js(promise, "negotiation", "replaceTrack").await?;
-                t
-            }
-            None => {
-                let init = obj(&[
-                    ("direction", s("sendonly")),
-                    ("streams", Array::of1(&stream).into()),
-                ]);
-                let t: RtcRtpTransceiver =
-                    call(&pc, "addTransceiver", &[track.clone().into(), init])
-                        .map_err(|e| MadangError::from_js("negotiation", "addTransceiver", &e))?
-                        .unchecked_into();
-                if kind == TrackKind::Video {
-                    prefer_h264(&t)?;
-                }
-                t
-            }
-        };
-        self.state.borrow_mut().published.push(Published {
-            source,
-            kind,
-            enabled: true,
-            track,
-            stream,
-            transceiver,
-        });
-        self.relayout();
-        self.negotiate_publisher().await
-    }
-
-    /// Offers the publishing connection with every published track; one at a time.
-    async fn negotiate_publisher(self: &Rc<Self>) -> Result<()> {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.publisher_busy {
-                st.publisher_again = true;
-                return Ok(());
-            }
-            st.publisher_busy = true;
-        }
-        let result = self.negotiate_publisher_rounds().await;
-        self.state.borrow_mut().publisher_busy = false;
-        result
-    }
-
-    async fn negotiate_publisher_rounds(self: &Rc<Self>) -> Result<()> {
-        loop {
-            let pc = {
-                let mut st = self.state.borrow_mut();
-                st.publisher_again = false;
-                st.publisher.clone()
-            };
-            let Some(pc) = pc else { return Ok(()) };
-            let sdp = make_offer(&pc).await?;
-            let publish: Vec<PublishTrack> = {
-                let st = self.state.borrow();
-                st.published
-                    .iter()
-                    .map(|p| (p.kind, p.source, p.transceiver.clone()))
-                    .collect::<Vec<_>>()
-            }
-            .into_iter()
-            .filter_map(|(kind, source, t)| {
-                Some(PublishTrack {
-                    mid: t.mid()?,
-                    kind,
-                    source,
-                })
-            })
-            .collect();
-            let (tx, rx) = oneshot::channel();
-            self.state.borrow_mut().publisher_answer = Some(tx);
-            send(
-                &self.ws,
-                &ClientMessage::Offer {
-                    pc: PeerRole::Publisher,
-                    sdp,
-                    publish,
-                },
-            );
-            let answer = rx
-                .await
-                .map_err(|_| MadangError::new("closed", "the room was left"))?;
-            apply_answer(&pc, answer).await?;
-            if !self.state.borrow().publisher_again {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Stops publishing `source`: the local track ends and the room sees it unpublished.
-    pub(crate) fn unpublish(self: &Rc<Self>, source: TrackSource) -> Result<()> {
-        let (gone, identity) = {
-            let mut st = self.state.borrow_mut();
-            let at = st.published.iter().position(|p| p.source == source);
-            let gone = at.map(|i| st.published.remove(i));
-            (gone, st.local_identity().unwrap_or_default().to_owned())
-        };
-        let Some(gone) = gone else {
-            return Err(MadangError::new(
-                "invalid_argument",
-                format!("{} is not published", source.as_str()),
-            ));
-        };
-        gone.track.stop();
-        // The transceiver stays (sending nothing) for the next publish of this kind: stopping
-        // it would remove its m-line, which can move the BUNDLE transport.
-        let _ = gone.transceiver.sender().replace_track(None);
-        self.state
-            .borrow_mut()
-            .spare
-            .push((gone.kind, gone.transceiver));
-        send(
-            &self.ws,
-            &ClientMessage::Unpublish {
-                tracks: vec![source.track_id(&identity)],
-            },
-        );
-        self.relayout();
-        Ok(())
-    }
-
-    /// Mutes or unmutes the published audio or video: the track is disabled (silence,
-    /// black) and the others are told.
-    pub(crate) fn set_muted(self: &Rc<Self>, kind: TrackKind, muted: bool) -> Result<()> {
-        let (tracks, identity) = {
-            let mut st = self.state.borrow_mut();
-            let tracks: Vec<(TrackSource, MediaStreamTrack)> = st
-                .published
-                .iter_mut()
-                .filter(|p| p.kind == kind)
-                .map(|p| {
-                    p.enabled = !muted;
-                    (p.source, p.track.clone())
-                })
-                .collect();
-            (tracks, st.local_identity().unwrap_or_default().to_owned())
-        };
-        if tracks.is_empty() {
-            return Err(MadangError::new(
-                "invalid_argument",
-                "nothing of that kind is published",
-            ));
-        }
-        for (source, track) in tracks {
-            track.set_enabled(!muted);
-            send(
-                &self.ws,
-                &ClientMessage::Mute {
-                    track: source.track_id(&identity),
-                    muted,
-                },
-            );
-        }
-        self.relayout();
-        Ok(())
-    }
-
     /// Sends an application message to everyone else (`to` empty) or some identities.
     pub(crate) fn send_data(&self, topic: &str, payload: &str, to: Vec<String>) -> Result<()> {
         if self.state.borrow().closed || self.ws.ready_state() != WebSocket::OPEN {
@@ -1051,94 +756,4 @@ impl Inner {
             let _ = w.remove_event_listener_with_callback("pagehide", f.as_ref().unchecked_ref());
         }
     }
-}
-
-/// Asks the browser for the camera, microphone or screen.
-async fn capture(source: TrackSource, options: &JsValue) -> Result<MediaStream> {
-    let devices = web_sys::window()
-        .map(|w| w.navigator())
-        .and_then(|n| n.media_devices().ok())
-        .ok_or_else(|| {
-            MadangError::new(
-                "media",
-                "no media devices (a page served over http://localhost or https is needed)",
-            )
-        })?;
-    let video = || {
-        let mut pairs = Vec::new();
-        for key in ["width", "height", "frameRate", "deviceId"] {
-            let v = get(options, key);
-            if !v.is_undefined() {
-                pairs.push((key, v));
-            }
-        }
-        if pairs.is_empty() {
-            JsValue::TRUE
-        } else {
-            obj(&pairs)
-        }
-    };
-    let (method, constraints) = match source {
-        TrackSource::Camera => (
-            "getUserMedia",
-            obj(&[("video", video()), ("audio", JsValue::FALSE)]),
-        ),
-        TrackSource::Microphone => (
-            "getUserMedia",
-            obj(&[("audio", JsValue::TRUE), ("video", JsValue::FALSE)]),
-        ),
-        _ => (
-            "getDisplayMedia",
-            obj(&[("video", video()), ("audio", JsValue::FALSE)]),
-        ),
-    };
-    let stream = call_await(&devices, method, &[constraints], "media").await?;
-    Ok(stream.unchecked_into())
-}
-
-/// The values of an `RTCStatsReport` (a maplike).
-fn report_values(report: &JsValue) -> Vec<JsValue> {
-    let values = Array::new();
-    let push = Handler::new({
-        let values = values.clone();
-        move |v: JsValue| {
-            values.push(&v);
-        }
-    });
-    let _ = call(report, "forEach", &[push.as_ref().clone()]);
-    values.iter().collect()
-}
-
-fn participant_js(p: &ParticipantInfo) -> JsValue {
-    obj(&[
-        ("identity", s(&p.identity)),
-        ("name", s(&p.name)),
-        ("role", s(&p.role.to_string())),
-    ])
-}
-
-fn track_js(t: &TrackInfo) -> JsValue {
-    obj(&[
-        ("track", s(&t.id)),
-        ("participant", s(&t.participant)),
-        ("kind", s(t.kind.as_str())),
-        ("source", s(t.source.as_str())),
-        ("muted", t.muted.into()),
-    ])
-}
-
-fn data_js(m: &DataMessage) -> JsValue {
-    let to: Array = m.to.iter().map(|t| s(t)).collect();
-    obj(&[
-        ("from", s(&m.from)),
-        ("topic", s(&m.topic)),
-        ("payload", s(&m.payload)),
-        ("to", to.into()),
-    ])
-}
-
-/// The participants as JavaScript sees them (`room.participants`).
-pub(crate) fn participants_js(people: &[ParticipantInfo]) -> JsValue {
-    let list: Array = people.iter().map(participant_js).collect();
-    list.into()
 }
