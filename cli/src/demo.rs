@@ -176,6 +176,20 @@ fn print_network(n: &NetworkReport) {
     }
 }
 
+/// The conference the arguments ask for.
+fn conference_config(args: &Args) -> ConferenceConfig {
+    ConferenceConfig {
+        participants: args.participants,
+        seconds: args.seconds,
+        width: args.size.0,
+        height: args.size.1,
+        fps: args.fps,
+        bitrate_kbps: args.bitrate,
+        audio: !args.no_audio,
+        ..ConferenceConfig::default()
+    }
+}
+
 /// The demo on simulated time.
 fn simulate(args: &Args) -> CliResult {
     let config = madang::sim::SimConfig {
@@ -209,18 +223,7 @@ fn simulate(args: &Args) -> CliResult {
         audio: report.audio.clone(),
         data_messages: Default::default(),
     };
-    print_table(
-        &table,
-        &ConferenceConfig {
-            participants: args.participants,
-            seconds: args.seconds,
-            width: args.size.0,
-            height: args.size.1,
-            fps: args.fps,
-            bitrate_kbps: args.bitrate,
-            ..ConferenceConfig::default()
-        },
-    );
+    print_table(&table, &conference_config(args));
     print_network(&NetworkReport {
         name: args.network.name.clone(),
         profile: report.profile.clone(),
@@ -252,16 +255,7 @@ pub fn run(args: Args) -> CliResult {
     if args.simulate {
         return simulate(&args);
     }
-    let config = ConferenceConfig {
-        participants: args.participants,
-        seconds: args.seconds,
-        width: args.size.0,
-        height: args.size.1,
-        fps: args.fps,
-        bitrate_kbps: args.bitrate,
-        audio: !args.no_audio,
-        ..ConferenceConfig::default()
-    };
+    let config = conference_config(&args);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let server = Server::bind(ServerConfig {

@@ -375,6 +375,29 @@ mod tests {
     use crate::codec::H264Encoder;
     use crate::media::{TestPattern, read_stamp};
 
+    /// `frames` pictures of one participant's test pattern, packetised as a publisher would.
+    fn stream(width: u32, height: u32, frames: u32) -> Vec<(InHeader, Bytes)> {
+        let pattern = TestPattern::new(width, height).unwrap();
+        let mut enc = H264Encoder::new(H264Config::new(width, height)).unwrap();
+        let mut out = Vec::new();
+        for i in 0..frames {
+            let unit = enc.encode(&pattern.frame(i, 0)).unwrap().unwrap();
+            let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
+            let n = payloads.len();
+            for (k, p) in payloads.into_iter().enumerate() {
+                let h = InHeader {
+                    ssrc: 5,
+                    seq: out.len() as u16,
+                    timestamp: i * 6000,
+                    marker: k == n - 1,
+                    keyframe_start: false,
+                };
+                out.push((h, p));
+            }
+        }
+        out
+    }
+
     #[test]
     fn a_participant_goes_in_and_the_grid_comes_out() {
         let t0 = Instant::now();
@@ -385,25 +408,8 @@ mod tests {
             bitrate_kbps: 1500,
         };
         let mut mixer = Mixer::new(config, 77, t0).unwrap();
-        // One participant's stream, packetised as a publisher would.
-        let pattern = TestPattern::new(640, 360).unwrap();
-        let mut enc = H264Encoder::new(H264Config::new(640, 360)).unwrap();
-        let mut seq = 0u16;
-        for i in 0..5u32 {
-            let unit = enc.encode(&pattern.frame(i, 0)).unwrap().unwrap();
-            let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
-            let n = payloads.len();
-            for (k, p) in payloads.iter().enumerate() {
-                let h = InHeader {
-                    ssrc: 5,
-                    seq,
-                    timestamp: i * 3000,
-                    marker: k == n - 1,
-                    keyframe_start: false,
-                };
-                mixer.input("alice/camera", "alice", &h, p);
-                seq += 1;
-            }
+        for (h, p) in stream(640, 360, 5) {
+            mixer.input("alice/camera", "alice", &h, &p);
         }
         assert!(!mixer.needs_keyframe("alice/camera"));
         let people = vec![Person::new("alice")];
@@ -442,24 +448,8 @@ mod tests {
         };
         let mut grid = GridRunner::new(config, 78, t0, true).unwrap();
         assert!(matches!(grid, GridRunner::Thread { .. }));
-        let pattern = TestPattern::new(320, 180).unwrap();
-        let mut enc = H264Encoder::new(H264Config::new(320, 180)).unwrap();
-        let mut seq = 0u16;
-        for i in 0..3u32 {
-            let unit = enc.encode(&pattern.frame(i, 0)).unwrap().unwrap();
-            let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
-            let n = payloads.len();
-            for (k, p) in payloads.iter().enumerate() {
-                let h = InHeader {
-                    ssrc: 5,
-                    seq,
-                    timestamp: i * 6000,
-                    marker: k == n - 1,
-                    keyframe_start: false,
-                };
-                grid.input("alice/camera", "alice", &h, p);
-                seq += 1;
-            }
+        for (h, p) in stream(320, 180, 3) {
+            grid.input("alice/camera", "alice", &h, &p);
         }
         grid.tick(
             vec![Person::new("alice")],

@@ -11,15 +11,14 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
-};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::shared::error::Error as RtcError;
 
 use crate::signal::PeerRole;
 use crate::transport::{
-    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, media_engine,
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, add_host_candidate,
+    media_engine,
 };
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
@@ -73,18 +72,7 @@ pub(crate) fn new_peer_connection(
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .build(now)?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    add_host_candidate(&mut pc, local)?;
     Ok(pc)
 }
 

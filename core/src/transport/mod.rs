@@ -98,6 +98,46 @@ pub fn media_track(
     )
 }
 
+/// A UDP datagram as a peer connection takes it in: arrived at `local` from `from`.
+pub fn datagram(
+    now: Instant,
+    local: std::net::SocketAddr,
+    from: std::net::SocketAddr,
+    data: &[u8],
+) -> rtc::shared::TaggedBytesMut {
+    use rtc::shared::{TransportContext, TransportProtocol};
+    rtc::shared::TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: bytes::BytesMut::from(data),
+    }
+}
+
+/// Makes `local` the connection's one host candidate (no gathering: the address is known).
+pub fn add_host_candidate(
+    pc: &mut rtc::peer_connection::RTCPeerConnection,
+    local: std::net::SocketAddr,
+) -> Result<(), RtcError> {
+    use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
 /// A media engine with exactly madang's codecs and the audio-level extension.
 pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut engine = MediaEngine::default();

@@ -299,9 +299,14 @@ fn grid_viewer_writes_the_room(
 ) -> String {
     let party = Party::start(&["jongno", "gangnam"]);
     let token = party.token("tv", Role::Viewer);
+    // One file per build and wrapper: the plain and the valgrind runs of the same build go on
+    // in parallel.
     let y4m = tmp(&format!(
-        "grid-{}.y4m",
-        exe.parent().unwrap().file_name().unwrap().to_string_lossy()
+        "grid-{}-{}.y4m",
+        exe.parent().unwrap().file_name().unwrap().to_string_lossy(),
+        wrapper
+            .first()
+            .map_or("plain", |w| w.rsplit('/').next().unwrap_or(w))
     ));
     let mut cmd = Command::new(wrapper.first().map_or(exe.as_os_str(), |w| w.as_ref()));
     if !wrapper.is_empty() {

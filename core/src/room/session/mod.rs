@@ -37,7 +37,6 @@ use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::{RoomError, RoomEvent, RoomState, SendStats};
 use crate::signal::{
@@ -414,16 +413,7 @@ impl Session {
         let Some(conn) = self.conn(which) else {
             return;
         };
-        let msg = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(data),
-        };
+        let msg = crate::transport::datagram(now, local, from, data);
         if let Err(e) = conn.pc.handle_read(msg) {
             tracing::debug!("{which:?} read: {e}");
         }

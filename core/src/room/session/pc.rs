@@ -10,9 +10,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -20,7 +18,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use crate::room::RoomError;
 use crate::signal::{IceCandidate, TrackKind};
 use crate::transport::{
-    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, media_engine, media_track,
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, add_host_candidate,
+    media_engine, media_track,
 };
 
 fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
@@ -64,22 +63,7 @@ impl ClientPc {
             .with_interceptor_registry(registry)
             .build(now)
             .map_err(webrtc_err)?;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(webrtc_err)?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
-            .map_err(webrtc_err)?;
-        pc.add_local_candidate(init).map_err(webrtc_err)?;
+        add_host_candidate(&mut pc, local).map_err(webrtc_err)?;
         Ok(Self {
             pc,
             local,

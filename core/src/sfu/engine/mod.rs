@@ -56,7 +56,6 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
 use super::mixer::{GridConfig, GridRunner};
@@ -391,16 +390,7 @@ impl Engine {
         let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) else {
             return;
         };
-        let msg = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(data),
-        };
+        let msg = crate::transport::datagram(now, local, from, data);
         if let Err(e) = pc.pc.handle_read(msg) {
             tracing::debug!("session {} {:?}: read: {e}", key.0, key.1);
         }
