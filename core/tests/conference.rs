@@ -647,3 +647,49 @@ async fn a_grid_room_sends_one_composited_stream_to_a_viewer() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_room_leaves_it() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut party = Party::new(vec![join(&server, "alice").await]);
+    let bob = join(&server, "bob").await;
+    let ev = party
+        .run(Duration::from_secs(5), |ev| {
+            ev[0]
+                .iter()
+                .any(|e| matches!(e, RoomEvent::ParticipantJoined(p) if p.identity == "bob"))
+        })
+        .await;
+    assert!(!ev[0].is_empty(), "alice saw bob join");
+    // No leave(): the Room goes out of scope.
+    drop(bob);
+    let dropped = Instant::now();
+    let ev = party
+        .run(Duration::from_secs(3), |ev| {
+            saw_left(&ev[0], "bob", LeaveReason::Left)
+        })
+        .await;
+    assert!(
+        saw_left(&ev[0], "bob", LeaveReason::Left),
+        "bob's dropped Room said leave (not a connection loss or a timeout)"
+    );
+    assert!(
+        dropped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        dropped.elapsed()
+    );
+    // The server's counters (published ten times a second) agree: alice is alone.
+    let mut alone = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if server.stats().participants == 1 {
+            alone = true;
+            break;
+        }
+    }
+    assert!(alone, "participants: {}", server.stats().participants);
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}

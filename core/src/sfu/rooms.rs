@@ -71,7 +71,8 @@ pub struct RoomsConfig {
 
 #[derive(Clone, Debug)]
 struct Member {
-    room: String,
+    /// Shared, so the engine can hold it per packet without allocating.
+    room: std::sync::Arc<str>,
     info: ParticipantInfo,
 }
 
@@ -134,7 +135,12 @@ impl Rooms {
     /// Room and identity of a joined session.
     pub fn member(&self, id: SessionId) -> Option<(&str, &str)> {
         let m = self.sessions.get(&id)?.member.as_ref()?;
-        Some((m.room.as_str(), m.info.identity.as_str()))
+        Some((&m.room, m.info.identity.as_str()))
+    }
+
+    /// The room of a joined session, shared (no allocation: for the per-packet path).
+    pub fn member_room(&self, id: SessionId) -> Option<std::sync::Arc<str>> {
+        Some(self.sessions.get(&id)?.member.as_ref()?.room.clone())
     }
 
     /// Subscriber slots carrying a track.
@@ -524,7 +530,7 @@ impl Rooms {
             return;
         };
         session.member = Some(Member {
-            room: claims.room.clone(),
+            room: claims.room.as_str().into(),
             info: info.clone(),
         });
         session.auto_subscribe = auto_subscribe;
@@ -568,7 +574,7 @@ impl Rooms {
         let Some(room_name) = session.member.as_ref().map(|m| m.room.clone()) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&room_name) else {
+        let Some(room) = self.rooms.get_mut(&*room_name) else {
             return;
         };
         session.wanted.retain(|t| room.tracks.contains_key(t));
@@ -720,7 +726,7 @@ impl Rooms {
             return;
         };
         let room_name = member.room.clone();
-        if let Some(room) = self.rooms.get_mut(&room_name) {
+        if let Some(room) = self.rooms.get_mut(&*room_name) {
             if room.members.get(&member.info.identity) == Some(&id) {
                 room.members.remove(&member.info.identity);
             }
@@ -728,7 +734,7 @@ impl Rooms {
                 c.retain(|(sid, _)| *sid != id);
             }
         }
-        if let Some(s) = self.speakers.get_mut(&room_name) {
+        if let Some(s) = self.speakers.get_mut(&*room_name) {
             s.remove(&member.info.identity);
         }
         let removed_tracks = self.drop_tracks(&room_name, |_, t| t.publisher == id);
@@ -742,11 +748,11 @@ impl Rooms {
         );
         let empty = self
             .rooms
-            .get(&room_name)
+            .get(&*room_name)
             .is_none_or(|r| r.members.is_empty());
         if empty {
-            self.rooms.remove(&room_name);
-            self.speakers.remove(&room_name);
+            self.rooms.remove(&*room_name);
+            self.speakers.remove(&*room_name);
         } else if !removed_tracks.is_empty() {
             self.reassign_room(&room_name);
         }

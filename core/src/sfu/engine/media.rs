@@ -24,7 +24,8 @@ impl Engine {
         now: Instant,
     ) {
         self.stats.packets_in += 1;
-        let Some(room) = self.rooms.member(publisher).map(|(r, _)| r.to_owned()) else {
+        // Room and track ids are shared (`Arc<str>`): no allocation per packet.
+        let Some(room) = self.rooms.member_room(publisher) else {
             return;
         };
         let Some(published) = self
@@ -249,7 +250,7 @@ impl Engine {
         };
         let mut packets = Vec::new();
         if let (Some(pubs), Some(sub)) = (self.peers.get(&publisher), self.peers.get(&subscriber))
-            && let Some(published) = pubs.published.values().find(|p| p.room_track == track)
+            && let Some(published) = pubs.published.values().find(|p| *p.room_track == *track)
         {
             let down = &sub.slots[slot_index].down;
             for &out_seq in lost {
@@ -319,7 +320,7 @@ impl Engine {
         let track_id = self.peers.get(&publisher).and_then(|p| {
             p.published
                 .iter()
-                .find(|(_, pubd)| pubd.room_track == track)
+                .find(|(_, pubd)| *pubd.room_track == *track)
                 .map(|(id, _)| id.clone())
         });
         if let Some(track_id) = track_id {

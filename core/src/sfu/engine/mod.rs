@@ -185,7 +185,8 @@ struct Pc {
 }
 
 struct Published {
-    room_track: String,
+    /// Shared, so forwarding holds it per packet without allocating.
+    room_track: std::sync::Arc<str>,
     kind: TrackKind,
     receiver: RTCRtpReceiverId,
     ssrc: Option<u32>,

@@ -256,7 +256,7 @@ impl Engine {
                 .find(|e| e.uri == AUDIO_LEVEL_URI)
                 .map(|e| e.id as u8)
         });
-        let room_track = publish.source.track_id(&identity);
+        let room_track = publish.source.track_id(&identity).into();
         let video = publish.kind == TrackKind::Video;
         peer.published.insert(
             track_id,
