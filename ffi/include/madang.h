@@ -310,81 +310,6 @@ const char *madang_version(void);
 // `madang_result`); never NULL, also for numbers that are not a code.
 const char *madang_result_message(uint32_t result);
 
-// Creates a client configuration for the server at `url` (e.g. "ws://127.0.0.1:8080/signal")
-// with a `token` from the server (or its token service). Defaults: no publishing, per-
-// participant frames, stats every second. Free it with `madang_client_config_free`.
-//
-// Errors: NULL arguments, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for a URL that
-// does not start with ws:// or wss:// or an empty token.
-//
-// # Safety
-// `url` and `token` must be NUL-terminated; `out_config` writable.
-madang_result madang_client_config_new(const char *url,
-                                       const char *token,
-                                       madang_client_config **out_config);
-
-// Sets the display name the others see instead of the token's (1 to 64 characters).
-//
-// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty or too long name.
-//
-// # Safety
-// `config` must come from `madang_client_config_new`; `name` must be NUL-terminated.
-madang_result madang_client_config_set_name(madang_client_config *config, const char *name);
-
-// Publishes a camera track of `width`×`height` (even, 16..=8192) at `fps` (1..=60) and
-// `bitrate_kbps` H.264 (0 picks one for the size; else 50..=20000). Frames are then pushed
-// with `madang_client_push_video_frame`.
-//
-// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range.
-//
-// # Safety
-// `config` must come from `madang_client_config_new`.
-madang_result madang_client_config_set_video(madang_client_config *config,
-                                             uint32_t width,
-                                             uint32_t height,
-                                             uint32_t fps,
-                                             uint32_t bitrate_kbps);
-
-// Publishes a microphone track (`enabled` true) or not. Audio is pushed with
-// `madang_client_push_audio_frame` and sent as Opus.
-//
-// # Safety
-// `config` must come from `madang_client_config_new`.
-madang_result madang_client_config_set_audio(madang_client_config *config, bool enabled);
-
-// Receives each participant's pictures as `MADANG_EVENT_VIDEO_FRAME` (the default).
-//
-// # Safety
-// `config` must come from `madang_client_config_new`.
-madang_result madang_client_config_receive_frames(madang_client_config *config);
-
-// Receives the room as one composited picture of `width`×`height` (even, 16..=8192) in
-// `mode` (a `madang_layout_mode`), as `MADANG_EVENT_GRID_FRAME` at `fps` (1..=60) instead of
-// per-participant pictures.
-//
-// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range or an unknown mode.
-//
-// # Safety
-// `config` must come from `madang_client_config_new`.
-madang_result madang_client_config_receive_grid(madang_client_config *config,
-                                                uint32_t width,
-                                                uint32_t height,
-                                                uint32_t mode,
-                                                uint32_t fps);
-
-// Sets how often `MADANG_EVENT_STATS` comes, in ms (0 turns it off; default 1000).
-//
-// # Safety
-// `config` must come from `madang_client_config_new`.
-madang_result madang_client_config_set_stats_interval(madang_client_config *config,
-                                                      uint32_t interval_ms);
-
-// Frees a client configuration. NULL is a no-op.
-//
-// # Safety
-// `config` must be NULL or come from `madang_client_config_new`, and not be used afterwards.
-void madang_client_config_free(madang_client_config *config);
-
 // Creates a client from `config` (copied; the caller still frees it) with threads of its own
 // for the network. It does not connect yet. Free it with `madang_client_free`.
 //
@@ -494,6 +419,81 @@ madang_result madang_client_leave(madang_client *client);
 // # Safety
 // `client` must be NULL or come from `madang_client_new`, and not be used afterwards.
 void madang_client_free(madang_client *client);
+
+// Creates a client configuration for the server at `url` (e.g. "ws://127.0.0.1:8080/signal")
+// with a `token` from the server (or its token service). Defaults: no publishing, per-
+// participant frames, stats every second. Free it with `madang_client_config_free`.
+//
+// Errors: NULL arguments, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for a URL that
+// does not start with ws:// or wss:// or an empty token.
+//
+// # Safety
+// `url` and `token` must be NUL-terminated; `out_config` writable.
+madang_result madang_client_config_new(const char *url,
+                                       const char *token,
+                                       madang_client_config **out_config);
+
+// Sets the display name the others see instead of the token's (1 to 64 characters).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty or too long name.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`; `name` must be NUL-terminated.
+madang_result madang_client_config_set_name(madang_client_config *config, const char *name);
+
+// Publishes a camera track of `width`×`height` (even, 16..=8192) at `fps` (1..=60) and
+// `bitrate_kbps` H.264 (0 picks one for the size; else 50..=20000). Frames are then pushed
+// with `madang_client_push_video_frame`.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_video(madang_client_config *config,
+                                             uint32_t width,
+                                             uint32_t height,
+                                             uint32_t fps,
+                                             uint32_t bitrate_kbps);
+
+// Publishes a microphone track (`enabled` true) or not. Audio is pushed with
+// `madang_client_push_audio_frame` and sent as Opus.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_audio(madang_client_config *config, bool enabled);
+
+// Receives each participant's pictures as `MADANG_EVENT_VIDEO_FRAME` (the default).
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_receive_frames(madang_client_config *config);
+
+// Receives the room as one composited picture of `width`×`height` (even, 16..=8192) in
+// `mode` (a `madang_layout_mode`), as `MADANG_EVENT_GRID_FRAME` at `fps` (1..=60) instead of
+// per-participant pictures.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range or an unknown mode.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_receive_grid(madang_client_config *config,
+                                                uint32_t width,
+                                                uint32_t height,
+                                                uint32_t mode,
+                                                uint32_t fps);
+
+// Sets how often `MADANG_EVENT_STATS` comes, in ms (0 turns it off; default 1000).
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_stats_interval(madang_client_config *config,
+                                                      uint32_t interval_ms);
+
+// Frees a client configuration. NULL is a no-op.
+//
+// # Safety
+// `config` must be NULL or come from `madang_client_config_new`, and not be used afterwards.
+void madang_client_config_free(madang_client_config *config);
 
 // Sets how much madang logs (`MADANG_LOG_OFF` … `MADANG_LOG_TRACE`). Lines then wait in a
 // queue of 1024 (the oldest are dropped first) until read with `madang_log_pop`. Any thread.

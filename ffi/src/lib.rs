@@ -91,10 +91,13 @@ unsafe fn write_str(
 }
 
 mod client;
+mod client_config;
+mod client_events;
 mod logging;
 mod server;
 
 pub use client::*;
+pub use client_config::*;
 pub use logging::*;
 pub use server::*;
 
