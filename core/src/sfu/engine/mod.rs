@@ -495,19 +495,15 @@ impl Engine {
     /// incoming media — and carries out the room policy's decisions, until nothing is left.
     fn settle(&mut self) {
         self.apply_effects();
-        let mut rounds = 0;
-        while !self.dirty.is_empty() && rounds < SETTLE_ROUNDS {
-            rounds += 1;
-            let keys = std::mem::take(&mut self.dirty);
-            for key in keys {
-                self.drain_pc(key);
+        // Each round: what the grids produced (frames mark their subscribers' connections
+        // dirty), then every connection touched since. One round more than SETTLE_ROUNDS, so
+        // grid frames of the last round still leave with this pass.
+        for _ in 0..=SETTLE_ROUNDS {
+            let now = self.now;
+            self.drain_grids(now);
+            if self.dirty.is_empty() {
+                break;
             }
-            self.apply_effects();
-        }
-        let now = self.now;
-        self.drain_grids(now);
-        if !self.dirty.is_empty() {
-            // Grid frames written to subscribers: out with this pass.
             let keys = std::mem::take(&mut self.dirty);
             for key in keys {
                 self.drain_pc(key);
