@@ -18,7 +18,9 @@ use madang::media::{Channels, SpeechSource, TestPattern, VideoFrame, read_stamp}
 use madang::room::{Room, RoomError, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::Server;
 use madang::signal::Role;
-pub use madang::sim::{AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles};
+pub use madang::sim::{
+    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, VideoRepair,
+};
 
 /// Shape of a synthetic conference.
 #[derive(Clone, Debug)]
@@ -385,13 +387,19 @@ pub async fn run_conference_with_grid(
                 kbps: track.map_or(0.0, |s| s.kbps()),
                 jitter_ms: track.and_then(|s| s.jitter_ms),
                 rtt_ms: track.and_then(|s| s.rtt_ms),
+                // Counted over the whole run here (the room's statistics are cumulative).
+                repair: VideoRepair::between(None, track),
             });
             let audio_sent = windows_end[from].1 - windows_start[from].1;
+            let mic = stats.get(&format!("{from}/microphone"));
+            let concealed_ms = mic.map_or(0.0, |s| s.audio_concealed_ms);
+            // Audio events include concealed frames; played ones are the rest.
             let audio_got = received
                 .audio
                 .get(from)
                 .copied()
                 .unwrap_or(0)
+                .saturating_sub((concealed_ms / 20.0).round() as u64)
                 .min(audio_sent);
             if config.audio {
                 audio.push(AudioPairReport {
@@ -404,6 +412,9 @@ pub async fn run_conference_with_grid(
                     } else {
                         0.0
                     },
+                    fec_frames: mic.map_or(0, |s| s.audio_fec_frames),
+                    concealed_ms,
+                    buffer_delay_ms: mic.map_or(0.0, |s| s.buffer_delay_ms),
                 });
             }
         }

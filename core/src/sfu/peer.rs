@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rtc::interceptor::{NackGeneratorBuilder, SenderReportBuilder};
+use rtc::interceptor::SenderReportBuilder;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -17,8 +17,8 @@ use rtc::shared::error::Error as RtcError;
 
 use crate::signal::PeerRole;
 use crate::transport::{
-    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, add_host_candidate,
-    media_engine,
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, SRTP_REPLAY_WINDOW,
+    add_host_candidate, media_engine,
 };
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
@@ -26,7 +26,7 @@ use crate::transport::{
 /// UDP socket's address as its only candidate.
 ///
 /// Interceptors on a publisher's leg (the server receives): receiver and sender reports,
-/// transport-wide congestion feedback, a NACK generator. On a subscriber's leg (the server
+/// transport-wide congestion feedback (NACKs to the publisher come from the engine). On a subscriber's leg (the server
 /// only sends) just what sending needs — sender reports and the relay of keyframe requests:
 /// every interceptor in the chain moves each outgoing packet through its own queue, and at a
 /// hundred subscribers those moves were the largest single cost of forwarding. The media
@@ -44,6 +44,7 @@ pub(crate) fn new_peer_connection(
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_answering_dtls_role(RTCDtlsRole::Client)
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .build();
     let mut engine = media_engine()?;
     configure_simulcast_extension_headers(&mut engine)?;
@@ -55,8 +56,9 @@ pub(crate) fn new_peer_connection(
         );
     let registry = match role {
         PeerRole::Publisher => {
-            let registry = keyframes.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
-            let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+            // No NACK generator: the engine NACKs upstream losses itself, at once and once
+            // per round trip (see `transport::nack`).
+            let registry = configure_twcc_receiver_only(keyframes, &mut engine)?;
             configure_rtcp_reports(registry)
         }
         PeerRole::Subscriber => {

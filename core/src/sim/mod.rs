@@ -47,11 +47,14 @@ use serde::Serialize;
 use crate::codec::CodecError;
 use crate::media::read_stamp;
 use crate::netsim::{NetworkStats, Profile};
-use crate::room::RoomEvent;
 use crate::room::session::Phase;
+use crate::room::{RoomEvent, TrackStats};
 use crate::sfu::token::TokenError;
+use crate::signal::TrackSource;
 
-pub use report::{AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles};
+pub use report::{
+    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, VideoRepair,
+};
 pub use world::{JoinOptions, Participant, SECRET, World};
 
 /// Shape of a simulated conference.
@@ -211,6 +214,11 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         .iter()
         .map(|p| (p.video_sent(), p.audio_sent()))
         .collect();
+    let stats_start: Vec<Vec<TrackStats>> = world
+        .participants()
+        .iter()
+        .map(|p| p.session().receive_stats())
+        .collect();
     world.run_for(Duration::from_secs_f64(config.seconds), &mut |i, e, t| {
         record(&mut received, &ids, i, e, t, stage, &window_start)
     })?;
@@ -247,11 +255,15 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
             let unique: BTreeSet<u32> = got.iter().map(|(s, _)| *s).collect();
             let mut latencies: Vec<f64> = got.iter().map(|(_, l)| *l).collect();
             let decoded = unique.len() as u64;
-            let stats = receiver
-                .session()
-                .receive_stats()
-                .into_iter()
-                .find(|t| t.track == crate::signal::TrackSource::Camera.track_id(publisher));
+            let end_stats = receiver.session().receive_stats();
+            let find = |list: &[TrackStats], source: TrackSource| {
+                let id = source.track_id(publisher);
+                list.iter().find(|t| t.track == id).cloned()
+            };
+            let stats = find(&end_stats, TrackSource::Camera);
+            let start = find(&stats_start[ri], TrackSource::Camera);
+            let mic = find(&end_stats, TrackSource::Microphone);
+            let mic_start = find(&stats_start[ri], TrackSource::Microphone);
             pairs.push(PairReport {
                 from: publisher.clone(),
                 to: receiver.identity().to_owned(),
@@ -263,14 +275,23 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
                 kbps: stats.as_ref().map_or(0.0, |s| s.kbps()),
                 jitter_ms: stats.as_ref().and_then(|s| s.jitter_ms),
                 rtt_ms: None,
+                repair: VideoRepair::between(start.as_ref(), stats.as_ref()),
             });
             if config.audio {
                 let sent = to_audio.saturating_sub(from_audio);
+                let counter =
+                    |t: &Option<TrackStats>, f: fn(&TrackStats) -> f64| t.as_ref().map_or(0.0, f);
+                let concealed_ms = counter(&mic, |t| t.audio_concealed_ms)
+                    - counter(&mic_start, |t| t.audio_concealed_ms);
+                let fec = counter(&mic, |t| t.audio_fec_frames as f64)
+                    - counter(&mic_start, |t| t.audio_fec_frames as f64);
+                // Events include concealed frames; played ones are the rest.
                 let got = received[ri]
                     .audio
                     .get(publisher)
                     .copied()
                     .unwrap_or(0)
+                    .saturating_sub((concealed_ms / 20.0).round() as u64)
                     .min(sent);
                 audio.push(AudioPairReport {
                     from: publisher.clone(),
@@ -278,6 +299,9 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
                     frames_sent: sent,
                     frames_received: got,
                     loss_pct: loss_pct(sent, got),
+                    fec_frames: fec as u64,
+                    concealed_ms,
+                    buffer_delay_ms: counter(&mic, |t| t.buffer_delay_ms),
                 });
             }
         }

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::room::TrackStats;
+
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Percentiles {
@@ -53,6 +55,45 @@ pub struct PairReport {
     pub jitter_ms: Option<f64>,
     /// Round-trip time between the receiver and the server, ms.
     pub rtt_ms: Option<f64>,
+    /// What the receiver did about loss.
+    #[serde(flatten)]
+    pub repair: VideoRepair,
+}
+
+/// What a receiver did about loss on one video track during the measured period.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct VideoRepair {
+    /// Freezes: no new picture for more than three frame intervals.
+    pub freezes: u64,
+    /// Total length of the freezes, ms.
+    pub freeze_ms: f64,
+    /// Keyframe requests the receiver sent.
+    pub keyframe_requests: u64,
+    /// NACK entries the receiver sent.
+    pub nacks_sent: u64,
+    /// Packets repaired by retransmission.
+    pub packets_recovered: u64,
+    /// Jitter-buffer delay at the end, ms.
+    pub buffer_delay_ms: f64,
+}
+
+impl VideoRepair {
+    /// The change from `start` to `end` (counters), and the delay at `end`.
+    pub fn between(start: Option<&TrackStats>, end: Option<&TrackStats>) -> Self {
+        let Some(end) = end else {
+            return Self::default();
+        };
+        let zero = TrackStats::new(&end.track, end.kind);
+        let start = start.unwrap_or(&zero);
+        Self {
+            freezes: end.freezes - start.freezes,
+            freeze_ms: end.freeze_ms - start.freeze_ms,
+            keyframe_requests: end.keyframes_requested - start.keyframes_requested,
+            nacks_sent: end.nacks_sent - start.nacks_sent,
+            packets_recovered: end.packets_recovered - start.packets_recovered,
+            buffer_delay_ms: end.buffer_delay_ms,
+        }
+    }
 }
 
 /// What one participant received of another's audio.
@@ -64,10 +105,17 @@ pub struct AudioPairReport {
     pub to: String,
     /// 20 ms frames the publisher sent in the period.
     pub frames_sent: u64,
-    /// Frames decoded by the receiver in the period.
+    /// Frames played by the receiver in the period (from their own packet or rebuilt from
+    /// FEC; concealed ones not counted).
     pub frames_received: u64,
-    /// Share not received, percent.
+    /// Share not played, percent.
     pub loss_pct: f64,
+    /// Frames rebuilt from in-band FEC.
+    pub fec_frames: u64,
+    /// Audio concealed, ms.
+    pub concealed_ms: f64,
+    /// Playout delay at the end, ms.
+    pub buffer_delay_ms: f64,
 }
 
 /// Chat messages.

@@ -2,6 +2,11 @@
 //! negotiate (H.264 Constrained Baseline, Opus) with their RTCP feedback and header
 //! extensions.
 
+pub mod clock;
+pub mod jitter;
+pub mod nack;
+pub mod playout;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -27,6 +32,12 @@ pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// Opus format parameters: 10 ms minimum packets, in-band FEC.
 pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+/// SRTP replay window, in packets. The default (64) rejects a retransmission that comes back
+/// after more than 64 newer packets: on a 240 ms round trip at 90 video packets per second
+/// that is the third NACK round, and measured on a `disaster`-like link (8 % burst loss,
+/// 120 ms each way) it cut every repair off at ~700 ms. 1024 is what browsers use.
+pub const SRTP_REPLAY_WINDOW: usize = 1024;
+
 /// RFC 6464 client-to-mixer audio level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 

@@ -33,6 +33,9 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -168,6 +171,9 @@ pub struct Session {
     /// The subscriber connection's track ids → where they arrive.
     incoming: HashMap<String, Incoming>,
     recv: BTreeMap<String, RecvSlot>,
+    /// Round-trip time on the receiving connection, refreshed once a second.
+    subscriber_rtt: Duration,
+    next_rtt_update: Instant,
     receive_stats: BTreeMap<String, TrackStats>,
     send_stats: SendStats,
     signal_out: VecDeque<ClientMessage>,
@@ -226,6 +232,8 @@ impl Session {
             state: RoomState::default(),
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
+            subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
+            next_rtt_update: now,
             receive_stats: BTreeMap::new(),
             send_stats: SendStats::default(),
             signal_out,
@@ -433,6 +441,7 @@ impl Session {
                 self.dirty[which as usize] = true;
             }
         }
+        self.service_slots(now);
         if now >= self.next_keepalive {
             self.next_keepalive = now + KEEPALIVE;
             if self.phase == Phase::Joined {
@@ -484,7 +493,8 @@ impl Session {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle();
         let mut next = (self.phase == Phase::Joined).then_some(self.next_keepalive);
-        for t in self.deadlines.into_iter().flatten() {
+        let slots = self.recv.values().filter_map(RecvSlot::next_timeout);
+        for t in self.deadlines.into_iter().flatten().chain(slots) {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         next
@@ -687,24 +697,81 @@ impl Session {
             TrackKind::Video => self.config.decode_video,
             TrackKind::Audio => self.config.decode_audio,
         };
-        let slot = self.recv.entry(mid).or_insert_with(|| RecvSlot::new(kind));
+        let rtt = self.subscriber_rtt;
+        let slot = self.recv.entry(mid.clone()).or_insert_with(|| {
+            let mut slot = RecvSlot::new(kind, receiver, now);
+            slot.set_rtt(rtt);
+            slot
+        });
         let stats = self
             .receive_stats
             .entry(room_track.clone())
             .or_insert_with(|| TrackStats::new(&room_track, kind));
+        slot.on_packet(now, &packet, decode, stats);
+        if decode {
+            self.service_slot(now, &mid);
+        }
+    }
+
+    /// Plays out what a receive slot has due and sends its feedback (NACKs, keyframe
+    /// requests).
+    fn service_slot(&mut self, now: Instant, mid: &str) {
+        let Some(slot) = self.recv.get_mut(mid) else {
+            return;
+        };
+        let Some(room_track) = self.state.slot_track(mid) else {
+            return;
+        };
+        let Some(stats) = self.receive_stats.get_mut(room_track) else {
+            return;
+        };
         let mut decoded = Vec::new();
-        let want_keyframe = slot.on_packet(now, &room_track, &packet, decode, stats, &mut decoded);
+        let feedback = slot.poll(now, room_track, stats, &mut decoded);
         self.events.extend(decoded);
-        if want_keyframe
+        let (ssrc, receiver) = (slot.ssrc, slot.receiver);
+        let mut rtcp: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        if !feedback.nacks.is_empty() {
+            rtcp.push(Box::new(TransportLayerNack {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+                nacks: nack_pairs_from_sequence_numbers(&feedback.nacks),
+            }));
+        }
+        if feedback.keyframe {
+            rtcp.push(Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            }));
+        }
+        if !rtcp.is_empty()
             && let Some(conn) = self.subscriber.as_mut()
             && let Some(mut r) = conn.pc.rtp_receiver(receiver)
         {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: packet.header.ssrc,
-            };
-            let _ = r.write_rtcp(now, vec![Box::new(pli)]);
+            let _ = r.write_rtcp(now, rtcp);
             self.dirty[Which::Subscriber as usize] = true;
+        }
+    }
+
+    /// Plays out every receive slot that is due; refreshes their round-trip time once a
+    /// second.
+    fn service_slots(&mut self, now: Instant) {
+        if now >= self.next_rtt_update {
+            self.next_rtt_update = now + Duration::from_secs(1);
+            if let Some(ms) = self.rtt_ms(PeerRole::Subscriber) {
+                self.subscriber_rtt = Duration::from_secs_f64(ms / 1000.0);
+                for slot in self.recv.values_mut() {
+                    slot.set_rtt(self.subscriber_rtt);
+                }
+            }
+        }
+        let due: Vec<String> = self
+            .recv
+            .iter()
+            .filter(|(_, slot)| slot.next_timeout().is_some_and(|t| t <= now))
+            .map(|(mid, _)| mid.clone())
+            .collect();
+        for mid in due {
+            self.service_slot(now, &mid);
         }
     }
 }

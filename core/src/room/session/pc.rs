@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{NackResponderBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -18,8 +20,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use crate::room::RoomError;
 use crate::signal::{IceCandidate, TrackKind};
 use crate::transport::{
-    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, add_host_candidate,
-    media_engine, media_track,
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, SRTP_REPLAY_WINDOW,
+    add_host_candidate, media_engine, media_track,
 };
 
 fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
@@ -42,8 +44,9 @@ pub(crate) struct ClientPc {
 
 impl ClientPc {
     /// A new connection whose host candidate is `local`. Interceptors as a WebRTC endpoint
-    /// has them by default (NACK generator and responder, RTCP reports, TWCC receiver), plus
-    /// the delivery of keyframe requests to the application.
+    /// has them by default (NACK responder, RTCP reports, TWCC receiver), plus the delivery
+    /// of keyframe requests to the application — but no NACK generator: the receive slots'
+    /// jitter buffers send NACKs themselves (see `transport::nack` for why).
     pub fn new(local: SocketAddr, now: Instant) -> Result<Self, RoomError> {
         let mut engine = media_engine().map_err(webrtc_err)?;
         let registry = Registry::new()
@@ -51,10 +54,14 @@ impl ClientPc {
             .with(
                 Slot::from(CANONICAL_ORDER_SLOT),
                 CanonicalRtcpOrder::default(),
-            );
-        let registry = register_default_interceptors(registry, &mut engine).map_err(webrtc_err)?;
+            )
+            .with(Slot::NackResponder, NackResponderBuilder::new().build());
+        configure_simulcast_extension_headers(&mut engine).map_err(webrtc_err)?;
+        let registry = configure_twcc_receiver_only(registry, &mut engine).map_err(webrtc_err)?;
+        let registry = configure_rtcp_reports(registry);
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())

@@ -1,16 +1,20 @@
-//! The receiving side of one subscriber slot: RTP packets in (already decrypted and in
-//! arrival order), access units reassembled, pictures and audio decoded, loss counted, and
-//! the decision to ask for a keyframe. Pure: the caller passes `now`.
+//! The receiving side of one subscriber slot: RTP packets in (already decrypted, in arrival
+//! order), through the video jitter buffer or the audio playout buffer, pictures and audio
+//! decoded at their playout time, NACKs and keyframe requests out, everything counted.
+//! Pure: the caller passes `now`.
 
 use std::time::{Duration, Instant};
 
 use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
 
-use crate::codec::rtp::{Assembled, FrameAssembler};
 use crate::codec::{H264Decoder, OpusDecoder};
 use crate::media::Channels;
 use crate::room::RoomEvent;
 use crate::signal::TrackKind;
+use crate::transport::clock::SeqExtender;
+use crate::transport::jitter::VideoBuffer;
+use crate::transport::playout::{AudioOut, AudioPlayout};
 
 /// What one remote track delivered.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,14 +27,31 @@ pub struct TrackStats {
     pub packets: u64,
     /// Payload bytes received.
     pub bytes: u64,
-    /// Packets missing by sequence number.
+    /// Packets that never arrived (expected by sequence number, minus received).
     pub packets_lost: u64,
-    /// Pictures (or audio frames) decoded.
+    /// Pictures displayed (or audio frames played from their own packet).
     pub frames_decoded: u64,
-    /// Pictures dropped for missing packets or decoder errors.
+    /// Pictures dropped for missing packets or decoder errors; audio frames concealed or
+    /// skipped.
     pub frames_lost: u64,
     /// Keyframe requests sent.
     pub keyframes_requested: u64,
+    /// NACK entries sent (one per packet asked for, repeats included).
+    pub nacks_sent: u64,
+    /// Packets that arrived after being NACKed: repaired by retransmission.
+    pub packets_recovered: u64,
+    /// Times the picture froze: no new picture for more than three frame intervals (as
+    /// browsers count `freezeCount`).
+    pub freezes: u64,
+    /// Total length of those freezes, ms.
+    pub freeze_ms: f64,
+    /// Audio frames rebuilt from the next packet's in-band FEC.
+    pub audio_fec_frames: u64,
+    /// Audio concealed (lost and not rebuilt), ms.
+    pub audio_concealed_ms: f64,
+    /// Current delay of the jitter buffer (video) or playout buffer (audio) on top of the
+    /// fastest transit, ms.
+    pub buffer_delay_ms: f64,
     /// Seconds between the first and the last packet.
     pub seconds: f64,
     /// Inter-arrival jitter in ms (RFC 3550).
@@ -51,6 +72,13 @@ impl TrackStats {
             frames_decoded: 0,
             frames_lost: 0,
             keyframes_requested: 0,
+            nacks_sent: 0,
+            packets_recovered: 0,
+            freezes: 0,
+            freeze_ms: 0.0,
+            audio_fec_frames: 0,
+            audio_concealed_ms: 0.0,
+            buffer_delay_ms: 0.0,
             seconds: 0.0,
             jitter_ms: None,
             rtt_ms: None,
@@ -102,129 +130,214 @@ impl JitterEstimator {
     }
 }
 
-/// Rate limit for keyframe requests from one receiver.
-const PLI_INTERVAL: Duration = Duration::from_millis(200);
+/// Feedback a receive slot wants sent to the sender.
+#[derive(Debug, Default)]
+pub(crate) struct Feedback {
+    /// Sequence numbers to NACK.
+    pub nacks: Vec<u16>,
+    /// Send a keyframe request.
+    pub keyframe: bool,
+}
 
-/// One receive slot's pipeline.
+/// Counts freezes as browsers do: a picture that comes more than three average frame
+/// intervals after the one before.
+#[derive(Debug, Default)]
+struct FreezeCounter {
+    last: Option<Instant>,
+    average_ms: Option<f64>,
+}
+
+impl FreezeCounter {
+    fn picture(&mut self, now: Instant, stats: &mut TrackStats) {
+        if let Some(last) = self.last {
+            let gap = now.duration_since(last).as_secs_f64() * 1000.0;
+            match self.average_ms {
+                Some(avg) if gap > 3.0 * avg => {
+                    stats.freezes += 1;
+                    stats.freeze_ms += gap;
+                }
+                Some(avg) => self.average_ms = Some(avg + (gap - avg) / 16.0),
+                None => self.average_ms = Some(gap),
+            }
+        }
+        self.last = Some(now);
+    }
+}
+
+enum Pipeline {
+    Video {
+        buffer: Box<VideoBuffer>,
+        decoder: Option<H264Decoder>,
+        freezes: FreezeCounter,
+    },
+    Audio {
+        playout: AudioPlayout,
+        decoder: Option<OpusDecoder>,
+    },
+}
+
+/// One receive slot's pipeline: packets into the jitter (or playout) buffer, pictures and
+/// audio out of it at their time, decoded; NACKs and keyframe requests back.
 pub(crate) struct RecvSlot {
     kind: TrackKind,
-    assembler: FrameAssembler,
-    video: Option<H264Decoder>,
-    audio: Option<OpusDecoder>,
-    last_pli: Option<Instant>,
-    expected_audio_seq: Option<u16>,
+    pipeline: Pipeline,
+    /// SSRC of the stream (feedback names it).
+    pub ssrc: u32,
+    /// The receiver feedback is written through.
+    pub receiver: RTCRtpReceiverId,
+    seqs: SeqExtender,
+    first_seq: Option<u64>,
     first_packet: Option<Instant>,
     jitter: JitterEstimator,
 }
 
 impl RecvSlot {
-    pub fn new(kind: TrackKind) -> Self {
+    pub fn new(kind: TrackKind, receiver: RTCRtpReceiverId, now: Instant) -> Self {
+        let pipeline = match kind {
+            TrackKind::Video => Pipeline::Video {
+                buffer: Box::new(VideoBuffer::new(true, now)),
+                decoder: None,
+                freezes: FreezeCounter::default(),
+            },
+            TrackKind::Audio => Pipeline::Audio {
+                playout: AudioPlayout::new(now),
+                decoder: None,
+            },
+        };
         Self {
             kind,
-            assembler: FrameAssembler::new(),
-            video: None,
-            audio: None,
-            last_pli: None,
-            expected_audio_seq: None,
+            pipeline,
+            ssrc: 0,
+            receiver,
+            seqs: SeqExtender::default(),
+            first_seq: None,
             first_packet: None,
             jitter: JitterEstimator::default(),
         }
     }
 
-    /// Takes one packet of `track_id`; decoded pictures and audio go to `events` (when
-    /// `decode` is on; otherwise packets are only counted), counters to `stats`. Returns
-    /// whether to send a keyframe request now.
+    /// The round-trip time to the server on the receiving connection.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        if let Pipeline::Video { buffer, .. } = &mut self.pipeline {
+            buffer.set_rtt(rtt);
+        }
+    }
+
+    /// Takes one packet (already decrypted, in arrival order). Counted always; buffered
+    /// only when `decode` is on (load tests only count).
     pub fn on_packet(
         &mut self,
         now: Instant,
-        track_id: &str,
         packet: &rtp::Packet,
         decode: bool,
         stats: &mut TrackStats,
-        events: &mut Vec<RoomEvent>,
-    ) -> bool {
+    ) {
         let first = *self.first_packet.get_or_insert(now);
         let clock_khz = match self.kind {
             TrackKind::Video => 90.0,
             TrackKind::Audio => 48.0,
         };
-        stats.jitter_ms = Some(self.jitter.update(now, packet.header.timestamp, clock_khz));
+        let h = &packet.header;
+        self.ssrc = h.ssrc;
+        stats.jitter_ms = Some(self.jitter.update(now, h.timestamp, clock_khz));
         stats.packets += 1;
         stats.bytes += packet.payload.len() as u64;
         stats.seconds = now.duration_since(first).as_secs_f64();
+        let ext = self.seqs.extend(h.sequence_number);
+        let first_seq = *self.first_seq.get_or_insert(ext);
+        let expected = self.seqs.highest().unwrap_or(ext) + 1 - first_seq;
+        stats.packets_lost = expected.saturating_sub(stats.packets);
         if !decode {
-            // Counting only (load tests): no reassembly, no decoding.
-            return false;
+            return;
         }
-        let participant = track_id.split('/').next().unwrap_or_default();
-        let mut want_keyframe = false;
-        match self.kind {
-            TrackKind::Video => {
-                let lost_before = self.assembler.packets_lost();
-                for item in self.assembler.push(
-                    packet.header.sequence_number,
-                    packet.header.timestamp,
-                    packet.header.marker,
-                    &packet.payload,
-                ) {
-                    match item {
-                        Assembled::Frame { data, timestamp } => {
-                            if self.video.is_none() {
-                                self.video = H264Decoder::new().ok();
-                            }
-                            let Some(decoder) = self.video.as_mut() else {
-                                continue;
-                            };
-                            match decoder.decode(&data) {
-                                Ok(Some(mut frame)) => {
-                                    frame.set_pts_us(timestamp as i64 * 1000 / 90);
-                                    stats.frames_decoded += 1;
-                                    events.push(RoomEvent::VideoFrame {
-                                        participant: participant.to_owned(),
-                                        track: track_id.to_owned(),
-                                        frame,
-                                    });
-                                }
-                                Ok(None) => {}
-                                Err(_) => {
-                                    stats.frames_lost += 1;
-                                    want_keyframe = true;
-                                }
-                            }
-                        }
-                        Assembled::Lost { .. } => {
-                            stats.frames_lost += 1;
-                            want_keyframe = true;
-                        }
-                    }
-                }
-                stats.packets_lost += self.assembler.packets_lost() - lost_before;
-                if self.video.as_ref().is_some_and(|d| d.keyframe_needed()) {
-                    want_keyframe = true;
-                }
+        match &mut self.pipeline {
+            Pipeline::Video { buffer, .. } => buffer.insert(
+                now,
+                h.sequence_number,
+                h.timestamp,
+                h.marker,
+                packet.payload.clone(),
+            ),
+            Pipeline::Audio { playout, .. } => {
+                playout.insert(now, h.sequence_number, h.timestamp, packet.payload.clone())
             }
-            TrackKind::Audio => {
-                let seq = packet.header.sequence_number;
-                let mut lost = 0;
-                if let Some(expected) = self.expected_audio_seq {
-                    let gap = seq.wrapping_sub(expected);
-                    if gap >= 0x8000 {
-                        return false; // late
+        }
+    }
+
+    /// What is due at `now`: decoded pictures and audio into `events`, counters into
+    /// `stats`; returns the feedback to send.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        track_id: &str,
+        stats: &mut TrackStats,
+        events: &mut Vec<RoomEvent>,
+    ) -> Feedback {
+        let participant = track_id.split('/').next().unwrap_or_default();
+        let mut feedback = Feedback::default();
+        match &mut self.pipeline {
+            Pipeline::Video {
+                buffer,
+                decoder,
+                freezes,
+            } => {
+                while let Some(picture) = buffer.poll(now) {
+                    if decoder.is_none() {
+                        *decoder = H264Decoder::new().ok();
                     }
-                    lost = gap as u64;
-                }
-                stats.packets_lost += lost;
-                self.expected_audio_seq = Some(seq.wrapping_add(1));
-                if self.audio.is_none() {
-                    self.audio = OpusDecoder::new(Channels::Mono).ok();
-                }
-                if let Some(decoder) = self.audio.as_mut() {
-                    let pts = packet.header.timestamp as i64 * 1000 / 48;
-                    for _ in 0..lost.min(10) {
-                        let _ = decoder.conceal(960, pts);
+                    let Some(dec) = decoder.as_mut() else {
+                        continue;
+                    };
+                    match dec.decode(&picture.data) {
+                        Ok(Some(mut frame)) => {
+                            frame.set_pts_us(picture.timestamp as i64 * 1000 / 90);
+                            stats.frames_decoded += 1;
+                            freezes.picture(now, stats);
+                            events.push(RoomEvent::VideoFrame {
+                                participant: participant.to_owned(),
+                                track: track_id.to_owned(),
+                                frame,
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            stats.frames_lost += 1;
+                            buffer.reference_lost(now);
+                        }
                     }
-                    if let Ok(frame) = decoder.decode(&packet.payload, pts) {
-                        stats.frames_decoded += 1;
+                    if dec.keyframe_needed() {
+                        buffer.reference_lost(now);
+                    }
+                }
+                feedback.nacks = buffer.nacks_due(now);
+                feedback.keyframe = buffer.keyframe_request_due(now);
+                let b = buffer.stats();
+                stats.frames_lost = b.pictures_dropped;
+                stats.keyframes_requested = b.keyframe_requests;
+                stats.packets_recovered = b.packets_recovered;
+                stats.nacks_sent = buffer.nacks_sent();
+                stats.buffer_delay_ms = buffer.delay().as_secs_f64() * 1000.0;
+            }
+            Pipeline::Audio { playout, decoder } => {
+                while let Some(out) = playout.poll(now) {
+                    if decoder.is_none() {
+                        *decoder = OpusDecoder::new(Channels::Mono).ok();
+                    }
+                    let Some(dec) = decoder.as_mut() else {
+                        continue;
+                    };
+                    let decoded = match out {
+                        AudioOut::Packet { payload, timestamp } => {
+                            dec.decode(&payload, timestamp as i64 * 1000 / 48)
+                        }
+                        AudioOut::Fec { next, timestamp } => {
+                            dec.decode_fec(&next, timestamp as i64 * 1000 / 48)
+                        }
+                        AudioOut::Conceal { timestamp } => {
+                            dec.conceal(960, timestamp as i64 * 1000 / 48)
+                        }
+                    };
+                    if let Ok(frame) = decoded {
                         events.push(RoomEvent::AudioFrame {
                             participant: participant.to_owned(),
                             track: track_id.to_owned(),
@@ -232,18 +345,23 @@ impl RecvSlot {
                         });
                     }
                 }
+                let p = playout.stats();
+                stats.frames_decoded = p.played;
+                stats.audio_fec_frames = p.fec;
+                stats.audio_concealed_ms = p.concealed as f64 * 20.0;
+                stats.frames_lost = p.concealed + p.skipped;
+                stats.buffer_delay_ms = playout.delay().as_secs_f64() * 1000.0;
             }
         }
-        if want_keyframe
-            && self
-                .last_pli
-                .is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL)
-        {
-            self.last_pli = Some(now);
-            stats.keyframes_requested += 1;
-            return true;
+        feedback
+    }
+
+    /// When [`poll`](Self::poll) is due next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        match &self.pipeline {
+            Pipeline::Video { buffer, .. } => buffer.next_timeout(),
+            Pipeline::Audio { playout, .. } => playout.next_timeout(),
         }
-        false
     }
 }
 

@@ -2,9 +2,12 @@
 //! slots that carry its track, answering NACKs from the retransmission caches, relaying
 //! keyframe requests, and the composited grid of MCU rooms.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp;
 
 use super::{Engine, SessionId};
@@ -37,6 +40,16 @@ impl Engine {
         };
         published.ssrc = Some(packet.header.ssrc);
         let video = published.kind == TrackKind::Video;
+        if let Some(up) = published.upstream.as_mut() {
+            let highest = up.seqs.highest();
+            let ext = up.seqs.extend(packet.header.sequence_number);
+            up.nacks.on_packet(now, ext, highest);
+            // Packets more than a second old are no use to anyone.
+            up.nacks.forget_before(ext.saturating_sub(100));
+            if let Some(t) = up.nacks.next_due() {
+                self.next_nack = Some(self.next_nack.map_or(t, |n| n.min(t)));
+            }
+        }
         let header = InHeader {
             ssrc: packet.header.ssrc,
             seq: packet.header.sequence_number,
@@ -67,6 +80,70 @@ impl Engine {
             self.send_to_carriers(&room, &room_track, &header, &packet.payload, video, now);
         if want_keyframe {
             self.request_keyframe(publisher, track_id, now);
+        }
+    }
+
+    /// Sends the NACKs due to publishers for packets lost on their way up; notes when the
+    /// next are due.
+    pub(super) fn send_upstream_nacks(&mut self, now: Instant) {
+        let rtt = self.upstream_rtt + Duration::from_millis(5);
+        let mut next: Option<Instant> = None;
+        for (&id, peer) in self.peers.iter_mut() {
+            for published in peer.published.values_mut() {
+                let (Some(up), Some(ssrc)) = (published.upstream.as_mut(), published.ssrc) else {
+                    continue;
+                };
+                let due = up.nacks.due(now, rtt);
+                if let Some(t) = up.nacks.next_due() {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+                if due.is_empty() {
+                    continue;
+                }
+                if let Some(pc) = peer.publisher.as_mut()
+                    && let Some(mut r) = pc.pc.rtp_receiver(published.receiver)
+                {
+                    let nack = TransportLayerNack {
+                        sender_ssrc: 0,
+                        media_ssrc: ssrc,
+                        nacks: nack_pairs_from_sequence_numbers(&due),
+                    };
+                    let _ = r.write_rtcp(now, vec![Box::new(nack)]);
+                    self.stats.upstream_nacks += due.len() as u64;
+                    self.dirty.insert((id, PeerRole::Publisher));
+                }
+            }
+        }
+        self.next_nack = next;
+    }
+
+    /// Takes the round-trip time of a publisher's leg as the NACK resend interval for all
+    /// uplinks (the largest measured: a resend too early costs a duplicate, too late a
+    /// frozen picture for everyone).
+    pub(super) fn refresh_upstream_rtt(&mut self, now: Instant) {
+        use rtc::statistics::StatsSelector;
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let mut worst: Option<f64> = None;
+        for peer in self.peers.values_mut() {
+            if peer.published.values().all(|p| p.upstream.is_none()) {
+                continue;
+            }
+            let Some(pc) = peer.publisher.as_mut() else {
+                continue;
+            };
+            for entry in pc.pc.get_stats(now, StatsSelector::None).iter() {
+                if let RTCStatsReportEntry::IceCandidatePair(pair) = entry
+                    && pair.nominated
+                    && pair.current_round_trip_time > 0.0
+                {
+                    worst = Some(worst.map_or(pair.current_round_trip_time, |w| {
+                        w.max(pair.current_round_trip_time)
+                    }));
+                }
+            }
+        }
+        if let Some(rtt) = worst {
+            self.upstream_rtt = Duration::from_secs_f64(rtt.clamp(0.001, 1.0));
         }
     }
 

@@ -65,6 +65,8 @@ use super::rooms::{Effect, Rooms, RoomsConfig, Work};
 use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, PeerRole, PublishTrack, ServerMessage, TrackKind,
 };
+use crate::transport::clock::SeqExtender;
+use crate::transport::nack::NackList;
 
 /// An input from a signal session (one WebSocket, or one simulated client).
 #[derive(Clone, Debug)]
@@ -164,6 +166,8 @@ pub struct EngineStats {
     pub keyframe_requests: u64,
     /// Packets resent to subscribers from the retransmission caches (answers to NACKs).
     pub retransmitted: u64,
+    /// NACK entries sent to publishers for packets lost on their way to the server.
+    pub upstream_nacks: u64,
     /// Participants currently joined.
     pub participants: usize,
     /// Grid input packets dropped because a grid's thread fell behind.
@@ -193,6 +197,15 @@ struct Published {
     audio_level_id: Option<u8>,
     cache: RetransmitCache,
     limiter: KeyframeLimiter,
+    /// Losses on the way up from the publisher, NACKed to it (video only).
+    upstream: Option<Upstream>,
+}
+
+/// The gaps in a published video track as it reaches the server, and their NACK schedule:
+/// a lossy uplink is repaired once here instead of every subscriber missing the packet.
+struct Upstream {
+    seqs: SeqExtender,
+    nacks: NackList,
 }
 
 /// A receive slot's WebRTC side; which track it carries is the room policy's business.
@@ -248,6 +261,11 @@ pub struct Engine {
     /// The latest `now` an input carried.
     now: Instant,
     next_tick: Instant,
+    /// When a NACK to a publisher is due next.
+    next_nack: Option<Instant>,
+    /// Round-trip time assumed on publishers' legs (refreshed every few seconds).
+    upstream_rtt: Duration,
+    next_rtt_update: Instant,
     next_grid: Instant,
     rng: ChaCha20Rng,
     simulate_loss_every: Option<u32>,
@@ -314,6 +332,9 @@ impl Engine {
             events: VecDeque::new(),
             now,
             next_tick: now + TICK,
+            next_nack: None,
+            upstream_rtt: crate::transport::jitter::DEFAULT_RTT,
+            next_rtt_update: now,
             next_grid: now,
             rng,
             simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
@@ -425,6 +446,13 @@ impl Engine {
             self.rooms.tick(now);
             self.stats.participants = self.rooms.participant_count();
         }
+        if self.next_nack.is_some_and(|t| t <= now) {
+            self.send_upstream_nacks(now);
+        }
+        if now >= self.next_rtt_update {
+            self.next_rtt_update = now + Duration::from_secs(2);
+            self.refresh_upstream_rtt(now);
+        }
         if !self.mixers.is_empty() && now >= self.next_grid {
             self.next_grid = now + self.grid_interval();
             self.on_grid_tick(now);
@@ -465,6 +493,9 @@ impl Engine {
         }
         if !self.mixers.is_empty() {
             next = next.min(self.next_grid);
+        }
+        if let Some(t) = self.next_nack {
+            next = next.min(t);
         }
         Some(next)
     }

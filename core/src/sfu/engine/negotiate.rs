@@ -9,10 +9,12 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 
-use super::{Engine, Pc, Published, SessionId, SlotRtc, sdp_m_lines};
+use super::{Engine, Pc, Published, SessionId, SlotRtc, Upstream, sdp_m_lines};
 use crate::sfu::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
 use crate::sfu::peer::new_peer_connection;
 use crate::signal::{ErrorCode, IceCandidate, PeerRole, PublishTrack, ServerMessage, TrackKind};
+use crate::transport::clock::SeqExtender;
+use crate::transport::nack::NackList;
 use crate::transport::{AUDIO_LEVEL_URI, h264_codec, media_track, opus_codec};
 
 impl Engine {
@@ -268,6 +270,10 @@ impl Engine {
                 audio_level_id,
                 cache: RetransmitCache::new(if video { 1024 } else { 64 }),
                 limiter: KeyframeLimiter::new(Duration::from_millis(300)),
+                upstream: video.then(|| Upstream {
+                    seqs: SeqExtender::default(),
+                    nacks: NackList::new(),
+                }),
             },
         );
     }

@@ -1,0 +1,145 @@
+//! Time and order of RTP streams as a receiver sees them: 16-bit sequence numbers and 32-bit
+//! timestamps extended so that they never wrap, and the mapping from media time to the
+//! arrival time a packet is expected at. Pure.
+
+use std::time::{Duration, Instant};
+
+/// The fastest transit is the minimum over this long (two windows), so that it follows a
+/// lasting change of route.
+const TRANSIT_WINDOW: Duration = Duration::from_secs(5);
+
+/// Extends 16-bit RTP sequence numbers to a monotonic 64-bit count (wraps included).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeqExtender {
+    highest: Option<u64>,
+}
+
+impl SeqExtender {
+    /// The extended number of `seq`: the one closest to the highest seen so far. The
+    /// first packet starts at 2^32 so that a packet from before it still has a number.
+    pub fn extend(&mut self, seq: u16) -> u64 {
+        let Some(highest) = self.highest else {
+            let ext = (1u64 << 32) + seq as u64;
+            self.highest = Some(ext);
+            return ext;
+        };
+        let delta = seq.wrapping_sub(highest as u16) as i16 as i64;
+        let ext = (highest as i64 + delta) as u64;
+        if ext > highest {
+            self.highest = Some(ext);
+        }
+        ext
+    }
+
+    /// The highest extended number seen.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+}
+
+/// Maps media time to arrival time: the fastest transit seen in the last two windows.
+#[derive(Debug)]
+pub struct PlayoutClock {
+    origin: Instant,
+    /// RTP ticks per second.
+    rate: u64,
+    window_start: Instant,
+    current_min: i64,
+    previous_min: i64,
+}
+
+impl PlayoutClock {
+    /// A clock for a stream of `rate_hz` RTP ticks per second; nothing arrived yet.
+    pub fn new(now: Instant, rate_hz: u64) -> Self {
+        Self {
+            origin: now,
+            rate: rate_hz,
+            window_start: now,
+            current_min: i64::MAX,
+            previous_min: i64::MAX,
+        }
+    }
+
+    fn media_us(&self, ts: u64) -> i64 {
+        (ts as i128 * 1_000_000 / self.rate as i128) as i64
+    }
+
+    /// Notes that a packet of media time `ts` (extended ticks) arrived at `now`.
+    pub fn arrival(&mut self, now: Instant, ts: u64) {
+        if now.duration_since(self.window_start) >= TRANSIT_WINDOW {
+            self.previous_min = self.current_min;
+            self.current_min = i64::MAX;
+            self.window_start = now;
+        }
+        let transit = now.duration_since(self.origin).as_micros() as i64 - self.media_us(ts);
+        self.current_min = self.current_min.min(transit);
+    }
+
+    /// When media time `ts` is expected to arrive on the fastest transit.
+    pub fn expected(&self, ts: u64) -> Instant {
+        let base = self.current_min.min(self.previous_min);
+        let base = if base == i64::MAX { 0 } else { base };
+        let at = base + self.media_us(ts);
+        if at >= 0 {
+            self.origin + Duration::from_micros(at as u64)
+        } else {
+            self.origin
+                .checked_sub(Duration::from_micros(at.unsigned_abs()))
+                .unwrap_or(self.origin)
+        }
+    }
+}
+
+/// Extends 32-bit RTP timestamps, as [`SeqExtender`] does sequence numbers.
+#[derive(Debug, Default)]
+pub struct TsExtender {
+    highest: Option<u64>,
+}
+
+impl TsExtender {
+    /// The extended value of `ts`.
+    pub fn extend(&mut self, ts: u32) -> u64 {
+        let Some(highest) = self.highest else {
+            let ext = (1u64 << 40) + ts as u64;
+            self.highest = Some(ext);
+            return ext;
+        };
+        let delta = ts.wrapping_sub(highest as u32) as i32 as i64;
+        let ext = (highest as i64 + delta) as u64;
+        self.highest = Some(highest.max(ext));
+        ext
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_extend_across_the_wrap_and_backwards() {
+        let mut x = SeqExtender::default();
+        let a = x.extend(65_534);
+        assert_eq!(x.extend(65_535), a + 1);
+        assert_eq!(x.extend(1), a + 3);
+        assert_eq!(x.extend(0), a + 2, "a late packet keeps its place");
+        assert_eq!(x.highest(), Some(a + 3));
+    }
+
+    #[test]
+    fn expected_arrival_follows_the_fastest_transit() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = PlayoutClock::new(t0, 48_000);
+        let mut x = TsExtender::default();
+        c.arrival(t0 + ms(50), x.extend(0));
+        c.arrival(t0 + ms(72), x.extend(960));
+        c.arrival(t0 + ms(95), x.extend(1920));
+        // Fastest: 50 ms after media time 0; media time 40 ms is expected at 90 ms.
+        assert_eq!(c.expected(x.extend(1920)), t0 + ms(90));
+        assert_eq!(
+            x.extend(u32::MAX),
+            x.extend(0) - 1,
+            "a timestamp before the first"
+        );
+    }
+}

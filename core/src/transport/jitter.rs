@@ -1,0 +1,702 @@
+//! The video receive buffer: H.264 RTP packets in, whole pictures out in decode order, each
+//! at its playout time. Pure, on the caller's clock; used by the client's receive slots and
+//! by the server's grid mixer.
+//!
+//! - **Reordering and repair.** Packets are held by extended sequence number. A gap is put
+//!   on the [`NackList`] at once (the owner sends the NACKs); a picture waits for its missing
+//!   packets until its deadline, and retransmissions that arrive in time complete it.
+//! - **Playout.** A complete picture is released at `expected arrival + delay`, where the
+//!   expected arrival is the picture's RTP time on the fastest transit seen recently and the
+//!   delay is the 99th percentile of how late recent pictures became complete (retransmitted
+//!   ones included), so repaired pictures are displayed on time instead of freezing the
+//!   picture while they wait (NetEq's rule, applied to pictures). Without losses or jitter
+//!   the delay is zero. A grid mixer, which shows no motion of its own, releases pictures as
+//!   soon as they are complete (`smooth = false`).
+//! - **Giving up.** A picture still incomplete at `expected arrival + max(4 RTT, delay + 2
+//!   RTT) + 30 ms` (at most [`MAX_WAIT`]: room for a loss on the way up, repaired by the
+//!   server, and more rounds if a NACK or its answer is lost too), or whose missing packets
+//!   have used up their NACKs, is dropped; the reference chain is then broken, the buffer skips to the next complete keyframe and
+//!   asks for one (at most once per 500 ms; also when 200 ms pass without a keyframe to
+//!   start from).
+//!
+//! Why not webrtc-rs's `JitterBufferInterceptor`: it holds every packet for a fixed depth
+//! whether or not anything is missing (every picture pays the depth: 120 ms by default), and
+//! releases packets, not pictures, when the depth elapses, whether or not the picture is
+//! whole. Here only a picture that lost something waits, and only as long as its repair can
+//! take.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+use super::clock::{PlayoutClock, SeqExtender, TsExtender};
+use super::nack::NackList;
+use crate::codec::nal::rtp_payload_starts_keyframe;
+
+/// Longest a picture may wait for missing packets, counted from its expected arrival. A
+/// repair takes at least a round trip, and on a 120 ms link (240 ms round trip, the
+/// `disaster` profile) two rounds need more than the 400 ms usually quoted: measured there,
+/// a 400 ms bound gave up on half the pictures (each give-up costs a keyframe, 10 to 20
+/// pictures and a freeze longer than the wait it saved).
+pub const MAX_WAIT: Duration = Duration::from_millis(1000);
+/// Shortest wait before giving up on a picture.
+const MIN_WAIT: Duration = Duration::from_millis(50);
+/// Keyframe requests of one stream are at least this far apart.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// A broken stream waits this long for a keyframe already on its way before asking.
+const KEYFRAME_GRACE: Duration = Duration::from_millis(200);
+/// Round-trip time assumed until one is measured.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// Pictures whose lateness sets the playout delay.
+const LATENESS_WINDOW: usize = 300;
+/// Most packets held; beyond that the oldest picture is dropped.
+const CAPACITY: usize = 2048;
+
+/// A picture the buffer released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Picture {
+    /// The access unit, Annex-B.
+    pub data: Bytes,
+    /// RTP timestamp (90 kHz).
+    pub timestamp: u32,
+    /// It starts with a keyframe.
+    pub keyframe: bool,
+}
+
+/// What a buffer counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Packets that arrived after being NACKed (repaired by retransmission or reordering).
+    pub packets_recovered: u64,
+    /// Packets that arrived after the buffer had moved past them.
+    pub packets_late: u64,
+    /// Duplicates dropped.
+    pub packets_duplicate: u64,
+    /// Pictures released.
+    pub pictures: u64,
+    /// Pictures given up (missing packets or skipped to a keyframe).
+    pub pictures_dropped: u64,
+    /// Keyframe requests asked for.
+    pub keyframe_requests: u64,
+}
+
+struct Held {
+    timestamp: u64,
+    marker: bool,
+    /// Starts an access unit for certain (its first NAL unit is an SPS).
+    starts_au: bool,
+    keyframe: bool,
+    arrival: Instant,
+    payload: Bytes,
+}
+
+/// One video stream's receive buffer. See the [module documentation](self).
+pub struct VideoBuffer {
+    smooth: bool,
+    seqs: SeqExtender,
+    stamps: TsExtender,
+    packets: BTreeMap<u64, Held>,
+    /// Everything up to and including this was released or given up.
+    done: Option<u64>,
+    /// The next picture after `done` can be decoded (its references were all released).
+    chain: bool,
+    /// Since when the chain is broken with no keyframe to resume from.
+    broken_since: Option<Instant>,
+    last_request: Option<Instant>,
+    request_pending: bool,
+    nacks: NackList,
+    clock: PlayoutClock,
+    rtt: Duration,
+    rtt_samples: u32,
+    lateness: VecDeque<Duration>,
+    delay: Duration,
+    stats: BufferStats,
+}
+
+impl std::fmt::Debug for VideoBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoBuffer")
+            .field("held", &self.packets.len())
+            .field("delay", &self.delay)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Head {
+    /// The picture from `start` to `end` is whole.
+    Complete { end: u64 },
+    /// Something of the next picture is missing: its timestamp, and the first missing
+    /// packet (or none when only its tail has yet to come).
+    Blocked { timestamp: u64, gap: Option<u64> },
+    /// Nothing held after `done`.
+    Empty,
+}
+
+impl VideoBuffer {
+    /// An empty buffer; `smooth` releases pictures at their playout time, otherwise as soon
+    /// as they are whole.
+    pub fn new(smooth: bool, now: Instant) -> Self {
+        Self {
+            smooth,
+            seqs: SeqExtender::default(),
+            stamps: TsExtender::default(),
+            packets: BTreeMap::new(),
+            done: None,
+            chain: false,
+            broken_since: None,
+            last_request: None,
+            request_pending: false,
+            nacks: NackList::new(),
+            clock: PlayoutClock::new(now, 90_000),
+            rtt: DEFAULT_RTT,
+            rtt_samples: 0,
+            lateness: VecDeque::new(),
+            delay: Duration::ZERO,
+            stats: BufferStats::default(),
+        }
+    }
+
+    /// The measured round-trip time to the sender (drives NACK resends and how long a
+    /// picture may wait).
+    /// Samples are taken fast upwards and slowly downwards: one round-trip sample on a
+    /// jittery link can be half the typical one (measured on 40 ± 40 ms: samples of 57 ms
+    /// where repairs took 150 ms), and a NACK schedule or a deadline built on the low one
+    /// gives up on packets that are on their way.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        let rtt = rtt.clamp(Duration::from_millis(1), Duration::from_secs(1));
+        self.rtt = if rtt >= self.rtt || self.rtt_samples == 0 {
+            rtt
+        } else {
+            self.rtt - (self.rtt - rtt) / 8
+        };
+        self.rtt_samples += 1;
+    }
+
+    /// What was counted so far.
+    pub fn stats(&self) -> BufferStats {
+        self.stats
+    }
+
+    /// NACK entries sent so far.
+    pub fn nacks_sent(&self) -> u64 {
+        self.nacks.sent
+    }
+
+    /// The current playout delay on top of the fastest transit.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// One packet arrived at `now`.
+    pub fn insert(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, payload: Bytes) {
+        let highest = self.seqs.highest();
+        let ext = self.seqs.extend(seq);
+        if self.done.is_some_and(|d| ext <= d) {
+            self.stats.packets_late += 1;
+            return;
+        }
+        if self.packets.contains_key(&ext) {
+            self.stats.packets_duplicate += 1;
+            return;
+        }
+        let recovered = self.nacks.on_packet(now, ext, highest);
+        if recovered {
+            self.stats.packets_recovered += 1;
+        }
+        let ts = self.stamps.extend(timestamp);
+        if !recovered {
+            self.clock.arrival(now, ts);
+        }
+        let first = payload.first().map(|b| b & 0x1f);
+        let starts_au = first == Some(7)
+            || (first == Some(24) && payload.get(3).is_some_and(|b| b & 0x1f == 7));
+        self.packets.insert(
+            ext,
+            Held {
+                timestamp: ts,
+                marker,
+                starts_au,
+                keyframe: rtp_payload_starts_keyframe(&payload),
+                arrival: now,
+                payload,
+            },
+        );
+        if self.packets.len() > CAPACITY {
+            self.give_up(now);
+        }
+    }
+
+    /// The chain of references broke outside the buffer (the decoder failed): wait for a
+    /// keyframe.
+    pub fn reference_lost(&mut self, now: Instant) {
+        self.break_chain(now);
+    }
+
+    /// The 16-bit sequence numbers to NACK now.
+    pub fn nacks_due(&mut self, now: Instant) -> Vec<u16> {
+        if let Some(done) = self.done {
+            self.nacks.forget_before(done + 1);
+        }
+        self.nacks.due(now, self.rtt + Duration::from_millis(5))
+    }
+
+    /// Whether to send a keyframe request now (it is counted as sent).
+    pub fn keyframe_request_due(&mut self, now: Instant) -> bool {
+        if let Some(since) = self.broken_since
+            && now >= since + KEYFRAME_GRACE
+            && !self.keyframe_on_its_way()
+        {
+            self.request_pending = true;
+        }
+        if self.request_pending
+            && self
+                .last_request
+                .is_none_or(|t| now >= t + KEYFRAME_REQUEST_INTERVAL)
+        {
+            self.request_pending = false;
+            self.broken_since = None;
+            self.last_request = Some(now);
+            self.stats.keyframe_requests += 1;
+            return true;
+        }
+        false
+    }
+
+    /// The next picture due at `now`, if any.
+    pub fn poll(&mut self, now: Instant) -> Option<Picture> {
+        for _ in 0..CAPACITY {
+            if !self.chain && !self.resume_at_keyframe(now) {
+                return None;
+            }
+            let start = self.done.map_or(0, |d| d + 1);
+            match self.head(start) {
+                Head::Empty => return None,
+                Head::Complete { end } => {
+                    let ts = self.packets[&start].timestamp;
+                    if self.smooth && now < self.playout(ts) {
+                        return None;
+                    }
+                    return Some(self.release(start, end));
+                }
+                Head::Blocked { timestamp, gap } => {
+                    // Early when no NACK is left for the gap: nothing more will come.
+                    let hopeless = gap
+                        .is_some_and(|g| self.nacks.is_missing(g) && !self.nacks.awaited(g..g + 1));
+                    if now < self.give_up_at(timestamp) && !hopeless {
+                        return None;
+                    }
+                    self.give_up(now);
+                }
+            }
+        }
+        None
+    }
+
+    /// When [`poll`](Self::poll), [`nacks_due`](Self::nacks_due) or
+    /// [`keyframe_request_due`](Self::keyframe_request_due) has something next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let mut next = self.nacks.next_due();
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if let Some(since) = self.broken_since {
+            consider(since + KEYFRAME_GRACE);
+        }
+        if self.request_pending
+            && let Some(t) = self.last_request
+        {
+            consider(t + KEYFRAME_REQUEST_INTERVAL);
+        }
+        if self.chain {
+            let start = self.done.map_or(0, |d| d + 1);
+            match self.head(start) {
+                Head::Complete { .. } if self.smooth => {
+                    consider(self.playout(self.packets[&start].timestamp));
+                }
+                Head::Blocked { timestamp, .. } => consider(self.give_up_at(timestamp)),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    // ---- internals ----
+
+    fn playout(&self, ts: u64) -> Instant {
+        self.clock.expected(ts) + self.delay
+    }
+
+    fn give_up_at(&self, ts: u64) -> Instant {
+        let wait = (self.rtt * 4)
+            .max(self.delay + self.rtt * 2)
+            .saturating_add(Duration::from_millis(30))
+            .clamp(MIN_WAIT, MAX_WAIT);
+        self.clock.expected(ts) + wait
+    }
+
+    /// The picture that starts at `start`.
+    fn head(&self, start: u64) -> Head {
+        let Some(first) = self.packets.get(&start) else {
+            return match self.packets.range(start..).next() {
+                Some((_, p)) => Head::Blocked {
+                    timestamp: p.timestamp,
+                    gap: Some(start),
+                },
+                None => Head::Empty,
+            };
+        };
+        for (expect, (&seq, p)) in (start..).zip(self.packets.range(start..)) {
+            if seq != expect {
+                return Head::Blocked {
+                    timestamp: first.timestamp,
+                    gap: Some(expect),
+                };
+            }
+            if p.timestamp != first.timestamp {
+                // The next picture began without a marker on this one: this one is whole.
+                return Head::Complete { end: seq - 1 };
+            }
+            if p.marker {
+                return Head::Complete { end: seq };
+            }
+        }
+        Head::Blocked {
+            timestamp: first.timestamp,
+            gap: None,
+        }
+    }
+
+    /// Whether `seq` certainly begins an access unit.
+    fn starts_au(&self, seq: u64) -> bool {
+        let Some(p) = self.packets.get(&seq) else {
+            return false;
+        };
+        p.starts_au
+            || self.done == Some(seq - 1)
+            || self
+                .packets
+                .get(&(seq - 1))
+                .is_some_and(|prev| prev.marker || prev.timestamp != p.timestamp)
+    }
+
+    /// With the chain broken: drops everything before the first whole keyframe and resumes
+    /// there. Whether it could.
+    fn resume_at_keyframe(&mut self, now: Instant) -> bool {
+        let found = self
+            .packets
+            .iter()
+            .filter(|(seq, p)| p.keyframe && self.starts_au(**seq))
+            .map(|(seq, _)| *seq)
+            .find(|&seq| matches!(self.head(seq), Head::Complete { .. }));
+        let Some(seq) = found else {
+            if self.broken_since.is_none() && !self.request_pending {
+                self.broken_since = Some(now);
+            }
+            return false;
+        };
+        self.drop_before(seq);
+        self.done = Some(seq - 1);
+        self.chain = true;
+        self.broken_since = None;
+        self.request_pending = false;
+        true
+    }
+
+    /// A keyframe's first packet is held and its missing packets are still being asked for.
+    fn keyframe_on_its_way(&self) -> bool {
+        self.packets
+            .iter()
+            .any(|(seq, p)| p.keyframe && p.starts_au && self.nacks.awaited(*seq..*seq + 64))
+    }
+
+    fn drop_before(&mut self, seq: u64) {
+        let kept = self.packets.split_off(&seq);
+        let mut last = None;
+        for p in self.packets.values() {
+            if last != Some(p.timestamp) {
+                self.stats.pictures_dropped += 1;
+                last = Some(p.timestamp);
+            }
+        }
+        self.packets = kept;
+        self.nacks.forget_before(seq);
+    }
+
+    /// Drops the picture at the head (or everything, when no later picture is known to
+    /// start) and breaks the chain.
+    fn give_up(&mut self, now: Instant) {
+        let start = self.done.map_or(0, |d| d + 1);
+        let next_start = self
+            .packets
+            .range(start + 1..)
+            .map(|(seq, _)| *seq)
+            .find(|&seq| self.starts_au(seq));
+        match next_start {
+            Some(seq) => {
+                self.drop_before(seq);
+                self.done = Some(seq - 1);
+            }
+            None => {
+                if let Some((&last, _)) = self.packets.last_key_value() {
+                    self.drop_before(last + 1);
+                    self.done = Some(last);
+                }
+            }
+        }
+        self.break_chain(now);
+        // Nothing decodable can come without a keyframe: ask now, unless one is arriving.
+        self.request_pending = !self.keyframe_on_its_way();
+    }
+
+    fn break_chain(&mut self, now: Instant) {
+        self.chain = false;
+        if self.broken_since.is_none() {
+            self.broken_since = Some(now);
+        }
+    }
+
+    fn release(&mut self, start: u64, end: u64) -> Picture {
+        let mut rest = self.packets.split_off(&(end + 1));
+        std::mem::swap(&mut rest, &mut self.packets);
+        let parts = rest.split_off(&start);
+        self.done = Some(end);
+        self.nacks.forget_before(end + 1);
+        let first = &parts[&start];
+        let (timestamp, keyframe) = (first.timestamp, first.keyframe);
+        let complete_at = parts
+            .values()
+            .map(|p| p.arrival)
+            .max()
+            .unwrap_or(first.arrival);
+        self.note_lateness(timestamp, complete_at);
+        let mut depacketizer = H264Packet::default();
+        let mut data = BytesMut::new();
+        let mut corrupt = false;
+        for p in parts.values() {
+            match depacketizer.depacketize(&p.payload) {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(_) => corrupt = true,
+            }
+        }
+        self.stats.pictures += 1;
+        if corrupt {
+            data.clear();
+        }
+        Picture {
+            data: data.freeze(),
+            timestamp: timestamp as u32,
+            keyframe,
+        }
+    }
+
+    /// Keeps the playout delay at the 99th percentile of how late pictures became whole.
+    fn note_lateness(&mut self, ts: u64, complete_at: Instant) {
+        // Whole milliseconds: RTP's 90 kHz ticks round media time by a few microseconds,
+        // which is not lateness.
+        let late = complete_at.saturating_duration_since(self.clock.expected(ts));
+        let late = Duration::from_millis(late.as_millis() as u64);
+        if self.lateness.len() == LATENESS_WINDOW {
+            self.lateness.pop_front();
+        }
+        self.lateness.push_back(late.min(MAX_WAIT));
+        if !self.smooth {
+            return;
+        }
+        let mut sorted: Vec<Duration> = self.lateness.iter().copied().collect();
+        sorted.sort_unstable();
+        let mut target = sorted[(sorted.len() - 1) * 99 / 100];
+        if self.nacks.sent > 0 && sorted.len() < LATENESS_WINDOW {
+            // Losses seen and too few pictures yet to know the tail: until then, leave
+            // room for one repair (a round trip) beyond the usual arrival.
+            target = target.max(sorted[sorted.len() / 2] + self.rtt);
+        }
+        // Up at once, down slowly (1 ms per picture), so one calm second does not undo
+        // what a lossy one taught.
+        self.delay = if target >= self.delay {
+            target
+        } else {
+            self.delay
+                .saturating_sub(Duration::from_millis(1))
+                .max(target)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Packets of a stream of pictures: picture `i` at 30 fps, `per` packets each, the
+    /// first picture and every `gop`-th a keyframe (SPS first).
+    fn stream(pictures: u32, per: u16, gop: u32) -> Vec<(u16, u32, bool, Bytes)> {
+        let mut out = Vec::new();
+        let mut seq = 100u16;
+        for i in 0..pictures {
+            let ts = 3000 * i;
+            for k in 0..per {
+                let payload: Vec<u8> = if i % gop == 0 && k == 0 {
+                    vec![0x67, 0x42, 0xc0, 0x1f]
+                } else if i % gop == 0 {
+                    vec![0x65, i as u8, k as u8]
+                } else {
+                    vec![0x41, i as u8, k as u8]
+                };
+                out.push((seq, ts, k == per - 1, Bytes::from(payload)));
+                seq = seq.wrapping_add(1);
+            }
+        }
+        out
+    }
+
+    /// What a run of a buffer gave.
+    #[derive(Default)]
+    struct Run {
+        /// Released pictures: timestamp, when.
+        out: Vec<(u32, Duration)>,
+        nacked: Vec<u16>,
+        requests: Vec<Duration>,
+    }
+
+    /// Feeds `packets` arriving at `arrival(i)` and polls every millisecond.
+    fn run(
+        buffer: &mut VideoBuffer,
+        packets: &[(u16, u32, bool, Bytes)],
+        arrival: impl Fn(usize) -> Option<Duration>,
+        total: Duration,
+    ) -> Run {
+        let t0 = Instant::now();
+        let mut due: Vec<(Duration, usize)> = (0..packets.len())
+            .filter_map(|i| arrival(i).map(|t| (t, i)))
+            .collect();
+        due.sort();
+        let mut r = Run::default();
+        let mut next = 0;
+        let mut t = Duration::ZERO;
+        while t <= total {
+            while next < due.len() && due[next].0 <= t {
+                let (s, ts, m, p) = &packets[due[next].1];
+                buffer.insert(t0 + t, *s, *ts, *m, p.clone());
+                next += 1;
+            }
+            r.nacked.extend(buffer.nacks_due(t0 + t));
+            if buffer.keyframe_request_due(t0 + t) {
+                r.requests.push(t);
+            }
+            while let Some(p) = buffer.poll(t0 + t) {
+                r.out.push((p.timestamp, t));
+            }
+            t += MS;
+        }
+        r
+    }
+
+    fn at(i: usize, per: usize) -> Duration {
+        Duration::from_micros((i / per) as u64 * 33_333 + (i % per) as u64 * 1000) + 40 * MS
+    }
+
+    #[test]
+    fn a_clean_stream_comes_out_whole_without_delay() {
+        let packets = stream(30, 3, 30);
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let r = run(&mut b, &packets, |i| Some(at(i, 3)), 1100 * MS);
+        assert_eq!(r.out.len(), 30);
+        assert!(r.nacked.is_empty() && r.requests.is_empty());
+        // No waiting beyond the spread of a picture's own packets (2 ms here).
+        assert!(b.delay() <= 3 * MS, "{:?}", b.delay());
+        // Each picture leaves as soon as its last packet is in (polled each millisecond).
+        assert!(r.out[1].1 >= at(5, 3) && r.out[1].1 < at(5, 3) + MS);
+    }
+
+    #[test]
+    fn reordered_packets_are_put_back_in_order() {
+        let packets = stream(10, 3, 30);
+        let mut b = VideoBuffer::new(true, Instant::now());
+        // Packets 4 and 5 swap places.
+        let order = |i: usize| match i {
+            4 => Some(at(5, 3)),
+            5 => Some(at(4, 3)),
+            _ => Some(at(i, 3)),
+        };
+        let r = run(&mut b, &packets, order, 600 * MS);
+        let stamps: Vec<u32> = r.out.iter().map(|(ts, _)| *ts).collect();
+        assert_eq!(stamps, (0..10).map(|i| i * 3000).collect::<Vec<_>>());
+        assert_eq!(b.stats().pictures_dropped, 0);
+    }
+
+    #[test]
+    fn retransmissions_in_time_repair_pictures_and_the_delay_learns_to_wait_for_them() {
+        let packets = stream(150, 3, 150);
+        let mut b = VideoBuffer::new(true, Instant::now());
+        b.set_rtt(80 * MS);
+        // The middle packet of every tenth picture is lost and comes back 70 ms late.
+        let lost = |i: usize| i % 30 == 16;
+        let r = run(
+            &mut b,
+            &packets,
+            |i| {
+                Some(if lost(i) {
+                    at(i + 1, 3) + 70 * MS
+                } else {
+                    at(i, 3)
+                })
+            },
+            5500 * MS,
+        );
+        assert_eq!(r.out.len(), 150, "every picture released");
+        let nacked: Vec<u16> = (0..150 * 3)
+            .filter(|&i| lost(i))
+            .map(|i| packets[i].0)
+            .collect();
+        assert_eq!(r.nacked, nacked, "each loss NACKed once, at once");
+        assert_eq!(b.stats().packets_recovered, nacked.len() as u64);
+        assert_eq!(b.stats().keyframe_requests, 0);
+        assert!(b.delay() >= 60 * MS, "delay learned: {:?}", b.delay());
+        // Once learned, repaired pictures are on time: no gap of three frame intervals.
+        let gaps: Vec<Duration> = r.out[60..].windows(2).map(|w| w[1].1 - w[0].1).collect();
+        assert!(gaps.iter().all(|g| *g < 100 * MS), "{gaps:?}");
+    }
+
+    #[test]
+    fn an_unrepaired_loss_waits_then_skips_to_the_next_keyframe_and_asks_for_one() {
+        let packets = stream(90, 3, 45);
+        let mut b = VideoBuffer::new(true, Instant::now());
+        b.set_rtt(50 * MS);
+        let lost = 3 * 10 + 1;
+        let r = run(
+            &mut b,
+            &packets,
+            |i| (i != lost).then(|| at(i, 3)),
+            3500 * MS,
+        );
+        let released: Vec<u32> = r.out.iter().map(|(ts, _)| ts / 3000).collect();
+        let requests: Vec<u128> = r.requests.iter().map(|t| t.as_millis()).collect();
+        // Pictures 0..9 play, 10..44 are lost (no keyframe until 45), 45.. play.
+        assert_eq!(released[..10], (0..10).collect::<Vec<_>>()[..]);
+        assert_eq!(released[10..], (45..90).collect::<Vec<_>>()[..]);
+        assert_eq!(b.stats().pictures_dropped, 35);
+        // Asked as soon as the buffer gave up on picture 10 (expected at 373 ms, given up
+        // 4 RTT + 30 ms later), then again no sooner than 500 ms later.
+        assert!(
+            !requests.is_empty() && requests[0] >= 600 && requests[0] < 620,
+            "{requests:?}"
+        );
+        assert!(
+            requests.windows(2).all(|w| w[1] - w[0] >= 500),
+            "{requests:?}"
+        );
+    }
+
+    #[test]
+    fn a_stream_joined_without_its_first_keyframe_asks_for_one_after_the_grace() {
+        let packets = stream(30, 3, 300);
+        let mut b = VideoBuffer::new(false, Instant::now());
+        let r = run(&mut b, &packets[3..], |i| Some(at(i, 3)), 400 * MS);
+        assert!(r.out.is_empty(), "no keyframe, nothing decodable");
+        assert_eq!(r.requests.len(), 1, "asked once the grace was over");
+        assert!(r.requests[0] >= 200 * MS && r.requests[0] < 300 * MS);
+    }
+}
