@@ -97,6 +97,11 @@ pub struct TsExtender {
 }
 
 impl TsExtender {
+    /// The highest extended timestamp seen.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
     /// The extended value of `ts`.
     pub fn extend(&mut self, ts: u32) -> u64 {
         let Some(highest) = self.highest else {

@@ -203,11 +203,26 @@ impl VideoBuffer {
             self.stats.packets_duplicate += 1;
             return;
         }
+        let newest = self.stamps.highest();
+        let payload_starts_keyframe = rtp_payload_starts_keyframe(&payload);
+        let ts = self.stamps.extend(timestamp);
         let recovered = self.nacks.on_packet(now, ext, highest);
         if recovered {
             self.stats.packets_recovered += 1;
         }
-        let ts = self.stamps.extend(timestamp);
+        if highest.is_some_and(|h| ext > h + 1)
+            && newest.is_some_and(|n| ts > n + MAX_WAIT.as_millis() as u64 * 90)
+        {
+            // More media missing than any picture waits for (an outage, a stalled
+            // sender): nothing in the gap is worth asking for; resume at a keyframe.
+            self.nacks.forget_before(ext);
+            self.drop_before(ext);
+            self.done = Some(ext - 1);
+            self.break_chain(now);
+            // Unless the packet just in starts a keyframe, nothing decodable can come
+            // without one.
+            self.request_pending = !payload_starts_keyframe;
+        }
         if !recovered {
             self.clock.arrival(now, ts);
         }
@@ -220,7 +235,7 @@ impl VideoBuffer {
                 timestamp: ts,
                 marker,
                 starts_au,
-                keyframe: rtp_payload_starts_keyframe(&payload),
+                keyframe: payload_starts_keyframe,
                 arrival: now,
                 payload,
             },
@@ -687,6 +702,34 @@ mod tests {
         assert!(
             requests.windows(2).all(|w| w[1] - w[0] >= 500),
             "{requests:?}"
+        );
+    }
+
+    #[test]
+    fn after_an_outage_it_asks_for_a_keyframe_at_once_instead_of_nacking_the_gap() {
+        let packets = stream(240, 3, 240);
+        let mut b = VideoBuffer::new(true, Instant::now());
+        // Pictures 60..180 (4 s) never arrive.
+        let r = run(
+            &mut b,
+            &packets,
+            |i| (!(180..540).contains(&i)).then(|| at(i, 3)),
+            8200 * MS,
+        );
+        assert!(r.nacked.is_empty(), "{} NACKed", r.nacked.len());
+        // Asked within a millisecond of the first packet after the outage, then every
+        // 500 ms while no keyframe comes.
+        let first = r.requests[0];
+        assert!(
+            first >= at(540, 3) && first <= at(540, 3) + MS,
+            "{:?}",
+            r.requests
+        );
+        assert!(r.requests.windows(2).all(|w| w[1] - w[0] >= 500 * MS));
+        assert_eq!(
+            r.out.len(),
+            60,
+            "nothing decodable after it without a keyframe"
         );
     }
 

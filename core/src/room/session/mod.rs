@@ -635,7 +635,11 @@ impl Session {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 tracing::debug!("{which:?}: {state}");
                 let connected = state == RTCPeerConnectionState::Connected;
-                if let Some(conn) = self.conn(which) {
+                // `Disconnected` is silence (an outage), not death: keep sending so media
+                // is there the moment the path is.
+                if state != RTCPeerConnectionState::Disconnected
+                    && let Some(conn) = self.conn(which)
+                {
                     conn.connected = connected;
                 }
                 if connected && which == Which::Publisher {

@@ -622,7 +622,12 @@ impl Engine {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 tracing::debug!("session {} {:?}: {state}", key.0, key.1);
-                if let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) {
+                // `Disconnected` is ICE noticing silence (5 s without a packet: an outage, a
+                // phone between cells), not death: keep sending, so media is there the
+                // moment the path is; `Failed` or `Closed` ends it.
+                if state != RTCPeerConnectionState::Disconnected
+                    && let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1))
+                {
                     pc.connected = state == RTCPeerConnectionState::Connected;
                 }
                 if state == RTCPeerConnectionState::Connected && key.1 == PeerRole::Subscriber {
