@@ -10,10 +10,11 @@ use bytes::Bytes;
 
 use super::forward::InHeader;
 use crate::codec::nal::rtp_payload_starts_keyframe;
-use crate::codec::rtp::{Assembled, FrameAssembler, MAX_RTP_PAYLOAD, packetize_h264};
+use crate::codec::rtp::{MAX_RTP_PAYLOAD, packetize_h264};
 use crate::codec::{CodecError, H264Config, H264Decoder, H264Encoder};
 use crate::grid::compose::{Compositor, Fit, Quality};
 use crate::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+use crate::transport::jitter::VideoBuffer;
 
 /// Settings of a room's composited grid.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,7 +42,9 @@ impl Default for GridConfig {
 
 struct Input {
     identity: String,
-    assembler: FrameAssembler,
+    /// Reorders and waits for the server's repairs of the uplink (the engine NACKs the
+    /// publisher); pictures go to the canvas as soon as they are whole.
+    buffer: Box<VideoBuffer>,
     decoder: H264Decoder,
 }
 
@@ -78,8 +81,16 @@ impl Mixer {
         })
     }
 
-    /// One RTP packet of a participant's video: reassembled, decoded, held for the canvas.
-    pub fn input(&mut self, track: &str, identity: &str, header: &InHeader, payload: &Bytes) {
+    /// One RTP packet of a participant's video, arrived at `now`: buffered, and what it
+    /// completed decoded and held for the canvas.
+    pub fn input(
+        &mut self,
+        now: Instant,
+        track: &str,
+        identity: &str,
+        header: &InHeader,
+        payload: &Bytes,
+    ) {
         let input = match self.inputs.get_mut(track) {
             Some(i) => i,
             None => {
@@ -88,28 +99,46 @@ impl Mixer {
                 };
                 self.inputs.entry(track.to_owned()).or_insert(Input {
                     identity: identity.to_owned(),
-                    assembler: FrameAssembler::new(),
+                    buffer: Box::new(VideoBuffer::new(false, now)),
                     decoder,
                 })
             }
         };
-        for item in input
-            .assembler
-            .push(header.seq, header.timestamp, header.marker, payload)
-        {
-            if let Assembled::Frame { data, .. } = item
-                && let Ok(Some(frame)) = input.decoder.decode(&data)
-            {
-                self.compositor.update(&input.identity, frame);
+        input.buffer.insert(
+            now,
+            header.seq,
+            header.timestamp,
+            header.marker,
+            payload.clone(),
+        );
+        Self::drain(&mut self.compositor, input, now);
+    }
+
+    /// Decodes what an input's buffer has ready (or has given up on) at `now`.
+    fn drain(compositor: &mut Compositor, input: &mut Input, now: Instant) {
+        while let Some(picture) = input.buffer.poll(now) {
+            match input.decoder.decode(&picture.data) {
+                Ok(Some(frame)) => compositor.update(&input.identity, frame),
+                Ok(None) => {}
+                Err(_) => input.buffer.reference_lost(now),
+            }
+            if input.decoder.keyframe_needed() {
+                input.buffer.reference_lost(now);
             }
         }
     }
 
-    /// Whether a participant's decoder waits for a keyframe (the engine then asks for one).
-    pub fn needs_keyframe(&self, track: &str) -> bool {
-        self.inputs
-            .get(track)
-            .is_none_or(|i| i.decoder.keyframe_needed())
+    /// The tracks whose pictures cannot go on without a keyframe, due for a request now
+    /// (at most one per track per 500 ms).
+    pub fn keyframes_due(&mut self, now: Instant) -> Vec<String> {
+        let mut due = Vec::new();
+        for (track, input) in self.inputs.iter_mut() {
+            Self::drain(&mut self.compositor, input, now);
+            if input.buffer.keyframe_request_due(now) {
+                due.push(track.clone());
+            }
+        }
+        due
     }
 
     /// Forgets tracks that ended.
@@ -174,6 +203,7 @@ pub(crate) enum MixerOutput {
 /// Work for a grid.
 enum Job {
     Input {
+        now: Instant,
         track: String,
         identity: String,
         header: InHeader,
@@ -269,9 +299,17 @@ impl GridRunner {
         }
     }
 
-    /// One RTP packet of a participant's video.
-    pub fn input(&mut self, track: &str, identity: &str, header: &InHeader, payload: &Bytes) {
+    /// One RTP packet of a participant's video, arrived at `now`.
+    pub fn input(
+        &mut self,
+        now: Instant,
+        track: &str,
+        identity: &str,
+        header: &InHeader,
+        payload: &Bytes,
+    ) {
         self.submit(Job::Input {
+            now,
             track: track.to_owned(),
             identity: identity.to_owned(),
             header: *header,
@@ -324,19 +362,18 @@ impl Drop for GridRunner {
 fn work(mixer: &mut Mixer, job: Job, out: &mut dyn FnMut(MixerOutput)) {
     match job {
         Job::Input {
+            now,
             track,
             identity,
             header,
             payload,
-        } => {
-            mixer.input(&track, &identity, &header, &payload);
-            // Asked once per picture (at its last packet), not once per packet.
-            if header.marker && mixer.needs_keyframe(&track) {
-                out(MixerOutput::NeedKeyframe(track));
-            }
-        }
+        } => mixer.input(now, &track, &identity, &header, &payload),
         Job::Tick { people, now } => {
             mixer.retain_tracks(|t| people.iter().any(|p| t.starts_with(&format!("{}/", p.id))));
+            // Once per grid frame: pictures given up since, and keyframes to ask for.
+            for track in mixer.keyframes_due(now) {
+                out(MixerOutput::NeedKeyframe(track));
+            }
             out(MixerOutput::Packets(mixer.produce(&people, now)));
         }
         Job::Keyframe => mixer.request_keyframe(),
@@ -409,9 +446,9 @@ mod tests {
         };
         let mut mixer = Mixer::new(config, 77, t0).unwrap();
         for (h, p) in stream(640, 360, 5) {
-            mixer.input("alice/camera", "alice", &h, &p);
+            mixer.input(t0, "alice/camera", "alice", &h, &p);
         }
-        assert!(!mixer.needs_keyframe("alice/camera"));
+        assert!(mixer.keyframes_due(t0).is_empty());
         let people = vec![Person::new("alice")];
         let packets = mixer.produce(&people, t0 + std::time::Duration::from_millis(66));
         assert!(!packets.is_empty());
@@ -421,14 +458,13 @@ mod tests {
         );
         assert!(packets.last().unwrap().0.marker);
         // Decode the grid and find alice's picture (her stamp) in it.
-        let mut assembler = FrameAssembler::new();
+        let mut buffer = VideoBuffer::new(false, t0);
         let mut decoder = H264Decoder::new().unwrap();
         let mut frame = None;
         for (h, p) in &packets {
-            for item in assembler.push(h.seq, h.timestamp, h.marker, p) {
-                if let Assembled::Frame { data, .. } = item {
-                    frame = decoder.decode(&data).unwrap();
-                }
+            buffer.insert(t0, h.seq, h.timestamp, h.marker, p.clone());
+            while let Some(picture) = buffer.poll(t0) {
+                frame = decoder.decode(&picture.data).unwrap();
             }
         }
         let frame = frame.expect("a decodable grid frame");
@@ -449,7 +485,7 @@ mod tests {
         let mut grid = GridRunner::new(config, 78, t0, true).unwrap();
         assert!(matches!(grid, GridRunner::Thread { .. }));
         for (h, p) in stream(320, 180, 3) {
-            grid.input("alice/camera", "alice", &h, &p);
+            grid.input(t0, "alice/camera", "alice", &h, &p);
         }
         grid.tick(
             vec![Person::new("alice")],

@@ -13,7 +13,7 @@ use rtc::rtp;
 use super::{Engine, SessionId};
 use crate::codec::nal::rtp_payload_starts_keyframe;
 use crate::codec::rtp::audio_level_dbov;
-use crate::sfu::forward::{Forwarding, InHeader, OutHeader};
+use crate::sfu::forward::{Forwarding, InHeader, OutHeader, RetransmitCache};
 use crate::sfu::mixer::{GridRunner, MixerOutput};
 use crate::sfu::rooms::{GRID_SESSION, GRID_TRACK};
 use crate::signal::{PeerRole, TrackKind};
@@ -73,7 +73,7 @@ impl Engine {
                 .map(|(_, i)| i.to_owned())
                 .unwrap_or_default();
             if let Some(mixer) = self.mixer(&room, now) {
-                mixer.input(&room_track, &identity, &header, &packet.payload);
+                mixer.input(now, &room_track, &identity, &header, &packet.payload);
             }
         }
         let want_keyframe =
@@ -253,6 +253,7 @@ impl Engine {
             let people = self.rooms.publishers(&room);
             if people.is_empty() {
                 self.mixers.remove(&room);
+                self.grid_caches.remove(&room);
                 continue;
             }
             if let Some(mixer) = self.mixers.get_mut(&room) {
@@ -275,6 +276,13 @@ impl Engine {
                 match output {
                     MixerOutput::Packets(packets) => {
                         let mut want_keyframe = false;
+                        let cache = self
+                            .grid_caches
+                            .entry(room.clone())
+                            .or_insert_with(|| RetransmitCache::new(1024));
+                        for (header, payload) in &packets {
+                            cache.insert(*header, payload.clone());
+                        }
                         for (header, payload) in &packets {
                             want_keyframe |= self
                                 .send_to_carriers(&room, GRID_TRACK, header, payload, true, now);
@@ -325,14 +333,24 @@ impl Engine {
         let Some((slot_index, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
             return;
         };
+        let cache = if publisher == GRID_SESSION {
+            self.rooms
+                .member(subscriber)
+                .and_then(|(room, _)| self.grid_caches.get(room))
+        } else {
+            self.peers.get(&publisher).and_then(|pubs| {
+                pubs.published
+                    .values()
+                    .find(|p| *p.room_track == *track)
+                    .map(|p| &p.cache)
+            })
+        };
         let mut packets = Vec::new();
-        if let (Some(pubs), Some(sub)) = (self.peers.get(&publisher), self.peers.get(&subscriber))
-            && let Some(published) = pubs.published.values().find(|p| *p.room_track == *track)
-        {
+        if let (Some(cache), Some(sub)) = (cache, self.peers.get(&subscriber)) {
             let down = &sub.slots[slot_index].down;
             for &out_seq in lost {
                 if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
-                    && let Some((header, payload)) = published.cache.get(ssrc, in_seq)
+                    && let Some((header, payload)) = cache.get(ssrc, in_seq)
                     && let Some(out) = down.rewrite(header)
                 {
                     packets.push(out_packet(&out, payload.clone()));

@@ -272,6 +272,8 @@ pub struct Engine {
     video_written: u64,
     grid: GridConfig,
     mixers: BTreeMap<String, GridRunner>,
+    /// The grids' recent packets, to answer subscribers' NACKs, by room.
+    grid_caches: BTreeMap<String, RetransmitCache>,
     /// Grids compose on threads of their own (off in simulation: inline is deterministic).
     grid_thread: bool,
     stats: EngineStats,
@@ -341,6 +343,7 @@ impl Engine {
             video_written: 0,
             grid: config.grid,
             mixers: BTreeMap::new(),
+            grid_caches: BTreeMap::new(),
             grid_thread: config.grid_thread,
             stats: EngineStats::default(),
         }
