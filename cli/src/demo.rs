@@ -115,27 +115,31 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         r.warmup_seconds
     );
     println!(
-        "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>7} {:>9} {:>7}",
+        "{:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>4} {:>5} {:>5} {:>6}",
         "from",
         "to",
         "sent",
-        "received",
         "decoded",
         "loss %",
         "p50 ms",
         "p95 ms",
         "p99 ms",
         "kbps",
-        "jitter ms",
-        "rtt ms"
+        "jit ms",
+        "freezes",
+        "frz ms",
+        "kf",
+        "nack",
+        "rtx",
+        "buf ms"
     );
     for p in &r.pairs {
+        let q = &p.repair;
         println!(
-            "{:>5} {:>5} {:>7} {:>9} {:>8} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>7.0} {:>9} {:>7}",
+            "{:>5} {:>5} {:>6} {:>8} {:>7.2} {:>7.1} {:>7.1} {:>7.1} {:>6.0} {:>6} {:>7} {:>7.0} {:>4} {:>5} {:>5} {:>6.0}",
             p.from,
             p.to,
             p.frames_sent,
-            p.frames_received,
             p.frames_decoded,
             p.loss_pct,
             p.latency_ms.p50,
@@ -143,15 +147,27 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
             p.latency_ms.p99,
             p.kbps,
             p.jitter_ms.map_or("-".into(), |j| format!("{j:.1}")),
-            p.rtt_ms.map_or("-".into(), |r| format!("{r:.1}"))
+            q.freezes,
+            q.freeze_ms,
+            q.keyframe_requests,
+            q.nacks_sent,
+            q.packets_recovered,
+            q.buffer_delay_ms,
         );
     }
+    println!(
+        "  (freezes: no new picture for > 3 frame intervals; kf: keyframe requests; nack: \
+         packets asked for again; rtx: packets repaired by retransmission; buf: jitter-buffer delay)"
+    );
     if !r.audio.is_empty() {
         let sent: u64 = r.audio.iter().map(|a| a.frames_sent).sum();
         let got: u64 = r.audio.iter().map(|a| a.frames_received).sum();
         let worst = r.audio.iter().map(|a| a.loss_pct).fold(0.0, f64::max);
+        let fec: u64 = r.audio.iter().map(|a| a.fec_frames).sum();
+        let concealed: f64 = r.audio.iter().map(|a| a.concealed_ms).sum();
         println!(
-            "audio: {got}/{sent} frames of 20 ms received across {} pairs (worst pair loss {worst:.2} %)",
+            "audio: {got}/{sent} frames of 20 ms played across {} pairs (worst pair {worst:.2} % \
+             not played); {fec} rebuilt from FEC, {concealed:.0} ms concealed",
             r.audio.len()
         );
     }

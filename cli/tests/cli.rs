@@ -309,7 +309,28 @@ fn demo_on_an_impaired_network_reports_what_the_impairment_dropped() {
             "{dir}: {d}"
         );
     }
-    assert_eq!(report["pairs"].as_array().unwrap().len(), 6);
+    let pairs = report["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 6);
+    // The receivers repaired what the network dropped: NACKs out, retransmissions used,
+    // pictures shown; every pair reports its freezes and buffer delay.
+    let sum = |key: &str| pairs.iter().map(|p| p[key].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        sum("nacks_sent") > 0 && sum("packets_recovered") > 0,
+        "{pairs:?}"
+    );
+    for p in pairs {
+        assert!(p["frames_decoded"].as_u64().unwrap() > 0, "{p}");
+        assert!(
+            p["freezes"].is_u64() && p["buffer_delay_ms"].is_f64(),
+            "{p}"
+        );
+    }
+    for a in report["audio"].as_array().unwrap() {
+        assert!(
+            a["fec_frames"].is_u64() && a["concealed_ms"].is_f64(),
+            "{a}"
+        );
+    }
     let err = fail(madang().args(["demo", "--network", "lte,jitter=lots"]));
     assert!(err.contains("jitter=lots"), "{err}");
 }

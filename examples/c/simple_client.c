@@ -11,7 +11,9 @@
  *   participant <identity> "<name>"
  *   data <from> <topic> <payload>
  *   stats sent=<frames> keyframes=<n> rtt_ms=<ms> decoded=<n> lost=<n> kbps=<n> early=<n>
- *     (early: pushed before the connection was up, dropped)
+ *         freezes=<n> freeze_ms=<ms> nacks=<n> recovered=<n> concealed_ms=<ms>
+ *     (early: pushed before the connection was up, dropped; recovered: packets repaired by
+ *     retransmission)
  *   received <identity> frames=<n> size=<w>x<h>
  *   left cleanly
  */
@@ -169,12 +171,16 @@ int main(int argc, char **argv) {
         break;
       case MADANG_EVENT_STATS:
         printf("stats sent=%llu keyframes=%llu rtt_ms=%.1f decoded=%llu lost=%llu kbps=%.0f "
-               "early=%llu\n",
+               "early=%llu freezes=%llu freeze_ms=%.0f nacks=%llu recovered=%llu "
+               "concealed_ms=%.0f\n",
                (unsigned long long)ev.stats.video_frames_sent,
                (unsigned long long)ev.stats.keyframes_sent, ev.stats.rtt_ms,
                (unsigned long long)ev.stats.frames_decoded,
                (unsigned long long)ev.stats.frames_lost, ev.stats.receive_kbps,
-               (unsigned long long)ev.stats.dropped_before_connected);
+               (unsigned long long)ev.stats.dropped_before_connected,
+               (unsigned long long)ev.stats.freezes, ev.stats.freeze_ms,
+               (unsigned long long)ev.stats.nacks_sent,
+               (unsigned long long)ev.stats.packets_recovered, ev.stats.audio_concealed_ms);
         break;
       case MADANG_EVENT_ERROR:
         fprintf(stderr, "server error %s: %s\n", ev.text, ev.topic);

@@ -266,6 +266,22 @@ typedef struct {
   // Pictures and audio blocks pushed before the publishing connection was up (dropped; the
   // first picture after is a keyframe).
   uint64_t dropped_before_connected;
+  // Freezes over all video tracks: no new picture for more than three frame intervals.
+  uint64_t freezes;
+  // Total length of those freezes, ms.
+  double freeze_ms;
+  // Keyframe requests this client sent for the pictures it receives.
+  uint64_t keyframe_requests_sent;
+  // Packets this client asked for again (NACK entries, repeats included).
+  uint64_t nacks_sent;
+  // Packets repaired by retransmission.
+  uint64_t packets_recovered;
+  // Audio blocks rebuilt from in-band FEC.
+  uint64_t audio_fec_frames;
+  // Audio concealed, ms.
+  double audio_concealed_ms;
+  // Largest current jitter-buffer delay over the video tracks, ms.
+  double video_buffer_delay_ms;
 } madang_stats;
 
 // One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL

@@ -153,6 +153,22 @@ pub struct madang_stats {
     /// Pictures and audio blocks pushed before the publishing connection was up (dropped; the
     /// first picture after is a keyframe).
     pub dropped_before_connected: u64,
+    /// Freezes over all video tracks: no new picture for more than three frame intervals.
+    pub freezes: u64,
+    /// Total length of those freezes, ms.
+    pub freeze_ms: f64,
+    /// Keyframe requests this client sent for the pictures it receives.
+    pub keyframe_requests_sent: u64,
+    /// Packets this client asked for again (NACK entries, repeats included).
+    pub nacks_sent: u64,
+    /// Packets repaired by retransmission.
+    pub packets_recovered: u64,
+    /// Audio blocks rebuilt from in-band FEC.
+    pub audio_fec_frames: u64,
+    /// Audio concealed, ms.
+    pub audio_concealed_ms: f64,
+    /// Largest current jitter-buffer delay over the video tracks, ms.
+    pub video_buffer_delay_ms: f64,
 }
 
 /// One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL

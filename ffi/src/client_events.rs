@@ -5,6 +5,7 @@ use std::ffi::{CString, c_char};
 
 use madang::media::{AudioFrame, VideoFrame};
 use madang::room::{RoomEvent, RoomStats};
+use madang::signal::TrackKind;
 
 use crate::client::{
     madang_audio_frame, madang_event, madang_event_kind, madang_stats, madang_video_frame,
@@ -38,6 +39,16 @@ pub(crate) fn c_stats(s: &RoomStats) -> madang_stats {
         out.frames_decoded += t.frames_decoded;
         out.frames_lost += t.frames_lost;
         out.receive_kbps += t.kbps();
+        out.freezes += t.freezes;
+        out.freeze_ms += t.freeze_ms;
+        out.keyframe_requests_sent += t.keyframes_requested;
+        out.nacks_sent += t.nacks_sent;
+        out.packets_recovered += t.packets_recovered;
+        out.audio_fec_frames += t.audio_fec_frames;
+        out.audio_concealed_ms += t.audio_concealed_ms;
+        if t.kind == TrackKind::Video {
+            out.video_buffer_delay_ms = out.video_buffer_delay_ms.max(t.buffer_delay_ms);
+        }
     }
     out
 }

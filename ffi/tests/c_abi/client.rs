@@ -68,12 +68,21 @@ struct Party {
 
 impl Party {
     fn start(identities: &[&str]) -> Self {
+        Self::start_on(identities, None)
+    }
+
+    /// With every datagram of the server crossing `network` (a profile such as `lte`).
+    fn start_on(identities: &[&str], network: Option<&str>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let server = runtime.block_on(Server::bind(ServerConfig::dev())).unwrap();
+        let config = ServerConfig {
+            network: network.map(|n| n.parse().unwrap()),
+            ..ServerConfig::dev()
+        };
+        let server = runtime.block_on(Server::bind(config)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let mut party = Self {
             runtime,
@@ -215,7 +224,21 @@ fn simple_client_meets_rust_peers(
     fps: u32,
     min_share: f64,
 ) -> String {
-    let party = Party::start(&["jongno", "gangnam"]);
+    simple_client_meets_rust_peers_on(None, exe, wrapper, seconds, size, fps, min_share).1
+}
+
+/// [`simple_client_meets_rust_peers`] with the server's datagrams crossing `network`;
+/// returns the C client's stdout and stderr.
+fn simple_client_meets_rust_peers_on(
+    network: Option<&str>,
+    exe: &Path,
+    wrapper: &[&str],
+    seconds: u64,
+    size: (u32, u32),
+    fps: u32,
+    min_share: f64,
+) -> (String, String) {
+    let party = Party::start_on(&["jongno", "gangnam"], network);
     let token = party.token("c-client", Role::Speaker);
     let mut cmd = Command::new(wrapper.first().map_or(exe.as_os_str(), |w| w.as_ref()));
     if !wrapper.is_empty() {
@@ -273,13 +296,58 @@ fn simple_client_meets_rust_peers(
             r.data
         );
     }
-    stderr
+    (stdout, stderr)
 }
 
 #[test]
 fn simple_client_statically_linked_sees_rust_participants_and_is_seen() {
     let dir = make_examples("examples_static", "static", "");
     simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 6, (320, 180), 15, 0.6);
+}
+
+/// The value of `key=` in the C client's last stats line.
+fn stat(stdout: &str, key: &str) -> f64 {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("stats "))
+        .and_then(|l| {
+            l.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in the stats:\n{stdout}"))
+}
+
+#[test]
+fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
+    let dir = make_examples("examples_lte", "static", "");
+    let seconds = 10;
+    let (stdout, _) = simple_client_meets_rust_peers_on(
+        Some("lte"),
+        &dir.join("simple_client"),
+        &[],
+        seconds,
+        (320, 180),
+        15,
+        0.8,
+    );
+    // Pictures shown out of those sent while the C client was in (joining takes ~1 s of it).
+    let got = received(&stdout);
+    let shown: u64 = got.values().map(|(n, _)| n).sum();
+    let share = shown as f64 / (2 * seconds * PEER_FPS) as f64;
+    let (recovered, freezes, keyframes) = (
+        stat(&stdout, "recovered"),
+        stat(&stdout, "freezes"),
+        stat(&stdout, "keyframes"),
+    );
+    eprintln!(
+        "C client on lte: {shown} pictures of {} sent in {seconds} s ({:.1} %), {recovered} \
+         packets recovered, {freezes} freezes, {keyframes} keyframes sent",
+        2 * seconds * PEER_FPS,
+        100.0 * share
+    );
+    assert!(recovered > 0.0, "retransmissions used:\n{stdout}");
 }
 
 #[test]
