@@ -45,7 +45,7 @@ pub struct Args {
     /// server's UDP layer: a preset — lan (none), lte (3 % loss, 40 ± 15 ms, 5 Mbit/s), rural
     /// (1 %, 60 ± 20 ms, 1 Mbit/s), disaster (8 % in bursts, 120 ± 40 ms, 400 kbit/s), outage
     /// (lte with a 5 s blackout at 5 s) — or parts such as
-    /// `loss=3%,burst=4,delay=40ms,jitter=15ms,reorder=no,rate=1mbit,queue=200ms,outage=5s+5s,rate@10s=300kbit,seed=7`,
+    /// `loss=3%,burst=4,delay=40ms,jitter=15ms,reorder=no,rate=1mbit,queue=200ms,outage=5s+5s,rate@10s=300kbit,head=10,seed=7`,
     /// optionally after a preset (`lte,loss=5%`).
     #[arg(long, value_name = "PROFILE", default_value = "lan")]
     network: madang::netsim::Profile,

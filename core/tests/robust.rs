@@ -256,3 +256,75 @@ fn the_grid_mixer_decodes_a_publisher_on_lte_and_the_tv_shows_it() {
         "one picture for {longest_stale} grid pictures"
     );
 }
+
+#[test]
+fn losing_the_first_packets_of_every_connection_delays_a_track_but_never_hides_it() {
+    // The first datagrams of each participant's link are lost, both ways: ICE checks, the
+    // DTLS handshake, the first keyframe or the request for one.
+    let mut worst = 0.0f64;
+    for head in [1, 2, 4, 8, 16, 32] {
+        let profile = format!("lte,head={head}");
+        let mut world = World::new(profile.parse().unwrap(), head, World::engine_config());
+        let ids = ["p1", "p2", "p3"];
+        for id in ids {
+            world
+                .join(
+                    id,
+                    JoinOptions {
+                        video: Some((320, 180, 15, 300)),
+                        ..JoinOptions::default()
+                    },
+                )
+                .unwrap();
+        }
+        // When each participant had both connections up, and per (receiver, publisher,
+        // video?) the first picture or audio frame, in seconds.
+        let mut ready: Vec<Option<f64>> = vec![None; ids.len()];
+        let mut first: BTreeMap<(usize, String, bool), f64> = BTreeMap::new();
+        for _ in 0..300 {
+            world
+                .run_for(Duration::from_millis(50), &mut |i, event, elapsed| {
+                    let (who, video) = match event {
+                        RoomEvent::VideoFrame {
+                            participant, frame, ..
+                        } if read_stamp(&frame).is_some() => (participant, true),
+                        RoomEvent::AudioFrame { participant, .. } => (participant, false),
+                        _ => return,
+                    };
+                    first
+                        .entry((i, who, video))
+                        .or_insert(elapsed.as_secs_f64());
+                })
+                .unwrap();
+            let now = world.elapsed().as_secs_f64();
+            for (i, p) in world.participants().iter().enumerate() {
+                if ready[i].is_none()
+                    && p.session().publishing_ready()
+                    && p.session().receiving_ready()
+                {
+                    ready[i] = Some(now);
+                }
+            }
+            if first.len() == 12 {
+                break;
+            }
+        }
+        assert_eq!(first.len(), 12, "head={head}: only {first:?}");
+        let mut latest = 0.0f64;
+        for ((i, from, _), t) in &first {
+            let p = ids.iter().position(|id| id == from).unwrap();
+            let up = ready[*i].unwrap().max(ready[p].unwrap());
+            latest = latest.max(t - up);
+        }
+        let connected = ready.iter().flatten().copied().fold(0.0, f64::max);
+        eprintln!(
+            "head={head}: everyone connected after {connected:.2} s; every track seen within \
+             {latest:.2} s of both ends being connected"
+        );
+        worst = worst.max(latest);
+    }
+    assert!(
+        worst <= 2.0,
+        "a track first seen {worst:.2} s after its connections"
+    );
+}

@@ -33,6 +33,9 @@ pub struct LinkConfig {
     /// Scheduled capacity changes `(at, bits per second)` after the link starts, in time
     /// order.
     pub rate_changes: Vec<(Duration, u64)>,
+    /// The first this many datagrams through the link are lost: loss aimed at what starts
+    /// a session (ICE checks, the DTLS handshake, the first keyframe, its request).
+    pub drop_first: u32,
 }
 
 impl Default for LinkConfig {
@@ -48,6 +51,7 @@ impl Default for LinkConfig {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             outages: Vec::new(),
             rate_changes: Vec::new(),
+            drop_first: 0,
         }
     }
 }
@@ -64,6 +68,7 @@ impl LinkConfig {
             && self.rate_bps.is_none()
             && self.outages.is_empty()
             && self.rate_changes.is_empty()
+            && self.drop_first == 0
     }
 
     /// The capacity `since` the link started.
@@ -186,7 +191,7 @@ impl Link {
             self.stats.outage_drops += 1;
             return Fate::Dropped(Drop::Outage);
         }
-        if self.lose() {
+        if self.stats.sent <= self.config.drop_first as u64 || self.lose() {
             self.stats.lost += 1;
             return Fate::Dropped(Drop::Loss);
         }
@@ -285,6 +290,20 @@ mod tests {
         assert!(link.config().is_perfect());
         assert_eq!(link.send(t0, 1200), Fate::Deliver(t0));
         assert_eq!(link.stats().delivered, 1);
+    }
+
+    #[test]
+    fn the_first_datagrams_can_be_aimed_at() {
+        let t0 = Instant::now();
+        let config = LinkConfig {
+            drop_first: 3,
+            ..LinkConfig::default()
+        };
+        let mut link = Link::new(config, 1, t0);
+        let fates: Vec<bool> = (0..5)
+            .map(|_| matches!(link.send(t0, 100), Fate::Deliver(_)))
+            .collect();
+        assert_eq!(fates, [false, false, false, true, true]);
     }
 
     #[test]

@@ -191,6 +191,11 @@ impl FromStr for Profile {
                 "jitter" => {
                     link.jitter = parse_duration(value).ok_or_else(|| bad("a time like 15ms"))?
                 }
+                "head" => {
+                    link.drop_first = value
+                        .parse()
+                        .map_err(|_| bad("a number of datagrams lost at the start"))?
+                }
                 "reorder" => {
                     link.reorder = match value {
                         "yes" | "on" | "true" => true,
@@ -255,6 +260,9 @@ impl fmt::Display for Profile {
         }
         for (at, r) in &l.rate_changes {
             write!(f, ",rate@{}ms={}kbit", at.as_millis(), r / 1000)?;
+        }
+        if l.drop_first > 0 {
+            write!(f, ",head={}", l.drop_first)?;
         }
         write!(f, ",seed={}", self.seed)
     }
@@ -362,7 +370,7 @@ mod tests {
     #[test]
     fn custom_form_and_overrides() {
         let p: Profile =
-            "loss=3%,delay=40ms,jitter=15ms,rate=1mbit,burst=3,queue=200ms,outage=2s+1.5s,rate@10s=300kbit,reorder=no,seed=9"
+            "loss=3%,delay=40ms,jitter=15ms,rate=1mbit,burst=3,queue=200ms,outage=2s+1.5s,rate@10s=300kbit,reorder=no,head=12,seed=9"
                 .parse()
                 .unwrap();
         let l = &p.link;
@@ -377,6 +385,7 @@ mod tests {
         );
         assert_eq!(l.rate_changes, vec![(Duration::from_secs(10), 300_000)]);
         assert!(!l.reorder);
+        assert_eq!(l.drop_first, 12);
         assert_eq!(p.seed, 9);
         let over: Profile = "lte,loss=5%".parse().unwrap();
         assert_eq!(over.link.loss, 0.05);

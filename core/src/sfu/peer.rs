@@ -17,8 +17,8 @@ use rtc::shared::error::Error as RtcError;
 
 use crate::signal::PeerRole;
 use crate::transport::{
-    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, SRTP_REPLAY_WINDOW,
-    add_host_candidate, media_engine,
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
+    SRTP_REPLAY_WINDOW, add_host_candidate, media_engine,
 };
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
@@ -45,6 +45,7 @@ pub(crate) fn new_peer_connection(
         .with_answering_dtls_role(RTCDtlsRole::Client)
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
+        .with_ice_connection_attempts(None, Some(ICE_ATTEMPTS))
         .build();
     let mut engine = media_engine()?;
     configure_simulcast_extension_headers(&mut engine)?;

@@ -20,8 +20,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use crate::room::RoomError;
 use crate::signal::{IceCandidate, TrackKind};
 use crate::transport::{
-    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, SRTP_REPLAY_WINDOW,
-    add_host_candidate, media_engine, media_track,
+    CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
+    SRTP_REPLAY_WINDOW, add_host_candidate, media_engine, media_track,
 };
 
 fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
@@ -62,6 +62,7 @@ impl ClientPc {
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
+            .with_ice_connection_attempts(None, Some(ICE_ATTEMPTS))
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
