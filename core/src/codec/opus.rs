@@ -155,6 +155,19 @@ impl OpusEncoder {
         Ok(())
     }
 
+    /// Changes the expected packet loss (percent) while encoding: how much in-band FEC the
+    /// encoder spends (none at 0).
+    pub fn set_expected_loss_pct(&mut self, pct: u8) -> Result<(), CodecError> {
+        if pct > 100 {
+            return Err(CodecError::InvalidOpusSetting);
+        }
+        self.inner
+            .set_packet_loss_perc(pct as i32)
+            .map_err(opus_err("set expected loss"))?;
+        self.config.expected_loss_pct = pct;
+        Ok(())
+    }
+
     /// Encodes one frame into one packet. With DTX on, silence gives `Ok(None)`: nothing needs
     /// sending (libopus then emits packets of at most two bytes, which WebRTC does not send).
     pub fn encode(&mut self, frame: &AudioFrame) -> Result<Option<EncodedFrame>, CodecError> {

@@ -42,12 +42,18 @@ struct Shared {
     keyframe: AtomicBool,
     /// The session is over.
     closed: AtomicBool,
+    /// Packet loss (percent) the audio encoder should expect, from the server's reports;
+    /// `NO_LOSS_REPORT` until one came.
+    audio_loss: std::sync::atomic::AtomicU8,
     /// Copies of the session's counters after every pass of the task.
     stats: Mutex<(SendStats, Vec<TrackStats>)>,
     /// Pictures and audio blocks waiting in the event queue, and how many may.
     frames_queued: std::sync::atomic::AtomicUsize,
     frame_capacity: usize,
 }
+
+/// `Shared::audio_loss` before the server reported any.
+const NO_LOSS_REPORT: u8 = u8::MAX;
 
 struct VideoOut {
     encoder: Mutex<H264Encoder>,
@@ -214,6 +220,7 @@ impl Room {
         }
         let shared = Arc::new(Shared {
             frame_capacity: options.event_capacity.max(16),
+            audio_loss: std::sync::atomic::AtomicU8::new(NO_LOSS_REPORT),
             ..Shared::default()
         });
         let driver = Driver {
@@ -370,6 +377,11 @@ impl Room {
         }
         let packet = {
             let mut encoder = audio.encoder.lock().expect("encoder lock");
+            // In-band FEC follows the loss the server reports on the way up.
+            let loss = self.shared.audio_loss.load(Ordering::Relaxed);
+            if loss != NO_LOSS_REPORT && loss != encoder.config().expected_loss_pct {
+                let _ = encoder.set_expected_loss_pct(loss);
+            }
             encoder.encode(frame)?
         };
         match packet {
@@ -639,6 +651,9 @@ impl Driver {
         }
         if self.session.take_keyframe_request() {
             self.shared.keyframe.store(true, Ordering::Relaxed);
+        }
+        if let Some(pct) = self.session.expected_audio_loss_pct() {
+            self.shared.audio_loss.store(pct, Ordering::Relaxed);
         }
         self.shared
             .ready

@@ -416,6 +416,11 @@ impl World {
             if let Some(opus) = m.opus.as_mut()
                 && now >= m.next_audio
             {
+                if let Some(pct) = p.session.expected_audio_loss_pct()
+                    && pct != opus.config().expected_loss_pct
+                {
+                    let _ = opus.set_expected_loss_pct(pct);
+                }
                 let interval = Duration::from_millis(20);
                 m.next_audio = (m.next_audio + interval).max(now + interval);
                 let pcm = m.speech.next_frame();

@@ -16,6 +16,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -170,10 +171,11 @@ pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     Ok(engine)
 }
 
-/// Marks incoming keyframe requests (PLI, FIR) and NACKs for the application. By default the
-/// interceptor chain consumes all incoming RTCP; the server needs keyframe requests to relay
-/// them to publishers and NACKs to answer them from its caches, and a publishing client needs
-/// keyframe requests to encode a keyframe. Marked packets still pass on to the other interceptors.
+/// Marks incoming keyframe requests (PLI, FIR), NACKs and receiver reports for the
+/// application. By default the interceptor chain consumes all incoming RTCP; the server needs
+/// keyframe requests to relay them to publishers and NACKs to answer them from its caches; a
+/// publishing client needs keyframe requests to encode a keyframe and receiver reports to set
+/// its audio FEC. Marked packets still pass on to the other interceptors.
 #[derive(Default)]
 pub struct DeliverKeyframeRequests {
     reads: VecDeque<TaggedPacket>,
@@ -186,6 +188,24 @@ pub fn is_keyframe_request(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
         p.as_any().downcast_ref::<PictureLossIndication>().is_some()
             || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
     })
+}
+
+/// Whether a compound RTCP packet carries a receiver report (a sender learns its loss
+/// from it).
+pub fn has_receiver_report(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets
+        .iter()
+        .any(|p| p.as_any().downcast_ref::<ReceiverReport>().is_some())
+}
+
+/// The fraction lost (0..=255, RFC 3550) that a compound RTCP packet reports for `ssrc`.
+pub fn fraction_lost_for(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Option<u8> {
+    packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
+        .flat_map(|rr| rr.reports.iter())
+        .find(|r| r.ssrc == ssrc)
+        .map(|r| r.fraction_lost)
 }
 
 /// Whether a compound RTCP packet carries a NACK (retransmission request).
@@ -211,7 +231,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRe
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && (is_keyframe_request(packets) || is_nack(packets))
+            && (is_keyframe_request(packets) || is_nack(packets) || has_receiver_report(packets))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }

@@ -46,7 +46,7 @@ use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
     TrackInfo, TrackKind,
 };
-use crate::transport::is_keyframe_request;
+use crate::transport::{fraction_lost_for, is_keyframe_request};
 use pc::ClientPc;
 use recv::RecvSlot;
 pub use recv::TrackStats;
@@ -171,6 +171,8 @@ pub struct Session {
     /// The subscriber connection's track ids → where they arrive.
     incoming: HashMap<String, Incoming>,
     recv: BTreeMap<String, RecvSlot>,
+    /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
+    uplink_audio_loss: Option<f64>,
     /// Round-trip time on the receiving connection, refreshed once a second.
     subscriber_rtt: Duration,
     next_rtt_update: Instant,
@@ -232,6 +234,7 @@ impl Session {
             state: RoomState::default(),
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
+            uplink_audio_loss: None,
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
             next_rtt_update: now,
             receive_stats: BTreeMap::new(),
@@ -288,6 +291,15 @@ impl Session {
     /// What was received, per remote track, in track order.
     pub fn receive_stats(&self) -> Vec<TrackStats> {
         self.receive_stats.values().cloned().collect()
+    }
+
+    /// The packet loss (percent) to tell the Opus encoder to expect, once the server has
+    /// reported on the published audio: twice the loss on the way up (the way down to the
+    /// others is assumed no better, and the server does not repair audio), at most 30.
+    /// `None` until a report came; the encoder's configured value applies until then.
+    pub fn expected_audio_loss_pct(&self) -> Option<u8> {
+        self.uplink_audio_loss
+            .map(|pct| (2.0 * pct).round().clamp(0.0, 30.0) as u8)
     }
 
     /// Round-trip time (ms) of the publishing or receiving connection's ICE pair.
@@ -679,11 +691,20 @@ impl Session {
             (Which::Subscriber, RTCMessage::RtpPacket(track_id, packet)) => {
                 self.on_rtp(now, &track_id, packet);
             }
-            (Which::Publisher, RTCMessage::RtcpPacket(_, packets))
-                if is_keyframe_request(&packets) =>
-            {
-                self.keyframe_wanted = true;
-                self.send_stats.keyframe_requests += 1;
+            (Which::Publisher, RTCMessage::RtcpPacket(_, packets)) => {
+                if is_keyframe_request(&packets) {
+                    self.keyframe_wanted = true;
+                    self.send_stats.keyframe_requests += 1;
+                }
+                if let Some(ssrc) = self.audio_out.as_ref().map(Outgoing::ssrc)
+                    && let Some(lost) = fraction_lost_for(&packets, ssrc)
+                {
+                    let pct = lost as f64 * 100.0 / 256.0;
+                    self.uplink_audio_loss = Some(match self.uplink_audio_loss {
+                        Some(prev) => prev + (pct - prev) / 4.0,
+                        None => pct,
+                    });
+                }
             }
             _ => {}
         }

@@ -32,6 +32,13 @@ pub(super) struct Outgoing {
     audio_level_id: Option<u8>,
 }
 
+impl Outgoing {
+    /// The SSRC the track is sent with.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+}
+
 impl Session {
     /// Sends one encoded H.264 access unit (Annex-B) on the camera track. Returns whether it
     /// went out: before the publishing connection is up it is dropped and counted, and the
