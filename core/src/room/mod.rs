@@ -219,6 +219,8 @@ pub struct SendStats {
     /// Pictures and audio blocks pushed before the publishing connection was up, and dropped
     /// (the first picture sent once it is up is a keyframe).
     pub dropped_before_connected: u64,
+    /// Publishing connections replaced because they did not come up in time.
+    pub publisher_restarts: u64,
 }
 
 #[cfg(feature = "net")]

@@ -151,6 +151,10 @@ struct Incoming {
     receiver: RTCRtpReceiverId,
 }
 
+/// How long a publishing connection may take to come up after its answer before it is
+/// replaced.
+const PUBLISH_RETRY: Duration = Duration::from_secs(4);
+
 /// One participant's session. See the [module documentation](self).
 pub struct Session {
     config: SessionConfig,
@@ -171,6 +175,9 @@ pub struct Session {
     /// The subscriber connection's track ids → where they arrive.
     incoming: HashMap<String, Incoming>,
     recv: BTreeMap<String, RecvSlot>,
+    /// When the server answered the current publishing connection's offer, while it is not
+    /// up yet.
+    publisher_answered: Option<Instant>,
     /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
     uplink_audio_loss: Option<f64>,
     /// Round-trip time on the receiving connection, refreshed once a second.
@@ -234,6 +241,7 @@ impl Session {
             state: RoomState::default(),
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
+            publisher_answered: None,
             uplink_audio_loss: None,
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
             next_rtt_update: now,
@@ -454,6 +462,7 @@ impl Session {
             }
         }
         self.service_slots(now);
+        self.retry_stuck_publisher(now);
         if now >= self.next_keepalive {
             self.next_keepalive = now + KEEPALIVE;
             if self.phase == Phase::Joined {
@@ -505,7 +514,12 @@ impl Session {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle();
         let mut next = (self.phase == Phase::Joined).then_some(self.next_keepalive);
-        let slots = self.recv.values().filter_map(RecvSlot::next_timeout);
+        let retry = self.publisher_answered.map(|t| t + PUBLISH_RETRY);
+        let slots = self
+            .recv
+            .values()
+            .filter_map(RecvSlot::next_timeout)
+            .chain(retry);
         for t in self.deadlines.into_iter().flatten().chain(slots) {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
@@ -548,8 +562,44 @@ impl Session {
         }
         self.dirty[which as usize] = true;
         match role {
-            PeerRole::Publisher => self.learn_send_parameters(),
+            PeerRole::Publisher => {
+                if self.publisher.as_ref().is_some_and(|c| !c.connected) {
+                    self.publisher_answered.get_or_insert(now);
+                }
+                self.learn_send_parameters()
+            }
             PeerRole::Subscriber => self.renegotiate(now),
+        }
+    }
+
+    /// A publishing connection that is still not up [`PUBLISH_RETRY`] after its answer is
+    /// replaced by a new one (new ICE credentials, new DTLS): a DTLS handshake whose first
+    /// flights were lost can stall for good (measured on simulated `lte,loss=10%`: one
+    /// publisher in eight never connected), and the server replaces its side on the new offer.
+    fn retry_stuck_publisher(&mut self, now: Instant) {
+        let Some(answered) = self.publisher_answered else {
+            return;
+        };
+        if self.publisher.as_ref().is_some_and(|c| c.connected) {
+            self.publisher_answered = None;
+            return;
+        }
+        if now < answered + PUBLISH_RETRY || self.phase != Phase::Joined {
+            return;
+        }
+        self.publisher_answered = None;
+        if let Some(mut old) = self.publisher.take() {
+            let _ = old.pc.close();
+        }
+        self.video_out = None;
+        self.audio_out = None;
+        self.send_stats.publisher_restarts += 1;
+        tracing::info!("publishing connection not up {PUBLISH_RETRY:?} after its answer: replaced");
+        if let Err(e) = self.start_publishing(now) {
+            self.events.push_back(RoomEvent::Error {
+                code: ErrorCode::NegotiationFailed,
+                reason: e.to_string(),
+            });
         }
     }
 

@@ -168,6 +168,8 @@ pub struct EngineStats {
     pub retransmitted: u64,
     /// NACK entries sent to publishers for packets lost on their way to the server.
     pub upstream_nacks: u64,
+    /// Publishing connections replaced by a new offer because they never came up.
+    pub publisher_restarts: u64,
     /// Participants currently joined.
     pub participants: usize,
     /// Grid input packets dropped because a grid's thread fell behind.
@@ -182,6 +184,8 @@ type PcKey = (SessionId, PeerRole);
 struct Pc {
     pc: RTCPeerConnection,
     ufrag: String,
+    /// The client's ICE username fragment from its last offer.
+    remote_ufrag: Option<String>,
     /// DTLS and SRTP are up: media written now reaches the peer.
     connected: bool,
     /// Deadline currently registered in the timer heap.

@@ -8,6 +8,7 @@ use rand::Rng;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::sansio::Protocol;
 
 use super::{Engine, Pc, Published, SessionId, SlotRtc, Upstream, sdp_m_lines};
 use crate::sfu::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
@@ -26,8 +27,15 @@ impl Engine {
         publish: Vec<PublishTrack>,
         now: Instant,
     ) {
+        let remote_ufrag = sdp_ice_ufrag(&sdp);
+        if role == PeerRole::Publisher {
+            self.replace_stuck_publisher(id, remote_ufrag.as_deref());
+        }
         if let Err(e) = self.ensure_pc(id, role, now) {
             return self.rooms.fail(id, ErrorCode::Internal, &e);
+        }
+        if let Some(pc) = self.peers.get_mut(&id).and_then(|p| p.pc_mut(role)) {
+            pc.remote_ufrag = remote_ufrag;
         }
         match role {
             PeerRole::Publisher => match self.answer_publisher(id, sdp, &publish, now) {
@@ -66,6 +74,29 @@ impl Engine {
         }
     }
 
+    /// A client whose publishing connection never came up (its DTLS handshake can stall for
+    /// good when its first flights are lost) offers a new one, with new ICE credentials: the
+    /// old connection and what it published are dropped, and the offer gets a fresh one.
+    fn replace_stuck_publisher(&mut self, id: SessionId, remote_ufrag: Option<&str>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stuck = peer.publisher.as_ref().is_some_and(|pc| {
+            !pc.connected && pc.remote_ufrag.is_some() && pc.remote_ufrag.as_deref() != remote_ufrag
+        });
+        if !stuck {
+            return;
+        }
+        if let Some(mut old) = peer.publisher.take() {
+            let _ = old.pc.close();
+            self.by_ufrag.remove(&old.ufrag);
+        }
+        peer.published.clear();
+        peer.publish_mids.clear();
+        self.stats.publisher_restarts += 1;
+        tracing::info!("session {id}: publishing connection replaced (it never connected)");
+    }
+
     /// Mids of the subscriber connection's existing slots.
     fn known_mids(&self, id: SessionId) -> HashSet<String> {
         self.peers
@@ -96,6 +127,7 @@ impl Engine {
         *slot = Some(Pc {
             pc,
             ufrag: ufrag.clone(),
+            remote_ufrag: None,
             connected: false,
             deadline: None,
         });
@@ -277,4 +309,11 @@ impl Engine {
             },
         );
     }
+}
+
+/// The `a=ice-ufrag` of an SDP.
+fn sdp_ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
 }
