@@ -9,8 +9,9 @@
 //!   expected arrival is the picture's RTP time on the fastest transit seen recently and the
 //!   delay is the 99th percentile of how late recent pictures became complete (retransmitted
 //!   ones included), so repaired pictures are displayed on time instead of freezing the
-//!   picture while they wait (NetEq's rule, applied to pictures). Without losses or jitter
-//!   the delay is zero. A grid mixer, which shows no motion of its own, releases pictures as
+//!   picture while they wait (NetEq's rule, applied to pictures), but never more than 3
+//!   RTT + 30 ms (at least 100 ms): later than that is a stalled sender, shown as a freeze
+//!   rather than added to every later picture. Without losses or jitter the delay is zero. A grid mixer, which shows no motion of its own, releases pictures as
 //!   soon as they are complete (`smooth = false`).
 //! - **Giving up.** A picture still incomplete at `expected arrival + max(4 RTT, delay + 2
 //!   RTT) + 30 ms` (at most [`MAX_WAIT`]: room for a loss on the way up, repaired by the
@@ -50,6 +51,8 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 const KEYFRAME_GRACE: Duration = Duration::from_millis(200);
 /// Round-trip time assumed until one is measured.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// The playout delay is never capped below this (however short the round trip).
+const MIN_DELAY_CAP: Duration = Duration::from_millis(100);
 /// Pictures whose lateness sets the playout delay.
 const LATENESS_WINDOW: usize = 300;
 /// Most packets held; beyond that the oldest picture is dropped.
@@ -527,6 +530,11 @@ impl VideoBuffer {
             // room for one repair (a round trip) beyond the usual arrival.
             target = target.max(sorted[sorted.len() / 2] + self.rtt);
         }
+        // Repairs take a few round trips; a picture later than that came from a stalled
+        // sender (measured: a browser's encoder on a busy machine, half a second once),
+        // and holding every later picture back by as much would cost more than the one
+        // freeze it avoids.
+        target = target.min((self.rtt * 3 + Duration::from_millis(30)).max(MIN_DELAY_CAP));
         // Up at once, down slowly (1 ms per picture), so one calm second does not undo
         // what a lossy one taught.
         self.delay = if target >= self.delay {
