@@ -14,6 +14,8 @@
  *         freezes=<n> freeze_ms=<ms> nacks=<n> recovered=<n> concealed_ms=<ms>
  *     (early: pushed before the connection was up, dropped; recovered: packets repaired by
  *     retransmission)
+ *   track <id> video|audio decoded=<n> lost=<n> freezes=<n> recovered=<n>
+ *         keyframe_requests=<n> delay_ms=<ms>   (one per remote track, after each stats line)
  *   received <identity> frames=<n> size=<w>x<h>
  *   left cleanly
  */
@@ -181,6 +183,15 @@ int main(int argc, char **argv) {
                (unsigned long long)ev.stats.freezes, ev.stats.freeze_ms,
                (unsigned long long)ev.stats.nacks_sent,
                (unsigned long long)ev.stats.packets_recovered, ev.stats.audio_concealed_ms);
+        for (size_t i = 0; i < ev.track_count; i++) {
+          const madang_track_stats *t = &ev.tracks[i];
+          printf("track %s %s decoded=%llu lost=%llu freezes=%llu recovered=%llu "
+                 "keyframe_requests=%llu delay_ms=%.0f\n",
+                 t->track, t->video ? "video" : "audio", (unsigned long long)t->frames_decoded,
+                 (unsigned long long)t->frames_lost, (unsigned long long)t->freezes,
+                 (unsigned long long)t->packets_recovered,
+                 (unsigned long long)t->keyframe_requests, t->buffer_delay_ms);
+        }
         break;
       case MADANG_EVENT_ERROR:
         fprintf(stderr, "server error %s: %s\n", ev.text, ev.topic);

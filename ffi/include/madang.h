@@ -284,6 +284,42 @@ typedef struct {
   double video_buffer_delay_ms;
 } madang_stats;
 
+// What one remote track delivered (part of a `STATS` event).
+typedef struct {
+  // The track id ("identity/camera", "identity/microphone").
+  const char *track;
+  // A video track (otherwise audio).
+  bool video;
+  // RTP packets received.
+  uint64_t packets;
+  // Packets that never arrived.
+  uint64_t packets_lost;
+  // Pictures displayed, or audio frames played from their own packet.
+  uint64_t frames_decoded;
+  // Pictures dropped (missing packets, decoder errors); audio frames concealed or skipped.
+  uint64_t frames_lost;
+  // Keyframe requests sent for this track.
+  uint64_t keyframe_requests;
+  // Packets asked for again (NACK entries, repeats included).
+  uint64_t nacks_sent;
+  // Packets repaired by retransmission.
+  uint64_t packets_recovered;
+  // Freezes: no new picture for more than three frame intervals.
+  uint64_t freezes;
+  // Total length of the freezes, ms.
+  double freeze_ms;
+  // Audio frames rebuilt from in-band FEC.
+  uint64_t audio_fec_frames;
+  // Audio concealed, ms.
+  double audio_concealed_ms;
+  // Current jitter-buffer (video) or playout-buffer (audio) delay, ms.
+  double buffer_delay_ms;
+  // Inter-arrival jitter, ms; negative while unknown.
+  double jitter_ms;
+  // Received bitrate, kbit/s.
+  double kbps;
+} madang_track_stats;
+
 // One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL
 // (empty when a field does not apply). Everything it points to belongs to madang and stays
 // valid until the next call on the same client.
@@ -310,6 +346,11 @@ typedef struct {
   madang_audio_frame audio;
   // Counters (`STATS`).
   madang_stats stats;
+  // Per remote track counters (`STATS`): `track_count` of them, valid until the next call
+  // on the same client; NULL with a count of 0 otherwise.
+  const madang_track_stats *tracks;
+  // Entries in `tracks`.
+  size_t track_count;
 } madang_event;
 
 // Every code, in number order.

@@ -199,6 +199,49 @@ pub struct madang_event {
     pub audio: madang_audio_frame,
     /// Counters (`STATS`).
     pub stats: madang_stats,
+    /// Per remote track counters (`STATS`): `track_count` of them, valid until the next call
+    /// on the same client; NULL with a count of 0 otherwise.
+    pub tracks: *const madang_track_stats,
+    /// Entries in `tracks`.
+    pub track_count: usize,
+}
+
+/// What one remote track delivered (part of a `STATS` event).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct madang_track_stats {
+    /// The track id ("identity/camera", "identity/microphone").
+    pub track: *const c_char,
+    /// A video track (otherwise audio).
+    pub video: bool,
+    /// RTP packets received.
+    pub packets: u64,
+    /// Packets that never arrived.
+    pub packets_lost: u64,
+    /// Pictures displayed, or audio frames played from their own packet.
+    pub frames_decoded: u64,
+    /// Pictures dropped (missing packets, decoder errors); audio frames concealed or skipped.
+    pub frames_lost: u64,
+    /// Keyframe requests sent for this track.
+    pub keyframe_requests: u64,
+    /// Packets asked for again (NACK entries, repeats included).
+    pub nacks_sent: u64,
+    /// Packets repaired by retransmission.
+    pub packets_recovered: u64,
+    /// Freezes: no new picture for more than three frame intervals.
+    pub freezes: u64,
+    /// Total length of the freezes, ms.
+    pub freeze_ms: f64,
+    /// Audio frames rebuilt from in-band FEC.
+    pub audio_fec_frames: u64,
+    /// Audio concealed, ms.
+    pub audio_concealed_ms: f64,
+    /// Current jitter-buffer (video) or playout-buffer (audio) delay, ms.
+    pub buffer_delay_ms: f64,
+    /// Inter-arrival jitter, ms; negative while unknown.
+    pub jitter_ms: f64,
+    /// Received bitrate, kbit/s.
+    pub kbps: f64,
 }
 
 /// Where a client is in its life.
@@ -395,6 +438,7 @@ impl madang_client {
                 let stats = runtime.block_on(session.room.stats());
                 let mut e = Event::new(madang_event_kind::MADANG_EVENT_STATS, held);
                 e.event.stats = c_stats(&stats);
+                e.track_stats(&stats.received);
                 return Ok(e.done());
             }
             let mut wake = deadline;

@@ -4,17 +4,19 @@
 use std::ffi::{CString, c_char};
 
 use madang::media::{AudioFrame, VideoFrame};
-use madang::room::{RoomEvent, RoomStats};
+use madang::room::{RoomEvent, RoomStats, TrackStats};
 use madang::signal::TrackKind;
 
 use crate::client::{
-    madang_audio_frame, madang_event, madang_event_kind, madang_stats, madang_video_frame,
+    madang_audio_frame, madang_event, madang_event_kind, madang_stats, madang_track_stats,
+    madang_video_frame,
 };
 
 /// What the last event's pointers point into.
 #[derive(Default)]
 pub(crate) struct Held {
     pub(crate) strings: Vec<CString>,
+    pub(crate) tracks: Vec<madang_track_stats>,
     pub(crate) video: Option<VideoFrame>,
     pub(crate) audio: Option<AudioFrame>,
 }
@@ -113,6 +115,8 @@ impl<'a> Event<'a> {
                     pts_us: 0,
                 },
                 stats: madang_stats::default(),
+                tracks: std::ptr::null(),
+                track_count: 0,
             },
             held,
         }
@@ -134,6 +138,37 @@ impl<'a> Event<'a> {
 
     pub(crate) fn name(&mut self, s: &str) -> &mut Self {
         self.event.name = self.hold(s);
+        self
+    }
+
+    /// Per-track counters, held until the next call.
+    pub(crate) fn track_stats(&mut self, received: &[TrackStats]) -> &mut Self {
+        let mut tracks = Vec::with_capacity(received.len());
+        for t in received {
+            tracks.push(madang_track_stats {
+                track: self.hold(&t.track),
+                video: t.kind == TrackKind::Video,
+                packets: t.packets,
+                packets_lost: t.packets_lost,
+                frames_decoded: t.frames_decoded,
+                frames_lost: t.frames_lost,
+                keyframe_requests: t.keyframes_requested,
+                nacks_sent: t.nacks_sent,
+                packets_recovered: t.packets_recovered,
+                freezes: t.freezes,
+                freeze_ms: t.freeze_ms,
+                audio_fec_frames: t.audio_fec_frames,
+                audio_concealed_ms: t.audio_concealed_ms,
+                buffer_delay_ms: t.buffer_delay_ms,
+                jitter_ms: t.jitter_ms.unwrap_or(-1.0),
+                kbps: t.kbps(),
+            });
+        }
+        self.held.tracks = tracks;
+        if !self.held.tracks.is_empty() {
+            self.event.tracks = self.held.tracks.as_ptr();
+            self.event.track_count = self.held.tracks.len();
+        }
         self
     }
 
