@@ -11,6 +11,22 @@ use madang::netsim::Profile;
 use madang::room::RoomEvent;
 use madang::sim::{JoinOptions, SimConfig, SimReport, World, run};
 
+/// `ids` join, each publishing the test pattern at `video` (width, height, fps, kbit/s) and
+/// speech.
+fn join_all(world: &mut World, ids: &[&str], video: (u32, u32, u32, u32)) {
+    for id in ids {
+        world
+            .join(
+                id,
+                JoinOptions {
+                    video: Some(video),
+                    ..JoinOptions::default()
+                },
+            )
+            .unwrap();
+    }
+}
+
 fn conference(profile: &str, seconds: f64) -> SimReport {
     run(&SimConfig {
         participants: 4,
@@ -103,17 +119,7 @@ fn video_and_audio_come_back_soon_after_a_five_second_outage() {
     // lte with the link dead from 5 s to 10 s.
     let mut world = World::new("outage".parse().unwrap(), 1, World::engine_config());
     let ids = ["p1", "p2", "p3"];
-    for id in ids {
-        world
-            .join(
-                id,
-                JoinOptions {
-                    video: Some((640, 360, 30, 800)),
-                    ..JoinOptions::default()
-                },
-            )
-            .unwrap();
-    }
+    join_all(&mut world, &ids, (640, 360, 30, 800));
     // Per (receiver, publisher): when pictures and audio arrived, seconds since the start.
     let mut video: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
     let mut audio: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
@@ -276,17 +282,7 @@ fn losing_the_first_packets_of_every_connection_delays_a_track_but_never_hides_i
         let profile = format!("lte,head={head}");
         let mut world = World::new(profile.parse().unwrap(), head, World::engine_config());
         let ids = ["p1", "p2", "p3"];
-        for id in ids {
-            world
-                .join(
-                    id,
-                    JoinOptions {
-                        video: Some((320, 180, 15, 300)),
-                        ..JoinOptions::default()
-                    },
-                )
-                .unwrap();
-        }
+        join_all(&mut world, &ids, (320, 180, 15, 300));
         // When each participant had both connections up, and per (receiver, publisher,
         // video?) the first picture or audio frame, in seconds.
         let mut ready: Vec<Option<f64>> = vec![None; ids.len()];
@@ -349,17 +345,7 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
         5,
         World::engine_config(),
     );
-    for id in ["p1", "p2", "p3"] {
-        world
-            .join(
-                id,
-                JoinOptions {
-                    video: Some((320, 180, 15, 300)),
-                    ..JoinOptions::default()
-                },
-            )
-            .unwrap();
-    }
+    join_all(&mut world, &["p1", "p2", "p3"], (320, 180, 15, 300));
     let mut seen: BTreeMap<(usize, String), f64> = BTreeMap::new();
     world
         .run_for(Duration::from_secs(12), &mut |i, event, elapsed| {

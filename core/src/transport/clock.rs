@@ -2,11 +2,32 @@
 //! timestamps extended so that they never wrap, and the mapping from media time to the
 //! arrival time a packet is expected at. Pure.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The fastest transit is the minimum over this long (two windows), so that it follows a
 /// lasting change of route.
 const TRANSIT_WINDOW: Duration = Duration::from_secs(5);
+
+/// Extends a `bits`-wide wrapping counter to the 64-bit value closest to `highest` (the
+/// highest seen so far, updated). The first value starts at `base` so that a value from
+/// before it still has one.
+fn extend(highest: &mut Option<u64>, value: u64, bits: u32, base: u64) -> u64 {
+    let Some(h) = *highest else {
+        let ext = base + value;
+        *highest = Some(ext);
+        return ext;
+    };
+    // The signed distance from the highest, modulo 2^bits.
+    let modulus = 1i64 << bits;
+    let mut delta = (value as i64 - (h as i64 & (modulus - 1))).rem_euclid(modulus);
+    if delta >= modulus / 2 {
+        delta -= modulus;
+    }
+    let ext = (h as i64 + delta) as u64;
+    *highest = Some(h.max(ext));
+    ext
+}
 
 /// Extends 16-bit RTP sequence numbers to a monotonic 64-bit count (wraps included).
 #[derive(Clone, Copy, Debug, Default)]
@@ -15,20 +36,10 @@ pub struct SeqExtender {
 }
 
 impl SeqExtender {
-    /// The extended number of `seq`: the one closest to the highest seen so far. The
-    /// first packet starts at 2^32 so that a packet from before it still has a number.
+    /// The extended number of `seq`: the one closest to the highest seen so far (the first
+    /// packet starts at 2^32).
     pub fn extend(&mut self, seq: u16) -> u64 {
-        let Some(highest) = self.highest else {
-            let ext = (1u64 << 32) + seq as u64;
-            self.highest = Some(ext);
-            return ext;
-        };
-        let delta = seq.wrapping_sub(highest as u16) as i16 as i64;
-        let ext = (highest as i64 + delta) as u64;
-        if ext > highest {
-            self.highest = Some(ext);
-        }
-        ext
+        extend(&mut self.highest, seq as u64, 16, 1 << 32)
     }
 
     /// The highest extended number seen.
@@ -102,18 +113,73 @@ impl TsExtender {
         self.highest
     }
 
-    /// The extended value of `ts`.
+    /// The extended value of `ts` (the first starts at 2^40).
     pub fn extend(&mut self, ts: u32) -> u64 {
-        let Some(highest) = self.highest else {
-            let ext = (1u64 << 40) + ts as u64;
-            self.highest = Some(ext);
-            return ext;
-        };
-        let delta = ts.wrapping_sub(highest as u32) as i32 as i64;
-        let ext = (highest as i64 + delta) as u64;
-        self.highest = Some(highest.max(ext));
-        ext
+        extend(&mut self.highest, ts as u64, 32, 1 << 40)
     }
+}
+
+/// A playout delay learned from how late recent arrivals were (the jitter and playout
+/// buffers each pick a quantile of it as their target): it rises to a target at once and
+/// falls by at most 1 ms per step, so one calm second does not undo what a lossy one taught.
+#[derive(Debug)]
+pub struct PlayoutDelay {
+    samples: VecDeque<Duration>,
+    window: usize,
+    delay: Duration,
+}
+
+impl PlayoutDelay {
+    /// Learns from the last `window` samples; starts at `initial`.
+    pub fn new(window: usize, initial: Duration) -> Self {
+        Self {
+            samples: VecDeque::with_capacity(window),
+            window: window.max(1),
+            delay: initial,
+        }
+    }
+
+    /// One sample of lateness.
+    pub fn note(&mut self, late: Duration) {
+        if self.samples.len() == self.window {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(late);
+    }
+
+    /// The samples in ascending order (empty before the first).
+    pub fn sorted(&self) -> Vec<Duration> {
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted
+    }
+
+    /// Whether the window is full.
+    pub fn is_full(&self) -> bool {
+        self.samples.len() == self.window
+    }
+
+    /// Moves towards `target`: up at once, down by at most 1 ms.
+    pub fn follow(&mut self, target: Duration) {
+        self.delay = if target >= self.delay {
+            target
+        } else {
+            self.delay
+                .saturating_sub(Duration::from_millis(1))
+                .max(target)
+        };
+    }
+
+    /// The current delay.
+    pub fn get(&self) -> Duration {
+        self.delay
+    }
+}
+
+/// The `percent` quantile of ascending `sorted` samples (none when empty).
+pub fn quantile(sorted: &[Duration], percent: usize) -> Option<Duration> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get(last * percent / 100).copied()
 }
 
 #[cfg(test)]

@@ -26,14 +26,14 @@
 //! whole. Here only a picture that lost something waits, and only as long as its repair can
 //! take.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
-use super::clock::{PlayoutClock, SeqExtender, TsExtender};
+use super::clock::{PlayoutClock, PlayoutDelay, SeqExtender, TsExtender, quantile};
 use super::nack::NackList;
 use crate::codec::nal::rtp_payload_starts_keyframe;
 
@@ -114,8 +114,7 @@ pub struct VideoBuffer {
     clock: PlayoutClock,
     rtt: Duration,
     rtt_samples: u32,
-    lateness: VecDeque<Duration>,
-    delay: Duration,
+    delay: PlayoutDelay,
     stats: BufferStats,
 }
 
@@ -123,7 +122,7 @@ impl std::fmt::Debug for VideoBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VideoBuffer")
             .field("held", &self.packets.len())
-            .field("delay", &self.delay)
+            .field("delay", &self.delay.get())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -157,8 +156,7 @@ impl VideoBuffer {
             clock: PlayoutClock::new(now, 90_000),
             rtt: DEFAULT_RTT,
             rtt_samples: 0,
-            lateness: VecDeque::new(),
-            delay: Duration::ZERO,
+            delay: PlayoutDelay::new(LATENESS_WINDOW, Duration::ZERO),
             stats: BufferStats::default(),
         }
     }
@@ -191,7 +189,7 @@ impl VideoBuffer {
 
     /// The current playout delay on top of the fastest transit.
     pub fn delay(&self) -> Duration {
-        self.delay
+        self.delay.get()
     }
 
     /// One packet arrived at `now`.
@@ -343,12 +341,12 @@ impl VideoBuffer {
     // ---- internals ----
 
     fn playout(&self, ts: u64) -> Instant {
-        self.clock.expected(ts) + self.delay
+        self.clock.expected(ts) + self.delay.get()
     }
 
     fn give_up_at(&self, ts: u64) -> Instant {
         let wait = (self.rtt * 4)
-            .max(self.delay + self.rtt * 2)
+            .max(self.delay.get() + self.rtt * 2)
             .saturating_add(Duration::from_millis(30))
             .clamp(MIN_WAIT, MAX_WAIT);
         self.clock.expected(ts) + wait
@@ -515,35 +513,27 @@ impl VideoBuffer {
         // which is not lateness.
         let late = complete_at.saturating_duration_since(self.clock.expected(ts));
         let late = Duration::from_millis(late.as_millis() as u64);
-        if self.lateness.len() == LATENESS_WINDOW {
-            self.lateness.pop_front();
-        }
-        self.lateness.push_back(late.min(MAX_WAIT));
+        self.delay.note(late.min(MAX_WAIT));
         if !self.smooth {
             return;
         }
-        let mut sorted: Vec<Duration> = self.lateness.iter().copied().collect();
-        sorted.sort_unstable();
-        let mut target = sorted[(sorted.len() - 1) * 99 / 100];
-        if self.nacks.sent > 0 && sorted.len() < LATENESS_WINDOW {
+        let sorted = self.delay.sorted();
+        let (Some(mut target), Some(median)) =
+            (quantile(&sorted, 99), sorted.get(sorted.len() / 2))
+        else {
+            return;
+        };
+        if self.nacks.sent > 0 && !self.delay.is_full() {
             // Losses seen and too few pictures yet to know the tail: until then, leave
             // room for one repair (a round trip) beyond the usual arrival.
-            target = target.max(sorted[sorted.len() / 2] + self.rtt);
+            target = target.max(*median + self.rtt);
         }
         // Repairs take a few round trips; a picture later than that came from a stalled
         // sender (measured: a browser's encoder on a busy machine, half a second once),
         // and holding every later picture back by as much would cost more than the one
         // freeze it avoids.
         target = target.min((self.rtt * 3 + Duration::from_millis(30)).max(MIN_DELAY_CAP));
-        // Up at once, down slowly (1 ms per picture), so one calm second does not undo
-        // what a lossy one taught.
-        self.delay = if target >= self.delay {
-            target
-        } else {
-            self.delay
-                .saturating_sub(Duration::from_millis(1))
-                .max(target)
-        };
+        self.delay.follow(target);
     }
 }
 

@@ -208,6 +208,39 @@ pub fn fraction_lost_for(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> O
         .map(|r| r.fraction_lost)
 }
 
+/// A NACK asking the sender of `media_ssrc` for the packets `seqs`.
+pub fn nack(media_ssrc: u32, seqs: &[u16]) -> Box<dyn rtc::rtcp::Packet> {
+    Box::new(TransportLayerNack {
+        sender_ssrc: 0,
+        media_ssrc,
+        nacks:
+            rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers(
+                seqs,
+            ),
+    })
+}
+
+/// The round-trip time of a connection's nominated ICE candidate pair, once measured.
+pub fn ice_rtt(
+    pc: &mut rtc::peer_connection::RTCPeerConnection,
+    now: Instant,
+) -> Option<std::time::Duration> {
+    use rtc::statistics::StatsSelector;
+    use rtc::statistics::report::RTCStatsReportEntry;
+    pc.get_stats(now, StatsSelector::None)
+        .iter()
+        .find_map(|entry| match entry {
+            RTCStatsReportEntry::IceCandidatePair(pair)
+                if pair.nominated && pair.current_round_trip_time > 0.0 =>
+            {
+                Some(std::time::Duration::from_secs_f64(
+                    pair.current_round_trip_time,
+                ))
+            }
+            _ => None,
+        })
+}
+
 /// Whether a compound RTCP packet carries a NACK (retransmission request).
 pub fn is_nack(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     packets

@@ -12,12 +12,12 @@
 //! and its silence is not loss. After a pause longer than the delay, playout restarts at
 //! the first packet held instead of concealing the whole pause.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::clock::{PlayoutClock, SeqExtender, TsExtender};
+use super::clock::{PlayoutClock, PlayoutDelay, SeqExtender, TsExtender, quantile};
 
 /// Ticks of one 20 ms Opus frame at 48 kHz.
 const FRAME_TICKS: u64 = 960;
@@ -80,8 +80,7 @@ pub struct AudioPlayout {
     /// Next sequence number to play and its timestamp.
     next: Option<(u64, u64)>,
     clock: PlayoutClock,
-    lateness: VecDeque<Duration>,
-    delay: Duration,
+    delay: PlayoutDelay,
     stats: PlayoutStats,
 }
 
@@ -89,7 +88,7 @@ impl std::fmt::Debug for AudioPlayout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AudioPlayout")
             .field("held", &self.packets.len())
-            .field("delay", &self.delay)
+            .field("delay", &self.delay.get())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -104,8 +103,7 @@ impl AudioPlayout {
             packets: BTreeMap::new(),
             next: None,
             clock: PlayoutClock::new(now, 48_000),
-            lateness: VecDeque::new(),
-            delay: Duration::from_millis(20),
+            delay: PlayoutDelay::new(WINDOW, Duration::from_millis(20)),
             stats: PlayoutStats::default(),
         }
     }
@@ -117,7 +115,7 @@ impl AudioPlayout {
 
     /// The current playout delay on top of the fastest transit.
     pub fn delay(&self) -> Duration {
-        self.delay
+        self.delay.get()
     }
 
     /// One packet arrived at `now`.
@@ -126,11 +124,8 @@ impl AudioPlayout {
         let ts = self.stamps.extend(timestamp);
         self.clock.arrival(now, ts);
         let late = now.saturating_duration_since(self.clock.expected(ts));
-        if self.lateness.len() == WINDOW {
-            self.lateness.pop_front();
-        }
         // Packets too late to play count too: they are what the delay must learn.
-        self.lateness.push_back(late.min(MAX_DELAY));
+        self.delay.note(late.min(MAX_DELAY));
         if self.next.is_some_and(|(n, _)| ext < n) {
             self.stats.late += 1;
             return;
@@ -163,7 +158,7 @@ impl AudioPlayout {
                 let (&first, p) = self.packets.first_key_value()?;
                 // A pause (DTX, mute, outage) longer than the delay: restart at the first
                 // packet held rather than conceal the pause.
-                if now > self.playout(ts) + self.delay + Duration::from_millis(60)
+                if now > self.playout(ts) + self.delay.get() + Duration::from_millis(60)
                     || p.timestamp > ts + 25 * FRAME_TICKS
                 {
                     self.stats.skipped += first - seq;
@@ -225,24 +220,14 @@ impl AudioPlayout {
     }
 
     fn playout(&self, ts: u64) -> Instant {
-        self.clock.expected(ts) + self.delay
+        self.clock.expected(ts) + self.delay.get()
     }
 
     fn adapt(&mut self) {
-        if self.lateness.is_empty() {
-            return;
-        }
-        let mut sorted: Vec<Duration> = self.lateness.iter().copied().collect();
-        sorted.sort_unstable();
-        let p95 = sorted[(sorted.len() - 1) * 95 / 100];
-        let target = (p95 + Duration::from_millis(20)).min(MAX_DELAY);
-        self.delay = if target >= self.delay {
-            target
-        } else {
+        if let Some(p95) = quantile(&self.delay.sorted(), 95) {
             self.delay
-                .saturating_sub(Duration::from_millis(1))
-                .max(target)
-        };
+                .follow((p95 + Duration::from_millis(20)).min(MAX_DELAY));
+        }
     }
 }
 

@@ -33,9 +33,6 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
-    TransportLayerNack, nack_pairs_from_sequence_numbers,
-};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -312,22 +309,12 @@ impl Session {
 
     /// Round-trip time (ms) of the publishing or receiving connection's ICE pair.
     pub fn rtt_ms(&mut self, role: PeerRole) -> Option<f64> {
-        use rtc::statistics::StatsSelector;
-        use rtc::statistics::report::RTCStatsReportEntry;
         let now = self.now;
         let pc = match role {
             PeerRole::Publisher => self.publisher.as_mut()?,
             PeerRole::Subscriber => self.subscriber.as_mut()?,
         };
-        let report = pc.pc.get_stats(now, StatsSelector::None);
-        report.iter().find_map(|entry| match entry {
-            RTCStatsReportEntry::IceCandidatePair(pair)
-                if pair.nominated && pair.current_round_trip_time > 0.0 =>
-            {
-                Some(pair.current_round_trip_time * 1000.0)
-            }
-            _ => None,
-        })
+        crate::transport::ice_rtt(&mut pc.pc, now).map(|rtt| rtt.as_secs_f64() * 1000.0)
     }
 
     // ---- inputs ----
@@ -806,11 +793,7 @@ impl Session {
         let (ssrc, receiver) = (slot.ssrc, slot.receiver);
         let mut rtcp: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
         if !feedback.nacks.is_empty() {
-            rtcp.push(Box::new(TransportLayerNack {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-                nacks: nack_pairs_from_sequence_numbers(&feedback.nacks),
-            }));
+            rtcp.push(crate::transport::nack(ssrc, &feedback.nacks));
         }
         if feedback.keyframe {
             rtcp.push(Box::new(PictureLossIndication {
@@ -832,8 +815,12 @@ impl Session {
     fn service_slots(&mut self, now: Instant) {
         if now >= self.next_rtt_update {
             self.next_rtt_update = now + Duration::from_secs(1);
-            if let Some(ms) = self.rtt_ms(PeerRole::Subscriber) {
-                self.subscriber_rtt = Duration::from_secs_f64(ms / 1000.0);
+            if let Some(rtt) = self
+                .subscriber
+                .as_mut()
+                .and_then(|c| crate::transport::ice_rtt(&mut c.pc, now))
+            {
+                self.subscriber_rtt = rtt;
                 for slot in self.recv.values_mut() {
                     slot.set_rtt(self.subscriber_rtt);
                 }

@@ -5,9 +5,6 @@
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
-    TransportLayerNack, nack_pairs_from_sequence_numbers,
-};
 use rtc::rtp;
 
 use super::{Engine, SessionId};
@@ -103,12 +100,7 @@ impl Engine {
                 if let Some(pc) = peer.publisher.as_mut()
                     && let Some(mut r) = pc.pc.rtp_receiver(published.receiver)
                 {
-                    let nack = TransportLayerNack {
-                        sender_ssrc: 0,
-                        media_ssrc: ssrc,
-                        nacks: nack_pairs_from_sequence_numbers(&due),
-                    };
-                    let _ = r.write_rtcp(now, vec![Box::new(nack)]);
+                    let _ = r.write_rtcp(now, vec![crate::transport::nack(ssrc, &due)]);
                     self.stats.upstream_nacks += due.len() as u64;
                     self.dirty.insert((id, PeerRole::Publisher));
                 }
@@ -121,29 +113,21 @@ impl Engine {
     /// uplinks (the largest measured: a resend too early costs a duplicate, too late a
     /// frozen picture for everyone).
     pub(super) fn refresh_upstream_rtt(&mut self, now: Instant) {
-        use rtc::statistics::StatsSelector;
-        use rtc::statistics::report::RTCStatsReportEntry;
-        let mut worst: Option<f64> = None;
+        let mut worst: Option<Duration> = None;
         for peer in self.peers.values_mut() {
             if peer.published.values().all(|p| p.upstream.is_none()) {
                 continue;
             }
-            let Some(pc) = peer.publisher.as_mut() else {
-                continue;
-            };
-            for entry in pc.pc.get_stats(now, StatsSelector::None).iter() {
-                if let RTCStatsReportEntry::IceCandidatePair(pair) = entry
-                    && pair.nominated
-                    && pair.current_round_trip_time > 0.0
-                {
-                    worst = Some(worst.map_or(pair.current_round_trip_time, |w| {
-                        w.max(pair.current_round_trip_time)
-                    }));
-                }
+            if let Some(rtt) = peer
+                .publisher
+                .as_mut()
+                .and_then(|pc| crate::transport::ice_rtt(&mut pc.pc, now))
+            {
+                worst = Some(worst.map_or(rtt, |w| w.max(rtt)));
             }
         }
         if let Some(rtt) = worst {
-            self.upstream_rtt = Duration::from_secs_f64(rtt.clamp(0.001, 1.0));
+            self.upstream_rtt = rtt.clamp(Duration::from_millis(1), Duration::from_secs(1));
         }
     }
 
