@@ -26,7 +26,7 @@
 //! whole. Here only a picture that lost something waits, and only as long as its repair can
 //! take.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -102,6 +102,12 @@ pub struct VideoBuffer {
     seqs: SeqExtender,
     stamps: TsExtender,
     packets: BTreeMap<u64, Held>,
+    /// The held packets that start a keyframe (searched whenever the chain is broken; a
+    /// scan of every held packet there made a `disaster` simulation ten times slower).
+    keyframes: BTreeSet<u64>,
+    /// With the chain broken: nothing arrived since the last search for a keyframe to
+    /// resume from found none.
+    searched: bool,
     /// Everything up to and including this was released or given up.
     done: Option<u64>,
     /// The next picture after `done` can be decoded (its references were all released).
@@ -109,7 +115,8 @@ pub struct VideoBuffer {
     /// Since when the chain is broken with no keyframe to resume from.
     broken_since: Option<Instant>,
     last_request: Option<Instant>,
-    request_pending: bool,
+    /// Since when a keyframe request waits to be sent.
+    request_pending: Option<Instant>,
     nacks: NackList,
     clock: PlayoutClock,
     rtt: Duration,
@@ -147,11 +154,13 @@ impl VideoBuffer {
             seqs: SeqExtender::default(),
             stamps: TsExtender::default(),
             packets: BTreeMap::new(),
+            keyframes: BTreeSet::new(),
+            searched: false,
             done: None,
             chain: false,
             broken_since: None,
             last_request: None,
-            request_pending: false,
+            request_pending: None,
             nacks: NackList::new(),
             clock: PlayoutClock::new(now, 90_000),
             rtt: DEFAULT_RTT,
@@ -222,7 +231,7 @@ impl VideoBuffer {
             self.break_chain(now);
             // Unless the packet just in starts a keyframe, nothing decodable can come
             // without one.
-            self.request_pending = !payload_starts_keyframe;
+            self.request_pending = (!payload_starts_keyframe).then_some(now);
         }
         if !recovered {
             self.clock.arrival(now, ts);
@@ -230,6 +239,10 @@ impl VideoBuffer {
         let first = payload.first().map(|b| b & 0x1f);
         let starts_au = first == Some(7)
             || (first == Some(24) && payload.get(3).is_some_and(|b| b & 0x1f == 7));
+        if payload_starts_keyframe {
+            self.keyframes.insert(ext);
+        }
+        self.searched = false;
         self.packets.insert(
             ext,
             Held {
@@ -264,16 +277,20 @@ impl VideoBuffer {
     pub fn keyframe_request_due(&mut self, now: Instant) -> bool {
         if let Some(since) = self.broken_since
             && now >= since + KEYFRAME_GRACE
-            && !self.keyframe_on_its_way()
         {
-            self.request_pending = true;
+            if self.keyframe_on_its_way() {
+                // Look again one grace later (or when it is given up).
+                self.broken_since = Some(now);
+            } else {
+                self.request_pending = Some(now);
+            }
         }
-        if self.request_pending
+        if self.request_pending.is_some()
             && self
                 .last_request
                 .is_none_or(|t| now >= t + KEYFRAME_REQUEST_INTERVAL)
         {
-            self.request_pending = false;
+            self.request_pending = None;
             self.broken_since = None;
             self.last_request = Some(now);
             self.stats.keyframe_requests += 1;
@@ -317,13 +334,13 @@ impl VideoBuffer {
     pub fn next_timeout(&self) -> Option<Instant> {
         let mut next = self.nacks.next_due();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        if let Some(since) = self.broken_since {
+        if let Some(since) = self.request_pending {
+            consider(
+                self.last_request
+                    .map_or(since, |t| since.max(t + KEYFRAME_REQUEST_INTERVAL)),
+            );
+        } else if let Some(since) = self.broken_since {
             consider(since + KEYFRAME_GRACE);
-        }
-        if self.request_pending
-            && let Some(t) = self.last_request
-        {
-            consider(t + KEYFRAME_REQUEST_INTERVAL);
         }
         if self.chain {
             let start = self.done.map_or(0, |d| d + 1);
@@ -400,14 +417,18 @@ impl VideoBuffer {
     /// With the chain broken: drops everything before the first whole keyframe and resumes
     /// there. Whether it could.
     fn resume_at_keyframe(&mut self, now: Instant) -> bool {
-        let found = self
-            .packets
-            .iter()
-            .filter(|(seq, p)| p.keyframe && self.starts_au(**seq))
-            .map(|(seq, _)| *seq)
-            .find(|&seq| matches!(self.head(seq), Head::Complete { .. }));
+        let found = if self.searched {
+            None
+        } else {
+            self.searched = true;
+            self.keyframes
+                .iter()
+                .copied()
+                .filter(|&seq| self.starts_au(seq))
+                .find(|&seq| matches!(self.head(seq), Head::Complete { .. }))
+        };
         let Some(seq) = found else {
-            if self.broken_since.is_none() && !self.request_pending {
+            if self.broken_since.is_none() && self.request_pending.is_none() {
                 self.broken_since = Some(now);
             }
             return false;
@@ -416,15 +437,15 @@ impl VideoBuffer {
         self.done = Some(seq - 1);
         self.chain = true;
         self.broken_since = None;
-        self.request_pending = false;
+        self.request_pending = None;
         true
     }
 
     /// A keyframe's first packet is held and its missing packets are still being asked for.
     fn keyframe_on_its_way(&self) -> bool {
-        self.packets
+        self.keyframes
             .iter()
-            .any(|(seq, p)| p.keyframe && p.starts_au && self.nacks.awaited(*seq..*seq + 64))
+            .any(|&seq| self.packets[&seq].starts_au && self.nacks.awaited(seq..seq + 64))
     }
 
     fn drop_before(&mut self, seq: u64) {
@@ -437,7 +458,10 @@ impl VideoBuffer {
             }
         }
         self.packets = kept;
+        self.keyframes = self.keyframes.split_off(&seq);
         self.nacks.forget_before(seq);
+        // `done` moves: a keyframe after it may now start the chain.
+        self.searched = false;
     }
 
     /// Drops the picture at the head (or everything, when no later picture is known to
@@ -463,7 +487,7 @@ impl VideoBuffer {
         }
         self.break_chain(now);
         // Nothing decodable can come without a keyframe: ask now, unless one is arriving.
-        self.request_pending = !self.keyframe_on_its_way();
+        self.request_pending = (!self.keyframe_on_its_way()).then_some(now);
     }
 
     fn break_chain(&mut self, now: Instant) {
@@ -474,6 +498,7 @@ impl VideoBuffer {
     }
 
     fn release(&mut self, start: u64, end: u64) -> Picture {
+        self.keyframes = self.keyframes.split_off(&(end + 1));
         let mut rest = self.packets.split_off(&(end + 1));
         std::mem::swap(&mut rest, &mut self.packets);
         let parts = rest.split_off(&start);
@@ -595,13 +620,20 @@ mod tests {
                 buffer.insert(t0 + t, *s, *ts, *m, p.clone());
                 next += 1;
             }
+            while let Some(p) = buffer.poll(t0 + t) {
+                r.out.push((p.timestamp, t));
+            }
             r.nacked.extend(buffer.nacks_due(t0 + t));
             if buffer.keyframe_request_due(t0 + t) {
                 r.requests.push(t);
             }
-            while let Some(p) = buffer.poll(t0 + t) {
-                r.out.push((p.timestamp, t));
-            }
+            // Serviced at `t`: the next wake-up is later (a timer in the past is a busy loop).
+            let wake = buffer.next_timeout();
+            assert!(
+                wake.is_none_or(|w| w > t0 + t),
+                "wake-up at {:?}, serviced at {t:?}",
+                wake.map(|w| w - t0)
+            );
             t += MS;
         }
         r
