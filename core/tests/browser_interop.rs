@@ -1,23 +1,44 @@
 //! Interop with an independent WebRTC stack: headless Chromium joins through a test page that
 //! speaks the signal protocol in plain JavaScript (`tests/browser/interop.html`), publishes its
 //! fake camera as H.264, and receives a Rust participant's test pattern. Video must flow both
-//! ways: the browser's `framesDecoded` grows, and madang decodes the browser's H.264.
+//! ways: the browser's `framesDecoded` grows, and madang decodes the browser's H.264 — on a
+//! clean loopback, and with every participant's media crossing a simulated LTE link
+//! (`ServerConfig::network`, as `madang serve --network lte`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use madang::media::TestPattern;
+use madang::netsim::Profile;
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::{Server, ServerConfig};
 use madang::signal::Role;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_and_madang_exchange_h264() {
+/// What one call between Chromium and a Rust participant showed.
+struct Call {
+    /// The browser decoded the frames it waited for.
+    browser_ok: bool,
+    /// The page's last status (`window.madangStatus`).
+    status: Value,
+    /// Every status the driver polled, with the count of the browser's pictures madang had
+    /// decoded when it read it.
+    progress: Vec<(Value, u32)>,
+    /// Pictures madang decoded from the browser.
+    from_browser: u32,
+    browser_size: Option<(u32, u32)>,
+    output: String,
+}
+
+/// Runs a call until the browser has decoded `min_frames` of madang's pictures (or `seconds`
+/// pass), then `linger_ms` more.
+async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms: u32) -> Call {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -29,6 +50,7 @@ async fn chromium_and_madang_exchange_h264() {
     );
     let config = ServerConfig {
         static_dir: Some(browser_dir()),
+        network,
         ..ServerConfig::dev()
     };
     let server = Server::bind(config).await.unwrap();
@@ -56,22 +78,36 @@ async fn chromium_and_madang_exchange_h264() {
         std::env::temp_dir().join(format!("madang-interop-{}.png", std::process::id()));
     let mut node = tokio::process::Command::new("node")
         .arg(browser_dir().join("interop.mjs"))
-        .args([url.as_str(), "rust/camera", "30", "40"])
+        .args([
+            url.as_str(),
+            "rust/camera",
+            &min_frames.to_string(),
+            &seconds.to_string(),
+        ])
         .env("CHROMIUM", &chromium)
-        .env("LINGER_MS", "3000")
+        .env("LINGER_MS", linger_ms.to_string())
+        .env("PROGRESS", "1")
         .env("SCREENSHOT", &screenshot)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("node runs (scripts/test.sh installs nodejs)");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
 
     // Publish the test pattern and count what arrives from the browser until node is done.
     let mut pattern = TestPattern::new(640, 360).unwrap();
     let start = Instant::now();
+    let limit = Duration::from_secs(seconds as u64 + 60);
     let mut tick = tokio::time::interval(Duration::from_millis(33));
-    let mut from_browser = 0u32;
-    let mut browser_size = None;
-    let status = loop {
+    let mut call = Call {
+        browser_ok: false,
+        status: Value::Null,
+        progress: Vec::new(),
+        from_browser: 0,
+        browser_size: None,
+        output: String::new(),
+    };
+    loop {
         tokio::select! {
             _ = tick.tick() => {
                 room.publish_video(&pattern.next_frame(start.elapsed().as_micros() as u64)).await.unwrap();
@@ -80,31 +116,126 @@ async fn chromium_and_madang_exchange_h264() {
                 if let Some(RoomEvent::VideoFrame { participant, frame, .. }) = event
                     && participant == "chromium"
                 {
-                    from_browser += 1;
-                    browser_size = Some((frame.width(), frame.height()));
+                    call.from_browser += 1;
+                    call.browser_size = Some((frame.width(), frame.height()));
                 }
             }
-            status = node.wait() => break status.unwrap(),
+            line = lines.next_line() => {
+                let Some(line) = line.unwrap() else { break };
+                let mut value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if let Some(progress) = value.get_mut("progress") {
+                    call.progress.push((progress.take(), call.from_browser));
+                } else if value.get("ok").is_some() {
+                    call.browser_ok = value["ok"] == Value::Bool(true);
+                    call.status = value["status"].take();
+                } else {
+                    call.output.push_str(&line);
+                }
+            }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "browser run did not finish"
-        );
-    };
+        assert!(start.elapsed() < limit, "browser run did not finish");
+    }
     let output = node.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("browser: {stdout}");
-    println!("madang decoded {from_browser} frames from Chromium, size {browser_size:?}");
-    println!("screenshot: {}", screenshot.display());
-    assert!(
-        status.success(),
-        "the browser did not decode 30 frames of madang's video:\n{stdout}\n{stderr}"
+    call.output
+        .push_str(&String::from_utf8_lossy(&output.stderr));
+    println!("browser status: {}", call.status);
+    println!(
+        "madang decoded {} frames from Chromium, size {:?}; screenshot: {}",
+        call.from_browser,
+        call.browser_size,
+        screenshot.display()
     );
-    assert!(
-        from_browser >= 30,
-        "madang decoded only {from_browser} frames of the browser's H.264"
-    );
+    for track in room.stats().await.received {
+        println!("madang receiving {track:?}");
+    }
     room.leave().await;
     server.shutdown().await;
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_and_madang_exchange_h264() {
+    let call = call(None, 30, 40, 3000).await;
+    assert!(
+        call.browser_ok,
+        "the browser did not decode 30 frames of madang's video:\n{}\n{}",
+        call.status, call.output
+    );
+    assert!(
+        call.from_browser >= 30,
+        "madang decoded only {} frames of the browser's H.264",
+        call.from_browser
+    );
+}
+
+/// A number in a status.
+fn count(v: &Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(v, |v, key| &v[*key])
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_picture() {
+    // 3 % loss, 40 ± 15 ms each way, on every participant's media in both directions.
+    let lte: Profile = "lte".parse().unwrap();
+    let call = call(Some(lte), 450, 60, 3000).await;
+    assert!(
+        call.browser_ok,
+        "the browser did not decode 450 frames of madang's video over lte:\n{}\n{}",
+        call.status, call.output
+    );
+    // The browser saw loss, asked for repairs, and kept decoding to the end.
+    let inbound = &call.status["inbound"]["rust/camera"];
+    println!("browser receiving madang's video: {inbound}");
+    println!("browser sending: {}", call.status["sent"]);
+    assert!(
+        count(inbound, &["packetsLost"]) + count(inbound, &["nackCount"]) > 0.0,
+        "no loss seen: the link was not impaired"
+    );
+    assert!(inbound.get("freezeCount").is_some() && inbound.get("nackCount").is_some());
+    let decoded_at = |i: usize| count(&call.progress[i].0, &["framesDecoded", "rust/camera"]);
+    let last = call.progress.len() - 1;
+    let two_seconds_before = last.saturating_sub(8);
+    assert!(
+        decoded_at(last) > decoded_at(two_seconds_before) + 30.0,
+        "the browser's framesDecoded stopped rising: {} then {}",
+        decoded_at(two_seconds_before),
+        decoded_at(last)
+    );
+    // madang decodes nearly every picture the browser sent, counted from the third second
+    // after its first one (the join and the first keyframe are the start-up test's
+    // business) to the last status.
+    let first = call
+        .progress
+        .iter()
+        .position(|(_, decoded)| *decoded > 0)
+        .unwrap_or_else(|| {
+            panic!(
+                "madang decoded nothing from the browser: {}",
+                call.status["sent"]
+            )
+        });
+    let from = (first + 12).min(last);
+    let sent = |i: usize| count(&call.progress[i].0, &["sent", "framesSent"]);
+    let (sent_span, decoded_span) = (
+        sent(last) - sent(from),
+        (call.progress[last].1 - call.progress[from].1) as f64,
+    );
+    let share = decoded_span / sent_span.max(1.0);
+    println!(
+        "madang decoded {decoded_span} of the {sent_span} pictures the browser sent ({:.1} %); the browser answered {} NACKs",
+        share * 100.0,
+        count(&call.status, &["sent", "nackCount"])
+    );
+    assert!(
+        sent_span >= 150.0,
+        "too short a window: {sent_span} pictures"
+    );
+    assert!(
+        share >= 0.97,
+        "madang decoded {:.1} % of the browser's pictures",
+        share * 100.0
+    );
 }

@@ -94,6 +94,50 @@ fn bitstream_is_constrained_baseline_with_parameter_sets_before_every_idr() {
 }
 
 #[test]
+fn frame_num_counts_every_reference_picture_and_restarts_at_each_idr() {
+    // What the receive buffer relies on to tell a lost picture from lost padding.
+    let (_, units) = encode_pattern(H264Config::new(320, 180).keyframe_interval(10), 25);
+    let mut bits = None;
+    let mut previous: Option<nal::PictureStart> = None;
+    for (i, unit) in units.iter().enumerate() {
+        // Each NAL unit as a single-NAL-unit RTP payload.
+        for u in nal::nal_units(&unit.data) {
+            bits = nal::rtp_payload_sps_frame_num_bits(u).or(bits);
+        }
+        let bits = bits.expect("an SPS came first");
+        let start = nal::nal_units(&unit.data)
+            .find_map(|u| nal::rtp_payload_picture_start(u, bits))
+            .expect("every picture has a first slice");
+        assert_eq!(start.idr, unit.keyframe, "picture {i}");
+        assert!(
+            start.reference,
+            "picture {i}: baseline pictures are all references"
+        );
+        if let Some(p) = previous {
+            assert!(
+                p.followed_by(&start, bits),
+                "picture {i}: {p:?} then {start:?}"
+            );
+            if i != 10 && i != 20 {
+                assert_eq!(
+                    start.frame_num,
+                    (p.frame_num + 1) % (1 << bits),
+                    "picture {i}"
+                );
+            }
+        }
+        if i >= 2 && !unit.keyframe && !units[i - 1].keyframe {
+            // With a reference picture left out, the next does not follow.
+            let before = nal::nal_units(&units[i - 2].data)
+                .find_map(|u| nal::rtp_payload_picture_start(u, bits))
+                .unwrap();
+            assert!(!before.followed_by(&start, bits), "picture {i}");
+        }
+        previous = Some(start);
+    }
+}
+
+#[test]
 fn requested_keyframe_arrives_on_the_next_frame() {
     let mut pattern = TestPattern::new(640, 360).unwrap();
     let mut encoder = H264Encoder::new(H264Config::new(640, 360)).unwrap();

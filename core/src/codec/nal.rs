@@ -119,6 +119,165 @@ pub fn rtp_payload_starts_keyframe(payload: &[u8]) -> bool {
     }
 }
 
+/// The NAL units an H.264 RTP payload carries whole or begins: a single NAL unit, each unit of
+/// a STAP-A, or an FU-A start fragment (its header rebuilt, its body the fragment). Empty
+/// for padding, FU-A middle and end fragments and anything malformed.
+fn rtp_payload_units(payload: &[u8]) -> Vec<(u8, &[u8])> {
+    let Some(&first) = payload.first() else {
+        return Vec::new();
+    };
+    match first & 0x1f {
+        STAP_A => {
+            let mut out = Vec::new();
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                let Some(unit) = rest.get(2..2 + size).filter(|u| !u.is_empty()) else {
+                    break;
+                };
+                out.push((unit[0], &unit[1..]));
+                rest = &rest[2 + size..];
+            }
+            out
+        }
+        FU_A => match payload.get(1) {
+            Some(&fu) if fu & 0x80 != 0 => vec![((first & 0xe0) | (fu & 0x1f), &payload[2..])],
+            _ => Vec::new(),
+        },
+        _ => vec![(first, &payload[1..])],
+    }
+}
+
+/// Reads the start of an RBSP bit by bit, skipping emulation-prevention bytes.
+struct Bits<'a> {
+    data: &'a [u8],
+    byte: usize,
+    bit: u8,
+    zeros: u8,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            byte: 0,
+            bit: 0,
+            zeros: 0,
+        }
+    }
+
+    fn bit(&mut self) -> Option<u32> {
+        if self.bit == 0 {
+            // 00 00 03: the 03 was inserted so the stream holds no start code.
+            if self.zeros >= 2 && self.data.get(self.byte) == Some(&3) {
+                self.byte += 1;
+                self.zeros = 0;
+            }
+            let b = *self.data.get(self.byte)?;
+            self.zeros = if b == 0 { self.zeros + 1 } else { 0 };
+        }
+        let value = (self.data[self.byte] >> (7 - self.bit)) & 1;
+        self.bit += 1;
+        if self.bit == 8 {
+            self.bit = 0;
+            self.byte += 1;
+        }
+        Some(value as u32)
+    }
+
+    fn bits(&mut self, n: u8) -> Option<u32> {
+        (0..n).try_fold(0, |v, _| Some((v << 1) | self.bit()?))
+    }
+
+    /// An unsigned Exp-Golomb number.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+}
+
+/// `log2_max_frame_num` of a sequence parameter set (the NAL unit after its header byte):
+/// the width in bits of every slice's `frame_num`. `None` for SPSs with scaling matrices (not
+/// sent by the encoders madang meets) or malformed ones.
+fn sps_log2_max_frame_num(rbsp: &[u8]) -> Option<u8> {
+    let profile = *rbsp.first()?;
+    let mut bits = Bits::new(rbsp.get(3..)?);
+    bits.ue()?; // seq_parameter_set_id
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        if bits.ue()? == 3 {
+            bits.bit()?; // separate_colour_plane_flag
+        }
+        bits.ue()?; // bit_depth_luma_minus8
+        bits.ue()?; // bit_depth_chroma_minus8
+        bits.bit()?; // qpprime_y_zero_transform_bypass_flag
+        if bits.bit()? == 1 {
+            return None; // seq_scaling_matrix_present_flag
+        }
+    }
+    let log2 = bits.ue()? + 4;
+    (log2 <= 16).then_some(log2 as u8)
+}
+
+/// The `log2_max_frame_num` of the SPS an H.264 RTP payload carries, if it carries one.
+pub fn rtp_payload_sps_frame_num_bits(payload: &[u8]) -> Option<u8> {
+    rtp_payload_units(payload)
+        .into_iter()
+        .find(|(header, _)| header & 0x1f == NAL_SPS)
+        .and_then(|(_, rbsp)| sps_log2_max_frame_num(rbsp))
+}
+
+/// What the first slice of a picture says about its place among the reference pictures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PictureStart {
+    /// `frame_num`: counts reference pictures, modulo `1 << log2_max_frame_num`.
+    pub frame_num: u32,
+    /// Other pictures may refer to this one (`nal_ref_idc` is not zero).
+    pub reference: bool,
+    /// An IDR picture (`frame_num` starts again at zero).
+    pub idr: bool,
+}
+
+impl PictureStart {
+    /// Whether `next` can follow this picture with no reference picture missing between
+    /// (H.264 7.4.3: `frame_num` grows by one after each reference picture).
+    pub fn followed_by(&self, next: &PictureStart, frame_num_bits: u8) -> bool {
+        let expected = if self.reference {
+            (self.frame_num + 1) % (1 << frame_num_bits)
+        } else {
+            self.frame_num
+        };
+        next.idr || next.frame_num == expected
+    }
+}
+
+/// If an H.264 RTP payload begins a picture (the first slice, `first_mb_in_slice` = 0), what
+/// its slice header says; `frame_num_bits` comes from the stream's SPS.
+pub fn rtp_payload_picture_start(payload: &[u8], frame_num_bits: u8) -> Option<PictureStart> {
+    let (header, rbsp) = rtp_payload_units(payload)
+        .into_iter()
+        .find(|(header, _)| matches!(header & 0x1f, NAL_SLICE | NAL_IDR))?;
+    let mut bits = Bits::new(rbsp);
+    if bits.ue()? != 0 {
+        return None; // not the picture's first slice
+    }
+    bits.ue()?; // slice_type
+    bits.ue()?; // pic_parameter_set_id
+    Some(PictureStart {
+        frame_num: bits.bits(frame_num_bits)?,
+        reference: header & 0x60 != 0,
+        idr: header & 0x1f == NAL_IDR,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +313,57 @@ mod tests {
         assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x05, 1]));
         assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x81, 1]));
         assert!(!rtp_payload_starts_keyframe(&[]));
+    }
+
+    #[test]
+    fn frame_num_from_slice_headers_in_rtp_payloads() {
+        // SPS: baseline, sps_id 0, log2_max_frame_num_minus4 = 4 (ue 00101).
+        let sps = [0x67, 0x42, 0xc0, 0x1f, 0b1001_0100];
+        assert_eq!(rtp_payload_sps_frame_num_bits(&sps), Some(8));
+        // The same SPS inside a STAP-A with a PPS.
+        let stap = [0x78, 0, 5, 0x67, 0x42, 0xc0, 0x1f, 0x94, 0, 2, 0x68, 0xce];
+        assert_eq!(rtp_payload_sps_frame_num_bits(&stap), Some(8));
+        // P slice, first_mb 0, slice_type 0, pps 0, frame_num 5 (8 bits): 111 00000 101.
+        let slice = [0x41, 0b1110_0000, 0b1010_0000];
+        let start = rtp_payload_picture_start(&slice, 8).unwrap();
+        assert_eq!(start.frame_num, 5);
+        assert!(start.reference && !start.idr);
+        // The same slice as the first fragment of an FU-A, then a middle fragment.
+        let fu = [0x5c, 0x81, 0b1110_0000, 0b1010_0000];
+        assert_eq!(rtp_payload_picture_start(&fu, 8), Some(start));
+        assert_eq!(
+            rtp_payload_picture_start(&[0x5c, 0x01, 0xe0, 0xa0], 8),
+            None
+        );
+        // A second slice of a picture (first_mb 1: ue 010) does not start it.
+        assert_eq!(
+            rtp_payload_picture_start(&[0x41, 0b0101_1000, 0x28], 8),
+            None
+        );
+        let next = PictureStart {
+            frame_num: 6,
+            ..start
+        };
+        assert!(start.followed_by(&next, 8));
+        assert!(!start.followed_by(
+            &PictureStart {
+                frame_num: 7,
+                ..start
+            },
+            8
+        ));
+        let wrap = PictureStart {
+            frame_num: 255,
+            ..start
+        };
+        assert!(wrap.followed_by(
+            &PictureStart {
+                frame_num: 0,
+                ..start
+            },
+            8
+        ));
+        assert_eq!(rtp_payload_picture_start(&[], 8), None);
     }
 
     #[test]

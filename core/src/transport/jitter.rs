@@ -35,7 +35,10 @@ use rtc::rtp::packetizer::Depacketizer;
 
 use super::clock::{PlayoutClock, PlayoutDelay, SeqExtender, TsExtender, quantile};
 use super::nack::NackList;
-use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::codec::nal::{
+    PictureStart, rtp_payload_picture_start, rtp_payload_sps_frame_num_bits,
+    rtp_payload_starts_keyframe,
+};
 
 /// Longest a picture may wait for missing packets, counted from its expected arrival. A
 /// repair takes at least a round trip, and on a 120 ms link (240 ms round trip, the
@@ -84,6 +87,8 @@ pub struct BufferStats {
     pub pictures_dropped: u64,
     /// Keyframe requests asked for.
     pub keyframe_requests: u64,
+    /// Packets without payload (a sender's bandwidth-probing padding on the media stream).
+    pub packets_padding: u64,
 }
 
 struct Held {
@@ -92,6 +97,8 @@ struct Held {
     /// Starts an access unit for certain (its first NAL unit is an SPS).
     starts_au: bool,
     keyframe: bool,
+    /// It begins a picture, and this is the picture's place among the references.
+    start: Option<PictureStart>,
     arrival: Instant,
     payload: Bytes,
 }
@@ -110,6 +117,12 @@ pub struct VideoBuffer {
     searched: bool,
     /// Everything up to and including this was released or given up.
     done: Option<u64>,
+    /// Timestamp of the last picture released (or padding skipped).
+    last_ts: Option<u64>,
+    /// The last picture released, where its slice header could be read.
+    last_start: Option<PictureStart>,
+    /// Width of `frame_num`, from the stream's SPS.
+    frame_num_bits: Option<u8>,
     /// The next picture after `done` can be decoded (its references were all released).
     chain: bool,
     /// Since when the chain is broken with no keyframe to resume from.
@@ -156,6 +169,9 @@ impl VideoBuffer {
             packets: BTreeMap::new(),
             keyframes: BTreeSet::new(),
             searched: false,
+            last_ts: None,
+            last_start: None,
+            frame_num_bits: None,
             done: None,
             chain: false,
             broken_since: None,
@@ -233,7 +249,15 @@ impl VideoBuffer {
             // without one.
             self.request_pending = (!payload_starts_keyframe).then_some(now);
         }
-        if !recovered {
+        if payload.is_empty() {
+            // Padding: it takes a sequence number (so it fills its place in the order and
+            // ends a gap) but belongs to no picture. Chromium sends it on the media stream,
+            // after a picture's last packet and with that picture's timestamp, when it
+            // probes for bandwidth without RTX: taken for a picture, it broke the chain of
+            // references (measured on lte: 11 keyframe requests and 111 of 392 pictures
+            // lost in 18 s).
+            self.stats.packets_padding += 1;
+        } else if !recovered {
             self.clock.arrival(now, ts);
         }
         let first = payload.first().map(|b| b & 0x1f);
@@ -241,7 +265,13 @@ impl VideoBuffer {
             || (first == Some(24) && payload.get(3).is_some_and(|b| b & 0x1f == 7));
         if payload_starts_keyframe {
             self.keyframes.insert(ext);
+            if let Some(bits) = rtp_payload_sps_frame_num_bits(&payload) {
+                self.frame_num_bits = Some(bits);
+            }
         }
+        let start = self
+            .frame_num_bits
+            .and_then(|bits| rtp_payload_picture_start(&payload, bits));
         self.searched = false;
         self.packets.insert(
             ext,
@@ -250,6 +280,7 @@ impl VideoBuffer {
                 marker,
                 starts_au,
                 keyframe: payload_starts_keyframe,
+                start,
                 arrival: now,
                 payload,
             },
@@ -306,6 +337,19 @@ impl VideoBuffer {
                 return None;
             }
             let start = self.done.map_or(0, |d| d + 1);
+            if let Some(p) = self.packets.get(&start)
+                && p.payload.is_empty()
+            {
+                self.last_ts = Some(p.timestamp);
+                self.packets.remove(&start);
+                self.done = Some(start);
+                continue;
+            }
+            if let Some(next) = self.only_padding_missing(start) {
+                self.nacks.forget_before(next);
+                self.done = Some(next - 1);
+                continue;
+            }
             match self.head(start) {
                 Head::Empty => return None,
                 Head::Complete { end } => {
@@ -369,10 +413,36 @@ impl VideoBuffer {
         self.clock.expected(ts) + wait
     }
 
+    /// With `start` missing right after a whole picture: the next held packet, if what is
+    /// missing before it can only be padding. Padding is not retransmitted, so nothing should
+    /// wait for it; Chromium sends it in runs of 5 to 10 on the media stream when it probes
+    /// for bandwidth without RTX, and measured on lte every picture this buffer gave up on
+    /// in 18 s (3 to 11 per run, each costing a keyframe) was waiting for lost padding.
+    /// Known when the next packet is padding with the last picture's timestamp (RTP
+    /// timestamps do not go back, and that picture is whole), or when it begins a picture
+    /// whose `frame_num` says no reference picture came between.
+    fn only_padding_missing(&self, start: u64) -> Option<u64> {
+        if self.packets.contains_key(&start) {
+            return None;
+        }
+        let (&next, p) = self.packets.range(start..).next()?;
+        let padding = p.payload.is_empty() && Some(p.timestamp) == self.last_ts;
+        let follows = match (self.last_start, p.start, self.frame_num_bits) {
+            (Some(last), Some(this), Some(bits)) => last.followed_by(&this, bits),
+            _ => false,
+        };
+        (padding || follows).then_some(next)
+    }
+
     /// The picture that starts at `start`.
     fn head(&self, start: u64) -> Head {
         let Some(first) = self.packets.get(&start) else {
-            return match self.packets.range(start..).next() {
+            // The picture after the gap (padding carries an older picture's timestamp).
+            let next = self
+                .packets
+                .range(start..)
+                .find(|(_, p)| !p.payload.is_empty());
+            return match next.or_else(|| self.packets.range(start..).next()) {
                 Some((_, p)) => Head::Blocked {
                     timestamp: p.timestamp,
                     gap: Some(start),
@@ -387,8 +457,9 @@ impl VideoBuffer {
                     gap: Some(expect),
                 };
             }
-            if p.timestamp != first.timestamp {
-                // The next picture began without a marker on this one: this one is whole.
+            if p.timestamp != first.timestamp || (p.payload.is_empty() && seq > start) {
+                // The next picture (or padding) began without a marker on this one: this
+                // one is whole.
                 return Head::Complete { end: seq - 1 };
             }
             if p.marker {
@@ -468,6 +539,20 @@ impl VideoBuffer {
     /// start) and breaks the chain.
     fn give_up(&mut self, now: Instant) {
         let start = self.done.map_or(0, |d| d + 1);
+        eprintln!(
+            "DEBUG give_up start={start} last_ts={:?} held={:?} missing={} awaited={} padding={} rtt={:?} delay={:?}",
+            self.last_ts,
+            self.packets
+                .range(start..)
+                .take(6)
+                .map(|(s, p)| (*s, p.payload.len(), p.marker, p.timestamp, p.starts_au))
+                .collect::<Vec<_>>(),
+            self.nacks.is_missing(start),
+            self.nacks.awaited(start..start + 1),
+            self.stats.packets_padding,
+            self.rtt,
+            self.delay.get()
+        );
         let next_start = self
             .packets
             .range(start + 1..)
@@ -506,6 +591,8 @@ impl VideoBuffer {
         self.nacks.forget_before(end + 1);
         let first = &parts[&start];
         let (timestamp, keyframe) = (first.timestamp, first.keyframe);
+        self.last_ts = Some(timestamp);
+        self.last_start = parts.values().find_map(|p| p.start);
         let complete_at = parts
             .values()
             .map(|p| p.arrival)
@@ -515,7 +602,7 @@ impl VideoBuffer {
         let mut depacketizer = H264Packet::default();
         let mut data = BytesMut::new();
         let mut corrupt = false;
-        for p in parts.values() {
+        for p in parts.values().filter(|p| !p.payload.is_empty()) {
             match depacketizer.depacketize(&p.payload) {
                 Ok(bytes) => data.extend_from_slice(&bytes),
                 Err(_) => corrupt = true,
@@ -641,6 +728,115 @@ mod tests {
 
     fn at(i: usize, per: usize) -> Duration {
         Duration::from_micros((i / per) as u64 * 33_333 + (i % per) as u64 * 1000) + 40 * MS
+    }
+
+    #[test]
+    fn padding_between_pictures_fills_its_place_and_breaks_nothing() {
+        // Three empty packets with the previous picture's timestamp after every fifth
+        // picture, as a sender probing for bandwidth without RTX sends them.
+        let mut packets = Vec::new();
+        let mut seq = 100u16;
+        for (i, (_, ts, marker, payload)) in stream(30, 3, 30).into_iter().enumerate() {
+            packets.push((seq, ts, marker, payload));
+            seq += 1;
+            if marker && (i / 3) % 5 == 4 {
+                for _ in 0..3 {
+                    packets.push((seq, ts, false, Bytes::new()));
+                    seq += 1;
+                }
+            }
+        }
+        let padding: Vec<usize> = (0..packets.len())
+            .filter(|&i| packets[i].3.is_empty())
+            .collect();
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let clean = run(&mut b, &packets, |i| Some(at(i, 3)), 1500 * MS);
+        assert_eq!(clean.out.len(), 30, "every picture, none made of padding");
+        assert!(clean.requests.is_empty(), "no keyframe request");
+        assert_eq!(b.stats().packets_padding, 18);
+        assert_eq!(b.stats().pictures_dropped, 0);
+        // Padding is not retransmitted. Lost before more padding of the same picture, it can
+        // only have been padding: nothing waits for it.
+        let lost = [padding[0], padding[1], padding[4]];
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let r = run(
+            &mut b,
+            &packets,
+            |i| (!lost.contains(&i)).then(|| at(i, 3)),
+            1500 * MS,
+        );
+        assert!(r.requests.is_empty());
+        assert_eq!(r.out, clean.out, "no picture waited for the lost padding");
+        // Lost last in its run, it cannot be told from a lost picture: after the usual wait
+        // the buffer shows what came before, skips on and asks for a keyframe.
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let r = run(
+            &mut b,
+            &packets,
+            |i| (i != padding[2]).then(|| at(i, 3)),
+            1500 * MS,
+        );
+        assert_eq!(r.out.len(), 5);
+        assert!(!r.requests.is_empty());
+    }
+
+    #[test]
+    fn frame_num_tells_lost_padding_from_a_lost_picture() {
+        // One packet per picture with a real slice header (frame_num in 8 bits, from the
+        // SPS), the first an SPS and an IDR; two padding packets after pictures 4, 9, 14.
+        // first_mb_in_slice, slice_type and pic_parameter_set_id all 0 (ue: 1 1 1), then
+        // frame_num in 8 bits and the stop bit.
+        let slice = |nal: u8, frame_num: u8| {
+            Bytes::from(vec![
+                nal,
+                0b1110_0000 | (frame_num >> 3),
+                ((frame_num & 7) << 5) | 0x10,
+            ])
+        };
+        let mut packets = vec![(
+            100u16,
+            0u32,
+            false,
+            Bytes::from_static(&[0x67, 0x42, 0xc0, 0x1f, 0x94]),
+        )];
+        let mut seq = 101u16;
+        for i in 0..20u32 {
+            let nal = if i == 0 { 0x65 } else { 0x41 };
+            packets.push((seq, 3000 * i, true, slice(nal, i as u8)));
+            seq += 1;
+            if i % 5 == 4 {
+                for _ in 0..2 {
+                    packets.push((seq, 3000 * i, false, Bytes::new()));
+                    seq += 1;
+                }
+            }
+        }
+        let when = |i: usize| Some(Duration::from_micros(i as u64 * 25_000) + 40 * MS);
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let clean = run(&mut b, &packets, when, 1000 * MS);
+        assert_eq!(clean.out.len(), 20);
+        // The last padding packet of a run lost: the next picture follows the last one.
+        let last_padding = packets.iter().rposition(|p| p.3.is_empty()).unwrap();
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let r = run(
+            &mut b,
+            &packets,
+            |i| (i != last_padding).then(|| when(i)).flatten(),
+            1000 * MS,
+        );
+        assert_eq!(r.out, clean.out, "nothing waited for the padding");
+        assert!(r.requests.is_empty());
+        // A whole picture lost: the next one does not follow, the buffer gives up on it.
+        let picture = packets.iter().position(|p| p.1 == 3000 * 12).unwrap();
+        let mut b = VideoBuffer::new(true, Instant::now());
+        let r = run(
+            &mut b,
+            &packets,
+            |i| (i != picture).then(|| when(i)).flatten(),
+            1000 * MS,
+        );
+        assert_eq!(r.out.len(), 12);
+        assert!(!r.requests.is_empty());
     }
 
     #[test]
