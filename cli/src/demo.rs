@@ -156,7 +156,7 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         );
     }
     println!(
-        "  (freezes: no new picture for > 3 frame intervals; kf: keyframe requests; nack: \
+        "  (freezes: no new picture for > 3 frame intervals and > 1 + 150 ms; kf: keyframe requests; nack: \
          packets asked for again; rtx: packets repaired by retransmission; buf: jitter-buffer delay)"
     );
     if !r.audio.is_empty() {

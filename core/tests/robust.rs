@@ -374,3 +374,31 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(restarts >= 1, "the stall this seed produces was not seen");
 }
+
+#[test]
+fn a_receiving_connection_whose_handshake_stalls_is_replaced() {
+    // With this seed two participants' receiving connections never come up under 10 % loss:
+    // before the replacement they saw nobody for the whole run.
+    let report = conference("lte,loss=10%,seed=4", 8.0);
+    for p in &report.pairs {
+        eprintln!(
+            "{} -> {}: {} of {} pictures",
+            p.from, p.to, p.frames_decoded, p.frames_sent
+        );
+    }
+    eprintln!("connections replaced: {}", report.connections_replaced);
+    assert!(
+        report.connections_replaced >= 1,
+        "the stall this seed produces was not seen"
+    );
+    for p in &report.pairs {
+        assert!(
+            p.frames_decoded as f64 >= 0.8 * p.frames_sent as f64,
+            "{} -> {}: {} of {}",
+            p.from,
+            p.to,
+            p.frames_decoded,
+            p.frames_sent
+        );
+    }
+}

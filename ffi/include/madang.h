@@ -266,7 +266,8 @@ typedef struct {
   // Pictures and audio blocks pushed before the publishing connection was up (dropped; the
   // first picture after is a keyframe).
   uint64_t dropped_before_connected;
-  // Freezes over all video tracks: no new picture for more than three frame intervals.
+  // Freezes over all video tracks: no new picture for more than three frame
+  // intervals and more than one interval + 150 ms.
   uint64_t freezes;
   // Total length of those freezes, ms.
   double freeze_ms;
@@ -304,7 +305,8 @@ typedef struct {
   uint64_t nacks_sent;
   // Packets repaired by retransmission.
   uint64_t packets_recovered;
-  // Freezes: no new picture for more than three frame intervals.
+  // Freezes: no new picture for more than three frame
+  // intervals and more than one interval + 150 ms.
   uint64_t freezes;
   // Total length of the freezes, ms.
   double freeze_ms;

@@ -153,7 +153,8 @@ pub struct madang_stats {
     /// Pictures and audio blocks pushed before the publishing connection was up (dropped; the
     /// first picture after is a keyframe).
     pub dropped_before_connected: u64,
-    /// Freezes over all video tracks: no new picture for more than three frame intervals.
+    /// Freezes over all video tracks: no new picture for more than three frame
+    /// intervals and more than one interval + 150 ms.
     pub freezes: u64,
     /// Total length of those freezes, ms.
     pub freeze_ms: f64,
@@ -228,7 +229,8 @@ pub struct madang_track_stats {
     pub nacks_sent: u64,
     /// Packets repaired by retransmission.
     pub packets_recovered: u64,
-    /// Freezes: no new picture for more than three frame intervals.
+    /// Freezes: no new picture for more than three frame
+    /// intervals and more than one interval + 150 ms.
     pub freezes: u64,
     /// Total length of the freezes, ms.
     pub freeze_ms: f64,

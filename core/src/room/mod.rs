@@ -221,6 +221,9 @@ pub struct SendStats {
     pub dropped_before_connected: u64,
     /// Publishing connections replaced because they did not come up in time.
     pub publisher_restarts: u64,
+    /// Receiving connections replaced because they did not come up in time (counted with
+    /// what was sent, as connection health rather than per track).
+    pub subscriber_restarts: u64,
 }
 
 #[cfg(feature = "net")]

@@ -391,6 +391,24 @@ impl Rooms {
         self.reassign(id);
     }
 
+    /// The session's subscribing connection was replaced: its slots are gone (new ones come
+    /// with the new connection's offer).
+    pub fn slots_reset(&mut self, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.slots.clear();
+        if let Some(room) = session
+            .member
+            .as_ref()
+            .and_then(|m| self.rooms.get_mut(&*m.room))
+        {
+            for c in room.carriers.values_mut() {
+                c.retain(|&(sid, _)| sid != id);
+            }
+        }
+    }
+
     /// The audio level of a publisher's packet.
     pub fn audio_level(&mut self, id: SessionId, level_dbov: u8, now: Instant) {
         let Some((room, identity)) = self.member(id).map(|(r, i)| (r.to_owned(), i.to_owned()))

@@ -124,6 +124,9 @@ pub struct SimReport {
     pub keyframe_requests: u64,
     /// Packets the server resent in answer to NACKs.
     pub retransmitted: u64,
+    /// Connections (publishing or receiving) the server replaced because a client offered a
+    /// new one while the old one had never come up.
+    pub connections_replaced: u64,
 }
 
 /// Why a simulated conference could not run.
@@ -318,6 +321,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         audio,
         network: world.network().stats(),
         keyframe_requests: server.keyframe_requests,
+        connections_replaced: server.publisher_restarts + server.subscriber_restarts,
         retransmitted: server.retransmitted,
     })
 }

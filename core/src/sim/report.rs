@@ -63,7 +63,8 @@ pub struct PairReport {
 /// What a receiver did about loss on one video track during the measured period.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct VideoRepair {
-    /// Freezes: no new picture for more than three frame intervals.
+    /// Freezes: no new picture for more than three frame intervals
+    /// and more than one interval + 150 ms.
     pub freezes: u64,
     /// Total length of the freezes, ms.
     pub freeze_ms: f64,

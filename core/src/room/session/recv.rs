@@ -40,8 +40,8 @@ pub struct TrackStats {
     pub nacks_sent: u64,
     /// Packets that arrived after being NACKed: repaired by retransmission.
     pub packets_recovered: u64,
-    /// Times the picture froze: no new picture for more than three frame intervals (as
-    /// browsers count `freezeCount`).
+    /// Times the picture froze: no new picture for more than three frame intervals and more
+    /// than one interval + 150 ms (as browsers count `freezeCount`).
     pub freezes: u64,
     /// Total length of those freezes, ms.
     pub freeze_ms: f64,
@@ -148,16 +148,20 @@ struct FreezeCounter {
 }
 
 impl FreezeCounter {
+    /// A picture was shown at `now`. A freeze is a gap longer than both three average frame
+    /// intervals and one average interval plus 150 ms (the rule of WebRTC's `freezeCount`).
+    /// The second bound matters: after a burst (a keyframe's backlog, a restart) the average
+    /// starts near zero, and with three intervals alone every later picture counted as a
+    /// freeze (measured: 256 "freezes" for 240 pictures in 8 s).
     fn picture(&mut self, now: Instant, stats: &mut TrackStats) {
         if let Some(last) = self.last {
             let gap = now.duration_since(last).as_secs_f64() * 1000.0;
-            match self.average_ms {
-                Some(avg) if gap > 3.0 * avg => {
-                    stats.freezes += 1;
-                    stats.freeze_ms += gap;
-                }
-                Some(avg) => self.average_ms = Some(avg + (gap - avg) / 16.0),
-                None => self.average_ms = Some(gap),
+            let avg = *self.average_ms.get_or_insert(gap);
+            if gap > (3.0 * avg).max(avg + 150.0) {
+                stats.freezes += 1;
+                stats.freeze_ms += gap;
+            } else {
+                self.average_ms = Some(avg + (gap - avg) / 16.0);
             }
         }
         self.last = Some(now);

@@ -170,6 +170,9 @@ pub struct EngineStats {
     pub upstream_nacks: u64,
     /// Publishing connections replaced by a new offer because they never came up.
     pub publisher_restarts: u64,
+    /// Subscribing connections replaced because the client offered a new one while this one
+    /// was not up.
+    pub subscriber_restarts: u64,
     /// Participants currently joined.
     pub participants: usize,
     /// Grid input packets dropped because a grid's thread fell behind.

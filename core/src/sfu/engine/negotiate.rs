@@ -28,8 +28,9 @@ impl Engine {
         now: Instant,
     ) {
         let remote_ufrag = sdp_ice_ufrag(&sdp);
-        if role == PeerRole::Publisher {
-            self.replace_stuck_publisher(id, remote_ufrag.as_deref());
+        match role {
+            PeerRole::Publisher => self.replace_stuck_publisher(id, remote_ufrag.as_deref()),
+            PeerRole::Subscriber => self.replace_stuck_subscriber(id, remote_ufrag.as_deref()),
         }
         if let Err(e) = self.ensure_pc(id, role, now) {
             return self.rooms.fail(id, ErrorCode::Internal, &e);
@@ -95,6 +96,29 @@ impl Engine {
         peer.publish_mids.clear();
         self.stats.publisher_restarts += 1;
         tracing::info!("session {id}: publishing connection replaced (it never connected)");
+    }
+
+    /// The same for the subscribing connection: the client offers a new one (new ICE
+    /// credentials) with every slot it wants; the old connection and its slots are dropped,
+    /// and the offer's m-lines become new slots, assigned again.
+    fn replace_stuck_subscriber(&mut self, id: SessionId, remote_ufrag: Option<&str>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stuck = peer.subscriber.as_ref().is_some_and(|pc| {
+            !pc.connected && pc.remote_ufrag.is_some() && pc.remote_ufrag.as_deref() != remote_ufrag
+        });
+        if !stuck {
+            return;
+        }
+        if let Some(mut old) = peer.subscriber.take() {
+            let _ = old.pc.close();
+            self.by_ufrag.remove(&old.ufrag);
+        }
+        peer.slots.clear();
+        self.rooms.slots_reset(id);
+        self.stats.subscriber_restarts += 1;
+        tracing::info!("session {id}: subscribing connection replaced (it never connected)");
     }
 
     /// Mids of the subscriber connection's existing slots.
