@@ -357,12 +357,18 @@ fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
             .rev()
             .find(|l| l.starts_with(&format!("track {id}/camera video ")))
             .unwrap_or_else(|| panic!("no track line for {id}:\n{stdout}"));
-        let decoded: u64 = line
-            .split(' ')
-            .find_map(|kv| kv.strip_prefix("decoded="))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let field = |key: &str| -> u64 {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        };
+        let (decoded, lost) = (field("decoded"), field("lost"));
+        // Of the pictures that reached the client once it was in: displayed, not given up.
+        let displayed = decoded as f64 / (decoded + lost).max(1) as f64;
+        eprintln!("{line}: {:.1} % displayed", 100.0 * displayed);
         assert!(decoded > 0, "{line}");
+        assert!(displayed >= 0.97, "{line}");
     }
 }
 
