@@ -539,20 +539,6 @@ impl VideoBuffer {
     /// start) and breaks the chain.
     fn give_up(&mut self, now: Instant) {
         let start = self.done.map_or(0, |d| d + 1);
-        eprintln!(
-            "DEBUG give_up start={start} last_ts={:?} held={:?} missing={} awaited={} padding={} rtt={:?} delay={:?}",
-            self.last_ts,
-            self.packets
-                .range(start..)
-                .take(6)
-                .map(|(s, p)| (*s, p.payload.len(), p.marker, p.timestamp, p.starts_au))
-                .collect::<Vec<_>>(),
-            self.nacks.is_missing(start),
-            self.nacks.awaited(start..start + 1),
-            self.stats.packets_padding,
-            self.rtt,
-            self.delay.get()
-        );
         let next_start = self
             .packets
             .range(start + 1..)
