@@ -148,6 +148,7 @@ async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms
     for track in room.stats().await.received {
         println!("madang receiving {track:?}");
     }
+    println!("server: {:?}", server.stats());
     room.leave().await;
     server.shutdown().await;
     call

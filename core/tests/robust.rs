@@ -339,10 +339,11 @@ fn losing_the_first_packets_of_every_connection_delays_a_track_but_never_hides_i
 fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
     // With this seed one participant's publishing DTLS handshake stalls for good under 10 %
     // loss (its flight-4 retransmissions are lost and it stops answering): before the
-    // replacement nobody ever saw that participant.
+    // replacement nobody ever saw that participant. (Any change to what is sent when moves
+    // the stall to another seed; of seeds 1-16, 6 and 12 stall a publisher today.)
     let mut world = World::new(
-        "lte,loss=10%,seed=5".parse().unwrap(),
-        5,
+        "lte,loss=10%,seed=6".parse().unwrap(),
+        6,
         World::engine_config(),
     );
     join_all(&mut world, &["p1", "p2", "p3"], (320, 180, 15, 300));
@@ -366,7 +367,7 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
         .sum();
     let latest = seen.values().copied().fold(0.0, f64::max);
     eprintln!(
-        "10 % loss, seed 5: {} of 6 pairs see pictures, the last after {latest:.1} s; {restarts} \
+        "10 % loss, seed 6: {} of 6 pairs see pictures, the last after {latest:.1} s; {restarts} \
          publishing connection(s) replaced, server: {:?}",
         seen.len(),
         world.engine().stats().publisher_restarts

@@ -1,8 +1,16 @@
 //! Which packets to ask for again, and when: the NACK policy of every receiver in madang (the
 //! client's jitter buffers and the server on a publisher's leg). Pure, on the caller's clock.
 //!
-//! A gap is NACKed at once, again once per round trip while it stays open, at most
-//! [`MAX_NACKS`] times per packet; packets the receiver has stopped waiting for are forgotten.
+//! A gap is NACKed once it has been open longer than packets of this stream are usually
+//! late by reordering (learned: the 90th percentile of how late reordered packets came, at
+//! most a quarter of the round trip and 10 ms, zero on a link that does not reorder), again
+//! once per round trip while it stays open, at most [`MAX_NACKS`] times per packet; packets
+//! the receiver has stopped waiting for are forgotten.
+//!
+//! Why wait for reordering: NACKed at once, every reordered packet was asked for and sent
+//! twice. Measured on `lte` (± 15 ms jitter reorders paced packets): 10 NACK entries per
+//! packet really lost, and retransmissions added about half the media rate again (Chromium
+//! answered 1088 NACKs in 18 s for about 100 lost packets).
 //!
 //! Why not webrtc-rs's `NackGeneratorInterceptor`: it sends on a fixed 100 ms tick (a gap
 //! waits 50 ms on average, and up to 100 ms, before its first NACK — on `lte` that is more
@@ -10,7 +18,7 @@
 //! and keeps NACKing packets the jitter buffer has already given up on. The buffer knows
 //! both, so the policy sits with it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Most NACKs sent for one packet.
@@ -25,15 +33,35 @@ const MAX_GAP: u64 = 1000;
 /// this bound (a linear scan per timer made a 10 s simulation run longer than 5 minutes).
 const MAX_TRACKED: usize = 1000;
 
+/// Longest a new gap waits for a reordered packet before its first NACK.
+const MAX_HOLD: Duration = Duration::from_millis(10);
+
+/// Reordering delays remembered.
+const REORDER_WINDOW: usize = 128;
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    sent: u8,
+    next_at: Instant,
+    /// When the gap was seen.
+    since: Instant,
+}
+
 /// The open gaps of one stream and their NACK schedule.
 #[derive(Debug, Default)]
 pub struct NackList {
-    /// Missing packets with NACKs left to send: how many were sent, and when the next is due.
-    pending: BTreeMap<u64, (u8, Instant)>,
+    /// Missing packets with NACKs left to send.
+    pending: BTreeMap<u64, Pending>,
     /// `pending` ordered by due time.
     schedule: BTreeSet<(Instant, u64)>,
     /// Missing packets asked for [`MAX_NACKS`] times.
     exhausted: BTreeSet<u64>,
+    /// How late recent reordered packets came after their gap was seen.
+    reorder: VecDeque<Duration>,
+    /// How long a new gap waits before its first NACK.
+    hold: Duration,
+    /// The round trip last given to [`due`](Self::due).
+    rtt: Option<Duration>,
     /// NACK entries sent (one per packet asked for, resends included).
     pub sent: u64,
 }
@@ -45,8 +73,9 @@ impl NackList {
     }
 
     /// A packet arrived with extended number `ext` while `highest` was the highest before
-    /// it: the packets between are missing (due for a NACK now). Returns whether `ext` was
-    /// one of the missing ones (a retransmission or a late, reordered packet).
+    /// it: the packets between are missing (due for a NACK once the reordering hold has
+    /// passed). Returns whether `ext` had been NACKed (a retransmission, or a packet late
+    /// enough to be asked for).
     pub fn on_packet(&mut self, now: Instant, ext: u64, highest: Option<u64>) -> bool {
         if let Some(h) = highest
             && ext > h + 1
@@ -54,9 +83,17 @@ impl NackList {
             if ext - h > MAX_GAP {
                 self.clear();
             } else {
+                let at = now + self.hold;
                 for s in h + 1..ext {
-                    self.pending.insert(s, (0, now));
-                    self.schedule.insert((now, s));
+                    self.pending.insert(
+                        s,
+                        Pending {
+                            sent: 0,
+                            next_at: at,
+                            since: now,
+                        },
+                    );
+                    self.schedule.insert((at, s));
                 }
                 let excess = self.len().saturating_sub(MAX_TRACKED);
                 if excess > 0 {
@@ -65,14 +102,14 @@ impl NackList {
                 }
             }
         }
-        self.remove(ext)
+        self.remove(now, ext)
     }
 
     /// Stops asking for everything below `ext` (the receiver moved past it).
     pub fn forget_before(&mut self, ext: u64) {
         let kept = self.pending.split_off(&ext);
-        for (s, (_, at)) in std::mem::replace(&mut self.pending, kept) {
-            self.schedule.remove(&(at, s));
+        for (s, p) in std::mem::replace(&mut self.pending, kept) {
+            self.schedule.remove(&(p.next_at, s));
         }
         self.exhausted = self.exhausted.split_off(&ext);
     }
@@ -91,6 +128,7 @@ impl NackList {
     /// The 16-bit sequence numbers to NACK now, in sequence order; each is asked for again
     /// one `rtt` later.
     pub fn due(&mut self, now: Instant, rtt: Duration) -> Vec<u16> {
+        self.rtt = Some(rtt);
         let mut asked = Vec::new();
         while let Some(&(at, s)) = self.schedule.first()
             && at <= now
@@ -100,9 +138,9 @@ impl NackList {
                 .pending
                 .get_mut(&s)
                 .expect("scheduled packets are pending");
-            entry.0 += 1;
-            if entry.0 < MAX_NACKS {
-                entry.1 = now + rtt;
+            entry.sent += 1;
+            if entry.sent < MAX_NACKS {
+                entry.next_at = now + rtt;
                 self.schedule.insert((now + rtt, s));
             } else {
                 self.pending.remove(&s);
@@ -141,13 +179,41 @@ impl NackList {
         last + 1
     }
 
-    fn remove(&mut self, ext: u64) -> bool {
-        if let Some((_, at)) = self.pending.remove(&ext) {
-            self.schedule.remove(&(at, ext));
-            true
+    /// How long new gaps wait for reordered packets.
+    #[cfg(test)]
+    fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    fn remove(&mut self, now: Instant, ext: u64) -> bool {
+        if let Some(p) = self.pending.remove(&ext) {
+            self.schedule.remove(&(p.next_at, ext));
+            // Sooner than a retransmission could come: the packet was reordered, not lost.
+            let late = now.saturating_duration_since(p.since);
+            let rtt = self.rtt.unwrap_or(super::jitter::DEFAULT_RTT);
+            if p.sent == 0 || late < rtt / 2 {
+                self.learn_reordering(late, rtt);
+            }
+            p.sent > 0
         } else {
             self.exhausted.remove(&ext)
         }
+    }
+
+    fn learn_reordering(&mut self, late: Duration, rtt: Duration) {
+        if self.reorder.len() == REORDER_WINDOW {
+            self.reorder.pop_front();
+        }
+        self.reorder.push_back(late);
+        let mut sorted: Vec<Duration> = self.reorder.iter().copied().collect();
+        sorted.sort_unstable();
+        let p90 = super::clock::quantile(&sorted, 90).unwrap_or_default();
+        // At most 10 ms: a picture that needs several repair rounds on a long, lossy link
+        // should not pay more (measured on 8 % burst loss at 120 ± 40 ms, where the 90th
+        // percentile reached 60 ms: 2-4 points fewer pictures with a quarter round trip as
+        // the only bound; on `lte` the 10 ms bound keeps two thirds of the NACKs saved by
+        // 25 ms).
+        self.hold = p90.min(rtt / 4).min(MAX_HOLD);
     }
 
     fn clear(&mut self) {
@@ -202,6 +268,51 @@ mod tests {
         assert_eq!(asked.len(), MAX_TRACKED);
         assert!(asked.windows(2).all(|w| w[0] < w[1]), "in sequence order");
         assert_eq!(list.next_due(), Some(t0 + rtt));
+    }
+
+    #[test]
+    fn reordered_packets_are_learned_and_not_asked_for_while_losses_still_are() {
+        // Every fifth packet comes 8 ms late (behind the next one); every 50th is lost.
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        let mut list = NackList::new();
+        let mut arrivals: Vec<(Duration, u64)> = Vec::new();
+        for i in 0..2000u64 {
+            if i % 50 == 49 {
+                continue;
+            }
+            let late = if i % 5 == 2 { ms(8) } else { ms(0) };
+            arrivals.push((ms(5 * i) + late, i));
+        }
+        arrivals.sort();
+        let (mut highest, mut asked) = (None::<u64>, Vec::new());
+        let mut next = 0;
+        for tick in 0..10_100u64 {
+            let now = t0 + ms(tick);
+            while next < arrivals.len() && t0 + arrivals[next].0 <= now {
+                let ext = arrivals[next].1;
+                list.on_packet(now, ext, highest);
+                highest = highest.max(Some(ext));
+                next += 1;
+            }
+            if tick >= 5000 {
+                asked.extend(list.due(now, rtt));
+            } else {
+                list.due(now, rtt);
+            }
+        }
+        // Learned: wait a little longer than the reordering, far less than a round trip.
+        assert!(
+            list.hold() >= ms(3) && list.hold() <= rtt / 4,
+            "{:?}",
+            list.hold()
+        );
+        // In the second half: no reordered packet asked for, every loss asked for.
+        let reordered = asked.iter().filter(|&&s| s % 5 == 2).count();
+        let lost: BTreeSet<u16> = asked.iter().copied().filter(|s| s % 50 == 49).collect();
+        assert_eq!(reordered, 0, "{asked:?}");
+        assert!(lost.len() >= 19, "{lost:?}");
     }
 
     #[test]
