@@ -128,6 +128,9 @@ pub struct World {
     signals: VecDeque<(Instant, Hop)>,
     by_addr: HashMap<SocketAddr, usize>,
     participants: Vec<Participant>,
+    /// Wake-ups whose due time had already passed when the world settled: a component
+    /// asking to be woken in the past spins its driver (see [`World::late_wakeups`]).
+    late_wakeups: u64,
 }
 
 impl std::fmt::Debug for World {
@@ -211,6 +214,7 @@ impl World {
             signals: VecDeque::new(),
             by_addr: HashMap::new(),
             participants: Vec::new(),
+            late_wakeups: 0,
         }
     }
 
@@ -379,6 +383,9 @@ impl World {
                 return Ok(());
             }
             let next = self.next_instant().min(until);
+            if next <= self.now {
+                self.late_wakeups += 1;
+            }
             self.now = next.max(self.now + Duration::from_micros(1));
             let now = self.now;
             self.engine.handle_timeout(now);
@@ -436,6 +443,13 @@ impl World {
     }
 
     /// The next instant anything is due.
+    /// How often a component asked to be woken at or before the instant the world had
+    /// just settled. Every such wake-up is a busy loop in a real driver; a handful (two
+    /// timers falling due at one instant, one serviced after the other) is normal.
+    pub fn late_wakeups(&self) -> u64 {
+        self.late_wakeups
+    }
+
     fn next_instant(&mut self) -> Instant {
         let mut next = self.now + Duration::from_secs(3600);
         let mut consider = |t: Option<Instant>| {

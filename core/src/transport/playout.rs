@@ -261,6 +261,13 @@ mod tests {
             while let Some(o) = b.poll(t0 + t) {
                 out.push((o, t));
             }
+            // Serviced at `t`: the next wake-up is later (a timer in the past is a busy loop).
+            let wake = b.next_timeout();
+            assert!(
+                wake.is_none_or(|w| w > t0 + t),
+                "wake-up at {:?}, serviced at {t:?}",
+                wake.map(|w| w - t0)
+            );
             t += MS;
         }
         (b, out)
