@@ -247,12 +247,13 @@ fn simulate(args: &Args) -> CliResult {
         down: report.network.down,
     });
     println!(
-        "simulated {:.1} s in {:.1} s of real time ({:.1}x); server: {} keyframe requests, {} retransmissions",
+        "simulated {:.1} s in {:.1} s of real time ({:.1}x); server: {} keyframe requests, {} retransmissions, {} stalled connections replaced",
         report.simulated_seconds,
         report.real_seconds,
         report.simulated_seconds / report.real_seconds.max(1e-9),
         report.keyframe_requests,
-        report.retransmitted
+        report.retransmitted,
+        report.connections_replaced
     );
     Ok(())
 }
