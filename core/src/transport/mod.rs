@@ -47,6 +47,9 @@ pub const ICE_ATTEMPTS: u16 = 50;
 
 /// RFC 6464 client-to-mixer audio level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// The playout-delay header extension: the sender tells the receiver how long (at least) to
+/// hold pictures before showing them.
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     RTCPFeedback {
@@ -156,7 +159,8 @@ pub fn add_host_candidate(
     pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
 }
 
-/// A media engine with exactly madang's codecs and the audio-level extension.
+/// A media engine with exactly madang's codecs, the audio-level extension and (video) the
+/// playout-delay extension.
 pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(h264_codec(), RtpCodecKind::Video)?;
@@ -166,6 +170,13 @@ pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
             uri: AUDIO_LEVEL_URI.to_owned(),
         },
         RtpCodecKind::Audio,
+        None,
+    )?;
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: PLAYOUT_DELAY_URI.to_owned(),
+        },
+        RtpCodecKind::Video,
         None,
     )?;
     Ok(engine)

@@ -221,6 +221,8 @@ struct SlotRtc {
     mid: String,
     sender: RTCRtpSenderId,
     down: DownTrack,
+    /// Id of the playout-delay header extension, where the subscriber negotiated it.
+    playout_delay: Option<u8>,
 }
 
 /// The WebRTC side of one session.
@@ -234,6 +236,8 @@ struct Peer {
     published: BTreeMap<String, Published>,
     /// Receive slots, in the same order as the room policy's.
     slots: Vec<SlotRtc>,
+    /// When the subscribing connection last asked for a retransmission.
+    nacked_at: Option<Instant>,
 }
 
 impl Peer {
@@ -671,6 +675,9 @@ impl Engine {
                     if let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() {
                         let lost: Vec<u16> =
                             nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                        if let Some(peer) = self.peers.get_mut(&key.0) {
+                            peer.nacked_at = Some(now);
+                        }
                         self.retransmit(key.0, nack.media_ssrc, &lost, now);
                     }
                     let media_ssrc =

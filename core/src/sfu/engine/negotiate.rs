@@ -16,7 +16,7 @@ use crate::sfu::peer::new_peer_connection;
 use crate::signal::{ErrorCode, IceCandidate, PeerRole, PublishTrack, ServerMessage, TrackKind};
 use crate::transport::clock::SeqExtender;
 use crate::transport::nack::NackList;
-use crate::transport::{AUDIO_LEVEL_URI, h264_codec, media_track, opus_codec};
+use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
 
 impl Engine {
     pub(super) fn on_offer(
@@ -231,6 +231,7 @@ impl Engine {
                     mid: got_mid,
                     sender,
                     down: DownTrack::new(ssrc, payload_type, *kind == TrackKind::Video),
+                    playout_delay: None,
                 },
             ));
         }
@@ -241,14 +242,20 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         // The payload type actually negotiated on each new slot.
         for (_, slot) in &mut new_slots {
-            if let Some(mut s) = pc.pc.rtp_sender(slot.sender)
-                && let Some(codec) = s.get_parameters().rtp_parameters.codecs.first()
-            {
-                slot.down = DownTrack::new(
-                    slot.down.out_ssrc(),
-                    codec.payload_type,
-                    slot.kind == TrackKind::Video,
-                );
+            if let Some(mut s) = pc.pc.rtp_sender(slot.sender) {
+                let parameters = &s.get_parameters().rtp_parameters;
+                if let Some(codec) = parameters.codecs.first() {
+                    slot.down = DownTrack::new(
+                        slot.down.out_ssrc(),
+                        codec.payload_type,
+                        slot.kind == TrackKind::Video,
+                    );
+                }
+                slot.playout_delay = parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == PLAYOUT_DELAY_URI)
+                    .map(|e| e.id as u8);
             }
         }
         let sdp = pc.pc.local_description().map(|d| d.sdp).unwrap_or(text);
