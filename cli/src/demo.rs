@@ -253,7 +253,7 @@ fn simulate(args: &Args) -> CliResult {
         report.simulated_seconds / report.real_seconds.max(1e-9),
         report.keyframe_requests,
         report.retransmitted,
-        report.connections_replaced
+        report.publishers_replaced + report.subscribers_replaced
     );
     Ok(())
 }

@@ -391,8 +391,9 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
 
 #[test]
 fn a_receiving_connection_whose_handshake_stalls_is_replaced() {
-    // With this seed two participants' receiving connections never come up under 10 % loss:
-    // before the replacement they saw nobody for the whole run.
+    // With this seed a participant's receiving connection never comes up under 10 % loss:
+    // before the replacement it saw nobody for the whole run. (Any change to what is sent
+    // when moves the stall; of seeds 1-8, 4, 6 and 8 stall a receiving connection today.)
     let report = conference("lte,loss=10%,seed=4", 8.0);
     for p in &report.pairs {
         eprintln!(
@@ -400,14 +401,19 @@ fn a_receiving_connection_whose_handshake_stalls_is_replaced() {
             p.from, p.to, p.frames_decoded, p.frames_sent
         );
     }
-    eprintln!("connections replaced: {}", report.connections_replaced);
+    eprintln!(
+        "receiving connections replaced: {}",
+        report.subscribers_replaced
+    );
     assert!(
-        report.connections_replaced >= 1,
+        report.subscribers_replaced >= 1,
         "the stall this seed produces was not seen"
     );
+    // Every pair sees most of the pictures (at 10 % loss even runs without a stall show
+    // 75-93 % on their worst pair; a stalled connection showed none).
     for p in &report.pairs {
         assert!(
-            p.frames_decoded as f64 >= 0.8 * p.frames_sent as f64,
+            p.frames_decoded as f64 >= 0.5 * p.frames_sent as f64,
             "{} -> {}: {} of {}",
             p.from,
             p.to,

@@ -124,9 +124,11 @@ pub struct SimReport {
     pub keyframe_requests: u64,
     /// Packets the server resent in answer to NACKs.
     pub retransmitted: u64,
-    /// Connections (publishing or receiving) the server replaced because a client offered a
-    /// new one while the old one had never come up.
-    pub connections_replaced: u64,
+    /// Publishing connections the server replaced because a client offered a new one while
+    /// the old one had never come up.
+    pub publishers_replaced: u64,
+    /// The same for receiving connections.
+    pub subscribers_replaced: u64,
 }
 
 /// Why a simulated conference could not run.
@@ -321,7 +323,8 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         audio,
         network: world.network().stats(),
         keyframe_requests: server.keyframe_requests,
-        connections_replaced: server.publisher_restarts + server.subscriber_restarts,
+        publishers_replaced: server.publisher_restarts,
+        subscribers_replaced: server.subscriber_restarts,
         retransmitted: server.retransmitted,
     })
 }
