@@ -801,26 +801,21 @@ mod tests {
         let mut b = VideoBuffer::new(true, Instant::now());
         let clean = run(&mut b, &packets, when, 1000 * MS);
         assert_eq!(clean.out.len(), 20);
+        let without = |lost: usize| {
+            let mut b = VideoBuffer::new(true, Instant::now());
+            run(
+                &mut b,
+                &packets,
+                |i| (i != lost).then(|| when(i)).flatten(),
+                1000 * MS,
+            )
+        };
         // The last padding packet of a run lost: the next picture follows the last one.
-        let last_padding = packets.iter().rposition(|p| p.3.is_empty()).unwrap();
-        let mut b = VideoBuffer::new(true, Instant::now());
-        let r = run(
-            &mut b,
-            &packets,
-            |i| (i != last_padding).then(|| when(i)).flatten(),
-            1000 * MS,
-        );
+        let r = without(packets.iter().rposition(|p| p.3.is_empty()).unwrap());
         assert_eq!(r.out, clean.out, "nothing waited for the padding");
         assert!(r.requests.is_empty());
         // A whole picture lost: the next one does not follow, the buffer gives up on it.
-        let picture = packets.iter().position(|p| p.1 == 3000 * 12).unwrap();
-        let mut b = VideoBuffer::new(true, Instant::now());
-        let r = run(
-            &mut b,
-            &packets,
-            |i| (i != picture).then(|| when(i)).flatten(),
-            1000 * MS,
-        );
+        let r = without(packets.iter().position(|p| p.1 == 3000 * 12).unwrap());
         assert_eq!(r.out.len(), 12);
         assert!(!r.requests.is_empty());
     }

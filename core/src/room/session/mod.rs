@@ -148,9 +148,8 @@ struct Incoming {
     receiver: RTCRtpReceiverId,
 }
 
-/// How long a publishing connection may take to come up after its answer before it is
-/// replaced.
-const PUBLISH_RETRY: Duration = Duration::from_secs(4);
+/// How long a connection may take to come up after its answer before it is replaced.
+const CONNECT_RETRY: Duration = Duration::from_secs(4);
 
 /// One participant's session. See the [module documentation](self).
 pub struct Session {
@@ -172,11 +171,9 @@ pub struct Session {
     /// The subscriber connection's track ids → where they arrive.
     incoming: HashMap<String, Incoming>,
     recv: BTreeMap<String, RecvSlot>,
-    /// When the server answered the current publishing connection's offer, while it is not
-    /// up yet.
-    publisher_answered: Option<Instant>,
-    /// The same for the receiving connection.
-    subscriber_answered: Option<Instant>,
+    /// Per connection ([`Which`]): when the server answered its current offer, while it is
+    /// not up yet.
+    answered: [Option<Instant>; 2],
     /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
     uplink_audio_loss: Option<f64>,
     /// Round-trip time on the receiving connection, refreshed once a second.
@@ -240,8 +237,7 @@ impl Session {
             state: RoomState::default(),
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
-            publisher_answered: None,
-            subscriber_answered: None,
+            answered: [None; 2],
             uplink_audio_loss: None,
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
             next_rtt_update: now,
@@ -452,8 +448,7 @@ impl Session {
             }
         }
         self.service_slots(now);
-        self.retry_stuck_publisher(now);
-        self.retry_stuck_subscriber(now);
+        self.replace_stuck_connections(now);
         if now >= self.next_keepalive {
             self.next_keepalive = now + KEEPALIVE;
             if self.phase == Phase::Joined {
@@ -505,10 +500,11 @@ impl Session {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle();
         let mut next = (self.phase == Phase::Joined).then_some(self.next_keepalive);
-        let retry = [self.publisher_answered, self.subscriber_answered]
+        let retry = self
+            .answered
             .into_iter()
             .flatten()
-            .map(|t| t + PUBLISH_RETRY);
+            .map(|t| t + CONNECT_RETRY);
         let slots = self
             .recv
             .values()
@@ -554,80 +550,71 @@ impl Session {
         if let Err(e) = conn.apply_answer(now, sdp) {
             tracing::warn!("applying {role:?} answer: {e}");
         }
+        if !conn.connected {
+            self.answered[which as usize].get_or_insert(now);
+        }
         self.dirty[which as usize] = true;
         match role {
-            PeerRole::Publisher => {
-                if self.publisher.as_ref().is_some_and(|c| !c.connected) {
-                    self.publisher_answered.get_or_insert(now);
-                }
-                self.learn_send_parameters()
-            }
-            PeerRole::Subscriber => {
-                if self.subscriber.as_ref().is_some_and(|c| !c.connected) {
-                    self.subscriber_answered.get_or_insert(now);
-                }
-                self.renegotiate(now)
-            }
+            PeerRole::Publisher => self.learn_send_parameters(),
+            PeerRole::Subscriber => self.renegotiate(now),
         }
     }
 
-    /// A publishing connection that is still not up [`PUBLISH_RETRY`] after its answer is
-    /// replaced by a new one (new ICE credentials, new DTLS): a DTLS handshake whose first
-    /// flights were lost can stall for good (measured on simulated `lte,loss=10%`: one
-    /// publisher in eight never connected), and the server replaces its side on the new offer.
-    fn retry_stuck_publisher(&mut self, now: Instant) {
-        let Some(answered) = self.publisher_answered else {
-            return;
-        };
-        if self.publisher.as_ref().is_some_and(|c| c.connected) {
-            self.publisher_answered = None;
-            return;
+    /// A connection still not up [`CONNECT_RETRY`] after its answer is replaced by a new one
+    /// (new ICE credentials, new DTLS), and the server replaces its side on the new offer: a
+    /// DTLS handshake whose first flights were lost can stall for good. Measured on simulated
+    /// `lte,loss=10%`: one publisher in eight never connected; in two seeds of eight, two
+    /// participants of four received nothing at all; once in eight Chromium runs on `lte`,
+    /// the Rust participant never received the browser. A new receiving connection offers
+    /// every slot the server asked for; the server assigns them again.
+    fn replace_stuck_connections(&mut self, now: Instant) {
+        if self.drop_if_stuck(Which::Publisher, now) {
+            self.video_out = None;
+            self.audio_out = None;
+            self.send_stats.publisher_restarts += 1;
+            tracing::info!(
+                "publishing connection not up {CONNECT_RETRY:?} after its answer: replaced"
+            );
+            if let Err(e) = self.start_publishing(now) {
+                self.events.push_back(RoomEvent::Error {
+                    code: ErrorCode::NegotiationFailed,
+                    reason: e.to_string(),
+                });
+            }
         }
-        if now < answered + PUBLISH_RETRY || self.phase != Phase::Joined {
-            return;
-        }
-        self.publisher_answered = None;
-        if let Some(mut old) = self.publisher.take() {
-            let _ = old.pc.close();
-        }
-        self.video_out = None;
-        self.audio_out = None;
-        self.send_stats.publisher_restarts += 1;
-        tracing::info!("publishing connection not up {PUBLISH_RETRY:?} after its answer: replaced");
-        if let Err(e) = self.start_publishing(now) {
-            self.events.push_back(RoomEvent::Error {
-                code: ErrorCode::NegotiationFailed,
-                reason: e.to_string(),
-            });
+        if self.drop_if_stuck(Which::Subscriber, now) {
+            self.incoming.clear();
+            self.recv.clear();
+            self.send_stats.subscriber_restarts += 1;
+            tracing::info!(
+                "receiving connection not up {CONNECT_RETRY:?} after its answer: replaced"
+            );
+            self.renegotiate(now);
         }
     }
 
-    /// The receiving connection's counterpart of [`retry_stuck_publisher`]: a connection
-    /// still not up [`PUBLISH_RETRY`] after its answer is replaced by a new one with every
-    /// slot the server asked for; the server drops its side and assigns the slots again
-    /// (measured on simulated `lte,loss=10%`: in two seeds of eight, two participants of four
-    /// received nothing at all; once in eight Chromium runs on `lte`, the Rust participant
-    /// never received the browser).
-    fn retry_stuck_subscriber(&mut self, now: Instant) {
-        let Some(answered) = self.subscriber_answered else {
-            return;
+    /// Whether connection `which` is still not up [`CONNECT_RETRY`] after its answer; if so
+    /// it is closed and dropped, for the caller to offer a new one.
+    fn drop_if_stuck(&mut self, which: Which, now: Instant) -> bool {
+        let Some(answered) = self.answered[which as usize] else {
+            return false;
         };
-        if self.subscriber.as_ref().is_some_and(|c| c.connected) {
-            self.subscriber_answered = None;
-            return;
+        if self.conn(which).is_some_and(|c| c.connected) {
+            self.answered[which as usize] = None;
+            return false;
         }
-        if now < answered + PUBLISH_RETRY || self.phase != Phase::Joined {
-            return;
+        if now < answered + CONNECT_RETRY || self.phase != Phase::Joined {
+            return false;
         }
-        self.subscriber_answered = None;
-        if let Some(mut old) = self.subscriber.take() {
+        self.answered[which as usize] = None;
+        let slot = match which {
+            Which::Publisher => &mut self.publisher,
+            Which::Subscriber => &mut self.subscriber,
+        };
+        if let Some(mut old) = slot.take() {
             let _ = old.pc.close();
         }
-        self.incoming.clear();
-        self.recv.clear();
-        self.send_stats.subscriber_restarts += 1;
-        tracing::info!("receiving connection not up {PUBLISH_RETRY:?} after its answer: replaced");
-        self.renegotiate(now);
+        true
     }
 
     /// Makes sure the receiving connection has the slots the server asked for; sends an

@@ -28,10 +28,7 @@ impl Engine {
         now: Instant,
     ) {
         let remote_ufrag = sdp_ice_ufrag(&sdp);
-        match role {
-            PeerRole::Publisher => self.replace_stuck_publisher(id, remote_ufrag.as_deref()),
-            PeerRole::Subscriber => self.replace_stuck_subscriber(id, remote_ufrag.as_deref()),
-        }
+        self.replace_stuck(id, role, remote_ufrag.as_deref());
         if let Err(e) = self.ensure_pc(id, role, now) {
             return self.rooms.fail(id, ErrorCode::Internal, &e);
         }
@@ -75,50 +72,42 @@ impl Engine {
         }
     }
 
-    /// A client whose publishing connection never came up (its DTLS handshake can stall for
-    /// good when its first flights are lost) offers a new one, with new ICE credentials: the
-    /// old connection and what it published are dropped, and the offer gets a fresh one.
-    fn replace_stuck_publisher(&mut self, id: SessionId, remote_ufrag: Option<&str>) {
+    /// A client whose connection never came up (its DTLS handshake can stall for good when
+    /// its first flights are lost) offers a new one, with new ICE credentials: the old
+    /// connection is dropped with what came with it — what it published, or its receive
+    /// slots, which the new offer's m-lines replace and the room assigns again — and the
+    /// offer gets a fresh one.
+    fn replace_stuck(&mut self, id: SessionId, role: PeerRole, remote_ufrag: Option<&str>) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let stuck = peer.publisher.as_ref().is_some_and(|pc| {
+        let pc = match role {
+            PeerRole::Publisher => &mut peer.publisher,
+            PeerRole::Subscriber => &mut peer.subscriber,
+        };
+        let stuck = pc.as_ref().is_some_and(|pc| {
             !pc.connected && pc.remote_ufrag.is_some() && pc.remote_ufrag.as_deref() != remote_ufrag
         });
         if !stuck {
             return;
         }
-        if let Some(mut old) = peer.publisher.take() {
+        if let Some(mut old) = pc.take() {
             let _ = old.pc.close();
             self.by_ufrag.remove(&old.ufrag);
         }
-        peer.published.clear();
-        peer.publish_mids.clear();
-        self.stats.publisher_restarts += 1;
-        tracing::info!("session {id}: publishing connection replaced (it never connected)");
-    }
-
-    /// The same for the subscribing connection: the client offers a new one (new ICE
-    /// credentials) with every slot it wants; the old connection and its slots are dropped,
-    /// and the offer's m-lines become new slots, assigned again.
-    fn replace_stuck_subscriber(&mut self, id: SessionId, remote_ufrag: Option<&str>) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let stuck = peer.subscriber.as_ref().is_some_and(|pc| {
-            !pc.connected && pc.remote_ufrag.is_some() && pc.remote_ufrag.as_deref() != remote_ufrag
-        });
-        if !stuck {
-            return;
+        match role {
+            PeerRole::Publisher => {
+                peer.published.clear();
+                peer.publish_mids.clear();
+                self.stats.publisher_restarts += 1;
+            }
+            PeerRole::Subscriber => {
+                peer.slots.clear();
+                self.rooms.slots_reset(id);
+                self.stats.subscriber_restarts += 1;
+            }
         }
-        if let Some(mut old) = peer.subscriber.take() {
-            let _ = old.pc.close();
-            self.by_ufrag.remove(&old.ufrag);
-        }
-        peer.slots.clear();
-        self.rooms.slots_reset(id);
-        self.stats.subscriber_restarts += 1;
-        tracing::info!("session {id}: subscribing connection replaced (it never connected)");
+        tracing::info!("session {id}: {role:?} connection replaced (it never connected)");
     }
 
     /// Mids of the subscriber connection's existing slots.
