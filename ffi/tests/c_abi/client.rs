@@ -16,7 +16,7 @@ use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::{Server, ServerConfig};
 use madang::signal::Role;
 
-use super::{lib_dir, tmp, workspace};
+use super::{cpu_heavy, lib_dir, timing_sensitive, tmp, workspace};
 
 /// Rust participants' picture size and rate.
 const PEER_SIZE: (u32, u32) = (320, 180);
@@ -322,6 +322,7 @@ fn stat(stdout: &str, key: &str) -> f64 {
 #[test]
 fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
     let dir = make_examples("examples_lte", "static", "");
+    let _cpu = timing_sensitive();
     let seconds = 10;
     let (stdout, _) = simple_client_meets_rust_peers_on(
         Some("lte"),
@@ -458,6 +459,7 @@ fn c_clients_are_clean_under_address_sanitizer() {
         "static",
         "-fsanitize=address -fno-omit-frame-pointer",
     );
+    let _cpu = cpu_heavy();
     let stderr =
         simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 4, (320, 180), 15, 0.4);
     assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
@@ -480,6 +482,7 @@ fn c_clients_are_clean_under_valgrind() {
         "--errors-for-leak-kinds=definite",
         &suppressions,
     ];
+    let _cpu = cpu_heavy();
     // Valgrind runs code tens of times slower: a small picture at a low rate, and a lower
     // bar for what must arrive.
     let stderr =

@@ -4,11 +4,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use madang_ffi::madang_result;
 
 mod client;
+
+/// Tests that keep both cores busy (valgrind, AddressSanitizer) share this lock for reading;
+/// a test that measures what a network does to media takes it for writing, so that what it
+/// measures is the network and not the test runner starving its clients of CPU (under
+/// valgrind beside it, a C client on `lte` lost a picture to a late repair).
+static CPU: RwLock<()> = RwLock::new(());
+
+/// Held while a test keeps the CPU busy.
+fn cpu_heavy() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held while a test measures timing: no CPU-heavy test runs beside it.
+fn timing_sensitive() -> RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
+}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -258,6 +274,7 @@ fn header_result_codes_match() {
 #[test]
 fn example_is_clean_under_valgrind() {
     let exe = static_example();
+    let _cpu = cpu_heavy();
     let out = Command::new("valgrind")
         .args([
             "--error-exitcode=3",
@@ -279,6 +296,7 @@ fn example_is_clean_under_address_sanitizer() {
     let exe = tmp("embed_server_asan");
     let asan = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"];
     compile(&embed_server_c(), &exe, &asan, Link::Static);
+    let _cpu = cpu_heavy();
     let out = Command::new(&exe)
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3")
         .output()
