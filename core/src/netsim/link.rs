@@ -177,6 +177,16 @@ impl Link {
         &self.config
     }
 
+    /// Changes its settings from now on (what is in flight keeps its fate).
+    pub fn set_config(&mut self, config: LinkConfig) {
+        self.config = config;
+    }
+
+    /// How long a datagram sent at `now` would wait behind earlier ones for the rate cap.
+    pub fn queue_delay(&self, now: Instant) -> Duration {
+        self.busy_until.saturating_duration_since(now)
+    }
+
     /// Its counters.
     pub fn stats(&self) -> LinkStats {
         self.stats

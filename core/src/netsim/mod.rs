@@ -24,7 +24,7 @@ mod profile;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use link::{DEFAULT_QUEUE_BYTES, Drop, Fate, Link, LinkConfig, LinkStats};
 pub use profile::{DEFAULT_SEED, PRESETS, Profile, ProfileError};
@@ -106,6 +106,32 @@ impl<K: Ord + Copy, T> Network<K, T> {
         &self.profile
     }
 
+    /// Gives one participant's link in one direction its own conditions (a field phone's
+    /// uplink in a room of office links), from now on; its counters are kept.
+    pub fn set_link(&mut self, peer: K, direction: Direction, config: LinkConfig) {
+        let link = self.link(peer, direction);
+        link.set_config(config);
+    }
+
+    /// How long a datagram sent now on this link would wait in the queue in front of its
+    /// rate cap (zero on a link without one, or that has carried nothing yet).
+    pub fn queue_delay(&self, peer: K, direction: Direction, now: Instant) -> Duration {
+        self.links
+            .get(&(peer, direction))
+            .map_or(Duration::ZERO, |l| l.queue_delay(now))
+    }
+
+    fn link(&mut self, peer: K, direction: Direction) -> &mut Link {
+        match self.links.entry((peer, direction)) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.next_link += 1;
+                let seed = splitmix64(self.profile.seed ^ splitmix64(self.next_link));
+                e.insert(Link::new(self.profile.link.clone(), seed, self.start))
+            }
+        }
+    }
+
     /// Sends `item` of `bytes` from or to `peer`; returns its fate.
     pub fn send(
         &mut self,
@@ -115,15 +141,7 @@ impl<K: Ord + Copy, T> Network<K, T> {
         bytes: usize,
         item: T,
     ) -> Fate {
-        let link = match self.links.entry((peer, direction)) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                self.next_link += 1;
-                let seed = splitmix64(self.profile.seed ^ splitmix64(self.next_link));
-                e.insert(Link::new(self.profile.link.clone(), seed, self.start))
-            }
-        };
-        let fate = link.send(now, bytes);
+        let fate = self.link(peer, direction).send(now, bytes);
         if let Fate::Deliver(at) = fate {
             self.next_order += 1;
             self.flight.push(Reverse(InFlight {

@@ -45,6 +45,8 @@ struct Shared {
     /// Packet loss (percent) the audio encoder should expect, from the server's reports;
     /// `NO_LOSS_REPORT` until one came.
     audio_loss: std::sync::atomic::AtomicU8,
+    /// [`Session::video_target_bps`] after every pass of the task; 0 before an estimate.
+    video_target: std::sync::atomic::AtomicU32,
     /// Copies of the session's counters after every pass of the task.
     stats: Mutex<(SendStats, Vec<TrackStats>)>,
     /// Pictures and audio blocks waiting in the event queue, and how many may.
@@ -150,6 +152,10 @@ impl Room {
             audio: options.audio,
             decode_video: options.decode_video,
             decode_audio: options.decode_audio,
+            video_bitrate_bps: options
+                .video
+                .as_ref()
+                .map_or(0, |v| v.bitrate_kbps.saturating_mul(1000)),
             ..SessionConfig::new(token)
         };
         let mut session = Session::new(config, pub_addr, sub_addr, Instant::now());
@@ -329,6 +335,13 @@ impl Room {
             let mut encoder = video.encoder.lock().expect("encoder lock");
             if self.shared.keyframe.swap(false, Ordering::Relaxed) {
                 encoder.request_keyframe();
+            }
+            // The encoder follows the uplink estimate (0: none yet).
+            match self.shared.video_target.load(Ordering::Relaxed) {
+                0 => {}
+                bps => {
+                    encoder.follow_bitrate(bps)?;
+                }
             }
             encoder.encode(frame)?
         };
@@ -654,6 +667,9 @@ impl Driver {
         }
         if let Some(pct) = self.session.expected_audio_loss_pct() {
             self.shared.audio_loss.store(pct, Ordering::Relaxed);
+        }
+        if let Some(bps) = self.session.video_target_bps() {
+            self.shared.video_target.store(bps, Ordering::Relaxed);
         }
         self.shared
             .ready

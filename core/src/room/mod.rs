@@ -224,6 +224,8 @@ pub struct SendStats {
     /// Receiving connections replaced because they did not come up in time (counted with
     /// what was sent, as connection health rather than per track).
     pub subscriber_restarts: u64,
+    /// The uplink bandwidth estimate (bit/s) when the last picture was sent; 0 before one.
+    pub uplink_estimate_bps: u64,
 }
 
 #[cfg(feature = "net")]

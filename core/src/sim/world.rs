@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{H264Config, H264Encoder, OpusConfig, OpusEncoder};
 use crate::media::{Channels, SpeechSource, TestPattern};
-use crate::netsim::{Direction, Network, Profile, splitmix64};
+use crate::netsim::{Direction, LinkConfig, Network, Profile, splitmix64};
 use crate::room::session::{Phase, Session, SessionConfig};
 use crate::room::{RoomEvent, level_dbov};
 use crate::sfu::engine::{Command, Engine, EngineConfig, Event};
@@ -245,6 +245,12 @@ impl World {
         &self.network
     }
 
+    /// Gives participant `i`'s link in `direction` its own conditions from now on (the
+    /// others keep the world's profile).
+    pub fn set_link(&mut self, i: usize, direction: Direction, config: LinkConfig) {
+        self.network.set_link(i, direction, config);
+    }
+
     /// Participant `i` (in joining order).
     pub fn participant(&self, i: usize) -> &Participant {
         &self.participants[i]
@@ -285,6 +291,7 @@ impl World {
             fps,
             auto_subscribe: options.auto_subscribe,
             seed: Some(splitmix64(self.seed ^ (i as u64 + 1))),
+            video_bitrate_bps: options.video.map_or(0, |v| v.3 * 1000),
             ..SessionConfig::new(token)
         };
         let (encoder, pattern) = match options.video {
@@ -411,6 +418,9 @@ impl World {
                 m.next_video = (m.next_video + m.frame_interval).max(now + m.frame_interval);
                 if p.session.take_keyframe_request() {
                     encoder.request_keyframe();
+                }
+                if let Some(bps) = p.session.video_target_bps() {
+                    encoder.follow_bitrate(bps)?;
                 }
                 let frame = pattern.next_frame(micros);
                 if let Some(unit) = encoder.encode(&frame)? {

@@ -2,6 +2,7 @@
 //! negotiate (H.264 Constrained Baseline, Opus) with their RTCP feedback and header
 //! extensions.
 
+pub mod cc;
 pub mod clock;
 pub mod jitter;
 pub mod nack;

@@ -43,6 +43,7 @@ use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
     TrackInfo, TrackKind,
 };
+use crate::transport::cc::{EstimateDetail, SendEstimate};
 use crate::transport::{fraction_lost_for, is_keyframe_request};
 use pc::ClientPc;
 use recv::RecvSlot;
@@ -73,6 +74,10 @@ pub struct SessionConfig {
     pub decode_audio: bool,
     /// Seed of SSRCs and RTP offsets; `None` seeds from the operating system.
     pub seed: Option<u64>,
+    /// Bitrate of the camera track (bit/s) when the uplink can carry it: congestion
+    /// control lowers the encoder's target below it (see
+    /// [`Session::video_target_bps`]), never above.
+    pub video_bitrate_bps: u32,
 }
 
 impl SessionConfig {
@@ -88,6 +93,7 @@ impl SessionConfig {
             decode_video: true,
             decode_audio: true,
             seed: None,
+            video_bitrate_bps: DEFAULT_VIDEO_BITRATE_BPS,
         }
     }
 }
@@ -148,6 +154,21 @@ struct Incoming {
     receiver: RTCRtpReceiverId,
 }
 
+/// [`SessionConfig::video_bitrate_bps`] unless set: 640×360 at 30 fps.
+pub const DEFAULT_VIDEO_BITRATE_BPS: u32 = 800_000;
+
+/// Uplink set aside for the microphone track: Opus at up to 32 kbit/s plus 50 packets a
+/// second of RTP, SRTP, UDP and IP headers (~60 bytes each: 24 kbit/s).
+const AUDIO_ALLOWANCE_BPS: f64 = 56_000.0;
+
+/// Share of the video bitrate that goes to headers (RTP, SRTP tag, TWCC extension, UDP, IP:
+/// ~70 bytes on ~1,100-byte packets) and to retransmissions on a lossy uplink.
+const VIDEO_OVERHEAD: f64 = 0.10;
+
+/// The lowest target given to the video encoder: below it OpenH264 holds its rate only by
+/// dropping pictures, and the server pauses video for the receivers anyway.
+const MIN_VIDEO_BPS: f64 = 30_000.0;
+
 /// How long a connection may take to come up after its answer before it is replaced.
 const CONNECT_RETRY: Duration = Duration::from_secs(4);
 
@@ -174,6 +195,8 @@ pub struct Session {
     /// Per connection ([`Which`]): when the server answered its current offer, while it is
     /// not up yet.
     answered: [Option<Instant>; 2],
+    /// The publishing connection's uplink estimate (kept across its replacements).
+    send_estimate: SendEstimate,
     /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
     uplink_audio_loss: Option<f64>,
     /// Round-trip time on the receiving connection, refreshed once a second.
@@ -238,6 +261,7 @@ impl Session {
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
             answered: [None; 2],
+            send_estimate: SendEstimate::default(),
             uplink_audio_loss: None,
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
             next_rtt_update: now,
@@ -295,6 +319,50 @@ impl Session {
     /// What was received, per remote track, in track order.
     pub fn receive_stats(&self) -> Vec<TrackStats> {
         self.receive_stats.values().cloned().collect()
+    }
+
+    /// The uplink bandwidth estimate (bit/s) of the publishing connection: GCC on the
+    /// server's transport-wide feedback. `None` before the connection exists.
+    pub fn uplink_estimate_bps(&self) -> Option<u64> {
+        self.send_estimate.bps()
+    }
+
+    /// The uplink estimate with its delay- and loss-based halves and the loss it saw.
+    pub fn uplink_estimate(&self) -> EstimateDetail {
+        self.send_estimate.detail()
+    }
+
+    /// The bitrate (bit/s) the video encoder should aim at now: the uplink estimate less the
+    /// audio's share and packet overhead, within 30 kbit/s and
+    /// [`SessionConfig::video_bitrate_bps`]. `None` without a camera track or an estimate.
+    /// Drivers pass it to [`H264Encoder::follow_bitrate`](crate::codec::H264Encoder::follow_bitrate)
+    /// before each picture.
+    pub fn video_target_bps(&self) -> Option<u32> {
+        self.video_out.as_ref()?;
+        let estimate = self.send_estimate.bps()? as f64;
+        let audio = if self.audio_out.is_some() {
+            AUDIO_ALLOWANCE_BPS
+        } else {
+            0.0
+        };
+        let video = (estimate - audio) * (1.0 - VIDEO_OVERHEAD);
+        Some(video.clamp(MIN_VIDEO_BPS, self.config.video_bitrate_bps as f64) as u32)
+    }
+
+    /// The estimate the publishing connection starts from and may not exceed: the configured
+    /// video bitrate with its overhead, plus the audio.
+    fn max_uplink_bps(&self) -> f64 {
+        let video = if self.config.video {
+            self.config.video_bitrate_bps as f64 / (1.0 - VIDEO_OVERHEAD)
+        } else {
+            0.0
+        };
+        video
+            + if self.config.audio {
+                AUDIO_ALLOWANCE_BPS
+            } else {
+                0.0
+            }
     }
 
     /// The packet loss (percent) to tell the Opus encoder to expect, once the server has
@@ -625,7 +693,7 @@ impl Session {
             return;
         }
         if self.subscriber.is_none() {
-            match ClientPc::new(self.local_sub, now) {
+            match ClientPc::new(self.local_sub, now, None) {
                 Ok(conn) => self.subscriber = Some(conn),
                 Err(e) => {
                     tracing::warn!("receiving connection: {e}");
@@ -759,6 +827,17 @@ impl Session {
                 if is_keyframe_request(&packets) {
                     self.keyframe_wanted = true;
                     self.send_stats.keyframe_requests += 1;
+                }
+                // The uplink estimate's loss-based half: the loss of the video (more packets,
+                // a steadier figure), or of the audio when there is no video.
+                if let Some(ssrc) = self
+                    .video_out
+                    .as_ref()
+                    .or(self.audio_out.as_ref())
+                    .map(Outgoing::ssrc)
+                    && let Some(lost) = fraction_lost_for(&packets, ssrc)
+                {
+                    self.send_estimate.on_receiver_report(lost as f64 / 256.0);
                 }
                 if let Some(ssrc) = self.audio_out.as_ref().map(Outgoing::ssrc)
                     && let Some(lost) = fraction_lost_for(&packets, ssrc)

@@ -19,6 +19,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 
 use crate::room::RoomError;
 use crate::signal::{IceCandidate, TrackKind};
+use crate::transport::cc::SendSide;
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
     SRTP_REPLAY_WINDOW, add_host_candidate, media_engine, media_track,
@@ -46,8 +47,15 @@ impl ClientPc {
     /// A new connection whose host candidate is `local`. Interceptors as a WebRTC endpoint
     /// has them by default (NACK responder, RTCP reports, TWCC receiver), plus the delivery
     /// of keyframe requests to the application — but no NACK generator: the receive slots'
-    /// jitter buffers send NACKs themselves (see `transport::nack` for why).
-    pub fn new(local: SocketAddr, now: Instant) -> Result<Self, RoomError> {
+    /// jitter buffers send NACKs themselves (see `transport::nack` for why). With
+    /// `congestion` (a publishing connection), send-side congestion control too: TWCC
+    /// sequence numbers, the GCC estimate from the server's feedback, the audio-first pacer
+    /// (see [`crate::transport::cc`]).
+    pub fn new(
+        local: SocketAddr,
+        now: Instant,
+        congestion: Option<&SendSide>,
+    ) -> Result<Self, RoomError> {
         let mut engine = media_engine().map_err(webrtc_err)?;
         let registry = Registry::new()
             .with(Slot::from(14_000), DeliverKeyframeRequests::default())
@@ -59,6 +67,10 @@ impl ClientPc {
         configure_simulcast_extension_headers(&mut engine).map_err(webrtc_err)?;
         let registry = configure_twcc_receiver_only(registry, &mut engine).map_err(webrtc_err)?;
         let registry = configure_rtcp_reports(registry);
+        let registry = match congestion {
+            Some(side) => side.configure(registry),
+            None => registry,
+        };
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)

@@ -16,6 +16,7 @@ use crate::media::EncodedFrame;
 use crate::room::RoomError;
 use crate::signal::{ClientMessage, PeerRole, PublishTrack, TrackKind, TrackSource};
 use crate::transport::AUDIO_LEVEL_URI;
+use crate::transport::cc::SendSide;
 
 /// RTP state of one published track.
 pub(super) struct Outgoing {
@@ -54,6 +55,7 @@ impl Session {
             return Ok(false);
         }
         self.send_stats.video_frames += 1;
+        self.send_stats.uplink_estimate_bps = self.send_estimate.bps().unwrap_or(0);
         self.send_stats.keyframes += unit.keyframe as u64;
         self.send_stats.video_bytes += unit.data.len() as u64;
         let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
@@ -93,7 +95,14 @@ impl Session {
         if !self.config.video && !self.config.audio {
             return Ok(());
         }
-        let mut conn = ClientPc::new(self.local_pub, now)?;
+        // Congestion control on the uplink. A replaced connection starts from the last
+        // estimate rather than from the start again.
+        let mut side = SendSide::new(self.max_uplink_bps());
+        if let Some(bps) = self.send_estimate.bps() {
+            side.initial_bps = (bps as f64).min(side.max_bps);
+        }
+        side.estimate = self.send_estimate.clone();
+        let mut conn = ClientPc::new(self.local_pub, now, Some(&side))?;
         let fps = self.config.fps.max(1);
         let mut tracks = Vec::new();
         for (kind, on) in [
