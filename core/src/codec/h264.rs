@@ -323,7 +323,7 @@ impl H264Encoder {
     /// Follows a bitrate target that moves often (the uplink estimate): changes the encoder's
     /// bitrate when `bps` is more than 5 % away from it, and says whether it did. Smaller
     /// moves are left alone: every change restarts OpenH264's rate control window. Below
-    /// [`SKIP_BELOW_SHARE`] of the bitrate it was made for, rate control may skip frames
+    /// 60 % of the bitrate it was made for (`SKIP_BELOW_SHARE`), rate control may skip frames
     /// ([`encode`](Self::encode) then returns `Ok(None)` for some), so that it can really
     /// send as little as asked.
     pub fn follow_bitrate(&mut self, bps: u32) -> Result<bool, CodecError> {

@@ -43,7 +43,7 @@ pub use client::Room;
 #[cfg(feature = "net")]
 pub use grid::GridView;
 #[cfg(feature = "net")]
-pub use session::TrackStats;
+pub use session::{EstimateDetail, TrackStats};
 pub use state::RoomState;
 
 /// What to publish.

@@ -46,7 +46,7 @@ use serde::Serialize;
 
 use crate::codec::CodecError;
 use crate::media::read_stamp;
-use crate::netsim::{NetworkStats, Profile};
+use crate::netsim::{Direction, NetworkStats, Profile};
 use crate::room::session::Phase;
 use crate::room::{RoomEvent, TrackStats};
 use crate::sfu::token::TokenError;
@@ -129,6 +129,26 @@ pub struct SimReport {
     pub publishers_replaced: u64,
     /// The same for receiving connections.
     pub subscribers_replaced: u64,
+    /// Each publisher's uplink at the end, in joining order.
+    pub uplinks: Vec<UplinkReport>,
+}
+
+/// A publisher's uplink under congestion control at the end of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct UplinkReport {
+    /// The publisher.
+    pub participant: String,
+    /// The uplink estimate, kbit/s.
+    pub estimate_kbps: f64,
+    /// Its delay-based half, kbit/s.
+    pub delay_based_kbps: f64,
+    /// Its loss-based half, kbit/s.
+    pub loss_based_kbps: f64,
+    /// The video encoder's target, kbit/s.
+    pub video_target_kbps: f64,
+    /// What the publisher offered its link over the measured seconds, kbit/s (media,
+    /// repairs, control).
+    pub sent_kbps: f64,
 }
 
 /// Why a simulated conference could not run.
@@ -224,6 +244,14 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         .iter()
         .map(|p| p.session().receive_stats())
         .collect();
+    let uplink_bytes_at_start: Vec<u64> = (0..n)
+        .map(|i| {
+            world
+                .network()
+                .link_stats(i, Direction::Up)
+                .map_or(0, |l| l.bytes)
+        })
+        .collect();
     world.run_for(Duration::from_secs_f64(config.seconds), &mut |i, e, t| {
         record(&mut received, &ids, i, e, t, stage, &window_start)
     })?;
@@ -311,6 +339,29 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
             }
         }
     }
+    let uplinks = world
+        .participants()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let bytes = world
+                .network()
+                .link_stats(i, Direction::Up)
+                .map_or(0, |l| l.bytes);
+            let estimate = p.session().uplink_estimate();
+            let kbps = |bps: f64| bps / 1000.0;
+            UplinkReport {
+                participant: p.identity().to_owned(),
+                estimate_kbps: kbps(estimate.bps().unwrap_or(0) as f64),
+                delay_based_kbps: kbps(estimate.delay_based_bps),
+                loss_based_kbps: kbps(estimate.loss_based_bps),
+                video_target_kbps: kbps(p.session().video_target_bps().unwrap_or(0) as f64),
+                sent_kbps: bytes.saturating_sub(uplink_bytes_at_start[i]) as f64 * 8.0
+                    / 1000.0
+                    / config.seconds.max(1e-9),
+            }
+        })
+        .collect();
     let server = world.engine().stats();
     Ok(SimReport {
         participants: config.participants,
@@ -326,6 +377,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         publishers_replaced: server.publisher_restarts,
         subscribers_replaced: server.subscriber_restarts,
         retransmitted: server.retransmitted,
+        uplinks,
     })
 }
 

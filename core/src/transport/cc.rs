@@ -85,7 +85,7 @@ struct EstimateState {
 pub struct EstimateDetail {
     /// The delay-based half (GCC: queues growing on the path).
     pub delay_based_bps: f64,
-    /// The loss-based half ([`LossBased`]).
+    /// The loss-based half (GCC's rules on the receiver reports' loss).
     pub loss_based_bps: f64,
     /// Share of packets the remote last reported lost (0–1).
     pub loss: f64,

@@ -43,7 +43,8 @@ use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
     TrackInfo, TrackKind,
 };
-use crate::transport::cc::{EstimateDetail, SendEstimate};
+pub use crate::transport::cc::EstimateDetail;
+use crate::transport::cc::SendEstimate;
 use crate::transport::{fraction_lost_for, is_keyframe_request};
 use pc::ClientPc;
 use recv::RecvSlot;
