@@ -5,6 +5,7 @@
 //! `madang encode` (test pattern or Y4M → H.264 file) and `madang bench codec`.
 
 mod asm;
+mod bench_cc;
 mod bench_codec;
 mod bench_grid;
 mod bench_sfu;
@@ -54,6 +55,8 @@ enum Bench {
     Sfu(bench_sfu::Args),
     /// Grid composition: tiles scaled into one canvas, against a plain canvas copy.
     Grid(bench_grid::Args),
+    /// Congestion control: RFC 8867's capacity steps on a publisher's uplink (simulated).
+    Cc(bench_cc::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Bench::Codec(args) => bench_codec::run(args),
             Bench::Sfu(args) => bench_sfu::run(args),
             Bench::Grid(args) => bench_grid::run(args),
+            Bench::Cc(args) => bench_cc::run(args),
         },
     };
     match result {

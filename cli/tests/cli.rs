@@ -183,6 +183,36 @@ fn bench_codec_prints_the_json_report() {
 }
 
 #[test]
+fn bench_cc_reports_each_capacity_step_and_writes_the_plot() {
+    // Short phases: this checks the command; tests/congestion.rs checks the adaptation.
+    let plot = scratch("bench-cc").join("cc.svg");
+    let out = succeed(
+        madang()
+            .args(["bench", "cc", "--json", "--phase", "5", "--plot"])
+            .arg(&plot),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["phase_seconds"], 5);
+    assert_eq!(report["drop"]["to_kbps"], 600.0);
+    let seconds = report["run"]["seconds"].as_array().unwrap();
+    assert_eq!(seconds.len(), 20);
+    assert_eq!(seconds[12]["capacity_kbps"], 600.0);
+    assert!(
+        seconds
+            .iter()
+            .all(|s| s["estimate_kbps"].as_f64().unwrap() > 0.0)
+    );
+    assert!(
+        seconds[5..]
+            .iter()
+            .all(|s| s["sent_kbps"].as_f64().unwrap() > 100.0)
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), 3);
+}
+
+#[test]
 fn token_mints_a_verifiable_token() {
     let out = succeed(madang().args([
         "token",

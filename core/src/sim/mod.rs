@@ -37,6 +37,7 @@
 //! ```
 
 mod report;
+pub mod uplink;
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
