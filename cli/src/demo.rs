@@ -177,6 +177,17 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
             r.data_messages.sent, r.data_messages.received, r.data_messages.expected
         );
     }
+    for u in &r.uplinks {
+        println!(
+            "uplink {}: sent {:.0} kbit/s, estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), video encoder at {:.0} kbit/s",
+            u.participant,
+            u.sent_kbps,
+            u.estimate_kbps,
+            u.delay_based_kbps,
+            u.loss_based_kbps,
+            u.video_target_kbps
+        );
+    }
 }
 
 fn print_network(n: &NetworkReport) {
@@ -238,6 +249,7 @@ fn simulate(args: &Args) -> CliResult {
         pairs: report.pairs.clone(),
         audio: report.audio.clone(),
         data_messages: Default::default(),
+        uplinks: report.uplinks.clone(),
     };
     print_table(&table, &conference_config(args));
     print_network(&NetworkReport {
@@ -246,17 +258,6 @@ fn simulate(args: &Args) -> CliResult {
         up: report.network.up,
         down: report.network.down,
     });
-    for u in &report.uplinks {
-        println!(
-            "uplink {}: sent {:.0} kbit/s, estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), video encoder at {:.0} kbit/s",
-            u.participant,
-            u.sent_kbps,
-            u.estimate_kbps,
-            u.delay_based_kbps,
-            u.loss_based_kbps,
-            u.video_target_kbps
-        );
-    }
     println!(
         "simulated {:.1} s in {:.1} s of real time ({:.1}x); server: {} keyframe requests, {} retransmissions, {} stalled connections replaced",
         report.simulated_seconds,

@@ -19,7 +19,8 @@ use madang::room::{Room, RoomError, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::Server;
 use madang::signal::Role;
 pub use madang::sim::{
-    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, VideoRepair,
+    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, UplinkReport,
+    VideoRepair,
 };
 
 /// Shape of a synthetic conference.
@@ -348,11 +349,23 @@ pub async fn run_conference_with_grid(
     let mut audio = Vec::new();
     let mut data = DataReport::default();
     let mut snapshot = None;
+    let mut uplinks = Vec::new();
     for (i, (room, received)) in results.iter().enumerate() {
         let me = &identities[i];
-        let stats: BTreeMap<String, madang::room::TrackStats> = room
-            .stats()
-            .await
+        let room_stats = room.stats().await;
+        let kbps = |bps: u64| bps as f64 / 1000.0;
+        uplinks.push(UplinkReport {
+            participant: me.clone(),
+            estimate_kbps: kbps(room_stats.sent.uplink_estimate_bps),
+            delay_based_kbps: kbps(room_stats.sent.uplink_delay_based_bps),
+            loss_based_kbps: kbps(room_stats.sent.uplink_loss_based_bps),
+            video_target_kbps: kbps(room_stats.sent.video_target_bps),
+            // Encoded video only, over the whole run (warm-up included).
+            sent_kbps: room_stats.sent.video_bytes as f64 * 8.0
+                / 1000.0
+                / (warmup_seconds + measured).max(1e-9),
+        });
+        let stats: BTreeMap<String, madang::room::TrackStats> = room_stats
             .received
             .into_iter()
             .map(|s| (s.track.clone(), s))
@@ -436,6 +449,7 @@ pub async fn run_conference_with_grid(
             pairs,
             audio,
             data_messages: data,
+            uplinks,
         },
         snapshot,
     ))

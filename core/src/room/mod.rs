@@ -226,6 +226,12 @@ pub struct SendStats {
     pub subscriber_restarts: u64,
     /// The uplink bandwidth estimate (bit/s) when the last picture was sent; 0 before one.
     pub uplink_estimate_bps: u64,
+    /// Its delay-based half then (bit/s).
+    pub uplink_delay_based_bps: u64,
+    /// Its loss-based half then (bit/s).
+    pub uplink_loss_based_bps: u64,
+    /// The video encoder's target then (bit/s).
+    pub video_target_bps: u64,
 }
 
 #[cfg(feature = "net")]

@@ -54,7 +54,8 @@ use crate::sfu::token::TokenError;
 use crate::signal::TrackSource;
 
 pub use report::{
-    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, VideoRepair,
+    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, UplinkReport,
+    VideoRepair,
 };
 pub use world::{JoinOptions, Participant, SECRET, World};
 
@@ -132,24 +133,6 @@ pub struct SimReport {
     pub subscribers_replaced: u64,
     /// Each publisher's uplink at the end, in joining order.
     pub uplinks: Vec<UplinkReport>,
-}
-
-/// A publisher's uplink under congestion control at the end of a run.
-#[derive(Clone, Debug, Serialize)]
-pub struct UplinkReport {
-    /// The publisher.
-    pub participant: String,
-    /// The uplink estimate, kbit/s.
-    pub estimate_kbps: f64,
-    /// Its delay-based half, kbit/s.
-    pub delay_based_kbps: f64,
-    /// Its loss-based half, kbit/s.
-    pub loss_based_kbps: f64,
-    /// The video encoder's target, kbit/s.
-    pub video_target_kbps: f64,
-    /// What the publisher offered its link over the measured seconds, kbit/s (media,
-    /// repairs, control).
-    pub sent_kbps: f64,
 }
 
 /// Why a simulated conference could not run.

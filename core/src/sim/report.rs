@@ -145,6 +145,26 @@ pub struct ConferenceReport {
     pub audio: Vec<AudioPairReport>,
     /// Chat.
     pub data_messages: DataReport,
+    /// Each publisher's uplink at the end.
+    pub uplinks: Vec<UplinkReport>,
+}
+
+/// A publisher's uplink under congestion control at the end of a run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UplinkReport {
+    /// The publisher.
+    pub participant: String,
+    /// The uplink estimate, kbit/s.
+    pub estimate_kbps: f64,
+    /// Its delay-based half, kbit/s.
+    pub delay_based_kbps: f64,
+    /// Its loss-based half, kbit/s.
+    pub loss_based_kbps: f64,
+    /// The video encoder's target, kbit/s.
+    pub video_target_kbps: f64,
+    /// What the publisher offered its link over the measured seconds, kbit/s (media,
+    /// repairs, control).
+    pub sent_kbps: f64,
 }
 
 #[cfg(test)]

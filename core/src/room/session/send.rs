@@ -55,7 +55,11 @@ impl Session {
             return Ok(false);
         }
         self.send_stats.video_frames += 1;
-        self.send_stats.uplink_estimate_bps = self.send_estimate.bps().unwrap_or(0);
+        let uplink = self.send_estimate.detail();
+        self.send_stats.uplink_estimate_bps = uplink.bps().unwrap_or(0);
+        self.send_stats.uplink_delay_based_bps = uplink.delay_based_bps as u64;
+        self.send_stats.uplink_loss_based_bps = uplink.loss_based_bps as u64;
+        self.send_stats.video_target_bps = self.video_target_bps().unwrap_or(0) as u64;
         self.send_stats.keyframes += unit.keyframe as u64;
         self.send_stats.video_bytes += unit.data.len() as u64;
         let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
