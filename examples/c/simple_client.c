@@ -12,8 +12,9 @@
  *   data <from> <topic> <payload>
  *   stats sent=<frames> keyframes=<n> rtt_ms=<ms> decoded=<n> lost=<n> kbps=<n> early=<n>
  *         freezes=<n> freeze_ms=<ms> nacks=<n> recovered=<n> concealed_ms=<ms>
+ *         uplink_kbps=<n> video_target_kbps=<n>
  *     (early: pushed before the connection was up, dropped; recovered: packets repaired by
- *     retransmission)
+ *     retransmission; uplink: the congestion-control estimate the encoder follows)
  *   track <id> video|audio decoded=<n> lost=<n> freezes=<n> recovered=<n>
  *         keyframe_requests=<n> delay_ms=<ms>   (one per remote track, after each stats line)
  *   received <identity> frames=<n> size=<w>x<h>
@@ -174,7 +175,7 @@ int main(int argc, char **argv) {
       case MADANG_EVENT_STATS:
         printf("stats sent=%llu keyframes=%llu rtt_ms=%.1f decoded=%llu lost=%llu kbps=%.0f "
                "early=%llu freezes=%llu freeze_ms=%.0f nacks=%llu recovered=%llu "
-               "concealed_ms=%.0f\n",
+               "concealed_ms=%.0f uplink_kbps=%.0f video_target_kbps=%.0f\n",
                (unsigned long long)ev.stats.video_frames_sent,
                (unsigned long long)ev.stats.keyframes_sent, ev.stats.rtt_ms,
                (unsigned long long)ev.stats.frames_decoded,
@@ -182,7 +183,8 @@ int main(int argc, char **argv) {
                (unsigned long long)ev.stats.dropped_before_connected,
                (unsigned long long)ev.stats.freezes, ev.stats.freeze_ms,
                (unsigned long long)ev.stats.nacks_sent,
-               (unsigned long long)ev.stats.packets_recovered, ev.stats.audio_concealed_ms);
+               (unsigned long long)ev.stats.packets_recovered, ev.stats.audio_concealed_ms,
+               ev.stats.uplink_estimate_kbps, ev.stats.video_target_kbps);
         for (size_t i = 0; i < ev.track_count; i++) {
           const madang_track_stats *t = &ev.tracks[i];
           printf("track %s %s decoded=%llu lost=%llu freezes=%llu recovered=%llu "

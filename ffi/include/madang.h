@@ -283,6 +283,12 @@ typedef struct {
   double audio_concealed_ms;
   // Largest current jitter-buffer delay over the video tracks, ms.
   double video_buffer_delay_ms;
+  // The publishing connection's uplink estimate (congestion control), kbit/s; 0 before
+  // the first picture went out.
+  double uplink_estimate_kbps;
+  // The bitrate the video encoder aims at now (it follows the estimate), kbit/s; 0
+  // without video.
+  double video_target_kbps;
 } madang_stats;
 
 // What one remote track delivered (part of a `STATS` event).

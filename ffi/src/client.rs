@@ -170,6 +170,12 @@ pub struct madang_stats {
     pub audio_concealed_ms: f64,
     /// Largest current jitter-buffer delay over the video tracks, ms.
     pub video_buffer_delay_ms: f64,
+    /// The publishing connection's uplink estimate (congestion control), kbit/s; 0 before
+    /// the first picture went out.
+    pub uplink_estimate_kbps: f64,
+    /// The bitrate the video encoder aims at now (it follows the estimate), kbit/s; 0
+    /// without video.
+    pub video_target_kbps: f64,
 }
 
 /// One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL

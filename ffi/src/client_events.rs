@@ -33,6 +33,8 @@ pub(crate) fn c_stats(s: &RoomStats) -> madang_stats {
             .or_else(|| s.received.iter().find_map(|t| t.rtt_ms))
             .unwrap_or(-1.0),
         tracks_received: s.received.len() as u32,
+        uplink_estimate_kbps: s.sent.uplink_estimate_bps as f64 / 1000.0,
+        video_target_kbps: s.sent.video_target_bps as f64 / 1000.0,
         ..Default::default()
     };
     for t in &s.received {

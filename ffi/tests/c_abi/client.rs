@@ -351,6 +351,15 @@ fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
         100.0 * share
     );
     assert!(recovered > 0.0, "retransmissions used:\n{stdout}");
+    // Congestion control: lte's 3 % random loss and reordering are not congestion, so the
+    // uplink estimate stays where it starts and the encoder keeps its configured rate
+    // (simple_client lets madang pick it: 172 kbit/s at 320×180).
+    let (uplink, target) = (
+        stat(&stdout, "uplink_kbps"),
+        stat(&stdout, "video_target_kbps"),
+    );
+    eprintln!("C client uplink estimate {uplink} kbit/s, video encoder at {target} kbit/s");
+    assert!(uplink >= target && target >= 0.9 * 172.0, "{stdout}");
     // Per track too: each Rust participant's camera shows pictures.
     for id in ["jongno", "gangnam"] {
         let line = stdout
