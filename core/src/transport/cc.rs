@@ -178,6 +178,14 @@ impl ArrivalRate {
     }
 }
 
+/// How low the delay-based half may take the estimate while the receiver reports no loss.
+/// A sender's own stalls look like a queue to the delay trend: in one CI run (two Chromiums,
+/// two servers and their publishers on two busy cores) Chromium received only ~2.8 pictures
+/// a second from a madang publisher whose link had no rate cap (`lte`), which is what an
+/// estimate brought down step by step to the minimum gives. Real congestion below this
+/// floor shows as loss, and the loss-based half goes lower.
+pub const DELAY_FLOOR_BPS: f64 = 300_000.0;
+
 /// Share above the rate of the last decrease at which the delay-based half increases
 /// multiplicatively again (libwebrtc: the average at decreases plus three deviations).
 const RESUME_SHARE: f64 = 1.15;
@@ -272,6 +280,11 @@ impl BandwidthEstimator for DelayBased {
             // this, by starting a new controller from the current target.
             self.control = RateController::new(self.control.target(), self.min, self.max);
             self.decreased_at = None;
+        }
+        // Delay alone (no loss reported) takes the estimate no lower than DELAY_FLOOR_BPS.
+        let floor = DELAY_FLOOR_BPS.min(self.max);
+        if self.control.target() < floor && self.out.detail().loss < LossBased::LOW {
+            self.control = RateController::new(floor, self.min, self.max);
         }
         let delay_based = self.delay_based();
         self.out.update(|s| {
