@@ -301,6 +301,7 @@ fn simple_client_meets_rust_peers_on(
 
 #[test]
 fn simple_client_statically_linked_sees_rust_participants_and_is_seen() {
+    let _cpu = cpu_heavy();
     let dir = make_examples("examples_static", "static", "");
     simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 6, (320, 180), 15, 0.6);
 }
@@ -384,6 +385,7 @@ fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
 
 #[test]
 fn simple_client_dynamically_linked_sees_rust_participants_and_is_seen() {
+    let _cpu = cpu_heavy();
     let dir = make_examples("examples_shared", "shared", "");
     simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 4, (320, 180), 15, 0.5);
 }
@@ -457,6 +459,7 @@ fn grid_viewer_writes_the_room(
 
 #[test]
 fn grid_viewer_writes_the_composited_room_to_y4m() {
+    let _cpu = cpu_heavy();
     let dir = make_examples("examples_static", "static", "");
     grid_viewer_writes_the_room(&dir.join("grid_viewer"), &[], 4, 35);
 }
