@@ -47,7 +47,7 @@ use serde::Serialize;
 
 use crate::codec::CodecError;
 use crate::media::read_stamp;
-use crate::netsim::{Direction, NetworkStats, Profile};
+use crate::netsim::{NetworkStats, Profile};
 use crate::room::session::Phase;
 use crate::room::{RoomEvent, TrackStats};
 use crate::sfu::token::TokenError;
@@ -228,14 +228,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         .iter()
         .map(|p| p.session().receive_stats())
         .collect();
-    let uplink_bytes_at_start: Vec<u64> = (0..n)
-        .map(|i| {
-            world
-                .network()
-                .link_stats(i, Direction::Up)
-                .map_or(0, |l| l.bytes)
-        })
-        .collect();
+    let uplink_bytes_at_start: Vec<u64> = (0..n).map(|i| world.uplink_bytes(i)).collect();
     world.run_for(Duration::from_secs_f64(config.seconds), &mut |i, e, t| {
         record(&mut received, &ids, i, e, t, stage, &window_start)
     })?;
@@ -328,10 +321,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let bytes = world
-                .network()
-                .link_stats(i, Direction::Up)
-                .map_or(0, |l| l.bytes);
+            let bytes = world.uplink_bytes(i);
             let estimate = p.session().uplink_estimate();
             let kbps = |bps: f64| bps / 1000.0;
             UplinkReport {

@@ -127,10 +127,7 @@ pub fn run(config: &UplinkConfig) -> Result<UplinkRun, SimError> {
             queue.push((world.elapsed().as_secs_f64(), q));
             queue_max = queue_max.max(q);
         }
-        let bytes = world
-            .network()
-            .link_stats(field, Direction::Up)
-            .map_or(0, |l| l.bytes);
+        let bytes = world.uplink_bytes(field);
         let session = world.participant(field).session();
         let estimate = session.uplink_estimate();
         // The capacity in the middle of the second (a step falls on a whole second).

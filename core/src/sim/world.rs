@@ -251,6 +251,13 @@ impl World {
         self.network.set_link(i, direction, config);
     }
 
+    /// Bytes participant `i` has offered its uplink so far (media, repairs, control).
+    pub fn uplink_bytes(&self, i: usize) -> u64 {
+        self.network
+            .link_stats(i, Direction::Up)
+            .map_or(0, |l| l.bytes)
+    }
+
     /// Participant `i` (in joining order).
     pub fn participant(&self, i: usize) -> &Participant {
         &self.participants[i]

@@ -89,8 +89,6 @@ pub struct EstimateDetail {
     pub loss_based_bps: f64,
     /// Share of packets the remote last reported lost (0–1).
     pub loss: f64,
-    /// TWCC feedback batches taken in.
-    pub reports: u64,
 }
 
 impl EstimateDetail {
@@ -289,7 +287,6 @@ impl BandwidthEstimator for DelayBased {
         let delay_based = self.delay_based();
         self.out.update(|s| {
             s.detail.delay_based_bps = delay_based;
-            s.detail.reports += 1;
         });
     }
 
@@ -593,7 +590,7 @@ mod tests {
     use rtc::shared::{TransportContext, TransportProtocol};
     use std::time::Duration;
 
-    pub(super) fn rtp(now: Instant, ssrc: u32, seq: u16, bytes: usize) -> TaggedPacket {
+    fn rtp(now: Instant, ssrc: u32, seq: u16, bytes: usize) -> TaggedPacket {
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
@@ -615,7 +612,7 @@ mod tests {
         }
     }
 
-    pub(super) fn pacer(bps: f64) -> AudioFirstPacer {
+    fn pacer(bps: f64) -> AudioFirstPacer {
         let mut p = AudioFirstPacer::new(bps);
         p.bind_local_stream(&StreamInfo {
             ssrc: 7,
@@ -625,13 +622,27 @@ mod tests {
         p
     }
 
-    pub(super) fn drain(p: &mut AudioFirstPacer) -> Vec<(u32, u16, Instant)> {
+    fn drain(p: &mut AudioFirstPacer) -> Vec<(u32, u16, Instant)> {
         std::iter::from_fn(|| p.poll_write())
             .map(|m| match m.message.packet {
                 Packet::Rtp(r) => (r.header.ssrc, r.header.sequence_number, m.now),
                 _ => unreachable!("only RTP was written"),
             })
             .collect()
+    }
+
+    /// Services the pacer at each wake-up it asks for, from `from` until its queues are
+    /// empty; returns what left, in order, and the last instant serviced.
+    fn run_out(p: &mut AudioFirstPacer, from: Instant) -> (Vec<(u32, u16, Instant)>, Instant) {
+        let mut now = from;
+        let mut out = Vec::new();
+        while let Some(at) = p.poll_timeout() {
+            assert!(at >= now, "wake-up in the past");
+            now = at.max(now + Duration::from_micros(1));
+            p.handle_timeout(now).unwrap();
+            out.extend(drain(p));
+        }
+        (out, now)
     }
 
     #[test]
@@ -649,14 +660,9 @@ mod tests {
         // the rest of the picture waits.
         let burst = first.iter().filter(|o| o.0 == 1).count();
         assert!((10..=14).contains(&burst), "{burst}");
-        let mut now = t0;
+        let (rest, now) = run_out(&mut p, t0);
         let mut order = first;
-        while let Some(at) = p.poll_timeout() {
-            assert!(at >= now, "wake-up in the past");
-            now = at.max(now + Duration::from_micros(1));
-            p.handle_timeout(now).unwrap();
-            order.extend(drain(&mut p));
-        }
+        order.extend(rest);
         assert_eq!(order.len(), 41);
         // The audio packet waited, then left before all the video queued ahead of it.
         let audio_at = order.iter().position(|o| o.0 == 7).unwrap();
@@ -688,12 +694,7 @@ mod tests {
             p.handle_write(rtp(t0, 1, seq, 1000)).unwrap();
         }
         drain(&mut p);
-        let mut now = t0;
-        while let Some(at) = p.poll_timeout() {
-            now = at.max(now + Duration::from_micros(1));
-            p.handle_timeout(now).unwrap();
-            drain(&mut p);
-        }
+        let (_, now) = run_out(&mut p, t0);
         assert!(now - t0 > Duration::from_millis(250), "{:?}", now - t0);
     }
 
@@ -708,6 +709,27 @@ mod tests {
         // Audio is never refused.
         p.handle_write(rtp(t0, 7, 0, 80)).unwrap();
         assert_eq!(p.audio.len(), 1);
+    }
+
+    #[test]
+    fn repairs_go_before_new_video_within_their_budget() {
+        let t0 = Instant::now();
+        // 40 kbit/s: the bucket 100 kbit/s (12 kbit of burst), repairs 20 kbit/s over a
+        // second: two of three 1 kB repairs.
+        let mut p = pacer(40_000.0);
+        for seq in 0..30 {
+            p.handle_write(rtp(t0, 1, seq, 1000)).unwrap();
+        }
+        let burst = drain(&mut p).len();
+        // Three repairs asked for at once: two fit the repair budget's burst.
+        for seq in [3, 4, 5] {
+            p.handle_write(rtp(t0, 1, seq, 1000)).unwrap();
+        }
+        assert_eq!(p.repairs_refused, 1);
+        let (order, _) = run_out(&mut p, t0);
+        let seqs: Vec<u16> = order.iter().map(|o| o.1).collect();
+        assert_eq!(&seqs[..2], &[3, 4], "repairs first: {seqs:?}");
+        assert_eq!(seqs.len(), 30 - burst + 2, "{seqs:?}");
     }
 }
 
@@ -790,39 +812,5 @@ mod estimate_tests {
             half.on_loss(0.0);
         }
         assert_eq!(half.on_loss(0.0), 2_000_000.0, "never above the ceiling");
-    }
-}
-
-#[cfg(test)]
-mod repair_tests {
-    use super::tests::{drain, pacer, rtp};
-    use rtc::sansio::Protocol;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn repairs_go_before_new_video_within_their_budget() {
-        let t0 = Instant::now();
-        // 40 kbit/s: the bucket 100 kbit/s (12 kbit of burst), repairs 20 kbit/s over a
-        // second: two of three 1 kB repairs.
-        let mut p = pacer(40_000.0);
-        for seq in 0..30 {
-            p.handle_write(rtp(t0, 1, seq, 1000)).unwrap();
-        }
-        let burst = drain(&mut p).len();
-        // Three repairs asked for at once: two fit the repair budget's burst.
-        for seq in [3, 4, 5] {
-            p.handle_write(rtp(t0, 1, seq, 1000)).unwrap();
-        }
-        assert_eq!(p.repairs_refused, 1);
-        let mut now = t0;
-        let mut order = Vec::new();
-        while let Some(at) = p.poll_timeout() {
-            now = at.max(now + Duration::from_micros(1));
-            p.handle_timeout(now).unwrap();
-            order.extend(drain(&mut p));
-        }
-        let seqs: Vec<u16> = order.iter().map(|o| o.1).collect();
-        assert_eq!(&seqs[..2], &[3, 4], "repairs first: {seqs:?}");
-        assert_eq!(seqs.len(), 30 - burst + 2, "{seqs:?}");
     }
 }

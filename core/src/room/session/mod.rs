@@ -322,13 +322,9 @@ impl Session {
         self.receive_stats.values().cloned().collect()
     }
 
-    /// The uplink bandwidth estimate (bit/s) of the publishing connection: GCC on the
-    /// server's transport-wide feedback. `None` before the connection exists.
-    pub fn uplink_estimate_bps(&self) -> Option<u64> {
-        self.send_estimate.bps()
-    }
-
-    /// The uplink estimate with its delay- and loss-based halves and the loss it saw.
+    /// The uplink estimate of the publishing connection (GCC on the server's transport-wide
+    /// feedback and receiver reports: [`EstimateDetail::bps`]) with its delay- and
+    /// loss-based halves and the loss it saw.
     pub fn uplink_estimate(&self) -> EstimateDetail {
         self.send_estimate.detail()
     }
