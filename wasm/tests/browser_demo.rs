@@ -19,6 +19,9 @@ use madang::signal::Role;
 mod common;
 use common::{browser_tools, built_package, workspace};
 
+/// Pictures the Rust participant must decode from each browser.
+const PICTURES: u32 = 30;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
     let root = workspace();
@@ -63,11 +66,14 @@ async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
             "rust",
         ])
         .env("SCREENSHOT", &screenshot)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("node runs (scripts/setup.sh installs nodejs)");
+    // The pages hold the call until this side has decoded what it needs from both of them.
+    let mut hold = node.stdin.take();
     let mut stdout_pipe = node.stdout.take().unwrap();
     let mut stderr_pipe = node.stderr.take().unwrap();
     let out_task = tokio::spawn(async move {
@@ -100,6 +106,10 @@ async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
             event = room.next_event() => match event {
                 Some(RoomEvent::VideoFrame { participant, .. }) => {
                     *decoded.entry(participant).or_default() += 1;
+                    let enough = decoded.len() == 2 && decoded.values().all(|&n| n >= PICTURES);
+                    if enough && let Some(mut pipe) = hold.take() {
+                        tokio::io::AsyncWriteExt::write_all(&mut pipe, b"decoded\n").await.unwrap();
+                    }
                 }
                 Some(RoomEvent::Data(m)) => chat.push((m.from, m.payload)),
                 _ => {}
@@ -130,7 +140,10 @@ async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
     assert_eq!(ids.len(), 2);
     for id in &ids {
         let n = decoded.get(id).copied().unwrap_or(0);
-        assert!(n >= 30, "madang decoded only {n} pictures of {id}'s H.264");
+        assert!(
+            n >= PICTURES,
+            "madang decoded only {n} pictures of {id}'s H.264"
+        );
     }
     assert!(
         chat.iter()

@@ -4,6 +4,9 @@
 //
 //   node demo.mjs <base-url> <room> <seconds> <name>... [--expect identity...]
 //
+// With --expect, the call is held (after every page plays) until a line arrives on stdin: the
+// other participant's driver writes one when it has measured what it needs, so the length of
+// the call follows what was received, not a fixed pause (bounded by <seconds>).
 // Steps: every page plays every other participant's video (videoWidth > 0, framesDecoded
 // rising in getStats); the first page's chat message reaches the others; the last page stops
 // its camera (the first page shows a placeholder) and starts it again; then it closes and
@@ -19,6 +22,11 @@ const extra = split < 0 ? [] : args.slice(split + 1); // other participants (e.g
 const deadline = Date.now() + Number(seconds) * 1000;
 const result = { ok: false, steps: {}, pages: {} };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// One line on stdin within `ms`: true when it came.
+const line = (ms) => new Promise((resolve) => {
+  const timer = setTimeout(() => { process.stdin.pause(); resolve(false); }, Math.max(ms, 0));
+  process.stdin.once('data', () => { clearTimeout(timer); process.stdin.pause(); resolve(true); });
+});
 
 const browser = await launch();
 
@@ -81,6 +89,7 @@ try {
       .every((id) => s.decoded[`${id}/camera`] > first[i].decoded[`${id}/camera`]));
   }
   if (process.env.SCREENSHOT) await pages[0].screenshot({ path: process.env.SCREENSHOT });
+  if (extra.length) result.steps['held for the other participant'] = await line(deadline - Date.now());
   // Chat from the first page reaches the others.
   const text = `hello from ${names[0]}`;
   await pages[0].evaluate((t) => { document.getElementById('chat').value = t; document.getElementById('chat-form').requestSubmit(); }, text);
