@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::synthetic::{ConferenceConfig, ConferenceReport, GridSink, run_conference_with_grid};
 use madang::media::{VideoFrame, Y4mWriter};
 use madang::sfu::{Server, ServerConfig};
+use madang::sim::DownlinkReport;
 
 use crate::CliResult;
 use crate::size::parse_size;
@@ -188,6 +189,22 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
             u.video_target_kbps
         );
     }
+    print_downlinks(&r.downlinks);
+}
+
+/// One line per subscriber: what the server estimated its downlink carries.
+fn print_downlinks(downlinks: &[DownlinkReport]) {
+    for d in downlinks {
+        println!(
+            "downlink {}: server's estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), {} of {} videos paused",
+            d.participant,
+            d.estimate_kbps,
+            d.delay_based_kbps,
+            d.loss_based_kbps,
+            d.paused,
+            d.videos
+        );
+    }
 }
 
 fn print_network(n: &NetworkReport) {
@@ -250,6 +267,7 @@ fn simulate(args: &Args) -> CliResult {
         audio: report.audio.clone(),
         data_messages: Default::default(),
         uplinks: report.uplinks.clone(),
+        downlinks: report.downlinks.clone(),
     };
     print_table(&table, &conference_config(args));
     print_network(&NetworkReport {

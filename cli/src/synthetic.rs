@@ -436,6 +436,7 @@ pub async fn run_conference_with_grid(
             snapshot = received.last_frame.get(&identities[1]).cloned();
         }
     }
+    let downlinks = madang::sim::downlink_reports(&server.stats().downlinks);
     data.sent = config.participants as u64;
     data.expected = data.sent * (config.participants as u64 - 1);
     for (room, _) in results {
@@ -450,6 +451,7 @@ pub async fn run_conference_with_grid(
             audio,
             data_messages: data,
             uplinks,
+            downlinks,
         },
         snapshot,
     ))

@@ -346,10 +346,10 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
     // With this seed one participant's publishing DTLS handshake stalls for good under 10 %
     // loss (its flight-4 retransmissions are lost and it stops answering): before the
     // replacement nobody ever saw that participant. (Any change to what is sent when moves
-    // the stall to another seed; of seeds 1-16, 6 and 12 stall a publisher today.)
+    // the stall to another seed; of seeds 1-16, 2, 5, 8 and 16 stall a publisher today.)
     let mut world = World::new(
-        "lte,loss=10%,seed=6".parse().unwrap(),
-        6,
+        "lte,loss=10%,seed=2".parse().unwrap(),
+        2,
         World::engine_config(),
     );
     join_all(&mut world, &["p1", "p2", "p3"], (320, 180, 15, 300));
@@ -373,7 +373,7 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
         .sum();
     let latest = seen.values().copied().fold(0.0, f64::max);
     eprintln!(
-        "10 % loss, seed 6: {} of 6 pairs see pictures, the last after {latest:.1} s; {restarts} \
+        "10 % loss, seed 2: {} of 6 pairs see pictures, the last after {latest:.1} s; {restarts} \
          publishing connection(s) replaced, server: {:?}",
         seen.len(),
         world.engine().stats().publisher_restarts

@@ -138,6 +138,15 @@ pub enum RoomEvent {
         /// New state.
         muted: bool,
     },
+    /// The server paused (or resumed) forwarding a video to this participant because its
+    /// downlink cannot carry it (or can again); the audio goes on. Show the participant's
+    /// placeholder meanwhile.
+    VideoPaused {
+        /// Track id.
+        track: String,
+        /// New state.
+        paused: bool,
+    },
     /// A decoded picture from another participant.
     VideoFrame {
         /// Publisher identity.

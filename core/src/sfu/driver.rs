@@ -196,6 +196,7 @@ impl Driver {
             self.next_stats = now + STATS_INTERVAL;
             let mut stats = self.engine.stats().clone();
             stats.network = self.network.as_ref().map(|n| n.stats());
+            stats.downlinks = self.engine.downlinks();
             let _ = self.stats_tx.send(stats);
         }
     }

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod allocate;
 mod driver;
 pub mod engine;
 pub mod forward;

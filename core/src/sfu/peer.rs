@@ -16,6 +16,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::shared::error::Error as RtcError;
 
 use crate::signal::PeerRole;
+use crate::transport::cc::SendSide;
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
     SRTP_REPLAY_WINDOW, add_host_candidate, media_engine,
@@ -26,11 +27,13 @@ use crate::transport::{
 /// UDP socket's address as its only candidate.
 ///
 /// Interceptors on a publisher's leg (the server receives): receiver and sender reports,
-/// transport-wide congestion feedback (NACKs to the publisher come from the engine). On a subscriber's leg (the server
-/// only sends) just what sending needs — sender reports and the relay of keyframe requests:
-/// every interceptor in the chain moves each outgoing packet through its own queue, and at a
-/// hundred subscribers those moves were the largest single cost of forwarding. The media
-/// engine (codecs, header extensions, feedback) is the same on both legs. No NACK responder:
+/// transport-wide congestion feedback (NACKs to the publisher come from the engine). On a
+/// subscriber's leg (the server only sends) just what sending needs — sender reports, the
+/// relay of keyframe requests and, with `congestion`, the downlink estimate (TWCC sequence
+/// numbers and the GCC estimate from the subscriber's feedback; no pacer: see
+/// [`SendSide::configure_unpaced`]): every interceptor in the chain moves each outgoing
+/// packet through its own queue, and at a hundred subscribers those moves were the largest
+/// single cost of forwarding. The media engine (codecs, header extensions, feedback) is the same on both legs. No NACK responder:
 /// the server answers subscribers' NACKs itself from each publisher's retransmission cache,
 /// shared by all subscribers, instead of keeping a send buffer per subscriber leg.
 pub(crate) fn new_peer_connection(
@@ -39,6 +42,7 @@ pub(crate) fn new_peer_connection(
     pwd: &str,
     local: SocketAddr,
     now: Instant,
+    congestion: Option<&SendSide>,
 ) -> Result<RTCPeerConnection, RtcError> {
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
@@ -66,7 +70,11 @@ pub(crate) fn new_peer_connection(
             // The same negotiated extensions and feedback as a publisher's leg; the TWCC
             // receiver itself is left out (nothing arrives here to acknowledge).
             let _ = configure_twcc_receiver_only(Registry::new(), &mut engine)?;
-            keyframes.with(Slot::SenderReport, SenderReportBuilder::new().build())
+            let registry = keyframes.with(Slot::SenderReport, SenderReportBuilder::new().build());
+            match congestion {
+                Some(side) => side.configure_unpaced(registry),
+                None => registry,
+            }
         }
     };
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -78,6 +86,16 @@ pub(crate) fn new_peer_connection(
     add_host_candidate(&mut pc, local)?;
     Ok(pc)
 }
+
+/// The most a subscriber's estimate may reach: what 23 others' 720p cameras and their audio
+/// take together, with room to spare.
+pub(crate) const SUBSCRIBER_MAX_BPS: f64 = 40_000_000.0;
+
+/// Where a subscriber's estimate starts. Unlike a publisher's encoder, forwarding cannot
+/// start low and follow the estimate up (videos are paused only after the estimate fell,
+/// see [`crate::sfu::allocate`]): the start only sets how far the first congestion has to
+/// bring it down. 5 Mbit/s is the `lte` profile's capacity.
+pub(crate) const SUBSCRIBER_START_BPS: f64 = 5_000_000.0;
 
 const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const STUN_USERNAME: u16 = 0x0006;
@@ -156,6 +174,7 @@ mod tests {
                 "passwordpasswordpassword",
                 addr,
                 Instant::now(),
+                Some(&SendSide::new(SUBSCRIBER_MAX_BPS)),
             )
             .unwrap();
         }

@@ -156,6 +156,19 @@ impl Rooms {
         self.sessions.get(&id)?.slots.get(slot)?.track.as_deref()
     }
 
+    /// A published track of a room.
+    pub fn track(&self, room: &str, track: &str) -> Option<&TrackInfo> {
+        Some(&self.rooms.get(room)?.tracks.get(track)?.info)
+    }
+
+    /// The room's loudest participants now, loudest first.
+    pub fn speakers(&self, room: &str, now: Instant) -> Vec<crate::signal::Speaker> {
+        self.speakers
+            .get(room)
+            .map(|s| s.ranking(now))
+            .unwrap_or_default()
+    }
+
     /// The session publishing a track.
     pub fn publisher_of(&self, room: &str, track: &str) -> Option<SessionId> {
         Some(self.rooms.get(room)?.tracks.get(track)?.publisher)

@@ -430,6 +430,17 @@ pub enum ServerMessage {
         /// New state.
         muted: bool,
     },
+    /// The server stopped (`paused: true`) or resumed forwarding a video to this client
+    /// because of what the client's downlink carries: its estimate fell below what the
+    /// videos take (the least important go first: others before the loudest speakers, and
+    /// those before screen shares), or it has room again. Audio is never paused. A resumed
+    /// video starts at its next keyframe.
+    VideoPaused {
+        /// Track id.
+        track: String,
+        /// New state.
+        paused: bool,
+    },
     /// The server's answer to one of the client's offers.
     Answer {
         /// Which connection.

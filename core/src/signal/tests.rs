@@ -97,6 +97,10 @@ fn server_messages_round_trip() {
             track: "x/camera".into(),
             muted: true,
         },
+        ServerMessage::VideoPaused {
+            track: "x/camera".into(),
+            paused: true,
+        },
         ServerMessage::Answer {
             pc: PeerRole::Publisher,
             sdp: "v=0\r\n".into(),

@@ -54,8 +54,8 @@ use crate::sfu::token::TokenError;
 use crate::signal::TrackSource;
 
 pub use report::{
-    AudioPairReport, ConferenceReport, DataReport, PairReport, Percentiles, UplinkReport,
-    VideoRepair,
+    AudioPairReport, ConferenceReport, DataReport, DownlinkReport, PairReport, Percentiles,
+    UplinkReport, VideoRepair,
 };
 pub use world::{JoinOptions, Participant, SECRET, World};
 
@@ -133,6 +133,8 @@ pub struct SimReport {
     pub subscribers_replaced: u64,
     /// Each publisher's uplink at the end, in joining order.
     pub uplinks: Vec<UplinkReport>,
+    /// Each subscriber's downlink as the server estimated it at the end.
+    pub downlinks: Vec<DownlinkReport>,
 }
 
 /// Why a simulated conference could not run.
@@ -336,6 +338,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
             }
         })
         .collect();
+    let downlinks = downlink_reports(&world.engine().downlinks());
     let server = world.engine().stats();
     Ok(SimReport {
         participants: config.participants,
@@ -352,7 +355,23 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         subscribers_replaced: server.subscriber_restarts,
         retransmitted: server.retransmitted,
         uplinks,
+        downlinks,
     })
+}
+
+/// Downlink lines from the server's view of its subscribers.
+pub fn downlink_reports(downlinks: &[crate::sfu::engine::Downlink]) -> Vec<DownlinkReport> {
+    downlinks
+        .iter()
+        .map(|d| DownlinkReport {
+            participant: d.identity.clone(),
+            estimate_kbps: d.estimate.bps().unwrap_or(0) as f64 / 1000.0,
+            delay_based_kbps: d.estimate.delay_based_bps / 1000.0,
+            loss_based_kbps: d.estimate.loss_based_bps / 1000.0,
+            videos: d.videos,
+            paused: d.paused,
+        })
+        .collect()
 }
 
 /// Notes what participant `i` received.

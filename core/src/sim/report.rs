@@ -147,6 +147,26 @@ pub struct ConferenceReport {
     pub data_messages: DataReport,
     /// Each publisher's uplink at the end.
     pub uplinks: Vec<UplinkReport>,
+    /// Each subscriber's downlink as the server saw it at the end (empty where the server
+    /// is not in reach).
+    pub downlinks: Vec<DownlinkReport>,
+}
+
+/// The server's estimate of one subscriber's downlink at the end of a run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DownlinkReport {
+    /// The subscriber.
+    pub participant: String,
+    /// The estimate, kbit/s.
+    pub estimate_kbps: f64,
+    /// Its delay-based half, kbit/s.
+    pub delay_based_kbps: f64,
+    /// Its loss-based half, kbit/s.
+    pub loss_based_kbps: f64,
+    /// Videos it is subscribed to.
+    pub videos: usize,
+    /// Of those, paused by the server because the downlink could not carry them.
+    pub paused: usize,
 }
 
 /// A publisher's uplink under congestion control at the end of a run.

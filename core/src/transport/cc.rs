@@ -188,6 +188,9 @@ pub const DELAY_FLOOR_BPS: f64 = 300_000.0;
 /// multiplicatively again (libwebrtc: the average at decreases plus three deviations).
 const RESUME_SHARE: f64 = 1.15;
 
+/// The least share of the estimate one decrease leaves (see [`DelayBased`]).
+const MAX_DECREASE: f64 = 0.5;
+
 /// Trend samples the detector's offset is scaled by at most (libwebrtc's `kMinNumDeltas`).
 const MAX_DELTAS: u32 = 60;
 
@@ -258,6 +261,16 @@ impl BandwidthEstimator for DelayBased {
         self.control.update(now, usage, self.received);
         let ceiling = self.received.map(|r| 1.5 * r + 10_000.0);
         if self.control.target() < before {
+            if self.control.target() < MAX_DECREASE * before {
+                // One overuse takes the estimate down by half at most: the rate that is
+                // arriving, which a decrease falls to 0.85 × of, says little about the link
+                // while the sender is far below its estimate. Measured: a subscriber whose
+                // three videos began together on a link with ±40 ms jitter and no rate cap
+                // saw one overuse 2 s in, at 1.0 Mbit/s arriving, and fell from 5 Mbit/s to
+                // 0.87 (two of three videos paused for 20 s). Real congestion repeats the
+                // signal and the next decreases go the rest of the way.
+                self.control = RateController::new(MAX_DECREASE * before, self.min, self.max);
+            }
             self.decreased_at = self.received;
         } else if let Some(ceiling) = ceiling
             && self.control.target() > before
@@ -391,10 +404,29 @@ impl SendSide {
         }
     }
 
+    /// Congestion control starting at `initial_bps` (within [`MIN_ESTIMATE_BPS`]..=`max_bps`).
+    pub fn starting_at(initial_bps: f64, max_bps: f64) -> Self {
+        let max_bps = max_bps.max(MIN_ESTIMATE_BPS);
+        Self {
+            initial_bps: initial_bps.clamp(MIN_ESTIMATE_BPS, max_bps),
+            max_bps,
+            estimate: SendEstimate::default(),
+        }
+    }
+
     /// Adds TWCC sequence numbers, the GCC estimate (from `rtc`: delay- and loss-based, fed
     /// by the remote's TWCC feedback) and the [`AudioFirstPacer`] to `registry`. The media
     /// engine must have the TWCC header extension and feedback registered.
     pub fn configure(&self, registry: Registry) -> Registry {
+        self.configure_unpaced(registry)
+            .with(Slot::Pacer, AudioFirstPacer::new(self.initial_bps))
+    }
+
+    /// What [`configure`](Self::configure) adds but the pacer: the estimate alone, for a
+    /// sender that keeps within it by other means (the server pauses videos, see
+    /// [`crate::sfu::allocate`]); a pacer there could only queue and drop what it cannot
+    /// hold back at the source.
+    pub fn configure_unpaced(&self, registry: Registry) -> Registry {
         let delay_based = DelayBased::new(
             self.initial_bps,
             MIN_ESTIMATE_BPS,
@@ -409,7 +441,74 @@ impl SendSide {
                 CongestionControlBuilder::new(delay_based).build(),
             )
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-            .with(Slot::Pacer, AudioFirstPacer::new(self.initial_bps))
+    }
+}
+
+/// The loss of a connection that carries many streams, from its receiver reports: packets
+/// lost over packets expected, summed over the streams and over a window, handed on once
+/// per window. Two reasons not to take each report's `fraction_lost` as it comes:
+///
+/// - A client sends a report per stream, each on its own timer; fed one by one, the
+///   loss-based half moved once per stream and second (with three streams its decrease ran
+///   three to five times as fast as GCC's).
+/// - A stream that sent five packets in a second and lost three reports 60 %, as loud as a
+///   stream of a hundred packets. Weighted by the packets each stream was expected to carry,
+///   such a report counts for what it is.
+#[derive(Clone, Debug, Default)]
+pub struct LossWindow {
+    /// Per stream: extended highest sequence number and cumulative loss, as last reported.
+    last: HashMap<u32, (u32, i64)>,
+    expected: u64,
+    lost: i64,
+    since: Option<Instant>,
+}
+
+impl LossWindow {
+    /// How long reports are gathered (about a client's report interval).
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    /// Fewer packets than this in a window say nothing about the loss.
+    pub const MIN_PACKETS: u64 = 20;
+
+    /// Adds the report blocks among `packets` about the streams `counted` picks (by SSRC);
+    /// when a window is complete, returns its loss (0–1), if it carried enough packets.
+    pub fn add(
+        &mut self,
+        now: Instant,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        counted: impl Fn(u32) -> bool,
+    ) -> Option<f64> {
+        for block in packets
+            .iter()
+            .filter_map(|p| {
+                p.as_any()
+                    .downcast_ref::<rtc::rtcp::receiver_report::ReceiverReport>()
+            })
+            .flat_map(|rr| rr.reports.iter())
+            .filter(|block| counted(block.ssrc))
+        {
+            let seq = block.last_sequence_number;
+            let lost = block.total_lost as i64;
+            self.since.get_or_insert(now);
+            if let Some((last_seq, last_lost)) = self.last.insert(block.ssrc, (seq, lost)) {
+                let expected = seq.wrapping_sub(last_seq);
+                // A stream restarted or reports out of order: start again from this report.
+                if expected == 0 || expected > 1 << 15 {
+                    continue;
+                }
+                self.expected += expected as u64;
+                self.lost += (lost - last_lost).clamp(0, expected as i64);
+            }
+        }
+        let since = self.since?;
+        if now < since + Self::WINDOW {
+            return None;
+        }
+        let (expected, lost) = (self.expected, self.lost);
+        self.expected = 0;
+        self.lost = 0;
+        self.since = None;
+        (expected >= Self::MIN_PACKETS).then(|| lost as f64 / expected as f64)
     }
 }
 
@@ -585,6 +684,44 @@ impl Interceptor for AudioFirstPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(ssrc: u32, seq: u32, total_lost: u32) -> Box<dyn rtc::rtcp::Packet> {
+        Box::new(rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc: 1,
+            reports: vec![rtc::rtcp::reception_report::ReceptionReport {
+                ssrc,
+                last_sequence_number: seq,
+                total_lost,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_loss_window_weighs_streams_by_their_packets() {
+        let t0 = Instant::now();
+        let mut w = LossWindow::default();
+        let all = |_| true;
+        // First reports only set where each stream stands.
+        assert_eq!(
+            w.add(t0, &[report(1, 1000, 0), report(2, 50, 0)], all),
+            None
+        );
+        // Stream 1: 100 packets, 2 lost; stream 2: 5 packets, 3 lost; stream 3 not counted.
+        let at = t0 + Duration::from_millis(400);
+        assert_eq!(
+            w.add(at, &[report(1, 1100, 2), report(2, 55, 3)], all),
+            None
+        );
+        let at = t0 + LossWindow::WINDOW;
+        let loss = w.add(at, &[], all).unwrap();
+        assert!((loss - 5.0 / 105.0).abs() < 1e-9, "{loss}");
+        // A window with too few packets says nothing; a stream left out is not counted.
+        let at = at + Duration::from_millis(10);
+        w.add(at, &[report(2, 60, 4), report(9, 10, 0)], |s| s != 9);
+        assert_eq!(w.add(at + LossWindow::WINDOW, &[], all), None);
+    }
     use rtc::interceptor::AttributedPacket;
     use rtc::sansio::Protocol;
     use rtc::shared::{TransportContext, TransportProtocol};

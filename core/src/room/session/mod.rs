@@ -445,6 +445,9 @@ impl Session {
             ServerMessage::TrackMuted { track, muted } => {
                 Some(RoomEvent::TrackMuted { track, muted })
             }
+            ServerMessage::VideoPaused { track, paused } => {
+                Some(RoomEvent::VideoPaused { track, paused })
+            }
             ServerMessage::ActiveSpeaker { speakers } => Some(RoomEvent::ActiveSpeaker(speakers)),
             ServerMessage::Data { message } => Some(RoomEvent::Data(message)),
             ServerMessage::Error { code, reason } => {

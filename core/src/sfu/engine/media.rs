@@ -36,6 +36,7 @@ impl Engine {
             return;
         };
         published.ssrc = Some(packet.header.ssrc);
+        Engine::meter(published, packet.payload.len());
         let video = published.kind == TrackKind::Video;
         if let Some(up) = published.upstream.as_mut() {
             let highest = up.seqs.highest();
@@ -387,9 +388,17 @@ impl Engine {
         out_ssrc: u32,
         now: Instant,
     ) {
-        let Some((_, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
+        let Some((slot, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
             return;
         };
+        let paused = self
+            .peers
+            .get(&subscriber)
+            .is_some_and(|p| p.slots[slot].paused_track.is_some());
+        if paused {
+            // Nothing is forwarded to it until the allocation resumes it (with a request).
+            return;
+        }
         if publisher == GRID_SESSION {
             if let Some(room) = self.rooms.member(subscriber).map(|(r, _)| r.to_owned())
                 && let Some(mixer) = self.mixers.get_mut(&room)

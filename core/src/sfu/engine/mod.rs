@@ -36,8 +36,11 @@
 //! assert!(matches!(engine.poll_event(), Some(Event::Close(1))));
 //! ```
 
+mod downlink;
 mod media;
 mod negotiate;
+
+pub use downlink::Downlink;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -57,6 +60,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 
+use super::allocate::{Allocator, Meter};
 use super::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
 use super::mixer::{GridConfig, GridRunner};
 use super::peer::stun_server_ufrag;
@@ -65,6 +69,7 @@ use super::rooms::{Effect, Rooms, RoomsConfig, Work};
 use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, PeerRole, PublishTrack, ServerMessage, TrackKind,
 };
+use crate::transport::cc::{LossWindow, SendEstimate};
 use crate::transport::clock::SeqExtender;
 use crate::transport::nack::NackList;
 
@@ -180,6 +185,12 @@ pub struct EngineStats {
     /// What the simulated network of `ServerConfig::network` did, per direction (filled by
     /// the driver; `None` without impairment).
     pub network: Option<crate::netsim::NetworkStats>,
+    /// Videos paused towards a subscriber because its downlink could not carry them.
+    pub videos_paused: u64,
+    /// Videos resumed after a pause.
+    pub videos_resumed: u64,
+    /// Each subscriber's downlink (filled by the driver; see [`Engine::downlinks`]).
+    pub downlinks: Vec<Downlink>,
 }
 
 type PcKey = (SessionId, PeerRole);
@@ -193,6 +204,8 @@ struct Pc {
     connected: bool,
     /// Deadline currently registered in the timer heap.
     deadline: Option<Instant>,
+    /// The send-side estimate towards the client (subscribing connections).
+    estimate: Option<SendEstimate>,
 }
 
 struct Published {
@@ -206,6 +219,10 @@ struct Published {
     limiter: KeyframeLimiter,
     /// Losses on the way up from the publisher, NACKed to it (video only).
     upstream: Option<Upstream>,
+    /// Its rate as it arrives.
+    meter: Meter,
+    /// The rate at the last allocation, bits per second.
+    bps: f64,
 }
 
 /// The gaps in a published video track as it reaches the server, and their NACK schedule:
@@ -223,6 +240,8 @@ struct SlotRtc {
     down: DownTrack,
     /// Id of the playout-delay header extension, where the subscriber negotiated it.
     playout_delay: Option<u8>,
+    /// The track this slot's video was paused with by the allocation, while it is.
+    paused_track: Option<String>,
 }
 
 /// The WebRTC side of one session.
@@ -238,6 +257,10 @@ struct Peer {
     slots: Vec<SlotRtc>,
     /// When the subscribing connection last asked for a retransmission.
     nacked_at: Option<Instant>,
+    /// Which videos its downlink carries.
+    allocator: Allocator,
+    /// Its receiver reports, gathered for the loss-based half of its estimate.
+    losses: LossWindow,
 }
 
 impl Peer {
@@ -278,6 +301,7 @@ pub struct Engine {
     upstream_rtt: Duration,
     next_rtt_update: Instant,
     next_grid: Instant,
+    next_allocation: Instant,
     rng: ChaCha20Rng,
     simulate_loss_every: Option<u32>,
     video_written: u64,
@@ -349,6 +373,7 @@ impl Engine {
             upstream_rtt: crate::transport::jitter::DEFAULT_RTT,
             next_rtt_update: now,
             next_grid: now,
+            next_allocation: now + downlink::ALLOCATE_EVERY,
             rng,
             simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
             video_written: 0,
@@ -467,6 +492,10 @@ impl Engine {
             self.next_rtt_update = now + Duration::from_secs(2);
             self.refresh_upstream_rtt(now);
         }
+        if now >= self.next_allocation {
+            self.next_allocation = now + downlink::ALLOCATE_EVERY;
+            self.allocate_downlinks(now);
+        }
         if !self.mixers.is_empty() && now >= self.next_grid {
             self.next_grid = now + self.grid_interval();
             self.on_grid_tick(now);
@@ -501,7 +530,7 @@ impl Engine {
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle();
-        let mut next = self.next_tick;
+        let mut next = self.next_tick.min(self.next_allocation);
         if let Some(Reverse((t, _))) = self.timers.peek() {
             next = next.min(*t);
         }
@@ -671,6 +700,7 @@ impl Engine {
                 self.forward(key.0, &track_id, packet, now);
             }
             (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
+                self.on_subscriber_reports(key.0, &packets, now);
                 for p in &packets {
                     if let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() {
                         let lost: Vec<u16> =

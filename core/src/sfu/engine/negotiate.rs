@@ -12,8 +12,9 @@ use rtc::sansio::Protocol;
 
 use super::{Engine, Pc, Published, SessionId, SlotRtc, Upstream, sdp_m_lines};
 use crate::sfu::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
-use crate::sfu::peer::new_peer_connection;
+use crate::sfu::peer::{SUBSCRIBER_MAX_BPS, SUBSCRIBER_START_BPS, new_peer_connection};
 use crate::signal::{ErrorCode, IceCandidate, PeerRole, PublishTrack, ServerMessage, TrackKind};
+use crate::transport::cc::SendSide;
 use crate::transport::clock::SeqExtender;
 use crate::transport::nack::NackList;
 use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
@@ -128,8 +129,10 @@ impl Engine {
         }
         let ufrag = self.random_string(16);
         let pwd = self.random_string(32);
-        let pc =
-            new_peer_connection(role, &ufrag, &pwd, self.local, now).map_err(|e| e.to_string())?;
+        let congestion = (role == PeerRole::Subscriber)
+            .then(|| SendSide::starting_at(SUBSCRIBER_START_BPS, SUBSCRIBER_MAX_BPS));
+        let pc = new_peer_connection(role, &ufrag, &pwd, self.local, now, congestion.as_ref())
+            .map_err(|e| e.to_string())?;
         let Some(peer) = self.peers.get_mut(&id) else {
             return Err("session gone".into());
         };
@@ -143,6 +146,7 @@ impl Engine {
             remote_ufrag: None,
             connected: false,
             deadline: None,
+            estimate: congestion.map(|c| c.estimate),
         });
         self.by_ufrag.insert(ufrag, (id, role));
         Ok(())
@@ -221,6 +225,7 @@ impl Engine {
                     sender,
                     down: DownTrack::new(ssrc, payload_type, *kind == TrackKind::Video),
                     playout_delay: None,
+                    paused_track: None,
                 },
             ));
         }
@@ -326,6 +331,8 @@ impl Engine {
                     seqs: SeqExtender::default(),
                     nacks: NackList::new(),
                 }),
+                meter: Default::default(),
+                bps: 0.0,
             },
         );
     }

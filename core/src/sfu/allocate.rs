@@ -1,0 +1,318 @@
+//! Which videos one subscriber's downlink carries: pure policy on the server's estimate of
+//! that downlink, no I/O, time passed in.
+//!
+//! Audio is never paused: the budget for video is the estimate less what the audio takes.
+//! Videos are kept in priority order (screen shares, then the loudest speakers, then the
+//! rest) while they fit. The rules, each for a reason:
+//!
+//! - **A video is paused only after the estimate fell** (overuse seen in the delay trend,
+//!   or loss) below what is being sent. The estimate of a link that was never congested says
+//!   little about its capacity — GCC lets it rise to no more than 1.5 × what arrives — so a
+//!   budget that merely has not grown yet is no reason to take a picture away.
+//! - **What was paused comes back after a hold** (10 s, doubled after each resume that did
+//!   not last, up to 60 s): when the estimate has room for it, or, when it has not, as a
+//!   probe — the one way to learn whether the link carries more, since the estimate cannot
+//!   rise above what is sent. A probe that brings the estimate down is undone at once; one
+//!   that lasts resets the hold.
+//! - **One video comes back at a time**, the most important first.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The shortest time between pausing a video and resuming one.
+pub const HOLD: Duration = Duration::from_secs(10);
+
+/// The longest hold, reached by doubling after resumes that did not last.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// A fall of the estimate smaller than this share is noise, not congestion.
+const FALL: f64 = 0.02;
+
+/// One video a subscriber receives, as the allocator sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Video {
+    /// The subscriber's slot carrying it (the allocator's key).
+    pub slot: usize,
+    /// Lower goes first: 0 for screen shares, then the speaker ranking, then the rest.
+    pub priority: u32,
+    /// What it takes, bits per second (measured as it arrives from the publisher).
+    pub bps: f64,
+}
+
+/// A change for one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Stop forwarding this slot's video.
+    Pause(usize),
+    /// Forward it again (from its next keyframe).
+    Resume(usize),
+}
+
+/// The allocation of one subscriber. See the [module documentation](self).
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    paused: BTreeSet<usize>,
+    /// The estimate the last decision saw.
+    last_estimate: Option<f64>,
+    /// When a video was last paused.
+    paused_at: Option<Instant>,
+    /// When a video was last resumed, and whether its resume was a probe.
+    resumed_at: Option<Instant>,
+    hold: Duration,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Self {
+            paused: BTreeSet::new(),
+            last_estimate: None,
+            paused_at: None,
+            resumed_at: None,
+            hold: HOLD,
+        }
+    }
+}
+
+impl Allocator {
+    /// Slots paused now.
+    pub fn paused(&self) -> &BTreeSet<usize> {
+        &self.paused
+    }
+
+    /// The current hold before a resume.
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// Forgets a slot (its track ended or it carries another one now).
+    pub fn forget(&mut self, slot: usize) {
+        self.paused.remove(&slot);
+    }
+
+    /// Decides with the downlink `estimate_bps`, of which `audio_bps` is taken by audio, over
+    /// the `videos` the subscriber is subscribed to; returns what changes.
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        estimate_bps: f64,
+        audio_bps: f64,
+        videos: &[Video],
+    ) -> Vec<Change> {
+        let mut order: Vec<&Video> = videos.iter().collect();
+        order.sort_by_key(|v| (v.priority, v.slot));
+        self.paused.retain(|s| videos.iter().any(|v| v.slot == *s));
+        let fell = self
+            .last_estimate
+            .is_some_and(|last| estimate_bps < last * (1.0 - FALL));
+        self.last_estimate = Some(estimate_bps);
+        let budget = (estimate_bps - audio_bps).max(0.0);
+        let sending: f64 = order
+            .iter()
+            .filter(|v| !self.paused.contains(&v.slot))
+            .map(|v| v.bps)
+            .sum();
+        let mut changes = Vec::new();
+        if fell && sending > budget {
+            // Keep the most important that fit; pause the rest.
+            let mut used = 0.0;
+            for v in &order {
+                if self.paused.contains(&v.slot) {
+                    continue;
+                }
+                if used + v.bps <= budget {
+                    used += v.bps;
+                } else {
+                    self.paused.insert(v.slot);
+                    changes.push(Change::Pause(v.slot));
+                }
+            }
+            if !changes.is_empty() {
+                if self.resumed_at.is_some_and(|t| now < t + self.hold) {
+                    // The last resume did not last: wait longer before the next.
+                    self.hold = (self.hold * 2).min(MAX_HOLD);
+                }
+                self.paused_at = Some(now);
+                self.resumed_at = None;
+            }
+            return changes;
+        }
+        if let Some(t) = self.resumed_at
+            && now >= t + self.hold
+        {
+            // The last resume lasted.
+            self.hold = HOLD;
+            self.resumed_at = None;
+        }
+        let waited = [self.paused_at, self.resumed_at]
+            .into_iter()
+            .flatten()
+            .all(|t| now >= t + self.hold);
+        if waited && let Some(next) = order.iter().find(|v| self.paused.contains(&v.slot)) {
+            self.paused.remove(&next.slot);
+            self.resumed_at = Some(now);
+            changes.push(Change::Resume(next.slot));
+        }
+        changes
+    }
+}
+
+/// The rate of one incoming track: bytes counted as they arrive, read as a smoothed rate.
+#[derive(Clone, Debug, Default)]
+pub struct Meter {
+    bytes: u64,
+    since: Option<Instant>,
+    bps: Option<f64>,
+}
+
+impl Meter {
+    /// Counts a packet of `bytes`.
+    pub fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    /// The rate up to `now`, bits per second: each reading over at least 500 ms weighs a
+    /// quarter against what came before (a keyframe every few seconds is averaged in, not
+    /// taken for the rate).
+    pub fn bps(&mut self, now: Instant) -> f64 {
+        let since = *self.since.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(since).as_secs_f64();
+        if elapsed >= 0.5 {
+            let fresh = self.bytes as f64 * 8.0 / elapsed;
+            self.bps = Some(self.bps.map_or(fresh, |old| old + (fresh - old) / 4.0));
+            self.bytes = 0;
+            self.since = Some(now);
+        }
+        self.bps.unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meter_reads_a_steady_rate() {
+        let t0 = Instant::now();
+        let mut m = Meter::default();
+        assert_eq!(m.bps(t0), 0.0);
+        // 100 packets of 1000 bytes a second: 800 kbit/s.
+        for i in 1..=300u64 {
+            m.add(1000);
+            if i % 50 == 0 {
+                m.bps(t0 + Duration::from_millis(i * 10));
+            }
+        }
+        let bps = m.bps(t0 + Duration::from_secs(3));
+        assert!((bps - 800_000.0).abs() < 1.0, "{bps}");
+    }
+
+    fn videos(n: usize, bps: f64) -> Vec<Video> {
+        (0..n)
+            .map(|slot| Video {
+                slot,
+                priority: slot as u32,
+                bps,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fall_below_what_is_sent_pauses_the_least_important_first() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let v = videos(3, 800_000.0);
+        assert!(a.decide(t0, 5_000_000.0, 100_000.0, &v).is_empty());
+        // The estimate fell to 1.8 Mbit/s: 1.7 for video keeps two of three.
+        let c = a.decide(t0 + Duration::from_secs(1), 1_800_000.0, 100_000.0, &v);
+        assert_eq!(c, vec![Change::Pause(2)]);
+        // Lower still: only the first stays.
+        let c = a.decide(t0 + Duration::from_secs(2), 1_000_000.0, 100_000.0, &v);
+        assert_eq!(c, vec![Change::Pause(1)]);
+        assert_eq!(a.paused().len(), 2);
+    }
+
+    #[test]
+    fn a_low_estimate_that_did_not_fall_pauses_nothing() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let v = videos(3, 800_000.0);
+        // A fresh estimate of 1 Mbit/s, rising: nothing was congested yet.
+        for i in 0..10 {
+            let est = 1_000_000.0 + i as f64 * 50_000.0;
+            let at = t0 + Duration::from_millis(500 * i);
+            assert!(a.decide(at, est, 100_000.0, &v).is_empty());
+        }
+    }
+
+    #[test]
+    fn priorities_decide_who_stays() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let mut v = videos(3, 500_000.0);
+        v[2].priority = 0; // a screen share in the last slot
+        v[0].priority = 5;
+        a.decide(t0, 3_000_000.0, 0.0, &v);
+        let c = a.decide(t0 + Duration::from_secs(1), 600_000.0, 0.0, &v);
+        assert_eq!(c, vec![Change::Pause(1), Change::Pause(0)]);
+    }
+
+    #[test]
+    fn resumes_wait_for_the_hold_one_at_a_time_and_back_off_when_they_fail() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut a = Allocator::default();
+        let v = videos(3, 800_000.0);
+        a.decide(t0, 5_000_000.0, 0.0, &v);
+        assert_eq!(a.decide(t0 + s(1), 900_000.0, 0.0, &v).len(), 2);
+        // Within the hold nothing comes back, even with room.
+        assert!(a.decide(t0 + s(5), 900_000.0, 0.0, &v).is_empty());
+        // After it, the more important one comes back, alone (a probe: no room for it).
+        assert_eq!(
+            a.decide(t0 + s(11), 950_000.0, 0.0, &v),
+            vec![Change::Resume(1)]
+        );
+        assert!(a.decide(t0 + s(12), 960_000.0, 0.0, &v).is_empty());
+        // The probe brought the estimate down: undone, and the hold doubles.
+        assert_eq!(
+            a.decide(t0 + s(13), 850_000.0, 0.0, &v),
+            vec![Change::Pause(1)]
+        );
+        assert_eq!(a.hold(), s(20));
+        assert!(a.decide(t0 + s(25), 850_000.0, 0.0, &v).is_empty());
+        assert_eq!(
+            a.decide(t0 + s(34), 860_000.0, 0.0, &v),
+            vec![Change::Resume(1)]
+        );
+        // This one lasts: after the hold the hold is back to its start, and the next
+        // video comes back.
+        assert!(a.decide(t0 + s(40), 1_700_000.0, 0.0, &v).is_empty());
+        assert_eq!(
+            a.decide(t0 + s(54), 2_500_000.0, 0.0, &v),
+            vec![Change::Resume(2)]
+        );
+        assert_eq!(a.hold(), HOLD);
+        assert!(a.paused().is_empty());
+    }
+
+    #[test]
+    fn hold_is_bounded_and_ended_tracks_are_forgotten() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let v = videos(2, 800_000.0);
+        let mut at = t0;
+        let mut est = 2_000_000.0;
+        a.decide(at, est, 0.0, &v);
+        for _ in 0..20 {
+            est *= 0.5;
+            at += Duration::from_secs(1);
+            a.decide(at, est, 0.0, &v);
+            at += a.hold();
+            est *= 1.9;
+            a.decide(at, est, 0.0, &v);
+        }
+        assert!(a.hold() <= MAX_HOLD);
+        // The paused track ends: it is no longer paused.
+        a.decide(at, 100_000.0, 0.0, &v[..1]);
+        assert!(a.paused().iter().all(|&s| s == 0));
+    }
+}
