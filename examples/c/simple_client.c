@@ -172,6 +172,10 @@ int main(int argc, char **argv) {
       case MADANG_EVENT_DATA:
         printf("data %s %s %s\n", ev.participant, ev.topic, ev.text);
         break;
+      case MADANG_EVENT_VIDEO_PAUSED:
+        /* The server's estimate of this link cannot carry that video: its audio goes on. */
+        printf("video %s %s\n", ev.track, ev.paused ? "paused by the server" : "resumed");
+        break;
       case MADANG_EVENT_STATS:
         printf("stats sent=%llu keyframes=%llu rtt_ms=%.1f decoded=%llu lost=%llu kbps=%.0f "
                "early=%llu freezes=%llu freeze_ms=%.0f nacks=%llu recovered=%llu "

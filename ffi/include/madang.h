@@ -128,6 +128,9 @@ enum madang_event_kind
   MADANG_EVENT_TRACK_UNPUBLISHED = 13,
   // `track` was muted (`muted` true) or unmuted.
   MADANG_EVENT_TRACK_MUTED = 14,
+  // The server stopped (`paused` true) or resumed forwarding the video `track` because
+  // of what this client's downlink carries; audio goes on. Show the placeholder meanwhile.
+  MADANG_EVENT_VIDEO_PAUSED = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -348,6 +351,8 @@ typedef struct {
   float level;
   // Track muted.
   bool muted;
+  // Video paused by the server (`VIDEO_PAUSED`).
+  bool paused;
   // A picture (`VIDEO_FRAME`, `GRID_FRAME`).
   madang_video_frame video;
   // Audio (`AUDIO_FRAME`).

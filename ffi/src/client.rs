@@ -78,6 +78,9 @@ pub enum madang_event_kind {
     MADANG_EVENT_TRACK_UNPUBLISHED = 13,
     /// `track` was muted (`muted` true) or unmuted.
     MADANG_EVENT_TRACK_MUTED = 14,
+    /// The server stopped (`paused` true) or resumed forwarding the video `track` because
+    /// of what this client's downlink carries; audio goes on. Show the placeholder meanwhile.
+    MADANG_EVENT_VIDEO_PAUSED = 15,
 }
 
 /// An I420 picture: three planes with their strides (bytes per row).
@@ -200,6 +203,8 @@ pub struct madang_event {
     pub level: f32,
     /// Track muted.
     pub muted: bool,
+    /// Video paused by the server (`VIDEO_PAUSED`).
+    pub paused: bool,
     /// A picture (`VIDEO_FRAME`, `GRID_FRAME`).
     pub video: madang_video_frame,
     /// Audio (`AUDIO_FRAME`).

@@ -108,6 +108,7 @@ impl<'a> Event<'a> {
                 topic: empty,
                 level: 0.0,
                 muted: false,
+                paused: false,
                 video: null_video(),
                 audio: madang_audio_frame {
                     samples: std::ptr::null(),
@@ -241,6 +242,12 @@ pub(crate) fn convert(event: RoomEvent, held: &mut Held) -> Option<madang_event>
             let mut e = Event::new(MADANG_EVENT_TRACK_MUTED, held);
             e.track(&track);
             e.event.muted = muted;
+            e.done()
+        }
+        RoomEvent::VideoPaused { track, paused } => {
+            let mut e = Event::new(MADANG_EVENT_VIDEO_PAUSED, held);
+            e.track(&track);
+            e.event.paused = paused;
             e.done()
         }
         RoomEvent::VideoFrame {

@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Room, RoomEvent};
 use crate::grid::compose::Compositor;
@@ -36,6 +36,8 @@ pub struct GridView {
     people: Vec<Person>,
     /// Published video tracks: id → (owner, muted).
     video: HashMap<String, (String, bool)>,
+    /// Videos the server paused towards this participant.
+    paused: HashSet<String>,
     levels: HashMap<String, f32>,
 }
 
@@ -48,6 +50,7 @@ impl GridView {
             local: local.to_owned(),
             people: Vec::new(),
             video: HashMap::new(),
+            paused: HashSet::new(),
             levels: HashMap::new(),
         })
     }
@@ -108,6 +111,17 @@ impl GridView {
                     self.refresh(&owner);
                 }
             }
+            RoomEvent::VideoPaused { track, paused } => {
+                if *paused {
+                    self.paused.insert(track.clone());
+                } else {
+                    self.paused.remove(track);
+                }
+                if let Some((owner, _)) = self.video.get(track) {
+                    let owner = owner.clone();
+                    self.refresh(&owner);
+                }
+            }
             RoomEvent::ActiveSpeaker(speakers) => {
                 self.levels.clear();
                 for p in &mut self.people {
@@ -156,6 +170,7 @@ impl GridView {
     }
 
     fn untrack(&mut self, id: &str) {
+        self.paused.remove(id);
         if let Some((owner, _)) = self.video.remove(id) {
             self.refresh(&owner);
         }
@@ -163,10 +178,9 @@ impl GridView {
 
     /// Recomputes whether `identity` has video to show; forgets its held picture when not.
     fn refresh(&mut self, identity: &str) {
-        let has_video = self
-            .video
-            .values()
-            .any(|(owner, muted)| owner == identity && !muted);
+        let has_video = self.video.iter().any(|(track, (owner, muted))| {
+            owner == identity && !muted && !self.paused.contains(track)
+        });
         if let Some(p) = self.people.iter_mut().find(|p| p.id == identity) {
             p.has_video = has_video;
         }
@@ -259,6 +273,17 @@ mod tests {
                 .any(|t| t.participant == "gangnam" && t.highlight)
         );
 
+        // Paused by the server: the placeholder, until it resumes.
+        view.absorb(RoomEvent::VideoPaused {
+            track: "jongno/camera".into(),
+            paused: true,
+        });
+        assert!(!view.people()[0].has_video);
+        view.absorb(RoomEvent::VideoPaused {
+            track: "jongno/camera".into(),
+            paused: false,
+        });
+        assert!(view.people()[0].has_video);
         view.absorb(RoomEvent::TrackMuted {
             track: "jongno/camera".into(),
             muted: true,

@@ -3,7 +3,7 @@
 //! Pure and free of native code: the client session uses it, and the browser module
 //! (compiled for wasm32) uses the same code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::grid::layout::Person;
 use crate::signal::{ParticipantInfo, ServerMessage, Speaker, TrackInfo, TrackKind, TrackSource};
@@ -34,6 +34,8 @@ pub struct RoomState {
     slots: BTreeMap<String, String>,
     /// Loudest first.
     speakers: Vec<Speaker>,
+    /// Videos the server paused towards this participant (its downlink cannot carry them).
+    paused: BTreeSet<String>,
 }
 
 impl RoomState {
@@ -99,9 +101,11 @@ impl RoomState {
             .iter()
             .map(|s| s.track_id(identity))
             .find(|id| {
-                self.tracks
-                    .get(id)
-                    .is_some_and(|t| !t.muted && t.kind == TrackKind::Video)
+                !self.paused.contains(id)
+                    && self
+                        .tracks
+                        .get(id)
+                        .is_some_and(|t| !t.muted && t.kind == TrackKind::Video)
             })
     }
 
@@ -159,7 +163,17 @@ impl RoomState {
                 self.tracks.insert(track.id.clone(), track.clone());
                 true
             }
-            ServerMessage::TrackUnpublished { track } => self.tracks.remove(track).is_some(),
+            ServerMessage::TrackUnpublished { track } => {
+                self.paused.remove(track);
+                self.tracks.remove(track).is_some()
+            }
+            ServerMessage::VideoPaused { track, paused } => {
+                if *paused {
+                    self.paused.insert(track.clone())
+                } else {
+                    self.paused.remove(track)
+                }
+            }
             ServerMessage::TrackMuted { track, muted } => match self.tracks.get_mut(track) {
                 Some(t) => {
                     t.muted = *muted;
@@ -240,6 +254,17 @@ mod tests {
             track: "b/screen".into(),
             muted: true,
         });
+        assert_eq!(room.video_track_of("b").as_deref(), Some("b/camera"));
+        // The server pauses that video too: no picture to show until it resumes it.
+        assert!(room.apply(&ServerMessage::VideoPaused {
+            track: "b/camera".into(),
+            paused: true,
+        }));
+        assert!(room.video_track_of("b").is_none());
+        assert!(room.apply(&ServerMessage::VideoPaused {
+            track: "b/camera".into(),
+            paused: false,
+        }));
         assert_eq!(room.video_track_of("b").as_deref(), Some("b/camera"));
         room.apply(&ServerMessage::ActiveSpeaker {
             speakers: vec![Speaker {

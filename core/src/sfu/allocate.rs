@@ -6,7 +6,8 @@
 //! rest) while they fit. The rules, each for a reason:
 //!
 //! - **A video is paused only after the estimate fell** (overuse seen in the delay trend,
-//!   or loss) below what is being sent. The estimate of a link that was never congested says
+//!   or loss) below what is being sent; what fits in the rate that arrived before the fall
+//!   (the estimate / 0.85, GCC's decrease) stays. The estimate of a link that was never congested says
 //!   little about its capacity — GCC lets it rise to no more than 1.5 × what arrives — so a
 //!   budget that merely has not grown yet is no reason to take a picture away.
 //! - **What was paused comes back after a hold** (10 s, doubled after each resume that did
@@ -27,6 +28,13 @@ pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// A fall of the estimate smaller than this share is noise, not congestion.
 const FALL: f64 = 0.02;
+
+/// What stays when the estimate falls: videos that fit in the estimate divided by this.
+/// GCC's decrease goes to 0.85 × what arrived, below the capacity on purpose so that the
+/// queue drains; allocated against that figure, a subscriber on a 1.2 Mbit/s link lost its
+/// one 800 kbit/s video too (its estimate settled at 0.94 Mbit/s, the video and three
+/// voices took 1.0).
+const DECREASE_SHARE: f64 = 0.85;
 
 /// One video a subscriber receives, as the allocator sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -113,7 +121,9 @@ impl Allocator {
             .sum();
         let mut changes = Vec::new();
         if fell && sending > budget {
-            // Keep the most important that fit; pause the rest.
+            // Keep the most important that fit in what arrived before the decrease; pause
+            // the rest.
+            let budget = (estimate_bps / DECREASE_SHARE - audio_bps).max(0.0);
             let mut used = 0.0;
             for v in &order {
                 if self.paused.contains(&v.slot) {

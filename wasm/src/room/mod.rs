@@ -336,6 +336,13 @@ impl Inner {
                 );
                 self.relayout();
             }
+            ServerMessage::VideoPaused { track, paused } => {
+                self.emit(
+                    "videoPaused",
+                    obj(&[("track", s(&track)), ("paused", paused.into())]),
+                );
+                self.relayout();
+            }
             ServerMessage::Answer { pc, sdp } => {
                 let tx = {
                     let mut st = self.state.borrow_mut();
