@@ -3,7 +3,8 @@
 //! fake camera as H.264, and receives a Rust participant's test pattern. Video must flow both
 //! ways: the browser's `framesDecoded` grows, and madang decodes the browser's H.264 — on a
 //! clean loopback, and with every participant's media crossing a simulated LTE link
-//! (`ServerConfig::network`, as `madang serve --network lte`).
+//! (`ServerConfig::network`, as `madang serve --network lte`). On links too narrow for every
+//! video the server pauses one for the browser from the browser's own congestion feedback.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,6 +40,40 @@ struct Call {
 /// Runs a call until the browser has decoded `min_frames` of madang's pictures (or `seconds`
 /// pass), then `linger_ms` more.
 async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms: u32) -> Call {
+    call_with(network, 0, "rust/camera", min_frames, seconds, linger_ms).await
+}
+
+/// Publishes the test pattern at 640×360, 30 fps, into `room` until `stop` is set; then leaves.
+async fn keep_publishing(mut room: Room, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut pattern = TestPattern::new(640, 360).unwrap();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(33));
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::select! {
+            _ = tick.tick() => {
+                let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
+                if room.publish_video(&frame).await.is_err() {
+                    break;
+                }
+            }
+            // Events are drained (and dropped) so the room never waits on its reader.
+            _ = room.next_event() => {}
+        }
+    }
+    room.leave().await;
+}
+
+/// [`call`] with `others` more Rust participants publishing the same pattern (`other0/camera`,
+/// …), for the browser to receive too, waiting for `min_frames` of the track `expect` (`*`:
+/// of any).
+async fn call_with(
+    network: Option<Profile>,
+    others: usize,
+    expect: &str,
+    min_frames: u32,
+    seconds: u32,
+    linger_ms: u32,
+) -> Call {
     // One call at a time: each runs a Chromium, a server and a publishing madang client, and
     // two side by side on two cores measured the test runner's CPU rather than the link
     // (Chromium froze 3.6 s on `lte` beside the other call, none alone).
@@ -71,9 +106,21 @@ async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms
         audio: true,
         ..RoomOptions::default()
     };
-    let mut room = Room::connect(&server.signal_url(), &rust_token, options)
+    let mut room = Room::connect(&server.signal_url(), &rust_token, options.clone())
         .await
         .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for i in 0..others {
+        let identity = format!("other{i}");
+        let token = server
+            .token("interop", &identity, &identity, Role::Speaker, ttl)
+            .unwrap();
+        let other = Room::connect(&server.signal_url(), &token, options.clone())
+            .await
+            .unwrap();
+        publishers.push(tokio::spawn(keep_publishing(other, stop.clone())));
+    }
 
     let url = format!(
         "http://localhost:{}/interop.html?token={browser_token}",
@@ -85,7 +132,7 @@ async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms
         .arg(browser_dir().join("interop.mjs"))
         .args([
             url.as_str(),
-            "rust/camera",
+            expect,
             &min_frames.to_string(),
             &seconds.to_string(),
         ])
@@ -156,6 +203,10 @@ async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms
         println!("madang receiving {track:?}");
     }
     println!("server: {:?}", server.stats());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        p.await.unwrap();
+    }
     room.leave().await;
     server.shutdown().await;
     call
@@ -255,5 +306,55 @@ async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_
         share >= 0.97,
         "madang decoded {:.1} % of the browser's pictures",
         share * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrow_downlink_to_chromium_pauses_one_video_and_keeps_the_other() {
+    // Every participant's link carries 1.2 Mbit/s: Chromium's downlink has room for one of
+    // the two 640×360 videos sent to it, not for both. The server must see that from
+    // Chromium's own transport-wide feedback and pause one, with `video_paused`.
+    let narrow: Profile = "delay=30ms,rate=1200kbit,queue=200ms".parse().unwrap();
+    let call = call_with(Some(narrow), 1, "*", 60, 40, 12_000).await;
+    let paused = call.status["paused"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("the browser was told: {paused:?}");
+    println!("browser receiving: {}", call.status["inbound"]);
+    assert!(
+        call.browser_ok,
+        "the browser did not decode 60 frames of either video:\n{}\n{}",
+        call.status, call.output
+    );
+    let still_paused: Vec<&str> = ["rust/camera", "other0/camera"]
+        .into_iter()
+        .filter(|t| {
+            paused
+                .iter()
+                .rev()
+                .find(|p| p["track"] == *t)
+                .is_some_and(|p| p["paused"] == Value::Bool(true))
+        })
+        .collect();
+    assert_eq!(
+        still_paused.len(),
+        1,
+        "one video paused at the end, the other forwarded: {paused:?}"
+    );
+    // The one still forwarded keeps playing in the browser to the end.
+    let shown = if still_paused[0] == "rust/camera" {
+        "other0/camera"
+    } else {
+        "rust/camera"
+    };
+    let decoded_at = |i: usize| count(&call.progress[i].0, &["framesDecoded", shown]);
+    let last = call.progress.len() - 1;
+    let two_seconds_before = last.saturating_sub(8);
+    assert!(
+        decoded_at(last) > decoded_at(two_seconds_before) + 30.0,
+        "{shown} stopped playing in the browser: {} then {}",
+        decoded_at(two_seconds_before),
+        decoded_at(last)
     );
 }

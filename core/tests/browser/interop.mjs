@@ -5,6 +5,8 @@
 // call can line its own counts up with the browser's.
 //
 //   node interop.mjs <page-url> <remote-track-to-expect> <min-frames> <seconds>
+//
+// A track of `*` is any remote video track (whichever decoded the most).
 import { launch } from './chromium.mjs';
 
 const [url, expectTrack, minFrames, seconds] = process.argv.slice(2);
@@ -19,7 +21,10 @@ try {
   while (Date.now() < deadline) {
     status = await page.evaluate(() => window.madangStatus);
     if (process.env.PROGRESS) console.log(JSON.stringify({ progress: status }));
-    if (status && (status.framesDecoded[expectTrack] || 0) >= Number(minFrames)) { ok = true; break; }
+    const decoded = !status ? 0 : expectTrack === '*'
+      ? Math.max(0, ...Object.values(status.framesDecoded))
+      : status.framesDecoded[expectTrack] || 0;
+    if (decoded >= Number(minFrames)) { ok = true; break; }
     await new Promise((r) => setTimeout(r, 250));
   }
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
