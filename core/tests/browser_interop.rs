@@ -235,6 +235,20 @@ fn count(v: &Value, path: &[&str]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The browser's `framesDecoded` of `track` rose by more than 30 over the call's last two
+/// seconds (the driver polls every 250 ms).
+fn assert_still_playing(call: &Call, track: &str) {
+    let decoded_at = |i: usize| count(&call.progress[i].0, &["framesDecoded", track]);
+    let last = call.progress.len() - 1;
+    let two_seconds_before = last.saturating_sub(8);
+    assert!(
+        decoded_at(last) > decoded_at(two_seconds_before) + 30.0,
+        "{track} stopped playing in the browser: {} then {}",
+        decoded_at(two_seconds_before),
+        decoded_at(last)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_picture() {
     // 3 % loss, 40 ± 15 ms each way, on every participant's media in both directions.
@@ -263,15 +277,8 @@ async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_
     );
     let frozen = count(inbound, &["totalFreezesDuration"]);
     assert!(frozen <= 1.0, "Chromium froze {frozen:.2} s");
-    let decoded_at = |i: usize| count(&call.progress[i].0, &["framesDecoded", "rust/camera"]);
+    assert_still_playing(&call, "rust/camera");
     let last = call.progress.len() - 1;
-    let two_seconds_before = last.saturating_sub(8);
-    assert!(
-        decoded_at(last) > decoded_at(two_seconds_before) + 30.0,
-        "the browser's framesDecoded stopped rising: {} then {}",
-        decoded_at(two_seconds_before),
-        decoded_at(last)
-    );
     // madang decodes nearly every picture the browser sent, counted from the fifth second
     // after its first one (the join and the first keyframe are the start-up test's
     // business, and the playout delay has settled by then: a delay still growing would
@@ -348,13 +355,5 @@ async fn a_narrow_downlink_to_chromium_pauses_one_video_and_keeps_the_other() {
     } else {
         "rust/camera"
     };
-    let decoded_at = |i: usize| count(&call.progress[i].0, &["framesDecoded", shown]);
-    let last = call.progress.len() - 1;
-    let two_seconds_before = last.saturating_sub(8);
-    assert!(
-        decoded_at(last) > decoded_at(two_seconds_before) + 30.0,
-        "{shown} stopped playing in the browser: {} then {}",
-        decoded_at(two_seconds_before),
-        decoded_at(last)
-    );
+    assert_still_playing(&call, shown);
 }

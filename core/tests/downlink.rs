@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use madang::netsim::{Direction, LinkConfig};
 use madang::room::{RoomEvent, TrackStats};
+use madang::sfu::engine::Downlink;
 use madang::signal::TrackKind;
 use madang::sim::{JoinOptions, World};
 
@@ -22,6 +23,16 @@ fn concealed(world: &World, i: usize) -> BTreeMap<String, f64> {
         .filter(|t: &TrackStats| t.kind == TrackKind::Audio)
         .map(|t| (t.track, t.audio_concealed_ms))
         .collect()
+}
+
+/// The server's view of `identity`'s downlink.
+fn downlink_of(world: &World, identity: &str) -> Downlink {
+    world
+        .engine()
+        .downlinks()
+        .into_iter()
+        .find(|d| d.identity == identity)
+        .unwrap()
 }
 
 #[test]
@@ -94,12 +105,7 @@ fn a_narrow_downlink_pauses_videos_keeps_every_voice_and_resumes_when_it_widens(
         .unwrap();
     let narrow_end = world.elapsed().as_secs_f64();
     let after = concealed(&world, narrow - 1);
-    let downlink = world
-        .engine()
-        .downlinks()
-        .into_iter()
-        .find(|d| d.identity == "p4")
-        .unwrap();
+    let downlink = downlink_of(&world, "p4");
     let seen = pauses.borrow().clone();
     eprintln!(
         "narrow: downlink {downlink:?}; pauses {seen:?}; audio concealed from {settled:?} to {after:?}"
@@ -133,12 +139,7 @@ fn a_narrow_downlink_pauses_videos_keeps_every_voice_and_resumes_when_it_widens(
         .run_for(Duration::from_secs(40), &mut on_event)
         .unwrap();
     let end = world.elapsed().as_secs_f64();
-    let downlink = world
-        .engine()
-        .downlinks()
-        .into_iter()
-        .find(|d| d.identity == "p4")
-        .unwrap();
+    let downlink = downlink_of(&world, "p4");
     let resumes: Vec<f64> = pauses
         .borrow()
         .iter()

@@ -58,6 +58,9 @@ pub enum Forwarding {
     Stale,
     /// Dropped: the subscriber paused this track.
     Paused,
+    /// Dropped: a simulcast layer other than the one forwarded (see
+    /// [`DownTrack::switch_layer`]).
+    OtherLayer,
 }
 
 /// Sequence-number and timestamp mapping of one source epoch (one publisher SSRC).
@@ -67,6 +70,15 @@ struct Epoch {
     seq_offset: u16,
     ts_offset: u32,
     highest_in_seq: u16,
+    /// The first sequence number sent on the leg in this epoch.
+    first_out_seq: u16,
+}
+
+impl Epoch {
+    /// Whether `out_seq` was sent in this epoch (given it is not older than `last_out`).
+    fn covers(&self, out_seq: u16) -> bool {
+        out_seq == self.first_out_seq || seq_after(out_seq, self.first_out_seq)
+    }
 }
 
 /// One subscriber's view of one published track.
@@ -77,6 +89,14 @@ pub struct DownTrack {
     video: bool,
     paused: bool,
     epoch: Option<Epoch>,
+    /// The epoch before the current one, with the last sequence number sent in it: NACKs for
+    /// its packets are still answered after a switch.
+    previous: Option<(Epoch, u16)>,
+    /// Simulcast: the layer (publisher SSRC) to switch to at its next keyframe.
+    target: Option<u32>,
+    /// Simulcast: only the current layer and the target are forwarded; another SSRC is not
+    /// a restart of the stream but another layer.
+    layered: bool,
     /// Last sent sequence number and timestamp on the leg (for rebasing).
     last_out: Option<(u16, u32)>,
     /// Timestamp step to leave between epochs (one frame at 30 fps, or 20 ms of audio).
@@ -95,6 +115,9 @@ impl DownTrack {
             video,
             paused: false,
             epoch: None,
+            previous: None,
+            target: None,
+            layered: false,
             last_out: None,
             epoch_gap: if video { 3000 } else { 960 },
             packets_sent: 0,
@@ -109,15 +132,41 @@ impl DownTrack {
 
     /// Stops (or resumes) sending; on resume video waits for a keyframe again.
     pub fn set_paused(&mut self, paused: bool) {
-        if paused && !self.paused {
-            self.epoch = None;
+        if paused
+            && !self.paused
+            && let Some(old) = self.epoch.take()
+            && let Some((last, _)) = self.last_out
+        {
+            // Repairs of what was sent before the pause are still answered.
+            self.previous = Some((old, last));
         }
         self.paused = paused;
     }
 
-    /// Whether this down-track cannot send until a keyframe arrives.
+    /// Whether this down-track cannot send until a keyframe arrives (of the layer it
+    /// switches to, when it switches).
     pub fn needs_keyframe(&self) -> bool {
-        self.video && !self.paused && self.epoch.is_none()
+        self.video && !self.paused && (self.epoch.is_none() || self.target.is_some())
+    }
+
+    /// Simulcast: forward the layer the publisher sends with `ssrc` from that layer's next
+    /// keyframe on (ask the publisher for one). Until it comes the current layer goes on, so
+    /// the picture never stops for a switch; the sequence numbers and timestamps on the leg
+    /// continue across it. From the first call on, packets of any other SSRC are
+    /// [`Forwarding::OtherLayer`].
+    pub fn switch_layer(&mut self, ssrc: u32) {
+        self.layered = true;
+        self.target = (self.epoch.map(|e| e.in_ssrc) != Some(ssrc)).then_some(ssrc);
+    }
+
+    /// Simulcast: the layer (publisher SSRC) forwarded now.
+    pub fn layer(&self) -> Option<u32> {
+        self.epoch.map(|e| e.in_ssrc)
+    }
+
+    /// Simulcast: the layer waiting for its keyframe, if a switch is under way.
+    pub fn switching_to(&self) -> Option<u32> {
+        self.target
     }
 
     /// Packets sent and dropped so far.
@@ -131,11 +180,17 @@ impl DownTrack {
             self.packets_dropped += 1;
             return Forwarding::Paused;
         }
+        let switch = self.target == Some(h.ssrc) && h.keyframe_start;
         let epoch = match self.epoch {
-            Some(e) if e.in_ssrc == h.ssrc => e,
+            Some(e) if e.in_ssrc == h.ssrc && !switch => e,
             _ => {
-                // A new source epoch: the first packet for this subscriber, or the publisher
-                // restarted its stream. Video can only start on a keyframe.
+                if self.layered && self.target != Some(h.ssrc) {
+                    self.packets_dropped += 1;
+                    return Forwarding::OtherLayer;
+                }
+                // A new source epoch: the first packet for this subscriber, the publisher
+                // restarted its stream, or a switch to another layer. Video can only start
+                // on a keyframe.
                 if self.video && !h.keyframe_start {
                     self.packets_dropped += 1;
                     return Forwarding::WaitingForKeyframe;
@@ -149,8 +204,13 @@ impl DownTrack {
                     seq_offset: next_seq.wrapping_sub(h.seq),
                     ts_offset: next_ts.wrapping_sub(h.timestamp),
                     highest_in_seq: h.seq.wrapping_sub(1),
+                    first_out_seq: next_seq,
                 };
+                if let (Some(old), Some((last, _))) = (self.epoch, self.last_out) {
+                    self.previous = Some((old, last));
+                }
                 self.epoch = Some(e);
+                self.target = None;
                 e
             }
         };
@@ -178,16 +238,30 @@ impl DownTrack {
         Forwarding::Send(out)
     }
 
-    /// The publisher's sequence number behind a sequence number this subscriber NACKed, if it
-    /// belongs to the current epoch.
+    /// The publisher's SSRC and sequence number behind a sequence number this subscriber
+    /// NACKed, if it was sent in the current epoch or the one before (a sequence number
+    /// from before a switch maps to the layer it came from, never to the layer after it).
     pub fn publisher_seq(&self, out_seq: u16) -> Option<(u32, u16)> {
-        let e = self.epoch?;
+        let e = self.epoch_of(out_seq)?;
         Some((e.in_ssrc, out_seq.wrapping_sub(e.seq_offset)))
+    }
+
+    fn epoch_of(&self, out_seq: u16) -> Option<Epoch> {
+        let current = self.epoch?;
+        if current.covers(out_seq) {
+            return Some(current);
+        }
+        let (old, last) = self.previous?;
+        let within = out_seq == last || seq_after(last, out_seq);
+        (old.covers(out_seq) && within).then_some(old)
     }
 
     /// The header to resend a cached packet with (same mapping as the original send).
     pub fn rewrite(&self, h: &InHeader) -> Option<OutHeader> {
-        let e = self.epoch.filter(|e| e.in_ssrc == h.ssrc)?;
+        let e = [self.epoch, self.previous.map(|(e, _)| e)]
+            .into_iter()
+            .flatten()
+            .find(|e| e.in_ssrc == h.ssrc)?;
         Some(OutHeader {
             ssrc: self.out_ssrc,
             seq: h.seq.wrapping_add(e.seq_offset),
@@ -355,6 +429,68 @@ mod tests {
         );
         let r = sent(d.forward(&pkt(5, 4, 3000, true)));
         assert_eq!(r.seq, 2, "numbering continues without the paused packets");
+    }
+
+    #[test]
+    fn a_layer_switch_waits_for_the_keyframe_and_leaves_no_gap() {
+        // Three layers: 10 (low), 20 (mid), 30 (high), each with its own numbering.
+        let mut d = DownTrack::new(0xbeef, 96, true);
+        d.switch_layer(10);
+        assert!(d.needs_keyframe());
+        assert_eq!(
+            d.forward(&pkt(20, 500, 90_000, true)),
+            Forwarding::OtherLayer
+        );
+        let a = sent(d.forward(&pkt(10, 100, 90_000, true)));
+        let b = sent(d.forward(&pkt(10, 101, 93_000, false)));
+        assert_eq!(d.layer(), Some(10));
+        assert!(!d.needs_keyframe());
+        // Up to the middle layer: the low one goes on until the middle one's keyframe.
+        d.switch_layer(20);
+        assert!(d.needs_keyframe());
+        assert_eq!(d.switching_to(), Some(20));
+        assert_eq!(
+            d.forward(&pkt(20, 510, 96_000, false)),
+            Forwarding::WaitingForKeyframe
+        );
+        let c = sent(d.forward(&pkt(10, 102, 96_000, false)));
+        assert_eq!(d.forward(&pkt(30, 7, 96_000, true)), Forwarding::OtherLayer);
+        let e = sent(d.forward(&pkt(20, 511, 99_000, true)));
+        assert_eq!(d.layer(), Some(20));
+        assert_eq!(d.switching_to(), None);
+        let f = sent(d.forward(&pkt(20, 512, 99_000, false)));
+        // One sequence on the leg, one SSRC, timestamps moving on by a frame at the switch.
+        let seqs = [a.seq, b.seq, c.seq, e.seq, f.seq];
+        for w in seqs.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1), "{seqs:?}");
+        }
+        assert!([a, b, c, e, f].iter().all(|h| h.ssrc == 0xbeef));
+        assert_eq!(e.timestamp, c.timestamp.wrapping_add(3000));
+        // The low layer is not forwarded any more.
+        assert_eq!(
+            d.forward(&pkt(10, 103, 99_000, false)),
+            Forwarding::OtherLayer
+        );
+        // NACKs map to the layer each packet came from.
+        assert_eq!(d.publisher_seq(b.seq), Some((10, 101)));
+        assert_eq!(d.publisher_seq(c.seq), Some((10, 102)));
+        assert_eq!(d.publisher_seq(e.seq), Some((20, 511)));
+        assert_eq!(d.rewrite(&pkt(10, 102, 96_000, false)).unwrap().seq, c.seq);
+        // Asking for the layer already forwarded is no switch.
+        d.switch_layer(20);
+        assert!(!d.needs_keyframe());
+    }
+
+    #[test]
+    fn a_nack_from_before_a_restart_is_not_answered_with_the_new_stream() {
+        let mut d = DownTrack::new(7, 96, true);
+        let a = sent(d.forward(&pkt(1, 10, 0, true)));
+        sent(d.forward(&pkt(1, 11, 0, false)));
+        // Before the epochs were remembered, a sequence number from well before the restart
+        // mapped into the new SSRC's numbering.
+        sent(d.forward(&pkt(2, 1000, 3000, true)));
+        assert_eq!(d.publisher_seq(a.seq), Some((1, 10)));
+        assert_eq!(d.publisher_seq(a.seq.wrapping_sub(5)), None);
     }
 
     #[test]
