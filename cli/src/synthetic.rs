@@ -353,18 +353,11 @@ pub async fn run_conference_with_grid(
     for (i, (room, received)) in results.iter().enumerate() {
         let me = &identities[i];
         let room_stats = room.stats().await;
-        let kbps = |bps: u64| bps as f64 / 1000.0;
-        uplinks.push(UplinkReport {
-            participant: me.clone(),
-            estimate_kbps: kbps(room_stats.sent.uplink_estimate_bps),
-            delay_based_kbps: kbps(room_stats.sent.uplink_delay_based_bps),
-            loss_based_kbps: kbps(room_stats.sent.uplink_loss_based_bps),
-            video_target_kbps: kbps(room_stats.sent.video_target_bps),
-            // Encoded video only, over the whole run (warm-up included).
-            sent_kbps: room_stats.sent.video_bytes as f64 * 8.0
-                / 1000.0
-                / (warmup_seconds + measured).max(1e-9),
-        });
+        // Encoded video only, over the whole run (warm-up included).
+        let sent_kbps = room_stats.sent.video_bytes as f64 * 8.0
+            / 1000.0
+            / (warmup_seconds + measured).max(1e-9);
+        uplinks.push(UplinkReport::new(me, &room_stats.sent, sent_kbps));
         let stats: BTreeMap<String, madang::room::TrackStats> = room_stats
             .received
             .into_iter()

@@ -17,7 +17,6 @@
 //!   that lasts resets the hold.
 //! - **One video comes back at a time**, the most important first.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// The shortest time between pausing a video and resuming one.
@@ -45,6 +44,8 @@ pub struct Video {
     pub priority: u32,
     /// What it takes, bits per second (measured as it arrives from the publisher).
     pub bps: f64,
+    /// Paused now (the caller keeps that state and carries out each [`Change`]).
+    pub paused: bool,
 }
 
 /// A change for one slot.
@@ -59,12 +60,11 @@ pub enum Change {
 /// The allocation of one subscriber. See the [module documentation](self).
 #[derive(Clone, Debug)]
 pub struct Allocator {
-    paused: BTreeSet<usize>,
     /// The estimate the last decision saw.
     last_estimate: Option<f64>,
     /// When a video was last paused.
     paused_at: Option<Instant>,
-    /// When a video was last resumed, and whether its resume was a probe.
+    /// When a video was last resumed, until that resume has lasted a hold.
     resumed_at: Option<Instant>,
     hold: Duration,
 }
@@ -72,7 +72,6 @@ pub struct Allocator {
 impl Default for Allocator {
     fn default() -> Self {
         Self {
-            paused: BTreeSet::new(),
             last_estimate: None,
             paused_at: None,
             resumed_at: None,
@@ -82,19 +81,9 @@ impl Default for Allocator {
 }
 
 impl Allocator {
-    /// Slots paused now.
-    pub fn paused(&self) -> &BTreeSet<usize> {
-        &self.paused
-    }
-
     /// The current hold before a resume.
     pub fn hold(&self) -> Duration {
         self.hold
-    }
-
-    /// Forgets a slot (its track ended or it carries another one now).
-    pub fn forget(&mut self, slot: usize) {
-        self.paused.remove(&slot);
     }
 
     /// Decides with the downlink `estimate_bps`, of which `audio_bps` is taken by audio, over
@@ -108,31 +97,22 @@ impl Allocator {
     ) -> Vec<Change> {
         let mut order: Vec<&Video> = videos.iter().collect();
         order.sort_by_key(|v| (v.priority, v.slot));
-        self.paused.retain(|s| videos.iter().any(|v| v.slot == *s));
         let fell = self
             .last_estimate
             .is_some_and(|last| estimate_bps < last * (1.0 - FALL));
         self.last_estimate = Some(estimate_bps);
         let budget = (estimate_bps - audio_bps).max(0.0);
-        let sending: f64 = order
-            .iter()
-            .filter(|v| !self.paused.contains(&v.slot))
-            .map(|v| v.bps)
-            .sum();
+        let sending: f64 = order.iter().filter(|v| !v.paused).map(|v| v.bps).sum();
         let mut changes = Vec::new();
         if fell && sending > budget {
             // Keep the most important that fit in what arrived before the decrease; pause
             // the rest.
             let budget = (estimate_bps / DECREASE_SHARE - audio_bps).max(0.0);
             let mut used = 0.0;
-            for v in &order {
-                if self.paused.contains(&v.slot) {
-                    continue;
-                }
+            for v in order.iter().filter(|v| !v.paused) {
                 if used + v.bps <= budget {
                     used += v.bps;
                 } else {
-                    self.paused.insert(v.slot);
                     changes.push(Change::Pause(v.slot));
                 }
             }
@@ -157,8 +137,7 @@ impl Allocator {
             .into_iter()
             .flatten()
             .all(|t| now >= t + self.hold);
-        if waited && let Some(next) = order.iter().find(|v| self.paused.contains(&v.slot)) {
-            self.paused.remove(&next.slot);
+        if waited && let Some(next) = order.iter().find(|v| v.paused) {
             self.resumed_at = Some(now);
             changes.push(Change::Resume(next.slot));
         }
@@ -180,10 +159,10 @@ impl Meter {
         self.bytes += bytes as u64;
     }
 
-    /// The rate up to `now`, bits per second: each reading over at least 500 ms weighs a
+    /// Takes in what was counted up to `now`: each reading over at least 500 ms weighs a
     /// quarter against what came before (a keyframe every few seconds is averaged in, not
     /// taken for the rate).
-    pub fn bps(&mut self, now: Instant) -> f64 {
+    pub fn update(&mut self, now: Instant) {
         let since = *self.since.get_or_insert(now);
         let elapsed = now.saturating_duration_since(since).as_secs_f64();
         if elapsed >= 0.5 {
@@ -192,6 +171,10 @@ impl Meter {
             self.bytes = 0;
             self.since = Some(now);
         }
+    }
+
+    /// The rate at the last [`update`](Self::update), bits per second (0 before one).
+    pub fn bps(&self) -> f64 {
         self.bps.unwrap_or(0.0)
     }
 }
@@ -204,15 +187,17 @@ mod tests {
     fn the_meter_reads_a_steady_rate() {
         let t0 = Instant::now();
         let mut m = Meter::default();
-        assert_eq!(m.bps(t0), 0.0);
+        m.update(t0);
+        assert_eq!(m.bps(), 0.0);
         // 100 packets of 1000 bytes a second: 800 kbit/s.
         for i in 1..=300u64 {
             m.add(1000);
             if i % 50 == 0 {
-                m.bps(t0 + Duration::from_millis(i * 10));
+                m.update(t0 + Duration::from_millis(i * 10));
             }
         }
-        let bps = m.bps(t0 + Duration::from_secs(3));
+        m.update(t0 + Duration::from_secs(3));
+        let bps = m.bps();
         assert!((bps - 800_000.0).abs() < 1.0, "{bps}");
     }
 
@@ -222,35 +207,65 @@ mod tests {
                 slot,
                 priority: slot as u32,
                 bps,
+                paused: false,
             })
             .collect()
+    }
+
+    /// Decides, and carries the changes out on `v` as the engine does.
+    fn step(a: &mut Allocator, v: &mut [Video], at: Instant, est: f64, audio: f64) -> Vec<Change> {
+        let changes = a.decide(at, est, audio, v);
+        for c in &changes {
+            let (slot, paused) = match *c {
+                Change::Pause(s) => (s, true),
+                Change::Resume(s) => (s, false),
+            };
+            v.iter_mut().find(|v| v.slot == slot).unwrap().paused = paused;
+        }
+        changes
+    }
+
+    fn paused(v: &[Video]) -> usize {
+        v.iter().filter(|v| v.paused).count()
     }
 
     #[test]
     fn a_fall_below_what_is_sent_pauses_the_least_important_first() {
         let t0 = Instant::now();
         let mut a = Allocator::default();
-        let v = videos(3, 800_000.0);
-        assert!(a.decide(t0, 5_000_000.0, 100_000.0, &v).is_empty());
+        let mut v = videos(3, 800_000.0);
+        assert!(step(&mut a, &mut v, t0, 5_000_000.0, 100_000.0).is_empty());
         // The estimate fell to 1.8 Mbit/s: 1.7 for video keeps two of three.
-        let c = a.decide(t0 + Duration::from_secs(1), 1_800_000.0, 100_000.0, &v);
+        let c = step(
+            &mut a,
+            &mut v,
+            t0 + Duration::from_secs(1),
+            1_800_000.0,
+            100_000.0,
+        );
         assert_eq!(c, vec![Change::Pause(2)]);
         // Lower still: only the first stays.
-        let c = a.decide(t0 + Duration::from_secs(2), 1_000_000.0, 100_000.0, &v);
+        let c = step(
+            &mut a,
+            &mut v,
+            t0 + Duration::from_secs(2),
+            1_000_000.0,
+            100_000.0,
+        );
         assert_eq!(c, vec![Change::Pause(1)]);
-        assert_eq!(a.paused().len(), 2);
+        assert_eq!(paused(&v), 2);
     }
 
     #[test]
     fn a_low_estimate_that_did_not_fall_pauses_nothing() {
         let t0 = Instant::now();
         let mut a = Allocator::default();
-        let v = videos(3, 800_000.0);
+        let mut v = videos(3, 800_000.0);
         // A fresh estimate of 1 Mbit/s, rising: nothing was congested yet.
         for i in 0..10 {
             let est = 1_000_000.0 + i as f64 * 50_000.0;
             let at = t0 + Duration::from_millis(500 * i);
-            assert!(a.decide(at, est, 100_000.0, &v).is_empty());
+            assert!(step(&mut a, &mut v, at, est, 100_000.0).is_empty());
         }
     }
 
@@ -261,8 +276,8 @@ mod tests {
         let mut v = videos(3, 500_000.0);
         v[2].priority = 0; // a screen share in the last slot
         v[0].priority = 5;
-        a.decide(t0, 3_000_000.0, 0.0, &v);
-        let c = a.decide(t0 + Duration::from_secs(1), 600_000.0, 0.0, &v);
+        step(&mut a, &mut v, t0, 3_000_000.0, 0.0);
+        let c = step(&mut a, &mut v, t0 + Duration::from_secs(1), 600_000.0, 0.0);
         assert_eq!(c, vec![Change::Pause(1), Change::Pause(0)]);
     }
 
@@ -271,58 +286,55 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut a = Allocator::default();
-        let v = videos(3, 800_000.0);
-        a.decide(t0, 5_000_000.0, 0.0, &v);
-        assert_eq!(a.decide(t0 + s(1), 900_000.0, 0.0, &v).len(), 2);
+        let mut v = videos(3, 800_000.0);
+        step(&mut a, &mut v, t0, 5_000_000.0, 0.0);
+        assert_eq!(step(&mut a, &mut v, t0 + s(1), 900_000.0, 0.0).len(), 2);
         // Within the hold nothing comes back, even with room.
-        assert!(a.decide(t0 + s(5), 900_000.0, 0.0, &v).is_empty());
+        assert!(step(&mut a, &mut v, t0 + s(5), 900_000.0, 0.0).is_empty());
         // After it, the more important one comes back, alone (a probe: no room for it).
         assert_eq!(
-            a.decide(t0 + s(11), 950_000.0, 0.0, &v),
+            step(&mut a, &mut v, t0 + s(11), 950_000.0, 0.0),
             vec![Change::Resume(1)]
         );
-        assert!(a.decide(t0 + s(12), 960_000.0, 0.0, &v).is_empty());
+        assert!(step(&mut a, &mut v, t0 + s(12), 960_000.0, 0.0).is_empty());
         // The probe brought the estimate down: undone, and the hold doubles.
         assert_eq!(
-            a.decide(t0 + s(13), 850_000.0, 0.0, &v),
+            step(&mut a, &mut v, t0 + s(13), 850_000.0, 0.0),
             vec![Change::Pause(1)]
         );
         assert_eq!(a.hold(), s(20));
-        assert!(a.decide(t0 + s(25), 850_000.0, 0.0, &v).is_empty());
+        assert!(step(&mut a, &mut v, t0 + s(25), 850_000.0, 0.0).is_empty());
         assert_eq!(
-            a.decide(t0 + s(34), 860_000.0, 0.0, &v),
+            step(&mut a, &mut v, t0 + s(34), 860_000.0, 0.0),
             vec![Change::Resume(1)]
         );
         // This one lasts: after the hold the hold is back to its start, and the next
         // video comes back.
-        assert!(a.decide(t0 + s(40), 1_700_000.0, 0.0, &v).is_empty());
+        assert!(step(&mut a, &mut v, t0 + s(40), 1_700_000.0, 0.0).is_empty());
         assert_eq!(
-            a.decide(t0 + s(54), 2_500_000.0, 0.0, &v),
+            step(&mut a, &mut v, t0 + s(54), 2_500_000.0, 0.0),
             vec![Change::Resume(2)]
         );
         assert_eq!(a.hold(), HOLD);
-        assert!(a.paused().is_empty());
+        assert_eq!(paused(&v), 0);
     }
 
     #[test]
-    fn hold_is_bounded_and_ended_tracks_are_forgotten() {
+    fn hold_is_bounded() {
         let t0 = Instant::now();
         let mut a = Allocator::default();
-        let v = videos(2, 800_000.0);
+        let mut v = videos(2, 800_000.0);
         let mut at = t0;
         let mut est = 2_000_000.0;
-        a.decide(at, est, 0.0, &v);
+        step(&mut a, &mut v, at, est, 0.0);
         for _ in 0..20 {
             est *= 0.5;
             at += Duration::from_secs(1);
-            a.decide(at, est, 0.0, &v);
+            step(&mut a, &mut v, at, est, 0.0);
             at += a.hold();
             est *= 1.9;
-            a.decide(at, est, 0.0, &v);
+            step(&mut a, &mut v, at, est, 0.0);
         }
         assert!(a.hold() <= MAX_HOLD);
-        // The paused track ends: it is no longer paused.
-        a.decide(at, 100_000.0, 0.0, &v[..1]);
-        assert!(a.paused().iter().all(|&s| s == 0));
     }
 }

@@ -33,9 +33,10 @@ use crate::transport::{
 /// numbers and the GCC estimate from the subscriber's feedback; no pacer: see
 /// [`SendSide::configure_unpaced`]): every interceptor in the chain moves each outgoing
 /// packet through its own queue, and at a hundred subscribers those moves were the largest
-/// single cost of forwarding. The media engine (codecs, header extensions, feedback) is the same on both legs. No NACK responder:
-/// the server answers subscribers' NACKs itself from each publisher's retransmission cache,
-/// shared by all subscribers, instead of keeping a send buffer per subscriber leg.
+/// single cost of forwarding. The media engine (codecs, header extensions, feedback) is the
+/// same on both legs. No NACK responder: the server answers subscribers' NACKs itself from
+/// each publisher's retransmission cache, shared by all subscribers, instead of keeping a
+/// send buffer per subscriber leg.
 pub(crate) fn new_peer_connection(
     role: PeerRole,
     ufrag: &str,

@@ -323,19 +323,11 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let bytes = world.uplink_bytes(i);
-            let estimate = p.session().uplink_estimate();
-            let kbps = |bps: f64| bps / 1000.0;
-            UplinkReport {
-                participant: p.identity().to_owned(),
-                estimate_kbps: kbps(estimate.bps().unwrap_or(0) as f64),
-                delay_based_kbps: kbps(estimate.delay_based_bps),
-                loss_based_kbps: kbps(estimate.loss_based_bps),
-                video_target_kbps: kbps(p.session().video_target_bps().unwrap_or(0) as f64),
-                sent_kbps: bytes.saturating_sub(uplink_bytes_at_start[i]) as f64 * 8.0
-                    / 1000.0
-                    / config.seconds.max(1e-9),
-            }
+            let bytes = world
+                .uplink_bytes(i)
+                .saturating_sub(uplink_bytes_at_start[i]);
+            let sent_kbps = bytes as f64 * 8.0 / 1000.0 / config.seconds.max(1e-9);
+            UplinkReport::new(p.identity(), p.session().send_stats(), sent_kbps)
         })
         .collect();
     let downlinks = downlink_reports(&world.engine().downlinks());

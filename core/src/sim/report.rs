@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::room::TrackStats;
+use crate::room::{SendStats, TrackStats};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -150,6 +150,22 @@ pub struct ConferenceReport {
     /// Each subscriber's downlink as the server saw it at the end (empty where the server
     /// is not in reach).
     pub downlinks: Vec<DownlinkReport>,
+}
+
+impl UplinkReport {
+    /// The line of `participant`, from what its session reports of its publishing
+    /// connection, with what it offered its link (`sent_kbps`).
+    pub fn new(participant: &str, sent: &SendStats, sent_kbps: f64) -> Self {
+        let kbps = |bps: u64| bps as f64 / 1000.0;
+        Self {
+            participant: participant.to_owned(),
+            estimate_kbps: kbps(sent.uplink_estimate_bps),
+            delay_based_kbps: kbps(sent.uplink_delay_based_bps),
+            loss_based_kbps: kbps(sent.uplink_loss_based_bps),
+            video_target_kbps: kbps(sent.video_target_bps),
+            sent_kbps,
+        }
+    }
 }
 
 /// The server's estimate of one subscriber's downlink at the end of a run.

@@ -269,7 +269,7 @@ impl BandwidthEstimator for DelayBased {
                 // saw one overuse 2 s in, at 1.0 Mbit/s arriving, and fell from 5 Mbit/s to
                 // 0.87 (two of three videos paused for 20 s). Real congestion repeats the
                 // signal and the next decreases go the rest of the way.
-                self.control = RateController::new(MAX_DECREASE * before, self.min, self.max);
+                self.restart_at(MAX_DECREASE * before);
             }
             self.decreased_at = self.received;
         } else if let Some(ceiling) = ceiling
@@ -280,7 +280,7 @@ impl BandwidthEstimator for DelayBased {
             // encoder sending less than the estimate must not let it climb without bound).
             // Only the increase is held back; a rate that arrives lower for a while (the
             // encoder between keyframes, a scene that codes small) lowers nothing.
-            self.control = RateController::new(ceiling.max(before), self.min, self.max);
+            self.restart_at(ceiling.max(before));
         } else if let (Some(at), Some(received)) = (self.decreased_at, self.received)
             && received > RESUME_SHARE * at
         {
@@ -289,13 +289,13 @@ impl BandwidthEstimator for DelayBased {
             // from 1 to 2.5 Mbit/s it took 17 s to reach 2 Mbit/s. libwebrtc goes back to
             // multiplicative increase once what arrives is well above that rate; so does
             // this, by starting a new controller from the current target.
-            self.control = RateController::new(self.control.target(), self.min, self.max);
+            self.restart_at(self.control.target());
             self.decreased_at = None;
         }
         // Delay alone (no loss reported) takes the estimate no lower than DELAY_FLOOR_BPS.
         let floor = DELAY_FLOOR_BPS.min(self.max);
         if self.control.target() < floor && self.out.detail().loss < LossBased::LOW {
-            self.control = RateController::new(floor, self.min, self.max);
+            self.restart_at(floor);
         }
         let delay_based = self.delay_based();
         self.out.update(|s| {
@@ -312,6 +312,12 @@ impl BandwidthEstimator for DelayBased {
 }
 
 impl DelayBased {
+    /// A fresh controller at `bps`: `rtc`'s controller has no setter, and each rule above
+    /// that moves the estimate by itself starts one.
+    fn restart_at(&mut self, bps: f64) {
+        self.control = RateController::new(bps, self.min, self.max);
+    }
+
     fn delay_based(&self) -> f64 {
         self.control.target().clamp(self.min, self.max)
     }
@@ -396,12 +402,7 @@ impl SendSide {
     /// Congestion control for a connection that would send `max_bps` with no limit, starting
     /// at [`START_BPS`] or below.
     pub fn new(max_bps: f64) -> Self {
-        let max_bps = max_bps.max(MIN_ESTIMATE_BPS);
-        Self {
-            initial_bps: max_bps.min(START_BPS),
-            max_bps,
-            estimate: SendEstimate::default(),
-        }
+        Self::starting_at(START_BPS, max_bps)
     }
 
     /// Congestion control starting at `initial_bps` (within [`MIN_ESTIMATE_BPS`]..=`max_bps`).

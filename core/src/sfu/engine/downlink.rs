@@ -2,18 +2,19 @@
 //! receiver reports on the subscribing connection), and the allocation that pauses videos
 //! the estimate cannot carry (see [`crate::sfu::allocate`]).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{Engine, SessionId};
 use crate::sfu::allocate::{Change, Video};
-use crate::signal::{ServerMessage, TrackKind, TrackSource};
+use crate::signal::{ServerMessage, Speaker, TrackKind, TrackSource};
 use crate::transport::cc::EstimateDetail;
 
 /// How often each subscriber's allocation is decided.
 pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 
 /// RTP header and header extensions, bytes, added to a payload for its rate.
-const RTP_OVERHEAD: usize = 20;
+pub(super) const RTP_OVERHEAD: usize = 20;
 
 /// One subscriber's downlink as the server sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,11 +40,6 @@ fn priority(source: TrackSource, speaker_rank: Option<usize>, slot: usize) -> u3
 }
 
 impl Engine {
-    /// Counts an incoming packet of a published track for its rate.
-    pub(super) fn meter(published: &mut super::Published, payload_len: usize) {
-        published.meter.add(payload_len + RTP_OVERHEAD);
-    }
-
     /// The state of every joined subscriber's downlink, in session order.
     pub fn downlinks(&self) -> Vec<Downlink> {
         self.peers
@@ -57,11 +53,16 @@ impl Engine {
                             && self.rooms.slot_track(id, i).is_some()
                     })
                     .count();
+                let paused = peer
+                    .slots
+                    .iter()
+                    .filter(|s| s.paused_track.is_some())
+                    .count();
                 Some(Downlink {
                     identity: identity.to_owned(),
                     estimate: estimate.detail(),
                     videos,
-                    paused: peer.allocator.paused().len(),
+                    paused,
                 })
             })
             .collect()
@@ -98,12 +99,21 @@ impl Engine {
     pub(super) fn allocate_downlinks(&mut self, now: Instant) {
         for peer in self.peers.values_mut() {
             for published in peer.published.values_mut() {
-                published.bps = published.meter.bps(now);
+                published.meter.update(now);
             }
         }
+        // Each room's speaker ranking, once for all its subscribers.
+        let mut speakers: HashMap<String, Vec<Speaker>> = HashMap::new();
         let ids: Vec<SessionId> = self.peers.keys().copied().collect();
         for id in ids {
-            self.allocate(id, now);
+            let Some((room, _)) = self.rooms.member(id) else {
+                continue;
+            };
+            let room = room.to_owned();
+            if !speakers.contains_key(&room) {
+                speakers.insert(room.clone(), self.rooms.speakers(&room, now));
+            }
+            self.allocate(id, &room, &speakers[&room], now);
         }
     }
 
@@ -112,14 +122,10 @@ impl Engine {
             .publisher_of(room, track)
             .and_then(|p| self.peers.get(&p))
             .and_then(|p| p.published.values().find(|t| *t.room_track == *track))
-            .map_or(0.0, |t| t.bps)
+            .map_or(0.0, |t| t.meter.bps())
     }
 
-    fn allocate(&mut self, id: SessionId, now: Instant) {
-        let Some((room, _)) = self.rooms.member(id) else {
-            return;
-        };
-        let room = room.to_owned();
+    fn allocate(&mut self, id: SessionId, room: &str, speakers: &[Speaker], now: Instant) {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
@@ -132,7 +138,6 @@ impl Engine {
         else {
             return;
         };
-        let speakers = self.rooms.speakers(&room, now);
         let mut audio_bps = 0.0;
         let mut videos = Vec::new();
         let mut stale = Vec::new();
@@ -143,11 +148,11 @@ impl Engine {
                 stale.push(slot);
             }
             let Some(track) = track else { continue };
-            let bps = self.track_bps(&room, track);
+            let bps = self.track_bps(room, track);
             match rtc.kind {
                 TrackKind::Audio => audio_bps += bps,
                 TrackKind::Video => {
-                    let Some(info) = self.rooms.track(&room, track) else {
+                    let Some(info) = self.rooms.track(room, track) else {
                         continue;
                     };
                     let rank = speakers.iter().position(|s| s.identity == info.participant);
@@ -155,6 +160,7 @@ impl Engine {
                         slot,
                         priority: priority(info.source, rank, slot),
                         bps,
+                        paused: rtc.paused_track.as_deref() == Some(track),
                     });
                 }
             }
@@ -163,7 +169,6 @@ impl Engine {
             return;
         };
         for slot in stale {
-            peer.allocator.forget(slot);
             let rtc = &mut peer.slots[slot];
             rtc.paused_track = None;
             rtc.down.set_paused(false);

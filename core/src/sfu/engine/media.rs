@@ -36,7 +36,9 @@ impl Engine {
             return;
         };
         published.ssrc = Some(packet.header.ssrc);
-        Engine::meter(published, packet.payload.len());
+        published
+            .meter
+            .add(packet.payload.len() + super::downlink::RTP_OVERHEAD);
         let video = published.kind == TrackKind::Video;
         if let Some(up) = published.upstream.as_mut() {
             let highest = up.seqs.highest();

@@ -219,10 +219,8 @@ struct Published {
     limiter: KeyframeLimiter,
     /// Losses on the way up from the publisher, NACKed to it (video only).
     upstream: Option<Upstream>,
-    /// Its rate as it arrives.
+    /// Its rate as it arrives (read at each allocation).
     meter: Meter,
-    /// The rate at the last allocation, bits per second.
-    bps: f64,
 }
 
 /// The gaps in a published video track as it reaches the server, and their NACK schedule:
@@ -240,7 +238,8 @@ struct SlotRtc {
     down: DownTrack,
     /// Id of the playout-delay header extension, where the subscriber negotiated it.
     playout_delay: Option<u8>,
-    /// The track this slot's video was paused with by the allocation, while it is.
+    /// The track this slot's video was paused with by the allocation, while it is (the one
+    /// record of it: the allocator is told, and `down` is paused alongside).
     paused_track: Option<String>,
 }
 

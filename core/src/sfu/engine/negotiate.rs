@@ -332,7 +332,6 @@ impl Engine {
                     nacks: NackList::new(),
                 }),
                 meter: Default::default(),
-                bps: 0.0,
             },
         );
     }
