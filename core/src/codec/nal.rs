@@ -200,21 +200,41 @@ impl<'a> Bits<'a> {
         }
         Some((1u32 << zeros) - 1 + self.bits(zeros)?)
     }
+
+    /// A signed Exp-Golomb number.
+    fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        let magnitude = k.div_ceil(2) as i32;
+        Some(if k % 2 == 1 { magnitude } else { -magnitude })
+    }
 }
 
-/// `log2_max_frame_num` of a sequence parameter set (the NAL unit after its header byte):
-/// the width in bits of every slice's `frame_num`. `None` for SPSs with scaling matrices (not
-/// sent by the encoders madang meets) or malformed ones.
-fn sps_log2_max_frame_num(rbsp: &[u8]) -> Option<u8> {
+/// What the server and the receivers read from a sequence parameter set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpsInfo {
+    /// `log2_max_frame_num`: the width in bits of every slice's `frame_num`.
+    pub frame_num_bits: u8,
+    /// Picture width in pixels, after cropping.
+    pub width: u32,
+    /// Picture height in pixels, after cropping.
+    pub height: u32,
+}
+
+/// Parses a sequence parameter set (the NAL unit after its header byte): its
+/// `log2_max_frame_num`, and its picture size where the SPS is whole. `None` for SPSs with
+/// scaling matrices (not sent by the encoders madang meets) or malformed ones.
+fn parse_sps(rbsp: &[u8]) -> Option<(u8, Option<(u32, u32)>)> {
     let profile = *rbsp.first()?;
     let mut bits = Bits::new(rbsp.get(3..)?);
     bits.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
     if matches!(
         profile,
         100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
     ) {
-        if bits.ue()? == 3 {
-            bits.bit()?; // separate_colour_plane_flag
+        chroma_format = bits.ue()?;
+        if chroma_format == 3 && bits.bit()? == 1 {
+            chroma_format = 0; // separate colour planes: cropped like monochrome
         }
         bits.ue()?; // bit_depth_luma_minus8
         bits.ue()?; // bit_depth_chroma_minus8
@@ -224,15 +244,87 @@ fn sps_log2_max_frame_num(rbsp: &[u8]) -> Option<u8> {
         }
     }
     let log2 = bits.ue()? + 4;
-    (log2 <= 16).then_some(log2 as u8)
+    if log2 > 16 {
+        return None;
+    }
+    Some((log2 as u8, sps_size(&mut bits, chroma_format)))
+}
+
+/// The rest of an SPS after `log2_max_frame_num`, up to the picture size (cropped).
+fn sps_size(bits: &mut Bits, chroma_format: u32) -> Option<(u32, u32)> {
+    match bits.ue()? {
+        0 => {
+            bits.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            bits.bit()?; // delta_pic_order_always_zero_flag
+            bits.se()?; // offset_for_non_ref_pic
+            bits.se()?; // offset_for_top_to_bottom_field
+            let cycle = bits.ue()?;
+            if cycle > 255 {
+                return None;
+            }
+            for _ in 0..cycle {
+                bits.se()?;
+            }
+        }
+        _ => {}
+    }
+    bits.ue()?; // max_num_ref_frames
+    bits.bit()?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = bits.ue()?.checked_add(1)?;
+    let height_units = bits.ue()?.checked_add(1)?;
+    let frame_mbs_only = bits.bit()?;
+    if frame_mbs_only == 0 {
+        bits.bit()?; // mb_adaptive_frame_field_flag
+    }
+    bits.bit()?; // direct_8x8_inference_flag
+    let field = 2 - frame_mbs_only;
+    let (crop_x, crop_y) = match chroma_format {
+        1 => (2, 2 * field),
+        2 => (2, field),
+        _ => (1, field),
+    };
+    let mut crop = [0u32; 4];
+    if bits.bit()? == 1 {
+        for c in &mut crop {
+            *c = bits.ue()?;
+        }
+    }
+    let width = width_mbs
+        .checked_mul(16)?
+        .checked_sub(crop_x * crop[0].checked_add(crop[1])?)?;
+    let height = height_units
+        .checked_mul(16 * field)?
+        .checked_sub(crop_y * crop[2].checked_add(crop[3])?)?;
+    Some((width, height))
+}
+
+/// The SPS an H.264 RTP payload carries, if it carries one: its NAL unit body.
+fn rtp_payload_sps_rbsp(payload: &[u8]) -> Option<&[u8]> {
+    rtp_payload_units(payload)
+        .into_iter()
+        .find(|(header, _)| header & 0x1f == NAL_SPS)
+        .map(|(_, rbsp)| rbsp)
+}
+
+/// What the SPS an H.264 RTP payload carries says, if it carries a whole one.
+pub fn rtp_payload_sps(payload: &[u8]) -> Option<SpsInfo> {
+    let (frame_num_bits, (width, height)) = rtp_payload_sps_rbsp(payload)
+        .and_then(parse_sps)
+        .and_then(|(bits, size)| Some((bits, size?)))?;
+    Some(SpsInfo {
+        frame_num_bits,
+        width,
+        height,
+    })
 }
 
 /// The `log2_max_frame_num` of the SPS an H.264 RTP payload carries, if it carries one.
 pub fn rtp_payload_sps_frame_num_bits(payload: &[u8]) -> Option<u8> {
-    rtp_payload_units(payload)
-        .into_iter()
-        .find(|(header, _)| header & 0x1f == NAL_SPS)
-        .and_then(|(_, rbsp)| sps_log2_max_frame_num(rbsp))
+    rtp_payload_sps_rbsp(payload)
+        .and_then(parse_sps)
+        .map(|(bits, _)| bits)
 }
 
 /// What the first slice of a picture says about its place among the reference pictures.
@@ -364,6 +456,29 @@ mod tests {
             8
         ));
         assert_eq!(rtp_payload_picture_start(&[], 8), None);
+    }
+
+    #[test]
+    fn sps_sizes_of_real_encoder_output() {
+        use crate::codec::rtp::{MAX_RTP_PAYLOAD, packetize_h264};
+        use crate::codec::{H264Config, H264Encoder};
+        use crate::media::VideoFrame;
+        // Sizes whose height is not a multiple of 16 are cropped.
+        for (w, h) in [(160, 90), (320, 180), (640, 360), (176, 144), (1280, 720)] {
+            let mut encoder = H264Encoder::new(H264Config::new(w, h)).unwrap();
+            let unit = encoder
+                .encode(&VideoFrame::black(w, h).unwrap())
+                .unwrap()
+                .expect("a first picture");
+            let sps = packetize_h264(&unit.data, MAX_RTP_PAYLOAD)
+                .iter()
+                .find_map(|p| rtp_payload_sps(p))
+                .expect("an SPS in the keyframe");
+            assert_eq!((sps.width, sps.height), (w, h));
+        }
+        // Truncated or absent: nothing.
+        assert_eq!(rtp_payload_sps(&[0x67, 0x42, 0xc0, 0x1f, 0x94]), None);
+        assert_eq!(rtp_payload_sps(&[0x65, 0x88]), None);
     }
 
     #[test]
