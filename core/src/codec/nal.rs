@@ -251,7 +251,7 @@ fn parse_sps(rbsp: &[u8]) -> Option<(u8, Option<(u32, u32)>)> {
 }
 
 /// The rest of an SPS after `log2_max_frame_num`, up to the picture size (cropped).
-fn sps_size(bits: &mut Bits, chroma_format: u32) -> Option<(u32, u32)> {
+fn sps_size(bits: &mut Bits<'_>, chroma_format: u32) -> Option<(u32, u32)> {
     match bits.ue()? {
         0 => {
             bits.ue()?; // log2_max_pic_order_cnt_lsb_minus4

@@ -36,16 +36,38 @@ const FALL: f64 = 0.02;
 const DECREASE_SHARE: f64 = 0.85;
 
 /// One video a subscriber receives, as the allocator sees it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Video {
     /// The subscriber's slot carrying it (the allocator's key).
     pub slot: usize,
     /// Lower goes first: 0 for screen shares, then the speaker ranking, then the rest.
     pub priority: u32,
-    /// What it takes, bits per second (measured as it arrives from the publisher).
-    pub bps: f64,
-    /// Paused now (the caller keeps that state and carries out each [`Change`]).
-    pub paused: bool,
+    /// What each layer it can be forwarded at takes, bits per second (measured as it
+    /// arrives from the publisher), lowest first: one without simulcast.
+    pub layers: Vec<f64>,
+    /// The layer forwarded now (an index into `layers`), `None` while paused (the caller
+    /// keeps that state and carries out each [`Change`]).
+    pub layer: Option<usize>,
+    /// The highest layer worth forwarding (what the subscriber's tile shows).
+    pub max_layer: usize,
+}
+
+impl Video {
+    /// What it takes at `layer`.
+    fn bps(&self, layer: Option<usize>) -> f64 {
+        layer
+            .and_then(|l| self.layers.get(l))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// The highest layer it may be raised to.
+    fn top(&self) -> Option<usize> {
+        self.layers
+            .len()
+            .checked_sub(1)
+            .map(|top| top.min(self.max_layer))
+    }
 }
 
 /// A change for one slot.
@@ -53,8 +75,9 @@ pub struct Video {
 pub enum Change {
     /// Stop forwarding this slot's video.
     Pause(usize),
-    /// Forward it again (from its next keyframe).
-    Resume(usize),
+    /// Forward this slot's video at this layer (from that layer's next keyframe): a resume
+    /// when it was paused, a switch when it was at another layer.
+    Forward(usize, usize),
 }
 
 /// The allocation of one subscriber. See the [module documentation](self).
@@ -62,10 +85,11 @@ pub enum Change {
 pub struct Allocator {
     /// The estimate the last decision saw.
     last_estimate: Option<f64>,
-    /// When a video was last paused.
-    paused_at: Option<Instant>,
-    /// When a video was last resumed, until that resume has lasted a hold.
-    resumed_at: Option<Instant>,
+    /// When a video was last paused or lowered.
+    lowered_at: Option<Instant>,
+    /// When a video was last raised without room for it (a probe), until that has lasted a
+    /// hold.
+    probed_at: Option<Instant>,
     hold: Duration,
 }
 
@@ -73,15 +97,15 @@ impl Default for Allocator {
     fn default() -> Self {
         Self {
             last_estimate: None,
-            paused_at: None,
-            resumed_at: None,
+            lowered_at: None,
+            probed_at: None,
             hold: HOLD,
         }
     }
 }
 
 impl Allocator {
-    /// The current hold before a resume.
+    /// The current hold before a raise.
     pub fn hold(&self) -> Duration {
         self.hold
     }
@@ -102,47 +126,104 @@ impl Allocator {
             .is_some_and(|last| estimate_bps < last * (1.0 - FALL));
         self.last_estimate = Some(estimate_bps);
         let budget = (estimate_bps - audio_bps).max(0.0);
-        let sending: f64 = order.iter().filter(|v| !v.paused).map(|v| v.bps).sum();
-        let mut changes = Vec::new();
+        let sending: f64 = order.iter().map(|v| v.bps(v.layer)).sum();
         if fell && sending > budget {
-            // Keep the most important that fit in what arrived before the decrease; pause
-            // the rest.
-            let budget = (estimate_bps / DECREASE_SHARE - audio_bps).max(0.0);
-            let mut used = 0.0;
-            for v in order.iter().filter(|v| !v.paused) {
-                if used + v.bps <= budget {
-                    used += v.bps;
-                } else {
-                    changes.push(Change::Pause(v.slot));
-                }
-            }
+            let changes = lower(&order, (estimate_bps / DECREASE_SHARE - audio_bps).max(0.0));
             if !changes.is_empty() {
-                if self.resumed_at.is_some_and(|t| now < t + self.hold) {
-                    // The last resume did not last: wait longer before the next.
+                if self.probed_at.is_some_and(|t| now < t + self.hold) {
+                    // The last probe did not last: wait longer before the next.
                     self.hold = (self.hold * 2).min(MAX_HOLD);
                 }
-                self.paused_at = Some(now);
-                self.resumed_at = None;
+                self.lowered_at = Some(now);
+                self.probed_at = None;
             }
             return changes;
         }
-        if let Some(t) = self.resumed_at
+        if let Some(t) = self.probed_at
             && now >= t + self.hold
         {
-            // The last resume lasted.
+            // The last probe lasted.
             self.hold = HOLD;
-            self.resumed_at = None;
+            self.probed_at = None;
         }
-        let waited = [self.paused_at, self.resumed_at]
+        let waited = [self.lowered_at, self.probed_at]
             .into_iter()
             .flatten()
             .all(|t| now >= t + self.hold);
-        if waited && let Some(next) = order.iter().find(|v| v.paused) {
-            self.resumed_at = Some(now);
-            changes.push(Change::Resume(next.slot));
+        if !waited {
+            return Vec::new();
+        }
+        // Raise what the estimate has room for, the lowest layers first, by priority.
+        let mut levels: Vec<Option<usize>> = order.iter().map(|v| v.layer).collect();
+        let mut room = budget - sending;
+        loop {
+            let next = (0..order.len())
+                .filter_map(|i| {
+                    let v = order[i];
+                    let up = levels[i].map_or(0, |l| l + 1);
+                    (up <= v.top()? && v.bps(Some(up)) - v.bps(levels[i]) <= room)
+                        .then_some((up, i))
+                })
+                .min();
+            let Some((up, i)) = next else { break };
+            room -= order[i].bps(Some(up)) - order[i].bps(levels[i]);
+            levels[i] = Some(up);
+        }
+        let mut changes: Vec<Change> = (0..order.len())
+            .filter(|&i| levels[i] != order[i].layer)
+            .filter_map(|i| Some(Change::Forward(order[i].slot, levels[i]?)))
+            .collect();
+        if changes.is_empty() {
+            // No room: one step up as a probe (the estimate cannot rise above what is
+            // sent), a paused video first.
+            let probe = (0..order.len())
+                .filter_map(|i| {
+                    let v = order[i];
+                    let up = v.layer.map_or(0, |l| l + 1);
+                    (up <= v.top()?).then_some((up, i))
+                })
+                .min();
+            if let Some((up, i)) = probe {
+                self.probed_at = Some(now);
+                changes.push(Change::Forward(order[i].slot, up));
+            }
         }
         changes
     }
+}
+
+/// What stays after the estimate fell to `budget` for video: each video's lowest layer in
+/// priority order while it fits, the rest paused; then the kept ones raised back, in
+/// priority order, up to the layer they had while it fits. Only lowers.
+fn lower(order: &[&Video], budget: f64) -> Vec<Change> {
+    let mut used = 0.0;
+    let mut levels: Vec<Option<usize>> = Vec::with_capacity(order.len());
+    for v in order {
+        let lowest = v
+            .layer
+            .map(|_| 0)
+            .filter(|&l| used + v.bps(Some(l)) <= budget);
+        used += v.bps(lowest);
+        levels.push(lowest);
+    }
+    for (i, v) in order.iter().enumerate() {
+        while let (Some(l), Some(had)) = (levels[i], v.layer)
+            && l < had
+            && used + v.bps(Some(l + 1)) - v.bps(Some(l)) <= budget
+        {
+            used += v.bps(Some(l + 1)) - v.bps(Some(l));
+            levels[i] = Some(l + 1);
+        }
+    }
+    order
+        .iter()
+        .zip(levels)
+        .filter(|(v, l)| *l != v.layer)
+        .map(|(v, l)| match l {
+            Some(l) => Change::Forward(v.slot, l),
+            None => Change::Pause(v.slot),
+        })
+        .collect()
 }
 
 /// The rate of one incoming track: bytes counted as they arrive, read as a smoothed rate.
@@ -206,8 +287,9 @@ mod tests {
             .map(|slot| Video {
                 slot,
                 priority: slot as u32,
-                bps,
-                paused: false,
+                layers: vec![bps],
+                layer: Some(0),
+                max_layer: 0,
             })
             .collect()
     }
@@ -216,17 +298,17 @@ mod tests {
     fn step(a: &mut Allocator, v: &mut [Video], at: Instant, est: f64, audio: f64) -> Vec<Change> {
         let changes = a.decide(at, est, audio, v);
         for c in &changes {
-            let (slot, paused) = match *c {
-                Change::Pause(s) => (s, true),
-                Change::Resume(s) => (s, false),
+            let (slot, layer) = match *c {
+                Change::Pause(s) => (s, None),
+                Change::Forward(s, l) => (s, Some(l)),
             };
-            v.iter_mut().find(|v| v.slot == slot).unwrap().paused = paused;
+            v.iter_mut().find(|v| v.slot == slot).unwrap().layer = layer;
         }
         changes
     }
 
     fn paused(v: &[Video]) -> usize {
-        v.iter().filter(|v| v.paused).count()
+        v.iter().filter(|v| v.layer.is_none()).count()
     }
 
     #[test]
@@ -294,7 +376,7 @@ mod tests {
         // After it, the more important one comes back, alone (a probe: no room for it).
         assert_eq!(
             step(&mut a, &mut v, t0 + s(11), 950_000.0, 0.0),
-            vec![Change::Resume(1)]
+            vec![Change::Forward(1, 0)]
         );
         assert!(step(&mut a, &mut v, t0 + s(12), 960_000.0, 0.0).is_empty());
         // The probe brought the estimate down: undone, and the hold doubles.
@@ -306,17 +388,75 @@ mod tests {
         assert!(step(&mut a, &mut v, t0 + s(25), 850_000.0, 0.0).is_empty());
         assert_eq!(
             step(&mut a, &mut v, t0 + s(34), 860_000.0, 0.0),
-            vec![Change::Resume(1)]
+            vec![Change::Forward(1, 0)]
         );
         // This one lasts: after the hold the hold is back to its start, and the next
         // video comes back.
         assert!(step(&mut a, &mut v, t0 + s(40), 1_700_000.0, 0.0).is_empty());
         assert_eq!(
             step(&mut a, &mut v, t0 + s(54), 2_500_000.0, 0.0),
-            vec![Change::Resume(2)]
+            vec![Change::Forward(2, 0)]
         );
         assert_eq!(a.hold(), HOLD);
         assert_eq!(paused(&v), 0);
+    }
+
+    fn simulcast(n: usize) -> Vec<Video> {
+        (0..n)
+            .map(|slot| Video {
+                slot,
+                priority: slot as u32,
+                layers: vec![150_000.0, 500_000.0, 2_000_000.0],
+                layer: Some(0),
+                max_layer: 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn room_raises_the_lowest_layers_first_by_priority_up_to_the_tile() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let mut v = simulcast(3);
+        v[2].max_layer = 0; // a tile too small for more
+        // 3 Mbit/s for video: both others to the middle layer, then the first to the top.
+        let c = step(&mut a, &mut v, t0, 3_100_000.0, 100_000.0);
+        assert_eq!(c, vec![Change::Forward(0, 2), Change::Forward(1, 1)]);
+        // Nothing more fits; the second is raised as a probe once the hold has passed
+        // (nothing was lowered: at once), and then not again within the hold.
+        let c = step(&mut a, &mut v, t0 + HOLD, 3_100_000.0, 100_000.0);
+        assert_eq!(c, vec![Change::Forward(1, 2)]);
+        assert!(step(&mut a, &mut v, t0 + HOLD * 3 / 2, 3_100_000.0, 100_000.0).is_empty());
+    }
+
+    #[test]
+    fn a_fall_lowers_layers_before_it_pauses_and_the_important_keep_the_most() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let mut v = simulcast(2);
+        v[0].layer = Some(2);
+        v[1].layer = Some(2);
+        step(&mut a, &mut v, t0, 5_000_000.0, 0.0);
+        // 1.1 Mbit/s: 1.29 before the decrease: both lowest (0.3), the first to the middle
+        // (0.65), the second to the middle too (1.0).
+        let c = step(
+            &mut a,
+            &mut v,
+            t0 + Duration::from_secs(1),
+            1_100_000.0,
+            0.0,
+        );
+        assert_eq!(c, vec![Change::Forward(0, 1), Change::Forward(1, 1)]);
+        // 0.6 Mbit/s (0.71): both lowest, the first in the middle.
+        let c = step(&mut a, &mut v, t0 + Duration::from_secs(2), 600_000.0, 0.0);
+        assert_eq!(c, vec![Change::Forward(1, 0)]);
+        // 0.2 (0.24): the second is paused, the first keeps its lowest layer.
+        let c = step(&mut a, &mut v, t0 + Duration::from_secs(3), 200_000.0, 0.0);
+        assert_eq!(c, vec![Change::Forward(0, 0), Change::Pause(1)]);
+        // After the hold, probes: the paused video's lowest layer before any raise.
+        let later = t0 + Duration::from_secs(3) + HOLD;
+        let c = step(&mut a, &mut v, later, 210_000.0, 0.0);
+        assert_eq!(c, vec![Change::Forward(1, 0)]);
     }
 
     #[test]

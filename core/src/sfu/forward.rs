@@ -159,6 +159,11 @@ impl DownTrack {
         self.target = (self.epoch.map(|e| e.in_ssrc) != Some(ssrc)).then_some(ssrc);
     }
 
+    /// Simulcast: whether a layer was chosen ([`switch_layer`](Self::switch_layer)).
+    pub fn layered(&self) -> bool {
+        self.layered
+    }
+
     /// Simulcast: the layer (publisher SSRC) forwarded now.
     pub fn layer(&self) -> Option<u32> {
         self.epoch.map(|e| e.in_ssrc)

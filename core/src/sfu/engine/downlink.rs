@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Engine, SessionId};
+use super::{Engine, Published, SessionId};
 use crate::sfu::allocate::{Change, Video};
 use crate::signal::{ServerMessage, Speaker, TrackKind, TrackSource};
 use crate::transport::cc::EstimateDetail;
@@ -99,7 +99,7 @@ impl Engine {
     pub(super) fn allocate_downlinks(&mut self, now: Instant) {
         for peer in self.peers.values_mut() {
             for published in peer.published.values_mut() {
-                published.meter.update(now);
+                published.update_meters(now);
             }
         }
         // Each room's speaker ranking, once for all its subscribers.
@@ -117,12 +117,12 @@ impl Engine {
         }
     }
 
-    fn track_bps(&self, room: &str, track: &str) -> f64 {
+    /// The published track behind a room track.
+    fn published(&self, room: &str, track: &str) -> Option<&Published> {
         self.rooms
             .publisher_of(room, track)
             .and_then(|p| self.peers.get(&p))
             .and_then(|p| p.published.values().find(|t| *t.room_track == *track))
-            .map_or(0.0, |t| t.meter.bps())
     }
 
     fn allocate(&mut self, id: SessionId, room: &str, speakers: &[Speaker], now: Instant) {
@@ -140,7 +140,11 @@ impl Engine {
         };
         let mut audio_bps = 0.0;
         let mut videos = Vec::new();
+        // Per video: the SSRCs of its layers, as `videos[i].layers` lists them.
+        let mut layer_ssrcs: HashMap<usize, Vec<u32>> = HashMap::new();
         let mut stale = Vec::new();
+        // Slots whose layer stopped (its publisher paused it): moved to the best left.
+        let mut moves = Vec::new();
         for (slot, rtc) in peer.slots.iter().enumerate() {
             let track = self.rooms.slot_track(id, slot);
             if rtc.paused_track.is_some() && rtc.paused_track.as_deref() != track {
@@ -148,22 +152,42 @@ impl Engine {
                 stale.push(slot);
             }
             let Some(track) = track else { continue };
-            let bps = self.track_bps(room, track);
-            match rtc.kind {
-                TrackKind::Audio => audio_bps += bps,
-                TrackKind::Video => {
-                    let Some(info) = self.rooms.track(room, track) else {
-                        continue;
-                    };
-                    let rank = speakers.iter().position(|s| s.identity == info.participant);
-                    videos.push(Video {
-                        slot,
-                        priority: priority(info.source, rank, slot),
-                        bps,
-                        paused: rtc.paused_track.as_deref() == Some(track),
-                    });
-                }
+            let Some(published) = self.published(room, track) else {
+                continue;
+            };
+            if rtc.kind == TrackKind::Audio {
+                audio_bps += published.bps();
+                continue;
             }
+            let Some(info) = self.rooms.track(room, track) else {
+                continue;
+            };
+            let available = published.available(now);
+            let Some(best) = available.last() else {
+                continue;
+            };
+            let ssrcs: Vec<u32> = available.iter().map(|l| l.ssrc).collect();
+            let layer = if rtc.paused_track.as_deref() == Some(track) {
+                None
+            } else if published.simulcast && rtc.down.layered() {
+                let at = rtc.down.switching_to().or(rtc.down.layer());
+                let i = at.and_then(|at| ssrcs.iter().position(|&s| s == at));
+                if i.is_none() {
+                    moves.push((slot, best.ssrc));
+                }
+                Some(i.unwrap_or(ssrcs.len() - 1))
+            } else {
+                Some(0)
+            };
+            let rank = speakers.iter().position(|s| s.identity == info.participant);
+            videos.push(Video {
+                slot,
+                priority: priority(info.source, rank, slot),
+                layers: available.iter().map(|l| l.meter.bps()).collect(),
+                layer,
+                max_layer: ssrcs.len() - 1,
+            });
+            layer_ssrcs.insert(slot, ssrcs);
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -173,13 +197,23 @@ impl Engine {
             rtc.paused_track = None;
             rtc.down.set_paused(false);
         }
+        for &(slot, ssrc) in &moves {
+            peer.slots[slot].down.switch_layer(ssrc);
+        }
         let changes = peer
             .allocator
             .decide(now, estimate as f64, audio_bps, &videos);
+        let moved: Vec<u32> = moves
+            .iter()
+            .map(|&(slot, _)| peer.slots[slot].down.out_ssrc())
+            .collect();
+        for out_ssrc in moved {
+            self.on_subscriber_keyframe_request(id, out_ssrc, now);
+        }
         for change in changes {
-            let (slot, paused) = match change {
-                Change::Pause(slot) => (slot, true),
-                Change::Resume(slot) => (slot, false),
+            let (slot, layer) = match change {
+                Change::Pause(slot) => (slot, None),
+                Change::Forward(slot, layer) => (slot, Some(layer)),
             };
             let Some(track) = self.rooms.slot_track(id, slot).map(str::to_owned) else {
                 continue;
@@ -187,14 +221,32 @@ impl Engine {
             let Some(rtc) = self.peers.get_mut(&id).and_then(|p| p.slots.get_mut(slot)) else {
                 continue;
             };
+            let was_paused = rtc.paused_track.is_some();
+            let ssrc = layer.and_then(|l| layer_ssrcs.get(&slot)?.get(l).copied());
+            if let Some(ssrc) = ssrc
+                && rtc.down.layered()
+            {
+                rtc.down.switch_layer(ssrc);
+            }
+            let paused = layer.is_none();
             rtc.down.set_paused(paused);
             rtc.paused_track = paused.then(|| track.clone());
             let out_ssrc = rtc.down.out_ssrc();
+            if !paused {
+                self.on_subscriber_keyframe_request(id, out_ssrc, now);
+            }
+            if paused == was_paused {
+                self.stats.layer_switches += 1;
+                tracing::debug!(
+                    "session {id}: video {track} to layer {layer:?} (downlink estimate {} kbit/s)",
+                    estimate / 1000
+                );
+                continue;
+            }
             if paused {
                 self.stats.videos_paused += 1;
             } else {
                 self.stats.videos_resumed += 1;
-                self.on_subscriber_keyframe_request(id, out_ssrc, now);
             }
             tracing::info!(
                 "session {id}: video {track} {} (downlink estimate {} kbit/s)",

@@ -8,7 +8,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp;
 
 use super::{Engine, SessionId};
-use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::codec::nal::{rtp_payload_sps, rtp_payload_starts_keyframe};
 use crate::codec::rtp::audio_level_dbov;
 use crate::sfu::forward::{Forwarding, InHeader, OutHeader, RetransmitCache};
 use crate::sfu::mixer::{GridRunner, MixerOutput};
@@ -35,12 +35,15 @@ impl Engine {
         else {
             return;
         };
-        published.ssrc = Some(packet.header.ssrc);
-        published
+        let video = published.kind == TrackKind::Video;
+        let ssrc = packet.header.ssrc;
+        let keyframe_start = !video || rtp_payload_starts_keyframe(&packet.payload);
+        let layer = published.layer_for(ssrc);
+        layer
             .meter
             .add(packet.payload.len() + super::downlink::RTP_OVERHEAD);
-        let video = published.kind == TrackKind::Video;
-        if let Some(up) = published.upstream.as_mut() {
+        layer.last_packet = Some(now);
+        if let Some(up) = layer.upstream.as_mut() {
             let highest = up.seqs.highest();
             let ext = up.seqs.extend(packet.header.sequence_number);
             up.nacks.on_packet(now, ext, highest);
@@ -51,22 +54,44 @@ impl Engine {
             }
         }
         let header = InHeader {
-            ssrc: packet.header.ssrc,
+            ssrc,
             seq: packet.header.sequence_number,
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
-            keyframe_start: !video || rtp_payload_starts_keyframe(&packet.payload),
+            keyframe_start,
         };
-        published.cache.insert(header, packet.payload.clone());
+        layer.cache.insert(header, packet.payload.clone());
+        if video
+            && keyframe_start
+            && published.simulcast
+            && let Some(sps) = rtp_payload_sps(&packet.payload)
+            && let Some(rid) = published.set_size(ssrc, (sps.width, sps.height))
+        {
+            tracing::debug!(
+                "session {publisher}: {} layer {rid:?} is {}x{}",
+                published.room_track,
+                sps.width,
+                sps.height
+            );
+        }
         let level = published
             .audio_level_id
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|ext| audio_level_dbov(&ext));
         let room_track = published.room_track.clone();
+        let layering = match (video, published.simulcast) {
+            (false, _) => Layering::Audio,
+            (true, false) => Layering::Single,
+            (true, true) => Layering::Simulcast {
+                start: published.default_ssrc(),
+            },
+        };
+        // The grid decodes one layer of each track: the smallest (a tile of a grid).
+        let to_grid = video && published.default_ssrc() == Some(ssrc);
         if let Some(level) = level {
             self.rooms.audio_level(publisher, level, now);
         }
-        if video && self.rooms.is_grid_room(&room) {
+        if to_grid && self.rooms.is_grid_room(&room) {
             let identity = self
                 .rooms
                 .member(publisher)
@@ -77,9 +102,9 @@ impl Engine {
             }
         }
         let want_keyframe =
-            self.send_to_carriers(&room, &room_track, &header, &packet.payload, video, now);
-        if want_keyframe {
-            self.request_keyframe(publisher, track_id, now);
+            self.send_to_carriers(&room, &room_track, &header, &packet.payload, layering, now);
+        if let Some(ssrc) = want_keyframe {
+            self.request_keyframe(publisher, track_id, Some(ssrc), now);
         }
     }
 
@@ -90,22 +115,25 @@ impl Engine {
         let mut next: Option<Instant> = None;
         for (&id, peer) in self.peers.iter_mut() {
             for published in peer.published.values_mut() {
-                let (Some(up), Some(ssrc)) = (published.upstream.as_mut(), published.ssrc) else {
-                    continue;
-                };
-                let due = up.nacks.due(now, rtt);
-                if let Some(t) = up.nacks.next_due() {
-                    next = Some(next.map_or(t, |n| n.min(t)));
-                }
-                if due.is_empty() {
-                    continue;
-                }
-                if let Some(pc) = peer.publisher.as_mut()
-                    && let Some(mut r) = pc.pc.rtp_receiver(published.receiver)
-                {
-                    let _ = r.write_rtcp(now, vec![crate::transport::nack(ssrc, &due)]);
-                    self.stats.upstream_nacks += due.len() as u64;
-                    self.dirty.insert((id, PeerRole::Publisher));
+                for layer in &mut published.layers {
+                    let Some(up) = layer.upstream.as_mut() else {
+                        continue;
+                    };
+                    let due = up.nacks.due(now, rtt);
+                    if let Some(t) = up.nacks.next_due() {
+                        next = Some(next.map_or(t, |n| n.min(t)));
+                    }
+                    if due.is_empty() {
+                        continue;
+                    }
+                    if let Some(pc) = peer.publisher.as_mut()
+                        && let Some(mut r) = pc.pc.rtp_receiver(published.receiver)
+                    {
+                        let nack = crate::transport::nack(layer.ssrc, &due);
+                        let _ = r.write_rtcp(now, vec![nack]);
+                        self.stats.upstream_nacks += due.len() as u64;
+                        self.dirty.insert((id, PeerRole::Publisher));
+                    }
                 }
             }
         }
@@ -118,7 +146,7 @@ impl Engine {
     pub(super) fn refresh_upstream_rtt(&mut self, now: Instant) {
         let mut worst: Option<Duration> = None;
         for peer in self.peers.values_mut() {
-            if peer.published.values().all(|p| p.upstream.is_none()) {
+            if peer.published.values().all(|p| p.kind != TrackKind::Video) {
                 continue;
             }
             if let Some(rtt) = peer
@@ -134,20 +162,35 @@ impl Engine {
         }
     }
 
-    pub(super) fn request_keyframe(&mut self, publisher: SessionId, track_id: &str, now: Instant) {
+    /// Asks `publisher` for a keyframe of the stream `ssrc` of its track `track_id` (`None`:
+    /// its [default](Published::default_ssrc) stream), at most once per limiter interval
+    /// per stream.
+    pub(super) fn request_keyframe(
+        &mut self,
+        publisher: SessionId,
+        track_id: &str,
+        ssrc: Option<u32>,
+        now: Instant,
+    ) {
         let Some(session) = self.peers.get_mut(&publisher) else {
             return;
         };
         let Some(published) = session.published.get_mut(track_id) else {
             return;
         };
-        let (Some(ssrc), true) = (published.ssrc, published.kind == TrackKind::Video) else {
-            return;
-        };
-        if !published.limiter.allow(now) {
+        if published.kind != TrackKind::Video {
             return;
         }
+        let Some(ssrc) = ssrc.or(published.default_ssrc()) else {
+            return;
+        };
         let receiver = published.receiver;
+        let Some(layer) = published.layers.iter_mut().find(|l| l.ssrc == ssrc) else {
+            return;
+        };
+        if !layer.limiter.allow(now) {
+            return;
+        }
         if let Some(pc) = session.publisher.as_mut()
             && let Some(mut r) = pc.pc.rtp_receiver(receiver)
         {
@@ -163,17 +206,18 @@ impl Engine {
     }
 
     /// Writes one packet to every subscriber slot carrying `track`, each with its own header
-    /// rewrite. Returns whether a subscriber waits for a keyframe.
+    /// rewrite. Returns the stream a subscriber waits for a keyframe of, if one does.
     fn send_to_carriers(
         &mut self,
         room: &str,
         room_track: &str,
         header: &InHeader,
         payload: &bytes::Bytes,
-        video: bool,
+        layering: Layering,
         now: Instant,
-    ) -> bool {
-        let mut want_keyframe = false;
+    ) -> Option<u32> {
+        let mut want_keyframe = None;
+        let video = !matches!(layering, Layering::Audio);
         for &(sub_id, slot_index) in self.rooms.carriers(room, room_track) {
             if self.rooms.slot_track(sub_id, slot_index) != Some(room_track) {
                 continue;
@@ -189,6 +233,16 @@ impl Engine {
             let Some(slot) = sub.slots.get_mut(slot_index) else {
                 continue;
             };
+            if let Layering::Simulcast { start } = layering
+                && !slot.down.layered()
+            {
+                // A subscriber new to a simulcast track starts at its smallest layer (a
+                // small keyframe, soon there); the allocation raises it.
+                match start {
+                    Some(ssrc) => slot.down.switch_layer(ssrc),
+                    None => continue,
+                }
+            }
             match slot.down.forward(header) {
                 Forwarding::Send(out) => {
                     if video && let Some(n) = self.simulate_loss_every {
@@ -216,7 +270,7 @@ impl Engine {
                     }
                     self.dirty.insert((sub_id, PeerRole::Subscriber));
                 }
-                Forwarding::WaitingForKeyframe => want_keyframe = true,
+                Forwarding::WaitingForKeyframe => want_keyframe = Some(header.ssrc),
                 _ => {}
             }
         }
@@ -279,7 +333,15 @@ impl Engine {
                         }
                         for (header, payload) in &packets {
                             want_keyframe |= self
-                                .send_to_carriers(&room, GRID_TRACK, header, payload, true, now);
+                                .send_to_carriers(
+                                    &room,
+                                    GRID_TRACK,
+                                    header,
+                                    payload,
+                                    Layering::Single,
+                                    now,
+                                )
+                                .is_some();
                         }
                         if want_keyframe && let Some(mixer) = self.mixers.get_mut(&room) {
                             mixer.request_keyframe();
@@ -287,7 +349,7 @@ impl Engine {
                     }
                     MixerOutput::NeedKeyframe(track) => {
                         if let Some(publisher) = self.rooms.publisher_of(&room, &track) {
-                            self.request_keyframe_of_track(publisher, &track, now);
+                            self.request_keyframe_of_track(publisher, &track, None, now);
                         }
                     }
                 }
@@ -327,24 +389,26 @@ impl Engine {
         let Some((slot_index, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
             return;
         };
-        let cache = if publisher == GRID_SESSION {
+        let grid_cache = if publisher == GRID_SESSION {
             self.rooms
                 .member(subscriber)
                 .and_then(|(room, _)| self.grid_caches.get(room))
         } else {
-            self.peers.get(&publisher).and_then(|pubs| {
-                pubs.published
-                    .values()
-                    .find(|p| *p.room_track == *track)
-                    .map(|p| &p.cache)
-            })
+            None
         };
+        let track = self
+            .peers
+            .get(&publisher)
+            .and_then(|pubs| pubs.published.values().find(|p| *p.room_track == *track));
+        let cache_of =
+            |ssrc: u32| grid_cache.or_else(|| track.and_then(|t| t.layer(ssrc)).map(|l| &l.cache));
         let mut packets = Vec::new();
-        if let (Some(cache), Some(sub)) = (cache, self.peers.get(&subscriber)) {
+        if let Some(sub) = self.peers.get(&subscriber) {
             let down = &sub.slots[slot_index].down;
             for &out_seq in lost {
                 if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
-                    && let Some((header, payload)) = cache.get(ssrc, in_seq)
+                    && let Some((header, payload)) =
+                        cache_of(ssrc).and_then(|c| c.get(ssrc, in_seq))
                     && let Some(out) = down.rewrite(header)
                 {
                     packets.push(out_packet(&out, payload.clone()));
@@ -393,14 +457,19 @@ impl Engine {
         let Some((slot, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
             return;
         };
-        let paused = self
+        let Some(down) = self
             .peers
             .get(&subscriber)
-            .is_some_and(|p| p.slots[slot].paused_track.is_some());
-        if paused {
-            // Nothing is forwarded to it until the allocation resumes it (with a request).
+            .and_then(|p| p.slots.get(slot))
+            .filter(|s| s.paused_track.is_none())
+            .map(|s| &s.down)
+        else {
+            // Paused: nothing is forwarded to it until the allocation resumes it (with a
+            // request).
             return;
-        }
+        };
+        // The layer it is forwarded, or is switching to.
+        let layer = down.switching_to().or(down.layer());
         if publisher == GRID_SESSION {
             if let Some(room) = self.rooms.member(subscriber).map(|(r, _)| r.to_owned())
                 && let Some(mixer) = self.mixers.get_mut(&room)
@@ -409,11 +478,18 @@ impl Engine {
             }
             return;
         }
-        self.request_keyframe_of_track(publisher, &track, now);
+        self.request_keyframe_of_track(publisher, &track, layer, now);
     }
 
-    /// Asks `publisher` for a keyframe of its room track `track`.
-    fn request_keyframe_of_track(&mut self, publisher: SessionId, track: &str, now: Instant) {
+    /// Asks `publisher` for a keyframe of the stream `ssrc` (or the default one) of its room
+    /// track `track`.
+    fn request_keyframe_of_track(
+        &mut self,
+        publisher: SessionId,
+        track: &str,
+        ssrc: Option<u32>,
+        now: Instant,
+    ) {
         let track_id = self.peers.get(&publisher).and_then(|p| {
             p.published
                 .iter()
@@ -421,9 +497,21 @@ impl Engine {
                 .map(|(id, _)| id.clone())
         });
         if let Some(track_id) = track_id {
-            self.request_keyframe(publisher, &track_id, now);
+            self.request_keyframe(publisher, &track_id, ssrc, now);
         }
     }
+}
+
+/// How a track's packets reach its subscribers.
+#[derive(Clone, Copy, Debug)]
+enum Layering {
+    /// Audio: every packet to every subscriber.
+    Audio,
+    /// Video sent as one stream.
+    Single,
+    /// Video sent as simulcast: each subscriber is forwarded one layer, starting at the
+    /// `start` layer's SSRC (unknown until a keyframe told the layers' sizes).
+    Simulcast { start: Option<u32> },
 }
 
 /// An RTP packet with the rewritten header of one subscriber leg; the payload is shared.

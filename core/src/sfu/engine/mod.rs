@@ -39,6 +39,7 @@
 mod downlink;
 mod media;
 mod negotiate;
+mod published;
 
 pub use downlink::Downlink;
 
@@ -57,11 +58,11 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 
-use super::allocate::{Allocator, Meter};
-use super::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
+use super::allocate::Allocator;
+use super::forward::{DownTrack, RetransmitCache};
 use super::mixer::{GridConfig, GridRunner};
 use super::peer::stun_server_ufrag;
 pub use super::rooms::SessionId;
@@ -70,8 +71,7 @@ use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, PeerRole, PublishTrack, ServerMessage, TrackKind,
 };
 use crate::transport::cc::{LossWindow, SendEstimate};
-use crate::transport::clock::SeqExtender;
-use crate::transport::nack::NackList;
+use published::Published;
 
 /// An input from a signal session (one WebSocket, or one simulated client).
 #[derive(Clone, Debug)]
@@ -189,6 +189,9 @@ pub struct EngineStats {
     pub videos_paused: u64,
     /// Videos resumed after a pause.
     pub videos_resumed: u64,
+    /// Simulcast layer changes decided for subscribers (each switches at the new layer's
+    /// keyframe).
+    pub layer_switches: u64,
     /// Each subscriber's downlink (filled by the driver; see [`Engine::downlinks`]).
     pub downlinks: Vec<Downlink>,
 }
@@ -206,28 +209,6 @@ struct Pc {
     deadline: Option<Instant>,
     /// The send-side estimate towards the client (subscribing connections).
     estimate: Option<SendEstimate>,
-}
-
-struct Published {
-    /// Shared, so forwarding holds it per packet without allocating.
-    room_track: std::sync::Arc<str>,
-    kind: TrackKind,
-    receiver: RTCRtpReceiverId,
-    ssrc: Option<u32>,
-    audio_level_id: Option<u8>,
-    cache: RetransmitCache,
-    limiter: KeyframeLimiter,
-    /// Losses on the way up from the publisher, NACKed to it (video only).
-    upstream: Option<Upstream>,
-    /// Its rate as it arrives (read at each allocation).
-    meter: Meter,
-}
-
-/// The gaps in a published video track as it reaches the server, and their NACK schedule:
-/// a lossy uplink is repaired once here instead of every subscriber missing the packet.
-struct Upstream {
-    seqs: SeqExtender,
-    nacks: NackList,
 }
 
 /// A receive slot's WebRTC side; which track it carries is the room policy's business.
@@ -687,7 +668,13 @@ impl Engine {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
                 if key.1 == PeerRole::Publisher =>
             {
-                self.on_publisher_track(key.0, init.track_id, init.receiver_id, init.ssrc);
+                self.on_publisher_track(
+                    key.0,
+                    init.track_id,
+                    init.receiver_id,
+                    init.ssrc,
+                    init.rid,
+                );
             }
             _ => {}
         }

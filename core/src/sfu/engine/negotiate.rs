@@ -2,7 +2,7 @@
 //! trickled candidates, and learning which published track arrives on which m-line.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::Rng;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -10,13 +10,11 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 
-use super::{Engine, Pc, Published, SessionId, SlotRtc, Upstream, sdp_m_lines};
-use crate::sfu::forward::{DownTrack, KeyframeLimiter, RetransmitCache};
+use super::{Engine, Pc, Published, SessionId, SlotRtc, sdp_m_lines};
+use crate::sfu::forward::DownTrack;
 use crate::sfu::peer::{SUBSCRIBER_MAX_BPS, SUBSCRIBER_START_BPS, new_peer_connection};
 use crate::signal::{ErrorCode, IceCandidate, PeerRole, PublishTrack, ServerMessage, TrackKind};
 use crate::transport::cc::SendSide;
-use crate::transport::clock::SeqExtender;
-use crate::transport::nack::NackList;
 use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
 
 impl Engine {
@@ -287,6 +285,7 @@ impl Engine {
         track_id: String,
         receiver: RTCRtpReceiverId,
         ssrc: u32,
+        rid: Option<String>,
     ) {
         let Some(identity) = self.rooms.member(id).map(|(_, i)| i.to_owned()) else {
             return;
@@ -297,6 +296,11 @@ impl Engine {
         let Some(pc) = peer.publisher.as_mut() else {
             return;
         };
+        if let Some(track) = peer.published.get_mut(&track_id) {
+            // Another simulcast layer of a track already flowing.
+            track.add_layer(ssrc, rid);
+            return;
+        }
         let index: usize = receiver.into();
         let mid = pc
             .pc
@@ -316,24 +320,15 @@ impl Engine {
                 .map(|e| e.id as u8)
         });
         let room_track = publish.source.track_id(&identity).into();
-        let video = publish.kind == TrackKind::Video;
-        peer.published.insert(
-            track_id,
-            Published {
-                room_track,
-                kind: publish.kind,
-                receiver,
-                ssrc: Some(ssrc),
-                audio_level_id,
-                cache: RetransmitCache::new(if video { 1024 } else { 64 }),
-                limiter: KeyframeLimiter::new(Duration::from_millis(300)),
-                upstream: video.then(|| Upstream {
-                    seqs: SeqExtender::default(),
-                    nacks: NackList::new(),
-                }),
-                meter: Default::default(),
-            },
+        let track = Published::new(
+            room_track,
+            publish.kind,
+            receiver,
+            audio_level_id,
+            ssrc,
+            rid,
         );
+        peer.published.insert(track_id, track);
     }
 }
 
