@@ -230,6 +230,7 @@ async fn one_run(
             height: args.size.1,
             fps: 30,
             bitrate_kbps: args.bitrate,
+            simulcast: false,
         }),
         audio: true,
         auto_subscribe: false,

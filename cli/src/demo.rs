@@ -60,6 +60,10 @@ pub struct Args {
     /// Frames per second of every participant.
     #[arg(long, default_value_t = 30)]
     fps: u32,
+    /// Every participant publishes simulcast (the picture size and halves of it); the
+    /// server forwards each receiver the layer its downlink carries.
+    #[arg(long)]
+    simulcast: bool,
 }
 
 /// What the network did in a demo on real sockets.
@@ -229,6 +233,7 @@ fn conference_config(args: &Args) -> ConferenceConfig {
         height: args.size.1,
         fps: args.fps,
         bitrate_kbps: args.bitrate,
+        simulcast: args.simulcast,
         audio: !args.no_audio,
         ..ConferenceConfig::default()
     }
@@ -242,6 +247,7 @@ fn simulate(args: &Args) -> CliResult {
         height: args.size.1,
         fps: args.fps,
         bitrate_kbps: args.bitrate,
+        simulcast: args.simulcast,
         audio: !args.no_audio,
         profile: args.network.clone(),
         seed: args.seed,

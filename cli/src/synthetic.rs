@@ -38,8 +38,10 @@ pub struct ConferenceConfig {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// H.264 bitrate per participant, kbit/s.
+    /// H.264 bitrate per participant, kbit/s (of the full-size layer with simulcast).
     pub bitrate_kbps: u32,
+    /// Publish the video as simulcast.
+    pub simulcast: bool,
     /// Publish audio too.
     pub audio: bool,
     /// Longest wait for every participant to see every other before measuring.
@@ -56,6 +58,7 @@ impl Default for ConferenceConfig {
             height: 360,
             fps: 30,
             bitrate_kbps: 800,
+            simulcast: false,
             audio: true,
             warmup_timeout: Duration::from_secs(15),
         }
@@ -270,6 +273,7 @@ pub async fn run_conference_with_grid(
                 height: config.height,
                 fps: config.fps,
                 bitrate_kbps: config.bitrate_kbps,
+                simulcast: config.simulcast,
             }),
             audio: config.audio,
             ..RoomOptions::default()

@@ -34,11 +34,9 @@ fn conference(profile: &str, seconds: f64) -> SimReport {
         height: 360,
         fps: 30,
         bitrate_kbps: 800,
-        audio: true,
         profile: profile.parse::<Profile>().unwrap(),
-        seed: 1,
-        warmup_timeout: Duration::from_secs(10),
         seconds,
+        ..SimConfig::default()
     })
     .unwrap()
 }

@@ -13,6 +13,7 @@ fn small(profile: &str, seed: u64) -> SimConfig {
         height: 180,
         fps: 15,
         bitrate_kbps: 300,
+        simulcast: false,
         audio: true,
         profile: profile.parse::<Profile>().unwrap(),
         seed,

@@ -13,11 +13,17 @@ pub mod nal;
 mod opus;
 #[cfg(feature = "net")]
 pub mod rtp;
+#[cfg(feature = "codec")]
+mod simulcast;
 
 #[cfg(feature = "codec")]
 pub use h264::{H264Config, H264Decoder, H264Encoder};
 #[cfg(feature = "codec")]
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder};
+#[cfg(feature = "codec")]
+pub use simulcast::{
+    MIN_LAYER_WIDTH, SimulcastEncoder, VideoLayer, simulcast_layers, single_layer,
+};
 
 use crate::media::MediaError;
 

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::session::{Phase, Session, SessionConfig, TrackStats};
 use super::{RoomError, RoomEvent, RoomOptions, RoomStats, SendStats, level_dbov};
-use crate::codec::{H264Config, H264Encoder, OpusConfig, OpusEncoder};
+use crate::codec::{OpusConfig, OpusEncoder, SimulcastEncoder};
 use crate::media::{AudioFrame, Channels, EncodedFrame, VideoFrame};
 use crate::signal::{
     ClientMessage, DataMessage, ParticipantInfo, PeerRole, TrackInfo, TrackKind, TrackSource,
@@ -26,7 +26,8 @@ type Ws =
 
 /// What the room's methods ask of its task.
 enum Command {
-    Video(EncodedFrame),
+    /// An access unit of one layer of the camera track.
+    Video(usize, EncodedFrame),
     Audio(EncodedFrame, u8),
     Signal(ClientMessage),
     Stats(oneshot::Sender<RoomStats>),
@@ -38,15 +39,16 @@ enum Command {
 struct Shared {
     /// The publishing connection is up.
     ready: AtomicBool,
-    /// The next picture should be a keyframe.
-    keyframe: AtomicBool,
+    /// Per simulcast layer (bit `i`: layer `i`; one layer without simulcast): its next
+    /// picture should be a keyframe.
+    keyframes: std::sync::atomic::AtomicU32,
     /// The session is over.
     closed: AtomicBool,
     /// Packet loss (percent) the audio encoder should expect, from the server's reports;
     /// `NO_LOSS_REPORT` until one came.
     audio_loss: std::sync::atomic::AtomicU8,
-    /// [`Session::video_target_bps`] after every pass of the task; 0 before an estimate.
-    video_target: std::sync::atomic::AtomicU32,
+    /// [`Session::video_layer_targets`] after every pass of the task.
+    layer_targets: Mutex<Vec<Option<u32>>>,
     /// Copies of the session's counters after every pass of the task.
     stats: Mutex<(SendStats, Vec<TrackStats>)>,
     /// Pictures and audio blocks waiting in the event queue, and how many may.
@@ -58,7 +60,7 @@ struct Shared {
 const NO_LOSS_REPORT: u8 = u8::MAX;
 
 struct VideoOut {
-    encoder: Mutex<H264Encoder>,
+    encoder: Mutex<SimulcastEncoder>,
 }
 
 struct AudioOut {
@@ -156,6 +158,11 @@ impl Room {
                 .video
                 .as_ref()
                 .map_or(0, |v| v.bitrate_kbps.saturating_mul(1000)),
+            video_layers: options
+                .video
+                .as_ref()
+                .map(super::VideoOptions::layers)
+                .unwrap_or_default(),
             ..SessionConfig::new(token)
         };
         let mut session = Session::new(config, pub_addr, sub_addr, Instant::now());
@@ -205,11 +212,7 @@ impl Room {
 
         let video = match &options.video {
             Some(v) => Some(VideoOut {
-                encoder: Mutex::new(H264Encoder::new(
-                    H264Config::new(v.width, v.height)
-                        .bitrate_kbps(v.bitrate_kbps)
-                        .max_fps(v.fps.max(1) as f32),
-                )?),
+                encoder: Mutex::new(SimulcastEncoder::new(&v.layers(), v.fps.max(1) as f32)?),
             }),
             None => None,
         };
@@ -325,30 +328,43 @@ impl Room {
             return Err(RoomError::Closed);
         }
         if !self.publishing_ready() {
-            self.shared.keyframe.store(true, Ordering::Relaxed);
+            self.shared.keyframes.store(u32::MAX, Ordering::Relaxed);
             self.drop_before_connected();
             return Ok(());
         }
-        let unit = {
+        let units = {
             // The encoder is only ever used from here; a poisoned lock means an earlier encode
             // panicked, which is a bug, not input.
             let mut encoder = video.encoder.lock().expect("encoder lock");
-            if self.shared.keyframe.swap(false, Ordering::Relaxed) {
-                encoder.request_keyframe();
-            }
-            // The encoder follows the uplink estimate (0: none yet).
-            match self.shared.video_target.load(Ordering::Relaxed) {
-                0 => {}
-                bps => {
-                    encoder.follow_bitrate(bps)?;
+            let keyframes = self.shared.keyframes.swap(0, Ordering::Relaxed);
+            for layer in 0..encoder.layers().len() {
+                if keyframes & (1 << layer) != 0 {
+                    encoder.request_keyframe(layer);
                 }
             }
-            encoder.encode(frame)?
+            // Each layer follows its share of the uplink estimate; paused layers are not
+            // encoded.
+            let targets = self
+                .shared
+                .layer_targets
+                .lock()
+                .expect("targets lock")
+                .clone();
+            let targets = if targets.is_empty() {
+                encoder
+                    .layers()
+                    .iter()
+                    .map(|l| Some(l.bitrate_bps))
+                    .collect()
+            } else {
+                targets
+            };
+            encoder.encode(frame, &targets)?
         };
-        match unit {
-            Some(unit) => self.command(Command::Video(unit)),
-            None => Ok(()),
+        for (layer, unit) in units {
+            self.command(Command::Video(layer, unit))?;
         }
+        Ok(())
     }
 
     /// Sends an already encoded H.264 access unit (Annex-B) on the published video track, for
@@ -358,7 +374,7 @@ impl Room {
         if self.video.is_none() {
             return Err(RoomError::NotPublishing("video"));
         }
-        self.command(Command::Video(unit.clone()))
+        self.command(Command::Video(0, unit.clone()))
     }
 
     /// Sends an already encoded 20 ms Opus packet on the published audio track, with the given
@@ -582,8 +598,8 @@ impl Driver {
     fn on_command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         let now = Instant::now();
         match command {
-            Command::Video(unit) => {
-                if let Err(e) = self.session.send_video(now, &unit) {
+            Command::Video(layer, unit) => {
+                if let Err(e) = self.session.send_video_layer(now, layer, &unit) {
                     tracing::debug!("video: {e}");
                 }
             }
@@ -662,15 +678,20 @@ impl Driver {
             }
             let _ = self.events.send(e);
         }
-        if self.session.take_keyframe_request() {
-            self.shared.keyframe.store(true, Ordering::Relaxed);
+        let keyframes = self
+            .session
+            .take_layer_keyframe_requests()
+            .iter()
+            .enumerate()
+            .fold(0u32, |bits, (i, &k)| bits | (u32::from(k) << i));
+        if keyframes != 0 {
+            self.shared.keyframes.fetch_or(keyframes, Ordering::Relaxed);
         }
         if let Some(pct) = self.session.expected_audio_loss_pct() {
             self.shared.audio_loss.store(pct, Ordering::Relaxed);
         }
-        if let Some(bps) = self.session.video_target_bps() {
-            self.shared.video_target.store(bps, Ordering::Relaxed);
-        }
+        *self.shared.layer_targets.lock().expect("targets lock") =
+            self.session.video_layer_targets();
         self.shared
             .ready
             .store(self.session.publishing_ready(), Ordering::Relaxed);

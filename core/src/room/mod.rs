@@ -55,8 +55,12 @@ pub struct VideoOptions {
     pub height: u32,
     /// Frames per second the source delivers.
     pub fps: u32,
-    /// H.264 target bitrate in kbit/s.
+    /// H.264 target bitrate in kbit/s (of the full-size layer with simulcast).
     pub bitrate_kbps: u32,
+    /// Send simulcast: the full size and halves of it, each its own stream (see
+    /// [`simulcast_layers`](crate::codec::simulcast_layers)), so that the server can send
+    /// each receiver the size its link and screen take. Off by default.
+    pub simulcast: bool,
 }
 
 impl VideoOptions {
@@ -68,6 +72,17 @@ impl VideoOptions {
             height,
             fps: 30,
             bitrate_kbps: kbps,
+            simulcast: false,
+        }
+    }
+
+    /// The layers the camera is sent as, smallest first: one without simulcast.
+    pub fn layers(&self) -> Vec<crate::codec::VideoLayer> {
+        let bps = self.bitrate_kbps.saturating_mul(1000);
+        if self.simulcast {
+            crate::codec::simulcast_layers(self.width, self.height, bps)
+        } else {
+            crate::codec::single_layer(self.width, self.height, bps)
         }
     }
 }
@@ -241,6 +256,8 @@ pub struct SendStats {
     pub uplink_loss_based_bps: u64,
     /// The video encoder's target then (bit/s).
     pub video_target_bps: u64,
+    /// Simulcast layers the uplink carries now (the others are paused).
+    pub video_layers_on: u32,
 }
 
 #[cfg(feature = "net")]

@@ -25,6 +25,22 @@ pub const HOLD: Duration = Duration::from_secs(10);
 /// The longest hold, reached by doubling after resumes that did not last.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
+/// How long after a probe was undone a further fall of the estimate lowers nothing more:
+/// the queue the probe built takes a moment to drain, and the receiver reports' loss is
+/// smoothed over seconds (see [`LossWindow`](crate::transport::cc::LossWindow)), so the
+/// loss-based half goes on falling after the probe is gone. Measured on a 800 kbit/s
+/// downlink with two small layers: after a probe of a full-size layer was undone, the
+/// reported loss took 5 s to fall from 27 % to under 5 %, and with a grace of 4 s the
+/// estimate's fall (to 196 kbit/s) paused both videos.
+pub const UNDO_GRACE: Duration = Duration::from_secs(8);
+
+/// Loss (after repairs, as the receiver reports it) that undoes a probe under way, whether
+/// or not the estimate fell yet. A probe of a full-size layer on an 800 kbit/s link filled
+/// the queue with its first keyframe and kept it full: the delay-based half never saw a
+/// queue grow, and the estimate fell only with the loss-based half, 4 s and up to 36 %
+/// loss later; the loss crossed 5 % 3 s sooner.
+pub const PROBE_LOSS: f64 = 0.05;
+
 /// A fall of the estimate smaller than this share is noise, not congestion.
 const FALL: f64 = 0.02;
 
@@ -90,6 +106,10 @@ pub struct Allocator {
     /// When a video was last raised without room for it (a probe), until that has lasted a
     /// hold.
     probed_at: Option<Instant>,
+    /// The probe under way: the slot raised and the layer it had before.
+    probe: Option<(usize, Option<usize>)>,
+    /// When a probe was last undone.
+    undone_at: Option<Instant>,
     hold: Duration,
 }
 
@@ -99,6 +119,8 @@ impl Default for Allocator {
             last_estimate: None,
             lowered_at: None,
             probed_at: None,
+            probe: None,
+            undone_at: None,
             hold: HOLD,
         }
     }
@@ -110,12 +132,14 @@ impl Allocator {
         self.hold
     }
 
-    /// Decides with the downlink `estimate_bps`, of which `audio_bps` is taken by audio, over
-    /// the `videos` the subscriber is subscribed to; returns what changes.
+    /// Decides with the downlink `estimate_bps` and the `loss` the receiver reports (0–1),
+    /// of which `audio_bps` is taken by audio, over the `videos` the subscriber is
+    /// subscribed to; returns what changes.
     pub fn decide(
         &mut self,
         now: Instant,
         estimate_bps: f64,
+        loss: f64,
         audio_bps: f64,
         videos: &[Video],
     ) -> Vec<Change> {
@@ -127,8 +151,24 @@ impl Allocator {
         self.last_estimate = Some(estimate_bps);
         let budget = (estimate_bps - audio_bps).max(0.0);
         let sending: f64 = order.iter().map(|v| v.bps(v.layer)).sum();
-        if fell && sending > budget {
-            let changes = lower(&order, (estimate_bps / DECREASE_SHARE - audio_bps).max(0.0));
+        let grace = self.undone_at.is_some_and(|t| now < t + UNDO_GRACE);
+        let probe_hurts = self.probe.is_some() && loss > PROBE_LOSS;
+        if ((fell && sending > budget) || probe_hurts) && !grace {
+            let undo = self
+                .probe
+                .take()
+                .filter(|(slot, had)| videos.iter().any(|v| v.slot == *slot && v.layer != *had));
+            let changes = match undo {
+                // The probe brought the estimate down: it alone is undone, the rest was
+                // carried before it (lowered afresh from the fallen estimate, a probe of a
+                // full-size layer on a 600 kbit/s link paused the other video's small one).
+                Some((slot, Some(had))) => vec![Change::Forward(slot, had)],
+                Some((slot, None)) => vec![Change::Pause(slot)],
+                None => lower(&order, (estimate_bps / DECREASE_SHARE - audio_bps).max(0.0)),
+            };
+            if undo.is_some() {
+                self.undone_at = Some(now);
+            }
             if !changes.is_empty() {
                 if self.probed_at.is_some_and(|t| now < t + self.hold) {
                     // The last probe did not last: wait longer before the next.
@@ -145,6 +185,7 @@ impl Allocator {
             // The last probe lasted.
             self.hold = HOLD;
             self.probed_at = None;
+            self.probe = None;
         }
         let waited = [self.lowered_at, self.probed_at]
             .into_iter()
@@ -185,6 +226,7 @@ impl Allocator {
                 .min();
             if let Some((up, i)) = probe {
                 self.probed_at = Some(now);
+                self.probe = Some((order[i].slot, order[i].layer));
                 changes.push(Change::Forward(order[i].slot, up));
             }
         }
@@ -296,7 +338,7 @@ mod tests {
 
     /// Decides, and carries the changes out on `v` as the engine does.
     fn step(a: &mut Allocator, v: &mut [Video], at: Instant, est: f64, audio: f64) -> Vec<Change> {
-        let changes = a.decide(at, est, audio, v);
+        let changes = a.decide(at, est, 0.0, audio, v);
         for c in &changes {
             let (slot, layer) = match *c {
                 Change::Pause(s) => (s, None),

@@ -70,8 +70,10 @@ pub struct SimConfig {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// H.264 bitrate per participant, kbit/s.
+    /// H.264 bitrate per participant, kbit/s (of the full-size layer with simulcast).
     pub bitrate_kbps: u32,
+    /// Publish the video as simulcast.
+    pub simulcast: bool,
     /// Publish audio too.
     pub audio: bool,
     /// Conditions on every participant's link, both directions.
@@ -92,6 +94,7 @@ impl Default for SimConfig {
             height: 360,
             fps: 30,
             bitrate_kbps: 800,
+            simulcast: false,
             audio: true,
             profile: Profile::lan(),
             seed: 1,
@@ -190,6 +193,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
             id,
             JoinOptions {
                 video: Some((config.width, config.height, config.fps, config.bitrate_kbps)),
+                simulcast: config.simulcast,
                 audio: config.audio,
                 ..JoinOptions::default()
             },

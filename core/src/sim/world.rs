@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::codec::{H264Config, H264Encoder, OpusConfig, OpusEncoder};
+use crate::codec::{OpusConfig, OpusEncoder, SimulcastEncoder, simulcast_layers, single_layer};
 use crate::media::{Channels, SpeechSource, TestPattern};
 use crate::netsim::{Direction, LinkConfig, Network, Profile, splitmix64};
 use crate::room::session::{Phase, Session, SessionConfig};
@@ -29,6 +29,10 @@ pub struct JoinOptions {
     pub role: Role,
     /// Publish the stamped test pattern: `(width, height, fps, kbit/s)`.
     pub video: Option<(u32, u32, u32, u32)>,
+    /// Publish the video as simulcast (see
+    /// [`simulcast_layers`](crate::codec::simulcast_layers); the kbit/s are the full
+    /// size's).
+    pub simulcast: bool,
     /// Publish speech-like audio.
     pub audio: bool,
     /// Receive every track as it appears.
@@ -44,6 +48,7 @@ impl Default for JoinOptions {
             room: "sim".into(),
             role: Role::Speaker,
             video: Some((320, 180, 15, 300)),
+            simulcast: false,
             audio: true,
             auto_subscribe: true,
             token: None,
@@ -52,7 +57,7 @@ impl Default for JoinOptions {
 }
 
 struct Media {
-    encoder: Option<H264Encoder>,
+    encoder: Option<SimulcastEncoder>,
     pattern: Option<TestPattern>,
     frame_interval: Duration,
     opus: Option<OpusEncoder>,
@@ -292,6 +297,11 @@ impl World {
         self.by_addr.insert(pub_addr, i);
         self.by_addr.insert(sub_addr, i);
         let fps = options.video.map_or(30, |v| v.2.max(1));
+        let layers = match options.video {
+            Some((w, h, _, kbps)) if options.simulcast => simulcast_layers(w, h, kbps * 1000),
+            Some((w, h, _, kbps)) => single_layer(w, h, kbps * 1000),
+            None => Vec::new(),
+        };
         let config = SessionConfig {
             video: options.video.is_some(),
             audio: options.audio,
@@ -299,15 +309,12 @@ impl World {
             auto_subscribe: options.auto_subscribe,
             seed: Some(splitmix64(self.seed ^ (i as u64 + 1))),
             video_bitrate_bps: options.video.map_or(0, |v| v.3 * 1000),
+            video_layers: layers.clone(),
             ..SessionConfig::new(token)
         };
         let (encoder, pattern) = match options.video {
-            Some((w, h, fps, kbps)) => (
-                Some(H264Encoder::new(
-                    H264Config::new(w, h)
-                        .bitrate_kbps(kbps)
-                        .max_fps(fps.max(1) as f32),
-                )?),
+            Some((w, h, fps, _)) => (
+                Some(SimulcastEncoder::new(&layers, fps.max(1) as f32)?),
                 Some(TestPattern::new(w, h).map_err(|_| SimError::Config("picture size"))?),
             ),
             None => (None, None),
@@ -423,17 +430,22 @@ impl World {
             {
                 // Catch up after joining instead of sending a burst of stale pictures.
                 m.next_video = (m.next_video + m.frame_interval).max(now + m.frame_interval);
-                if p.session.take_keyframe_request() {
-                    encoder.request_keyframe();
-                }
-                if let Some(bps) = p.session.video_target_bps() {
-                    encoder.follow_bitrate(bps)?;
+                let keyframes = p.session.take_layer_keyframe_requests();
+                for (layer, _) in keyframes.iter().enumerate().filter(|(_, k)| **k) {
+                    encoder.request_keyframe(layer);
                 }
                 let frame = pattern.next_frame(micros);
-                if let Some(unit) = encoder.encode(&frame)? {
-                    if !p.session.send_video(now, &unit).unwrap_or(false) {
-                        encoder.request_keyframe();
+                let units = encoder.encode(&frame, &p.session.video_layer_targets())?;
+                for (layer, unit) in &units {
+                    if !p
+                        .session
+                        .send_video_layer(now, *layer, unit)
+                        .unwrap_or(false)
+                    {
+                        encoder.request_keyframe(*layer);
                     }
+                }
+                if !units.is_empty() {
                     p.video_sent = pattern.next_seq();
                 }
             }

@@ -98,26 +98,36 @@ pub fn media_track(
     kind: crate::signal::TrackKind,
     ssrc: u32,
 ) -> rtc::media_stream::MediaStreamTrack {
+    layered_media_track(stream, id, kind, &[(String::new(), ssrc)])
+}
+
+/// A local track sent as simulcast: one encoding per `(rid, ssrc)`, each a layer (an empty
+/// rid and one encoding: no simulcast).
+pub fn layered_media_track(
+    stream: String,
+    id: String,
+    kind: crate::signal::TrackKind,
+    layers: &[(String, u32)],
+) -> rtc::media_stream::MediaStreamTrack {
     use crate::signal::TrackKind;
     use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
     let (codec, rtp_kind) = match kind {
         TrackKind::Video => (h264_codec(), RtpCodecKind::Video),
         TrackKind::Audio => (opus_codec(), RtpCodecKind::Audio),
     };
-    rtc::media_stream::MediaStreamTrack::new(
-        stream,
-        id.clone(),
-        id,
-        rtp_kind,
-        vec![RTCRtpEncodingParameters {
+    let encodings = layers
+        .iter()
+        .map(|(rid, ssrc)| RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
+                rid: rid.clone(),
+                ssrc: Some(*ssrc),
                 ..Default::default()
             },
-            codec: codec.rtp_codec,
+            codec: codec.rtp_codec.clone(),
             ..Default::default()
-        }],
-    )
+        })
+        .collect();
+    rtc::media_stream::MediaStreamTrack::new(stream, id.clone(), id, rtp_kind, encodings)
 }
 
 /// A UDP datagram as a peer connection takes it in: arrived at `local` from `from`.
@@ -200,6 +210,23 @@ pub fn is_keyframe_request(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
         p.as_any().downcast_ref::<PictureLossIndication>().is_some()
             || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
     })
+}
+
+/// The media SSRCs a compound RTCP packet asks keyframes of (PLI, FIR; 0 for a FIR that
+/// names none).
+pub fn keyframe_requests(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut ssrcs = Vec::new();
+    for p in packets {
+        if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = p.as_any().downcast_ref::<FullIntraRequest>() {
+            match fir.fir.first() {
+                Some(entry) => ssrcs.push(entry.ssrc),
+                None => ssrcs.push(0),
+            }
+        }
+    }
+    ssrcs
 }
 
 /// Whether a compound RTCP packet carries a receiver report (a sender learns its loss

@@ -39,13 +39,15 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 
 use super::{RoomError, RoomEvent, RoomState, SendStats};
+use crate::codec::VideoLayer;
+use crate::sfu::allocate::Allocator;
 use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
     TrackInfo, TrackKind,
 };
 pub use crate::transport::cc::EstimateDetail;
 use crate::transport::cc::SendEstimate;
-use crate::transport::{fraction_lost_for, is_keyframe_request};
+use crate::transport::{fraction_lost_for, keyframe_requests};
 use pc::ClientPc;
 use recv::RecvSlot;
 pub use recv::TrackStats;
@@ -77,8 +79,13 @@ pub struct SessionConfig {
     pub seed: Option<u64>,
     /// Bitrate of the camera track (bit/s) when the uplink can carry it: congestion
     /// control lowers the encoder's target below it (see
-    /// [`Session::video_target_bps`]), never above.
+    /// [`Session::video_target_bps`]), never above. Without simulcast only.
     pub video_bitrate_bps: u32,
+    /// Simulcast: the camera's layers, smallest first (see
+    /// [`simulcast_layers`](crate::codec::simulcast_layers)), each sent with
+    /// [`Session::send_video_layer`]. Empty (the default) or one layer: one stream at
+    /// `video_bitrate_bps`.
+    pub video_layers: Vec<VideoLayer>,
 }
 
 impl SessionConfig {
@@ -95,6 +102,7 @@ impl SessionConfig {
             decode_audio: true,
             seed: None,
             video_bitrate_bps: DEFAULT_VIDEO_BITRATE_BPS,
+            video_layers: Vec::new(),
         }
     }
 }
@@ -182,10 +190,12 @@ pub struct Session {
     local_sub: SocketAddr,
     publisher: Option<ClientPc>,
     subscriber: Option<ClientPc>,
-    video_out: Option<Outgoing>,
+    /// The camera's streams: one, or one per simulcast layer (smallest first).
+    video_out: Vec<Outgoing>,
     audio_out: Option<Outgoing>,
-    /// The server asked for a keyframe, or sending (re)starts: the next picture should be one.
-    keyframe_wanted: bool,
+    /// Which simulcast layers the uplink carries.
+    uplink_layers: Allocator,
+    next_layer_decision: Instant,
     /// Receive slots the server asked for, `(audio, video)`.
     want_slots: (u32, u32),
     /// The roster and the receive slots, from the server's messages.
@@ -254,9 +264,10 @@ impl Session {
             local_sub: subscriber_addr,
             publisher: None,
             subscriber: None,
-            video_out: None,
+            video_out: Vec::new(),
             audio_out: None,
-            keyframe_wanted: true,
+            uplink_layers: Allocator::default(),
+            next_layer_decision: now,
             want_slots: (0, 0),
             state: RoomState::default(),
             incoming: HashMap::new(),
@@ -307,9 +318,27 @@ impl Session {
     }
 
     /// Whether the next picture should be a keyframe (the server asked, or sending started
-    /// again); reading it clears it.
+    /// again); reading it clears it. With simulcast: of any layer (see
+    /// [`take_layer_keyframe_requests`](Self::take_layer_keyframe_requests)).
     pub fn take_keyframe_request(&mut self) -> bool {
-        std::mem::take(&mut self.keyframe_wanted)
+        self.take_layer_keyframe_requests().contains(&true)
+    }
+
+    /// Per simulcast layer (smallest first; one without simulcast): whether its next
+    /// picture should be a keyframe. Reading clears them.
+    pub fn take_layer_keyframe_requests(&mut self) -> Vec<bool> {
+        self.video_out
+            .iter_mut()
+            .map(|o| std::mem::take(&mut o.keyframe))
+            .collect()
+    }
+
+    /// The camera's layers as configured, smallest first: one without simulcast.
+    pub fn video_layers(&self) -> Vec<VideoLayer> {
+        match self.config.video_layers.len() {
+            0 | 1 => crate::codec::single_layer(0, 0, self.config.video_bitrate_bps),
+            _ => self.config.video_layers.clone(),
+        }
     }
 
     /// What was sent.
@@ -333,24 +362,63 @@ impl Session {
     /// audio's share and packet overhead, within 30 kbit/s and
     /// [`SessionConfig::video_bitrate_bps`]. `None` without a camera track or an estimate.
     /// Drivers pass it to [`H264Encoder::follow_bitrate`](crate::codec::H264Encoder::follow_bitrate)
-    /// before each picture.
+    /// before each picture. With simulcast: all layers' targets together (see
+    /// [`video_layer_targets`](Self::video_layer_targets)).
     pub fn video_target_bps(&self) -> Option<u32> {
-        self.video_out.as_ref()?;
-        let estimate = self.send_estimate.bps()? as f64;
-        let audio = if self.audio_out.is_some() {
+        self.send_estimate.bps()?;
+        let targets = self.video_layer_targets();
+        (!targets.is_empty()).then(|| targets.iter().flatten().sum())
+    }
+
+    /// Per simulcast layer (smallest first; one without simulcast): the bitrate its encoder
+    /// should aim at now, or `None` while the uplink cannot carry it (not encoded; see
+    /// [`SimulcastEncoder::encode`](crate::codec::SimulcastEncoder::encode)). The layers
+    /// the uplink carries get their configured bitrates from the smallest up, the highest
+    /// of them what is left of the estimate (less the audio and the overhead), at least
+    /// 30 kbit/s; before an estimate, the configured bitrates. Empty without a camera.
+    pub fn video_layer_targets(&self) -> Vec<Option<u32>> {
+        let mut left = self
+            .send_estimate
+            .bps()
+            .map(|e| (e as f64 - self.audio_allowance()) * (1.0 - VIDEO_OVERHEAD));
+        let top_on = self.video_out.iter().rposition(|o| o.on);
+        self.video_out
+            .iter()
+            .enumerate()
+            .map(|(i, out)| {
+                if !out.on && i > 0 {
+                    return None;
+                }
+                let nominal = out.nominal_bps as f64;
+                let Some(budget) = left.as_mut() else {
+                    return Some(out.nominal_bps);
+                };
+                let target = if Some(i) == top_on {
+                    budget.clamp(MIN_VIDEO_BPS, nominal.max(MIN_VIDEO_BPS))
+                } else {
+                    nominal.min(budget.max(MIN_VIDEO_BPS))
+                };
+                *budget -= target;
+                Some(target as u32)
+            })
+            .collect()
+    }
+
+    /// Uplink set aside for the microphone track, when there is one.
+    fn audio_allowance(&self) -> f64 {
+        if self.audio_out.is_some() {
             AUDIO_ALLOWANCE_BPS
         } else {
             0.0
-        };
-        let video = (estimate - audio) * (1.0 - VIDEO_OVERHEAD);
-        Some(video.clamp(MIN_VIDEO_BPS, self.config.video_bitrate_bps as f64) as u32)
+        }
     }
 
     /// The estimate the publishing connection starts from and may not exceed: the configured
     /// video bitrate with its overhead, plus the audio.
     fn max_uplink_bps(&self) -> f64 {
         let video = if self.config.video {
-            self.config.video_bitrate_bps as f64 / (1.0 - VIDEO_OVERHEAD)
+            let nominal: u32 = self.video_layers().iter().map(|l| l.bitrate_bps).sum();
+            nominal as f64 / (1.0 - VIDEO_OVERHEAD)
         } else {
             0.0
         };
@@ -637,7 +705,7 @@ impl Session {
     /// every slot the server asked for; the server assigns them again.
     fn replace_stuck_connections(&mut self, now: Instant) {
         if self.drop_if_stuck(Which::Publisher, now) {
-            self.video_out = None;
+            self.video_out.clear();
             self.audio_out = None;
             self.send_stats.publisher_restarts += 1;
             tracing::info!(
@@ -787,7 +855,9 @@ impl Session {
                     conn.connected = connected;
                 }
                 if connected && which == Which::Publisher {
-                    self.keyframe_wanted = true;
+                    for out in &mut self.video_out {
+                        out.keyframe = true;
+                    }
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
@@ -824,15 +894,19 @@ impl Session {
                 self.on_rtp(now, &track_id, packet);
             }
             (Which::Publisher, RTCMessage::RtcpPacket(_, packets)) => {
-                if is_keyframe_request(&packets) {
-                    self.keyframe_wanted = true;
+                for ssrc in keyframe_requests(&packets) {
+                    // A request for an SSRC not sent (or a FIR without one): every layer.
+                    let known = self.video_out.iter().any(|o| o.ssrc == ssrc);
+                    for out in &mut self.video_out {
+                        out.keyframe |= !known || out.ssrc == ssrc;
+                    }
                     self.send_stats.keyframe_requests += 1;
                 }
                 // The uplink estimate's loss-based half: the loss of the video (more packets,
                 // a steadier figure), or of the audio when there is no video.
                 if let Some(ssrc) = self
                     .video_out
-                    .as_ref()
+                    .first()
                     .or(self.audio_out.as_ref())
                     .map(Outgoing::ssrc)
                     && let Some(lost) = fraction_lost_for(&packets, ssrc)

@@ -22,7 +22,7 @@ use crate::signal::{IceCandidate, TrackKind};
 use crate::transport::cc::SendSide;
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
-    SRTP_REPLAY_WINDOW, add_host_candidate, media_engine, media_track,
+    SRTP_REPLAY_WINDOW, add_host_candidate, layered_media_track, media_engine,
 };
 
 fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
@@ -94,17 +94,18 @@ impl ClientPc {
         })
     }
 
-    /// Adds a send-only track of `kind` with a fixed SSRC.
+    /// Adds a send-only track of `kind` with one stream per `(rid, ssrc)` (simulcast), or one
+    /// stream with an empty rid.
     pub fn add_send_track(
         &mut self,
         kind: TrackKind,
-        ssrc: u32,
+        layers: &[(String, u32)],
     ) -> Result<RTCRtpSenderId, RoomError> {
         let name = match kind {
             TrackKind::Video => "camera",
             TrackKind::Audio => "microphone",
         };
-        let track = media_track("madang".to_owned(), name.to_owned(), kind, ssrc);
+        let track = layered_media_track("madang".to_owned(), name.to_owned(), kind, layers);
         let init = RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Sendonly,
             streams: vec![],

@@ -2,7 +2,7 @@
 //! encoded frame packetised (H.264 FU-A, one Opus packet per RTP packet) and written with
 //! its RTP clock, sequence numbers and audio level.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::Rng;
@@ -10,19 +10,20 @@ use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use super::pc::ClientPc;
-use super::{Session, Which};
+use super::{Session, VIDEO_OVERHEAD, Which};
 use crate::codec::rtp::{MAX_RTP_PAYLOAD, VOICE_THRESHOLD_DBOV, packetize_h264};
 use crate::media::EncodedFrame;
 use crate::room::RoomError;
+use crate::sfu::allocate::{Change, Video};
 use crate::signal::{ClientMessage, PeerRole, PublishTrack, TrackKind, TrackSource};
 use crate::transport::AUDIO_LEVEL_URI;
 use crate::transport::cc::SendSide;
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
 /// RTP state of one published track.
 pub(super) struct Outgoing {
     sender: RTCRtpSenderId,
-    kind: TrackKind,
-    ssrc: u32,
+    pub(super) ssrc: u32,
     payload_type: u8,
     seq: u16,
     /// Random start of the RTP clock.
@@ -31,6 +32,25 @@ pub(super) struct Outgoing {
     /// RTP clock ticks of one frame, for frames whose pts does not advance.
     frame_ticks: u32,
     audio_level_id: Option<u8>,
+    /// Simulcast: the layer's RTP stream id, sent in every packet with the mid (the
+    /// server tells the layers apart by them), and the two extensions' ids once the
+    /// answer gave them.
+    rid: Option<String>,
+    stream_id_ext: Option<StreamIdExt>,
+    /// Its bitrate when the uplink carries it (video), bit/s.
+    pub(super) nominal_bps: u32,
+    /// Encoded and sent now (video layers: the uplink may pause the upper ones).
+    pub(super) on: bool,
+    /// The next picture of this stream should be a keyframe.
+    pub(super) keyframe: bool,
+}
+
+/// The mid and RTP stream id header extensions of a simulcast layer.
+struct StreamIdExt {
+    mid_id: u8,
+    mid: Bytes,
+    rid_id: u8,
+    rid: Bytes,
 }
 
 impl Outgoing {
@@ -40,21 +60,39 @@ impl Outgoing {
     }
 }
 
+/// How often the uplink decides which simulcast layers it carries.
+const LAYER_DECISION_EVERY: Duration = Duration::from_millis(500);
+
 impl Session {
-    /// Sends one encoded H.264 access unit (Annex-B) on the camera track. Returns whether it
-    /// went out: before the publishing connection is up it is dropped and counted, and the
-    /// next picture should be a keyframe.
+    /// Sends one encoded H.264 access unit (Annex-B) on the camera track (its smallest
+    /// layer with simulcast). Returns whether it went out: before the publishing connection
+    /// is up it is dropped and counted, and the next picture should be a keyframe.
     pub fn send_video(&mut self, now: Instant, unit: &EncodedFrame) -> Result<bool, RoomError> {
+        self.send_video_layer(now, 0, unit)
+    }
+
+    /// Sends one encoded access unit of simulcast layer `layer` (an index into
+    /// [`SessionConfig::video_layers`](super::SessionConfig::video_layers), smallest
+    /// first). Like [`send_video`](Self::send_video) otherwise.
+    pub fn send_video_layer(
+        &mut self,
+        now: Instant,
+        layer: usize,
+        unit: &EncodedFrame,
+    ) -> Result<bool, RoomError> {
         self.advance(now);
-        if self.video_out.is_none() {
+        let Some(out) = self.video_out.get_mut(layer) else {
             return Err(RoomError::NotPublishing("video"));
-        }
-        if !self.publishing_ready() {
-            self.keyframe_wanted = true;
+        };
+        if !self.publisher.as_ref().is_some_and(|p| p.connected) {
+            out.keyframe = true;
             self.send_stats.dropped_before_connected += 1;
             return Ok(false);
         }
-        self.send_stats.video_frames += 1;
+        if layer == 0 {
+            self.send_stats.video_frames += 1;
+            self.decide_layers(now);
+        }
         let uplink = self.send_estimate.detail();
         self.send_stats.uplink_estimate_bps = uplink.bps().unwrap_or(0);
         self.send_stats.uplink_delay_based_bps = uplink.delay_based_bps as u64;
@@ -63,8 +101,61 @@ impl Session {
         self.send_stats.keyframes += unit.keyframe as u64;
         self.send_stats.video_bytes += unit.data.len() as u64;
         let payloads = packetize_h264(&unit.data, MAX_RTP_PAYLOAD);
-        self.write_frame(now, TrackKind::Video, unit.pts_us, payloads, None)?;
+        self.write_frame(now, TrackKind::Video, layer, unit.pts_us, payloads, None)?;
         Ok(true)
+    }
+
+    /// Which simulcast layers the uplink carries, decided every [`LAYER_DECISION_EVERY`]
+    /// by the same policy the server uses for a subscriber's videos (see
+    /// [`crate::sfu::allocate`]): the layers are the "videos", the upper ones the least
+    /// important; a fall of the estimate below what is sent pauses from the top, a paused
+    /// layer comes back when there is room or, after a hold, as a probe. The smallest
+    /// layer is never paused.
+    fn decide_layers(&mut self, now: Instant) {
+        if self.video_out.len() < 2 || now < self.next_layer_decision {
+            return;
+        }
+        self.next_layer_decision = now + LAYER_DECISION_EVERY;
+        let detail = self.send_estimate.detail();
+        let Some(estimate) = detail.bps() else {
+            return;
+        };
+        let layers: Vec<Video> = self
+            .video_out
+            .iter()
+            .enumerate()
+            .map(|(i, out)| Video {
+                slot: i,
+                priority: i as u32,
+                layers: vec![out.nominal_bps as f64 / (1.0 - VIDEO_OVERHEAD)],
+                layer: out.on.then_some(0),
+                max_layer: 0,
+            })
+            .collect();
+        let audio = self.audio_allowance();
+        for change in self
+            .uplink_layers
+            .decide(now, estimate as f64, detail.loss, audio, &layers)
+        {
+            let (i, on) = match change {
+                Change::Pause(i) => (i, false),
+                Change::Forward(i, _) => (i, true),
+            };
+            if i == 0 {
+                continue;
+            }
+            let out = &mut self.video_out[i];
+            if on && !out.on {
+                out.keyframe = true;
+            }
+            out.on = on;
+            tracing::debug!(
+                "simulcast layer {i} {} (uplink estimate {} kbit/s)",
+                if on { "resumed" } else { "paused" },
+                estimate / 1000
+            );
+        }
+        self.send_stats.video_layers_on = self.video_out.iter().filter(|o| o.on).count() as u32;
     }
 
     /// Sends one encoded Opus packet on the microphone track with its RFC 6464 level (dBov,
@@ -79,7 +170,7 @@ impl Session {
         if self.audio_out.is_none() {
             return Err(RoomError::NotPublishing("audio"));
         }
-        if !self.publishing_ready() {
+        if !self.publisher.as_ref().is_some_and(|p| p.connected) {
             self.send_stats.dropped_before_connected += 1;
             return Ok(false);
         }
@@ -87,6 +178,7 @@ impl Session {
         self.write_frame(
             now,
             TrackKind::Audio,
+            0,
             packet.pts_us,
             vec![packet.data.clone()],
             Some(level_dbov.min(127)),
@@ -108,7 +200,7 @@ impl Session {
         side.estimate = self.send_estimate.clone();
         let mut conn = ClientPc::new(self.local_pub, now, Some(&side))?;
         let fps = self.config.fps.max(1);
-        let mut tracks = Vec::new();
+        let mut tracks: Vec<(TrackKind, RTCRtpSenderId, Vec<Outgoing>)> = Vec::new();
         for (kind, on) in [
             (TrackKind::Video, self.config.video),
             (TrackKind::Audio, self.config.audio),
@@ -116,42 +208,63 @@ impl Session {
             if !on {
                 continue;
             }
-            let ssrc = self.rng.random::<u32>() | 1;
-            let sender = conn.add_send_track(kind, ssrc)?;
             let (payload_type, frame_ticks) = match kind {
                 TrackKind::Video => (crate::transport::H264_PAYLOAD_TYPE, 90_000 / fps),
                 TrackKind::Audio => (crate::transport::OPUS_PAYLOAD_TYPE, 960),
             };
-            tracks.push(Outgoing {
-                sender,
-                kind,
-                ssrc,
-                payload_type,
-                seq: self.rng.random(),
-                ts_offset: self.rng.random(),
-                last_ts: None,
-                frame_ticks,
-                audio_level_id: None,
-            });
+            // One stream per simulcast layer (one without simulcast), all on one RTP
+            // clock so that the server can switch between them.
+            let rids: Vec<(Option<String>, u32)> = match kind {
+                TrackKind::Video => self
+                    .video_layers()
+                    .iter()
+                    .map(|l| ((!l.rid.is_empty()).then(|| l.rid.clone()), l.bitrate_bps))
+                    .collect(),
+                TrackKind::Audio => vec![(None, 0)],
+            };
+            let ts_offset = self.rng.random();
+            let streams: Vec<Outgoing> = rids
+                .into_iter()
+                .map(|(rid, nominal_bps)| Outgoing {
+                    sender: RTCRtpSenderId::from(0),
+                    ssrc: self.rng.random::<u32>() | 1,
+                    payload_type,
+                    seq: self.rng.random(),
+                    ts_offset,
+                    last_ts: None,
+                    frame_ticks,
+                    audio_level_id: None,
+                    rid,
+                    stream_id_ext: None,
+                    nominal_bps,
+                    on: true,
+                    keyframe: true,
+                })
+                .collect();
+            let encodings: Vec<(String, u32)> = streams
+                .iter()
+                .map(|o| (o.rid.clone().unwrap_or_default(), o.ssrc))
+                .collect();
+            let sender = conn.add_send_track(kind, &encodings)?;
+            tracks.push((kind, sender, streams));
         }
         let sdp = conn.offer(now)?;
         let mut publish = Vec::new();
-        for t in tracks {
+        for (kind, sender, mut streams) in tracks {
             let mid = conn
-                .sender_mid(t.sender)
+                .sender_mid(sender)
                 .ok_or_else(|| RoomError::WebRtc("send track has no mid after the offer".into()))?;
-            let source = match t.kind {
+            let source = match kind {
                 TrackKind::Video => TrackSource::Camera,
                 TrackKind::Audio => TrackSource::Microphone,
             };
-            publish.push(PublishTrack {
-                mid,
-                kind: t.kind,
-                source,
-            });
-            match t.kind {
-                TrackKind::Video => self.video_out = Some(t),
-                TrackKind::Audio => self.audio_out = Some(t),
+            publish.push(PublishTrack { mid, kind, source });
+            for s in &mut streams {
+                s.sender = sender;
+            }
+            match kind {
+                TrackKind::Video => self.video_out = streams,
+                TrackKind::Audio => self.audio_out = streams.pop(),
             }
         }
         self.signal_out.push_back(ClientMessage::Offer {
@@ -169,22 +282,41 @@ impl Session {
         let Some(conn) = self.publisher.as_mut() else {
             return;
         };
-        for out in [self.video_out.as_mut(), self.audio_out.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(mut sender) = conn.pc.rtp_sender(out.sender) {
-                let params = sender.get_parameters();
-                if let Some(codec) = params.rtp_parameters.codecs.first() {
-                    out.payload_type = codec.payload_type;
-                }
-                out.audio_level_id = params
+        for out in self.video_out.iter_mut().chain(self.audio_out.as_mut()) {
+            let mid = conn
+                .pc
+                .rtp_transceiver(out.sender.into())
+                .and_then(|t| t.mid().clone());
+            let Some(mut sender) = conn.pc.rtp_sender(out.sender) else {
+                continue;
+            };
+            let params = sender.get_parameters();
+            if let Some(codec) = params.rtp_parameters.codecs.first() {
+                out.payload_type = codec.payload_type;
+            }
+            let ext_id = |uri: &str| {
+                params
                     .rtp_parameters
                     .header_extensions
                     .iter()
-                    .find(|e| e.uri == AUDIO_LEVEL_URI)
-                    .map(|e| e.id as u8);
-            }
+                    .find(|e| e.uri == uri)
+                    .map(|e| e.id as u8)
+            };
+            out.audio_level_id = ext_id(AUDIO_LEVEL_URI);
+            out.stream_id_ext = match (
+                &out.rid,
+                mid,
+                ext_id(SDES_MID_URI),
+                ext_id(SDES_RTP_STREAM_ID_URI),
+            ) {
+                (Some(rid), Some(mid), Some(mid_id), Some(rid_id)) => Some(StreamIdExt {
+                    mid_id,
+                    mid: Bytes::from(mid.into_bytes()),
+                    rid_id,
+                    rid: Bytes::from(rid.clone().into_bytes()),
+                }),
+                _ => None,
+            };
         }
     }
 
@@ -193,12 +325,13 @@ impl Session {
         &mut self,
         now: Instant,
         kind: TrackKind,
+        layer: usize,
         pts_us: i64,
         payloads: Vec<Bytes>,
         level: Option<u8>,
     ) -> Result<(), RoomError> {
         let (out, conn) = match kind {
-            TrackKind::Video => (self.video_out.as_mut(), self.publisher.as_mut()),
+            TrackKind::Video => (self.video_out.get_mut(layer), self.publisher.as_mut()),
             TrackKind::Audio => (self.audio_out.as_mut(), self.publisher.as_mut()),
         };
         let (Some(out), Some(conn)) = (out, conn) else {
@@ -237,6 +370,10 @@ impl Session {
                 let voice = level < VOICE_THRESHOLD_DBOV;
                 let byte = (u8::from(voice) << 7) | level;
                 let _ = header.set_extension(id, Bytes::copy_from_slice(&[byte]));
+            }
+            if let Some(ext) = &out.stream_id_ext {
+                let _ = header.set_extension(ext.mid_id, ext.mid.clone());
+                let _ = header.set_extension(ext.rid_id, ext.rid.clone());
             }
             sender
                 .write_rtp(now, rtp::Packet { header, payload })

@@ -129,19 +129,24 @@ impl Engine {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        let Some(estimate) = peer
+        let Some(detail) = peer
             .subscriber
             .as_ref()
             .filter(|pc| pc.connected)
             .and_then(|pc| pc.estimate.as_ref())
-            .and_then(|e| e.bps())
+            .map(|e| e.detail())
         else {
+            return;
+        };
+        let Some(estimate) = detail.bps() else {
             return;
         };
         let mut audio_bps = 0.0;
         let mut videos = Vec::new();
         // Per video: the SSRCs of its layers, as `videos[i].layers` lists them.
         let mut layer_ssrcs: HashMap<usize, Vec<u32>> = HashMap::new();
+        // Per video: the layer it is forwarded at now (`None`: paused).
+        let mut levels: HashMap<usize, Option<usize>> = HashMap::new();
         let mut stale = Vec::new();
         // Slots whose layer stopped (its publisher paused it): moved to the best left.
         let mut moves = Vec::new();
@@ -188,6 +193,7 @@ impl Engine {
                 max_layer: ssrcs.len() - 1,
             });
             layer_ssrcs.insert(slot, ssrcs);
+            levels.insert(slot, layer);
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -202,7 +208,7 @@ impl Engine {
         }
         let changes = peer
             .allocator
-            .decide(now, estimate as f64, audio_bps, &videos);
+            .decide(now, estimate as f64, detail.loss, audio_bps, &videos);
         let moved: Vec<u32> = moves
             .iter()
             .map(|&(slot, _)| peer.slots[slot].down.out_ssrc())
@@ -223,10 +229,13 @@ impl Engine {
             };
             let was_paused = rtc.paused_track.is_some();
             let ssrc = layer.and_then(|l| layer_ssrcs.get(&slot)?.get(l).copied());
-            if let Some(ssrc) = ssrc
-                && rtc.down.layered()
-            {
-                rtc.down.switch_layer(ssrc);
+            // The allocation lowers only when the estimate fell: a layer down stops the one
+            // above at once.
+            let lower = layer < levels.get(&slot).copied().flatten();
+            match ssrc {
+                Some(ssrc) if rtc.down.layered() && lower => rtc.down.switch_layer_at_once(ssrc),
+                Some(ssrc) if rtc.down.layered() => rtc.down.switch_layer(ssrc),
+                _ => {}
             }
             let paused = layer.is_none();
             rtc.down.set_paused(paused);

@@ -1,0 +1,282 @@
+//! Simulcast: one camera picture encoded at up to three sizes, each its own H.264 stream (a
+//! layer with its own RTP stream id), so that the server can forward each receiver the
+//! size its link and its screen take without transcoding.
+//!
+//! ```
+//! use madang::codec::{SimulcastEncoder, simulcast_layers};
+//! use madang::media::VideoFrame;
+//!
+//! let layers = simulcast_layers(640, 360, 800_000);
+//! assert_eq!(layers.len(), 2); // 320×180 and 640×360
+//! let mut encoder = SimulcastEncoder::new(&layers, 30.0).unwrap();
+//! let frame = VideoFrame::black(640, 360).unwrap();
+//! // Both layers on, at their own bitrates.
+//! let units = encoder.encode(&frame, &[Some(200_000), Some(600_000)]).unwrap();
+//! assert_eq!(units.len(), 2);
+//! // The top layer paused: only the small one is encoded.
+//! let units = encoder.encode(&frame, &[Some(200_000), None]).unwrap();
+//! assert_eq!(units.iter().map(|(layer, _)| *layer).collect::<Vec<_>>(), [0]);
+//! ```
+
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+
+use super::{CodecError, H264Config, H264Encoder};
+use crate::media::{EncodedFrame, VideoFrame};
+
+/// One layer of a camera track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoLayer {
+    /// RTP stream id (RFC 8852) it is sent with; empty without simulcast.
+    pub rid: String,
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Its bitrate when the uplink carries it, bits per second.
+    pub bitrate_bps: u32,
+}
+
+/// Narrowest picture worth a layer of its own: a capture narrower than twice this is sent
+/// as one stream.
+pub const MIN_LAYER_WIDTH: u32 = 240;
+
+/// Stream ids of the layers, smallest first (libwebrtc's quarter, half, full).
+const RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// The layers to send a `width`×`height` camera as, smallest first: the full size at
+/// `bitrate_bps`, then halves (each side) while they are at least [`MIN_LAYER_WIDTH`]
+/// wide, three at most; each smaller layer gets the bitrate of the one above scaled by its
+/// share of pixels to the power 0.75 (0.35 for a quarter of the pixels: 1280×720 at
+/// 1.5 Mbit/s gives 640×360 at 530 kbit/s and 320×180 at 190 kbit/s, near libwebrtc's
+/// defaults of 500 and 150). A capture too small to halve gives one layer without a rid
+/// (no simulcast).
+pub fn simulcast_layers(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoLayer> {
+    let mut sizes = vec![(width, height, bitrate_bps)];
+    while sizes.len() < 3 {
+        let (w, h, bps) = sizes[sizes.len() - 1];
+        let (hw, hh) = ((w / 2) & !1, (h / 2) & !1);
+        if hw < MIN_LAYER_WIDTH || hh < 2 {
+            break;
+        }
+        sizes.push((hw, hh, (bps as f64 * 0.25f64.powf(0.75)) as u32));
+    }
+    if sizes.len() == 1 {
+        return single_layer(width, height, bitrate_bps);
+    }
+    sizes
+        .into_iter()
+        .rev()
+        .zip(RIDS)
+        .map(|((width, height, bitrate_bps), rid)| VideoLayer {
+            rid: rid.to_owned(),
+            width,
+            height,
+            bitrate_bps,
+        })
+        .collect()
+}
+
+/// One layer without a rid: a camera sent without simulcast.
+pub fn single_layer(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoLayer> {
+    vec![VideoLayer {
+        rid: String::new(),
+        width,
+        height,
+        bitrate_bps,
+    }]
+}
+
+/// One encoder per layer; pictures of the top layer's size are scaled down for the others.
+pub struct SimulcastEncoder {
+    layers: Vec<VideoLayer>,
+    encoders: Vec<H264Encoder>,
+    resizer: Resizer,
+    /// A plane copied out of a padded source, for the resizer.
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for SimulcastEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulcastEncoder")
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulcastEncoder {
+    /// An encoder for `layers` (smallest first; the last one's size is the size of the
+    /// pictures passed to [`encode`](Self::encode)) at up to `fps` pictures a second.
+    pub fn new(layers: &[VideoLayer], fps: f32) -> Result<Self, CodecError> {
+        let encoders = layers
+            .iter()
+            .map(|l| {
+                H264Encoder::new(
+                    H264Config::new(l.width, l.height)
+                        .bitrate_kbps((l.bitrate_bps / 1000).max(1))
+                        .max_fps(fps),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if encoders.is_empty() {
+            return Err(size_error(0, 0));
+        }
+        Ok(Self {
+            layers: layers.to_vec(),
+            encoders,
+            resizer: Resizer::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The layers, smallest first.
+    pub fn layers(&self) -> &[VideoLayer] {
+        &self.layers
+    }
+
+    /// Makes the next picture of `layer` a keyframe.
+    pub fn request_keyframe(&mut self, layer: usize) {
+        if let Some(e) = self.encoders.get_mut(layer) {
+            e.request_keyframe();
+        }
+    }
+
+    /// Encodes `frame` for every layer whose target bitrate is `Some` (see
+    /// [`Session::video_layer_targets`](crate::room::Session::video_layer_targets)); a
+    /// layer whose target is `None` is paused and not encoded (and starts with a keyframe
+    /// when it comes back). Returns each layer's access unit with the layer's index; a
+    /// layer whose rate control skipped the picture gives none.
+    pub fn encode(
+        &mut self,
+        frame: &VideoFrame,
+        targets: &[Option<u32>],
+    ) -> Result<Vec<(usize, EncodedFrame)>, CodecError> {
+        let top = self.layers.len() - 1;
+        let expected = (self.layers[top].width, self.layers[top].height);
+        if (frame.width(), frame.height()) != expected {
+            return Err(CodecError::FrameSizeMismatch {
+                expected,
+                got: (frame.width(), frame.height()),
+            });
+        }
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (i, target) in targets.iter().enumerate().take(self.layers.len()) {
+            let Some(bps) = *target else {
+                // Paused: when it comes back its receivers need a keyframe to start on.
+                self.encoders[i].request_keyframe();
+                continue;
+            };
+            self.encoders[i].follow_bitrate(bps)?;
+            let unit = if i == top {
+                self.encoders[i].encode(frame)?
+            } else {
+                let small = self.scale(frame, i)?;
+                self.encoders[i].encode(&small)?
+            };
+            if let Some(unit) = unit {
+                out.push((i, unit));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `frame` scaled to layer `i`'s size (bilinear, plane by plane).
+    fn scale(&mut self, frame: &VideoFrame, i: usize) -> Result<VideoFrame, CodecError> {
+        let (w, h) = (self.layers[i].width, self.layers[i].height);
+        let mut small = VideoFrame::black(w, h)?;
+        small.set_pts_us(frame.pts_us());
+        let options =
+            ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear));
+        for plane in 0..3 {
+            let (sw, sh) = frame.plane_size(plane);
+            let src: &[u8] = if frame.stride(plane) == sw {
+                &frame.plane(plane)[..sw * sh]
+            } else {
+                self.scratch.clear();
+                for r in 0..sh {
+                    self.scratch.extend_from_slice(frame.row(plane, r));
+                }
+                &self.scratch
+            };
+            let (dw, dh) = small.plane_size(plane);
+            let scale_err = |_| size_error(w, h);
+            let src_view =
+                TypedImageRef::<U8>::from_buffer(sw as u32, sh as u32, src).map_err(scale_err)?;
+            // `VideoFrame::black` planes are tight: stride equals width.
+            let mut dst_view =
+                TypedImage::<U8>::from_buffer(dw as u32, dh as u32, small.plane_mut(plane))
+                    .map_err(scale_err)?;
+            self.resizer
+                .resize_typed(&src_view, &mut dst_view, &options)
+                .map_err(|_| size_error(w, h))?;
+        }
+        Ok(small)
+    }
+}
+
+/// A layer size the scaler or the encoders cannot take.
+fn size_error(width: u32, height: u32) -> CodecError {
+    CodecError::Media(crate::media::MediaError::InvalidDimensions { width, height })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::H264Decoder;
+    use crate::media::TestPattern;
+
+    #[test]
+    fn layers_halve_down_to_a_useful_width() {
+        let sizes = |w, h| {
+            simulcast_layers(w, h, 1_500_000)
+                .iter()
+                .map(|l| (l.rid.clone(), l.width, l.height))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sizes(1280, 720),
+            [
+                ("q".into(), 320, 180),
+                ("h".into(), 640, 360),
+                ("f".into(), 1280, 720)
+            ]
+        );
+        assert_eq!(
+            sizes(640, 360),
+            [("q".into(), 320, 180), ("h".into(), 640, 360)]
+        );
+        // Too small to halve: one stream, no rid.
+        assert_eq!(sizes(320, 180), [(String::new(), 320, 180)]);
+        let rates: Vec<u32> = simulcast_layers(1280, 720, 1_500_000)
+            .iter()
+            .map(|l| l.bitrate_bps / 1000)
+            .collect();
+        assert_eq!(rates, [187, 530, 1500]);
+    }
+
+    #[test]
+    fn every_layer_decodes_at_its_size_and_paused_layers_restart_on_a_keyframe() {
+        let layers = simulcast_layers(640, 360, 600_000);
+        let mut encoder = SimulcastEncoder::new(&layers, 15.0).unwrap();
+        let mut pattern = TestPattern::new(640, 360).unwrap();
+        let mut decoders = [H264Decoder::new().unwrap(), H264Decoder::new().unwrap()];
+        let mut decoded = [0; 2];
+        for i in 0..20u64 {
+            let frame = pattern.next_frame(i * 66_666);
+            // The top layer paused for pictures 5 to 9.
+            let top = (!(5..10).contains(&i)).then_some(450_000);
+            for (layer, unit) in encoder.encode(&frame, &[Some(150_000), top]).unwrap() {
+                if layer == 1 && i == 10 {
+                    assert!(unit.keyframe, "a resumed layer starts on a keyframe");
+                }
+                if let Some(picture) = decoders[layer].decode_frame(&unit).unwrap() {
+                    let l = &layers[layer];
+                    assert_eq!((picture.width(), picture.height()), (l.width, l.height));
+                    decoded[layer] += 1;
+                }
+            }
+        }
+        assert_eq!(decoded, [20, 15]);
+    }
+}

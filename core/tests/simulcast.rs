@@ -1,0 +1,201 @@
+//! Simulcast on simulated time: publishers send each picture at two sizes, and the server
+//! forwards each subscriber the layer its downlink carries — the small one to a subscriber
+//! whose link narrows (no video paused, every picture decoded at the new size without a
+//! glitch), the full size to the others, and the full size again once the link widens.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use madang::netsim::{Direction, LinkConfig};
+use madang::room::{RoomEvent, TrackStats};
+use madang::signal::TrackKind;
+use madang::sim::{JoinOptions, World};
+
+/// Pictures each subscriber decoded: `(subscriber, publisher) → [(at s, width)]`.
+type Seen = BTreeMap<(usize, String), Vec<(f64, u32)>>;
+
+/// Of `seen[(who, from)]`, the pictures decoded in `from_s..to_s`, and the widths they had.
+fn window(seen: &Seen, who: usize, from: &str, from_s: f64, to_s: f64) -> (usize, Vec<u32>) {
+    let pictures: Vec<u32> = seen
+        .get(&(who, from.to_owned()))
+        .map(|v| {
+            v.iter()
+                .filter(|(t, _)| *t >= from_s && *t < to_s)
+                .map(|(_, w)| *w)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut widths = pictures.clone();
+    widths.sort_unstable();
+    widths.dedup();
+    (pictures.len(), widths)
+}
+
+/// Freezes of the videos participant `i` receives so far, by track.
+fn freezes(world: &World, i: usize) -> BTreeMap<String, (u64, f64)> {
+    world
+        .participant(i)
+        .session()
+        .receive_stats()
+        .into_iter()
+        .filter(|t: &TrackStats| t.kind == TrackKind::Video)
+        .map(|t| (t.track, (t.freezes, t.freeze_ms)))
+        .collect()
+}
+
+#[test]
+fn a_narrow_downlink_gets_the_small_layer_of_every_video_and_the_full_size_comes_back() {
+    let link = LinkConfig {
+        delay: Duration::from_millis(30),
+        ..LinkConfig::default()
+    };
+    let mut world = World::new("delay=30ms".parse().unwrap(), 3, World::engine_config());
+    for id in ["p1", "p2"] {
+        world
+            .join(
+                id,
+                JoinOptions {
+                    video: Some((640, 360, 15, 600)),
+                    simulcast: true,
+                    ..JoinOptions::default()
+                },
+            )
+            .unwrap();
+    }
+    // Two subscribers that only speak: p3's downlink will narrow, p4's stays wide.
+    for id in ["p3", "p4"] {
+        let listener = JoinOptions {
+            video: None,
+            ..JoinOptions::default()
+        };
+        world.join(id, listener).unwrap();
+    }
+    let (narrow, wide) = (2, 3);
+    let seen: RefCell<Seen> = RefCell::default();
+    let paused: RefCell<Vec<(f64, String, bool)>> = RefCell::default();
+    let mut on_event = |i: usize, event: RoomEvent, at: Duration| match event {
+        RoomEvent::VideoFrame {
+            participant, frame, ..
+        } => seen
+            .borrow_mut()
+            .entry((i, participant))
+            .or_default()
+            .push((at.as_secs_f64(), frame.width())),
+        RoomEvent::VideoPaused { track, paused: p } if i == narrow => {
+            paused.borrow_mut().push((at.as_secs_f64(), track, p))
+        }
+        _ => {}
+    };
+    world
+        .run_for(Duration::from_secs(8), &mut on_event)
+        .unwrap();
+    let t = world.elapsed().as_secs_f64();
+    for who in [narrow, wide] {
+        for from in ["p1", "p2"] {
+            let (n, widths) = window(&seen.borrow(), who, from, t - 3.0, t);
+            assert!(
+                n >= 30,
+                "p{} sees {from} before the narrowing: {n}",
+                who + 1
+            );
+            assert_eq!(widths, [640], "p{} sees {from} at full size", who + 1);
+        }
+    }
+
+    // p3's downlink narrows to 800 kbit/s: two small layers (~230 kbit/s each with their
+    // headers) and three voices (~45 kbit/s each) fit, a full-size one (~650) beside a small
+    // one does not.
+    world.set_link(
+        narrow,
+        Direction::Down,
+        LinkConfig {
+            rate_bps: Some(800_000),
+            queue_bytes: 30_000,
+            ..link.clone()
+        },
+    );
+    world
+        .run_for(Duration::from_secs(10), &mut on_event)
+        .unwrap();
+    let settled = world.elapsed().as_secs_f64();
+    let frozen_before = freezes(&world, narrow);
+    world
+        .run_for(Duration::from_secs(20), &mut on_event)
+        .unwrap();
+    let narrow_end = world.elapsed().as_secs_f64();
+    let downlink = world
+        .engine()
+        .downlinks()
+        .into_iter()
+        .find(|d| d.identity == "p3")
+        .unwrap();
+    eprintln!(
+        "narrow: {downlink:?}; pauses {:?}; switches {}, paused {}, resumed {}",
+        paused.borrow(),
+        world.engine().stats().layer_switches,
+        world.engine().stats().videos_paused,
+        world.engine().stats().videos_resumed,
+    );
+    assert_eq!(downlink.paused, 0, "no video is paused: {downlink:?}");
+    for from in ["p1", "p2"] {
+        let (n, widths) = window(&seen.borrow(), narrow, from, settled, narrow_end);
+        let small = seen.borrow()[&(narrow, from.to_owned())]
+            .iter()
+            .filter(|(t, w)| *t >= settled && *t < narrow_end && *w == 320)
+            .count();
+        eprintln!(
+            "narrow: p3 decoded {n} pictures of {from} in 20 s at widths {widths:?}, {small} small"
+        );
+        // 15 fps: 300 pictures in 20 s, a few seconds of them lost to a probe of the full
+        // size that the link cannot carry (undone by the allocation).
+        assert!(n >= 225, "p3 decoded {n} pictures of {from} in 20 s");
+        assert!(
+            small * 100 >= n * 85,
+            "p3 gets mostly the small layer of {from}"
+        );
+        let (_, last) = window(&seen.borrow(), narrow, from, narrow_end - 5.0, narrow_end);
+        assert_eq!(last, [320], "p3 is back on the small layer of {from}");
+        let (n, widths) = window(&seen.borrow(), wide, from, settled, narrow_end);
+        assert!(n >= 285, "p4 decoded {n} pictures of {from} in 20 s");
+        assert_eq!(widths, [640], "p4 keeps the full size of {from}");
+    }
+    let frozen = freezes(&world, narrow);
+    for (track, (n, ms)) in &frozen {
+        let (n0, ms0) = frozen_before.get(track).copied().unwrap_or_default();
+        eprintln!("narrow: {track}: {} freezes, {:.0} ms", n - n0, ms - ms0);
+        // A probe of the full size that the link cannot carry costs both videos seconds of
+        // freezes until the allocation undoes it (measured: 3.3 s and 4.8 s; the loss that
+        // undoes it is reported seconds late, see `sfu::allocate::PROBE_LOSS`).
+        assert!(ms - ms0 <= 6000.0, "{track} froze {:.0} ms", ms - ms0);
+    }
+
+    // The link widens again: within the allocation's holds both videos come back to the
+    // full size, and each switch up is decoded without a freeze.
+    world.set_link(narrow, Direction::Down, link);
+    let frozen_before = freezes(&world, narrow);
+    world
+        .run_for(Duration::from_secs(40), &mut on_event)
+        .unwrap();
+    let end = world.elapsed().as_secs_f64();
+    for from in ["p1", "p2"] {
+        let (n, widths) = window(&seen.borrow(), narrow, from, end - 5.0, end);
+        let all = &seen.borrow()[&(narrow, from.to_owned())];
+        let up = all
+            .iter()
+            .find(|(t, w)| *t >= narrow_end && *w == 640)
+            .map(|(t, _)| t - narrow_end);
+        eprintln!("wide again: p3 sees {from} at full size {up:?} s after the widening");
+        assert!(n >= 70, "p3 decoded {n} pictures of {from} in the last 5 s");
+        assert_eq!(widths, [640], "p3 gets the full size of {from} again");
+    }
+    for (track, (n, ms)) in freezes(&world, narrow) {
+        let (n0, ms0) = frozen_before.get(&track).copied().unwrap_or_default();
+        eprintln!(
+            "wide again: {track}: {} freezes, {:.0} ms",
+            n - n0,
+            ms - ms0
+        );
+        assert!(ms - ms0 <= 500.0, "{track} froze {:.0} ms", ms - ms0);
+    }
+}
