@@ -34,13 +34,24 @@ struct Call {
     /// Pictures madang decoded from the browser.
     from_browser: u32,
     browser_size: Option<(u32, u32)>,
+    /// The sizes of the browser's pictures madang decoded, in the order they first came.
+    browser_sizes: Vec<(u32, u32)>,
     output: String,
 }
 
 /// Runs a call until the browser has decoded `min_frames` of madang's pictures (or `seconds`
 /// pass), then `linger_ms` more.
 async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms: u32) -> Call {
-    call_with(network, 0, "rust/camera", min_frames, seconds, linger_ms).await
+    call_with(
+        network,
+        0,
+        "rust/camera",
+        min_frames,
+        seconds,
+        linger_ms,
+        "",
+    )
+    .await
 }
 
 /// Publishes the test pattern at 640×360, 30 fps, into `room` until `stop` is set; then leaves.
@@ -65,7 +76,8 @@ async fn keep_publishing(mut room: Room, stop: std::sync::Arc<std::sync::atomic:
 
 /// [`call`] with `others` more Rust participants publishing the same pattern (`other0/camera`,
 /// …), for the browser to receive too, waiting for `min_frames` of the track `expect` (`*`:
-/// of any).
+/// of any); `query` is added to the page's URL (`&simulcast=1`: the browser publishes
+/// simulcast).
 async fn call_with(
     network: Option<Profile>,
     others: usize,
@@ -73,6 +85,7 @@ async fn call_with(
     min_frames: u32,
     seconds: u32,
     linger_ms: u32,
+    query: &str,
 ) -> Call {
     // One call at a time: each runs a Chromium, a server and a publishing madang client, and
     // two side by side on two cores measured the test runner's CPU rather than the link
@@ -123,7 +136,7 @@ async fn call_with(
     }
 
     let url = format!(
-        "http://localhost:{}/interop.html?token={browser_token}",
+        "http://localhost:{}/interop.html?token={browser_token}{query}",
         server.http_addr().port()
     );
     let screenshot =
@@ -157,6 +170,7 @@ async fn call_with(
         progress: Vec::new(),
         from_browser: 0,
         browser_size: None,
+        browser_sizes: Vec::new(),
         output: String::new(),
     };
     loop {
@@ -169,7 +183,11 @@ async fn call_with(
                     && participant == "chromium"
                 {
                     call.from_browser += 1;
-                    call.browser_size = Some((frame.width(), frame.height()));
+                    let size = (frame.width(), frame.height());
+                    call.browser_size = Some(size);
+                    if !call.browser_sizes.contains(&size) {
+                        call.browser_sizes.push(size);
+                    }
                 }
             }
             line = lines.next_line() => {
@@ -322,7 +340,7 @@ async fn a_narrow_downlink_to_chromium_pauses_one_video_and_keeps_the_other() {
     // the two 640×360 videos sent to it, not for both. The server must see that from
     // Chromium's own transport-wide feedback and pause one, with `video_paused`.
     let narrow: Profile = "delay=30ms,rate=1200kbit,queue=200ms".parse().unwrap();
-    let call = call_with(Some(narrow), 1, "*", 60, 40, 12_000).await;
+    let call = call_with(Some(narrow), 1, "*", 60, 40, 12_000, "").await;
     let paused = call.status["paused"]
         .as_array()
         .cloned()
@@ -356,4 +374,29 @@ async fn a_narrow_downlink_to_chromium_pauses_one_video_and_keeps_the_other() {
         "rust/camera"
     };
     assert_still_playing(&call, shown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_simulcast_and_madang_decodes_each_layer_it_is_switched_to() {
+    // Chromium sends its camera as two H.264 layers (320×180 `q`, 640×360 `h`, with the
+    // RID and MID header extensions). The server orders them by the sizes in their SPSs,
+    // starts the Rust participant on the small one and raises it to the full size its
+    // downlink has room for: madang decodes both, one after the other, on one stream.
+    let call = call_with(None, 0, "rust/camera", 30, 40, 6_000, "&simulcast=1").await;
+    println!("the browser sent: {}", call.status["sent"]);
+    assert!(
+        call.browser_ok,
+        "the browser did not decode 30 frames of madang's video:\n{}\n{}",
+        call.status, call.output
+    );
+    assert!(
+        call.from_browser >= 60,
+        "madang decoded only {} frames of the browser's simulcast",
+        call.from_browser
+    );
+    assert_eq!(
+        call.browser_sizes,
+        [(320, 180), (640, 360)],
+        "madang got the small layer first, then the full size"
+    );
 }

@@ -92,6 +92,7 @@ impl Session {
         if layer == 0 {
             self.send_stats.video_frames += 1;
             self.decide_layers(now);
+            self.send_stats.video_layers_on = self.video_out.iter().filter(|o| o.on).count() as u32;
         }
         let uplink = self.send_estimate.detail();
         self.send_stats.uplink_estimate_bps = uplink.bps().unwrap_or(0);
@@ -155,7 +156,6 @@ impl Session {
                 estimate / 1000
             );
         }
-        self.send_stats.video_layers_on = self.video_out.iter().filter(|o| o.on).count() as u32;
     }
 
     /// Sends one encoded Opus packet on the microphone track with its RFC 6464 level (dBov,
