@@ -143,7 +143,7 @@ impl SimulcastEncoder {
     }
 
     /// Encodes `frame` for every layer whose target bitrate is `Some` (see
-    /// [`Session::video_layer_targets`](crate::room::Session::video_layer_targets)); a
+    /// [`Session::video_layer_targets`](crate::room::session::Session::video_layer_targets)); a
     /// layer whose target is `None` is paused and not encoded (and starts with a keyframe
     /// when it comes back). Returns each layer's access unit with the layer's index; a
     /// layer whose rate control skipped the picture gives none.

@@ -1,21 +1,28 @@
-//! Which videos one subscriber's downlink carries: pure policy on the server's estimate of
-//! that downlink, no I/O, time passed in.
+//! Which videos one subscriber's downlink carries, and at which simulcast layer: pure
+//! policy on the server's estimate of that downlink, no I/O, time passed in. The same
+//! policy decides which of its own layers a simulcast publisher's uplink carries (its
+//! layers are the "videos", the upper ones the least important).
 //!
 //! Audio is never paused: the budget for video is the estimate less what the audio takes.
-//! Videos are kept in priority order (screen shares, then the loudest speakers, then the
-//! rest) while they fit. The rules, each for a reason:
+//! Each video has one layer or more (simulcast), each with the rate it arrives at; a video
+//! is forwarded at one of them or paused. The smallest layers of all videos come first, in
+//! priority order (screen shares, then the loudest speakers, then the rest), then larger
+//! ones in the same order, never above what the subscriber shows (`Video::max_layer`). The
+//! rules, each for a reason:
 //!
-//! - **A video is paused only after the estimate fell** (overuse seen in the delay trend,
-//!   or loss) below what is being sent; what fits in the rate that arrived before the fall
-//!   (the estimate / 0.85, GCC's decrease) stays. The estimate of a link that was never congested says
-//!   little about its capacity — GCC lets it rise to no more than 1.5 × what arrives — so a
-//!   budget that merely has not grown yet is no reason to take a picture away.
-//! - **What was paused comes back after a hold** (10 s, doubled after each resume that did
-//!   not last, up to 60 s): when the estimate has room for it, or, when it has not, as a
-//!   probe — the one way to learn whether the link carries more, since the estimate cannot
-//!   rise above what is sent. A probe that brings the estimate down is undone at once; one
-//!   that lasts resets the hold.
-//! - **One video comes back at a time**, the most important first.
+//! - **A video is lowered or paused only after the estimate fell** (overuse seen in the
+//!   delay trend, or loss) below what is being sent; what fits in the rate that arrived
+//!   before the fall (the estimate / 0.85, GCC's decrease) stays, layers going down before
+//!   any video is paused. The estimate of a link that was never congested says little about
+//!   its capacity — GCC lets it rise to no more than 1.5 × what arrives — so a budget that
+//!   merely has not grown yet is no reason to take a picture away.
+//! - **Raises wait for a hold after a fall** (10 s, doubled after each probe that did not
+//!   last, up to 60 s). After it, whatever the estimate has room for is raised; without
+//!   room, one step up (a paused video's smallest layer first) as a probe — the one way to
+//!   learn whether the link carries more, since the estimate cannot rise above what is
+//!   sent. A probe that brings the estimate down, or loss over [`PROBE_LOSS`], is undone
+//!   alone at once (the rest was carried before it), and for [`UNDO_GRACE`] the estimate's
+//!   further fall lowers nothing more; a probe that lasts resets the hold.
 
 use std::time::{Duration, Instant};
 
@@ -27,7 +34,7 @@ pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// How long after a probe was undone a further fall of the estimate lowers nothing more:
 /// the queue the probe built takes a moment to drain, and the receiver reports' loss is
-/// smoothed over seconds (see [`LossWindow`](crate::transport::cc::LossWindow)), so the
+/// smoothed over seconds (`transport::cc::LossWindow`), so the
 /// loss-based half goes on falling after the probe is gone. Measured on a 800 kbit/s
 /// downlink with two small layers: after a probe of a full-size layer was undone, the
 /// reported loss took 5 s to fall from 27 % to under 5 %, and with a grace of 4 s the

@@ -97,10 +97,26 @@ impl Engine {
 
     /// Decides every subscriber's allocation and carries out what changes.
     pub(super) fn allocate_downlinks(&mut self, now: Instant) {
-        for peer in self.peers.values_mut() {
-            for published in peer.published.values_mut() {
+        // Simulcast layers that flow but whose size no keyframe told yet (their first one was
+        // lost on the way up) are asked for one: a layer is offered to no one until its size
+        // is known, and no one would ask. Measured on simulated `rural`: a publisher's small
+        // layer never known, its full size paused by its own uplink, and its video reached
+        // no one for 60 s.
+        let mut no_size = Vec::new();
+        for (&id, peer) in self.peers.iter_mut() {
+            for (track_id, published) in peer.published.iter_mut() {
                 published.update_meters(now);
+                if published.simulcast {
+                    no_size.extend(
+                        published
+                            .unsized_layers(now)
+                            .map(|ssrc| (id, track_id.clone(), ssrc)),
+                    );
+                }
             }
+        }
+        for (id, track_id, ssrc) in no_size {
+            self.request_keyframe(id, &track_id, Some(ssrc), now);
         }
         // Each room's speaker ranking, once for all its subscribers.
         let mut speakers: HashMap<String, Vec<Speaker>> = HashMap::new();

@@ -240,7 +240,14 @@ impl Engine {
                 // small keyframe, soon there); the allocation raises it.
                 match start {
                     Some(ssrc) => slot.down.switch_layer(ssrc),
-                    None => continue,
+                    None => {
+                        // No layer's size is known yet: its first keyframe (the SPS) was
+                        // lost on the way up, and without a request no other may come.
+                        // Measured on simulated `rural` and `disaster`: a publisher whose
+                        // pictures nobody ever received.
+                        want_keyframe = Some(header.ssrc);
+                        continue;
+                    }
                 }
             }
             match slot.down.forward(header) {

@@ -154,18 +154,23 @@ impl Published {
     /// known that sent within [`LAYER_TIMEOUT`] (every stream of a track without
     /// simulcast).
     pub fn available(&self, now: Instant) -> Vec<&Layer> {
-        let flowing = |l: &&Layer| {
-            l.last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-        };
         if !self.simulcast {
             return self.layers.iter().take(1).collect();
         }
         self.order
             .iter()
             .filter_map(|&ssrc| self.layer(ssrc))
-            .filter(flowing)
+            .filter(|l| flowing(l, now))
             .collect()
+    }
+
+    /// SSRCs of the layers that sent within [`LAYER_TIMEOUT`] but whose picture size is not
+    /// known yet.
+    pub fn unsized_layers(&self, now: Instant) -> impl Iterator<Item = u32> + '_ {
+        self.layers
+            .iter()
+            .filter(move |l| l.size.is_none() && flowing(l, now))
+            .map(|l| l.ssrc)
     }
 
     /// Its rate as it arrives, all layers together, bits per second.
@@ -179,6 +184,13 @@ impl Published {
             l.meter.update(now);
         }
     }
+}
+
+/// Whether `layer` sent within [`LAYER_TIMEOUT`] of `now`.
+fn flowing(layer: &Layer, now: Instant) -> bool {
+    layer
+        .last_packet
+        .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
 }
 
 #[cfg(test)]
@@ -202,14 +214,18 @@ mod tests {
         let mut t = track(Some("f"));
         t.add_layer(20, Some("q".into()));
         t.add_layer(30, Some("h".into()));
-        // Sizes not known yet: nothing to offer, no default.
+        // Sizes not known yet: nothing to offer, no default; those flowing are to be asked
+        // for a keyframe.
         assert_eq!(t.default_ssrc(), None);
+        t.layer_for(20).last_packet = Some(t0);
+        assert_eq!(t.unsized_layers(t0).collect::<Vec<_>>(), [20]);
         for (ssrc, size) in [(10, (1280, 720)), (20, (320, 180)), (30, (640, 360))] {
             t.layer_for(ssrc).last_packet = Some(t0);
             t.set_size(ssrc, size);
         }
         let ssrcs = |t: &Published, at| t.available(at).iter().map(|l| l.ssrc).collect::<Vec<_>>();
         assert_eq!(ssrcs(&t, t0), [20, 30, 10]);
+        assert_eq!(t.unsized_layers(t0).count(), 0);
         assert_eq!(t.default_ssrc(), Some(20));
         // The top layer stops (its publisher paused it): no longer offered.
         let later = t0 + LAYER_TIMEOUT;
