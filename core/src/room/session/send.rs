@@ -222,14 +222,19 @@ impl Session {
                     .collect(),
                 TrackKind::Audio => vec![(None, 0)],
             };
-            let ts_offset = self.rng.random();
-            let streams: Vec<Outgoing> = rids
-                .into_iter()
-                .map(|(rid, nominal_bps)| Outgoing {
+            // Drawn in the order a single stream always drew them (SSRC, sequence number,
+            // clock offset), so that seeded runs stay comparable.
+            let mut ts_offset = None;
+            let mut streams: Vec<Outgoing> = Vec::with_capacity(rids.len());
+            for (rid, nominal_bps) in rids {
+                let ssrc = self.rng.random::<u32>() | 1;
+                let seq = self.rng.random();
+                let ts_offset = *ts_offset.get_or_insert_with(|| self.rng.random());
+                streams.push(Outgoing {
                     sender: RTCRtpSenderId::from(0),
-                    ssrc: self.rng.random::<u32>() | 1,
+                    ssrc,
                     payload_type,
-                    seq: self.rng.random(),
+                    seq,
                     ts_offset,
                     last_ts: None,
                     frame_ticks,
@@ -239,8 +244,8 @@ impl Session {
                     nominal_bps,
                     on: true,
                     keyframe: true,
-                })
-                .collect();
+                });
+            }
             let encodings: Vec<(String, u32)> = streams
                 .iter()
                 .map(|o| (o.rid.clone().unwrap_or_default(), o.ssrc))
