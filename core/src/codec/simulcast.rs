@@ -190,15 +190,7 @@ impl SimulcastEncoder {
             ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear));
         for plane in 0..3 {
             let (sw, sh) = frame.plane_size(plane);
-            let src: &[u8] = if frame.stride(plane) == sw {
-                &frame.plane(plane)[..sw * sh]
-            } else {
-                self.scratch.clear();
-                for r in 0..sh {
-                    self.scratch.extend_from_slice(frame.row(plane, r));
-                }
-                &self.scratch
-            };
+            let src = frame.tight_plane(plane, &mut self.scratch);
             let (dw, dh) = small.plane_size(plane);
             let scale_err = |_| size_error(w, h);
             let src_view =

@@ -182,16 +182,7 @@ impl Compositor {
         let (cw, ch) = (self.canvas.width(), self.canvas.height());
         for plane in 0..3 {
             let (sw, sh) = frame.plane_size(plane);
-            let stride = frame.stride(plane);
-            let src: &[u8] = if stride == sw {
-                &frame.plane(plane)[..sw * sh]
-            } else {
-                self.scratch.clear();
-                for r in 0..sh {
-                    self.scratch.extend_from_slice(frame.row(plane, r));
-                }
-                &self.scratch
-            };
+            let src = frame.tight_plane(plane, &mut self.scratch);
             let (dw, dh, dstride) = if plane == 0 {
                 (cw, ch, cys)
             } else {

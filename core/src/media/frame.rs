@@ -287,6 +287,23 @@ impl VideoFrame {
         &self.plane(i)[start..start + w]
     }
 
+    /// Plane `i`'s visible samples, row after row with no padding: the plane itself when its
+    /// stride is its width, else copied into `scratch` (for scalers that take tight images).
+    ///
+    /// # Panics
+    /// If `i > 2`.
+    pub fn tight_plane<'a>(&'a self, i: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        let (w, h) = self.plane_size(i);
+        if self.strides[i] == w {
+            return &self.plane(i)[..w * h];
+        }
+        scratch.clear();
+        for r in 0..h {
+            scratch.extend_from_slice(self.row(i, r));
+        }
+        scratch
+    }
+
     /// The picture as packed 8-bit RGB (BT.601, studio range), for snapshots and images.
     pub fn to_rgb(&self) -> Vec<u8> {
         let (w, h) = (self.width as usize, self.height as usize);
