@@ -13,7 +13,6 @@ pub mod nal;
 mod opus;
 #[cfg(feature = "net")]
 pub mod rtp;
-#[cfg(feature = "codec")]
 mod simulcast;
 
 #[cfg(feature = "codec")]
@@ -21,9 +20,8 @@ pub use h264::{H264Config, H264Decoder, H264Encoder};
 #[cfg(feature = "codec")]
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder};
 #[cfg(feature = "codec")]
-pub use simulcast::{
-    MIN_LAYER_WIDTH, SimulcastEncoder, VideoLayer, simulcast_layers, single_layer,
-};
+pub use simulcast::SimulcastEncoder;
+pub use simulcast::{MIN_LAYER_WIDTH, VideoLayer, simulcast_layers, single_layer};
 
 use crate::media::MediaError;
 

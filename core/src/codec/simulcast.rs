@@ -18,11 +18,16 @@
 //! assert_eq!(units.iter().map(|(layer, _)| *layer).collect::<Vec<_>>(), [0]);
 //! ```
 
+#[cfg(feature = "codec")]
 use fast_image_resize::images::{TypedImage, TypedImageRef};
+#[cfg(feature = "codec")]
 use fast_image_resize::pixels::U8;
+#[cfg(feature = "codec")]
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
+#[cfg(feature = "codec")]
 use super::{CodecError, H264Config, H264Encoder};
+#[cfg(feature = "codec")]
 use crate::media::{EncodedFrame, VideoFrame};
 
 /// One layer of a camera track.
@@ -89,6 +94,7 @@ pub fn single_layer(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoLayer
 }
 
 /// One encoder per layer; pictures of the top layer's size are scaled down for the others.
+#[cfg(feature = "codec")]
 pub struct SimulcastEncoder {
     layers: Vec<VideoLayer>,
     encoders: Vec<H264Encoder>,
@@ -97,6 +103,7 @@ pub struct SimulcastEncoder {
     scratch: Vec<u8>,
 }
 
+#[cfg(feature = "codec")]
 impl std::fmt::Debug for SimulcastEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimulcastEncoder")
@@ -105,6 +112,7 @@ impl std::fmt::Debug for SimulcastEncoder {
     }
 }
 
+#[cfg(feature = "codec")]
 impl SimulcastEncoder {
     /// An encoder for `layers` (smallest first; the last one's size is the size of the
     /// pictures passed to [`encode`](Self::encode)) at up to `fps` pictures a second.
@@ -208,11 +216,12 @@ impl SimulcastEncoder {
 }
 
 /// A layer size the scaler or the encoders cannot take.
+#[cfg(feature = "codec")]
 fn size_error(width: u32, height: u32) -> CodecError {
     CodecError::Media(crate::media::MediaError::InvalidDimensions { width, height })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "codec"))]
 mod tests {
     use super::*;
     use crate::codec::H264Decoder;
