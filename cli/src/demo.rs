@@ -200,13 +200,14 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
 fn print_downlinks(downlinks: &[DownlinkReport]) {
     for d in downlinks {
         println!(
-            "downlink {}: server's estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), {} of {} videos paused",
+            "downlink {}: server's estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), {} of {} videos paused, {} at a smaller simulcast layer",
             d.participant,
             d.estimate_kbps,
             d.delay_based_kbps,
             d.loss_based_kbps,
             d.paused,
-            d.videos
+            d.videos,
+            d.lowered
         );
     }
 }

@@ -138,6 +138,7 @@ fn a_narrow_downlink_gets_the_small_layer_of_every_video_and_the_full_size_comes
         world.engine().stats().videos_resumed,
     );
     assert_eq!(downlink.paused, 0, "no video is paused: {downlink:?}");
+    assert_eq!(downlink.lowered, 2, "both at the small layer: {downlink:?}");
     for from in ["p1", "p2"] {
         let (n, widths) = window(&seen.borrow(), narrow, from, settled, narrow_end);
         let small = seen.borrow()[&(narrow, from.to_owned())]

@@ -366,6 +366,7 @@ pub fn downlink_reports(downlinks: &[crate::sfu::engine::Downlink]) -> Vec<Downl
             loss_based_kbps: d.estimate.loss_based_bps / 1000.0,
             videos: d.videos,
             paused: d.paused,
+            lowered: d.lowered,
         })
         .collect()
 }

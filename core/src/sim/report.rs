@@ -183,6 +183,8 @@ pub struct DownlinkReport {
     pub videos: usize,
     /// Of those, paused by the server because the downlink could not carry them.
     pub paused: usize,
+    /// Of those forwarded, at a smaller simulcast layer than the largest one flowing.
+    pub lowered: usize,
 }
 
 /// A publisher's uplink under congestion control at the end of a run.

@@ -27,6 +27,8 @@ pub struct Downlink {
     pub videos: usize,
     /// Of those, paused because the downlink cannot carry them.
     pub paused: usize,
+    /// Of those forwarded, at a smaller simulcast layer than the largest one flowing.
+    pub lowered: usize,
 }
 
 /// Priority of a video (lower goes first): screen shares, then the loudest speakers in
@@ -58,11 +60,26 @@ impl Engine {
                     .iter()
                     .filter(|s| s.paused_track.is_some())
                     .count();
+                let room = self.rooms.member(id)?.0;
+                let lowered = (0..peer.slots.len())
+                    .filter(|&i| {
+                        let slot = &peer.slots[i];
+                        let at = slot.down.switching_to().or(slot.down.layer());
+                        let top = self
+                            .rooms
+                            .slot_track(id, i)
+                            .and_then(|track| self.published(room, track))
+                            .filter(|p| p.simulcast)
+                            .and_then(|p| p.available(self.now).last().map(|l| l.ssrc));
+                        slot.paused_track.is_none() && top.is_some() && at != top
+                    })
+                    .count();
                 Some(Downlink {
                     identity: identity.to_owned(),
                     estimate: estimate.detail(),
                     videos,
                     paused,
+                    lowered,
                 })
             })
             .collect()
