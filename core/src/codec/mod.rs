@@ -21,7 +21,7 @@ pub use h264::{H264Config, H264Decoder, H264Encoder};
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder};
 #[cfg(feature = "codec")]
 pub use simulcast::SimulcastEncoder;
-pub use simulcast::{MIN_LAYER_WIDTH, VideoLayer, simulcast_layers, single_layer};
+pub use simulcast::{MIN_LAYER_WIDTH, VideoLayer, camera_layers, simulcast_layers, single_layer};
 
 use crate::media::MediaError;
 

@@ -83,6 +83,21 @@ pub fn simulcast_layers(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoL
         .collect()
 }
 
+/// The layers a `width`×`height` camera at `bitrate_bps` is sent as: [`simulcast_layers`]
+/// with `simulcast`, else [`single_layer`].
+pub fn camera_layers(
+    width: u32,
+    height: u32,
+    bitrate_bps: u32,
+    simulcast: bool,
+) -> Vec<VideoLayer> {
+    if simulcast {
+        simulcast_layers(width, height, bitrate_bps)
+    } else {
+        single_layer(width, height, bitrate_bps)
+    }
+}
+
 /// One layer without a rid: a camera sent without simulcast.
 pub fn single_layer(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoLayer> {
     vec![VideoLayer {

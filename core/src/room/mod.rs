@@ -79,11 +79,7 @@ impl VideoOptions {
     /// The layers the camera is sent as, smallest first: one without simulcast.
     pub fn layers(&self) -> Vec<crate::codec::VideoLayer> {
         let bps = self.bitrate_kbps.saturating_mul(1000);
-        if self.simulcast {
-            crate::codec::simulcast_layers(self.width, self.height, bps)
-        } else {
-            crate::codec::single_layer(self.width, self.height, bps)
-        }
+        crate::codec::camera_layers(self.width, self.height, bps, self.simulcast)
     }
 }
 

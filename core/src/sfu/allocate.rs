@@ -84,12 +84,11 @@ impl Video {
             .unwrap_or(0.0)
     }
 
-    /// The highest layer it may be raised to.
-    fn top(&self) -> Option<usize> {
-        self.layers
-            .len()
-            .checked_sub(1)
-            .map(|top| top.min(self.max_layer))
+    /// The layer one step above `layer` (a paused video's smallest), if it may be raised.
+    fn above(&self, layer: Option<usize>) -> Option<usize> {
+        let top = self.layers.len().checked_sub(1)?.min(self.max_layer);
+        let up = layer.map_or(0, |l| l + 1);
+        (up <= top).then_some(up)
     }
 }
 
@@ -208,9 +207,8 @@ impl Allocator {
             let next = (0..order.len())
                 .filter_map(|i| {
                     let v = order[i];
-                    let up = levels[i].map_or(0, |l| l + 1);
-                    (up <= v.top()? && v.bps(Some(up)) - v.bps(levels[i]) <= room)
-                        .then_some((up, i))
+                    let up = v.above(levels[i])?;
+                    (v.bps(Some(up)) - v.bps(levels[i]) <= room).then_some((up, i))
                 })
                 .min();
             let Some((up, i)) = next else { break };
@@ -225,11 +223,7 @@ impl Allocator {
             // No room: one step up as a probe (the estimate cannot rise above what is
             // sent), a paused video first.
             let probe = (0..order.len())
-                .filter_map(|i| {
-                    let v = order[i];
-                    let up = v.layer.map_or(0, |l| l + 1);
-                    (up <= v.top()?).then_some((up, i))
-                })
+                .filter_map(|i| Some((order[i].above(order[i].layer)?, i)))
                 .min();
             if let Some((up, i)) = probe {
                 self.probed_at = Some(now);

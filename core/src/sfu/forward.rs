@@ -190,6 +190,11 @@ impl DownTrack {
         self.target
     }
 
+    /// Simulcast: the layer this down-track is switching to, or else the one it forwards.
+    pub fn wanted_layer(&self) -> Option<u32> {
+        self.switching_to().or(self.layer())
+    }
+
     /// Packets sent and dropped so far.
     pub fn counters(&self) -> (u64, u64) {
         (self.packets_sent, self.packets_dropped)

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::codec::{OpusConfig, OpusEncoder, SimulcastEncoder, simulcast_layers, single_layer};
+use crate::codec::{OpusConfig, OpusEncoder, SimulcastEncoder, camera_layers};
 use crate::media::{Channels, SpeechSource, TestPattern};
 use crate::netsim::{Direction, LinkConfig, Network, Profile, splitmix64};
 use crate::room::session::{Phase, Session, SessionConfig};
@@ -297,11 +297,9 @@ impl World {
         self.by_addr.insert(pub_addr, i);
         self.by_addr.insert(sub_addr, i);
         let fps = options.video.map_or(30, |v| v.2.max(1));
-        let layers = match options.video {
-            Some((w, h, _, kbps)) if options.simulcast => simulcast_layers(w, h, kbps * 1000),
-            Some((w, h, _, kbps)) => single_layer(w, h, kbps * 1000),
-            None => Vec::new(),
-        };
+        let layers = options.video.map_or_else(Vec::new, |(w, h, _, kbps)| {
+            camera_layers(w, h, kbps * 1000, options.simulcast)
+        });
         let config = SessionConfig {
             video: options.video.is_some(),
             audio: options.audio,

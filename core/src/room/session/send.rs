@@ -81,10 +81,11 @@ impl Session {
         unit: &EncodedFrame,
     ) -> Result<bool, RoomError> {
         self.advance(now);
+        let ready = self.publishing_ready();
         let Some(out) = self.video_out.get_mut(layer) else {
             return Err(RoomError::NotPublishing("video"));
         };
-        if !self.publisher.as_ref().is_some_and(|p| p.connected) {
+        if !ready {
             out.keyframe = true;
             self.send_stats.dropped_before_connected += 1;
             return Ok(false);
@@ -170,7 +171,7 @@ impl Session {
         if self.audio_out.is_none() {
             return Err(RoomError::NotPublishing("audio"));
         }
-        if !self.publisher.as_ref().is_some_and(|p| p.connected) {
+        if !self.publishing_ready() {
             self.send_stats.dropped_before_connected += 1;
             return Ok(false);
         }

@@ -47,7 +47,7 @@ impl Engine {
         self.peers
             .iter()
             .filter_map(|(&id, peer)| {
-                let (_, identity) = self.rooms.member(id)?;
+                let (room, identity) = self.rooms.member(id)?;
                 let estimate = peer.subscriber.as_ref()?.estimate.as_ref()?;
                 let videos = (0..peer.slots.len())
                     .filter(|&i| {
@@ -60,18 +60,18 @@ impl Engine {
                     .iter()
                     .filter(|s| s.paused_track.is_some())
                     .count();
-                let room = self.rooms.member(id)?.0;
                 let lowered = (0..peer.slots.len())
                     .filter(|&i| {
                         let slot = &peer.slots[i];
-                        let at = slot.down.switching_to().or(slot.down.layer());
                         let top = self
                             .rooms
                             .slot_track(id, i)
                             .and_then(|track| self.published(room, track))
                             .filter(|p| p.simulcast)
                             .and_then(|p| p.available(self.now).last().map(|l| l.ssrc));
-                        slot.paused_track.is_none() && top.is_some() && at != top
+                        slot.paused_track.is_none()
+                            && top.is_some()
+                            && slot.down.wanted_layer() != top
                     })
                     .count();
                 Some(Downlink {
@@ -176,10 +176,8 @@ impl Engine {
         };
         let mut audio_bps = 0.0;
         let mut videos = Vec::new();
-        // Per video: the SSRCs of its layers, as `videos[i].layers` lists them.
-        let mut layer_ssrcs: HashMap<usize, Vec<u32>> = HashMap::new();
-        // Per video: the layer it is forwarded at now (`None`: paused).
-        let mut levels: HashMap<usize, Option<usize>> = HashMap::new();
+        // The SSRCs of each video's layers, as `videos[i].layers` lists them.
+        let mut layer_ssrcs: Vec<Vec<u32>> = Vec::new();
         let mut stale = Vec::new();
         // Slots whose layer stopped (its publisher paused it): moved to the best left.
         let mut moves = Vec::new();
@@ -208,7 +206,7 @@ impl Engine {
             let layer = if rtc.paused_track.as_deref() == Some(track) {
                 None
             } else if published.simulcast && rtc.down.layered() {
-                let at = rtc.down.switching_to().or(rtc.down.layer());
+                let at = rtc.down.wanted_layer();
                 let i = at.and_then(|at| ssrcs.iter().position(|&s| s == at));
                 if i.is_none() {
                     moves.push((slot, best.ssrc));
@@ -225,8 +223,7 @@ impl Engine {
                 layer,
                 max_layer: ssrcs.len() - 1,
             });
-            layer_ssrcs.insert(slot, ssrcs);
-            levels.insert(slot, layer);
+            layer_ssrcs.push(ssrcs);
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -261,10 +258,13 @@ impl Engine {
                 continue;
             };
             let was_paused = rtc.paused_track.is_some();
-            let ssrc = layer.and_then(|l| layer_ssrcs.get(&slot)?.get(l).copied());
+            let Some(v) = videos.iter().position(|v| v.slot == slot) else {
+                continue;
+            };
+            let ssrc = layer.and_then(|l| layer_ssrcs[v].get(l).copied());
             // The allocation lowers only when the estimate fell: a layer down stops the one
             // above at once.
-            let lower = layer < levels.get(&slot).copied().flatten();
+            let lower = layer < videos[v].layer;
             match ssrc {
                 Some(ssrc) if rtc.down.layered() && lower => rtc.down.switch_layer_at_once(ssrc),
                 Some(ssrc) if rtc.down.layered() => rtc.down.switch_layer(ssrc),

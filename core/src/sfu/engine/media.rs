@@ -79,15 +79,16 @@ impl Engine {
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|ext| audio_level_dbov(&ext));
         let room_track = published.room_track.clone();
+        let default_ssrc = published.default_ssrc();
         let layering = match (video, published.simulcast) {
             (false, _) => Layering::Audio,
             (true, false) => Layering::Single,
             (true, true) => Layering::Simulcast {
-                start: published.default_ssrc(),
+                start: default_ssrc,
             },
         };
         // The grid decodes one layer of each track: the smallest (a tile of a grid).
-        let to_grid = video && published.default_ssrc() == Some(ssrc);
+        let to_grid = video && default_ssrc == Some(ssrc);
         if let Some(level) = level {
             self.rooms.audio_level(publisher, level, now);
         }
@@ -185,7 +186,7 @@ impl Engine {
             return;
         };
         let receiver = published.receiver;
-        let Some(layer) = published.layers.iter_mut().find(|l| l.ssrc == ssrc) else {
+        let Some(layer) = published.layer_mut(ssrc) else {
             return;
         };
         if !layer.limiter.allow(now) {
@@ -475,8 +476,7 @@ impl Engine {
             // request).
             return;
         };
-        // The layer it is forwarded, or is switching to.
-        let layer = down.switching_to().or(down.layer());
+        let layer = down.wanted_layer();
         if publisher == GRID_SESSION {
             if let Some(room) = self.rooms.member(subscriber).map(|(r, _)| r.to_owned())
                 && let Some(mixer) = self.mixers.get_mut(&room)

@@ -55,8 +55,6 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
@@ -696,17 +694,11 @@ impl Engine {
                         }
                         self.retransmit(key.0, nack.media_ssrc, &lost, now);
                     }
-                    let media_ssrc =
-                        if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
-                            Some(pli.media_ssrc)
-                        } else {
-                            p.as_any()
-                                .downcast_ref::<FullIntraRequest>()
-                                .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
-                        };
-                    if let Some(ssrc) = media_ssrc {
-                        self.on_subscriber_keyframe_request(key.0, ssrc, now);
-                    }
+                }
+                // A FIR that names no SSRC reads as 0, which no slot sends with (the
+                // server's SSRCs are odd): ignored.
+                for ssrc in crate::transport::keyframe_requests(&packets) {
+                    self.on_subscriber_keyframe_request(key.0, ssrc, now);
                 }
             }
             _ => {}

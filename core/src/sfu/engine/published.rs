@@ -120,14 +120,20 @@ impl Published {
         self.layers.iter().find(|l| l.ssrc == ssrc)
     }
 
+    /// The stream sent with `ssrc`, to change.
+    pub fn layer_mut(&mut self, ssrc: u32) -> Option<&mut Layer> {
+        self.layers.iter_mut().find(|l| l.ssrc == ssrc)
+    }
+
     /// The picture size a keyframe of the layer `ssrc` announced: the layers' order follows.
     /// Returns the layer's rid when the size is new.
     pub fn set_size(&mut self, ssrc: u32, size: (u32, u32)) -> Option<String> {
-        let layer = self.layers.iter_mut().find(|l| l.ssrc == ssrc)?;
+        let layer = self.layer_mut(ssrc)?;
         if layer.size == Some(size) {
             return None;
         }
         layer.size = Some(size);
+        let rid = layer.rid.clone().unwrap_or_default();
         let mut sized: Vec<(u64, usize, u32)> = self
             .layers
             .iter()
@@ -136,7 +142,7 @@ impl Published {
             .collect();
         sized.sort_unstable();
         self.order = sized.into_iter().map(|(_, _, ssrc)| ssrc).collect();
-        self.layer(ssrc).map(|l| l.rid.clone().unwrap_or_default())
+        Some(rid)
     }
 
     /// The SSRC keyframe requests and the grid use when no subscriber named a layer: the
