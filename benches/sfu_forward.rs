@@ -33,8 +33,9 @@ fn forward(c: &mut Criterion) {
                 };
                 cache.insert(h, payload.clone());
                 let mut sent = 0u32;
+                let now = std::time::Instant::now();
                 for d in &mut downs {
-                    if let Forwarding::Send(out) = d.forward(&h) {
+                    if let Forwarding::Send(out) = d.forward(&h, now) {
                         sent = sent.wrapping_add(out.seq as u32);
                     }
                 }

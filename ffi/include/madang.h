@@ -540,7 +540,9 @@ madang_result madang_client_config_receive_frames(madang_client_config *config);
 
 // Receives the room as one composited picture of `width`×`height` (even, 16..=8192) in
 // `mode` (a `madang_layout_mode`), as `MADANG_EVENT_GRID_FRAME` at `fps` (1..=60) instead of
-// per-participant pictures.
+// per-participant pictures. The client tells the server the size of each tile as the grid
+// changes (the protocol's `layout`): a simulcast publisher is forwarded at no larger a
+// layer than its tile needs, one not on the grid not at all.
 //
 // Errors: `MADANG_RESULT_INVALID_ARGUMENT` for values out of range or an unknown mode.
 //

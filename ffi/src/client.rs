@@ -437,6 +437,9 @@ impl madang_client {
             {
                 session.next_grid = (session.next_grid + *interval).max(now);
                 let pts = now.duration_since(session.started).as_micros() as i64;
+                // The server forwards no larger a layer than each tile needs (sent only when
+                // the layout changed; a canvas within the limits always makes a valid one).
+                let _ = session.room.set_layout(view.view_layout());
                 // The canvas itself: the grid view lives in the session and is only drawn
                 // again (or resized) by a later call on this client.
                 let mut e = Event::new(madang_event_kind::MADANG_EVENT_GRID_FRAME, held);

@@ -108,9 +108,9 @@ impl GridView {
         }))
     }
 
-    /// Places everyone again from the room's current state.
-    /// Lays out `scene` in the element and shows each person's stream in its tile.
-    pub(crate) fn render(&self, scene: Scene) {
+    /// Lays out `scene` in the element and shows each person's stream in its tile. Returns
+    /// the layout and the viewport it filled, in device pixels (what a video's tile needs).
+    pub(crate) fn render(&self, scene: Scene) -> (Layout, Viewport) {
         let Scene {
             people,
             streams,
@@ -183,6 +183,16 @@ impl GridView {
             };
             els.label.set_text_content(Some(&text));
         }
+        drop(tiles);
+        let scale = web_sys::window().map_or(1.0, |w| w.device_pixel_ratio().max(1.0));
+        let device = |px: u32| ((px as f64 * scale).round() as u32).max(1);
+        let viewport = Viewport::new(device(rect.width() as u32), device(rect.height() as u32));
+        let mut layout = layout;
+        for t in &mut layout.tiles {
+            t.rect.w = device(t.rect.w);
+            t.rect.h = device(t.rect.h);
+        }
+        (layout, viewport)
     }
 
     fn new_tile(&self, identity: &str) -> Option<TileEls> {

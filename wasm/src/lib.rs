@@ -43,8 +43,11 @@ export interface ConnectOptions {
   /** How long to wait for the server to accept the join (default 10000). */
   joinTimeoutMs?: number;
 }
-/** Options of `publishCamera` and `publishScreen` (passed to getUserMedia / getDisplayMedia). */
-export interface CaptureOptions { width?: number; height?: number; frameRate?: number; deviceId?: string; }
+/** Options of `publishCamera` and `publishScreen`: the capture's (passed to getUserMedia /
+ * getDisplayMedia), and how it is sent. `simulcast`: the full size and halves of it (down to
+ * 240 wide, at most three), each its own stream, so that the server sends each viewer the
+ * size its link and tile take; `maxBitrate` (bit/s) is the full size's. */
+export interface CaptureOptions { width?: number; height?: number; frameRate?: number; deviceId?: string; simulcast?: boolean; maxBitrate?: number; }
 /** Options of `attachGrid`. */
 export interface GridOptions { mode?: 'gallery' | 'speaker' | 'spotlight' | 'broadcast'; }
 /** Options of `sendData`. */

@@ -11,7 +11,8 @@
 //! assert!(wants.iter().all(|w| w.layer == Some((640, 360))));
 //! ```
 
-use super::layout::{Layout, Person};
+use super::layout::{Layout, Person, Viewport};
+use crate::signal::{TileSize, ViewLayout};
 
 /// The picture sizes a publisher may offer (simulcast layers), smallest first.
 pub const STANDARD_LAYERS: [(u32, u32); 4] = [(320, 180), (640, 360), (1280, 720), (1920, 1080)];
@@ -60,6 +61,31 @@ pub fn plan(layout: &Layout, people: &[Person], layers: &[(u32, u32)]) -> Vec<Wa
         .collect()
 }
 
+/// What a client tells the server it shows (the `layout` message): the tiles of `layout` in
+/// `viewport`, each given to the video tracks `videos_of` names for its participant (a
+/// participant without video needs none). The server runs [`plan`] on it.
+pub fn view_layout(
+    layout: &Layout,
+    viewport: Viewport,
+    videos_of: impl Fn(&str) -> Vec<String>,
+) -> ViewLayout {
+    ViewLayout {
+        width: viewport.width,
+        height: viewport.height,
+        tiles: layout
+            .tiles
+            .iter()
+            .flat_map(|t| {
+                videos_of(&t.participant).into_iter().map(|track| TileSize {
+                    track,
+                    width: t.rect.w.max(1),
+                    height: t.rect.h.max(1),
+                })
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +124,28 @@ mod tests {
             wants[25..]
                 .iter()
                 .all(|w| w.tile.is_none() && w.layer.is_none())
+        );
+    }
+
+    #[test]
+    fn a_view_layout_gives_each_video_track_its_participants_tile() {
+        let people: Vec<Person> = (0..3).map(|i| Person::new(&format!("p{i}"))).collect();
+        let viewport = Viewport::new(1280, 720);
+        let layout = Layout::compute(&LayoutInput::new(&people, viewport, Mode::Gallery));
+        // p1 has no video; p2 a camera and a screen.
+        let view = view_layout(&layout, viewport, |p| match p {
+            "p0" => vec!["p0/camera".into()],
+            "p2" => vec!["p2/camera".into(), "p2/screen".into()],
+            _ => Vec::new(),
+        });
+        assert!(view.is_valid());
+        assert_eq!((view.width, view.height), (1280, 720));
+        let tracks: Vec<&str> = view.tiles.iter().map(|t| t.track.as_str()).collect();
+        assert_eq!(tracks, ["p0/camera", "p2/camera", "p2/screen"]);
+        let tile = &layout.tiles[0].rect;
+        assert_eq!(
+            (view.tiles[0].width, view.tiles[0].height),
+            (tile.w, tile.h)
         );
     }
 

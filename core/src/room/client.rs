@@ -17,8 +17,8 @@ use super::{RoomError, RoomEvent, RoomOptions, RoomStats, SendStats, level_dbov}
 use crate::codec::{OpusConfig, OpusEncoder, SimulcastEncoder};
 use crate::media::{AudioFrame, Channels, EncodedFrame, VideoFrame};
 use crate::signal::{
-    ClientMessage, DataMessage, ParticipantInfo, PeerRole, TrackInfo, TrackKind, TrackSource,
-    decode_server, encode,
+    ClientMessage, DataMessage, MAX_TILE_SIDE, MAX_TILES, ParticipantInfo, PeerRole, TrackInfo,
+    TrackKind, TrackSource, ViewLayout, decode_server, encode,
 };
 
 type Ws =
@@ -82,6 +82,8 @@ pub struct Room {
     audio: Option<AudioOut>,
     /// Counted here: frames never handed to the task.
     dropped_before_connected: std::sync::atomic::AtomicU64,
+    /// The layout last sent.
+    layout: Mutex<Option<ViewLayout>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -255,6 +257,7 @@ impl Room {
             video,
             audio,
             dropped_before_connected: Default::default(),
+            layout: Mutex::new(None),
             task: Some(task),
         })
     }
@@ -453,6 +456,28 @@ impl Room {
     /// Stops receiving these tracks; their receive slots are reused for others.
     pub fn unsubscribe(&self, tracks: Vec<String>) -> Result<(), RoomError> {
         self.send_raw(ClientMessage::Unsubscribe { tracks })
+    }
+
+    /// Tells the server what this client shows (see [`ViewLayout`]): each video at no
+    /// larger a simulcast layer than its tile needs, a video with no tile not at all. A
+    /// layout equal to the last one sent is not sent again. [`GridView::view_layout`]
+    /// gives the layout of a composited grid.
+    ///
+    /// [`GridView::view_layout`]: super::GridView::view_layout
+    pub fn set_layout(&self, layout: ViewLayout) -> Result<(), RoomError> {
+        if !layout.is_valid() {
+            return Err(RoomError::InvalidLayout(format!(
+                "viewport and tiles are 1 to {MAX_TILE_SIDE} pixels a side, at most \
+                 {MAX_TILES} tiles"
+            )));
+        }
+        let mut last = self.layout.lock().expect("layout lock");
+        if last.as_ref() == Some(&layout) {
+            return Ok(());
+        }
+        self.send_raw(ClientMessage::Layout(layout.clone()))?;
+        *last = Some(layout);
+        Ok(())
     }
 
     /// Sends any protocol message as is (for tools and tests that need the raw protocol).

@@ -23,8 +23,9 @@ use std::collections::{HashMap, HashSet};
 use super::{Room, RoomEvent};
 use crate::grid::compose::Compositor;
 use crate::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
+use crate::grid::plan::view_layout;
 use crate::media::{MediaError, VideoFrame};
-use crate::signal::{ParticipantInfo, TrackInfo, TrackKind};
+use crate::signal::{ParticipantInfo, TrackInfo, TrackKind, ViewLayout};
 
 /// A room's participants composed into one canvas.
 #[derive(Debug)]
@@ -144,6 +145,27 @@ impl GridView {
         let canvas = self.compositor.canvas();
         let viewport = Viewport::new(canvas.width(), canvas.height());
         Layout::compute(&LayoutInput::new(&self.people, viewport, self.mode))
+    }
+
+    /// What the canvas shows, as the server takes it ([`Room::set_layout`]): each video
+    /// track's tile, so that the server forwards no larger a layer than the tile needs and
+    /// nothing of those not on the canvas.
+    pub fn view_layout(&self) -> ViewLayout {
+        let canvas = self.compositor.canvas();
+        let viewport = Viewport::new(canvas.width(), canvas.height());
+        let mut tracks: Vec<(&String, &String)> = self
+            .video
+            .iter()
+            .map(|(track, (owner, _))| (owner, track))
+            .collect();
+        tracks.sort_unstable();
+        view_layout(&self.layout(), viewport, |participant| {
+            tracks
+                .iter()
+                .filter(|(owner, _)| *owner == participant)
+                .map(|(_, track)| (*track).clone())
+                .collect()
+        })
     }
 
     /// Draws the room as it is now, the canvas's pts set to `pts_us`.
@@ -289,11 +311,30 @@ mod tests {
             muted: true,
         });
         assert!(!view.people()[0].has_video);
+        // What the server is told: jongno's camera at its tile's size; gangnam has no
+        // video, so no track of it.
+        let told = view.view_layout();
+        assert_eq!((told.width, told.height), (640, 360));
+        let jongno = view
+            .layout()
+            .tiles
+            .into_iter()
+            .find(|t| t.participant == "jongno")
+            .unwrap();
+        assert_eq!(
+            told.tiles,
+            [crate::signal::TileSize {
+                track: "jongno/camera".into(),
+                width: jongno.rect.w,
+                height: jongno.rect.h,
+            }]
+        );
         view.absorb(RoomEvent::ParticipantLeft {
             identity: "jongno".into(),
             reason: LeaveReason::Left,
         });
         assert_eq!(view.layout().tiles.len(), 1);
+        assert!(view.view_layout().tiles.is_empty());
         view.set_viewport(320, 180).unwrap();
         assert_eq!(view.compose(0).width(), 320);
         assert!(view.set_viewport(15, 180).is_err());

@@ -221,6 +221,9 @@ pub enum RoomError {
     /// The room session is over.
     #[error("the room session has ended")]
     Closed,
+    /// A layout outside the limits of [`ViewLayout::is_valid`](crate::signal::ViewLayout).
+    #[error("invalid layout: {0}")]
+    InvalidLayout(String),
 }
 
 /// Counters of what this client sent.

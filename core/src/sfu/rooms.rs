@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use super::slots::{SlotView, assign};
 use super::speaker::ActiveSpeakers;
 use super::token::verify;
+use crate::grid::layout::{Layout, Rect, Tile};
 use crate::signal::{
-    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, PROTOCOL_VERSION,
-    ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind, TrackSlot,
-    TrackSource, valid_display_name,
+    ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, MAX_TILE_SIDE, MAX_TILES,
+    PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind,
+    TrackSlot, TrackSource, valid_display_name,
 };
 
 /// Identifies one signal session (one WebSocket).
@@ -92,6 +93,9 @@ struct Session {
     /// Track ids wanted, in order of arrival.
     wanted: Vec<String>,
     slots: Vec<Slot>,
+    /// What the client shows, from its last `layout` message: one tile per video track
+    /// (the tile's `participant` is the track id).
+    layout: Option<Layout>,
 }
 
 #[derive(Debug)]
@@ -203,6 +207,13 @@ impl Rooms {
             .collect()
     }
 
+    /// What a session's client shows, from its last `layout` message (`None` before one):
+    /// one tile per video track, the tile's `participant` being the track id, as
+    /// [`grid::plan`](crate::grid::plan) takes it.
+    pub fn layout(&self, id: SessionId) -> Option<&Layout> {
+        self.sessions.get(&id)?.layout.as_ref()
+    }
+
     /// Whether the server composes a grid for this room.
     pub fn is_grid_room(&self, room: &str) -> bool {
         self.config.grid_rooms.iter().any(|r| r == room)
@@ -226,6 +237,7 @@ impl Rooms {
                 auto_subscribe: true,
                 wanted: Vec::new(),
                 slots: Vec::new(),
+                layout: None,
             },
         );
     }
@@ -324,6 +336,32 @@ impl Rooms {
             }
             ClientMessage::Data { message } => {
                 self.data(id, message);
+                None
+            }
+            ClientMessage::Layout(view) => {
+                if !view.is_valid() {
+                    let reason = format!(
+                        "a layout's viewport and tiles are 1 to {MAX_TILE_SIDE} pixels a side, \
+                         at most {MAX_TILES} tiles"
+                    );
+                    self.fail(id, ErrorCode::BadMessage, &reason);
+                } else if let Some(s) = self.sessions.get_mut(&id) {
+                    let tiles = view.tiles.into_iter().map(|t| Tile {
+                        rect: Rect {
+                            x: 0,
+                            y: 0,
+                            w: t.width,
+                            h: t.height,
+                        },
+                        participant: t.track,
+                        z: 0,
+                        highlight: false,
+                    });
+                    s.layout = Some(Layout {
+                        tiles: tiles.collect(),
+                        pages: 1,
+                    });
+                }
                 None
             }
             ClientMessage::Ping => {

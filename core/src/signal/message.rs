@@ -193,6 +193,49 @@ pub struct DataMessage {
     pub payload: String,
 }
 
+/// The size of one tile a client shows a video in (see [`ClientMessage::Layout`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileSize {
+    /// The video track shown (`identity/camera`, `identity/screen`).
+    pub track: String,
+    /// Width in pixels on the client's screen.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// What a client shows: its viewport and the size of each video's tile. The server uses
+/// it with [`grid::plan`](crate::grid::plan): a video is forwarded at the smallest
+/// simulcast layer at least as large as its tile (the largest when none is), a video with
+/// no tile (off screen, on another page) not at all. Sides are 1 to [`MAX_TILE_SIDE`], at
+/// most [`MAX_TILES`] tiles; anything else is `bad_message`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewLayout {
+    /// Viewport width in pixels.
+    pub width: u32,
+    /// Viewport height in pixels.
+    pub height: u32,
+    /// The tiles, in any order; a track named twice takes its largest tile.
+    pub tiles: Vec<TileSize>,
+}
+
+impl ViewLayout {
+    /// Whether the sides and the number of tiles are within the limits.
+    pub fn is_valid(&self) -> bool {
+        let side = |s: u32| (1..=MAX_TILE_SIDE).contains(&s);
+        side(self.width)
+            && side(self.height)
+            && self.tiles.len() <= MAX_TILES
+            && self.tiles.iter().all(|t| side(t.width) && side(t.height))
+    }
+}
+
+/// The largest tile or viewport side a [`ClientMessage::Layout`] may name, pixels.
+pub const MAX_TILE_SIDE: u32 = 16_384;
+
+/// The most tiles a [`ClientMessage::Layout`] may list.
+pub const MAX_TILES: usize = 1_024;
+
 /// One entry of an active-speaker announcement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Speaker {
@@ -373,6 +416,10 @@ pub enum ClientMessage {
         /// The message (`from` is ignored and set by the server).
         message: DataMessage,
     },
+    /// What the client shows (see [`ViewLayout`]): from the first one on, the server
+    /// forwards each subscribed video at no larger a simulcast layer than its tile needs,
+    /// and a subscribed video with no tile not at all; each one replaces the last.
+    Layout(ViewLayout),
     /// Keep-alive; the server answers `pong`.
     Ping,
     /// Leaving; the server tells the room and closes the session.

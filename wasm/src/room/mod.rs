@@ -12,10 +12,11 @@ use std::rc::{Rc, Weak};
 use futures_channel::oneshot;
 use js_sys::{Array, Function};
 use madang::grid::layout::Person;
+use madang::grid::plan::view_layout;
 use madang::room::RoomState;
 use madang::signal::{
     ClientMessage, DataMessage, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
-    TrackInfo, TrackKind, TrackSource, decode_server,
+    TrackInfo, TrackKind, TrackSource, ViewLayout, decode_server,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -81,6 +82,8 @@ pub(crate) struct State {
     /// mid → the element playing remote audio.
     audio_out: HashMap<String, HtmlAudioElement>,
     grid: Option<Rc<GridView>>,
+    /// The layout last sent to the server.
+    layout_sent: Option<ViewLayout>,
     join: Option<oneshot::Sender<Result<()>>>,
     closed: bool,
 }
@@ -713,7 +716,25 @@ impl Inner {
             )
         };
         // Rendering touches the DOM: after the state borrow ends.
-        grid.render(scene);
+        let (layout, viewport) = grid.render(scene);
+        // The server forwards each video at no larger a layer than its tile needs, and
+        // nothing of those not shown; sent when it changed.
+        let view = {
+            let st = self.state.borrow();
+            let local = st.local_identity();
+            view_layout(&layout, viewport, |p| {
+                (Some(p) != local)
+                    .then(|| st.video_track_of(p))
+                    .flatten()
+                    .into_iter()
+                    .collect()
+            })
+        };
+        let mut st = self.state.borrow_mut();
+        if view.is_valid() && !st.closed && st.layout_sent.as_ref() != Some(&view) {
+            send(&self.ws, &ClientMessage::Layout(view.clone()));
+            st.layout_sent = Some(view);
+        }
     }
 
     /// Leaves: tells the server, ends local tracks, closes the connections.

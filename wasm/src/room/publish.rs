@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use js_sys::{Array, Promise};
+use madang::codec::simulcast_layers;
 use madang::signal::{ClientMessage, PeerRole, PublishTrack, TrackKind, TrackSource};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -14,7 +15,41 @@ use super::convert::capture;
 use super::peer::{apply_answer, await_js, make_offer, new_peer_connection, prefer_h264, send};
 use super::{Inner, Published};
 use crate::error::{MadangError, Result};
-use crate::js::{call, obj, s};
+use crate::js::{call, get, get_f64, obj, s};
+
+/// The `sendEncodings` of a camera or screen sent as simulcast: the layers
+/// [`simulcast_layers`] plans for the captured size (each with its rid, its scale and its
+/// share of `maxBitrate`, default about 0.1 bit per pixel per frame at 30 fps), smallest
+/// first; `None` when the capture is too small for more than one.
+fn simulcast_encodings(track: &MediaStreamTrack, options: &JsValue) -> Option<Array> {
+    let settings = call(track, "getSettings", &[]).ok()?;
+    let width = get_f64(&settings, "width")? as u32;
+    let height = get_f64(&settings, "height")? as u32;
+    let bps = get_f64(options, "maxBitrate")
+        .map(|b| b as u32)
+        .unwrap_or_else(|| {
+            ((width as u64 * height as u64 * 30) / 10).clamp(150_000, 4_000_000) as u32
+        });
+    let layers = simulcast_layers(width, height, bps);
+    if layers.len() < 2 {
+        return None;
+    }
+    Some(
+        layers
+            .iter()
+            .map(|l| {
+                obj(&[
+                    ("rid", s(&l.rid)),
+                    (
+                        "scaleResolutionDownBy",
+                        JsValue::from_f64(width as f64 / l.width as f64),
+                    ),
+                    ("maxBitrate", JsValue::from_f64(l.bitrate_bps as f64)),
+                ])
+            })
+            .collect(),
+    )
+}
 
 impl Inner {
     /// Publishes a camera, microphone or screen track taken from the browser.
@@ -75,10 +110,17 @@ impl Inner {
                 t
             }
             None => {
-                let init = obj(&[
+                let mut init = vec![
                     ("direction", s("sendonly")),
                     ("streams", Array::of1(&stream).into()),
-                ]);
+                ];
+                if kind == TrackKind::Video
+                    && get(&options, "simulcast").as_bool() == Some(true)
+                    && let Some(encodings) = simulcast_encodings(&track, &options)
+                {
+                    init.push(("sendEncodings", encodings.into()));
+                }
+                let init = obj(&init);
                 let t: RtcRtpTransceiver =
                     call(&pc, "addTransceiver", &[track.clone().into(), init])
                         .map_err(|e| MadangError::from_js("negotiation", "addTransceiver", &e))?

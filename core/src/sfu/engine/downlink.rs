@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::published::Layer;
 use super::{Engine, Published, SessionId};
+use crate::grid::layout::{Layout, Person};
+use crate::grid::plan::plan;
 use crate::sfu::allocate::{Change, Video};
 use crate::signal::{ServerMessage, Speaker, TrackKind, TrackSource};
 use crate::transport::cc::EstimateDetail;
@@ -27,8 +30,11 @@ pub struct Downlink {
     pub videos: usize,
     /// Of those, paused because the downlink cannot carry them.
     pub paused: usize,
-    /// Of those forwarded, at a smaller simulcast layer than the largest one flowing.
+    /// Of those forwarded, at a smaller simulcast layer than the one its tile needs (the
+    /// largest flowing, before the client sent a layout).
     pub lowered: usize,
+    /// Of those, not forwarded because the client's layout has no tile for them.
+    pub off_screen: usize,
 }
 
 /// Priority of a video (lower goes first): screen shares, then the loudest speakers in
@@ -39,6 +45,24 @@ fn priority(source: TrackSource, speaker_rank: Option<usize>, slot: usize) -> u3
         (_, Some(rank)) => 1 + rank as u32,
         _ => 1_000 + slot as u32,
     }
+}
+
+/// The highest of a video's `available` layers (smallest first) worth forwarding to a
+/// client whose last layout is `layout`: the one [`grid::plan`](crate::grid::plan) picks
+/// for its tile, the largest without a layout; `None` when the layout has no tile for it.
+fn tile_cap(layout: Option<&Layout>, track: &str, available: &[&Layer]) -> Option<usize> {
+    let top = available.len().saturating_sub(1);
+    let Some(layout) = layout else {
+        return Some(top);
+    };
+    let sizes: Vec<(u32, u32)> = available.iter().filter_map(|l| l.size).collect();
+    let want = plan(layout, &[Person::new(track)], &sizes).pop()?;
+    want.tile?;
+    Some(
+        want.layer
+            .and_then(|size| sizes.iter().position(|&s| s == size))
+            .map_or(top, |i| i.min(top)),
+    )
 }
 
 impl Engine {
@@ -60,26 +84,37 @@ impl Engine {
                     .iter()
                     .filter(|s| s.paused_track.is_some())
                     .count();
+                let layout = self.rooms.layout(id);
                 let lowered = (0..peer.slots.len())
                     .filter(|&i| {
                         let slot = &peer.slots[i];
-                        let top = self
-                            .rooms
-                            .slot_track(id, i)
-                            .and_then(|track| self.published(room, track))
+                        let Some(track) = self.rooms.slot_track(id, i) else {
+                            return false;
+                        };
+                        let Some(available) = self
+                            .published(room, track)
                             .filter(|p| p.simulcast)
-                            .and_then(|p| p.available(self.now).last().map(|l| l.ssrc));
+                            .map(|p| p.available(self.now))
+                        else {
+                            return false;
+                        };
+                        let needed = tile_cap(layout, track, &available);
+                        let at = available
+                            .iter()
+                            .position(|l| Some(l.ssrc) == slot.down.wanted_layer());
                         slot.paused_track.is_none()
-                            && top.is_some()
-                            && slot.down.wanted_layer() != top
+                            && !slot.off_screen
+                            && at.zip(needed).is_some_and(|(at, needed)| at < needed)
                     })
                     .count();
+                let off_screen = peer.slots.iter().filter(|s| s.off_screen).count();
                 Some(Downlink {
                     identity: identity.to_owned(),
                     estimate: estimate.detail(),
                     videos,
                     paused,
                     lowered,
+                    off_screen,
                 })
             })
             .collect()
@@ -179,8 +214,13 @@ impl Engine {
         // The SSRCs of each video's layers, as `videos[i].layers` lists them.
         let mut layer_ssrcs: Vec<Vec<u32>> = Vec::new();
         let mut stale = Vec::new();
-        // Slots whose layer stopped (its publisher paused it): moved to the best left.
+        // Slots whose layer stopped (its publisher paused it), or above what its tile needs:
+        // moved to the best left, or down to what the tile needs.
         let mut moves = Vec::new();
+        // Slots the layout took off screen, and those it put back (at their smallest layer).
+        let mut hide = Vec::new();
+        let mut show = Vec::new();
+        let layout = self.rooms.layout(id);
         for (slot, rtc) in peer.slots.iter().enumerate() {
             let track = self.rooms.slot_track(id, slot);
             if rtc.paused_track.is_some() && rtc.paused_track.as_deref() != track {
@@ -203,9 +243,19 @@ impl Engine {
                 continue;
             };
             let ssrcs: Vec<u32> = available.iter().map(|l| l.ssrc).collect();
-            let layer = if rtc.paused_track.as_deref() == Some(track) {
+            let Some(max_layer) = tile_cap(layout, track, &available) else {
+                if !rtc.off_screen {
+                    hide.push(slot);
+                }
+                continue;
+            };
+            let simulcast = published.simulcast && rtc.down.layered();
+            let mut layer = if rtc.paused_track.as_deref() == Some(track) {
                 None
-            } else if published.simulcast && rtc.down.layered() {
+            } else if rtc.off_screen {
+                show.push((slot, simulcast.then_some(ssrcs[0])));
+                Some(0)
+            } else if simulcast {
                 let at = rtc.down.wanted_layer();
                 let i = at.and_then(|at| ssrcs.iter().position(|&s| s == at));
                 if i.is_none() {
@@ -215,13 +265,20 @@ impl Engine {
             } else {
                 Some(0)
             };
+            if simulcast && layer.is_some_and(|l| l > max_layer) {
+                // The tile shrank (or the video just came): down to what it needs, at the
+                // smaller layer's keyframe — not congestion, so no hurry.
+                moves.retain(|&(s, _)| s != slot);
+                moves.push((slot, ssrcs[max_layer]));
+                layer = Some(max_layer);
+            }
             let rank = speakers.iter().position(|s| s.identity == info.participant);
             videos.push(Video {
                 slot,
                 priority: priority(info.source, rank, slot),
                 layers: available.iter().map(|l| l.meter.bps()).collect(),
                 layer,
-                max_layer: ssrcs.len() - 1,
+                max_layer,
             });
             layer_ssrcs.push(ssrcs);
         }
@@ -231,7 +288,20 @@ impl Engine {
         for slot in stale {
             let rtc = &mut peer.slots[slot];
             rtc.paused_track = None;
+            rtc.down.set_paused(rtc.off_screen);
+        }
+        for &slot in &hide {
+            let rtc = &mut peer.slots[slot];
+            rtc.off_screen = true;
+            rtc.down.set_paused(true);
+        }
+        for &(slot, smallest) in &show {
+            let rtc = &mut peer.slots[slot];
+            rtc.off_screen = false;
             rtc.down.set_paused(false);
+            if let Some(ssrc) = smallest {
+                moves.push((slot, ssrc));
+            }
         }
         for &(slot, ssrc) in &moves {
             peer.slots[slot].down.switch_layer(ssrc);
@@ -241,7 +311,11 @@ impl Engine {
             .decide(now, estimate as f64, detail.loss, audio_bps, &videos);
         let moved: Vec<u32> = moves
             .iter()
-            .map(|&(slot, _)| peer.slots[slot].down.out_ssrc())
+            .map(|&(slot, _)| slot)
+            .chain(show.iter().map(|&(slot, _)| slot))
+            .map(|slot| peer.slots[slot].down.out_ssrc())
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
             .collect();
         for out_ssrc in moved {
             self.on_subscriber_keyframe_request(id, out_ssrc, now);

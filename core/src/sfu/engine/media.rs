@@ -251,7 +251,7 @@ impl Engine {
                     }
                 }
             }
-            match slot.down.forward(header) {
+            match slot.down.forward(header, now) {
                 Forwarding::Send(out) => {
                     if video && let Some(n) = self.simulate_loss_every {
                         self.video_written += 1;
@@ -469,11 +469,11 @@ impl Engine {
             .peers
             .get(&subscriber)
             .and_then(|p| p.slots.get(slot))
-            .filter(|s| s.paused_track.is_none())
+            .filter(|s| s.paused_track.is_none() && !s.off_screen)
             .map(|s| &s.down)
         else {
-            // Paused: nothing is forwarded to it until the allocation resumes it (with a
-            // request).
+            // Paused or off screen: nothing is forwarded to it until the allocation resumes
+            // it (with a request).
             return;
         };
         let layer = down.wanted_layer();

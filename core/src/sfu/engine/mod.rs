@@ -220,6 +220,8 @@ struct SlotRtc {
     /// The track this slot's video was paused with by the allocation, while it is (the one
     /// record of it: the allocator is told, and `down` is paused alongside).
     paused_track: Option<String>,
+    /// Its video is not forwarded because the client's layout has no tile for it.
+    off_screen: bool,
 }
 
 /// The WebRTC side of one session.

@@ -224,6 +224,7 @@ impl Engine {
                     down: DownTrack::new(ssrc, payload_type, *kind == TrackKind::Video),
                     playout_delay: None,
                     paused_track: None,
+                    off_screen: false,
                 },
             ));
         }

@@ -491,3 +491,82 @@ fn a_display_name_at_join_replaces_the_tokens() {
     assert!(!valid_display_name(&"가".repeat(65)));
     assert!(valid_display_name(&"가".repeat(64)));
 }
+
+#[test]
+fn a_layout_is_kept_per_session_and_a_bad_one_is_refused() {
+    use crate::signal::{MAX_TILE_SIDE, TileSize, ViewLayout};
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "center", Role::Speaker, t0);
+    join(&mut r, 2, "office", Role::Speaker, t0);
+    r.drain_effects();
+    assert_eq!(r.layout(1), None, "no layout before the client sends one");
+    let tile = |track: &str, width, height| TileSize {
+        track: track.into(),
+        width,
+        height,
+    };
+    let view = ViewLayout {
+        width: 1280,
+        height: 720,
+        tiles: vec![
+            tile("office/camera", 256, 144),
+            tile("office/screen", 640, 360),
+        ],
+    };
+    assert_eq!(r.message(1, ClientMessage::Layout(view), t0, UNIX), None);
+    let layout = r.layout(1).expect("kept");
+    let sizes: Vec<(&str, u32, u32)> = layout
+        .tiles
+        .iter()
+        .map(|t| (t.participant.as_str(), t.rect.w, t.rect.h))
+        .collect();
+    assert_eq!(
+        sizes,
+        [("office/camera", 256, 144), ("office/screen", 640, 360)]
+    );
+    assert_eq!(r.layout(2), None, "another session's is its own");
+    assert!(r.drain_effects().is_empty());
+    // A tile of no size, or larger than any screen: bad_message, and the session closes.
+    for bad in [
+        tile("office/camera", 0, 144),
+        tile("x", MAX_TILE_SIDE + 1, 1),
+    ] {
+        let mut r = rooms();
+        join(&mut r, 1, "center", Role::Speaker, t0);
+        r.drain_effects();
+        let view = ViewLayout {
+            width: 1280,
+            height: 720,
+            tiles: vec![bad],
+        };
+        r.message(1, ClientMessage::Layout(view), t0, UNIX);
+        let e = r.drain_effects();
+        assert!(
+            matches!(
+                sent_to(&e, 1)[..],
+                [
+                    ServerMessage::Error {
+                        code: ErrorCode::BadMessage,
+                        ..
+                    },
+                    ..
+                ]
+            ),
+            "{e:?}"
+        );
+        assert!(e.contains(&Effect::Close(1)), "{e:?}");
+        assert_eq!(r.layout(1), None);
+    }
+    // Over the wire: flat JSON with the viewport and the tiles.
+    let json = r#"{"type":"layout","width":1280,"height":720,"tiles":[{"track":"office/camera","width":256,"height":144}]}"#;
+    let parsed: ClientMessage = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        parsed,
+        ClientMessage::Layout(ViewLayout {
+            width: 1280,
+            height: 720,
+            tiles: vec![tile("office/camera", 256, 144)],
+        })
+    );
+}

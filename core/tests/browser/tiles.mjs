@@ -1,0 +1,73 @@
+// Drives headless Chromium through the demo page (examples/web, the madang-wasm package):
+// pages of different sizes join one room, and each must show a publisher's video at the
+// width its tile needs (the grid tells the server its tile sizes; the server forwards the
+// simulcast layer that fits). Prints one JSON line with what each page saw.
+//
+//   node tiles.mjs <base-url> <room> <seconds> <publisher> <name>:<width>x<height>:<videoWidth>...
+//
+// Each page is <width>×<height> CSS pixels; it passes when its tile of <publisher> plays at
+// <videoWidth> and still does, with frames decoded rising, 3 s later. Exit code 0 when
+// every page passed.
+import { launch } from './chromium.mjs';
+
+const [base, room, seconds, publisher, ...specs] = process.argv.slice(2);
+const deadline = Date.now() + Number(seconds) * 1000;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const result = { ok: false, pages: {} };
+
+const browser = await launch();
+
+// The page's tile of the publisher: its video's size and the frames decoded of it.
+async function look(page) {
+  return page.evaluate(async (who) => {
+    const room = window.madangRoom;
+    if (!room) return { joined: false };
+    const el = document.querySelector(`#grid [data-participant="${who}"]`);
+    const v = el?.querySelector('video');
+    const rect = el?.getBoundingClientRect();
+    const stats = await room.stats();
+    const r = stats.received.find((s) => s.kind === 'video' && s.track === `${who}/camera`);
+    return { joined: true, videoWidth: v?.videoWidth || 0, videoHeight: v?.videoHeight || 0,
+             tile: rect ? [Math.round(rect.width), Math.round(rect.height)] : null,
+             framesDecoded: r?.framesDecoded || 0 };
+  }, publisher);
+}
+
+try {
+  const pages = [];
+  for (const spec of specs) {
+    const [name, size, want] = spec.split(':');
+    const [width, height] = size.split('x').map(Number);
+    const page = await browser.newPage({ viewport: { width, height } });
+    page.on('console', (m) => process.stderr.write(`${name}: ${m.text()}\n`));
+    page.on('pageerror', (e) => process.stderr.write(`${name}: page error ${e}\n`));
+    await page.goto(`${base}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1`);
+    pages.push({ name, page, want: Number(want) });
+  }
+  for (const p of pages) {
+    const entry = { want: p.want, passed: false };
+    result.pages[p.name] = entry;
+    while (Date.now() < deadline) {
+      const seen = await look(p.page);
+      entry.seen = seen;
+      if (seen.videoWidth === p.want) {
+        // It must stay at that width, and keep playing.
+        await sleep(3000);
+        const later = await look(p.page);
+        entry.later = later;
+        if (later.videoWidth === p.want && later.framesDecoded > seen.framesDecoded) {
+          entry.passed = true;
+          break;
+        }
+      }
+      await sleep(250);
+    }
+  }
+  result.ok = Object.values(result.pages).every((e) => e.passed);
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

@@ -1,0 +1,104 @@
+//! Tile sizes from the browser end to end: a Rust participant publishes simulcast
+//! (640×360 and 320×180), and two headless Chromium pages of the demo (`examples/web`,
+//! importing `wasm/pkg`) show it — one on a small screen, one on a large one. The grid of
+//! each page tells the server its tile sizes (the protocol's `layout`), and each page must
+//! play the video at the width its tile needs: 320 on the small screen, 640 on the large.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::time::{Duration, Instant};
+
+use madang::media::TestPattern;
+use madang::room::{Room, RoomOptions, VideoOptions};
+use madang::sfu::{Server, ServerConfig};
+use madang::signal::Role;
+
+mod common;
+use common::{browser_tools, built_package, workspace};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
+    let root = workspace();
+    built_package();
+    let browser = browser_tools();
+    let config = ServerConfig {
+        static_dir: Some(root.join("examples/web")),
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let token = server
+        .token(
+            "tiles",
+            "rust",
+            "Rust publisher",
+            Role::Speaker,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let mut video = VideoOptions::new(640, 360);
+    video.fps = 15;
+    video.simulcast = true;
+    let options = RoomOptions {
+        video: Some(video),
+        ..RoomOptions::default()
+    };
+    let room = Room::connect(&server.signal_url(), &token, options)
+        .await
+        .unwrap();
+    let base = format!("http://localhost:{}", server.http_addr().port());
+    // The demo's grid is the page less a 300 px side column: about 380×340 on the small
+    // screen (tiles of ~190×105 for three people), 1280×820 on the large (~640×360).
+    let mut node = tokio::process::Command::new("node")
+        .arg(browser.join("tiles.mjs"))
+        .args([
+            base.as_str(),
+            "tiles",
+            "90",
+            "rust",
+            "small:700x420:320",
+            "large:1600x900:640",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/setup.sh installs nodejs)");
+    let stdout = node.stdout.take().unwrap();
+    let stderr = node.stderr.take().unwrap();
+    let read = |mut pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let mut s = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut s)
+                .await
+                .ok();
+            s
+        })
+    };
+    let out_task = read(Box::new(stdout));
+    let err_task = read(Box::new(stderr));
+    let mut pattern = TestPattern::new(640, 360).unwrap();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(66));
+    let status = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
+                room.publish_video(&frame).await.unwrap();
+            }
+            status = node.wait() => break status.unwrap(),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "the browser run did not finish"
+        );
+    };
+    let stdout = out_task.await.unwrap();
+    let stderr = err_task.await.unwrap();
+    println!("browser: {stdout}");
+    println!("server: {:?}", server.stats());
+    assert!(
+        status.success(),
+        "a page did not play the layer its tile needs:\n{stdout}\n{stderr}"
+    );
+    room.leave().await;
+    server.shutdown().await;
+}
