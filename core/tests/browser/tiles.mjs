@@ -5,9 +5,10 @@
 //
 //   node tiles.mjs <base-url> <room> <seconds> <publisher> <name>:<width>x<height>:<videoWidth>...
 //
-// Each page is <width>×<height> CSS pixels; it passes when its tile of <publisher> plays at
-// <videoWidth> and still does, with frames decoded rising, 3 s later. Exit code 0 when
-// every page passed.
+// Each page is <width>×<height> CSS pixels; it passes when, 8 s after its tile of
+// <publisher> first played (time for the server to raise layers where the downlink has
+// room), it plays at <videoWidth> and still does, with frames decoded rising, 3 s later.
+// Exit code 0 when every page passed.
 import { launch } from './chromium.mjs';
 
 const [base, room, seconds, publisher, ...specs] = process.argv.slice(2);
@@ -44,6 +45,11 @@ try {
     await page.goto(`${base}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1`);
     pages.push({ name, page, want: Number(want) });
   }
+  const playing = async (p) => {
+    while (Date.now() < deadline && (await look(p.page)).videoWidth === 0) await sleep(250);
+  };
+  await Promise.all(pages.map(playing));
+  await sleep(8000);
   for (const p of pages) {
     const entry = { want: p.want, passed: false };
     result.pages[p.name] = entry;
