@@ -178,6 +178,12 @@ impl GridView {
                 .set_property("transform", if is_local { "scaleX(-1)" } else { "none" });
             let text = if stream.is_some() {
                 person.name.clone()
+            } else if person.video_paused {
+                format!(
+                    "{}  {} · low bandwidth",
+                    initials(&person.name),
+                    person.name
+                )
             } else {
                 format!("{}  {}", initials(&person.name), person.name)
             };

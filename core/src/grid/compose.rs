@@ -149,7 +149,8 @@ impl Compositor {
             if !drawn {
                 let name = person.map_or(tile.participant.as_str(), |p| p.name.as_str());
                 let level = levels.get(&tile.participant).copied().unwrap_or(0.0);
-                draw_placeholder(&mut self.canvas, rect, name, level);
+                let paused = person.is_some_and(|p| p.video_paused);
+                draw_placeholder(&mut self.canvas, rect, name, level, paused);
             }
             if tile.highlight {
                 draw_border(
@@ -272,20 +273,26 @@ fn draw_border(frame: &mut VideoFrame, r: Rect, t: u32) {
     }
 }
 
-fn draw_placeholder(frame: &mut VideoFrame, r: Rect, name: &str, level: f32) {
+/// Under a placeholder's initials when the server paused the video.
+pub const LOW_BANDWIDTH: &str = "LOW BANDWIDTH";
+
+fn draw_placeholder(frame: &mut VideoFrame, r: Rect, name: &str, level: f32, paused: bool) {
     fill(frame, r, PLACEHOLDER);
     let text = initials(name);
     let scale = (r.h / 4 / 7).max(1);
     let text_w = text.chars().count() as u32 * 6 * scale;
+    let top = r.y + (r.h - 7 * scale.min(r.h / 7)) / 2;
     if text_w < r.w && 7 * scale < r.h {
-        draw_text(
-            frame,
-            r.x + (r.w - text_w) / 2,
-            r.y + (r.h - 7 * scale) / 2,
-            scale,
-            &text,
-            TEXT.0,
-        );
+        draw_text(frame, r.x + (r.w - text_w) / 2, top, scale, &text, TEXT.0);
+    }
+    if paused {
+        // Half the initials' size, below them, where it fits.
+        let small = (scale / 3).max(1);
+        let w = LOW_BANDWIDTH.len() as u32 * 6 * small;
+        let y = top + 7 * scale + 3 * small;
+        if w < r.w && y + 7 * small < r.y + r.h {
+            draw_text(frame, r.x + (r.w - w) / 2, y, small, LOW_BANDWIDTH, TEXT.0);
+        }
     }
     // Audio-level bar along the bottom.
     let bar_h = even((r.h / 12).max(2));

@@ -99,6 +99,10 @@ pub struct Person {
     pub hand_raised: bool,
     /// Aspect ratio of the source picture, width and height (16:9 by default).
     pub aspect: (u32, u32),
+    /// The server stopped forwarding its video because the viewer's downlink cannot carry
+    /// it: the placeholder says "low bandwidth".
+    #[serde(default)]
+    pub video_paused: bool,
 }
 
 impl Person {
@@ -123,6 +127,7 @@ impl Person {
             role: Role::Speaker,
             hand_raised: false,
             aspect: (16, 9),
+            video_paused: false,
         }
     }
 }

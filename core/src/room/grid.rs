@@ -203,8 +203,12 @@ impl GridView {
         let has_video = self.video.iter().any(|(track, (owner, muted))| {
             owner == identity && !muted && !self.paused.contains(track)
         });
+        let paused = self.video.iter().any(|(track, (owner, muted))| {
+            owner == identity && !muted && self.paused.contains(track)
+        });
         if let Some(p) = self.people.iter_mut().find(|p| p.id == identity) {
             p.has_video = has_video;
+            p.video_paused = paused && !has_video;
         }
         if !has_video {
             self.compositor.remove(identity);
@@ -301,6 +305,7 @@ mod tests {
             paused: true,
         });
         assert!(!view.people()[0].has_video);
+        assert!(view.people()[0].video_paused, "the placeholder says why");
         view.absorb(RoomEvent::VideoPaused {
             track: "jongno/camera".into(),
             paused: false,

@@ -95,17 +95,23 @@ impl RoomState {
     }
 
     /// The video track to show for someone else: a screen share before the camera, nothing
-    /// muted.
+    /// muted, nothing the server paused.
     pub fn video_track_of(&self, identity: &str) -> Option<String> {
+        self.tile_track_of(identity)
+            .filter(|id| !self.paused.contains(id))
+    }
+
+    /// The video track someone else's tile is for, paused by the server or not: a screen
+    /// share before the camera, nothing muted. What a `layout` names (a paused video
+    /// left out of it would be off screen, and never resumed).
+    pub fn tile_track_of(&self, identity: &str) -> Option<String> {
         [TrackSource::Screen, TrackSource::Camera]
             .iter()
             .map(|s| s.track_id(identity))
             .find(|id| {
-                !self.paused.contains(id)
-                    && self
-                        .tracks
-                        .get(id)
-                        .is_some_and(|t| !t.muted && t.kind == TrackKind::Video)
+                self.tracks
+                    .get(id)
+                    .is_some_and(|t| !t.muted && t.kind == TrackKind::Video)
             })
     }
 
@@ -261,6 +267,8 @@ mod tests {
             paused: true,
         }));
         assert!(room.video_track_of("b").is_none());
+        // Its tile is still for it: the server is told, and can resume it.
+        assert_eq!(room.tile_track_of("b").as_deref(), Some("b/camera"));
         assert!(room.apply(&ServerMessage::VideoPaused {
             track: "b/camera".into(),
             paused: false,

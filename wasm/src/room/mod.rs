@@ -700,7 +700,13 @@ impl Inner {
             let Some(grid) = st.grid.clone() else {
                 return;
             };
-            let people = st.persons();
+            let mut people = st.persons();
+            for p in &mut people {
+                // Paused by the server: the label says why.
+                p.video_paused = st.roster.tile_track_of(&p.id).is_some()
+                    && st.roster.video_track_of(&p.id).is_none()
+                    && !st.roster.is_local(&p.id);
+            }
             let streams = people
                 .iter()
                 .filter_map(|p| Some((p.id.clone(), st.video_stream_of(&p.id)?)))
@@ -724,7 +730,7 @@ impl Inner {
             let local = st.local_identity();
             view_layout(&layout, viewport, |p| {
                 (Some(p) != local)
-                    .then(|| st.video_track_of(p))
+                    .then(|| st.roster.tile_track_of(p))
                     .flatten()
                     .into_iter()
                     .collect()

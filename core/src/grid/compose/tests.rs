@@ -78,6 +78,23 @@ fn placeholders_borders_and_held_frames() {
     // No new frame: the last one is held.
     let second = c.compose(&layout, &p, &levels, 1);
     assert_eq!(second.y(), first.y());
+    // Paused by the server: "LOW BANDWIDTH" under the initials (more text drawn, below
+    // the middle of the tile).
+    let text_rows = |f: &VideoFrame| {
+        let t = crop(f, t1.rect);
+        (0..t.height() as usize)
+            .filter(|&r| t.row(0, r)[..t.width() as usize].contains(&TEXT.0))
+            .collect::<Vec<_>>()
+    };
+    let plain = text_rows(&first);
+    p[1].video_paused = true;
+    let paused = c.compose(&layout, &p, &levels, 2).clone();
+    let marked = text_rows(&paused);
+    assert!(marked.len() > plain.len(), "{plain:?} vs {marked:?}");
+    assert!(
+        marked.last() > plain.last(),
+        "the mark is below the initials"
+    );
     assert_eq!(initials("Mapo Office"), "MO");
     assert_eq!(initials("jongno"), "J");
 }

@@ -191,6 +191,7 @@ fn arb_person() -> impl Strategy<Value = Person> {
             role,
             hand_raised: hand,
             aspect,
+            video_paused: false,
         })
 }
 
