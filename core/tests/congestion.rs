@@ -75,3 +75,80 @@ fn an_uplink_follows_rfc_8867_capacity_steps() {
     }
     assert!(r.audio_loss_pct <= 1.0, "{}", r.audio_loss_pct);
 }
+
+/// Audio concealed of `track` at participant `i` so far, ms, and the seconds it has played.
+fn concealed_ms(world: &madang::sim::World, i: usize, track: &str) -> (f64, f64) {
+    world
+        .participant(i)
+        .session()
+        .receive_stats()
+        .into_iter()
+        .find(|t| t.track == track)
+        .map_or((0.0, 0.0), |t| (t.audio_concealed_ms, t.seconds))
+}
+
+#[test]
+fn under_pressure_the_voice_steps_down_to_16_kbit_with_dtx_and_back() {
+    use std::time::Duration;
+
+    use madang::netsim::{Direction, LinkConfig};
+    use madang::sim::{JoinOptions, World};
+
+    let link = LinkConfig {
+        delay: Duration::from_millis(30),
+        ..LinkConfig::default()
+    };
+    let mut world = World::new("delay=30ms".parse().unwrap(), 5, World::engine_config());
+    let field = world.join("field", JoinOptions::default()).unwrap();
+    let listener = JoinOptions {
+        video: None,
+        audio: false,
+        ..JoinOptions::default()
+    };
+    let hall = world.join("hall", listener).unwrap();
+    let mut quiet = |_: usize, _: madang::room::RoomEvent, _: Duration| {};
+    world.run_for(Duration::from_secs(5), &mut quiet).unwrap();
+    let sent = |w: &World| w.participant(field).session().send_stats().clone();
+    assert_eq!(sent(&world).audio_target_bps, 32_000, "room on the way up");
+
+    // The field phone's uplink drops to 120 kbit/s: its video squeezes to the least it can,
+    // and the voice gives way a little.
+    world.set_link(
+        field,
+        Direction::Up,
+        LinkConfig {
+            rate_bps: Some(120_000),
+            queue_bytes: 15_000,
+            ..link.clone()
+        },
+    );
+    world.run_for(Duration::from_secs(10), &mut quiet).unwrap();
+    let (before, audio_before) = (sent(&world), concealed_ms(&world, hall, "field/microphone"));
+    world.run_for(Duration::from_secs(10), &mut quiet).unwrap();
+    let (after, audio_after) = (sent(&world), concealed_ms(&world, hall, "field/microphone"));
+    let audio_kbps = (after.audio_bytes - before.audio_bytes) as f64 * 8.0 / 10.0 / 1000.0;
+    let frames = after.audio_frames - before.audio_frames;
+    let concealed = (audio_after.0 - audio_before.0) / ((audio_after.1 - audio_before.1) * 1000.0);
+    eprintln!(
+        "120 kbit/s uplink: estimate {} kbit/s, audio target {} kbit/s, {audio_kbps:.1} kbit/s \
+         of Opus in {frames} frames over 10 s (DTX), {:.2} % concealed at the hall",
+        after.uplink_estimate_bps / 1000,
+        after.audio_target_bps / 1000,
+        concealed * 100.0
+    );
+    assert_eq!(after.audio_target_bps, 16_000);
+    assert!(audio_kbps <= 17.0, "Opus took {audio_kbps:.1} kbit/s");
+    assert!(frames < 500, "DTX sent {frames} frames of 500");
+    assert!(concealed <= 0.01, "{:.2} % concealed", concealed * 100.0);
+
+    // The cap lifts: back to full rate.
+    world.set_link(field, Direction::Up, link);
+    world.run_for(Duration::from_secs(15), &mut quiet).unwrap();
+    let end = sent(&world);
+    eprintln!(
+        "cap lifted: estimate {} kbit/s, audio target {} kbit/s",
+        end.uplink_estimate_bps / 1000,
+        end.audio_target_bps / 1000
+    );
+    assert_eq!(end.audio_target_bps, 32_000);
+}

@@ -155,6 +155,26 @@ impl OpusEncoder {
         Ok(())
     }
 
+    /// Turns discontinuous transmission on or off while encoding.
+    pub fn set_dtx(&mut self, on: bool) -> Result<(), CodecError> {
+        self.inner.set_dtx(on).map_err(opus_err("set DTX"))?;
+        self.config.dtx = on;
+        Ok(())
+    }
+
+    /// Follows `target` (a session's [`AudioTarget`](crate::room::AudioTarget)): its
+    /// bitrate and DTX, each changed only when it differs.
+    #[cfg(feature = "net")]
+    pub fn follow(&mut self, target: crate::room::AudioTarget) -> Result<(), CodecError> {
+        if target.bitrate_bps != self.config.bitrate_bps {
+            self.set_bitrate(target.bitrate_bps)?;
+        }
+        if target.dtx != self.config.dtx {
+            self.set_dtx(target.dtx)?;
+        }
+        Ok(())
+    }
+
     /// Changes the expected packet loss (percent) while encoding: how much in-band FEC the
     /// encoder spends (none at 0).
     pub fn set_expected_loss_pct(&mut self, pct: u8) -> Result<(), CodecError> {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::session::{Phase, Session, SessionConfig, TrackStats};
-use super::{RoomError, RoomEvent, RoomOptions, RoomStats, SendStats, level_dbov};
+use super::{AudioTarget, RoomError, RoomEvent, RoomOptions, RoomStats, SendStats, level_dbov};
 use crate::codec::{OpusConfig, OpusEncoder, SimulcastEncoder};
 use crate::media::{AudioFrame, Channels, EncodedFrame, VideoFrame};
 use crate::signal::{
@@ -49,6 +49,8 @@ struct Shared {
     audio_loss: std::sync::atomic::AtomicU8,
     /// [`Session::video_layer_targets`] after every pass of the task.
     layer_targets: Mutex<Vec<Option<u32>>>,
+    /// [`Session::audio_target`] after every pass of the task.
+    audio_target: Mutex<AudioTarget>,
     /// Copies of the session's counters after every pass of the task.
     stats: Mutex<(SendStats, Vec<TrackStats>)>,
     /// Pictures and audio blocks waiting in the event queue, and how many may.
@@ -414,6 +416,8 @@ impl Room {
             if loss != NO_LOSS_REPORT && loss != encoder.config().expected_loss_pct {
                 let _ = encoder.set_expected_loss_pct(loss);
             }
+            let target = *self.shared.audio_target.lock().expect("target lock");
+            let _ = encoder.follow(target);
             encoder.encode(frame)?
         };
         match packet {
@@ -717,6 +721,7 @@ impl Driver {
         }
         *self.shared.layer_targets.lock().expect("targets lock") =
             self.session.video_layer_targets();
+        *self.shared.audio_target.lock().expect("target lock") = self.session.audio_target();
         self.shared
             .ready
             .store(self.session.publishing_ready(), Ordering::Relaxed);

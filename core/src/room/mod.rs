@@ -43,7 +43,7 @@ pub use client::Room;
 #[cfg(feature = "net")]
 pub use grid::GridView;
 #[cfg(feature = "net")]
-pub use session::{EstimateDetail, TrackStats};
+pub use session::{AudioTarget, EstimateDetail, TrackStats};
 pub use state::RoomState;
 
 /// What to publish.
@@ -239,6 +239,11 @@ pub struct SendStats {
     pub video_bytes: u64,
     /// Audio frames sent.
     pub audio_frames: u64,
+    /// Audio bytes sent (encoded).
+    pub audio_bytes: u64,
+    /// The Opus encoder's target when the last audio frame was sent (bit/s; see
+    /// [`AudioTarget`]).
+    pub audio_target_bps: u64,
     /// Pictures and audio blocks pushed before the publishing connection was up, and dropped
     /// (the first picture sent once it is up is a keyframe).
     pub dropped_before_connected: u64,

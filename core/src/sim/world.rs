@@ -455,6 +455,7 @@ impl World {
                 {
                     let _ = opus.set_expected_loss_pct(pct);
                 }
+                let _ = opus.follow(p.session.audio_target());
                 let interval = Duration::from_millis(20);
                 m.next_audio = (m.next_audio + interval).max(now + interval);
                 let pcm = m.speech.next_frame();

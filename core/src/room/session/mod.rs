@@ -170,6 +170,38 @@ pub const DEFAULT_VIDEO_BITRATE_BPS: u32 = 800_000;
 /// second of RTP, SRTP, UDP and IP headers (~60 bytes each: 24 kbit/s).
 const AUDIO_ALLOWANCE_BPS: f64 = 56_000.0;
 
+/// What the Opus encoder aims at, from [`Session::audio_target`]: audio is the last to give
+/// way, and under pressure it gives way a little.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioTarget {
+    /// Bitrate, bit/s: [`AUDIO_BPS`], or [`AUDIO_PRESSURE_BPS`] under pressure.
+    pub bitrate_bps: u32,
+    /// Discontinuous transmission: in silence, send nothing (on under pressure).
+    pub dtx: bool,
+}
+
+impl Default for AudioTarget {
+    /// [`AUDIO_BPS`] without DTX: the uplink has room.
+    fn default() -> Self {
+        Self {
+            bitrate_bps: AUDIO_BPS,
+            dtx: false,
+        }
+    }
+}
+
+/// The Opus bitrate when the uplink has room (mono speech, full band).
+pub const AUDIO_BPS: u32 = 32_000;
+
+/// The Opus bitrate under pressure: wideband speech stays clear at 16 kbit/s, and the 16
+/// kbit/s saved (with DTX's silences, about half of a conversation) go to keeping the
+/// smallest video layer.
+pub const AUDIO_PRESSURE_BPS: u32 = 16_000;
+
+/// Below the audio allowance plus this, a publisher with video is under pressure: its video
+/// is down to its smallest layer at a rate where OpenH264 starts dropping pictures.
+const PRESSURE_VIDEO_BPS: f64 = 100_000.0;
+
 /// Share of the video bitrate that goes to headers (RTP, SRTP tag, TWCC extension, UDP, IP:
 /// ~70 bytes on ~1,100-byte packets) and to retransmissions on a lossy uplink.
 const VIDEO_OVERHEAD: f64 = 0.10;
@@ -402,6 +434,28 @@ impl Session {
                 Some(target as u32)
             })
             .collect()
+    }
+
+    /// What the Opus encoder should aim at now. Under pressure — an uplink estimate below
+    /// the audio allowance (56 kbit/s) plus 100 kbit/s with video, or below three quarters of
+    /// the allowance without — [`AUDIO_PRESSURE_BPS`] with DTX; else [`AUDIO_BPS`] without.
+    /// Drivers pass it to [`OpusEncoder::set_bitrate`](crate::codec::OpusEncoder::set_bitrate)
+    /// and [`set_dtx`](crate::codec::OpusEncoder::set_dtx) before each frame.
+    pub fn audio_target(&self) -> AudioTarget {
+        let floor = if self.config.video {
+            AUDIO_ALLOWANCE_BPS + PRESSURE_VIDEO_BPS
+        } else {
+            AUDIO_ALLOWANCE_BPS * 0.75
+        };
+        let pressure = self.send_estimate.bps().is_some_and(|e| (e as f64) < floor);
+        if pressure {
+            AudioTarget {
+                bitrate_bps: AUDIO_PRESSURE_BPS,
+                dtx: true,
+            }
+        } else {
+            AudioTarget::default()
+        }
     }
 
     /// Uplink set aside for the microphone track, when there is one.

@@ -176,6 +176,8 @@ impl Session {
             return Ok(false);
         }
         self.send_stats.audio_frames += 1;
+        self.send_stats.audio_bytes += packet.data.len() as u64;
+        self.send_stats.audio_target_bps = self.audio_target().bitrate_bps as u64;
         self.write_frame(
             now,
             TrackKind::Audio,
