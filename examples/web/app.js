@@ -71,7 +71,8 @@ async function join(event) {
       $('chat').disabled = true;
     });
     joined(room);
-    await room.publishCamera({ width: 640, height: 360 });
+    // ?simulcast=1: the camera also at half size, for viewers with small tiles or links.
+    await room.publishCamera({ width: 640, height: 360, simulcast: params.get('simulcast') === '1' });
     await room.publishMicrophone();
     state.published = true;
   } catch (e) {

@@ -1,8 +1,10 @@
-//! Tile sizes from the browser end to end: a Rust participant publishes simulcast
-//! (640×360 and 320×180), and two headless Chromium pages of the demo (`examples/web`,
-//! importing `wasm/pkg`) show it — one on a small screen, one on a large one. The grid of
-//! each page tells the server its tile sizes (the protocol's `layout`), and each page must
-//! play the video at the width its tile needs: 320 on the small screen, 640 on the large.
+//! Tile sizes from the browser end to end: a publisher sends simulcast (640×360 and
+//! 320×180) — a Rust participant, or a page of the demo publishing its camera with
+//! `publishCamera({ simulcast: true })` — and two headless Chromium pages of the demo
+//! (`examples/web`, importing `wasm/pkg`) show it, one on a small screen, one on a large
+//! one. The grid of each page tells the server its tile sizes (the protocol's `layout`), and
+//! each page must play the video at the width its tile needs: 320 on the small screen, 640
+//! on the large.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::time::{Duration, Instant};
@@ -15,8 +17,13 @@ use madang::signal::Role;
 mod common;
 use common::{browser_tools, built_package, workspace};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
+/// Runs `tiles.mjs` on a server serving the demo, with `pages` (see the script), while a
+/// Rust participant publishes simulcast when `rust_publisher`; fails when a page did not
+/// play the layer its tile needs.
+async fn watch(room_name: &str, watched: &str, pages: &[&str], rust_publisher: bool) {
+    // One browser run at a time: two at once on two cores starve the pages' decoders.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let root = workspace();
     built_package();
     let browser = browser_tools();
@@ -27,7 +34,7 @@ async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
     let server = Server::bind(config).await.unwrap();
     let token = server
         .token(
-            "tiles",
+            room_name,
             "rust",
             "Rust publisher",
             Role::Speaker,
@@ -38,25 +45,17 @@ async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
     video.fps = 15;
     video.simulcast = true;
     let options = RoomOptions {
-        video: Some(video),
+        video: rust_publisher.then_some(video),
         ..RoomOptions::default()
     };
     let room = Room::connect(&server.signal_url(), &token, options)
         .await
         .unwrap();
     let base = format!("http://localhost:{}", server.http_addr().port());
-    // The demo's grid is the page less a 300 px side column: about 380×340 on the small
-    // screen (tiles of ~190×105 for three people), 1280×820 on the large (~640×360).
     let mut node = tokio::process::Command::new("node")
         .arg(browser.join("tiles.mjs"))
-        .args([
-            base.as_str(),
-            "tiles",
-            "90",
-            "rust",
-            "small:700x420:320",
-            "large:1600x900:640",
-        ])
+        .args([base.as_str(), room_name, "90", watched])
+        .args(pages)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -80,7 +79,7 @@ async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
     let mut tick = tokio::time::interval(Duration::from_millis(66));
     let status = loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = tick.tick(), if rust_publisher => {
                 let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
                 room.publish_video(&frame).await.unwrap();
             }
@@ -101,4 +100,33 @@ async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
     );
     room.leave().await;
     server.shutdown().await;
+}
+
+// The demo's grid is the page less a 300 px side column: about 380×340 on the small screen
+// (tiles of ~200×110 for three or four people), 1280×820 on the large (~640×360).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
+    watch(
+        "tiles",
+        "rust",
+        &["small:700x420:320", "large:1600x900:640"],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_publishes_simulcast_and_each_viewer_gets_the_layer_its_tile_needs() {
+    watch(
+        "tiles-browser",
+        "camera",
+        &[
+            "camera:1280x720:publish",
+            "small:700x420:320",
+            "large:1600x900:640",
+        ],
+        false,
+    )
+    .await;
 }

@@ -5,13 +5,19 @@
 //
 //   node tiles.mjs <base-url> <room> <seconds> <publisher> <name>:<width>x<height>:<videoWidth>...
 //
+// <publisher> is the identity of the participant to watch, or the name of a page given
+// as <name>:<width>x<height>:publish, which publishes its camera as simulcast
+// (`publishCamera({ simulcast: true })`) and is watched by the others.
+//
 // Each page is <width>×<height> CSS pixels; it passes when, 8 s after its tile of
 // <publisher> first played (time for the server to raise layers where the downlink has
 // room), it plays at <videoWidth> and still does, with frames decoded rising, 3 s later.
 // Exit code 0 when every page passed.
 import { launch } from './chromium.mjs';
 
-const [base, room, seconds, publisher, ...specs] = process.argv.slice(2);
+const [base, room, seconds, watched, ...specs] = process.argv.slice(2);
+let publisher = watched;
+let publishing = null; // the publishing page's outbound video streams, when there is one
 const deadline = Date.now() + Number(seconds) * 1000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const result = { ok: false, pages: {} };
@@ -42,7 +48,19 @@ try {
     const page = await browser.newPage({ viewport: { width, height } });
     page.on('console', (m) => process.stderr.write(`${name}: ${m.text()}\n`));
     page.on('pageerror', (e) => process.stderr.write(`${name}: page error ${e}\n`));
-    await page.goto(`${base}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1`);
+    const simulcast = want === 'publish' ? '&simulcast=1' : '';
+    await page.goto(`${base}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${simulcast}`);
+    if (want === 'publish') {
+      // Its identity, once it joined.
+      while (Date.now() < deadline && !(await page.evaluate(() => window.madangRoom?.identity))) await sleep(250);
+      publisher = await page.evaluate(() => window.madangRoom?.identity);
+      result.publisher = publisher;
+      const sent = async () => (await page.evaluate(async () => (await window.madangRoom.stats()).sent))
+        .filter((s) => s.kind === 'video');
+      while (Date.now() < deadline && (await sent()).length < 2) await sleep(250);
+      publishing = sent;
+      continue;
+    }
     pages.push({ name, page, want: Number(want) });
   }
   const playing = async (p) => {
@@ -70,6 +88,12 @@ try {
     }
   }
   result.ok = Object.values(result.pages).every((e) => e.passed);
+  // A publishing page must have sent two layers of different widths.
+  if (publishing) {
+    result.layersSent = await publishing();
+    const widths = new Set(result.layersSent.filter((l) => l.framesEncoded > 0).map((l) => l.frameWidth));
+    result.ok &&= widths.size >= 2;
+  }
 } catch (e) {
   result.error = String(e);
 } finally {
