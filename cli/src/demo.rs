@@ -120,7 +120,7 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         r.warmup_seconds
     );
     println!(
-        "{:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>4} {:>5} {:>5} {:>6}",
+        "{:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>6} {:>7} {:>7} {:>4} {:>5} {:>5} {:>6}",
         "from",
         "to",
         "sent",
@@ -130,6 +130,7 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         "p95 ms",
         "p99 ms",
         "kbps",
+        "width",
         "jit ms",
         "freezes",
         "frz ms",
@@ -141,7 +142,7 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
     for p in &r.pairs {
         let q = &p.repair;
         println!(
-            "{:>5} {:>5} {:>6} {:>8} {:>7.2} {:>7.1} {:>7.1} {:>7.1} {:>6.0} {:>6} {:>7} {:>7.0} {:>4} {:>5} {:>5} {:>6.0}",
+            "{:>5} {:>5} {:>6} {:>8} {:>7.2} {:>7.1} {:>7.1} {:>7.1} {:>6.0} {:>5} {:>6} {:>7} {:>7.0} {:>4} {:>5} {:>5} {:>6.0}",
             p.from,
             p.to,
             p.frames_sent,
@@ -151,6 +152,7 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
             p.latency_ms.p95,
             p.latency_ms.p99,
             p.kbps,
+            p.width,
             p.jitter_ms.map_or("-".into(), |j| format!("{j:.1}")),
             q.freezes,
             q.freeze_ms,
@@ -161,7 +163,7 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         );
     }
     println!(
-        "  (freezes: no new picture for > 3 frame intervals and > 1 + 150 ms; kf: keyframe requests; nack: \
+        "  (width: of the last picture decoded, the simulcast layer received; freezes: no new picture for > 3 frame intervals and > 1 + 150 ms; kf: keyframe requests; nack: \
          packets asked for again; rtx: packets repaired by retransmission; buf: jitter-buffer delay)"
     );
     if !r.audio.is_empty() {
@@ -184,13 +186,14 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
     }
     for u in &r.uplinks {
         println!(
-            "uplink {}: sent {:.0} kbit/s, estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), video encoder at {:.0} kbit/s",
+            "uplink {}: sent {:.0} kbit/s, estimate {:.0} kbit/s (delay-based {:.0}, loss-based {:.0}), video encoder at {:.0} kbit/s, Opus at {:.0}",
             u.participant,
             u.sent_kbps,
             u.estimate_kbps,
             u.delay_based_kbps,
             u.loss_based_kbps,
-            u.video_target_kbps
+            u.video_target_kbps,
+            u.audio_target_kbps
         );
     }
     print_downlinks(&r.downlinks);

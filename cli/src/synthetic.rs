@@ -395,6 +395,7 @@ pub async fn run_conference_with_grid(
                 },
                 latency_ms: Percentiles::of(&mut latencies),
                 kbps: track.map_or(0.0, |s| s.kbps()),
+                width: track.map_or(0, |s| s.frame_size.0),
                 jitter_ms: track.and_then(|s| s.jitter_ms),
                 rtt_ms: track.and_then(|s| s.rtt_ms),
                 // Counted over the whole run here (the room's statistics are cumulative).

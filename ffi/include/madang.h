@@ -525,6 +525,18 @@ madang_result madang_client_config_set_video(madang_client_config *config,
                                              uint32_t fps,
                                              uint32_t bitrate_kbps);
 
+// Sends the camera set with `madang_client_config_set_video` as simulcast (`enabled`
+// true): the full size and halves of it while at least 240 wide (at most three layers, the
+// bitrate given being the full size's), each its own stream, so that the server sends each
+// receiver the size its link and its tile take. Off by default. Frames are pushed at the
+// full size as before; madang scales them.
+//
+// Errors: `MADANG_RESULT_INVALID_ARGUMENT` before `madang_client_config_set_video`.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`.
+madang_result madang_client_config_set_simulcast(madang_client_config *config, bool enabled);
+
 // Publishes a microphone track (`enabled` true) or not. Audio is pushed with
 // `madang_client_push_audio_frame` and sent as Opus.
 //

@@ -159,6 +159,35 @@ pub unsafe extern "C" fn madang_client_config_set_video(
     })
 }
 
+/// Sends the camera set with `madang_client_config_set_video` as simulcast (`enabled`
+/// true): the full size and halves of it while at least 240 wide (at most three layers, the
+/// bitrate given being the full size's), each its own stream, so that the server sends each
+/// receiver the size its link and its tile take. Off by default. Frames are pushed at the
+/// full size as before; madang scales them.
+///
+/// Errors: `MADANG_RESULT_INVALID_ARGUMENT` before `madang_client_config_set_video`.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_set_simulcast(
+    config: *mut madang_client_config,
+    enabled: bool,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| match &mut c.video {
+                Some(video) => {
+                    video.simulcast = enabled;
+                    madang_result::MADANG_RESULT_OK
+                }
+                None => madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+            })
+        }
+    })
+}
+
 /// Publishes a microphone track (`enabled` true) or not. Audio is pushed with
 /// `madang_client_push_audio_frame` and sent as Opus.
 ///

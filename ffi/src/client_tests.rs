@@ -163,6 +163,11 @@ fn config_rejects_bad_values() {
     let cfg = config("ws://127.0.0.1:1/signal", "t");
     unsafe {
         assert_eq!(
+            madang_client_config_set_simulcast(cfg, true),
+            MADANG_RESULT_INVALID_ARGUMENT,
+            "simulcast of no camera"
+        );
+        assert_eq!(
             madang_client_config_set_video(cfg, 641, 360, 30, 0),
             MADANG_RESULT_INVALID_ARGUMENT
         );
@@ -178,6 +183,13 @@ fn config_rejects_bad_values() {
             madang_client_config_set_video(cfg, 640, 360, 30, 0),
             MADANG_RESULT_OK
         );
+        assert_eq!(
+            madang_client_config_set_simulcast(cfg, true),
+            MADANG_RESULT_OK
+        );
+        let layers = (*cfg).video.as_ref().unwrap().layers();
+        let widths: Vec<u32> = layers.iter().map(|l| l.width).collect();
+        assert_eq!(widths, [320, 640]);
         assert_eq!(
             madang_client_config_receive_grid(cfg, 1280, 720, 9, 15),
             MADANG_RESULT_INVALID_ARGUMENT

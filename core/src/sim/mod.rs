@@ -289,6 +289,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
                 loss_pct: loss_pct(frames_sent, decoded),
                 latency_ms: Percentiles::of(&mut latencies),
                 kbps: stats.as_ref().map_or(0.0, |s| s.kbps()),
+                width: stats.as_ref().map_or(0, |s| s.frame_size.0),
                 jitter_ms: stats.as_ref().and_then(|s| s.jitter_ms),
                 rtt_ms: None,
                 repair: VideoRepair::between(start.as_ref(), stats.as_ref()),

@@ -51,6 +51,9 @@ pub struct PairReport {
     pub latency_ms: Percentiles,
     /// Received video bitrate, kbit/s.
     pub kbps: f64,
+    /// Width of the last picture decoded: the simulcast layer received at the end (0 when
+    /// none came).
+    pub width: u32,
     /// Inter-arrival jitter of the video at the receiver, ms.
     pub jitter_ms: Option<f64>,
     /// Round-trip time between the receiver and the server, ms.
@@ -163,6 +166,7 @@ impl UplinkReport {
             delay_based_kbps: kbps(sent.uplink_delay_based_bps),
             loss_based_kbps: kbps(sent.uplink_loss_based_bps),
             video_target_kbps: kbps(sent.video_target_bps),
+            audio_target_kbps: kbps(sent.audio_target_bps),
             sent_kbps,
         }
     }
@@ -183,7 +187,8 @@ pub struct DownlinkReport {
     pub videos: usize,
     /// Of those, paused by the server because the downlink could not carry them.
     pub paused: usize,
-    /// Of those forwarded, at a smaller simulcast layer than the largest one flowing.
+    /// Of those forwarded, at a smaller simulcast layer than the one its tile needs (the
+    /// largest flowing without a layout).
     pub lowered: usize,
 }
 
@@ -200,6 +205,8 @@ pub struct UplinkReport {
     pub loss_based_kbps: f64,
     /// The video encoder's target, kbit/s.
     pub video_target_kbps: f64,
+    /// The Opus encoder's target, kbit/s (16 under pressure, else 32; 0 without audio).
+    pub audio_target_kbps: f64,
     /// What the publisher offered its link over the measured seconds, kbit/s (media,
     /// repairs, control).
     pub sent_kbps: f64,

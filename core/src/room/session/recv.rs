@@ -34,6 +34,9 @@ pub struct TrackStats {
     /// Pictures dropped for missing packets or decoder errors; audio frames concealed or
     /// skipped.
     pub frames_lost: u64,
+    /// Size of the last picture decoded (the simulcast layer the server forwards), `(0, 0)`
+    /// before one and for audio.
+    pub frame_size: (u32, u32),
     /// Keyframe requests sent.
     pub keyframes_requested: u64,
     /// NACK entries sent (one per packet asked for, repeats included).
@@ -70,6 +73,7 @@ impl TrackStats {
             bytes: 0,
             packets_lost: 0,
             frames_decoded: 0,
+            frame_size: (0, 0),
             frames_lost: 0,
             keyframes_requested: 0,
             nacks_sent: 0,
@@ -296,6 +300,7 @@ impl RecvSlot {
                         Ok(Some(mut frame)) => {
                             frame.set_pts_us(picture.timestamp as i64 * 1000 / 90);
                             stats.frames_decoded += 1;
+                            stats.frame_size = (frame.width(), frame.height());
                             freezes.picture(now, stats);
                             events.push(RoomEvent::VideoFrame {
                                 participant: participant.to_owned(),
