@@ -116,6 +116,18 @@ impl SendEstimate {
         });
     }
 
+    /// Puts the loss-based half back to `bps` (no higher than the delay-based half) and
+    /// forgets the loss: after an experiment that caused it (a probe of a larger layer),
+    /// undone since.
+    pub fn restore_loss_based(&self, bps: f64) {
+        self.update(|s| {
+            s.loss_based.target = bps.clamp(s.loss_based.min, s.loss_based.max);
+            s.loss_based.cap(s.detail.delay_based_bps);
+            s.detail.loss_based_bps = s.loss_based.target;
+            s.detail.loss = 0.0;
+        });
+    }
+
     /// Both halves and the loss they saw.
     pub fn detail(&self) -> EstimateDetail {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).detail
@@ -481,6 +493,15 @@ impl LossWindow {
 
     /// The weight of a new window against the windows before it.
     pub const SMOOTHING: f64 = 0.3;
+
+    /// Forgets the loss gathered and smoothed so far (see
+    /// [`SendEstimate::restore_loss_based`]); the next window starts afresh.
+    pub fn forget(&mut self) {
+        self.expected = 0;
+        self.lost = 0;
+        self.since = None;
+        self.smoothed = None;
+    }
 
     /// Adds the report blocks among `packets` about the streams `counted` picks (by SSRC);
     /// when a window is complete and carried enough packets, returns the smoothed loss (0–1;

@@ -309,6 +309,13 @@ impl Engine {
         let changes = peer
             .allocator
             .decide(now, estimate as f64, detail.loss, audio_bps, &videos);
+        if let Some(before) = peer.allocator.take_restore()
+            && let Some(estimate) = peer.subscriber.as_ref().and_then(|pc| pc.estimate.as_ref())
+        {
+            // The probe that hurt is undone: its loss is not the link's.
+            estimate.restore_loss_based(before);
+            peer.losses.forget();
+        }
         let moved: Vec<u32> = moves
             .iter()
             .map(|&(slot, _)| slot)
