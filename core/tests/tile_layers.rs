@@ -12,6 +12,7 @@ use madang::codec::simulcast_layers;
 use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
 use madang::grid::plan::{plan, view_layout};
 use madang::room::RoomEvent;
+use madang::sfu::engine::Downlink;
 use madang::signal::{ClientMessage, TrackKind};
 use madang::sim::{JoinOptions, World};
 
@@ -68,6 +69,34 @@ fn screen(people: &[Person], mode: Mode) -> (Layout, ClientMessage, f64) {
     (layout, ClientMessage::Layout(view), predicted)
 }
 
+/// Sends `message` as `center`'s layout, lets 4 s settle and measures 8 s: the window (s),
+/// the video bit rate received in it, and `center`'s downlink at its end.
+fn settle_and_measure(
+    world: &mut World,
+    center: usize,
+    message: ClientMessage,
+    on_event: &mut dyn FnMut(usize, RoomEvent, Duration),
+) -> (f64, f64, f64, Downlink) {
+    world.send(center, message);
+    world.run_for(Duration::from_secs(4), on_event).unwrap();
+    let from_s = world.elapsed().as_secs_f64();
+    let bytes_before = video_bytes(world, center);
+    world.run_for(Duration::from_secs(8), on_event).unwrap();
+    let to_s = world.elapsed().as_secs_f64();
+    let received: u64 = video_bytes(world, center)
+        .iter()
+        .map(|(t, b)| b - bytes_before.get(t).copied().unwrap_or(0))
+        .sum();
+    let bps = received as f64 * 8.0 / (to_s - from_s);
+    let downlink = world
+        .engine()
+        .downlinks()
+        .into_iter()
+        .find(|d| d.identity == world.participant(center).identity())
+        .unwrap();
+    (from_s, to_s, bps, downlink)
+}
+
 #[test]
 fn the_server_forwards_each_office_at_the_layer_its_tile_needs() {
     let mut world = World::new("delay=20ms".parse().unwrap(), 7, World::engine_config());
@@ -122,28 +151,8 @@ fn the_server_forwards_each_office_at_the_layer_its_tile_needs() {
     // Gallery: 24 tiles of about 250×140, so the 320×180 layer of every office.
     let (gallery, message, predicted) = screen(&people, Mode::Gallery);
     assert_eq!(gallery.tiles.len(), OFFICES);
-    world.send(center, message);
-    world
-        .run_for(Duration::from_secs(4), &mut on_event)
-        .unwrap();
-    let from_s = world.elapsed().as_secs_f64();
-    let bytes_before = video_bytes(&world, center);
-    world
-        .run_for(Duration::from_secs(8), &mut on_event)
-        .unwrap();
-    let to_s = world.elapsed().as_secs_f64();
-    let bytes_after = video_bytes(&world, center);
-    let received: u64 = bytes_after
-        .iter()
-        .map(|(t, b)| b - bytes_before.get(t).copied().unwrap_or(0))
-        .sum();
-    let bps = received as f64 * 8.0 / (to_s - from_s);
-    let downlink = world
-        .engine()
-        .downlinks()
-        .into_iter()
-        .find(|d| d.identity == "center")
-        .unwrap();
+    let (from_s, to_s, bps, downlink) =
+        settle_and_measure(&mut world, center, message, &mut on_event);
     eprintln!(
         "gallery: {bps:.0} bit/s of video received, grid::plan predicts {predicted:.0}; {downlink:?}"
     );
@@ -173,28 +182,8 @@ fn the_server_forwards_each_office_at_the_layer_its_tile_needs() {
         .map(|t| t.participant.clone())
         .collect();
     assert!(shown.len() < OFFICES && shown.contains(&people[0].id));
-    world.send(center, message);
-    world
-        .run_for(Duration::from_secs(4), &mut on_event)
-        .unwrap();
-    let from_s = world.elapsed().as_secs_f64();
-    let bytes_before = video_bytes(&world, center);
-    world
-        .run_for(Duration::from_secs(8), &mut on_event)
-        .unwrap();
-    let to_s = world.elapsed().as_secs_f64();
-    let bytes_after = video_bytes(&world, center);
-    let received: u64 = bytes_after
-        .iter()
-        .map(|(t, b)| b - bytes_before.get(t).copied().unwrap_or(0))
-        .sum();
-    let bps = received as f64 * 8.0 / (to_s - from_s);
-    let downlink = world
-        .engine()
-        .downlinks()
-        .into_iter()
-        .find(|d| d.identity == "center")
-        .unwrap();
+    let (from_s, to_s, bps, downlink) =
+        settle_and_measure(&mut world, center, message, &mut on_event);
     eprintln!(
         "speaker: {} tiles, {bps:.0} bit/s of video received, grid::plan predicts \
          {predicted:.0}; {downlink:?}",
