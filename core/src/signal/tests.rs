@@ -49,9 +49,114 @@ fn all_client_messages() -> Vec<ClientMessage> {
                 payload: "안녕하세요".into(),
             },
         },
+        ClientMessage::Layout(ViewLayout {
+            width: 1280,
+            height: 720,
+            tiles: vec![TileSize {
+                track: "a/camera".into(),
+                width: 256,
+                height: 144,
+            }],
+        }),
         ClientMessage::Ping,
         ClientMessage::Leave,
     ]
+}
+
+/// Which variant `m` is, numbered: the match is exhaustive, so a new variant does not
+/// compile until it is numbered here (and [`CLIENT_VARIANTS`] counts it).
+fn client_variant(m: &ClientMessage) -> usize {
+    match m {
+        ClientMessage::Join { .. } => 0,
+        ClientMessage::Offer { .. } => 1,
+        ClientMessage::Candidate { .. } => 2,
+        ClientMessage::Subscribe { .. } => 3,
+        ClientMessage::Unsubscribe { .. } => 4,
+        ClientMessage::Unpublish { .. } => 5,
+        ClientMessage::Mute { .. } => 6,
+        ClientMessage::Data { .. } => 7,
+        ClientMessage::Layout(_) => 8,
+        ClientMessage::Ping => 9,
+        ClientMessage::Leave => 10,
+    }
+}
+const CLIENT_VARIANTS: usize = 11;
+
+/// As [`client_variant`], for the server's messages.
+fn server_variant(m: &ServerMessage) -> usize {
+    match m {
+        ServerMessage::Joined { .. } => 0,
+        ServerMessage::ParticipantJoined { .. } => 1,
+        ServerMessage::ParticipantLeft { .. } => 2,
+        ServerMessage::TrackPublished { .. } => 3,
+        ServerMessage::TrackUnpublished { .. } => 4,
+        ServerMessage::TrackMuted { .. } => 5,
+        ServerMessage::VideoPaused { .. } => 6,
+        ServerMessage::Answer { .. } => 7,
+        ServerMessage::Slots { .. } => 8,
+        ServerMessage::Renegotiate { .. } => 9,
+        ServerMessage::Candidate { .. } => 10,
+        ServerMessage::ActiveSpeaker { .. } => 11,
+        ServerMessage::Data { .. } => 12,
+        ServerMessage::Pong => 13,
+        ServerMessage::Error { .. } => 14,
+    }
+}
+const SERVER_VARIANTS: usize = 15;
+
+/// The `type` tag `m` goes over the wire with.
+fn tag(text: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    v["type"].as_str().unwrap().to_owned()
+}
+
+/// The message types a table of `docs/protocol.md` lists: the backquoted names in the first
+/// column of the table after the line `heading`.
+fn documented(doc: &str, heading: &str) -> std::collections::BTreeSet<String> {
+    let lines = doc.lines().skip_while(|l| l.trim() != heading).skip(1);
+    lines
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header and its rule
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn every_message_type_is_in_docs_protocol_md_and_nothing_else_is() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .unwrap();
+    let clients = all_client_messages();
+    let servers = all_server_messages();
+    let mut seen: Vec<usize> = clients.iter().map(client_variant).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..CLIENT_VARIANTS).collect::<Vec<_>>(),
+        "a sample of each"
+    );
+    let mut seen: Vec<usize> = servers.iter().map(server_variant).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..SERVER_VARIANTS).collect::<Vec<_>>(),
+        "a sample of each"
+    );
+    let client_tags: std::collections::BTreeSet<String> =
+        clients.iter().map(|m| tag(&encode(m))).collect();
+    let server_tags: std::collections::BTreeSet<String> =
+        servers.iter().map(|m| tag(&encode(m))).collect();
+    assert_eq!(documented(&doc, "Client → server:"), client_tags);
+    assert_eq!(documented(&doc, "Server → client:"), server_tags);
 }
 
 #[test]
@@ -62,8 +167,7 @@ fn client_messages_round_trip() {
     }
 }
 
-#[test]
-fn server_messages_round_trip() {
+fn all_server_messages() -> Vec<ServerMessage> {
     let p = ParticipantInfo {
         identity: "gangnam".into(),
         name: "Gangnam-gu office".into(),
@@ -76,7 +180,7 @@ fn server_messages_round_trip() {
         source: TrackSource::Camera,
         muted: false,
     };
-    let messages = vec![
+    vec![
         ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
             room: "disaster".into(),
@@ -124,13 +228,33 @@ fn server_messages_round_trip() {
                 level: 0.5,
             }],
         },
+        ServerMessage::Candidate {
+            pc: PeerRole::Subscriber,
+            candidate: IceCandidate {
+                candidate: "candidate:1 1 udp 2130706431 127.0.0.1 7880 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+            },
+        },
+        ServerMessage::Data {
+            message: DataMessage {
+                from: "x".into(),
+                to: vec![],
+                topic: "chat".into(),
+                payload: "hi".into(),
+            },
+        },
         ServerMessage::Pong,
         ServerMessage::Error {
             code: ErrorCode::TokenExpired,
             reason: "expired 3 s ago".into(),
         },
-    ];
-    for m in messages {
+    ]
+}
+
+#[test]
+fn server_messages_round_trip() {
+    for m in all_server_messages() {
         let text = encode(&m);
         assert_eq!(decode_server(&text).unwrap(), m, "{text}");
     }
