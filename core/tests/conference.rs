@@ -11,8 +11,8 @@ use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::token::{Claims, mint, unix_now};
 use madang::sfu::{DEV_SECRET, Server, ServerConfig};
 use madang::signal::{
-    ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, PeerRole, PublishTrack, Role,
-    ServerMessage, TrackKind, TrackSource, decode_server, encode,
+    CLOSE_NORMAL, ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, PeerRole, PublishTrack,
+    Role, ServerMessage, TrackKind, TrackSource, decode_server, encode,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -187,6 +187,8 @@ struct RawClient {
     ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
+    /// The close frame's code and reason, once the server closed.
+    closed_with: Option<(u16, String)>,
 }
 
 impl RawClient {
@@ -194,7 +196,10 @@ impl RawClient {
         let (ws, _) = tokio_tungstenite::connect_async(server.signal_url())
             .await
             .unwrap();
-        Self { ws }
+        Self {
+            ws,
+            closed_with: None,
+        }
     }
 
     async fn send(&mut self, m: &ClientMessage) {
@@ -221,7 +226,12 @@ impl RawClient {
         loop {
             match tokio::time::timeout(wait, self.ws.next()).await {
                 Err(_) => return Err(()),
-                Ok(None) | Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) => return Ok(None),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.closed_with =
+                        frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                    return Ok(None);
+                }
+                Ok(None) | Ok(Some(Err(_))) => return Ok(None),
                 Ok(Some(Ok(Message::Text(t)))) => {
                     return Ok(Some(decode_server(t.as_str()).unwrap()));
                 }
@@ -239,11 +249,18 @@ impl RawClient {
     }
 
     /// Reads until an error arrives; returns its code and whether the server then closed the
-    /// connection (within a second).
+    /// connection (within a second). A close must carry the error's close code and string.
     async fn expect_error(&mut self) -> (ErrorCode, bool) {
         while let Some(m) = self.next().await {
             if let ServerMessage::Error { code, .. } = m {
                 let closed = matches!(self.next_within(Duration::from_secs(1)).await, Ok(None));
+                if closed {
+                    assert_eq!(
+                        self.closed_with,
+                        Some((code.close_code(), code.as_str().to_owned())),
+                        "the close frame after {code}"
+                    );
+                }
                 return (code, closed);
             }
         }
@@ -287,7 +304,10 @@ async fn bad_sessions_are_closed_with_the_right_code_and_the_room_carries_on() {
     // For another room than the URL names.
     let url = format!("{}?room=other", server.signal_url());
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let mut c = RawClient { ws };
+    let mut c = RawClient {
+        ws,
+        closed_with: None,
+    };
     c.join(token(&server, "wanderer", Role::Speaker)).await;
     assert_eq!(c.expect_error().await, (ErrorCode::WrongRoom, true));
 
@@ -345,6 +365,13 @@ async fn bad_sessions_are_closed_with_the_right_code_and_the_room_carries_on() {
         }
     }
     assert!(ponged);
+    // It leaves: a normal close.
+    viewer.send(&ClientMessage::Leave).await;
+    while viewer.next().await.is_some() {}
+    assert_eq!(viewer.closed_with, Some((CLOSE_NORMAL, String::new())));
+    // The close codes as documented: the token's are policy (1008), too large is 1009.
+    assert_eq!(ErrorCode::InvalidToken.close_code(), 1008);
+    assert_eq!(ErrorCode::MessageTooLarge.close_code(), 1009);
 
     // Through all that, Alice and Bob kept their call.
     let ev = party.run(Duration::from_secs(3), |_| false).await;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::engine::{Command, Engine, EngineStats, Event, SessionId};
 use crate::netsim::{Direction, Network, Profile};
-use crate::signal::ServerMessage;
+use crate::signal::{ErrorCode, ServerMessage};
 
 /// What the HTTP side tells the driver.
 #[derive(Debug)]
@@ -37,8 +37,8 @@ pub(crate) enum Signal {
 pub(crate) enum Outbound {
     /// Send this message.
     Message(ServerMessage),
-    /// Close the WebSocket.
-    Close,
+    /// Close the WebSocket: normally, or after this fatal error (its close code).
+    Close(Option<ErrorCode>),
 }
 
 /// Most datagrams taken from the socket before the engine's output is drained and the batch
@@ -53,6 +53,8 @@ pub(crate) struct Driver {
     engine: Engine,
     socket: Arc<UdpSocket>,
     sessions: BTreeMap<SessionId, mpsc::UnboundedSender<Outbound>>,
+    /// The fatal error last sent to a session, until its close.
+    fatal: BTreeMap<SessionId, ErrorCode>,
     network: Option<Network<SocketAddr, BytesMut>>,
     /// Datagrams to send at the end of this pass.
     outbox: Vec<(BytesMut, SocketAddr)>,
@@ -72,6 +74,7 @@ impl Driver {
             engine,
             socket,
             sessions: BTreeMap::new(),
+            fatal: BTreeMap::new(),
             network: profile
                 .filter(|p| !p.link.is_perfect())
                 .map(|p| Network::new(p, now)),
@@ -155,13 +158,20 @@ impl Driver {
         while let Some(event) = self.engine.poll_event() {
             match event {
                 Event::Send(id, message) => {
+                    if let ServerMessage::Error { code, .. } = &message
+                        && code.is_fatal()
+                    {
+                        // The close that follows says why with its code.
+                        self.fatal.insert(id, *code);
+                    }
                     if let Some(tx) = self.sessions.get(&id) {
                         let _ = tx.send(Outbound::Message(message));
                     }
                 }
                 Event::Close(id) => {
+                    let why = self.fatal.remove(&id);
                     if let Some(tx) = self.sessions.remove(&id) {
-                        let _ = tx.send(Outbound::Close);
+                        let _ = tx.send(Outbound::Close(why));
                     }
                 }
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use super::driver::{Outbound, Signal};
 use super::engine::Command;
 use super::token::{Claims, mint, unix_now};
-use crate::signal::{MAX_MESSAGE_BYTES, Role, ServerMessage, decode_client, encode};
+use crate::signal::{
+    CLOSE_NORMAL, ErrorCode, MAX_MESSAGE_BYTES, Role, ServerMessage, decode_client, encode,
+};
 
 /// State shared by the HTTP handlers.
 #[derive(Clone)]
@@ -63,6 +65,15 @@ async fn signal(
         .on_upgrade(move |socket| session(socket, id, q.room, state.commands))
 }
 
+/// The close frame of a session that ended normally, or after the fatal error `why` (its
+/// close code, and its string as the reason).
+fn close(why: Option<ErrorCode>) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: why.map_or(CLOSE_NORMAL, ErrorCode::close_code),
+        reason: why.map_or("", ErrorCode::as_str).into(),
+    }))
+}
+
 async fn session(
     socket: WebSocket,
     id: u64,
@@ -91,7 +102,7 @@ async fn session(
                     Err(e) => {
                         let reply = ServerMessage::Error { code: e.code(), reason: e.to_string() };
                         let _ = sink.send(Message::Text(encode(&reply).into())).await;
-                        let _ = sink.send(Message::Close(None)).await;
+                        let _ = sink.send(close(Some(e.code()))).await;
                         let _ = commands.send(Signal::Input(Command::Closed { session: id, code: Some(e.code()) }));
                         return;
                     }
@@ -100,7 +111,7 @@ async fn session(
                     let code = crate::signal::ErrorCode::BadMessage;
                     let reply = ServerMessage::Error { code, reason: "signal messages are text frames".into() };
                     let _ = sink.send(Message::Text(encode(&reply).into())).await;
-                    let _ = sink.send(Message::Close(None)).await;
+                    let _ = sink.send(close(Some(code))).await;
                     let _ = commands.send(Signal::Input(Command::Closed { session: id, code: Some(code) }));
                     return;
                 }
@@ -117,8 +128,12 @@ async fn session(
                         return;
                     }
                 }
-                Some(Outbound::Close) | None => {
-                    let _ = sink.send(Message::Close(None)).await;
+                Some(Outbound::Close(why)) => {
+                    let _ = sink.send(close(why)).await;
+                    return;
+                }
+                None => {
+                    let _ = sink.send(close(None)).await;
                     return;
                 }
             },

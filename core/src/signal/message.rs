@@ -344,6 +344,31 @@ impl ErrorCode {
     }
 }
 
+/// The WebSocket close code of a session that ended normally (`leave`).
+pub const CLOSE_NORMAL: u16 = 1000;
+
+impl ErrorCode {
+    /// The WebSocket close code the server closes a session with after this error (the
+    /// close frame's reason is [`as_str`](Self::as_str)): RFC 6455's own where one fits —
+    /// 1008 (policy: the token), 1009 (too large), 1011 (internal) — else madang's in the
+    /// 4000s, stable like the strings.
+    pub fn close_code(self) -> u16 {
+        match self {
+            ErrorCode::InvalidToken | ErrorCode::TokenExpired | ErrorCode::WrongRoom => 1008,
+            ErrorCode::MessageTooLarge => 1009,
+            ErrorCode::Internal => 1011,
+            ErrorCode::BadMessage => 4000,
+            ErrorCode::UnsupportedVersion => 4001,
+            ErrorCode::NotJoined => 4002,
+            ErrorCode::AlreadyJoined => 4003,
+            ErrorCode::PermissionDenied => 4004,
+            ErrorCode::NegotiationFailed => 4005,
+            ErrorCode::RoomFull => 4006,
+            ErrorCode::Timeout => 4007,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
