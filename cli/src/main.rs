@@ -26,6 +26,19 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr look: `text` for people, `json` (one object a line) for log
+    /// collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The log line format (`--log-format`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,13 +74,23 @@ enum Bench {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MADANG_LOG")
-                .unwrap_or_else(|_| "warn,rtc=error,webrtc=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` tells its operator what happens (joins, refusals, leaves, publishing) at info;
+    // the other commands print their own reports and log only warnings. MADANG_LOG, or else
+    // RUST_LOG, overrides.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,madang=info,rtc=error,webrtc=error",
+        _ => "warn,rtc=error,webrtc=error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MADANG_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),

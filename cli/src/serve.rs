@@ -17,7 +17,9 @@ pub struct Args {
     /// The one UDP port for all media.
     #[arg(long, default_value = "127.0.0.1:7880")]
     udp: SocketAddr,
-    /// Address announced to clients when --udp binds 0.0.0.0.
+    /// Address announced to clients as the media address (with the --udp port): needed when
+    /// --udp binds 0.0.0.0, and behind a 1:1 NAT (bind the private address, announce the
+    /// public one).
     #[arg(long)]
     advertise_ip: Option<IpAddr>,
     /// Secret that signs tokens (also read from MADANG_SECRET).

@@ -465,3 +465,97 @@ fn demo_four_participants_decode_each_other_for_ten_seconds() {
     let info = decoder.read_info().unwrap();
     assert_eq!((info.info().width, info.info().height), (640, 360));
 }
+
+#[test]
+fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    use madang::room::{Room, RoomOptions};
+    use madang::sfu::token::{Claims, mint, unix_now};
+
+    let mut server = madang()
+        .args([
+            "serve",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("MADANG_LOG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(server.stdout.take().unwrap());
+    let mut url = None;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if banner.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(u) = line.trim().strip_prefix("signal:") {
+            url = Some(u.trim().to_owned());
+            break;
+        }
+    }
+    let url = url.expect("the banner names the signal URL");
+    let secret = madang::sfu::DEV_SECRET.as_bytes();
+    let claims = Claims::new(
+        "hall",
+        "jongno",
+        "Jongno-gu office",
+        madang::signal::Role::Speaker,
+        unix_now(),
+        60,
+    );
+    let token = mint(secret, &claims).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let room = Room::connect(&url, &token, RoomOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            Room::connect(&url, "not-a-token", RoomOptions::default())
+                .await
+                .is_err()
+        );
+        room.leave().await;
+    });
+    // The lines are written as things happen; give the last one a moment.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.kill().unwrap();
+    let mut logs = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let _ = server.wait();
+    // One JSON object a line: (level, message).
+    let messages: Vec<(String, String)> = logs
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (field(&v["level"]), field(&v["fields"]["message"]))
+        })
+        .collect();
+    let has = |what: &str| {
+        messages
+            .iter()
+            .any(|(level, m)| level == "INFO" && m.contains(what))
+    };
+    assert!(
+        has("jongno (Jongno-gu office, speaker) joined room hall"),
+        "{messages:#?}"
+    );
+    assert!(has("refused with invalid_token"), "{messages:#?}");
+    assert!(has("jongno left room hall (left)"), "{messages:#?}");
+}

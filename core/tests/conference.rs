@@ -720,3 +720,26 @@ async fn dropping_a_room_leaves_it() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_advertised_address_is_announced_whatever_the_udp_socket_binds() {
+    // Behind a 1:1 NAT: bound to the private address, announcing the public one.
+    let public: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let config = ServerConfig {
+        advertise_ip: Some(public),
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    assert_eq!(server.udp_addr().ip(), public);
+    assert_ne!(server.udp_addr().port(), 0);
+    server.shutdown().await;
+    // Every address and nothing to announce: a clear refusal (before binding anything).
+    let config = ServerConfig {
+        udp: "0.0.0.0:0".parse().unwrap(),
+        ..ServerConfig::dev()
+    };
+    let Err(e) = Server::bind(config).await else {
+        panic!("bound 0.0.0.0 with nothing to announce");
+    };
+    assert!(e.to_string().contains("advertise_ip"), "{e}");
+}

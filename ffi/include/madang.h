@@ -614,6 +614,16 @@ madang_result madang_server_config_set_addresses(madang_server_config *config,
                                                  const char *http,
                                                  const char *udp);
 
+// Sets the address announced to clients as the media address (with the UDP port), e.g.
+// "203.0.113.7": needed when the UDP address is 0.0.0.0, and behind a 1:1 NAT (bind the
+// private address, announce the public one). NULL goes back to announcing the bound address.
+//
+// Errors: `MADANG_RESULT_INVALID_ADDRESS` for a string that is not an IP address.
+//
+// # Safety
+// `config` must come from `madang_server_config_new`; `ip` must be NULL or NUL-terminated.
+madang_result madang_server_config_set_advertise_ip(madang_server_config *config, const char *ip);
+
 // Sets the token secret and turns development mode off (no token endpoint).
 //
 // # Safety

@@ -11,7 +11,7 @@ use crate::{str_arg, write_str};
 
 /// Settings for an embedded room server (loopback and development defaults).
 pub struct madang_server_config {
-    inner: ServerConfig,
+    pub(crate) inner: ServerConfig,
 }
 
 /// An embedded room server with its own threads.
@@ -88,6 +88,43 @@ pub unsafe extern "C" fn madang_server_config_set_addresses(
         config.inner.http = http;
         config.inner.udp = udp;
         madang_result::MADANG_RESULT_OK
+    })
+}
+
+/// Sets the address announced to clients as the media address (with the UDP port), e.g.
+/// "203.0.113.7": needed when the UDP address is 0.0.0.0, and behind a 1:1 NAT (bind the
+/// private address, announce the public one). NULL goes back to announcing the bound address.
+///
+/// Errors: `MADANG_RESULT_INVALID_ADDRESS` for a string that is not an IP address.
+///
+/// # Safety
+/// `config` must come from `madang_server_config_new`; `ip` must be NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_server_config_set_advertise_ip(
+    config: *mut madang_server_config,
+    ip: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        if ip.is_null() {
+            config.inner.advertise_ip = None;
+            return madang_result::MADANG_RESULT_OK;
+        }
+        // SAFETY: per the contract, a NUL-terminated string.
+        let ip = match unsafe { str_arg(ip) } {
+            Ok(ip) => ip,
+            Err(e) => return e,
+        };
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                config.inner.advertise_ip = Some(ip);
+                madang_result::MADANG_RESULT_OK
+            }
+            Err(_) => madang_result::MADANG_RESULT_INVALID_ADDRESS,
+        }
     })
 }
 

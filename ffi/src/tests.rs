@@ -66,6 +66,19 @@ fn config_rejects_bad_input_with_the_right_code() {
         MADANG_RESULT_INVALID_UTF8
     );
     assert_eq!(set(ok.as_ptr(), ok.as_ptr()), MADANG_RESULT_OK);
+    let advertise =
+        |ip: *const c_char| unsafe { madang_server_config_set_advertise_ip(config, ip) };
+    assert_eq!(
+        advertise(c("203.0.113.7:1").as_ptr()),
+        MADANG_RESULT_INVALID_ADDRESS
+    );
+    assert_eq!(advertise(c("203.0.113.7").as_ptr()), MADANG_RESULT_OK);
+    assert_eq!(
+        unsafe { &*config }.inner.advertise_ip,
+        Some("203.0.113.7".parse().unwrap())
+    );
+    assert_eq!(advertise(ptr::null()), MADANG_RESULT_OK);
+    assert_eq!(unsafe { &*config }.inner.advertise_ip, None);
     assert_eq!(
         unsafe { madang_server_config_set_secret(config, c("").as_ptr()) },
         MADANG_RESULT_INVALID_ARGUMENT

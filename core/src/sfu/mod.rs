@@ -49,8 +49,10 @@ pub struct ServerConfig {
     pub http: SocketAddr,
     /// Address of the one UDP port for media (default `127.0.0.1:7880`; port 0 picks one).
     pub udp: SocketAddr,
-    /// Address announced to clients as the media candidate when `udp` binds an unspecified
-    /// address such as `0.0.0.0`.
+    /// Address announced to clients as the media candidate (with the bound port), whatever
+    /// `udp` binds: needed when it binds an unspecified address such as `0.0.0.0`, and behind
+    /// a 1:1 NAT, where the server binds its private address and clients reach the public
+    /// one. Without it the bound address is announced.
     pub advertise_ip: Option<IpAddr>,
     /// Secret that signs tokens.
     pub secret: Vec<u8>,
@@ -153,6 +155,9 @@ impl Server {
         if config.secret.is_empty() {
             return Err(SfuError::EmptySecret);
         }
+        if config.udp.ip().is_unspecified() && config.advertise_ip.is_none() {
+            return Err(SfuError::NoAdvertisedAddress(config.udp));
+        }
         // A std socket: the engine registers it with its own runtime on its own thread.
         let socket = std::net::UdpSocket::bind(config.udp)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
@@ -166,13 +171,9 @@ impl Server {
             addr: config.udp,
             source,
         })?;
-        let udp_addr = if bound.ip().is_unspecified() {
-            let ip = config
-                .advertise_ip
-                .ok_or(SfuError::NoAdvertisedAddress(bound))?;
-            SocketAddr::new(ip, bound.port())
-        } else {
-            bound
+        let udp_addr = match config.advertise_ip {
+            Some(ip) => SocketAddr::new(ip, bound.port()),
+            None => bound,
         };
         let listener = tokio::net::TcpListener::bind(config.http)
             .await

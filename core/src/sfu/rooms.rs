@@ -390,6 +390,7 @@ impl Rooms {
                 if let std::collections::btree_map::Entry::Vacant(slot) =
                     r.tracks.entry(track_id.clone())
                 {
+                    tracing::info!("session {id}: published {track_id} in room {room}");
                     let info = TrackInfo {
                         id: track_id,
                         participant: identity.clone(),
@@ -482,6 +483,10 @@ impl Rooms {
 
     /// Sends an error; a fatal one also removes the session.
     pub fn fail(&mut self, id: SessionId, code: ErrorCode, reason: &str) {
+        let who = self
+            .member(id)
+            .map_or_else(String::new, |(r, i)| format!(" ({i} in {r})"));
+        tracing::info!("session {id}{who}: refused with {code}: {reason}");
         self.effects.push_back(Effect::Send(
             id,
             ServerMessage::Error {
@@ -595,6 +600,13 @@ impl Rooms {
             .collect();
         let tracks: Vec<TrackInfo> = room.tracks.values().map(|t| t.info.clone()).collect();
         room.members.insert(claims.identity.clone(), id);
+        tracing::info!(
+            "session {id}: {} ({}, {}) joined room {}",
+            claims.identity,
+            claims.name,
+            claims.role,
+            claims.room
+        );
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -701,6 +713,9 @@ impl Rooms {
         let removed = self.drop_tracks(&room_name, |tid, t| {
             t.publisher == id && tracks.iter().any(|x| x == tid)
         });
+        for track in &removed {
+            tracing::info!("session {id}: unpublished {track} in room {room_name}");
+        }
         if !removed.is_empty() {
             self.reassign_room(&room_name);
         }
@@ -795,6 +810,11 @@ impl Rooms {
             return;
         };
         let room_name = member.room.clone();
+        tracing::info!(
+            "session {id}: {} left room {room_name} ({})",
+            member.info.identity,
+            reason.as_str()
+        );
         if let Some(room) = self.rooms.get_mut(&*room_name) {
             if room.members.get(&member.info.identity) == Some(&id) {
                 room.members.remove(&member.info.identity);
