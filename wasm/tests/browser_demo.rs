@@ -13,25 +13,17 @@ use std::time::{Duration, Instant};
 
 use madang::media::TestPattern;
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
-use madang::sfu::{Server, ServerConfig};
 use madang::signal::Role;
 
 mod common;
-use common::{browser_tools, built_package, workspace};
+use common::demo_server;
 
 /// Pictures the Rust participant must decode from each browser.
 const PICTURES: u32 = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
-    let root = workspace();
-    built_package();
-    let browser = browser_tools();
-    let config = ServerConfig {
-        static_dir: Some(root.join("examples/web")),
-        ..ServerConfig::dev()
-    };
-    let server = Server::bind(config).await.unwrap();
+    let (server, browser) = demo_server().await;
     let token = server
         .token(
             "demo",

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use madang::media::TestPattern;
 use madang::room::{Room, RoomOptions, VideoOptions};
-use madang::sfu::{Server, ServerConfig};
 use madang::signal::Role;
 
 mod common;
-use common::{browser_tools, built_package, workspace};
+use common::demo_server;
 
 /// Runs `tiles.mjs` on a server serving the demo, with `pages` (see the script), while a
 /// Rust participant publishes simulcast when `rust_publisher`; fails when a page did not
@@ -24,14 +23,7 @@ async fn watch(room_name: &str, watched: &str, pages: &[&str], rust_publisher: b
     // One browser run at a time: two at once on two cores starve the pages' decoders.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    let root = workspace();
-    built_package();
-    let browser = browser_tools();
-    let config = ServerConfig {
-        static_dir: Some(root.join("examples/web")),
-        ..ServerConfig::dev()
-    };
-    let server = Server::bind(config).await.unwrap();
+    let (server, browser) = demo_server().await;
     let token = server
         .token(
             room_name,

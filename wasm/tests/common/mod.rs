@@ -32,3 +32,16 @@ pub fn browser_tools() -> PathBuf {
     }
     dir
 }
+
+/// A room server on loopback serving the demo page (`examples/web`, importing `wasm/pkg`,
+/// checked to be built), and the Node.js test tools to drive pages with.
+#[allow(dead_code)] // not every test binary starts one
+pub async fn demo_server() -> (madang::sfu::Server, PathBuf) {
+    built_package();
+    let browser = browser_tools();
+    let config = madang::sfu::ServerConfig {
+        static_dir: Some(workspace().join("examples/web")),
+        ..madang::sfu::ServerConfig::dev()
+    };
+    (madang::sfu::Server::bind(config).await.unwrap(), browser)
+}
