@@ -483,7 +483,7 @@ fn demo_four_participants_decode_each_other_for_ten_seconds() {
 #[test]
 fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
     let _one = real_time();
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     use madang::room::{Room, RoomOptions};
@@ -519,6 +519,17 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
         }
     }
     let url = url.expect("the banner names the signal URL");
+    // The log lines as they come.
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (stderr, lines) = (server.stderr.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let logged = |what: &str| lines.lock().unwrap().iter().any(|l| l.contains(what));
     let secret = madang::sfu::DEV_SECRET.as_bytes();
     let claims = Claims::new(
         "hall",
@@ -531,9 +542,21 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
     let token = mint(secret, &claims).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let room = Room::connect(&url, &token, RoomOptions::default())
-            .await
-            .unwrap();
+        let options = RoomOptions {
+            audio: true,
+            ..RoomOptions::default()
+        };
+        let room = Room::connect(&url, &token, options).await.unwrap();
+        // A voice until the server logs its connection up, 5 s at most.
+        let mut tone =
+            madang::media::Tone::new(440.0, 0.3, madang::media::Channels::Mono, 20).unwrap();
+        for _ in 0..250 {
+            room.publish_audio(&tone.next_frame()).await.unwrap();
+            if logged("connection connected") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(
             Room::connect(&url, "not-a-token", RoomOptions::default())
                 .await
@@ -544,17 +567,12 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
     // The lines are written as things happen; give the last one a moment.
     std::thread::sleep(std::time::Duration::from_millis(300));
     server.kill().unwrap();
-    let mut logs = String::new();
-    server
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
     let _ = server.wait();
+    reader.join().unwrap();
     // One JSON object a line: (level, message).
+    let logs = lines.lock().unwrap().clone();
     let messages: Vec<(String, String)> = logs
-        .lines()
+        .iter()
         .map(|l| {
             let v: serde_json::Value =
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
@@ -573,4 +591,6 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
     );
     assert!(has("refused with invalid_token"), "{messages:#?}");
     assert!(has("jongno left room hall (left)"), "{messages:#?}");
+    assert!(has("Publisher connection connected"), "{messages:#?}");
+    assert!(has("published jongno/microphone"), "{messages:#?}");
 }

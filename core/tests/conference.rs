@@ -743,3 +743,132 @@ async fn the_advertised_address_is_announced_whatever_the_udp_socket_binds() {
     };
     assert!(e.to_string().contains("advertise_ip"), "{e}");
 }
+
+/// A publisher offer as another WebRTC stack writes it, by hand: video as VP8 only (mid 0,
+/// first in the bundle), audio as Opus (mid 1).
+const VP8_AND_OPUS_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS s\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Zx3q\r\n\
+a=ice-pwd:kK0xqV2lOrnLq4WDUdxkpUoQ\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 3C:4A:AA:C1:25:49:74:C1:1F:33:4D:1E:8C:2F:B4:5C:0B:99:8E:36:4E:4D:3B:9F:96:E9:5C:31:2B:A9:71:4E\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+a=sendonly\r\n\
+a=msid:s v\r\n\
+a=rtcp-mux\r\n\
+a=rtcp-rsize\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtcp-fb:96 nack\r\n\
+a=rtcp-fb:96 nack pli\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=ssrc-group:FID 1001 1002\r\n\
+a=ssrc:1001 cname:c\r\n\
+a=ssrc:1002 cname:c\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Zx3q\r\n\
+a=ice-pwd:kK0xqV2lOrnLq4WDUdxkpUoQ\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 3C:4A:AA:C1:25:49:74:C1:1F:33:4D:1E:8C:2F:B4:5C:0B:99:8E:36:4E:4D:3B:9F:96:E9:5C:31:2B:A9:71:4E\r\n\
+a=setup:actpass\r\n\
+a=mid:1\r\n\
+a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+a=sendonly\r\n\
+a=msid:s a\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=ssrc:2001 cname:c\r\n";
+
+/// The m-sections of an SDP, each as its lines (the `m=` line first).
+fn sdp_sections(sdp: &str) -> Vec<Vec<&str>> {
+    let mut sections: Vec<Vec<&str>> = Vec::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            sections.push(vec![line]);
+        } else if let Some(s) = sections.last_mut() {
+            s.push(line);
+        }
+    }
+    sections
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_offered_without_a_codec_madang_takes_is_refused_and_not_announced() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut watcher = RawClient::connect(&server).await;
+    watcher.join(token(&server, "watcher", Role::Speaker)).await;
+    assert!(matches!(
+        watcher.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    let mut publisher = RawClient::connect(&server).await;
+    publisher.join(token(&server, "vp8", Role::Speaker)).await;
+    assert!(matches!(
+        publisher.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    // The offer as the wire carries it, written from docs/protocol.md.
+    let offer = serde_json::json!({
+        "type": "offer",
+        "pc": "publisher",
+        "sdp": VP8_AND_OPUS_OFFER,
+        "publish": [
+            {"mid": "0", "kind": "video", "source": "camera"},
+            {"mid": "1", "kind": "audio", "source": "microphone"},
+        ],
+    });
+    publisher.send_text(offer.to_string()).await;
+    let (sdp, refused) = loop {
+        match publisher.next().await {
+            Some(ServerMessage::Answer { sdp, refused, .. }) => break (sdp, refused),
+            Some(ServerMessage::Error { code, reason }) => panic!("{code}: {reason}"),
+            Some(_) => continue,
+            None => panic!("no answer"),
+        }
+    };
+    println!("{sdp}");
+    println!("refused: {refused:?}");
+    // The video section is rejected (port 0), the audio one accepted.
+    let sections = sdp_sections(&sdp);
+    assert_eq!(sections.len(), 2, "{sdp}");
+    assert!(sections[0][0].starts_with("m=video 0 "), "{sdp}");
+    assert!(!sections[1][0].starts_with("m=audio 0 "), "{sdp}");
+    // The publisher is told which track was refused, and why.
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].mid, "0");
+    assert!(
+        refused[0].reason.contains("H.264") && refused[0].reason.contains("VP8"),
+        "{}",
+        refused[0].reason
+    );
+    // The server's candidate is in the accepted section, none in the rejected one.
+    assert!(
+        sections[1].iter().any(|l| l.starts_with("a=candidate:")),
+        "{sdp}"
+    );
+    assert!(
+        !sections[0].iter().any(|l| l.starts_with("a=candidate:")),
+        "{sdp}"
+    );
+    // The room hears of the microphone only.
+    let mut announced = Vec::new();
+    while let Ok(Some(m)) = watcher.next_within(Duration::from_secs(1)).await {
+        if let ServerMessage::TrackPublished { track } = m {
+            announced.push(track.id);
+        }
+    }
+    assert_eq!(announced, ["vp8/microphone"]);
+    server.shutdown().await;
+}

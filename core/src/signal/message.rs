@@ -151,6 +151,15 @@ pub struct PublishTrack {
     pub source: TrackSource,
 }
 
+/// A track of a publisher offer the server refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedTrack {
+    /// The m-line's `mid` in the client's offer.
+    pub mid: String,
+    /// Why, for people: e.g. the codecs it takes and the ones offered.
+    pub reason: String,
+}
+
 /// Which m-line of the client's session carries which remote track (sent with each answer).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackSlot {
@@ -519,6 +528,10 @@ pub enum ServerMessage {
         pc: PeerRole,
         /// The SDP.
         sdp: String,
+        /// Tracks of a publisher offer the server did not take (their m-lines are rejected,
+        /// port 0, in `sdp`): not announced to the room. Absent when every track was taken.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        refused: Vec<RefusedTrack>,
     },
     /// Which receive slot (m-line of the subscriber connection) now carries which remote
     /// track. Sent after each subscriber answer and whenever the mapping changes; slots are

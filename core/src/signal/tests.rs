@@ -208,6 +208,10 @@ fn all_server_messages() -> Vec<ServerMessage> {
         ServerMessage::Answer {
             pc: PeerRole::Publisher,
             sdp: "v=0\r\n".into(),
+            refused: vec![RefusedTrack {
+                mid: "0".into(),
+                reason: "offered VP8".into(),
+            }],
         },
         ServerMessage::Slots {
             slots: vec![

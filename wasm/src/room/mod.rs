@@ -346,7 +346,17 @@ impl Inner {
                 );
                 self.relayout();
             }
-            ServerMessage::Answer { pc, sdp } => {
+            ServerMessage::Answer { pc, sdp, refused } => {
+                // A browser without H.264 (or Opus): its track is not in the room.
+                for r in refused {
+                    self.emit_error(MadangError::new(
+                        "refused",
+                        format!(
+                            "the server refused the track of m-line {}: {}",
+                            r.mid, r.reason
+                        ),
+                    ));
+                }
                 let tx = {
                     let mut st = self.state.borrow_mut();
                     match pc {

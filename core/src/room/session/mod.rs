@@ -532,8 +532,18 @@ impl Session {
                 }
                 None
             }
-            ServerMessage::Answer { pc, sdp } => {
+            ServerMessage::Answer { pc, sdp, refused } => {
                 self.on_answer(now, pc, sdp);
+                // Only a build whose codecs the server does not take gets here.
+                for r in refused {
+                    self.events.push_back(RoomEvent::Error {
+                        code: ErrorCode::NegotiationFailed,
+                        reason: format!(
+                            "the server refused the track of m-line {}: {}",
+                            r.mid, r.reason
+                        ),
+                    });
+                }
                 None
             }
             ServerMessage::Candidate { pc, candidate } => {

@@ -190,6 +190,8 @@ impl Engine {
             return;
         };
         if !layer.limiter.allow(now) {
+            // Often (every subscriber's loss asks): details only.
+            tracing::debug!("session {publisher}: keyframe of {track_id} rate-limited");
             return;
         }
         if let Some(pc) = session.publisher.as_mut()
@@ -201,6 +203,7 @@ impl Engine {
             };
             if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                 self.stats.keyframe_requests += 1;
+                tracing::debug!("session {publisher}: keyframe of {track_id} requested");
             }
             self.dirty.insert((publisher, PeerRole::Publisher));
         }

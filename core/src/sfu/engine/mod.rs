@@ -644,7 +644,12 @@ impl Engine {
     fn on_pc_event(&mut self, key: PcKey, ev: RTCPeerConnectionEvent, now: Instant) {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                tracing::debug!("session {} {:?}: {state}", key.0, key.1);
+                match state {
+                    RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed => {
+                        tracing::info!("session {}: {:?} connection {state}", key.0, key.1)
+                    }
+                    _ => tracing::debug!("session {}: {:?} connection {state}", key.0, key.1),
+                }
                 // `Disconnected` is ICE noticing silence (5 s without a packet: an outage, a
                 // phone between cells), not death: keep sending, so media is there the
                 // moment the path is; `Failed` or `Closed` ends it.

@@ -13,7 +13,9 @@ use rtc::sansio::Protocol;
 use super::{Engine, Pc, Published, SessionId, SlotRtc, sdp_m_lines};
 use crate::sfu::forward::DownTrack;
 use crate::sfu::peer::{SUBSCRIBER_MAX_BPS, SUBSCRIBER_START_BPS, new_peer_connection};
-use crate::signal::{ErrorCode, IceCandidate, PeerRole, PublishTrack, ServerMessage, TrackKind};
+use crate::signal::{
+    ErrorCode, IceCandidate, PeerRole, PublishTrack, RefusedTrack, ServerMessage, TrackKind,
+};
 use crate::transport::cc::SendSide;
 use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
 
@@ -36,16 +38,28 @@ impl Engine {
         }
         match role {
             PeerRole::Publisher => match self.answer_publisher(id, sdp, &publish, now) {
-                Ok(answer) => {
+                Ok((answer, refused)) => {
+                    for r in &refused {
+                        tracing::info!(
+                            "session {id}: refused the track of m-line {}: {}",
+                            r.mid,
+                            r.reason
+                        );
+                    }
+                    let accepted: Vec<PublishTrack> = publish
+                        .into_iter()
+                        .filter(|p| !refused.iter().any(|r| r.mid == p.mid))
+                        .collect();
                     self.send(
                         id,
                         ServerMessage::Answer {
                             pc: role,
                             sdp: answer,
+                            refused,
                         },
                     );
                     self.dirty.insert((id, role));
-                    self.rooms.published(id, &publish);
+                    self.rooms.published(id, &accepted);
                 }
                 Err(e) => self.rooms.fail(id, ErrorCode::NegotiationFailed, &e),
             },
@@ -60,6 +74,7 @@ impl Engine {
                             ServerMessage::Answer {
                                 pc: role,
                                 sdp: answer,
+                                refused: Vec::new(),
                             },
                         );
                         self.dirty.insert((id, role));
@@ -150,19 +165,18 @@ impl Engine {
         Ok(())
     }
 
+    /// The answer to a publisher offer, and the announced tracks whose m-lines it rejects
+    /// (no codec the server takes); those are not kept as published.
     fn answer_publisher(
         &mut self,
         id: SessionId,
         sdp: String,
         publish: &[PublishTrack],
         now: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Vec<RefusedTrack>), String> {
         let peer = self.peers.get_mut(&id).ok_or("session gone")?;
-        for p in publish {
-            peer.publish_mids.insert(p.mid.clone(), p.clone());
-        }
         let pc = peer.publisher.as_mut().ok_or("no publisher connection")?;
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+        let offer = RTCSessionDescription::offer(sdp.clone()).map_err(|e| e.to_string())?;
         pc.pc
             .set_remote_description(now, offer)
             .map_err(|e| e.to_string())?;
@@ -171,7 +185,14 @@ impl Engine {
         pc.pc
             .set_local_description(now, answer)
             .map_err(|e| e.to_string())?;
-        Ok(pc.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+        let answer = pc.pc.local_description().map(|d| d.sdp).unwrap_or(text);
+        let refused = refused_tracks(&sdp, &answer, publish);
+        for p in publish {
+            if !refused.iter().any(|r| r.mid == p.mid) {
+                peer.publish_mids.insert(p.mid.clone(), p.clone());
+            }
+        }
+        Ok((candidates_in_accepted_section(&answer), refused))
     }
 
     fn answer_subscriber(
@@ -338,4 +359,128 @@ fn sdp_ice_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
         .map(str::to_owned)
+}
+
+/// The m-sections of an SDP, each as its lines (the `m=` line first).
+fn sdp_sections(sdp: &str) -> Vec<Vec<&str>> {
+    let mut sections: Vec<Vec<&str>> = Vec::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            sections.push(vec![line]);
+        } else if let Some(s) = sections.last_mut() {
+            s.push(line);
+        }
+    }
+    sections
+}
+
+/// The `a=mid` of an m-section.
+fn section_mid<'a>(section: &[&'a str]) -> Option<&'a str> {
+    section
+        .iter()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .map(str::trim)
+}
+
+/// Whether an answer's m-section is rejected (port 0).
+fn section_rejected(section: &[&str]) -> bool {
+    section[0].split_whitespace().nth(1) == Some("0")
+}
+
+/// The tracks of `publish` whose m-lines `answer` rejects or that `offer` does not have,
+/// each with the codecs the server takes and those the offer had.
+pub(super) fn refused_tracks(
+    offer: &str,
+    answer: &str,
+    publish: &[PublishTrack],
+) -> Vec<RefusedTrack> {
+    let offered = sdp_sections(offer);
+    let answered = sdp_sections(answer);
+    publish
+        .iter()
+        .filter_map(|p| {
+            let accepted = answered
+                .iter()
+                .any(|s| section_mid(s) == Some(p.mid.as_str()) && !section_rejected(s));
+            if accepted {
+                return None;
+            }
+            let Some(section) = offered
+                .iter()
+                .find(|s| section_mid(s) == Some(p.mid.as_str()))
+            else {
+                return Some(RefusedTrack {
+                    mid: p.mid.clone(),
+                    reason: "the offer has no m-line with this mid".into(),
+                });
+            };
+            let mut codecs: Vec<&str> = section
+                .iter()
+                .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.split('/').next())
+                .filter(|c| !matches!(c.to_ascii_lowercase().as_str(), "rtx" | "red" | "ulpfec"))
+                .collect();
+            codecs.dedup();
+            let takes = match p.kind {
+                TrackKind::Video => {
+                    "video as H.264 Constrained Baseline (profile-level-id 42e01f or 42001f, packetization-mode=1)"
+                }
+                TrackKind::Audio => "audio as Opus (48000/2)",
+            };
+            let offered = if codecs.is_empty() {
+                "none".to_owned()
+            } else {
+                codecs.join(", ")
+            };
+            Some(RefusedTrack {
+                mid: p.mid.clone(),
+                reason: format!("madang takes {takes}; offered: {offered}"),
+            })
+        })
+        .collect()
+}
+
+/// `answer` with its ICE candidates in its first accepted m-section. The bundle's transport
+/// is one, but a client looks for the candidates where the bundle is: `rtc` writes them into
+/// the first m-section even when that one is rejected (port 0), and a client that ignores a
+/// rejected section found no candidate at all.
+pub(super) fn candidates_in_accepted_section(answer: &str) -> String {
+    let sections = sdp_sections(answer);
+    let Some(first) = sections.iter().position(|s| !section_rejected(s)) else {
+        return answer.to_owned();
+    };
+    let is_candidate = |l: &&str| l.starts_with("a=candidate:") || *l == "a=end-of-candidates";
+    let misplaced: Vec<&str> = sections
+        .iter()
+        .filter(|s| section_rejected(s))
+        .flat_map(|s| s.iter().copied().filter(is_candidate))
+        .collect();
+    if misplaced.is_empty() {
+        return answer.to_owned();
+    }
+    let mut out = String::with_capacity(answer.len());
+    let session = answer.lines().take_while(|l| !l.starts_with("m="));
+    for line in session {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    for (i, section) in sections.iter().enumerate() {
+        let rejected = section_rejected(section);
+        for line in section {
+            if !(rejected && is_candidate(line)) {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+        if i == first {
+            let already: HashSet<&str> = section.iter().copied().collect();
+            for line in &misplaced {
+                if !already.contains(line) {
+                    out.push_str(line);
+                    out.push_str("\r\n");
+                }
+            }
+        }
+    }
+    out
 }

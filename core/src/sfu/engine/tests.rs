@@ -32,6 +32,45 @@ fn credentials_are_random_and_repeat_for_a_seed() {
     assert_eq!(e.random_ssrc() & 1, 1);
 }
 
+#[test]
+fn refused_tracks_say_why_and_candidates_move_to_an_accepted_section() {
+    use super::negotiate::{candidates_in_accepted_section, refused_tracks};
+    use crate::signal::{PublishTrack, TrackSource};
+    let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\na=mid:a\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:v\r\na=rtpmap:102 H264/90000\r\n";
+    let answer = "v=0\r\na=group:BUNDLE v\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:a\r\na=candidate:1 1 udp 1 192.0.2.1 7880 typ host\r\na=end-of-candidates\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:v\r\n";
+    let track = |mid: &str, kind| PublishTrack {
+        mid: mid.into(),
+        kind,
+        source: TrackSource::Camera,
+    };
+    let refused = refused_tracks(
+        offer,
+        answer,
+        &[
+            track("a", TrackKind::Audio),
+            track("v", TrackKind::Video),
+            track("x", TrackKind::Video),
+        ],
+    );
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].mid, "a");
+    assert!(
+        refused[0]
+            .reason
+            .ends_with("Opus (48000/2); offered: PCMU, PCMA")
+    );
+    assert_eq!(refused[1].mid, "x");
+    assert!(refused[1].reason.contains("no m-line"));
+    assert_eq!(
+        candidates_in_accepted_section(answer),
+        "v=0\r\na=group:BUNDLE v\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:a\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:v\r\na=candidate:1 1 udp 1 192.0.2.1 7880 typ host\r\na=end-of-candidates\r\n"
+    );
+    // Nothing to move: the answer as it was.
+    let fine =
+        "v=0\r\nm=video 9 X 102\r\na=mid:v\r\na=candidate:1 1 udp 1 192.0.2.1 7880 typ host\r\n";
+    assert_eq!(candidates_in_accepted_section(fine), fine);
+}
+
 mod core_alone {
     //! The server core by itself: commands and datagrams in, events and transmits out, on a
     //! hand-advanced clock. Two client sessions stand in for the other end; nothing else runs
