@@ -419,6 +419,9 @@ async fn vanished_participants_are_removed() {
         elapsed < Duration::from_secs(4),
         "removed after {elapsed:?}"
     );
+    // It is told, and closed with timeout's close code (as docs/protocol.md gives it).
+    assert_eq!(ghost.expect_error().await, (ErrorCode::Timeout, true));
+    assert_eq!(ghost.closed_with.as_ref().map(|c| c.0), Some(4007));
 
     // Drops its connection without a word: removed at once as connection lost.
     let mut dropper = RawClient::connect(&server).await;
