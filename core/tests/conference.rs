@@ -875,3 +875,30 @@ async fn a_track_offered_without_a_codec_madang_takes_is_refused_and_not_announc
     assert_eq!(announced, ["vp8/microphone"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_without_a_secret_of_its_own_does_not_start() {
+    let no_secret = Server::bind(ServerConfig::new("")).await;
+    assert!(
+        matches!(no_secret, Err(madang::sfu::SfuError::EmptySecret)),
+        "{no_secret:?}"
+    );
+    // The development secret is public: only in development mode.
+    let public = Server::bind(ServerConfig {
+        dev: false,
+        ..ServerConfig::dev()
+    })
+    .await;
+    assert!(
+        matches!(public, Err(madang::sfu::SfuError::PublicSecret)),
+        "{public:?}"
+    );
+    let own = Server::bind(ServerConfig {
+        secret: b"a secret of its own".to_vec(),
+        dev: false,
+        ..ServerConfig::dev()
+    })
+    .await
+    .unwrap();
+    own.shutdown().await;
+}

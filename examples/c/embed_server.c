@@ -1,6 +1,7 @@
 /*
- * Embeds a madang room server in a C program: start it on loopback, print its signalling URL
- * and a viewer token, then stop it. Every call's result is checked.
+ * Embeds a madang room server in a C program: start it on loopback with the token secret in
+ * MADANG_SECRET (development mode without one), print its signalling URL and a viewer token,
+ * then stop it. Every call's result is checked.
  *
  *   cc -std=c11 -Wall -Wextra -I ffi/include examples/c/embed_server.c \
  *      -L target/release -lmadang_ffi -lstdc++ -lpthread -ldl -lm -o embed_server
@@ -41,6 +42,19 @@ int main(int argc, char **argv) {
   }
   ok = ok && check(madang_server_config_set_addresses(config, "127.0.0.1:0", "127.0.0.1:0"),
                    "addresses");
+  /* Without a token secret the server does not start. */
+  if (ok && madang_server_start(config, &server) != MADANG_RESULT_NO_SECRET) {
+    fprintf(stderr, "a server without a secret started\n");
+    ok = 0;
+  }
+  /* The secret from the environment; without one, development mode (its public secret and a
+   * token endpoint anyone can use: local testing only). */
+  if (ok && getenv("MADANG_SECRET") && *getenv("MADANG_SECRET")) {
+    ok = check(madang_server_config_set_secret(config, getenv("MADANG_SECRET")), "secret");
+  } else if (ok) {
+    printf("no MADANG_SECRET: development mode\n");
+    ok = check(madang_server_config_set_dev(config, 1), "dev mode");
+  }
   ok = ok && check(madang_server_start(config, &server), "start");
   madang_server_config_free(config);
   if (!ok) return 1;

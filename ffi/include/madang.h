@@ -81,6 +81,12 @@ enum madang_result
   MADANG_RESULT_NOT_PUBLISHING = 17,
   // Nothing is waiting (`madang_log_pop`).
   MADANG_RESULT_EMPTY = 18,
+  // The server has no token secret of its own: set one (`madang_server_config_set_secret`)
+  // or ask for development mode (`madang_server_config_set_dev`).
+  MADANG_RESULT_NO_SECRET = 19,
+  // The operating system does not allow this process to listen there (a port below 1024
+  // without the privilege, an address it may not use).
+  MADANG_RESULT_PERMISSION_DENIED = 20,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -367,7 +373,7 @@ typedef struct {
 } madang_event;
 
 // Every code, in number order.
-#define madang_result_ALL { MADANG_RESULT_OK, MADANG_RESULT_NULL_ARGUMENT, MADANG_RESULT_INVALID_UTF8, MADANG_RESULT_BUFFER_TOO_SMALL, MADANG_RESULT_INVALID_ADDRESS, MADANG_RESULT_INVALID_ARGUMENT, MADANG_RESULT_IO, MADANG_RESULT_ADDRESS_IN_USE, MADANG_RESULT_PANIC, MADANG_RESULT_TIMEOUT, MADANG_RESULT_CLOSED, MADANG_RESULT_NOT_CONNECTED, MADANG_RESULT_ALREADY_CONNECTED, MADANG_RESULT_CONNECT_FAILED, MADANG_RESULT_REFUSED, MADANG_RESULT_INVALID_FRAME, MADANG_RESULT_MEDIA, MADANG_RESULT_NOT_PUBLISHING, MADANG_RESULT_EMPTY, }
+#define madang_result_ALL { MADANG_RESULT_OK, MADANG_RESULT_NULL_ARGUMENT, MADANG_RESULT_INVALID_UTF8, MADANG_RESULT_BUFFER_TOO_SMALL, MADANG_RESULT_INVALID_ADDRESS, MADANG_RESULT_INVALID_ARGUMENT, MADANG_RESULT_IO, MADANG_RESULT_ADDRESS_IN_USE, MADANG_RESULT_PANIC, MADANG_RESULT_TIMEOUT, MADANG_RESULT_CLOSED, MADANG_RESULT_NOT_CONNECTED, MADANG_RESULT_ALREADY_CONNECTED, MADANG_RESULT_CONNECT_FAILED, MADANG_RESULT_REFUSED, MADANG_RESULT_INVALID_FRAME, MADANG_RESULT_MEDIA, MADANG_RESULT_NOT_PUBLISHING, MADANG_RESULT_EMPTY, MADANG_RESULT_NO_SECRET, MADANG_RESULT_PERMISSION_DENIED, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -598,8 +604,10 @@ madang_result madang_log_set_level(uint32_t level);
 // `buf` must have `len` writable bytes; `out_len` and `out_level` must be writable.
 madang_result madang_log_pop(madang_log_level *out_level, char *buf, size_t len, size_t *out_len);
 
-// Creates a server configuration: loopback, any free ports, development mode (a fixed
-// secret and a token endpoint). Free it with `madang_server_config_free`.
+// Creates a server configuration: loopback, any free ports, no token secret. Before
+// `madang_server_start`, set a secret (`madang_server_config_set_secret`) or, for local
+// testing only, ask for development mode (`madang_server_config_set_dev`); otherwise the
+// start fails with `MADANG_RESULT_NO_SECRET`. Free it with `madang_server_config_free`.
 //
 // # Safety
 // `out_config` must point to a writable pointer.
@@ -629,6 +637,14 @@ madang_result madang_server_config_set_advertise_ip(madang_server_config *config
 // # Safety
 // `config` must come from `madang_server_config_new`; `secret` must be NUL-terminated.
 madang_result madang_server_config_set_secret(madang_server_config *config, const char *secret);
+
+// Development mode on (`dev` non-zero) or off: on, the server signs tokens with the public
+// development secret unless a secret was set, and serves `/dev/token`, which mints tokens
+// for anyone — local testing only. Setting a secret afterwards turns it off.
+//
+// # Safety
+// `config` must come from `madang_server_config_new`.
+madang_result madang_server_config_set_dev(madang_server_config *config, int32_t dev);
 
 // Frees a configuration. NULL is a no-op.
 //

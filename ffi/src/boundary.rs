@@ -48,11 +48,17 @@ pub enum madang_result {
     MADANG_RESULT_NOT_PUBLISHING = 17,
     /// Nothing is waiting (`madang_log_pop`).
     MADANG_RESULT_EMPTY = 18,
+    /// The server has no token secret of its own: set one (`madang_server_config_set_secret`)
+    /// or ask for development mode (`madang_server_config_set_dev`).
+    MADANG_RESULT_NO_SECRET = 19,
+    /// The operating system does not allow this process to listen there (a port below 1024
+    /// without the privilege, an address it may not use).
+    MADANG_RESULT_PERMISSION_DENIED = 20,
 }
 
 impl madang_result {
     /// Every code, in number order.
-    pub const ALL: [madang_result; 19] = [
+    pub const ALL: [madang_result; 21] = [
         Self::MADANG_RESULT_OK,
         Self::MADANG_RESULT_NULL_ARGUMENT,
         Self::MADANG_RESULT_INVALID_UTF8,
@@ -72,6 +78,8 @@ impl madang_result {
         Self::MADANG_RESULT_MEDIA,
         Self::MADANG_RESULT_NOT_PUBLISHING,
         Self::MADANG_RESULT_EMPTY,
+        Self::MADANG_RESULT_NO_SECRET,
+        Self::MADANG_RESULT_PERMISSION_DENIED,
     ];
 
     /// The code with number `v`, if there is one.
@@ -103,6 +111,12 @@ impl madang_result {
             Self::MADANG_RESULT_MEDIA => "encoding or media transport failed\0",
             Self::MADANG_RESULT_NOT_PUBLISHING => "the client was not set up to publish that\0",
             Self::MADANG_RESULT_EMPTY => "nothing is waiting\0",
+            Self::MADANG_RESULT_NO_SECRET => {
+                "the server has no token secret: set one, or ask for development mode\0"
+            }
+            Self::MADANG_RESULT_PERMISSION_DENIED => {
+                "the operating system does not allow listening on that address\0"
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ impl TestServer {
         let mut server = ptr::null_mut();
         unsafe {
             assert_eq!(madang_server_config_new(&mut config), MADANG_RESULT_OK);
+            assert_eq!(madang_server_config_set_dev(config, 1), MADANG_RESULT_OK);
             assert_eq!(madang_server_start(config, &mut server), MADANG_RESULT_OK);
             madang_server_config_free(config);
         }

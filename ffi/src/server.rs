@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use madang::sfu::{Server, ServerConfig};
+use madang::sfu::{DEV_SECRET, Server, ServerConfig, SfuError};
 
 use crate::madang_result;
 use crate::{str_arg, write_str};
@@ -39,8 +39,10 @@ impl std::fmt::Debug for madang_server {
     }
 }
 
-/// Creates a server configuration: loopback, any free ports, development mode (a fixed
-/// secret and a token endpoint). Free it with `madang_server_config_free`.
+/// Creates a server configuration: loopback, any free ports, no token secret. Before
+/// `madang_server_start`, set a secret (`madang_server_config_set_secret`) or, for local
+/// testing only, ask for development mode (`madang_server_config_set_dev`); otherwise the
+/// start fails with `MADANG_RESULT_NO_SECRET`. Free it with `madang_server_config_free`.
 ///
 /// # Safety
 /// `out_config` must point to a writable pointer.
@@ -53,7 +55,11 @@ pub unsafe extern "C" fn madang_server_config_new(
             return madang_result::MADANG_RESULT_NULL_ARGUMENT;
         }
         let config = Box::new(madang_server_config {
-            inner: ServerConfig::dev(),
+            inner: ServerConfig {
+                secret: Vec::new(),
+                dev: false,
+                ..ServerConfig::dev()
+            },
         });
         // SAFETY: checked non-NULL; the caller owns the new pointer.
         unsafe { *out_config = Box::into_raw(config) };
@@ -154,6 +160,36 @@ pub unsafe extern "C" fn madang_server_config_set_secret(
     })
 }
 
+/// Development mode on (`dev` non-zero) or off: on, the server signs tokens with the public
+/// development secret unless a secret was set, and serves `/dev/token`, which mints tokens
+/// for anyone — local testing only. Setting a secret afterwards turns it off.
+///
+/// # Safety
+/// `config` must come from `madang_server_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_server_config_set_dev(
+    config: *mut madang_server_config,
+    dev: i32,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        config.inner.dev = dev != 0;
+        let no_secret_of_its_own =
+            config.inner.secret.is_empty() || config.inner.secret == DEV_SECRET.as_bytes();
+        if no_secret_of_its_own {
+            config.inner.secret = if config.inner.dev {
+                DEV_SECRET.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
+        }
+        madang_result::MADANG_RESULT_OK
+    })
+}
+
 /// Frees a configuration. NULL is a no-op.
 ///
 /// # Safety
@@ -193,10 +229,7 @@ pub unsafe extern "C" fn madang_server_start(
         };
         let server = match runtime.block_on(Server::bind(config.inner.clone())) {
             Ok(s) => s,
-            Err(madang::sfu::SfuError::Bind { .. }) => {
-                return madang_result::MADANG_RESULT_ADDRESS_IN_USE;
-            }
-            Err(_) => return madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+            Err(e) => return start_error(&e),
         };
         let signal_url = server.signal_url();
         let handle = Box::new(madang_server {
@@ -208,6 +241,23 @@ pub unsafe extern "C" fn madang_server_start(
         unsafe { *out_server = Box::into_raw(handle) };
         madang_result::MADANG_RESULT_OK
     })
+}
+
+/// The result code of a server that did not start.
+pub(crate) fn start_error(e: &SfuError) -> madang_result {
+    use std::io::ErrorKind;
+    match e {
+        SfuError::Bind { source, .. } => match source.kind() {
+            ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable => {
+                madang_result::MADANG_RESULT_ADDRESS_IN_USE
+            }
+            ErrorKind::PermissionDenied => madang_result::MADANG_RESULT_PERMISSION_DENIED,
+            _ => madang_result::MADANG_RESULT_IO,
+        },
+        SfuError::EmptySecret | SfuError::PublicSecret => madang_result::MADANG_RESULT_NO_SECRET,
+        SfuError::NoAdvertisedAddress(_) => madang_result::MADANG_RESULT_INVALID_ADDRESS,
+        _ => madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+    }
 }
 
 /// Writes the server's WebSocket URL (NUL-terminated) into `buf` of `len` bytes and its length

@@ -83,6 +83,33 @@ fn config_rejects_bad_input_with_the_right_code() {
         unsafe { madang_server_config_set_secret(config, c("").as_ptr()) },
         MADANG_RESULT_INVALID_ARGUMENT
     );
+    // No secret, no development mode: the start is refused, nothing written.
+    let mut server = ptr::null_mut();
+    assert_eq!(
+        unsafe { madang_server_start(config, &mut server) },
+        MADANG_RESULT_NO_SECRET
+    );
+    assert!(server.is_null());
+    // Development mode uses the public secret; off again, no secret.
+    let dev = |on: i32| unsafe { madang_server_config_set_dev(config, on) };
+    let inner = || unsafe { &*config }.inner.clone();
+    assert_eq!(dev(1), MADANG_RESULT_OK);
+    assert!(inner().dev && inner().secret == madang::sfu::DEV_SECRET.as_bytes());
+    assert_eq!(dev(0), MADANG_RESULT_OK);
+    assert!(!inner().dev && inner().secret.is_empty());
+    // A secret of its own stays whatever the mode; setting one turns the mode off.
+    assert_eq!(
+        unsafe { madang_server_config_set_secret(config, c("s3cret").as_ptr()) },
+        MADANG_RESULT_OK
+    );
+    assert_eq!(dev(1), MADANG_RESULT_OK);
+    assert!(inner().dev && inner().secret == b"s3cret");
+    assert_eq!(dev(0), MADANG_RESULT_OK);
+    assert!(!inner().dev && inner().secret == b"s3cret");
+    assert_eq!(
+        unsafe { madang_server_config_set_dev(ptr::null_mut(), 1) },
+        MADANG_RESULT_NULL_ARGUMENT
+    );
     assert_eq!(
         unsafe { madang_server_config_set_addresses(ptr::null_mut(), ok.as_ptr(), ok.as_ptr()) },
         MADANG_RESULT_NULL_ARGUMENT
@@ -95,6 +122,10 @@ fn config_rejects_bad_input_with_the_right_code() {
 #[test]
 fn server_starts_mints_tokens_and_stops() {
     let config = new_config();
+    assert_eq!(
+        unsafe { madang_server_config_set_secret(config, c("a secret of its own").as_ptr()) },
+        MADANG_RESULT_OK
+    );
     let any = c("127.0.0.1:0");
     assert_eq!(
         unsafe { madang_server_config_set_addresses(config, any.as_ptr(), any.as_ptr()) },
@@ -193,6 +224,10 @@ fn a_taken_port_is_reported() {
     let any = c("127.0.0.1:0");
     let config = new_config();
     assert_eq!(
+        unsafe { madang_server_config_set_dev(config, 1) },
+        MADANG_RESULT_OK
+    );
+    assert_eq!(
         unsafe { madang_server_config_set_addresses(config, addr.as_ptr(), any.as_ptr()) },
         MADANG_RESULT_OK
     );
@@ -203,6 +238,43 @@ fn a_taken_port_is_reported() {
     );
     assert!(server.is_null(), "nothing written on failure");
     unsafe { madang_server_config_free(config) };
+}
+
+#[test]
+fn start_errors_map_to_their_codes() {
+    use madang::sfu::SfuError;
+    use std::io::{Error, ErrorKind};
+    let bind = |kind| SfuError::Bind {
+        what: "UDP",
+        addr: "127.0.0.1:80".parse().unwrap(),
+        source: Error::from(kind),
+    };
+    assert_eq!(
+        server::start_error(&bind(ErrorKind::PermissionDenied)),
+        MADANG_RESULT_PERMISSION_DENIED
+    );
+    assert_eq!(
+        server::start_error(&bind(ErrorKind::AddrInUse)),
+        MADANG_RESULT_ADDRESS_IN_USE
+    );
+    assert_eq!(
+        server::start_error(&bind(ErrorKind::AddrNotAvailable)),
+        MADANG_RESULT_ADDRESS_IN_USE
+    );
+    assert_eq!(
+        server::start_error(&bind(ErrorKind::Other)),
+        MADANG_RESULT_IO
+    );
+    assert_eq!(
+        server::start_error(&SfuError::PublicSecret),
+        MADANG_RESULT_NO_SECRET
+    );
+    assert_eq!(
+        server::start_error(&SfuError::NoAdvertisedAddress(
+            "0.0.0.0:7880".parse().unwrap()
+        )),
+        MADANG_RESULT_INVALID_ADDRESS
+    );
 }
 
 #[test]

@@ -54,9 +54,11 @@ pub struct ServerConfig {
     /// a 1:1 NAT, where the server binds its private address and clients reach the public
     /// one. Without it the bound address is announced.
     pub advertise_ip: Option<IpAddr>,
-    /// Secret that signs tokens.
+    /// Secret that signs tokens. [`Server::bind`] refuses an empty one, and
+    /// [`DEV_SECRET`] (public) unless `dev` is on.
     pub secret: Vec<u8>,
-    /// Serve `/dev/token`, which mints tokens for anyone: local testing only.
+    /// Development mode: serve `/dev/token`, which mints tokens for anyone, and allow
+    /// [`DEV_SECRET`]. Local testing only; off unless asked for ([`ServerConfig::dev`]).
     pub dev: bool,
     /// A participant silent for this long (no signal message, no media) is removed.
     pub silence_timeout: Duration,
@@ -133,6 +135,11 @@ pub enum SfuError {
     /// The secret is empty.
     #[error("the token secret must not be empty")]
     EmptySecret,
+    /// The development secret (public: it is in the source) outside development mode.
+    #[error(
+        "the development secret is public: set a secret of your own, or ask for development mode"
+    )]
+    PublicSecret,
     /// Minting a token failed.
     #[error(transparent)]
     Token(#[from] token::TokenError),
@@ -154,6 +161,9 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Self, SfuError> {
         if config.secret.is_empty() {
             return Err(SfuError::EmptySecret);
+        }
+        if !config.dev && config.secret == DEV_SECRET.as_bytes() {
+            return Err(SfuError::PublicSecret);
         }
         if config.udp.ip().is_unspecified() && config.advertise_ip.is_none() {
             return Err(SfuError::NoAdvertisedAddress(config.udp));
