@@ -902,3 +902,91 @@ async fn a_server_without_a_secret_of_its_own_does_not_start() {
     .unwrap();
     own.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_counted_and_the_room_goes_on() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut sender = RawClient::connect(&server).await;
+    sender.join(token(&server, "sender", Role::Speaker)).await;
+    assert!(matches!(
+        sender.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    // Joins, then never reads its WebSocket again.
+    let mut stuck = RawClient::connect(&server).await;
+    stuck.join(token(&server, "stuck", Role::Speaker)).await;
+    assert!(matches!(
+        stuck.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    // 64 KiB messages to it until the server gives up on it: the TCP buffers on both sides
+    // fill first (a few MB on loopback), then its queue on the server (256 messages).
+    let payload = "x".repeat(64 * 1024);
+    let start = Instant::now();
+    let mut gone = false;
+    for _ in 0..2000 {
+        let message = serde_json::json!({
+            "type": "data",
+            "message": {"to": ["stuck"], "topic": "flood", "payload": payload},
+        });
+        sender.send_text(message.to_string()).await;
+        // The sender's own messages (participant_left among them) read as they come.
+        while let Ok(Some(m)) = sender.next_within(Duration::from_millis(1)).await {
+            if let ServerMessage::ParticipantLeft { identity, reason } = m {
+                assert_eq!((identity.as_str(), reason), ("stuck", LeaveReason::Error));
+                gone = true;
+            }
+        }
+        if gone || start.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    assert!(gone, "the stuck client was never closed");
+    // The counters are published every 100 ms.
+    for _ in 0..20 {
+        if server.stats().slow_sessions_closed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.stats().slow_sessions_closed, 1);
+    let metrics = get_metrics(&server).await;
+    assert!(
+        metrics.contains("madang_slow_sessions_closed_total 1"),
+        "{metrics}"
+    );
+    // The sender carries on.
+    sender.send(&ClientMessage::Ping).await;
+    let mut ponged = false;
+    while let Some(m) = sender.next().await {
+        if m == ServerMessage::Pong {
+            ponged = true;
+            break;
+        }
+    }
+    assert!(ponged);
+    // The stuck client, reading at last, finds its connection closed with `too_slow`.
+    let mut close = None;
+    while let Ok(m) = stuck.next_within(Duration::from_secs(5)).await {
+        if m.is_none() {
+            close = stuck.closed_with.clone();
+            break;
+        }
+    }
+    assert_eq!(close, Some((4008, "too_slow".to_owned())));
+    server.shutdown().await;
+}
+
+/// `GET /metrics` over a plain TCP connection.
+async fn get_metrics(server: &Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.unwrap();
+    body
+}

@@ -26,7 +26,7 @@ pub(crate) enum Signal {
     Open {
         session: SessionId,
         room: Option<String>,
-        tx: mpsc::UnboundedSender<Outbound>,
+        tx: mpsc::Sender<Outbound>,
     },
     /// Anything else a session says.
     Input(Command),
@@ -41,6 +41,16 @@ pub(crate) enum Outbound {
     Close(Option<ErrorCode>),
 }
 
+/// Messages waiting for one signal session before it is closed as too slow
+/// ([`ErrorCode::TooSlow`]): a client that stops reading must not make the server buffer
+/// without limit. Far above what a live client has queued: a join into a room of 520 brings
+/// one `joined`, then a handful of messages per event.
+pub(crate) const OUTBOUND_LIMIT: usize = 256;
+
+/// Signal commands waiting for the driver; a session whose command does not fit waits (its
+/// WebSocket is not read meanwhile).
+pub(crate) const COMMAND_LIMIT: usize = 1024;
+
 /// Most datagrams taken from the socket before the engine's output is drained and the batch
 /// of sends goes out. Few: every arrival fans out to each subscriber's queue until the
 /// drain, and a deep batch shows up as memory.
@@ -52,7 +62,9 @@ const STATS_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) struct Driver {
     engine: Engine,
     socket: Arc<UdpSocket>,
-    sessions: BTreeMap<SessionId, mpsc::UnboundedSender<Outbound>>,
+    sessions: BTreeMap<SessionId, mpsc::Sender<Outbound>>,
+    /// Sessions closed because their queue filled.
+    slow_closed: u64,
     /// The fatal error last sent to a session, until its close.
     fatal: BTreeMap<SessionId, ErrorCode>,
     network: Option<Network<SocketAddr, BytesMut>>,
@@ -74,6 +86,7 @@ impl Driver {
             engine,
             socket,
             sessions: BTreeMap::new(),
+            slow_closed: 0,
             fatal: BTreeMap::new(),
             network: profile
                 .filter(|p| !p.link.is_perfect())
@@ -87,7 +100,7 @@ impl Driver {
     /// Runs until `signals` closes or `shutdown` fires.
     pub(crate) async fn run(
         mut self,
-        mut signals: mpsc::UnboundedReceiver<Signal>,
+        mut signals: mpsc::Receiver<Signal>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 2048];
@@ -134,6 +147,33 @@ impl Driver {
         self.flush(Instant::now()).await;
     }
 
+    /// Queues `message` for session `id`; a session whose queue is full but for the last
+    /// slot gets its close there ([`ErrorCode::TooSlow`]) and leaves the engine.
+    fn deliver(&mut self, now: Instant, id: SessionId, message: ServerMessage) {
+        let Some(tx) = self.sessions.get(&id) else {
+            return;
+        };
+        if tx.capacity() > 1 {
+            let _ = tx.try_send(Outbound::Message(message));
+            return;
+        }
+        if let Some(tx) = self.sessions.remove(&id) {
+            let _ = tx.try_send(Outbound::Close(Some(ErrorCode::TooSlow)));
+        }
+        self.fatal.remove(&id);
+        self.slow_closed += 1;
+        tracing::info!(
+            "session {id}: closed, it did not read its messages ({OUTBOUND_LIMIT} queued)"
+        );
+        self.engine.handle_command(
+            now,
+            Command::Closed {
+                session: id,
+                code: Some(ErrorCode::TooSlow),
+            },
+        );
+    }
+
     /// A datagram from the socket: to the engine, across the simulated uplink if any.
     fn arrived(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         match &mut self.network {
@@ -164,14 +204,13 @@ impl Driver {
                         // The close that follows says why with its code.
                         self.fatal.insert(id, *code);
                     }
-                    if let Some(tx) = self.sessions.get(&id) {
-                        let _ = tx.send(Outbound::Message(message));
-                    }
+                    self.deliver(now, id, message);
                 }
                 Event::Close(id) => {
                     let why = self.fatal.remove(&id);
                     if let Some(tx) = self.sessions.remove(&id) {
-                        let _ = tx.send(Outbound::Close(why));
+                        // The last slot is kept for this (see `deliver`).
+                        let _ = tx.try_send(Outbound::Close(why));
                     }
                 }
             }
@@ -207,6 +246,7 @@ impl Driver {
             let mut stats = self.engine.stats().clone();
             stats.network = self.network.as_ref().map(|n| n.stats());
             stats.downlinks = self.engine.downlinks();
+            stats.slow_sessions_closed = self.slow_closed;
             let _ = self.stats_tx.send(stats);
         }
     }

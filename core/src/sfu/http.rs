@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::driver::{Outbound, Signal};
+use super::driver::{OUTBOUND_LIMIT, Outbound, Signal};
 use super::engine::Command;
 use super::token::{Claims, mint, unix_now};
 use crate::signal::{
@@ -23,7 +23,7 @@ use crate::signal::{
 /// State shared by the HTTP handlers.
 #[derive(Clone)]
 pub(crate) struct HttpState {
-    pub commands: mpsc::UnboundedSender<Signal>,
+    pub commands: mpsc::Sender<Signal>,
     pub stats: tokio::sync::watch::Receiver<super::EngineStats>,
     pub next_session: Arc<AtomicU64>,
     pub dev_secret: Option<Arc<Vec<u8>>>,
@@ -74,66 +74,80 @@ fn close(why: Option<ErrorCode>) -> Message {
     }))
 }
 
-async fn session(
-    socket: WebSocket,
-    id: u64,
-    room: Option<String>,
-    commands: mpsc::UnboundedSender<Signal>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+/// Longest a write to a signal WebSocket may wait for the client to read. A client that
+/// reads nothing (the TCP window shut) would otherwise hold its task and socket for ever.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes `message`, or gives up after [`SEND_TIMEOUT`]; `false` when it did not go out.
+async fn send_within<S>(sink: &mut S, message: Message) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn session(socket: WebSocket, id: u64, room: Option<String>, commands: mpsc::Sender<Signal>) {
+    let (tx, mut rx) = mpsc::channel(OUTBOUND_LIMIT);
     if commands
         .send(Signal::Open {
             session: id,
             room,
             tx,
         })
+        .await
         .is_err()
     {
         return;
     }
+    let closed = |code| Signal::Input(Command::Closed { session: id, code });
     let (mut sink, mut stream) = socket.split();
     loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
+                // A full command queue holds this session back until the engine catches up:
+                // the client's TCP window closes, no memory grows.
                 Some(Ok(Message::Text(text))) => match decode_client(text.as_str()) {
                     Ok(message) => {
-                        let _ = commands.send(Signal::Input(Command::Message { session: id, message }));
+                        let _ = commands.send(Signal::Input(Command::Message { session: id, message })).await;
                     }
                     Err(e) => {
                         let reply = ServerMessage::Error { code: e.code(), reason: e.to_string() };
-                        let _ = sink.send(Message::Text(encode(&reply).into())).await;
-                        let _ = sink.send(close(Some(e.code()))).await;
-                        let _ = commands.send(Signal::Input(Command::Closed { session: id, code: Some(e.code()) }));
+                        let _ = send_within(&mut sink, Message::Text(encode(&reply).into())).await;
+                        let _ = send_within(&mut sink, close(Some(e.code()))).await;
+                        let _ = commands.send(closed(Some(e.code()))).await;
                         return;
                     }
                 },
                 Some(Ok(Message::Binary(_))) => {
                     let code = crate::signal::ErrorCode::BadMessage;
                     let reply = ServerMessage::Error { code, reason: "signal messages are text frames".into() };
-                    let _ = sink.send(Message::Text(encode(&reply).into())).await;
-                    let _ = sink.send(close(Some(code))).await;
-                    let _ = commands.send(Signal::Input(Command::Closed { session: id, code: Some(code) }));
+                    let _ = send_within(&mut sink, Message::Text(encode(&reply).into())).await;
+                    let _ = send_within(&mut sink, close(Some(code))).await;
+                    let _ = commands.send(closed(Some(code))).await;
                     return;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    let _ = commands.send(Signal::Input(Command::Closed { session: id, code: None }));
+                    let _ = commands.send(closed(None)).await;
                     return;
                 }
             },
             outgoing = rx.recv() => match outgoing {
                 Some(Outbound::Message(m)) => {
-                    if sink.send(Message::Text(encode(&m).into())).await.is_err() {
-                        let _ = commands.send(Signal::Input(Command::Closed { session: id, code: None }));
+                    if !send_within(&mut sink, Message::Text(encode(&m).into())).await {
+                        let _ = commands.send(closed(None)).await;
                         return;
                     }
                 }
                 Some(Outbound::Close(why)) => {
-                    let _ = sink.send(close(why)).await;
+                    let _ = send_within(&mut sink, close(why)).await;
                     return;
                 }
                 None => {
-                    let _ = sink.send(close(None)).await;
+                    let _ = send_within(&mut sink, close(None)).await;
                     return;
                 }
             },
@@ -180,11 +194,11 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
     }
 }
 
-/// Prometheus text exposition of the engine's counters. Five counters do not warrant a metrics
+/// Prometheus text exposition of the engine's counters. Six counters do not warrant a metrics
 /// registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 5] = [
+    let series: [(&str, &str, &str, u64); 6] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -214,6 +228,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "gauge",
             "Participants currently joined",
             s.participants as u64,
+        ),
+        (
+            "madang_slow_sessions_closed_total",
+            "counter",
+            "Signal sessions closed because their outbound queue filled",
+            s.slow_sessions_closed,
         ),
     ];
     let mut body = String::new();

@@ -198,7 +198,7 @@ impl Server {
             source,
         })?;
 
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::channel(driver::COMMAND_LIMIT);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(EngineStats::default());
         let engine_config = engine::EngineConfig {

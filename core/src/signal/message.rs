@@ -322,6 +322,9 @@ pub enum ErrorCode {
     RoomFull,
     /// The session was silent for too long.
     Timeout,
+    /// The client did not read the server's messages as fast as they came: its queue on the
+    /// server filled, and the server closed it rather than buffer without limit.
+    TooSlow,
     /// Something went wrong inside the server.
     Internal,
 }
@@ -342,6 +345,7 @@ impl ErrorCode {
             ErrorCode::NegotiationFailed => "negotiation_failed",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::TooSlow => "too_slow",
             ErrorCode::Internal => "internal",
         }
     }
@@ -374,6 +378,7 @@ impl ErrorCode {
             ErrorCode::NegotiationFailed => 4005,
             ErrorCode::RoomFull => 4006,
             ErrorCode::Timeout => 4007,
+            ErrorCode::TooSlow => 4008,
         }
     }
 }

@@ -318,6 +318,7 @@ fn error_codes_have_stable_strings() {
         ErrorCode::NegotiationFailed,
         ErrorCode::RoomFull,
         ErrorCode::Timeout,
+        ErrorCode::TooSlow,
         ErrorCode::Internal,
     ] {
         assert_eq!(encode(&code), format!("\"{}\"", code.as_str()));

@@ -192,6 +192,9 @@ pub struct EngineStats {
     pub layer_switches: u64,
     /// Each subscriber's downlink (filled by the driver; see [`Engine::downlinks`]).
     pub downlinks: Vec<Downlink>,
+    /// Signal sessions closed because they did not read their messages as fast as they
+    /// came (their bounded queue filled; filled by the driver).
+    pub slow_sessions_closed: u64,
 }
 
 type PcKey = (SessionId, PeerRole);
