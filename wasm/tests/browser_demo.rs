@@ -139,7 +139,7 @@ async fn two_browser_pages_and_a_rust_participant_hold_a_call() {
     }
     assert!(
         chat.iter()
-            .any(|(from, text)| from == &ids[0] && text == "hello from Alice"),
+            .any(|(from, text)| from == &ids[0] && &**text == "hello from Alice"),
         "the browser's chat did not reach the Rust participant: {chat:?}"
     );
     assert!(screenshot.exists(), "no screenshot saved");

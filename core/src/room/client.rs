@@ -433,7 +433,7 @@ impl Room {
                 from: String::new(),
                 to,
                 topic: topic.to_owned(),
-                payload: payload.to_owned(),
+                payload: payload.into(),
             },
         })
     }

@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::engine::{Command, Engine, EngineStats, Event, SessionId};
 use crate::netsim::{Direction, Network, Profile};
-use crate::signal::{ErrorCode, ServerMessage};
+use crate::signal::{DataMessage, ErrorCode, ServerMessage, encode};
 
 /// What the HTTP side tells the driver.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(crate) enum Signal {
 pub(crate) enum Outbound {
     /// Send this message.
     Message(ServerMessage),
+    /// Send this text frame, encoded once and shared by every recipient (a data message).
+    Text(Utf8Bytes),
     /// Close the WebSocket: normally, or after this fatal error (its close code).
     Close(Option<ErrorCode>),
 }
@@ -65,6 +68,8 @@ pub(crate) struct Driver {
     sessions: BTreeMap<SessionId, mpsc::Sender<Outbound>>,
     /// Sessions closed because their queue filled.
     slow_closed: u64,
+    /// The data message last encoded, by its shared payload, and its frame.
+    encoded: Option<(Arc<str>, Utf8Bytes)>,
     /// The fatal error last sent to a session, until its close.
     fatal: BTreeMap<SessionId, ErrorCode>,
     network: Option<Network<SocketAddr, BytesMut>>,
@@ -87,6 +92,7 @@ impl Driver {
             socket,
             sessions: BTreeMap::new(),
             slow_closed: 0,
+            encoded: None,
             fatal: BTreeMap::new(),
             network: profile
                 .filter(|p| !p.link.is_perfect())
@@ -154,7 +160,13 @@ impl Driver {
             return;
         };
         if tx.capacity() > 1 {
-            let _ = tx.try_send(Outbound::Message(message));
+            let out = match message {
+                ServerMessage::Data { message } => {
+                    Outbound::Text(encode_shared(&mut self.encoded, message))
+                }
+                message => Outbound::Message(message),
+            };
+            let _ = tx.try_send(out);
             return;
         }
         if let Some(tx) = self.sessions.remove(&id) {
@@ -249,5 +261,56 @@ impl Driver {
             stats.slow_sessions_closed = self.slow_closed;
             let _ = self.stats_tx.send(stats);
         }
+    }
+}
+
+/// The text frame of a data message. Its recipients get copies of one message that share
+/// its payload: encoded for the first, the same frame (no copy) for the rest.
+fn encode_shared(last: &mut Option<(Arc<str>, Utf8Bytes)>, message: DataMessage) -> Utf8Bytes {
+    if let Some((payload, frame)) = last.as_ref()
+        && Arc::ptr_eq(payload, &message.payload)
+    {
+        return frame.clone();
+    }
+    let payload = message.payload.clone();
+    let frame = Utf8Bytes::from(encode(&ServerMessage::Data { message }));
+    *last = Some((payload, frame.clone()));
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_message_is_encoded_once_for_all_its_recipients() {
+        let message = DataMessage {
+            from: "hall".into(),
+            to: Vec::new(),
+            topic: "notice".into(),
+            payload: "x".repeat(200 * 1024).into(),
+        };
+        let mut last = None;
+        let first = encode_shared(&mut last, message.clone());
+        let second = encode_shared(&mut last, message.clone());
+        assert_eq!(
+            first.as_str().as_ptr(),
+            second.as_str().as_ptr(),
+            "one frame"
+        );
+        assert_eq!(
+            crate::signal::decode_server(first.as_str()).unwrap(),
+            ServerMessage::Data {
+                message: message.clone()
+            }
+        );
+        // Another message with equal text is another message.
+        let other = DataMessage {
+            payload: message.payload.to_string().into(),
+            ..message
+        };
+        let third = encode_shared(&mut last, other);
+        assert_ne!(first.as_str().as_ptr(), third.as_str().as_ptr());
+        assert_eq!(first, third);
     }
 }

@@ -142,6 +142,12 @@ async fn session(socket: WebSocket, id: u64, room: Option<String>, commands: mps
                         return;
                     }
                 }
+                Some(Outbound::Text(frame)) => {
+                    if !send_within(&mut sink, Message::Text(frame)).await {
+                        let _ = commands.send(closed(None)).await;
+                        return;
+                    }
+                }
                 Some(Outbound::Close(why)) => {
                     let _ = send_within(&mut sink, close(why)).await;
                     return;

@@ -164,7 +164,7 @@ async fn peer(
                 Some(RoomEvent::ParticipantJoined(p)) => {
                     report.names.insert(p.identity, p.name);
                 }
-                Some(RoomEvent::Data(m)) => report.data.push((m.from, m.payload)),
+                Some(RoomEvent::Data(m)) => report.data.push((m.from, m.payload.to_string())),
                 Some(_) => {}
                 None => break,
             }

@@ -610,7 +610,7 @@ impl Inner {
                     from: String::new(),
                     to,
                     topic: topic.to_owned(),
-                    payload: payload.to_owned(),
+                    payload: payload.into(),
                 },
             },
         );

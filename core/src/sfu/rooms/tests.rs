@@ -406,8 +406,24 @@ fn data_mute_and_speakers() {
     let e = r.drain_effects();
     assert!(sent_to(&e, 2).is_empty());
     assert!(
-        matches!(sent_to(&e, 3)[..], [ServerMessage::Data { message }] if message.from == "a" && message.payload == "hi")
+        matches!(sent_to(&e, 3)[..], [ServerMessage::Data { message }] if message.from == "a" && &*message.payload == "hi")
     );
+    // To everyone: one payload shared by every recipient's message, no copies.
+    let notice = DataMessage {
+        from: String::new(),
+        to: Vec::new(),
+        topic: "notice".into(),
+        payload: "evacuate the east wing".into(),
+    };
+    let sent = notice.payload.clone();
+    r.message(1, ClientMessage::Data { message: notice }, t0, UNIX);
+    let e = r.drain_effects();
+    for member in [2, 3] {
+        assert!(
+            matches!(sent_to(&e, member)[..], [ServerMessage::Data { message }] if std::sync::Arc::ptr_eq(&message.payload, &sent)),
+            "{e:?}"
+        );
+    }
 
     r.message(
         1,
