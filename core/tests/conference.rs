@@ -905,7 +905,17 @@ async fn a_server_without_a_secret_of_its_own_does_not_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_and_counted_and_the_room_goes_on() {
-    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    // The sender's data rate unlimited: this is about the receiving end.
+    let config = ServerConfig {
+        limits: madang::sfu::Limits {
+            signal_per_second: 100_000,
+            data_per_second: 100_000,
+            data_bytes_per_second: u32::MAX / 2,
+            ..Default::default()
+        },
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
     let mut sender = RawClient::connect(&server).await;
     sender.join(token(&server, "sender", Role::Speaker)).await;
     assert!(matches!(

@@ -22,6 +22,7 @@ mod driver;
 pub mod engine;
 pub mod forward;
 mod http;
+mod limits;
 pub mod mixer;
 mod peer;
 pub mod rooms;
@@ -36,6 +37,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 pub use engine::EngineStats;
+pub use limits::Limits;
 
 use crate::netsim::Profile;
 use tokio::sync::{mpsc, watch};
@@ -64,6 +66,8 @@ pub struct ServerConfig {
     pub silence_timeout: Duration,
     /// Participants per room.
     pub max_participants: usize,
+    /// What one session may ask: signal and data rates, subscriptions; rooms per server.
+    pub limits: Limits,
     /// Directory served over HTTP at `/` (the web client); `None` serves nothing.
     pub static_dir: Option<std::path::PathBuf>,
     /// Testing aid: drop every n-th video packet towards subscribers, as a lossy network
@@ -92,6 +96,7 @@ impl ServerConfig {
             dev: false,
             silence_timeout: Duration::from_secs(15),
             max_participants: 1000,
+            limits: Limits::default(),
             static_dir: None,
             simulate_loss_every: None,
             grid_rooms: Vec::new(),
@@ -205,6 +210,7 @@ impl Server {
             secret: config.secret.clone(),
             silence_timeout: config.silence_timeout,
             max_participants: config.max_participants,
+            limits: config.limits.clone(),
             simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
             grid_rooms: config.grid_rooms.clone(),
             grid: config.grid,

@@ -66,6 +66,8 @@ pub struct RoomsConfig {
     pub silence_timeout: Duration,
     /// Participants per room.
     pub max_participants: usize,
+    /// Per-session and per-server limits.
+    pub limits: super::Limits,
     /// Rooms where the server publishes a composited grid of everyone (track [`GRID_TRACK`]).
     pub grid_rooms: Vec<String>,
 }
@@ -96,6 +98,8 @@ struct Session {
     /// What the client shows, from its last `layout` message: one tile per video track
     /// (the tile's `participant` is the track id).
     layout: Option<Layout>,
+    /// Its signal and data rates so far.
+    buckets: super::limits::SessionBuckets,
 }
 
 #[derive(Debug)]
@@ -238,6 +242,7 @@ impl Rooms {
                 wanted: Vec::new(),
                 slots: Vec::new(),
                 layout: None,
+                buckets: super::limits::SessionBuckets::new(&self.config.limits),
             },
         );
     }
@@ -258,7 +263,27 @@ impl Rooms {
         unix_now: u64,
     ) -> Option<Work> {
         self.heard(id, now);
-        let joined = self.sessions.get(&id).is_some_and(|s| s.member.is_some());
+        let limits = &self.config.limits;
+        let session = self.sessions.get_mut(&id)?;
+        if !session.buckets.signal(limits, now) {
+            let reason = format!(
+                "more than {} signal messages a second: dropped",
+                limits.signal_per_second
+            );
+            self.fail(id, ErrorCode::LimitReached, &reason);
+            return None;
+        }
+        if let ClientMessage::Data { message } = &message
+            && !session.buckets.data(limits, now, message.payload.len())
+        {
+            let reason = format!(
+                "more than {} data messages or {} bytes a second: dropped",
+                limits.data_per_second, limits.data_bytes_per_second
+            );
+            self.fail(id, ErrorCode::LimitReached, &reason);
+            return None;
+        }
+        let joined = session.member.is_some();
         match message {
             ClientMessage::Join {
                 protocol,
@@ -317,6 +342,17 @@ impl Rooms {
                     }
                 }
                 self.reassign(id);
+                let limit = self.config.limits.subscriptions;
+                if self
+                    .sessions
+                    .get(&id)
+                    .is_some_and(|s| s.wanted.len() > limit)
+                {
+                    let reason = format!(
+                        "{limit} tracks received at most: the rest wait until others are unsubscribed"
+                    );
+                    self.fail(id, ErrorCode::LimitReached, &reason);
+                }
                 None
             }
             ClientMessage::Unsubscribe { tracks } => {
@@ -567,6 +603,13 @@ impl Rooms {
             ));
             self.remove(old, LeaveReason::Replaced);
         }
+        if !self.rooms.contains_key(&claims.room) && self.rooms.len() >= self.config.limits.rooms {
+            let reason = format!(
+                "the server holds its limit of {} rooms",
+                self.config.limits.rooms
+            );
+            return self.fail(id, ErrorCode::LimitReached, &reason);
+        }
         let grid_room = self.is_grid_room(&claims.room);
         let room = self.rooms.entry(claims.room.clone()).or_default();
         if room.members.len() >= self.config.max_participants {
@@ -659,10 +702,12 @@ impl Rooms {
             return;
         };
         session.wanted.retain(|t| room.tracks.contains_key(t));
+        // The first subscriptions get the slots; those past the limit wait for one.
         let wanted: Vec<(String, TrackKind)> = session
             .wanted
             .iter()
             .filter_map(|t| room.tracks.get(t).map(|rt| (t.clone(), rt.info.kind)))
+            .take(self.config.limits.subscriptions)
             .collect();
         let mut views: Vec<SlotView> = session
             .slots

@@ -326,6 +326,9 @@ pub enum ErrorCode {
     /// The client did not read the server's messages as fast as they came: its queue on the
     /// server filled, and the server closed it rather than buffer without limit.
     TooSlow,
+    /// A per-session or per-server limit (the server's `Limits`): the message was
+    /// dropped (or the join refused); the session and its room go on.
+    LimitReached,
     /// Something went wrong inside the server.
     Internal,
 }
@@ -347,14 +350,15 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Timeout => "timeout",
             ErrorCode::TooSlow => "too_slow",
+            ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Whether the server closes the session after sending this error. Only a refused
-    /// subscription or publication leaves the session open.
+    /// publication and a limit reached leave the session open.
     pub fn is_fatal(self) -> bool {
-        !matches!(self, ErrorCode::PermissionDenied)
+        !matches!(self, ErrorCode::PermissionDenied | ErrorCode::LimitReached)
     }
 }
 
@@ -380,6 +384,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => 4006,
             ErrorCode::Timeout => 4007,
             ErrorCode::TooSlow => 4008,
+            ErrorCode::LimitReached => 4009,
         }
     }
 }

@@ -319,6 +319,7 @@ fn error_codes_have_stable_strings() {
         ErrorCode::RoomFull,
         ErrorCode::Timeout,
         ErrorCode::TooSlow,
+        ErrorCode::LimitReached,
         ErrorCode::Internal,
     ] {
         assert_eq!(encode(&code), format!("\"{}\"", code.as_str()));

@@ -124,6 +124,8 @@ pub struct EngineConfig {
     pub silence_timeout: Duration,
     /// Participants per room.
     pub max_participants: usize,
+    /// Per-session and per-server limits.
+    pub limits: crate::sfu::Limits,
     /// Testing aid: drop every n-th video packet towards subscribers.
     pub simulate_loss_every: Option<u32>,
     /// Rooms with a composited grid (MCU mode).
@@ -147,6 +149,7 @@ impl EngineConfig {
             secret: secret.into(),
             silence_timeout: Duration::from_secs(15),
             max_participants: 1000,
+            limits: crate::sfu::Limits::default(),
             simulate_loss_every: None,
             grid_rooms: Vec::new(),
             grid: GridConfig::default(),
@@ -341,6 +344,7 @@ impl Engine {
                 secret: config.secret,
                 silence_timeout: config.silence_timeout,
                 max_participants: config.max_participants,
+                limits: config.limits,
                 grid_rooms: config.grid_rooms,
             }),
             peers: BTreeMap::new(),

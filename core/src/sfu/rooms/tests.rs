@@ -14,6 +14,7 @@ fn rooms() -> Rooms {
         secret: SECRET.to_vec(),
         silence_timeout: Duration::from_secs(10),
         max_participants: 3,
+        limits: crate::sfu::Limits::default(),
         grid_rooms: vec!["grid-hall".into()],
     })
 }
@@ -585,4 +586,125 @@ fn a_layout_is_kept_per_session_and_a_bad_one_is_refused() {
             tiles: vec![tile("office/camera", 256, 144)],
         })
     );
+}
+
+/// A `limit_reached` error among `effects` for `id`.
+fn limited(effects: &[Effect], id: SessionId) -> usize {
+    sent_to(effects, id)
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::LimitReached,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+fn limited_rooms(limits: crate::sfu::Limits) -> Rooms {
+    Rooms::new(RoomsConfig {
+        secret: SECRET.to_vec(),
+        silence_timeout: Duration::from_secs(10),
+        max_participants: 10,
+        limits,
+        grid_rooms: Vec::new(),
+    })
+}
+
+#[test]
+fn a_session_past_its_rates_gets_limit_reached_and_the_room_goes_on() {
+    let t0 = Instant::now();
+    let limits = crate::sfu::Limits {
+        signal_per_second: 10,
+        data_per_second: 5,
+        ..Default::default()
+    };
+    let mut r = limited_rooms(limits);
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    join(&mut r, 2, "b", Role::Speaker, t0);
+    r.drain_effects();
+    // 30 pings at once: a burst of 20 (the join took one) passes, the rest are dropped,
+    // each with an error; the session stays.
+    for _ in 0..30 {
+        r.message(1, ClientMessage::Ping, t0, UNIX);
+    }
+    let e = r.drain_effects();
+    let pongs = sent_to(&e, 1)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Pong))
+        .count();
+    assert_eq!((pongs, limited(&e, 1)), (19, 11));
+    assert!(!e.contains(&Effect::Close(1)));
+    // Data at 20 a second for a second, well past 5 a second: b gets the burst and the rate.
+    let t1 = t0 + Duration::from_secs(5);
+    for i in 0..20 {
+        let chat = DataMessage {
+            from: String::new(),
+            to: Vec::new(),
+            topic: "chat".into(),
+            payload: format!("{i}").into(),
+        };
+        let at = t1 + Duration::from_millis(50 * i);
+        r.message(1, ClientMessage::Data { message: chat }, at, UNIX);
+    }
+    let e = r.drain_effects();
+    let relayed = sent_to(&e, 2).len();
+    assert!((14..=16).contains(&relayed), "{relayed} relayed");
+    assert_eq!(limited(&e, 1), 20 - relayed);
+    // b, within its rates, is untouched; a goes on once it slows down.
+    r.message(2, ClientMessage::Ping, t1, UNIX);
+    r.message(1, ClientMessage::Ping, t1 + Duration::from_secs(3), UNIX);
+    let e = r.drain_effects();
+    assert_eq!(sent_to(&e, 2), [&ServerMessage::Pong]);
+    assert_eq!(sent_to(&e, 1), [&ServerMessage::Pong]);
+}
+
+#[test]
+fn rooms_and_subscriptions_are_bounded() {
+    let t0 = Instant::now();
+    let limits = crate::sfu::Limits {
+        rooms: 1,
+        subscriptions: 1,
+        ..Default::default()
+    };
+    let mut r = limited_rooms(limits);
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    // A second room is one too many: refused, the session stays open (it may try again).
+    r.open(2, None, t0);
+    r.message(
+        2,
+        join_message(token("annex", "b", Role::Speaker)),
+        t0,
+        UNIX,
+    );
+    let e = r.drain_effects();
+    assert_eq!(limited(&e, 2), 1);
+    assert!(!e.contains(&Effect::Close(2)));
+    assert!(r.member(2).is_none());
+    // The first room takes more members.
+    join(&mut r, 3, "c", Role::Speaker, t0);
+    assert!(r.member(3).is_some());
+    r.drain_effects();
+    // c's camera and microphone: a, with one subscription at most, gets one slot.
+    r.published(3, &camera_and_mic());
+    let e = r.drain_effects();
+    assert!(
+        sent_to(&e, 1).iter().any(
+            |m| matches!(m, ServerMessage::Renegotiate { audio, video } if audio + video == 1)
+        ),
+        "{e:?}"
+    );
+    // Asking for both explicitly says so.
+    r.message(
+        1,
+        ClientMessage::Subscribe {
+            tracks: vec!["c/camera".into(), "c/microphone".into()],
+        },
+        t0,
+        UNIX,
+    );
+    assert_eq!(limited(&r.drain_effects(), 1), 1);
 }
