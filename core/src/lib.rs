@@ -48,6 +48,9 @@
 #![deny(unsafe_code)]
 
 pub mod codec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grid;
 pub mod media;
 pub mod netsim;

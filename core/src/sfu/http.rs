@@ -200,11 +200,11 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
     }
 }
 
-/// Prometheus text exposition of the engine's counters. Six counters do not warrant a metrics
+/// Prometheus text exposition of the engine's counters. Eight series do not warrant a metrics
 /// registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 6] = [
+    let series: [(&str, &str, &str, u64); 8] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -234,6 +234,13 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "gauge",
             "Participants currently joined",
             s.participants as u64,
+        ),
+        ("madang_rooms", "gauge", "Rooms open", s.rooms as u64),
+        (
+            "madang_sessions",
+            "gauge",
+            "Signal sessions the server core holds, joined or not",
+            s.sessions as u64,
         ),
         (
             "madang_slow_sessions_closed_total",

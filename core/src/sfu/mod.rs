@@ -37,6 +37,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 pub use engine::EngineStats;
+#[cfg(feature = "fuzzing")]
+pub use engine::fuzz_sdp;
 pub use limits::Limits;
 
 use crate::netsim::Profile;
@@ -329,4 +331,11 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
+}
+
+/// The STUN username lookup of the first datagram from a new address (fuzzing entry point).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_stun_ufrag(datagram: &[u8]) -> Option<&str> {
+    peer::stun_server_ufrag(datagram)
 }

@@ -182,7 +182,12 @@ impl Rooms {
         Some(self.rooms.get(room)?.tracks.get(track)?.publisher)
     }
 
-    /// Joined participants in all rooms.
+    /// Rooms open (with at least one participant).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Participants joined, over all rooms.
     pub fn participant_count(&self) -> usize {
         self.rooms.values().map(|r| r.members.len()).sum()
     }

@@ -181,6 +181,10 @@ pub struct EngineStats {
     pub subscriber_restarts: u64,
     /// Participants currently joined.
     pub participants: usize,
+    /// Rooms currently open (a room closes with its last participant).
+    pub rooms: usize,
+    /// Sessions the core holds: joined or not yet (each with its connections, if any).
+    pub sessions: usize,
     /// Grid input packets dropped because a grid's thread fell behind.
     pub grid_dropped: u64,
     /// What the simulated network of `ServerConfig::network` did, per direction (filled by
@@ -308,6 +312,23 @@ impl std::fmt::Debug for Engine {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// The SDP helpers on an offer and an answer (fuzzing entry point).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_sdp(offer: &str, answer: &str) {
+    use crate::signal::{PublishTrack, TrackSource};
+    let lines = sdp_m_lines(offer);
+    let publish: Vec<PublishTrack> = lines
+        .iter()
+        .map(|(kind, mid)| PublishTrack {
+            mid: mid.clone(),
+            kind: *kind,
+            source: TrackSource::Camera,
+        })
+        .collect();
+    let _ = negotiate::fuzz_helpers(offer, answer, &publish);
 }
 
 /// `(kind, mid)` of each m-line in an SDP, in order.
@@ -471,6 +492,8 @@ impl Engine {
             self.next_tick = now + TICK;
             self.rooms.tick(now);
             self.stats.participants = self.rooms.participant_count();
+            self.stats.rooms = self.rooms.room_count();
+            self.stats.sessions = self.peers.len();
         }
         if self.next_nack.is_some_and(|t| t <= now) {
             self.send_upstream_nacks(now);

@@ -484,3 +484,11 @@ pub(super) fn candidates_in_accepted_section(answer: &str) -> String {
     }
     out
 }
+
+/// Every SDP helper of this module on `offer` and `answer` (fuzzing).
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_helpers(offer: &str, answer: &str, publish: &[PublishTrack]) -> usize {
+    let _ = sdp_ice_ufrag(offer);
+    let refused = refused_tracks(offer, answer, publish);
+    candidates_in_accepted_section(answer).len() + refused.len()
+}

@@ -1,0 +1,4 @@
+//! `madang::fuzzing::wav` under libFuzzer (`scripts/fuzz.sh`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| madang::fuzzing::wav(data));
