@@ -8,7 +8,9 @@ use madang::media::{Channels, SpeechSource, TestPattern};
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 
 /// Runs until the room session ends (or the task is aborted).
-pub async fn run(url: String, token: String) {
+/// `trusted`: the server's own certificate (PEM) when it serves TLS; the bot connects to
+/// the server's address, so the certificate must name it (or be self-signed for it).
+pub async fn run(url: String, token: String, trusted: Option<Vec<u8>>) {
     let mut video = VideoOptions::new(640, 360);
     video.fps = 15;
     let options = RoomOptions {
@@ -16,6 +18,7 @@ pub async fn run(url: String, token: String) {
         audio: true,
         decode_video: false,
         decode_audio: false,
+        trusted_certificates: trusted,
         ..RoomOptions::default()
     };
     let mut room = match Room::connect(&url, &token, options).await {

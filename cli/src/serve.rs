@@ -28,6 +28,14 @@ pub struct Args {
     /// Development mode: a fixed secret and a token endpoint anyone can use. Local testing only.
     #[arg(long)]
     dev: bool,
+    /// Serve HTTP and the signal WebSocket over TLS (https://, wss://) with this certificate
+    /// chain (PEM); pages served over https — phones need that for their camera — connect
+    /// with wss://. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Remove participants silent for this many seconds.
     #[arg(long, default_value_t = 15)]
     timeout: u64,
@@ -66,7 +74,17 @@ pub fn run(args: Args) -> CliResult {
         let demo = std::path::PathBuf::from("examples/web");
         demo.join("index.html").exists().then_some(demo)
     });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            madang::sfu::TlsConfig::from_files(cert, key)
+                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?,
+        ),
+        _ => None,
+    };
+    let web = if tls.is_some() { "https" } else { "http" };
+    let tls_cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
     let config = ServerConfig {
+        tls,
         http: args.http,
         udp: args.udp,
         advertise_ip: args.advertise_ip,
@@ -91,7 +109,7 @@ pub fn run(args: Args) -> CliResult {
         println!("  media:   udp {}", server.udp_addr());
         if args.dev {
             println!(
-                "  tokens:  http://{}/dev/token?room=demo&identity=alice&role=speaker  (dev mode: anyone can mint)",
+                "  tokens:  {web}://{}/dev/token?room=demo&identity=alice&role=speaker  (dev mode: anyone can mint)",
                 server.http_addr()
             );
         } else {
@@ -103,13 +121,14 @@ pub fn run(args: Args) -> CliResult {
             } else {
                 "  (build the browser module first: bash scripts/build-wasm.sh)"
             };
-            println!("  page:    http://localhost:{}/ serves {}{page}", server.http_addr().port(), dir.display());
+            println!("  page:    {web}://localhost:{}/ serves {}{page}", server.http_addr().port(), dir.display());
         }
         let bot = match &args.bot {
             Some(room) => {
                 let token = server.token(room, "madang-bot", "madang bot", madang::signal::Role::Speaker, Duration::from_secs(24 * 3600))?;
                 println!("  bot:     a Rust participant publishes a test pattern in room {room:?}");
-                Some(tokio::spawn(crate::bot::run(server.signal_url(), token)))
+                let trusted = tls_cert_pem.clone();
+                Some(tokio::spawn(crate::bot::run(server.signal_url(), token, trusted)))
             }
             None => None,
         };

@@ -594,3 +594,78 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
     assert!(has("Publisher connection connected"), "{messages:#?}");
     assert!(has("published jongno/microphone"), "{messages:#?}");
 }
+
+#[test]
+fn serve_over_tls_takes_wss_clients() {
+    let _one = real_time();
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use madang::room::{Room, RoomOptions};
+
+    let dir = scratch("tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    // A key without its certificate is a usage error.
+    let missing = fail(
+        madang()
+            .args(["serve", "--dev", "--tls-key"])
+            .arg(&key_file),
+    );
+    assert!(missing.contains("--tls-cert"), "{missing}");
+
+    let mut server = madang()
+        .args([
+            "serve",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(server.stdout.take().unwrap());
+    let mut url = None;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if banner.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(u) = line.trim().strip_prefix("signal:") {
+            url = Some(u.trim().to_owned());
+            break;
+        }
+    }
+    let url = url.expect("the banner names the signal URL");
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    let claims = madang::sfu::token::Claims::new(
+        "hall",
+        "jongno",
+        "Jongno",
+        madang::signal::Role::Speaker,
+        madang::sfu::token::unix_now(),
+        60,
+    );
+    let token = madang::sfu::token::mint(madang::sfu::DEV_SECRET.as_bytes(), &claims).unwrap();
+    let options = RoomOptions {
+        trusted_certificates: Some(cert.cert.pem().into_bytes()),
+        ..RoomOptions::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let room = Room::connect(&url, &token, options).await.unwrap();
+        println!("joined over {url}");
+        room.leave().await;
+    });
+    server.kill().unwrap();
+    let _ = server.wait();
+}

@@ -1000,3 +1000,92 @@ async fn get_metrics(server: &Server) -> String {
     tcp.read_to_string(&mut body).await.unwrap();
     body
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_clients_join_with_wss_and_plain_ws_is_refused() {
+    // A self-signed certificate for this machine, made here.
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let tls = madang::sfu::TlsConfig {
+        cert_pem: cert.cert.pem().into_bytes(),
+        key_pem: cert.signing_key.serialize_pem().into_bytes(),
+    };
+    let server = Server::bind(ServerConfig {
+        tls: Some(tls),
+        ..ServerConfig::dev()
+    })
+    .await
+    .unwrap();
+    let url = server.signal_url();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    let trusting = RoomOptions {
+        audio: true,
+        trusted_certificates: Some(cert.cert.pem().into_bytes()),
+        ..RoomOptions::default()
+    };
+    // Two participants over wss://: joined, and one hears the other over WebRTC.
+    let alice = Room::connect(
+        &url,
+        &token(&server, "alice", Role::Speaker),
+        trusting.clone(),
+    )
+    .await
+    .unwrap();
+    let mut bob = Room::connect(
+        &url,
+        &token(&server, "bob", Role::Speaker),
+        trusting.clone(),
+    )
+    .await
+    .unwrap();
+    let mut tone = madang::media::Tone::new(440.0, 0.3, madang::media::Channels::Mono, 20).unwrap();
+    let mut heard = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while heard < 10 && Instant::now() < until {
+        alice.publish_audio(&tone.next_frame()).await.unwrap();
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(20), bob.next_event()).await
+        {
+            if matches!(e, RoomEvent::AudioFrame { .. }) {
+                heard += 1;
+            }
+        }
+    }
+    assert!(
+        heard >= 10,
+        "bob heard {heard} blocks of alice over a TLS-signalled call"
+    );
+    // Without trusting the certificate: refused by the client's TLS.
+    let untrusted = Room::connect(
+        &url,
+        &token(&server, "carol", Role::Speaker),
+        RoomOptions::default(),
+    )
+    .await;
+    assert!(untrusted.is_err(), "a self-signed certificate was trusted");
+    // Plain ws:// to the TLS port: no WebSocket.
+    let plain = url.replacen("wss://", "ws://", 1);
+    assert!(
+        tokio_tungstenite::connect_async(&plain).await.is_err(),
+        "plain ws:// reached a TLS endpoint"
+    );
+    alice.leave().await;
+    bob.leave().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_certificate_is_refused_with_a_clear_error() {
+    let bad = Server::bind(ServerConfig {
+        tls: Some(madang::sfu::TlsConfig {
+            cert_pem: b"not a certificate".to_vec(),
+            key_pem: b"not a key".to_vec(),
+        }),
+        ..ServerConfig::dev()
+    })
+    .await;
+    match bad {
+        Err(madang::sfu::SfuError::Tls(why)) => assert!(why.contains("certificate"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

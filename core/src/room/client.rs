@@ -140,13 +140,43 @@ async fn bind(ip: IpAddr) -> Result<(UdpSocket, SocketAddr), RoomError> {
     Ok((socket, addr))
 }
 
+/// A TLS client trusting the web's public roots and the certificates in `pem`.
+fn tls_trusting(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, RoomError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: String| RoomError::Signal(format!("trusted certificates: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("no CERTIFICATE in the PEM".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 impl Room {
-    /// Connects to `url` (`ws://host:port/signal`), joins with `token`, and sets up
+    /// Connects to `url` (`ws://host:port/signal`, or `wss://` to a server with TLS), joins with `token`, and sets up
     /// publishing as `options` asks. Returns once the server accepted the join.
     pub async fn connect(url: &str, token: &str, options: RoomOptions) -> Result<Room, RoomError> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| RoomError::Signal(format!("{url}: {e}")))?;
+        let connector = match &options.trusted_certificates {
+            Some(pem) => Some(tokio_tungstenite::Connector::Rustls(tls_trusting(pem)?)),
+            None => None,
+        };
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+                .await
+                .map_err(|e| RoomError::Signal(format!("{url}: {e}")))?;
         let ip = local_ip_towards(options.bind_ip, url).await;
         let (pub_socket, pub_addr) = bind(ip).await?;
         let (sub_socket, sub_addr) = bind(ip).await?;

@@ -107,6 +107,9 @@ pub struct RoomOptions {
     pub event_capacity: usize,
     /// How long to wait for the server to accept the join.
     pub join_timeout: Duration,
+    /// Certificates (PEM) to trust for a `wss://` server besides the web's public roots: a
+    /// self-signed certificate or a city's own CA. `None`: the public roots only.
+    pub trusted_certificates: Option<Vec<u8>>,
 }
 
 impl Default for RoomOptions {
@@ -121,6 +124,7 @@ impl Default for RoomOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             event_capacity: 256,
             join_timeout: Duration::from_secs(10),
+            trusted_certificates: None,
         }
     }
 }

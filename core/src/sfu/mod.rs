@@ -28,6 +28,7 @@ mod peer;
 pub mod rooms;
 pub mod slots;
 pub mod speaker;
+mod tls;
 pub mod token;
 mod udp;
 
@@ -40,6 +41,7 @@ pub use engine::EngineStats;
 #[cfg(feature = "fuzzing")]
 pub use engine::fuzz_sdp;
 pub use limits::Limits;
+pub use tls::TlsConfig;
 
 use crate::netsim::Profile;
 use tokio::sync::{mpsc, watch};
@@ -70,6 +72,10 @@ pub struct ServerConfig {
     pub max_participants: usize,
     /// What one session may ask: signal and data rates, subscriptions; rooms per server.
     pub limits: Limits,
+    /// Serve HTTP and the signal WebSocket over TLS (`https://`, `wss://`) with this
+    /// certificate: pages served over https (which phones need for their camera) can then
+    /// connect. `None`: plain `http://` and `ws://`.
+    pub tls: Option<TlsConfig>,
     /// Directory served over HTTP at `/` (the web client); `None` serves nothing.
     pub static_dir: Option<std::path::PathBuf>,
     /// Testing aid: drop every n-th video packet towards subscribers, as a lossy network
@@ -99,6 +105,7 @@ impl ServerConfig {
             silence_timeout: Duration::from_secs(15),
             max_participants: 1000,
             limits: Limits::default(),
+            tls: None,
             static_dir: None,
             simulate_loss_every: None,
             grid_rooms: Vec::new(),
@@ -147,6 +154,9 @@ pub enum SfuError {
         "the development secret is public: set a secret of your own, or ask for development mode"
     )]
     PublicSecret,
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Minting a token failed.
     #[error(transparent)]
     Token(#[from] token::TokenError),
@@ -158,6 +168,8 @@ pub struct Server {
     http_addr: SocketAddr,
     udp_addr: SocketAddr,
     secret: Vec<u8>,
+    /// Whether HTTP and the signal endpoint speak TLS.
+    tls: bool,
     shutdown: watch::Sender<bool>,
     stats: watch::Receiver<EngineStats>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -192,6 +204,7 @@ impl Server {
             Some(ip) => SocketAddr::new(ip, bound.port()),
             None => bound,
         };
+        let acceptor = config.tls.as_ref().map(TlsConfig::acceptor).transpose()?;
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
             .map_err(|source| SfuError::Bind {
@@ -271,19 +284,37 @@ impl Server {
             static_dir: config.static_dir.clone().map(Arc::new),
         };
         let mut http_shutdown = shutdown_rx;
-        let http_task = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                });
-            if let Err(e) = serve.await {
-                tracing::warn!("http server stopped: {e}");
+        let router = http::router(state);
+        let stopped = async move {
+            let _ = http_shutdown.changed().await;
+        };
+        let http_task = match acceptor {
+            Some(acceptor) => {
+                let listener =
+                    tls::TlsListener::new(listener, acceptor).map_err(|source| SfuError::Bind {
+                        what: "HTTP",
+                        addr: config.http,
+                        source,
+                    })?;
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
+                    if let Err(e) = serve.await {
+                        tracing::warn!("https server stopped: {e}");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
+                if let Err(e) = serve.await {
+                    tracing::warn!("http server stopped: {e}");
+                }
+            }),
+        };
         Ok(Self {
             http_addr,
             udp_addr,
             secret: config.secret,
+            tls: config.tls.is_some(),
             shutdown,
             stats,
             tasks: vec![engine_task, http_task],
@@ -302,7 +333,8 @@ impl Server {
 
     /// The WebSocket URL clients join with.
     pub fn signal_url(&self) -> String {
-        format!("ws://{}/signal", self.http_addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/signal", self.http_addr)
     }
 
     /// Mints a token signed with this server's secret.
