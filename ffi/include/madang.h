@@ -509,6 +509,19 @@ madang_result madang_client_config_new(const char *url,
                                        const char *token,
                                        madang_client_config **out_config);
 
+// Trusts the certificates in the PEM file at `path` for a `wss://` server, besides the
+// web's public roots: a self-signed certificate or a city's own CA. NULL trusts the public
+// roots only again.
+//
+// Errors: `MADANG_RESULT_IO` when the file cannot be read, `MADANG_RESULT_INVALID_ARGUMENT`
+// when it holds no PEM certificate.
+//
+// # Safety
+// `config` must come from `madang_client_config_new`; `path` must be NULL or
+// NUL-terminated.
+madang_result madang_client_config_set_trusted_certificates(madang_client_config *config,
+                                                            const char *path);
+
 // Sets the display name the others see instead of the token's (1 to 64 characters).
 //
 // Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty or too long name.
@@ -637,6 +650,20 @@ madang_result madang_server_config_set_advertise_ip(madang_server_config *config
 // # Safety
 // `config` must come from `madang_server_config_new`; `secret` must be NUL-terminated.
 madang_result madang_server_config_set_secret(madang_server_config *config, const char *secret);
+
+// Serves HTTP and the signal WebSocket over TLS (`https://`, `wss://`) with the
+// certificate chain and private key in the PEM files `cert_path` and `key_path`; the signal
+// URL then starts with `wss://`. NULL for both turns TLS off again.
+//
+// Errors: `MADANG_RESULT_IO` when a file cannot be read (an unusable certificate or key
+// fails `madang_server_start` with `MADANG_RESULT_INVALID_ARGUMENT`).
+//
+// # Safety
+// `config` must come from `madang_server_config_new`; the paths must be NULL or
+// NUL-terminated.
+madang_result madang_server_config_set_tls(madang_server_config *config,
+                                           const char *cert_path,
+                                           const char *key_path);
 
 // Development mode on (`dev` non-zero) or off: on, the server signs tokens with the public
 // development secret unless a secret was set, and serves `/dev/token`, which mints tokens

@@ -363,6 +363,7 @@ impl madang_client {
             video: c.video.clone(),
             audio: c.audio,
             name: c.name.clone(),
+            trusted_certificates: c.trusted_certificates.clone(),
             ..RoomOptions::default()
         };
         let room = match self

@@ -33,6 +33,7 @@ pub struct madang_client_config {
     pub(crate) audio: bool,
     pub(crate) receive: Receive,
     pub(crate) stats_interval: Option<Duration>,
+    pub(crate) trusted_certificates: Option<Vec<u8>>,
 }
 
 /// Creates a client configuration for the server at `url` (e.g. "ws://127.0.0.1:8080/signal")
@@ -70,6 +71,7 @@ pub unsafe extern "C" fn madang_client_config_new(
             audio: false,
             receive: Receive::Frames,
             stats_interval: Some(Duration::from_secs(1)),
+            trusted_certificates: None,
         });
         // SAFETY: checked non-NULL; the caller owns the new pointer.
         unsafe { *out_config = Box::into_raw(config) };
@@ -90,6 +92,48 @@ unsafe fn with_config(
         Some(c) => f(c),
         None => madang_result::MADANG_RESULT_NULL_ARGUMENT,
     }
+}
+
+/// Trusts the certificates in the PEM file at `path` for a `wss://` server, besides the
+/// web's public roots: a self-signed certificate or a city's own CA. NULL trusts the public
+/// roots only again.
+///
+/// Errors: `MADANG_RESULT_IO` when the file cannot be read, `MADANG_RESULT_INVALID_ARGUMENT`
+/// when it holds no PEM certificate.
+///
+/// # Safety
+/// `config` must come from `madang_client_config_new`; `path` must be NULL or
+/// NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_config_set_trusted_certificates(
+    config: *mut madang_client_config,
+    path: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        let pem = if path.is_null() {
+            None
+        } else {
+            // SAFETY: per the contract.
+            let path = match unsafe { str_arg(path) } {
+                Ok(p) => p,
+                Err(e) => return e,
+            };
+            match std::fs::read(path) {
+                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                    Some(pem)
+                }
+                Ok(_) => return madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+                Err(_) => return madang_result::MADANG_RESULT_IO,
+            }
+        };
+        // SAFETY: per the contract.
+        unsafe {
+            with_config(config, |c| {
+                c.trusted_certificates = pem;
+                madang_result::MADANG_RESULT_OK
+            })
+        }
+    })
 }
 
 /// Sets the display name the others see instead of the token's (1 to 64 characters).

@@ -431,3 +431,66 @@ fn frames_and_data_flow_between_two_clients_and_bad_input_gets_its_code() {
         madang_client_free(receiver);
     }
 }
+
+#[test]
+fn a_c_server_serves_wss_and_a_c_client_trusting_its_certificate_joins() {
+    let dir = std::env::temp_dir().join(format!("madang-ffi-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file, not_pem) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("not.pem"),
+    );
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let path = |p: &std::path::Path| c(p.to_str().unwrap());
+
+    let mut sc = ptr::null_mut();
+    let mut server = ptr::null_mut();
+    unsafe {
+        assert_eq!(madang_server_config_new(&mut sc), MADANG_RESULT_OK);
+        assert_eq!(madang_server_config_set_dev(sc, 1), MADANG_RESULT_OK);
+        let missing = c("/nonexistent/cert.pem");
+        assert_eq!(
+            madang_server_config_set_tls(sc, missing.as_ptr(), path(&key_file).as_ptr()),
+            MADANG_RESULT_IO
+        );
+        assert_eq!(
+            madang_server_config_set_tls(sc, path(&cert_file).as_ptr(), path(&key_file).as_ptr()),
+            MADANG_RESULT_OK
+        );
+        assert_eq!(madang_server_start(sc, &mut server), MADANG_RESULT_OK);
+        madang_server_config_free(sc);
+    }
+    let server = TestServer(server);
+    let url = server.url();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+
+    // Not trusting the self-signed certificate: the join fails.
+    let untrusting = client(config(&url, &server.token("hall", "a", "speaker")));
+    assert_ne!(
+        unsafe { madang_client_connect(untrusting) },
+        MADANG_RESULT_OK
+    );
+    unsafe { madang_client_free(untrusting) };
+
+    let cc = config(&url, &server.token("hall", "b", "speaker"));
+    unsafe {
+        assert_eq!(
+            madang_client_config_set_trusted_certificates(cc, path(&not_pem).as_ptr()),
+            MADANG_RESULT_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            madang_client_config_set_trusted_certificates(cc, path(&cert_file).as_ptr()),
+            MADANG_RESULT_OK
+        );
+    }
+    let trusting = client(cc);
+    assert_eq!(unsafe { madang_client_connect(trusting) }, MADANG_RESULT_OK);
+    assert!(poll_until(trusting, Duration::from_secs(5), |e| e.kind
+        == MADANG_EVENT_JOINED));
+    unsafe { madang_client_free(trusting) };
+    let _ = std::fs::remove_dir_all(&dir);
+}

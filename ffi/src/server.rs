@@ -160,6 +160,46 @@ pub unsafe extern "C" fn madang_server_config_set_secret(
     })
 }
 
+/// Serves HTTP and the signal WebSocket over TLS (`https://`, `wss://`) with the
+/// certificate chain and private key in the PEM files `cert_path` and `key_path`; the signal
+/// URL then starts with `wss://`. NULL for both turns TLS off again.
+///
+/// Errors: `MADANG_RESULT_IO` when a file cannot be read (an unusable certificate or key
+/// fails `madang_server_start` with `MADANG_RESULT_INVALID_ARGUMENT`).
+///
+/// # Safety
+/// `config` must come from `madang_server_config_new`; the paths must be NULL or
+/// NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_server_config_set_tls(
+    config: *mut madang_server_config,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        if cert_path.is_null() && key_path.is_null() {
+            config.inner.tls = None;
+            return madang_result::MADANG_RESULT_OK;
+        }
+        // SAFETY: per the contract.
+        let (cert, key) = match unsafe { (str_arg(cert_path), str_arg(key_path)) } {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        match madang::sfu::TlsConfig::from_files(cert.as_ref(), key.as_ref()) {
+            Ok(tls) => {
+                config.inner.tls = Some(tls);
+                madang_result::MADANG_RESULT_OK
+            }
+            Err(_) => madang_result::MADANG_RESULT_IO,
+        }
+    })
+}
+
 /// Development mode on (`dev` non-zero) or off: on, the server signs tokens with the public
 /// development secret unless a secret was set, and serves `/dev/token`, which mints tokens
 /// for anyone — local testing only. Setting a secret afterwards turns it off.

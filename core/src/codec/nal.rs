@@ -291,12 +291,14 @@ fn sps_size(bits: &mut Bits<'_>, chroma_format: u32) -> Option<(u32, u32)> {
             *c = bits.ue()?;
         }
     }
+    // Every product checked: a hostile SPS carries crops of up to 2^32 - 2 (fuzzing found
+    // `crop_x * (left + right)` overflowing).
     let width = width_mbs
         .checked_mul(16)?
-        .checked_sub(crop_x * crop[0].checked_add(crop[1])?)?;
+        .checked_sub(crop[0].checked_add(crop[1])?.checked_mul(crop_x)?)?;
     let height = height_units
         .checked_mul(16 * field)?
-        .checked_sub(crop_y * crop[2].checked_add(crop[3])?)?;
+        .checked_sub(crop[2].checked_add(crop[3])?.checked_mul(crop_y)?)?;
     Some((width, height))
 }
 
@@ -372,6 +374,17 @@ pub fn rtp_payload_picture_start(payload: &[u8], frame_num_bits: u8) -> Option<P
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_sps_whose_crop_overflows_is_no_size() {
+        // Found by fuzzing (fuzz/regressions/rtp_payload/sps_crop_overflow): cropping
+        // offsets near 2^32 made `crop_x * (left + right)` overflow, a panic in debug builds.
+        let sps = [
+            0x67, 0x42, 0x34, 0x34, 0x34, 0x34, 0x34, 0x34, 0x34, 0x34, 0x20, 0x00, 0x00, 0x00,
+            0x0e, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x30,
+        ];
+        assert_eq!(rtp_payload_sps(&sps), None);
+    }
     use super::*;
 
     #[test]

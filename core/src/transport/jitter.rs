@@ -589,6 +589,10 @@ impl VideoBuffer {
         let mut data = BytesMut::new();
         let mut corrupt = false;
         for p in parts.values().filter(|p| !p.payload.is_empty()) {
+            if !stap_a_lengths_fit(&p.payload) {
+                corrupt = true;
+                continue;
+            }
             match depacketizer.depacketize(&p.payload) {
                 Ok(bytes) => data.extend_from_slice(&bytes),
                 Err(_) => corrupt = true,
@@ -635,11 +639,53 @@ impl VideoBuffer {
     }
 }
 
+/// Whether an H.264 RTP payload that is a STAP-A (type 24) has whole length fields: `rtc`'s
+/// depacketiser (0.21.1) reads the second byte of a length past the end of a STAP-A with
+/// one byte left over and panics (fuzzing found it: a 22-byte payload). Other types pass.
+fn stap_a_lengths_fit(payload: &[u8]) -> bool {
+    if payload.first().is_none_or(|b| b & 0x1f != 24) {
+        return true;
+    }
+    let mut at = 1;
+    while at < payload.len() {
+        let Some(len) = payload.get(at..at + 2) else {
+            return false;
+        };
+        at += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_stap_a_with_a_torn_length_is_a_corrupt_picture_not_a_panic() {
+        // Found by fuzzing (fuzz/regressions/video_buffer/stap_a_odd_tail): one byte after
+        // the last aggregated unit made `rtc`'s depacketiser index past the end.
+        assert!(!stap_a_lengths_fit(&[0x78, 0x00, 0x01, 0x09, 0x00]));
+        assert!(stap_a_lengths_fit(&[0x78, 0x00, 0x01, 0x09]));
+        assert!(stap_a_lengths_fit(&[0x65, 0x88]));
+        let t0 = Instant::now();
+        let mut buffer = VideoBuffer::new(false, t0);
+        buffer.insert(
+            t0,
+            1,
+            3000,
+            true,
+            Bytes::from_static(&[0x78, 0x00, 0x01, 0x09, 0x00]),
+        );
+        let mut released = Vec::new();
+        for ms in 0..1000 {
+            while let Some(p) = buffer.poll(t0 + ms * MS) {
+                released.push(p);
+            }
+        }
+        assert!(released.iter().all(|p| p.data.is_empty()), "{released:?}");
+    }
 
     /// Packets of a stream of pictures: picture `i` at 30 fps, `per` packets each, the
     /// first picture and every `gop`-th a keyframe (SPS first).
