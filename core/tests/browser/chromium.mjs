@@ -11,6 +11,8 @@ export function launch() {
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
       '--autoplay-policy=no-user-gesture-required',
+      // A test's own self-signed certificate (the server under test serves https).
+      ...(process.env.IGNORE_CERTIFICATE_ERRORS ? ['--ignore-certificate-errors'] : []),
     ],
   });
 }

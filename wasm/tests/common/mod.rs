@@ -37,10 +37,19 @@ pub fn browser_tools() -> PathBuf {
 /// checked to be built), and the Node.js test tools to drive pages with.
 #[allow(dead_code)] // not every test binary starts one
 pub async fn demo_server() -> (madang::sfu::Server, PathBuf) {
+    demo_server_with(None).await
+}
+
+/// [`demo_server`], over TLS with `tls` when given (`https://`, `wss://`).
+#[allow(dead_code)] // not every test binary starts one
+pub async fn demo_server_with(
+    tls: Option<madang::sfu::TlsConfig>,
+) -> (madang::sfu::Server, PathBuf) {
     built_package();
     let browser = browser_tools();
     let config = madang::sfu::ServerConfig {
         static_dir: Some(workspace().join("examples/web")),
+        tls,
         ..madang::sfu::ServerConfig::dev()
     };
     (madang::sfu::Server::bind(config).await.unwrap(), browser)
