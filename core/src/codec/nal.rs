@@ -243,7 +243,7 @@ fn parse_sps(rbsp: &[u8]) -> Option<(u8, Option<(u32, u32)>)> {
             return None; // seq_scaling_matrix_present_flag
         }
     }
-    let log2 = bits.ue()? + 4;
+    let log2 = bits.ue()?.checked_add(4)?;
     if log2 > 16 {
         return None;
     }
@@ -384,6 +384,15 @@ mod tests {
             0x0e, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x30,
         ];
         assert_eq!(rtp_payload_sps(&sps), None);
+        // And one whose log2_max_frame_num_minus4 is near 2^32
+        // (fuzz/regressions/rtp_payload/sps_log2_overflow).
+        let sps = [
+            0x67, 0x42, 0x06, 0xff, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x7a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0x00, 0x00,
+        ];
+        assert_eq!(rtp_payload_sps(&sps), None);
+        assert_eq!(rtp_payload_sps_frame_num_bits(&sps), None);
     }
     use super::*;
 
