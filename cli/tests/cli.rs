@@ -37,6 +37,25 @@ fn real_time() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The signal URL a `madang serve` child prints in its banner (its stdout piped), and the
+/// rest of its stdout, to keep open while it runs (closed, its next line would fail).
+fn banner_signal_url(
+    server: &mut std::process::Child,
+) -> (String, std::io::BufReader<std::process::ChildStdout>) {
+    use std::io::{BufRead, BufReader};
+    let mut banner = BufReader::new(server.stdout.take().unwrap());
+    for _ in 0..20 {
+        let mut line = String::new();
+        if banner.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(u) = line.trim().strip_prefix("signal:") {
+            return (u.trim().to_owned(), banner);
+        }
+    }
+    panic!("the banner names no signal URL");
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("madang-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -506,19 +525,7 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut banner = BufReader::new(server.stdout.take().unwrap());
-    let mut url = None;
-    for _ in 0..20 {
-        let mut line = String::new();
-        if banner.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(u) = line.trim().strip_prefix("signal:") {
-            url = Some(u.trim().to_owned());
-            break;
-        }
-    }
-    let url = url.expect("the banner names the signal URL");
+    let (url, _banner) = banner_signal_url(&mut server);
     // The log lines as they come.
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let reader = {
@@ -598,7 +605,6 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
 #[test]
 fn serve_over_tls_takes_wss_clients() {
     let _one = real_time();
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     use madang::room::{Room, RoomOptions};
@@ -633,19 +639,7 @@ fn serve_over_tls_takes_wss_clients() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut banner = BufReader::new(server.stdout.take().unwrap());
-    let mut url = None;
-    for _ in 0..20 {
-        let mut line = String::new();
-        if banner.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(u) = line.trim().strip_prefix("signal:") {
-            url = Some(u.trim().to_owned());
-            break;
-        }
-    }
-    let url = url.expect("the banner names the signal URL");
+    let (url, _banner) = banner_signal_url(&mut server);
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
     let claims = madang::sfu::token::Claims::new(
         "hall",
