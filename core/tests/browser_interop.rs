@@ -44,7 +44,7 @@ struct Call {
 async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms: u32) -> Call {
     call_with(
         network,
-        0,
+        Rust::default(),
         "rust/camera",
         min_frames,
         seconds,
@@ -52,6 +52,14 @@ async fn call(network: Option<Profile>, min_frames: u32, seconds: u32, linger_ms
         "",
     )
     .await
+}
+
+/// The Rust side of a call: `others` participants publishing beside the one the test
+/// holds, all capped at `video_kbps` of H.264 (`None`: the size's default).
+#[derive(Default)]
+struct Rust {
+    others: usize,
+    video_kbps: Option<u32>,
 }
 
 /// Publishes the test pattern at 640×360, 30 fps, into `room` until `stop` is set; then leaves.
@@ -74,13 +82,13 @@ async fn keep_publishing(mut room: Room, stop: std::sync::Arc<std::sync::atomic:
     room.leave().await;
 }
 
-/// [`call`] with `others` more Rust participants publishing the same pattern (`other0/camera`,
-/// …), for the browser to receive too, waiting for `min_frames` of the track `expect` (`*`:
+/// [`call`] with `rust.others` more Rust participants publishing the same pattern
+/// (`other0/camera`, …), for the browser to receive too, waiting for `min_frames` of the track `expect` (`*`:
 /// of any); `query` is added to the page's URL (`&simulcast=1`: the browser publishes
 /// simulcast).
 async fn call_with(
     network: Option<Profile>,
-    others: usize,
+    rust: Rust,
     expect: &str,
     min_frames: u32,
     seconds: u32,
@@ -115,7 +123,12 @@ async fn call_with(
         .token("interop", "chromium", "Chromium", Role::Speaker, ttl)
         .unwrap();
     let options = RoomOptions {
-        video: Some(VideoOptions::new(640, 360)),
+        video: Some(VideoOptions {
+            bitrate_kbps: rust
+                .video_kbps
+                .unwrap_or(VideoOptions::new(640, 360).bitrate_kbps),
+            ..VideoOptions::new(640, 360)
+        }),
         audio: true,
         ..RoomOptions::default()
     };
@@ -124,7 +137,7 @@ async fn call_with(
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut publishers = Vec::new();
-    for i in 0..others {
+    for i in 0..rust.others {
         let identity = format!("other{i}");
         let token = server
             .token("interop", &identity, &identity, Role::Speaker, ttl)
@@ -336,17 +349,25 @@ async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narrow_downlink_to_chromium_pauses_one_video_and_keeps_the_other() {
-    // Every participant's link carries 1 Mbit/s: Chromium's downlink has room for one of
-    // the two 640×360 videos sent to it (~690 kbit/s each, less when a publisher's own
-    // uplink estimate is lower: at 560 kbit/s two still do not fit), not for both. The
+    // Every participant's link carries 480 kbit/s. The Rust publishers aim at most at
+    // 250 kbit/s (~275 on the wire), and however low their own uplink estimates go on a
+    // busy machine, at no less than what the estimate's floor leaves (300 kbit/s less the
+    // audio allowance and overhead: 220, ~242 on the wire; `transport::cc::DELAY_FLOOR_BPS`).
+    // So Chromium's downlink has room for one video and two voices (≤ 0.36 Mbit/s, under
+    // GCC's 0.85 × 480) and never for two videos (≥ 0.56). (At 1 Mbit/s and the size's
+    // default 690 kbit/s, a CI run's publishers fell to ~310 kbit/s and both fitted.) The
     // server must see that from Chromium's own transport-wide feedback and pause one, with
     // `video_paused`.
-    let narrow: Profile = "delay=30ms,rate=1000kbit,queue=200ms".parse().unwrap();
+    let narrow: Profile = "delay=30ms,rate=480kbit,queue=200ms".parse().unwrap();
     // The call ends ~7 s after the browser decoded its first 60 pictures, before the
     // allocator's hold (10 s after the pause) lets it probe the link with the paused video:
     // this test is about the pause. (A probe briefly shares the link; a 12 s call once
     // caught one in its last two seconds, the shown video at 12 pictures a second.)
-    let call = call_with(Some(narrow), 1, "*", 60, 40, 7_000, "").await;
+    let rust = Rust {
+        others: 1,
+        video_kbps: Some(250),
+    };
+    let call = call_with(Some(narrow), rust, "*", 60, 40, 7_000, "").await;
     let paused = call.status["paused"]
         .as_array()
         .cloned()
@@ -398,7 +419,16 @@ async fn chromium_publishes_simulcast_and_madang_decodes_each_layer_it_is_switch
     // RID and MID header extensions). The server orders them by the sizes in their SPSs,
     // starts the Rust participant on the small one and raises it to the full size its
     // downlink has room for: madang decodes both, one after the other, on one stream.
-    let call = call_with(None, 0, "rust/camera", 30, 40, 6_000, "&simulcast=1").await;
+    let call = call_with(
+        None,
+        Rust::default(),
+        "rust/camera",
+        30,
+        40,
+        6_000,
+        "&simulcast=1",
+    )
+    .await;
     println!("the browser sent: {}", call.status["sent"]);
     assert!(
         call.browser_ok,
