@@ -36,6 +36,10 @@ pub struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Serve /metrics (and /healthz) on this address only, plain HTTP, e.g. an operator's
+    /// private network, instead of on the --http port.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Remove participants silent for this many seconds.
     #[arg(long, default_value_t = 15)]
     timeout: u64,
@@ -85,6 +89,7 @@ pub fn run(args: Args) -> CliResult {
     let tls_cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
     let config = ServerConfig {
         tls,
+        metrics: args.metrics,
         http: args.http,
         udp: args.udp,
         advertise_ip: args.advertise_ip,
@@ -107,6 +112,9 @@ pub fn run(args: Args) -> CliResult {
         println!("madang room server");
         println!("  signal:  {}", server.signal_url());
         println!("  media:   udp {}", server.udp_addr());
+        if let Some(addr) = server.metrics_addr() {
+            println!("  metrics: http://{addr}/metrics");
+        }
         if args.dev {
             println!(
                 "  tokens:  {web}://{}/dev/token?room=demo&identity=alice&role=speaker  (dev mode: anyone can mint)",

@@ -960,7 +960,7 @@ async fn a_client_that_stops_reading_is_closed_and_counted_and_the_room_goes_on(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.stats().slow_sessions_closed, 1);
-    let metrics = get_metrics(&server).await;
+    let metrics = get_metrics(server.http_addr()).await;
     assert!(
         metrics.contains("madang_slow_sessions_closed_total 1"),
         "{metrics}"
@@ -987,12 +987,10 @@ async fn a_client_that_stops_reading_is_closed_and_counted_and_the_room_goes_on(
     server.shutdown().await;
 }
 
-/// `GET /metrics` over a plain TCP connection.
-async fn get_metrics(server: &Server) -> String {
+/// `GET /metrics` from `addr` over a plain TCP connection: the whole response.
+async fn get_metrics(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.http_addr())
-        .await
-        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -1088,4 +1086,33 @@ async fn a_bad_certificate_is_refused_with_a_clear_error() {
         Err(madang::sfu::SfuError::Tls(why)) => assert!(why.contains("certificate"), "{why}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn metrics_on_an_address_of_their_own_leave_the_main_port() {
+    let server = Server::bind(ServerConfig {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        ..ServerConfig::dev()
+    })
+    .await
+    .unwrap();
+    let own = server.metrics_addr().expect("bound");
+    assert_ne!(own, server.http_addr());
+    let there = get_metrics(own).await;
+    assert!(
+        there.starts_with("HTTP/1.1 200") && there.contains("madang_participants 0"),
+        "{there}"
+    );
+    let main = get_metrics(server.http_addr()).await;
+    assert!(main.starts_with("HTTP/1.1 404"), "{main}");
+    server.shutdown().await;
+    // Without the option: on the main port.
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    assert_eq!(server.metrics_addr(), None);
+    assert!(
+        get_metrics(server.http_addr())
+            .await
+            .contains("madang_rooms 0")
+    );
+    server.shutdown().await;
 }

@@ -30,13 +30,26 @@ pub(crate) struct HttpState {
     pub static_dir: Option<Arc<std::path::PathBuf>>,
 }
 
-pub(crate) fn router(state: HttpState) -> Router {
-    Router::new()
+/// The main port's routes; `/metrics` among them unless it has an address of its own
+/// ([`metrics_router`]).
+pub(crate) fn router(state: HttpState, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/signal", get(signal))
         .route("/dev/token", get(dev_token))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { "ok\n" }));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.fallback(get(static_file)).with_state(state)
+}
+
+/// `/metrics` and `/healthz` alone, for an address of their own (an operator's network).
+pub(crate) fn metrics_router(state: HttpState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
-        .fallback(get(static_file))
+        .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
 

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub max_participants: usize,
     /// What one session may ask: signal and data rates, subscriptions; rooms per server.
     pub limits: Limits,
+    /// Serve `/metrics` (and `/healthz`) on this address only, plain HTTP, instead of on the
+    /// main port: the counters say how many rooms and participants there are, for the
+    /// operator's network, not the internet. `None`: on the main port.
+    pub metrics: Option<SocketAddr>,
     /// Serve HTTP and the signal WebSocket over TLS (`https://`, `wss://`) with this
     /// certificate: pages served over https (which phones need for their camera) can then
     /// connect. `None`: plain `http://` and `ws://`.
@@ -106,6 +110,7 @@ impl ServerConfig {
             max_participants: 1000,
             limits: Limits::default(),
             tls: None,
+            metrics: None,
             static_dir: None,
             simulate_loss_every: None,
             grid_rooms: Vec::new(),
@@ -170,6 +175,8 @@ pub struct Server {
     secret: Vec<u8>,
     /// Whether HTTP and the signal endpoint speak TLS.
     tls: bool,
+    /// Where `/metrics` is served when it has an address of its own.
+    metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     stats: watch::Receiver<EngineStats>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -284,7 +291,39 @@ impl Server {
             static_dir: config.static_dir.clone().map(Arc::new),
         };
         let mut http_shutdown = shutdown_rx;
-        let router = http::router(state);
+        let metrics_listener =
+            match config.metrics {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| SfuError::Bind {
+                        what: "metrics",
+                        addr,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| SfuError::Bind {
+                what: "metrics",
+                addr: config.http,
+                source,
+            })?),
+            None => None,
+        };
+        let mut tasks = vec![engine_task];
+        if let Some(listener) = metrics_listener {
+            let router = http::metrics_router(state.clone());
+            let mut stop = http_shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::warn!("metrics server stopped: {e}");
+                }
+            }));
+        }
+        let router = http::router(state, metrics_addr.is_none());
         let stopped = async move {
             let _ = http_shutdown.changed().await;
         };
@@ -317,13 +356,23 @@ impl Server {
             tls: config.tls.is_some(),
             shutdown,
             stats,
-            tasks: vec![engine_task, http_task],
+            metrics_addr,
+            tasks: {
+                tasks.push(http_task);
+                tasks
+            },
         })
     }
 
     /// Where the HTTP/WebSocket listener is.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where `/metrics` is served when [`ServerConfig::metrics`] gave it an address of its
+    /// own (with the port bound); `None`: on [`http_addr`](Self::http_addr).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The media address clients connect to.
