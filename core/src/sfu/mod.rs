@@ -131,6 +131,31 @@ impl ServerConfig {
     }
 }
 
+/// Serves `router` on `listener` until `stop` changes; `what` names it in the warning if it
+/// stops by itself.
+fn spawn_serve<L>(
+    listener: L,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::warn!("{what} server stopped: {e}");
+        }
+    })
+}
+
 /// The secret `ServerConfig::dev` signs tokens with. Never use it outside local testing.
 pub const DEV_SECRET: &str = "madang-dev-secret";
 
@@ -290,44 +315,33 @@ impl Server {
             dev_secret: config.dev.then(|| Arc::new(config.secret.clone())),
             static_dir: config.static_dir.clone().map(Arc::new),
         };
-        let mut http_shutdown = shutdown_rx;
-        let metrics_listener =
-            match config.metrics {
-                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
-                    |source| SfuError::Bind {
-                        what: "metrics",
-                        addr,
-                        source,
-                    },
-                )?),
-                None => None,
-            };
-        let metrics_addr = match &metrics_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| SfuError::Bind {
+        // `/metrics` on an address of its own, when given: bound, and its port known.
+        let mut metrics = None;
+        if let Some(addr) = config.metrics {
+            let bind_error = |source| SfuError::Bind {
                 what: "metrics",
-                addr: config.http,
+                addr,
                 source,
-            })?),
-            None => None,
-        };
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_error)?;
+            let bound = listener.local_addr().map_err(bind_error)?;
+            metrics = Some((listener, bound));
+        }
+        let metrics_addr = metrics.as_ref().map(|(_, bound)| *bound);
         let mut tasks = vec![engine_task];
-        if let Some(listener) = metrics_listener {
+        if let Some((listener, _)) = metrics {
             let router = http::metrics_router(state.clone());
-            let mut stop = http_shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::warn!("metrics server stopped: {e}");
-                }
-            }));
+            tasks.push(spawn_serve(
+                listener,
+                router,
+                shutdown_rx.clone(),
+                "metrics",
+            ));
         }
         let router = http::router(state, metrics_addr.is_none());
-        let stopped = async move {
-            let _ = http_shutdown.changed().await;
-        };
-        let http_task = match acceptor {
+        tasks.push(match acceptor {
             Some(acceptor) => {
                 let listener =
                     tls::TlsListener::new(listener, acceptor).map_err(|source| SfuError::Bind {
@@ -335,20 +349,10 @@ impl Server {
                         addr: config.http,
                         source,
                     })?;
-                tokio::spawn(async move {
-                    let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
-                    if let Err(e) = serve.await {
-                        tracing::warn!("https server stopped: {e}");
-                    }
-                })
+                spawn_serve(listener, router, shutdown_rx, "https")
             }
-            None => tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
-                if let Err(e) = serve.await {
-                    tracing::warn!("http server stopped: {e}");
-                }
-            }),
-        };
+            None => spawn_serve(listener, router, shutdown_rx, "http"),
+        });
         Ok(Self {
             http_addr,
             udp_addr,
@@ -357,10 +361,7 @@ impl Server {
             shutdown,
             stats,
             metrics_addr,
-            tasks: {
-                tasks.push(http_task);
-                tasks
-            },
+            tasks,
         })
     }
 
