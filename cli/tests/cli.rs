@@ -56,6 +56,20 @@ fn banner_signal_url(
     panic!("the banner names no signal URL");
 }
 
+/// A speaker's token for room `hall`, signed with the development secret (`serve --dev`).
+fn dev_token(identity: &str, name: &str) -> String {
+    use madang::sfu::token::{Claims, mint, unix_now};
+    let claims = Claims::new(
+        "hall",
+        identity,
+        name,
+        madang::signal::Role::Speaker,
+        unix_now(),
+        60,
+    );
+    mint(madang::sfu::DEV_SECRET.as_bytes(), &claims).unwrap()
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("madang-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -506,7 +520,6 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
     use std::process::Stdio;
 
     use madang::room::{Room, RoomOptions};
-    use madang::sfu::token::{Claims, mint, unix_now};
 
     let mut server = madang()
         .args([
@@ -537,16 +550,7 @@ fn serve_logs_joins_refusals_and_leaves_for_its_operator() {
         })
     };
     let logged = |what: &str| lines.lock().unwrap().iter().any(|l| l.contains(what));
-    let secret = madang::sfu::DEV_SECRET.as_bytes();
-    let claims = Claims::new(
-        "hall",
-        "jongno",
-        "Jongno-gu office",
-        madang::signal::Role::Speaker,
-        unix_now(),
-        60,
-    );
-    let token = mint(secret, &claims).unwrap();
+    let token = dev_token("jongno", "Jongno-gu office");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let options = RoomOptions {
@@ -641,15 +645,7 @@ fn serve_over_tls_takes_wss_clients() {
         .unwrap();
     let (url, _banner) = banner_signal_url(&mut server);
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
-    let claims = madang::sfu::token::Claims::new(
-        "hall",
-        "jongno",
-        "Jongno",
-        madang::signal::Role::Speaker,
-        madang::sfu::token::unix_now(),
-        60,
-    );
-    let token = madang::sfu::token::mint(madang::sfu::DEV_SECRET.as_bytes(), &claims).unwrap();
+    let token = dev_token("jongno", "Jongno");
     let options = RoomOptions {
         trusted_certificates: Some(cert.cert.pem().into_bytes()),
         ..RoomOptions::default()
