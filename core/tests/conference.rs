@@ -335,6 +335,52 @@ async fn bad_sessions_are_closed_with_the_right_code_and_the_room_carries_on() {
     .await;
     assert_eq!(c.expect_error().await, (ErrorCode::MessageTooLarge, true));
 
+    // Joined, then 1,000 pings a second: closed for flooding within a second, after the
+    // `limit_reached` it ignored.
+    let mut flood = RawClient::connect(&server).await;
+    flood.join(token(&server, "looper", Role::Speaker)).await;
+    assert!(matches!(
+        flood.next().await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    let start = Instant::now();
+    let mut ping = tokio::time::interval(Duration::from_millis(1));
+    let ping_text = encode(&ClientMessage::Ping);
+    let (mut sent, mut limited, mut flooding) = (0, 0, false);
+    while start.elapsed() < Duration::from_secs(5) {
+        tokio::select! {
+            _ = ping.tick(), if sent < 2000 => {
+                sent += 1;
+                if flood.ws.send(Message::Text(ping_text.clone().into())).await.is_err() {
+                    sent = 2000;
+                }
+            }
+            m = flood.ws.next() => match m {
+                Some(Ok(Message::Text(t))) => match decode_server(t.as_str()).unwrap() {
+                    ServerMessage::Error { code: ErrorCode::LimitReached, .. } => limited += 1,
+                    ServerMessage::Error { code: ErrorCode::Flooding, .. } => flooding = true,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    flood.closed_with =
+                        frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break,
+            },
+        }
+    }
+    println!(
+        "flood: closed after {:?} and {sent} pings, {limited} limit_reached first",
+        start.elapsed()
+    );
+    assert!(
+        flooding && limited > 0,
+        "{limited} limit_reached, flooding {flooding}"
+    );
+    assert_eq!(flood.closed_with, Some((4010, "flooding".to_owned())));
+
     // A viewer may join and watch, but not publish; its session stays open.
     let mut viewer = RawClient::connect(&server).await;
     viewer.join(token(&server, "watcher", Role::Viewer)).await;

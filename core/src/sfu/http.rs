@@ -217,7 +217,7 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
 /// registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 8] = [
+    let series: [(&str, &str, &str, u64); 9] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -254,6 +254,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "gauge",
             "Signal sessions the server core holds, joined or not",
             s.sessions as u64,
+        ),
+        (
+            "madang_remote_addresses",
+            "gauge",
+            "Remote UDP addresses with a connection",
+            s.addresses as u64,
         ),
         (
             "madang_slow_sessions_closed_total",

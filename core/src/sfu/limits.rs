@@ -1,6 +1,10 @@
 //! What one signal session may ask of the server, and the token buckets that hold it to
 //! that: pure code on the time passed in. Past a limit the session gets `limit_reached`
-//! (not fatal: the message is dropped, the session and its room go on).
+//! (not fatal: the message is dropped, the session and its room go on). A session that goes
+//! on far past its limits — its dropped messages outrun a patience of
+//! [`PATIENCE_SECONDS`] seconds of the signal rate, refilled at a tenth of it — is closed
+//! with `flooding`: at 1,000 messages a second against the default 100 that takes 0.56 s,
+//! at twice the rate 5.3 s; a client 10 % over its rate is never closed.
 
 use std::time::Instant;
 
@@ -67,12 +71,18 @@ impl Bucket {
     }
 }
 
+/// How many seconds' worth of the signal rate a session may have dropped (beyond what the
+/// patience refills) before it is closed for flooding.
+pub const PATIENCE_SECONDS: f64 = 3.0;
+
 /// One session's buckets.
 #[derive(Clone, Debug)]
 pub(crate) struct SessionBuckets {
     signal: Bucket,
     data: Bucket,
     data_bytes: Bucket,
+    /// Dropped messages take from it; empty means flooding.
+    patience: Bucket,
 }
 
 impl SessionBuckets {
@@ -81,7 +91,14 @@ impl SessionBuckets {
             signal: Bucket::full(2.0 * limits.signal_per_second as f64),
             data: Bucket::full(2.0 * limits.data_per_second as f64),
             data_bytes: Bucket::full(data_bytes_burst(limits)),
+            patience: Bucket::full(patience_burst(limits)),
         }
+    }
+
+    /// A message was dropped at `now`; whether the session may stay (false: it is flooding).
+    pub(crate) fn dropped(&mut self, limits: &Limits, now: Instant) -> bool {
+        let rate = limits.signal_per_second as f64 / 10.0;
+        self.patience.take(now, rate, patience_burst(limits), 1.0)
     }
 
     /// Whether one more signal message is allowed at `now`.
@@ -109,6 +126,10 @@ impl SessionBuckets {
     }
 }
 
+fn patience_burst(limits: &Limits) -> f64 {
+    PATIENCE_SECONDS * limits.signal_per_second as f64
+}
+
 fn data_bytes_burst(limits: &Limits) -> f64 {
     (2.0 * limits.data_bytes_per_second as f64).max(crate::signal::MAX_MESSAGE_BYTES as f64)
 }
@@ -117,6 +138,32 @@ fn data_bytes_burst(limits: &Limits) -> f64 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Messages sent at `per_second` for up to `seconds`, as `Rooms` takes them: the
+    /// seconds after which the session was found flooding, if it was.
+    fn flooding_after(per_second: u32, seconds: u32) -> Option<f64> {
+        let limits = Limits::default();
+        let t0 = Instant::now();
+        let mut s = SessionBuckets::new(&limits);
+        for i in 0..per_second * seconds {
+            let at = i as f64 / per_second as f64;
+            let now = t0 + Duration::from_secs_f64(at);
+            if !s.signal(&limits, now) && !s.dropped(&limits, now) {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_flood_is_found_within_a_second_and_a_client_a_little_over_its_rate_never() {
+        let flood = flooding_after(1000, 10).expect("1000 a second is flooding");
+        assert!(flood < 1.0, "found after {flood} s");
+        let loop_ = flooding_after(200, 30).expect("twice the rate is flooding");
+        assert!((2.0..10.0).contains(&loop_), "found after {loop_} s");
+        assert_eq!(flooding_after(110, 60), None);
+        assert_eq!(flooding_after(100, 60), None);
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {

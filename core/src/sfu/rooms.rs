@@ -270,22 +270,31 @@ impl Rooms {
         self.heard(id, now);
         let limits = &self.config.limits;
         let session = self.sessions.get_mut(&id)?;
-        if !session.buckets.signal(limits, now) {
-            let reason = format!(
+        let over = if !session.buckets.signal(limits, now) {
+            Some(format!(
                 "more than {} signal messages a second: dropped",
                 limits.signal_per_second
-            );
-            self.fail(id, ErrorCode::LimitReached, &reason);
-            return None;
-        }
-        if let ClientMessage::Data { message } = &message
+            ))
+        } else if let ClientMessage::Data { message } = &message
             && !session.buckets.data(limits, now, message.payload.len())
         {
-            let reason = format!(
+            Some(format!(
                 "more than {} data messages or {} bytes a second: dropped",
                 limits.data_per_second, limits.data_bytes_per_second
-            );
-            self.fail(id, ErrorCode::LimitReached, &reason);
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = over {
+            if session.buckets.dropped(limits, now) {
+                self.fail(id, ErrorCode::LimitReached, &reason);
+            } else {
+                self.fail(
+                    id,
+                    ErrorCode::Flooding,
+                    "went on far past its limits: closed",
+                );
+            }
             return None;
         }
         let joined = session.member.is_some();

@@ -329,6 +329,9 @@ pub enum ErrorCode {
     /// A per-session or per-server limit (the server's `Limits`): the message was
     /// dropped (or the join refused); the session and its room go on.
     LimitReached,
+    /// The session went on sending far past its limits after `limit_reached` (a client
+    /// in a loop, or a flood): the server closed it.
+    Flooding,
     /// Something went wrong inside the server.
     Internal,
 }
@@ -351,6 +354,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::TooSlow => "too_slow",
             ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::Flooding => "flooding",
             ErrorCode::Internal => "internal",
         }
     }
@@ -385,6 +389,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 4007,
             ErrorCode::TooSlow => 4008,
             ErrorCode::LimitReached => 4009,
+            ErrorCode::Flooding => 4010,
         }
     }
 }

@@ -320,6 +320,7 @@ fn error_codes_have_stable_strings() {
         ErrorCode::Timeout,
         ErrorCode::TooSlow,
         ErrorCode::LimitReached,
+        ErrorCode::Flooding,
         ErrorCode::Internal,
     ] {
         assert_eq!(encode(&code), format!("\"{}\"", code.as_str()));

@@ -202,6 +202,9 @@ pub struct EngineStats {
     /// Signal sessions closed because they did not read their messages as fast as they
     /// came (their bounded queue filled; filled by the driver).
     pub slow_sessions_closed: u64,
+    /// Remote UDP addresses the core knows (each a connection's ICE-checked path): bogus
+    /// datagrams never add one.
+    pub addresses: usize,
 }
 
 type PcKey = (SessionId, PeerRole);
@@ -494,6 +497,7 @@ impl Engine {
             self.stats.participants = self.rooms.participant_count();
             self.stats.rooms = self.rooms.room_count();
             self.stats.sessions = self.peers.len();
+            self.stats.addresses = self.by_addr.len();
         }
         if self.next_nack.is_some_and(|t| t <= now) {
             self.send_upstream_nacks(now);

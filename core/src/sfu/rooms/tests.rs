@@ -663,6 +663,44 @@ fn a_session_past_its_rates_gets_limit_reached_and_the_room_goes_on() {
 }
 
 #[test]
+fn a_session_flooding_past_limit_reached_is_closed_and_the_room_goes_on() {
+    let t0 = Instant::now();
+    let mut r = limited_rooms(crate::sfu::Limits::default());
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    join(&mut r, 2, "b", Role::Speaker, t0);
+    r.drain_effects();
+    // 1,000 pings a second for a second: closed within it, with `flooding`.
+    let mut closed_at = None;
+    for i in 0..1000u64 {
+        let at = t0 + Duration::from_millis(i);
+        r.message(1, ClientMessage::Ping, at, UNIX);
+        let e = r.drain_effects();
+        if e.contains(&Effect::Close(1)) {
+            closed_at = Some(i);
+            assert!(
+                sent_to(&e, 1).iter().any(|m| matches!(
+                    m,
+                    ServerMessage::Error {
+                        code: ErrorCode::Flooding,
+                        ..
+                    }
+                )),
+                "{e:?}"
+            );
+            break;
+        }
+    }
+    let closed_at = closed_at.expect("the flood was not closed");
+    assert!(closed_at < 1000, "closed after {closed_at} ms");
+    assert!(r.member(1).is_none());
+    // b is still in the room and answered.
+    r.message(2, ClientMessage::Ping, t0 + Duration::from_secs(2), UNIX);
+    let e = r.drain_effects();
+    assert_eq!(sent_to(&e, 2), [&ServerMessage::Pong]);
+    assert!(r.member(2).is_some());
+}
+
+#[test]
 fn rooms_and_subscriptions_are_bounded() {
     let t0 = Instant::now();
     let limits = crate::sfu::Limits {
