@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-bash scripts/setup.sh
+bash scripts/setup.sh --run
 exec cargo run --release --quiet -p madang-cli -- demo "$@"

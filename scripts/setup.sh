@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# Installs what madang needs to build and test, when it is missing. Idempotent: a second run
-# changes nothing. Sourced by scripts/run.sh and scripts/test.sh; runnable on its own.
+# Installs what madang needs, when it is missing. Idempotent: a second run changes nothing.
+# Called by scripts/run.sh (with --run) and scripts/test.sh; runnable on its own.
 #
+#   scripts/setup.sh          everything the tests need
+#   scripts/setup.sh --run    only what the main job (`madang demo`, `madang serve`) needs
+#
+# The main job:
 #   nasm    OpenH264's assembly kernels. Must be present BEFORE openh264-sys2 is first built,
 #           or it silently builds a C-only encoder that is ~2.5x slower.
 #   cmake   builds the bundled libopus.
+#   a C compiler, make, pkg-config
+#           the codecs' C and C++ sources.
+# The tests, besides:
 #   ffmpeg  test oracle: an independent H.264 decoder (and x264 in `madang bench codec`).
 #   wasm32  the Rust target the browser module and the core's no-native build use.
 #   chromium, node + playwright-core
 #           a real browser for the WebRTC interop test (Debian's chromium; playwright-core
 #           from npm drives it, no browser download); vite for the package-import test.
+#   fonts-nanum
+#           a Korean font, so headless Chromium draws the demo page's Hangul title.
 #   wasm-bindgen-cli 0.2.130
 #           turns the browser module into wasm/pkg (the CLI must match the pinned
 #           wasm-bindgen; ~12 minutes to build once).
-#   valgrind, a C compiler, make, pkg-config
+#   valgrind
 #           the C ABI tests.
 set -euo pipefail
 
@@ -26,14 +35,22 @@ as_root() {
     fi
 }
 
-# command → Debian package
-declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [ffmpeg]=ffmpeg [pkg-config]=pkg-config [cc]=build-essential
-                     [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs [npm]=npm [valgrind]=valgrind
-                     [make]=make)
+run_only=0
+[ "${1:-}" = "--run" ] && run_only=1
+
+# command → Debian package: the main job's, then the tests'.
+declare -A PACKAGES=([nasm]=nasm [cmake]=cmake [pkg-config]=pkg-config [cc]=build-essential [make]=make)
+if [ "$run_only" -eq 0 ]; then
+    PACKAGES+=([ffmpeg]=ffmpeg [chromium]=chromium [chromedriver]=chromium-driver [node]=nodejs
+               [npm]=npm [valgrind]=valgrind)
+fi
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
 done
+if [ "$run_only" -eq 0 ] && ! fc-list :lang=ko 2>/dev/null | grep -q .; then
+    missing+=(fonts-nanum)
+fi
 nasm_was_missing=0
 command -v nasm >/dev/null 2>&1 || nasm_was_missing=1
 
@@ -53,6 +70,8 @@ if [ "$nasm_was_missing" -eq 1 ]; then
     cargo clean -p openh264-sys2 >/dev/null 2>&1 || true
     cargo clean --release -p openh264-sys2 >/dev/null 2>&1 || true
 fi
+
+[ "$run_only" -eq 1 ] && exit 0
 
 browser_tests="$(dirname "$0")/../core/tests/browser"
 if [ ! -d "$browser_tests/node_modules/playwright-core" ] || [ ! -d "$browser_tests/node_modules/vite" ]; then

@@ -8,9 +8,9 @@
 // other participant's driver writes one when it has measured what it needs, so the length of
 // the call follows what was received, not a fixed pause (bounded by <seconds>).
 // Steps: every page plays every other participant's video (videoWidth > 0, framesDecoded
-// rising in getStats); the first page's chat message reaches the others; the last page stops
-// its camera (the first page shows a placeholder) and starts it again; then it closes and
-// disappears from the first page's grid. SCREENSHOT=<path> saves the first page
+// rising in getStats); the Hangul title has real glyphs; the first page's chat message
+// reaches the others; the last page stops its camera (the first page shows a placeholder)
+// and starts it again; then it closes and disappears from the first page's grid. SCREENSHOT=<path> saves the first page
 // while everyone is there. Exit code 0 when every step passed.
 import { launch } from './chromium.mjs';
 
@@ -88,6 +88,23 @@ try {
     result.steps['frames rising'] = later.every((s, i) => everyone.filter((id) => id !== s.identity)
       .every((id) => s.decoded[`${id}/camera`] > first[i].decoded[`${id}/camera`]));
   }
+  // The page's Hangul title is drawn with real glyphs: without a Korean font both syllables
+  // come out as the same empty box (the setup installs fonts-nanum).
+  result.steps['hangul title'] = await pages[0].evaluate(() => {
+    const h1 = document.querySelector('h1');
+    if (!h1 || !h1.textContent.includes('마당')) return false;
+    const draw = (ch) => {
+      const canvas = document.createElement('canvas');
+      canvas.width = canvas.height = 96;
+      const g = canvas.getContext('2d');
+      g.font = getComputedStyle(h1).font;
+      g.textBaseline = 'top';
+      g.fillText(ch, 8, 8);
+      return g.getImageData(0, 0, 96, 96).data.filter((_, i) => i % 4 === 3);
+    };
+    const [ma, dang] = [draw('마'), draw('당')];
+    return ma.some((v) => v > 0) && ma.some((v, i) => v !== dang[i]);
+  });
   if (process.env.SCREENSHOT) await pages[0].screenshot({ path: process.env.SCREENSHOT });
   if (extra.length) result.steps['held for the other participant'] = await line(deadline - Date.now());
   // Chat from the first page reaches the others.
