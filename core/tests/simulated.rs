@@ -310,3 +310,139 @@ fn a_grid_room_composes_inline_on_simulated_time() {
     assert!(grid >= 15, "{grid} grid pictures in 3 s at 10 fps");
     assert_eq!(seen.pictures(tv, "alice") + seen.pictures(tv, "bob"), 0);
 }
+
+/// Talk-back in a class: a host, twenty centers watching (each would publish 320×180 if let
+/// in), three hands up; the host lets the second in, everyone sees that center, then the
+/// host sends it back and its tile goes away everywhere.
+#[test]
+fn talk_back_a_promoted_center_is_seen_by_every_viewer_and_gone_when_demoted() {
+    use madang::signal::ClientMessage;
+    let mut w = world("lan");
+    // Pictures by (receiver, publisher) with the time each came; other events as they are.
+    let mut pictures: Vec<(usize, String, Duration)> = Vec::new();
+    let mut events: Vec<(usize, RoomEvent, Duration)> = Vec::new();
+    let run = |w: &mut World, seconds: f64, pictures: &mut Vec<_>, events: &mut Vec<_>| {
+        w.run_for(Duration::from_secs_f64(seconds), &mut |i, e, at| match e {
+            RoomEvent::VideoFrame { participant, .. } => pictures.push((i, participant, at)),
+            RoomEvent::AudioFrame { .. } => {}
+            e => events.push((i, e, at)),
+        })
+        .unwrap();
+    };
+    let host = w
+        .join(
+            "cityhall",
+            JoinOptions {
+                role: Role::Host,
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap();
+    let centers: Vec<usize> = (0..20)
+        .map(|c| {
+            let options = JoinOptions {
+                role: Role::Viewer,
+                ..JoinOptions::default()
+            };
+            w.join(&format!("center-{c:02}"), options).unwrap()
+        })
+        .collect();
+    run(&mut w, 2.0, &mut pictures, &mut events);
+    // Viewers publish nothing: only the host's pictures arrive.
+    assert!(pictures.iter().all(|(_, from, _)| from == "cityhall"));
+    for &c in &centers {
+        assert!(
+            pictures.iter().any(|(i, _, _)| *i == c),
+            "{c} sees no class"
+        );
+    }
+
+    // Three hands, in this order; the host sees the queue.
+    for c in [3, 7, 12] {
+        w.send(centers[c], ClientMessage::Hand { raised: true });
+        run(&mut w, 0.1, &mut pictures, &mut events);
+    }
+    let queue = events.iter().rev().find_map(|(i, e, _)| match e {
+        RoomEvent::Hands(q) if *i == host => Some(q.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        queue,
+        Some(vec![
+            "center-03".into(),
+            "center-07".into(),
+            "center-12".into()
+        ])
+    );
+
+    // The second is let in: it starts publishing, and every other participant decodes it.
+    let promoted_at = w.elapsed();
+    w.send(
+        host,
+        ClientMessage::Promote {
+            identity: "center-07".into(),
+        },
+    );
+    run(&mut w, 4.0, &mut pictures, &mut events);
+    let mut first_seen = Vec::new();
+    for (i, &c) in centers.iter().enumerate().filter(|(i, _)| *i != 7) {
+        let seen: Vec<Duration> = pictures
+            .iter()
+            .filter(|(to, from, _)| *to == c && from == "center-07")
+            .map(|p| p.2)
+            .collect();
+        assert!(
+            seen.len() >= 45,
+            "center {i} decoded {} of the promoted center's pictures",
+            seen.len()
+        );
+        first_seen.push(seen[0] - promoted_at);
+    }
+    let to_host = pictures
+        .iter()
+        .filter(|(to, from, _)| *to == host && from == "center-07")
+        .count();
+    assert!(to_host >= 45, "the host decoded {to_host}");
+    first_seen.sort();
+    println!(
+        "promoted center first seen after {:?} (median), {:?} (last of 19 viewers)",
+        first_seen[first_seen.len() / 2],
+        first_seen[first_seen.len() - 1]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(i, e, _)| *i == centers[7] && matches!(e, RoomEvent::HandLowered))
+    );
+
+    // Sent back: everyone sees the role change and the camera end; no picture after.
+    w.send(
+        host,
+        ClientMessage::Demote {
+            identity: "center-07".into(),
+        },
+    );
+    run(&mut w, 0.5, &mut pictures, &mut events);
+    let demoted_at = w.elapsed();
+    run(&mut w, 2.0, &mut pictures, &mut events);
+    for i in std::iter::once(host).chain(centers.iter().copied()) {
+        let saw = |f: &dyn Fn(&RoomEvent) -> bool| events.iter().any(|(to, e, _)| *to == i && f(e));
+        assert!(
+            saw(
+                &|e| matches!(e, RoomEvent::RoleChanged { identity, role: Role::Viewer } if identity == "center-07")
+            ),
+            "{i} not told of the demotion"
+        );
+        if i != centers[7] {
+            assert!(
+                saw(&|e| matches!(e, RoomEvent::TrackUnpublished(t) if t == "center-07/camera")),
+                "{i}: the promoted center's camera did not end"
+            );
+        }
+    }
+    let after = pictures
+        .iter()
+        .filter(|(_, from, at)| from == "center-07" && *at > demoted_at)
+        .count();
+    assert_eq!(after, 0, "pictures of a demoted center after its demotion");
+}

@@ -299,7 +299,8 @@ impl Room {
         &self.room
     }
 
-    /// This participant as the others see it.
+    /// This participant as the others saw it when it joined (a host may change its role
+    /// since: [`RoomEvent::RoleChanged`]).
     pub fn local(&self) -> &ParticipantInfo {
         &self.local
     }
@@ -512,6 +513,49 @@ impl Room {
         self.send_raw(ClientMessage::Layout(layout.clone()))?;
         *last = Some(layout);
         Ok(())
+    }
+
+    /// Raises (or lowers) this viewer's hand to ask to be heard; the room's hosts get
+    /// [`RoomEvent::Hands`]. Only viewers raise a hand (others get a `permission_denied`
+    /// error event).
+    pub fn raise_hand(&self, raised: bool) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Hand { raised })
+    }
+
+    /// Host only: sends `identity`'s raised hand back.
+    pub fn lower_hand(&self, identity: &str) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::LowerHand {
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// Host only: lets viewer `identity` in as a speaker; a madang client then publishes
+    /// what its options ask for.
+    pub fn promote(&self, identity: &str) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Promote {
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// Host only: makes speaker `identity` a viewer again; its tracks end for everyone.
+    pub fn demote(&self, identity: &str) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Demote {
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// Host only: mutes `identity`'s microphone for everyone (it may unmute itself).
+    pub fn mute_participant(&self, identity: &str) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::MuteParticipant {
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// Host only: removes `identity` from the room (hosts cannot be removed).
+    pub fn remove_participant(&self, identity: &str) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Remove {
+            identity: identity.to_owned(),
+        })
     }
 
     /// Sends any protocol message as is (for tools and tests that need the raw protocol).

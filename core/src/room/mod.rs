@@ -184,6 +184,20 @@ pub enum RoomEvent {
     Data(DataMessage),
     /// The loudest participants, loudest first.
     ActiveSpeaker(Vec<Speaker>),
+    /// To hosts: the raised hands, first raised first (whenever the queue changes).
+    Hands(Vec<String>),
+    /// A host lowered this participant's raised hand (sent it back, or let it in: a
+    /// [`RoleChanged`](RoomEvent::RoleChanged) follows then).
+    HandLowered,
+    /// A host promoted or demoted someone. When it is this participant: made a speaker, it
+    /// starts publishing what [`RoomOptions`] asks for; made a viewer, it has stopped (its
+    /// tracks ended for everyone).
+    RoleChanged {
+        /// Whose role.
+        identity: String,
+        /// The new role.
+        role: crate::signal::Role,
+    },
     /// The server reported an error.
     Error {
         /// Stable code.

@@ -36,6 +36,8 @@ pub struct RoomState {
     speakers: Vec<Speaker>,
     /// Videos the server paused towards this participant (its downlink cannot carry them).
     paused: BTreeSet<String>,
+    /// Raised hands, first raised first (the server tells hosts only).
+    hands: Vec<String>,
 }
 
 impl RoomState {
@@ -49,6 +51,12 @@ impl RoomState {
     /// This participant, once joined.
     pub fn local(&self) -> Option<&ParticipantInfo> {
         self.local.as_ref()
+    }
+
+    /// Raised hands, first raised first: what the server last told this participant, a
+    /// host (others are not told; empty for them).
+    pub fn hands(&self) -> &[String] {
+        &self.hands
     }
 
     /// Whether `identity` is this participant.
@@ -191,6 +199,18 @@ impl RoomState {
                 self.speakers = speakers.clone();
                 true
             }
+            ServerMessage::RoleChanged { identity, role } => {
+                for p in self.people.iter_mut().chain(self.local.as_mut()) {
+                    if p.identity == *identity {
+                        p.role = *role;
+                    }
+                }
+                true
+            }
+            ServerMessage::Hands { queue } => {
+                self.hands = queue.clone();
+                false
+            }
             ServerMessage::Slots { slots } => {
                 self.slots = slots
                     .iter()
@@ -207,6 +227,24 @@ impl RoomState {
 mod tests {
     use super::*;
     use crate::signal::{LeaveReason, Role, TrackSlot};
+
+    #[test]
+    fn roles_follow_promotions_and_hosts_keep_the_queue_of_hands() {
+        let mut room = joined();
+        let promoted = ServerMessage::RoleChanged {
+            identity: "me".into(),
+            role: Role::Host,
+        };
+        assert!(room.apply(&promoted));
+        assert_eq!(room.local().map(|l| l.role), Some(Role::Host));
+        let me = room.people().iter().find(|p| p.identity == "me");
+        assert_eq!(me.map(|p| p.role), Some(Role::Host));
+        let queue = vec!["a".to_string(), "b".to_string()];
+        room.apply(&ServerMessage::Hands {
+            queue: queue.clone(),
+        });
+        assert_eq!(room.hands(), queue);
+    }
 
     fn person(id: &str) -> ParticipantInfo {
         ParticipantInfo {

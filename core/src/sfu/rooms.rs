@@ -3,7 +3,7 @@
 //! facts and `now`, and answers with [`Effect`]s (messages to send, sessions to close). The
 //! engine does the WebRTC and socket work around it; tests drive it on simulated time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::slots::{SlotView, assign};
@@ -12,8 +12,8 @@ use super::token::verify;
 use crate::grid::layout::{Layout, Rect, Tile};
 use crate::signal::{
     ClientMessage, DataMessage, ErrorCode, IceCandidate, LeaveReason, MAX_TILE_SIDE, MAX_TILES,
-    PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack, ServerMessage, TrackInfo, TrackKind,
-    TrackSlot, TrackSource, valid_display_name,
+    PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack, Role, ServerMessage, TrackInfo,
+    TrackKind, TrackSlot, TrackSource, valid_display_name,
 };
 
 /// Identifies one signal session (one WebSocket).
@@ -26,6 +26,9 @@ pub enum Effect {
     Send(SessionId, ServerMessage),
     /// Tear the session down: close its connections and its WebSocket.
     Close(SessionId),
+    /// Close the session's publishing connection and forget what it published (a host
+    /// demoted it); the session stays.
+    EndPublishing(SessionId),
 }
 
 /// Signal work that needs the WebRTC engine, handed back by [`Rooms::message`] once the
@@ -114,6 +117,10 @@ struct Room {
     tracks: BTreeMap<String, RoomTrack>,
     /// Room track id → subscriber slots carrying it.
     carriers: BTreeMap<String, Vec<(SessionId, usize)>>,
+    /// Viewers' raised hands, first raised first.
+    hands: Vec<String>,
+    /// Microphones a host muted: not forwarded until their publisher unmutes them.
+    host_muted: BTreeSet<String>,
 }
 
 /// All rooms of one server.
@@ -155,6 +162,7 @@ impl Rooms {
     pub fn carriers(&self, room: &str, track: &str) -> &[(SessionId, usize)] {
         self.rooms
             .get(room)
+            .filter(|r| r.host_muted.is_empty() || !r.host_muted.contains(track))
             .and_then(|r| r.carriers.get(track))
             .map_or(&[], Vec::as_slice)
     }
@@ -414,6 +422,30 @@ impl Rooms {
                 }
                 None
             }
+            ClientMessage::Hand { raised } => {
+                self.hand(id, raised);
+                None
+            }
+            ClientMessage::LowerHand { identity } => {
+                self.host_command(id, &identity, HostCommand::LowerHand);
+                None
+            }
+            ClientMessage::Promote { identity } => {
+                self.host_command(id, &identity, HostCommand::Promote);
+                None
+            }
+            ClientMessage::Demote { identity } => {
+                self.host_command(id, &identity, HostCommand::Demote);
+                None
+            }
+            ClientMessage::MuteParticipant { identity } => {
+                self.host_command(id, &identity, HostCommand::Mute);
+                None
+            }
+            ClientMessage::Remove { identity } => {
+                self.host_command(id, &identity, HostCommand::Remove);
+                None
+            }
             ClientMessage::Ping => {
                 self.effects
                     .push_back(Effect::Send(id, ServerMessage::Pong));
@@ -517,6 +549,13 @@ impl Rooms {
         else {
             return;
         };
+        if self.rooms.get(&room).is_some_and(|r| {
+            !r.host_muted.is_empty()
+                && r.host_muted
+                    .contains(&TrackSource::Microphone.track_id(&identity))
+        }) {
+            return; // a host muted it: not heard, not a speaker
+        }
         self.speakers
             .entry(room)
             .or_insert_with(|| {
@@ -545,10 +584,10 @@ impl Rooms {
             },
         ));
         if code.is_fatal() {
-            let leave = if code == ErrorCode::Timeout {
-                LeaveReason::Timeout
-            } else {
-                LeaveReason::Error
+            let leave = match code {
+                ErrorCode::Timeout => LeaveReason::Timeout,
+                ErrorCode::Removed => LeaveReason::Removed,
+                _ => LeaveReason::Error,
             };
             self.remove(id, leave);
         }
@@ -685,11 +724,21 @@ impl Rooms {
                 tracks,
             },
         ));
+        let host = info.role == Role::Host;
         self.broadcast(
             &claims.room,
             Some(id),
             ServerMessage::ParticipantJoined { participant: info },
         );
+        if let Some(queue) = self
+            .rooms
+            .get(&claims.room)
+            .filter(|r| host && !r.hands.is_empty())
+            .map(|r| r.hands.clone())
+        {
+            self.effects
+                .push_back(Effect::Send(id, ServerMessage::Hands { queue }));
+        }
         self.reassign(id);
     }
 
@@ -796,6 +845,9 @@ impl Rooms {
                 }
                 !drop
             });
+            for track in &removed {
+                room.host_muted.remove(track);
+            }
         }
         for track in &removed {
             self.broadcast(
@@ -832,6 +884,12 @@ impl Rooms {
             .filter(|t| t.publisher == id)
             .map(|t| t.info.muted = muted)
             .is_some();
+        if owned
+            && !muted
+            && let Some(r) = self.rooms.get_mut(&room)
+        {
+            r.host_muted.remove(&track);
+        }
         if owned {
             self.broadcast(&room, Some(id), ServerMessage::TrackMuted { track, muted });
         }
@@ -885,6 +943,7 @@ impl Rooms {
         if let Some(s) = self.speakers.get_mut(&*room_name) {
             s.remove(&member.info.identity);
         }
+        self.take_hand(&room_name, &member.info.identity);
         let removed_tracks = self.drop_tracks(&room_name, |_, t| t.publisher == id);
         self.broadcast(
             &room_name,
@@ -906,6 +965,9 @@ impl Rooms {
         }
     }
 }
+
+mod talkback;
+use talkback::HostCommand;
 
 #[cfg(test)]
 mod tests;

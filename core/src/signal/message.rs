@@ -278,6 +278,8 @@ pub enum LeaveReason {
     Error,
     /// The server is shutting down.
     ServerShutdown,
+    /// A host removed it.
+    Removed,
 }
 
 impl LeaveReason {
@@ -290,6 +292,7 @@ impl LeaveReason {
             LeaveReason::Replaced => "replaced",
             LeaveReason::Error => "error",
             LeaveReason::ServerShutdown => "server_shutdown",
+            LeaveReason::Removed => "removed",
         }
     }
 }
@@ -332,6 +335,10 @@ pub enum ErrorCode {
     /// The session went on sending far past its limits after `limit_reached` (a client
     /// in a loop, or a flood): the server closed it.
     Flooding,
+    /// A host removed the participant from the room.
+    Removed,
+    /// A host's command named a participant who is not in the room (not fatal).
+    UnknownParticipant,
     /// Something went wrong inside the server.
     Internal,
 }
@@ -355,14 +362,20 @@ impl ErrorCode {
             ErrorCode::TooSlow => "too_slow",
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Flooding => "flooding",
+            ErrorCode::Removed => "removed",
+            ErrorCode::UnknownParticipant => "unknown_participant",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Whether the server closes the session after sending this error. Only a refused
-    /// publication and a limit reached leave the session open.
+    /// command (`permission_denied`, `unknown_participant`) and a limit reached leave the
+    /// session open.
     pub fn is_fatal(self) -> bool {
-        !matches!(self, ErrorCode::PermissionDenied | ErrorCode::LimitReached)
+        !matches!(
+            self,
+            ErrorCode::PermissionDenied | ErrorCode::LimitReached | ErrorCode::UnknownParticipant
+        )
     }
 }
 
@@ -390,6 +403,8 @@ impl ErrorCode {
             ErrorCode::TooSlow => 4008,
             ErrorCode::LimitReached => 4009,
             ErrorCode::Flooding => 4010,
+            ErrorCode::Removed => 4011,
+            ErrorCode::UnknownParticipant => 4012,
         }
     }
 }
@@ -470,6 +485,41 @@ pub enum ClientMessage {
     /// forwards each subscribed video at no larger a simulcast layer than its tile needs,
     /// and a subscribed video with no tile not at all; each one replaces the last.
     Layout(ViewLayout),
+    /// A viewer raises (`true`) or lowers its hand to ask to be heard; hosts see the queue
+    /// (`hands`). Only viewers raise a hand.
+    Hand {
+        /// New state.
+        raised: bool,
+    },
+    /// Host only: lowers another participant's raised hand (sends it back).
+    LowerHand {
+        /// Whose.
+        identity: String,
+    },
+    /// Host only: makes a viewer a speaker, who may publish from then on; its hand is
+    /// lowered. Everyone is told (`role_changed`).
+    Promote {
+        /// Whom.
+        identity: String,
+    },
+    /// Host only: makes a speaker a viewer again; its tracks end for everyone.
+    Demote {
+        /// Whom.
+        identity: String,
+    },
+    /// Host only: mutes a participant's microphone. The server stops forwarding it and the
+    /// room, the participant included, sees it muted (`track_muted`) until the participant
+    /// unmutes it itself.
+    MuteParticipant {
+        /// Whose.
+        identity: String,
+    },
+    /// Host only: removes a participant; its session is closed with `removed`, the room
+    /// sees it leave with reason `removed`.
+    Remove {
+        /// Whom.
+        identity: String,
+    },
     /// Keep-alive; the server answers `pong`.
     Ping,
     /// Leaving; the server tells the room and closes the session.
@@ -580,6 +630,23 @@ pub enum ServerMessage {
     Data {
         /// The message, `from` filled in by the server.
         message: DataMessage,
+    },
+    /// To hosts: the raised hands, in the order they were raised. Sent whenever the queue
+    /// changes, and at a host's join when it is not empty.
+    Hands {
+        /// Identities, first raised first.
+        queue: Vec<String>,
+    },
+    /// To a participant whose raised hand a host lowered (or a promotion answered).
+    HandLowered,
+    /// A host promoted or demoted a participant; to everyone in the room, the participant
+    /// included. A viewer made a speaker may publish from then on; a speaker made a viewer
+    /// has had its tracks ended.
+    RoleChanged {
+        /// Whose.
+        identity: String,
+        /// The new role.
+        role: Role,
     },
     /// Answer to `ping`.
     Pong,

@@ -58,6 +58,22 @@ fn all_client_messages() -> Vec<ClientMessage> {
                 height: 144,
             }],
         }),
+        ClientMessage::Hand { raised: true },
+        ClientMessage::LowerHand {
+            identity: "center-017".into(),
+        },
+        ClientMessage::Promote {
+            identity: "center-017".into(),
+        },
+        ClientMessage::Demote {
+            identity: "center-017".into(),
+        },
+        ClientMessage::MuteParticipant {
+            identity: "center-017".into(),
+        },
+        ClientMessage::Remove {
+            identity: "center-017".into(),
+        },
         ClientMessage::Ping,
         ClientMessage::Leave,
     ]
@@ -78,9 +94,15 @@ fn client_variant(m: &ClientMessage) -> usize {
         ClientMessage::Layout(_) => 8,
         ClientMessage::Ping => 9,
         ClientMessage::Leave => 10,
+        ClientMessage::Hand { .. } => 11,
+        ClientMessage::LowerHand { .. } => 12,
+        ClientMessage::Promote { .. } => 13,
+        ClientMessage::Demote { .. } => 14,
+        ClientMessage::MuteParticipant { .. } => 15,
+        ClientMessage::Remove { .. } => 16,
     }
 }
-const CLIENT_VARIANTS: usize = 11;
+const CLIENT_VARIANTS: usize = 17;
 
 /// As [`client_variant`], for the server's messages.
 fn server_variant(m: &ServerMessage) -> usize {
@@ -100,9 +122,12 @@ fn server_variant(m: &ServerMessage) -> usize {
         ServerMessage::Data { .. } => 12,
         ServerMessage::Pong => 13,
         ServerMessage::Error { .. } => 14,
+        ServerMessage::Hands { .. } => 15,
+        ServerMessage::HandLowered => 16,
+        ServerMessage::RoleChanged { .. } => 17,
     }
 }
-const SERVER_VARIANTS: usize = 15;
+const SERVER_VARIANTS: usize = 18;
 
 /// The `type` tag `m` goes over the wire with.
 fn tag(text: &str) -> String {
@@ -248,6 +273,14 @@ fn all_server_messages() -> Vec<ServerMessage> {
                 payload: "hi".into(),
             },
         },
+        ServerMessage::Hands {
+            queue: vec!["center-017".into(), "center-212".into()],
+        },
+        ServerMessage::HandLowered,
+        ServerMessage::RoleChanged {
+            identity: "center-017".into(),
+            role: Role::Speaker,
+        },
         ServerMessage::Pong,
         ServerMessage::Error {
             code: ErrorCode::TokenExpired,
@@ -321,6 +354,8 @@ fn error_codes_have_stable_strings() {
         ErrorCode::TooSlow,
         ErrorCode::LimitReached,
         ErrorCode::Flooding,
+        ErrorCode::Removed,
+        ErrorCode::UnknownParticipant,
         ErrorCode::Internal,
     ] {
         assert_eq!(encode(&code), format!("\"{}\"", code.as_str()));
@@ -344,6 +379,7 @@ fn error_codes_have_stable_strings() {
         LeaveReason::Replaced,
         LeaveReason::Error,
         LeaveReason::ServerShutdown,
+        LeaveReason::Removed,
     ] {
         assert_eq!(encode(&reason), format!("\"{}\"", reason.as_str()));
     }

@@ -517,6 +517,7 @@ impl Session {
                 tracks,
                 ..
             } => {
+                let can_publish = participant.role.can_publish();
                 self.joined = Some(Joined {
                     room,
                     local: participant,
@@ -524,11 +525,9 @@ impl Session {
                     tracks,
                 });
                 self.phase = Phase::Joined;
-                if let Err(e) = self.start_publishing(now) {
-                    self.events.push_back(RoomEvent::Error {
-                        code: ErrorCode::NegotiationFailed,
-                        reason: e.to_string(),
-                    });
+                // A viewer publishes nothing until a host promotes it.
+                if can_publish {
+                    self.publish_now(now);
                 }
                 None
             }
@@ -581,6 +580,14 @@ impl Session {
                 Some(RoomEvent::VideoPaused { track, paused })
             }
             ServerMessage::ActiveSpeaker { speakers } => Some(RoomEvent::ActiveSpeaker(speakers)),
+            ServerMessage::Hands { queue } => Some(RoomEvent::Hands(queue)),
+            ServerMessage::HandLowered => Some(RoomEvent::HandLowered),
+            ServerMessage::RoleChanged { identity, role } => {
+                if self.state.is_local(&identity) {
+                    self.on_own_role(now, role);
+                }
+                Some(RoomEvent::RoleChanged { identity, role })
+            }
             ServerMessage::Data { message } => Some(RoomEvent::Data(message)),
             ServerMessage::Error { code, reason } => {
                 if self.phase == Phase::Joining {
@@ -757,6 +764,36 @@ impl Session {
         match role {
             PeerRole::Publisher => self.learn_send_parameters(),
             PeerRole::Subscriber => self.renegotiate(now),
+        }
+    }
+
+    /// Starts the publishing connection; a failure is an event.
+    fn publish_now(&mut self, now: Instant) {
+        if let Err(e) = self.start_publishing(now) {
+            self.events.push_back(RoomEvent::Error {
+                code: ErrorCode::NegotiationFailed,
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    /// A host changed this participant's role: a speaker (or host) publishes what the
+    /// configuration asks for, a viewer stops (the server has ended its tracks and its side
+    /// of the publishing connection).
+    fn on_own_role(&mut self, now: Instant, role: crate::signal::Role) {
+        if let Some(joined) = self.joined.as_mut() {
+            joined.local.role = role;
+        }
+        if role.can_publish() {
+            if self.publisher.is_none() {
+                self.publish_now(now);
+            }
+        } else if let Some(mut old) = self.publisher.take() {
+            let _ = old.pc.close();
+            self.answered[Which::Publisher as usize] = None;
+            self.deadlines[Which::Publisher as usize] = None;
+            self.video_out.clear();
+            self.audio_out = None;
         }
     }
 

@@ -610,8 +610,25 @@ impl Engine {
                     }
                 }
                 Effect::Close(id) => self.teardown(id),
+                Effect::EndPublishing(id) => self.end_publishing(id),
             }
         }
+    }
+
+    /// Closes a session's publishing connection with what it published (a host demoted
+    /// it): a later promotion starts a new one.
+    fn end_publishing(&mut self, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Some(mut pc) = peer.publisher.take() {
+            self.by_ufrag.remove(&pc.ufrag);
+            let _ = pc.pc.close();
+        }
+        peer.published.clear();
+        peer.publish_mids.clear();
+        self.by_addr.retain(|_, k| *k != (id, PeerRole::Publisher));
+        self.dirty.remove(&(id, PeerRole::Publisher));
     }
 
     /// Sends a message to a session now (answers that the policy does not produce).

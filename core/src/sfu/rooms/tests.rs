@@ -746,3 +746,289 @@ fn rooms_and_subscriptions_are_bounded() {
     );
     assert_eq!(limited(&r.drain_effects(), 1), 1);
 }
+
+/// Talk-back tests: a class room of host 1, viewers 2–4 and speaker 5.
+fn class() -> Rooms {
+    let t0 = Instant::now();
+    let mut r = limited_rooms(crate::sfu::Limits::default());
+    join(&mut r, 1, "cityhall", Role::Host, t0);
+    for (id, who) in [(2, "center-a"), (3, "center-b"), (4, "center-c")] {
+        join(&mut r, id, who, Role::Viewer, t0);
+    }
+    join(&mut r, 5, "district", Role::Speaker, t0);
+    r.drain_effects();
+    r
+}
+
+fn say(r: &mut Rooms, id: SessionId, message: ClientMessage) -> Vec<Effect> {
+    r.message(id, message, Instant::now(), UNIX);
+    r.drain_effects()
+}
+
+/// The last `hands` queue sent to `id` among `effects`.
+fn hands_to(effects: &[Effect], id: SessionId) -> Option<Vec<String>> {
+    sent_to(effects, id).iter().rev().find_map(|m| match m {
+        ServerMessage::Hands { queue } => Some(queue.clone()),
+        _ => None,
+    })
+}
+
+/// The error codes sent to `id` among `effects`.
+fn errors_to(effects: &[Effect], id: SessionId) -> Vec<ErrorCode> {
+    sent_to(effects, id)
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn role_of(r: &Rooms, id: SessionId) -> Option<Role> {
+    Some(r.sessions.get(&id)?.member.as_ref()?.info.role)
+}
+
+#[test]
+fn hands_queue_in_order_and_clear_on_promotion_lowering_and_leave() {
+    let mut r = class();
+    let raise = ClientMessage::Hand { raised: true };
+    // b, a, c raise in that order; the host sees the queue grow, viewers see nothing.
+    say(&mut r, 3, raise.clone());
+    say(&mut r, 2, raise.clone());
+    let e = say(&mut r, 4, raise.clone());
+    let queue = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        hands_to(&e, 1),
+        queue(&["center-b", "center-a", "center-c"])
+    );
+    assert_eq!(hands_to(&e, 2), None);
+    // Raising twice changes nothing; a speaker cannot raise a hand.
+    assert!(say(&mut r, 2, raise.clone()).is_empty());
+    let e = say(&mut r, 5, raise.clone());
+    assert_eq!(errors_to(&e, 5), [ErrorCode::PermissionDenied]);
+    assert_eq!(hands_to(&e, 1), None);
+
+    // The host lets the second in: it is told its hand is down, everyone sees the new role,
+    // the host sees the queue without it, and its offer to publish is taken.
+    let e = say(
+        &mut r,
+        1,
+        ClientMessage::Promote {
+            identity: "center-a".into(),
+        },
+    );
+    assert!(sent_to(&e, 2).contains(&&ServerMessage::HandLowered));
+    for id in 1..=5 {
+        assert!(
+            sent_to(&e, id).contains(&&ServerMessage::RoleChanged {
+                identity: "center-a".into(),
+                role: Role::Speaker
+            }),
+            "{id}: {e:?}"
+        );
+    }
+    assert_eq!(hands_to(&e, 1), queue(&["center-b", "center-c"]));
+    assert_eq!(role_of(&r, 2), Some(Role::Speaker));
+    let offer = ClientMessage::Offer {
+        pc: PeerRole::Publisher,
+        sdp: "v=0".into(),
+        publish: camera_and_mic(),
+    };
+    assert!(r.message(2, offer, Instant::now(), UNIX).is_some());
+
+    // Sent back: c is told, the queue shrinks.
+    let e = say(
+        &mut r,
+        1,
+        ClientMessage::LowerHand {
+            identity: "center-c".into(),
+        },
+    );
+    assert!(sent_to(&e, 4).contains(&&ServerMessage::HandLowered));
+    assert_eq!(hands_to(&e, 1), queue(&["center-b"]));
+    // b leaves: the queue is empty.
+    let e = say(&mut r, 3, ClientMessage::Leave);
+    assert_eq!(hands_to(&e, 1), queue(&[]));
+    // A host who joins later is given the queue at once.
+    say(&mut r, 4, raise);
+    join(&mut r, 6, "mayor", Role::Host, Instant::now());
+    assert_eq!(hands_to(&r.drain_effects(), 6), queue(&["center-c"]));
+}
+
+#[test]
+fn only_hosts_promote_demote_mute_and_remove_and_nothing_changes_otherwise() {
+    let mut r = class();
+    let commands = |who: &str| {
+        let identity = who.to_string();
+        vec![
+            ClientMessage::LowerHand {
+                identity: identity.clone(),
+            },
+            ClientMessage::Promote {
+                identity: identity.clone(),
+            },
+            ClientMessage::Demote {
+                identity: identity.clone(),
+            },
+            ClientMessage::MuteParticipant {
+                identity: identity.clone(),
+            },
+            ClientMessage::Remove { identity },
+        ]
+    };
+    // A viewer and a speaker try each command, on each other and on the host.
+    for (from, target) in [
+        (2, "district"),
+        (5, "center-a"),
+        (5, "cityhall"),
+        (2, "center-a"),
+    ] {
+        for command in commands(target) {
+            let e = say(&mut r, from, command.clone());
+            assert_eq!(
+                errors_to(&e, from),
+                [ErrorCode::PermissionDenied],
+                "{command:?}"
+            );
+            assert_eq!(e.len(), 1, "{from} {command:?} changed something: {e:?}");
+        }
+    }
+    assert_eq!(role_of(&r, 2), Some(Role::Viewer));
+    assert_eq!(role_of(&r, 5), Some(Role::Speaker));
+    // The host names someone not there: told so, its session stays.
+    for command in commands("nobody") {
+        let e = say(&mut r, 1, command);
+        assert_eq!(errors_to(&e, 1), [ErrorCode::UnknownParticipant]);
+        assert!(!e.contains(&Effect::Close(1)));
+    }
+    // Hosts cannot demote or remove hosts.
+    join(&mut r, 6, "mayor", Role::Host, Instant::now());
+    r.drain_effects();
+    for command in [
+        ClientMessage::Demote {
+            identity: "mayor".into(),
+        },
+        ClientMessage::Remove {
+            identity: "mayor".into(),
+        },
+    ] {
+        let e = say(&mut r, 1, command);
+        assert_eq!(errors_to(&e, 1), [ErrorCode::PermissionDenied]);
+        assert_eq!(role_of(&r, 6), Some(Role::Host));
+    }
+    // A viewer promoting itself, via a forged message, is still a viewer.
+    say(
+        &mut r,
+        3,
+        ClientMessage::Promote {
+            identity: "center-b".into(),
+        },
+    );
+    assert_eq!(role_of(&r, 3), Some(Role::Viewer));
+}
+
+#[test]
+fn demoted_tracks_end_for_everyone_a_muted_microphone_is_not_forwarded_and_removal_closes() {
+    let mut r = class();
+    // The district publishes camera and microphone; center-a receives both.
+    r.published(5, &camera_and_mic());
+    r.slots_added(
+        2,
+        vec![
+            (TrackKind::Audio, "0".into()),
+            (TrackKind::Video, "1".into()),
+        ],
+    );
+    r.drain_effects();
+    assert_eq!(r.carriers("hall", "district/microphone"), &[(2, 0)]);
+
+    // Muted by the host: everyone sees it, the district included; not forwarded.
+    let mute = ClientMessage::MuteParticipant {
+        identity: "district".into(),
+    };
+    let e = say(&mut r, 1, mute);
+    let muted = ServerMessage::TrackMuted {
+        track: "district/microphone".into(),
+        muted: true,
+    };
+    for id in 1..=5 {
+        assert!(sent_to(&e, id).contains(&&muted), "{id}: {e:?}");
+    }
+    assert!(r.carriers("hall", "district/microphone").is_empty());
+    assert_eq!(r.carriers("hall", "district/camera"), &[(2, 1)]);
+    // Its level no longer makes it a speaker.
+    let now = Instant::now();
+    for i in 0..20 {
+        r.audio_level(5, 10, now + Duration::from_millis(20 * i));
+    }
+    assert!(
+        r.speakers("hall", now + Duration::from_millis(400))
+            .is_empty()
+    );
+    // It unmutes itself: forwarded again.
+    let unmute = ClientMessage::Mute {
+        track: "district/microphone".into(),
+        muted: false,
+    };
+    say(&mut r, 5, unmute);
+    assert_eq!(r.carriers("hall", "district/microphone"), &[(2, 0)]);
+    let later = now + Duration::from_secs(5);
+    for i in 0..20 {
+        r.audio_level(5, 10, later + Duration::from_millis(20 * i));
+    }
+    assert_eq!(
+        r.speakers("hall", later + Duration::from_millis(400))
+            .iter()
+            .map(|s| s.identity.as_str())
+            .collect::<Vec<_>>(),
+        ["district"],
+        "heard again"
+    );
+
+    // Demoted: a viewer again, its tracks end for everyone, and it may not publish.
+    let e = say(
+        &mut r,
+        1,
+        ClientMessage::Demote {
+            identity: "district".into(),
+        },
+    );
+    for id in [1, 2, 3, 4] {
+        let got = sent_to(&e, id);
+        for track in ["district/camera", "district/microphone"] {
+            let ended = ServerMessage::TrackUnpublished {
+                track: track.into(),
+            };
+            assert!(got.contains(&&ended), "{id}: {e:?}");
+        }
+    }
+    assert_eq!(role_of(&r, 5), Some(Role::Viewer));
+    assert!(e.contains(&Effect::EndPublishing(5)));
+    assert!(r.track("hall", "district/camera").is_none());
+    let offer = ClientMessage::Offer {
+        pc: PeerRole::Publisher,
+        sdp: "v=0".into(),
+        publish: camera_and_mic(),
+    };
+    assert_eq!(r.message(5, offer, Instant::now(), UNIX), None);
+    assert_eq!(
+        errors_to(&r.drain_effects(), 5),
+        [ErrorCode::PermissionDenied]
+    );
+
+    // Removed: closed with `removed`, the room sees why.
+    let e = say(
+        &mut r,
+        1,
+        ClientMessage::Remove {
+            identity: "center-b".into(),
+        },
+    );
+    assert_eq!(errors_to(&e, 3), [ErrorCode::Removed]);
+    assert!(e.contains(&Effect::Close(3)));
+    assert!(sent_to(&e, 2).contains(&&ServerMessage::ParticipantLeft {
+        identity: "center-b".into(),
+        reason: LeaveReason::Removed
+    }));
+    assert!(r.member(3).is_none());
+}
