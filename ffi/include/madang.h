@@ -137,6 +137,16 @@ enum madang_event_kind
   // The server stopped (`paused` true) or resumed forwarding the video `track` because
   // of what this client's downlink carries; audio goes on. Show the placeholder meanwhile.
   MADANG_EVENT_VIDEO_PAUSED = 15,
+  // To hosts: the raised hands, first raised first, in `text`, one identity per line
+  // (empty when none is up).
+  MADANG_EVENT_HANDS = 16,
+  // A host lowered this client's raised hand (sent it back, or let it in:
+  // `ROLE_CHANGED` follows then).
+  MADANG_EVENT_HAND_LOWERED = 17,
+  // A host promoted or demoted `participant`: `text` is the new role ("speaker",
+  // "viewer"). When it is this client: made a speaker, it starts publishing what its
+  // configuration asks for (push frames from then on); made a viewer, it stopped.
+  MADANG_EVENT_ROLE_CHANGED = 18,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -448,6 +458,61 @@ madang_result madang_client_push_audio_frame(madang_client *client,
 madang_result madang_client_send_data(madang_client *client,
                                       const char *topic,
                                       const char *payload);
+
+// Raises (`raised` true) or lowers this viewer's hand to ask to be heard; the room's
+// hosts get `MADANG_EVENT_HANDS`. Only viewers raise a hand (others get a
+// `MADANG_EVENT_ERROR` "permission_denied").
+//
+// Errors: NULL, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`.
+madang_result madang_client_raise_hand(madang_client *client, bool raised);
+
+// Host only: sends `identity`'s raised hand back (it gets `MADANG_EVENT_HAND_LOWERED`).
+// The server refuses it from anyone but a host (`MADANG_EVENT_ERROR` "permission_denied")
+// and for someone not in the room ("unknown_participant").
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+madang_result madang_client_lower_hand(madang_client *client, const char *identity);
+
+// Host only: lets viewer `identity` in as a speaker (everyone gets
+// `MADANG_EVENT_ROLE_CHANGED`; a madang client then publishes). Refused as
+// `madang_client_lower_hand` is.
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+madang_result madang_client_promote(madang_client *client, const char *identity);
+
+// Host only: makes speaker `identity` a viewer again; its tracks end for everyone.
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+madang_result madang_client_demote(madang_client *client, const char *identity);
+
+// Host only: mutes `identity`'s microphone for everyone (`MADANG_EVENT_TRACK_MUTED`, to
+// it too; it may unmute itself).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+madang_result madang_client_mute_participant(madang_client *client, const char *identity);
+
+// Host only: removes `identity` from the room (hosts cannot be removed).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+madang_result madang_client_remove_participant(madang_client *client, const char *identity);
 
 // Changes the arrangement of the composited grid (a `madang_layout_mode`). Grid receive mode
 // only.

@@ -81,6 +81,16 @@ pub enum madang_event_kind {
     /// The server stopped (`paused` true) or resumed forwarding the video `track` because
     /// of what this client's downlink carries; audio goes on. Show the placeholder meanwhile.
     MADANG_EVENT_VIDEO_PAUSED = 15,
+    /// To hosts: the raised hands, first raised first, in `text`, one identity per line
+    /// (empty when none is up).
+    MADANG_EVENT_HANDS = 16,
+    /// A host lowered this client's raised hand (sent it back, or let it in:
+    /// `ROLE_CHANGED` follows then).
+    MADANG_EVENT_HAND_LOWERED = 17,
+    /// A host promoted or demoted `participant`: `text` is the new role ("speaker",
+    /// "viewer"). When it is this client: made a speaker, it starts publishing what its
+    /// configuration asks for (push frames from then on); made a viewer, it stopped.
+    MADANG_EVENT_ROLE_CHANGED = 18,
 }
 
 /// An I420 picture: three planes with their strides (bytes per row).
@@ -686,16 +696,154 @@ pub unsafe extern "C" fn madang_client_send_data(
             (Err(e), _) | (_, Err(e)) => return e,
         };
         // SAFETY: per the contract.
-        unsafe {
-            with_client(client, |c| match c.session() {
-                Ok(s) => match s.room.send_data(topic, payload, Vec::new()) {
-                    Ok(()) => madang_result::MADANG_RESULT_OK,
-                    Err(e) => room_error(&e),
-                },
-                Err(e) => e,
-            })
-        }
+        unsafe { with_room(client, |room| room.send_data(topic, payload, Vec::new())) }
     })
+}
+
+/// Raises (`raised` true) or lowers this viewer's hand to ask to be heard; the room's
+/// hosts get `MADANG_EVENT_HANDS`. Only viewers raise a hand (others get a
+/// `MADANG_EVENT_ERROR` "permission_denied").
+///
+/// Errors: NULL, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_raise_hand(
+    client: *mut madang_client,
+    raised: bool,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { with_room(client, |room| room.raise_hand(raised)) }
+    })
+}
+
+/// Host only: sends `identity`'s raised hand back (it gets `MADANG_EVENT_HAND_LOWERED`).
+/// The server refuses it from anyone but a host (`MADANG_EVENT_ERROR` "permission_denied")
+/// and for someone not in the room ("unknown_participant").
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_lower_hand(
+    client: *mut madang_client,
+    identity: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { host_command(client, identity, Room::lower_hand) }
+    })
+}
+
+/// Host only: lets viewer `identity` in as a speaker (everyone gets
+/// `MADANG_EVENT_ROLE_CHANGED`; a madang client then publishes). Refused as
+/// `madang_client_lower_hand` is.
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_promote(
+    client: *mut madang_client,
+    identity: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { host_command(client, identity, Room::promote) }
+    })
+}
+
+/// Host only: makes speaker `identity` a viewer again; its tracks end for everyone.
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_demote(
+    client: *mut madang_client,
+    identity: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { host_command(client, identity, Room::demote) }
+    })
+}
+
+/// Host only: mutes `identity`'s microphone for everyone (`MADANG_EVENT_TRACK_MUTED`, to
+/// it too; it may unmute itself).
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_mute_participant(
+    client: *mut madang_client,
+    identity: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { host_command(client, identity, Room::mute_participant) }
+    })
+}
+
+/// Host only: removes `identity` from the room (hosts cannot be removed).
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `identity` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_remove_participant(
+    client: *mut madang_client,
+    identity: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { host_command(client, identity, Room::remove_participant) }
+    })
+}
+
+/// Runs `f` on the room of a connected client.
+///
+/// # Safety
+/// `client` must be NULL or come from `madang_client_new`.
+unsafe fn with_room(
+    client: *mut madang_client,
+    f: impl FnOnce(&Room) -> Result<(), RoomError>,
+) -> madang_result {
+    // SAFETY: per the contract.
+    unsafe {
+        with_client(client, |c| match c.session() {
+            Ok(s) => match f(&s.room) {
+                Ok(()) => madang_result::MADANG_RESULT_OK,
+                Err(e) => room_error(&e),
+            },
+            Err(e) => e,
+        })
+    }
+}
+
+/// A host's command about participant `identity`.
+///
+/// # Safety
+/// As [`with_room`]; `identity` NULL or NUL-terminated.
+unsafe fn host_command(
+    client: *mut madang_client,
+    identity: *const c_char,
+    f: impl FnOnce(&Room, &str) -> Result<(), RoomError>,
+) -> madang_result {
+    // SAFETY: per the contract.
+    match unsafe { str_arg(identity) } {
+        // SAFETY: per the contract.
+        Ok(identity) => unsafe { with_room(client, |room| f(room, identity)) },
+        Err(e) => e,
+    }
 }
 
 /// Runs `f` on the grid view of a connected client in grid receive mode.

@@ -288,6 +288,17 @@ pub(crate) fn convert(event: RoomEvent, held: &mut Held) -> Option<madang_event>
             e.text(code.as_str()).topic(&reason);
             e.done()
         }
+        RoomEvent::Hands(queue) => {
+            let mut e = Event::new(MADANG_EVENT_HANDS, held);
+            e.text(&queue.join("\n"));
+            e.done()
+        }
+        RoomEvent::HandLowered => Event::new(MADANG_EVENT_HAND_LOWERED, held).done(),
+        RoomEvent::RoleChanged { identity, role } => {
+            let mut e = Event::new(MADANG_EVENT_ROLE_CHANGED, held);
+            e.participant(&identity).text(&role.to_string());
+            e.done()
+        }
         RoomEvent::Disconnected => Event::new(MADANG_EVENT_DISCONNECTED, held).done(),
         _ => return None,
     })

@@ -123,6 +123,16 @@ impl GridView {
                     self.refresh(&owner);
                 }
             }
+            RoomEvent::RoleChanged { identity, role } => {
+                if let Some(p) = self.people.iter_mut().find(|p| &p.id == identity) {
+                    p.role = *role;
+                }
+            }
+            RoomEvent::Hands(queue) => {
+                for p in &mut self.people {
+                    p.hand_raised = queue.contains(&p.id);
+                }
+            }
             RoomEvent::ActiveSpeaker(speakers) => {
                 self.levels.clear();
                 for p in &mut self.people {

@@ -478,6 +478,9 @@ fn c_clients_are_clean_under_address_sanitizer() {
     assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
     let stderr = grid_viewer_writes_the_room(&dir.join("grid_viewer"), &[], 3, 20);
     assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    let stderr = center_tv_talks_back(&dir.join("center_tv"), &[], 8, 15, 2);
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
 }
 
 #[test]
@@ -502,6 +505,8 @@ fn c_clients_are_clean_under_valgrind() {
     assert_clean_under_valgrind(&stderr);
     let grid = grid_viewer_writes_the_room(&dir.join("grid_viewer"), &valgrind, 4, 8);
     assert_clean_under_valgrind(&grid);
+    let center = center_tv_talks_back(&dir.join("center_tv"), &valgrind, 15, 5, 1);
+    assert_clean_under_valgrind(&center);
 }
 
 fn assert_clean_under_valgrind(stderr: &str) {
@@ -511,4 +516,184 @@ fn assert_clean_under_valgrind(stderr: &str) {
             || stderr.contains("All heap blocks were freed"),
         "{stderr}"
     );
+}
+
+/// What the Rust host of a class saw of a center that talked back.
+#[derive(Debug, Default)]
+struct HostReport {
+    /// The hand queues the host was given.
+    hands: Vec<Vec<String>>,
+    /// The center's pictures the host decoded while it was on air.
+    center_pictures: u64,
+    /// The center's camera ended for the host after the demotion.
+    camera_ended: bool,
+}
+
+/// The host of a class: publishes the test pattern; lets `center` in when its hand goes
+/// up, sends it back after `pictures` of its pictures, until told to stop.
+async fn class_host(
+    url: String,
+    token: String,
+    center: &'static str,
+    pictures: u64,
+    stop: Arc<AtomicBool>,
+    joined: std::sync::mpsc::Sender<()>,
+) -> HostReport {
+    let mut video = VideoOptions::new(PEER_SIZE.0, PEER_SIZE.1);
+    video.fps = PEER_FPS as u32;
+    let options = RoomOptions {
+        video: Some(video),
+        ..RoomOptions::default()
+    };
+    let mut room = Room::connect(&url, &token, options).await.unwrap();
+    let _ = joined.send(());
+    let mut report = HostReport::default();
+    let (mut promoted, mut demoted) = (false, false);
+    let mut pattern = TestPattern::new(PEER_SIZE.0, PEER_SIZE.1).unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / PEER_FPS));
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(150) {
+        tokio::select! {
+            _ = tick.tick() => {
+                let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
+                room.publish_video(&frame).await.unwrap();
+            }
+            event = room.next_event() => match event {
+                Some(RoomEvent::Hands(queue)) => {
+                    if !promoted && queue.iter().any(|h| h == center) {
+                        room.promote(center).unwrap();
+                        promoted = true;
+                    }
+                    report.hands.push(queue);
+                }
+                Some(RoomEvent::VideoFrame { participant, .. }) if participant == center => {
+                    report.center_pictures += 1;
+                    if report.center_pictures == pictures && !demoted {
+                        room.demote(center).unwrap();
+                        demoted = true;
+                    }
+                }
+                Some(RoomEvent::TrackUnpublished(track)) if demoted => {
+                    report.camera_ended |= track == format!("{center}/camera");
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    room.leave().await;
+    report
+}
+
+/// Runs `center_tv` (optionally under a wrapper) as viewer `center-017` of a class whose
+/// Rust host lets it in when its button is pressed (a line on its stdin) and sends it back
+/// after `pictures` of its camera's pictures; it must show at least `class_fps` pictures
+/// of the class a second. Returns its stderr.
+fn center_tv_talks_back(
+    exe: &Path,
+    wrapper: &[&str],
+    seconds: u64,
+    pictures: u64,
+    class_fps: u64,
+) -> String {
+    use std::io::{BufRead, Write};
+    let party = Party::start(&[]);
+    let (url, host_token) = (party.url(), party.token("cityhall", Role::Host));
+    let token = party.token("center-017", Role::Viewer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let host = party.runtime.spawn(class_host(
+        url.clone(),
+        host_token,
+        "center-017",
+        pictures,
+        party.stop.clone(),
+        tx,
+    ));
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("the host joined");
+    let mut cmd = Command::new(wrapper.first().map_or(exe.as_os_str(), |w| w.as_ref()));
+    if !wrapper.is_empty() {
+        cmd.args(&wrapper[1..]).arg(exe);
+    }
+    let mut child = cmd
+        .arg(&url)
+        .arg(&token)
+        .arg(seconds.to_string())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(seconds + 120));
+        let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+    });
+    // The button is pressed once the box has joined.
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if line.starts_with("joined ") {
+            stdin.write_all(b"h\n").unwrap();
+            stdin.flush().unwrap();
+        }
+        lines.push(line);
+    }
+    let out = child.wait_with_output().unwrap();
+    party.stop.store(true, Ordering::Relaxed);
+    let report = party.runtime.block_on(host).unwrap();
+    party.finish();
+    let stdout = lines.join("\n");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "center_tv failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    println!("center_tv:\n{stdout}\nhost: {report:?}");
+    // In this order: the hand went up, the host let the center in (its hand came down),
+    // it went on air, and off air again when sent back.
+    let position = |what: &str| {
+        lines
+            .iter()
+            .position(|l| l == what)
+            .unwrap_or_else(|| panic!("no {what:?}:\n{stdout}"))
+    };
+    let steps = [
+        "hand raised",
+        "hand lowered",
+        "on air",
+        "off air",
+        "left cleanly",
+    ]
+    .map(position);
+    assert!(steps.is_sorted(), "{stdout}");
+    assert_eq!(
+        report.hands.first().map(Vec::as_slice),
+        Some(&["center-017".to_string()][..])
+    );
+    assert!(report.center_pictures >= pictures, "{report:?}");
+    assert!(report.camera_ended, "{report:?}");
+    // It showed the class throughout.
+    let class: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("class frames="))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        class >= seconds * class_fps,
+        "{class} class pictures in {seconds} s\n{stdout}"
+    );
+    stderr
+}
+
+#[test]
+fn center_tv_raises_its_hand_goes_on_air_when_let_in_and_off_when_sent_back() {
+    let _cpu = cpu_heavy();
+    let dir = make_examples("examples_static", "static", "");
+    center_tv_talks_back(&dir.join("center_tv"), &[], 10, 30, 3);
 }
