@@ -1,6 +1,7 @@
 // The demo page: join a room, publish camera and microphone, see everyone in a grid laid out
 // by madang, chat. With `madang serve --dev` tokens come from the server's dev endpoint;
-// otherwise paste one (`madang token …`).
+// otherwise paste one (`madang token …`). `?role=viewer` joins to watch, with a hand to raise;
+// `?role=host` also sees the raised hands and lets them in or sends them back.
 import init, { Room, version } from './pkg/madang_wasm.js';
 
 const $ = (id) => document.getElementById(id);
@@ -27,7 +28,8 @@ function chatLine(from, text) {
 async function token(room, name) {
   if ($('token').value) return $('token').value;
   const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${Math.random().toString(36).slice(2, 6)}`;
-  const q = new URLSearchParams({ room, name, identity, role: 'speaker' });
+  const role = params.get('role') || 'speaker';
+  const q = new URLSearchParams({ room, name, identity, role });
   const r = await fetch(`/dev/token?${q}`);
   if (!r.ok) {
     $('token').classList.remove('hidden');
@@ -36,8 +38,43 @@ async function token(room, name) {
   return (await r.json()).token;
 }
 
+async function publish(room) {
+  // ?simulcast=1: the camera also at half size, for viewers with small tiles or links.
+  await room.publishCamera({ width: 640, height: 360, simulcast: params.get('simulcast') === '1' });
+  await room.publishMicrophone();
+  state.published = true;
+}
+
+// The talk-back controls: a viewer's hand, a host's queue of hands.
+function talkBack(room) {
+  const viewer = room.role === 'viewer';
+  $('hand').classList.toggle('hidden', !viewer);
+  for (const id of ['camera', 'mic']) $(id).classList.toggle('hidden', viewer);
+  $('hands').classList.toggle('hidden', room.role !== 'host');
+}
+
+function showHands(room, queue) {
+  state.hands = queue;
+  const list = $('hands-list');
+  list.replaceChildren();
+  for (const identity of queue) {
+    const li = document.createElement('li');
+    const name = room.participants.find((p) => p.identity === identity)?.name ?? identity;
+    const letIn = document.createElement('button');
+    letIn.textContent = 'Let in';
+    letIn.dataset.letIn = identity;
+    letIn.addEventListener('click', () => room.promote(identity));
+    const back = document.createElement('button');
+    back.textContent = 'Send back';
+    back.addEventListener('click', () => room.lowerHand(identity));
+    li.append(document.createTextNode(`✋ ${name} `), letIn, back);
+    list.append(li);
+  }
+}
+
 function joined(room) {
   for (const id of ['camera', 'mic', 'leave']) $(id).classList.remove('hidden');
+  talkBack(room);
   $('join-form').classList.add('hidden');
   $('chat').disabled = false;
   status(`in ${room.name} as ${room.identity} — ${room.participants.length} here`);
@@ -59,6 +96,19 @@ async function join(event) {
     room.on('participantLeft', (e) => { chatLine('·', `${e.identity} left (${e.reason})`); count(); });
     room.on('data', (e) => chatLine(e.from, e.payload));
     room.on('activeSpeaker', (e) => { state.speaker = e.speakers[0]?.identity; });
+    room.on('hands', (e) => showHands(room, e.queue));
+    room.on('handLowered', () => {
+      $('hand').setAttribute('aria-pressed', 'false');
+      $('hand').textContent = 'Raise hand';
+    });
+    room.on('roleChanged', async (e) => {
+      chatLine('·', `${e.identity} is now ${e.role}`);
+      if (!e.me) return;
+      talkBack(room);
+      // Let in: on air with camera and microphone. Sent back: the module has stopped them.
+      if (e.role !== 'viewer') await publish(room);
+      else state.published = false;
+    });
     room.on('error', (e) => {
       console.warn(`madang: ${e.error.code}: ${e.error.message}`);
       status(`error: ${e.error.code}: ${e.error.message}`);
@@ -71,10 +121,7 @@ async function join(event) {
       $('chat').disabled = true;
     });
     joined(room);
-    // ?simulcast=1: the camera also at half size, for viewers with small tiles or links.
-    await room.publishCamera({ width: 640, height: 360, simulcast: params.get('simulcast') === '1' });
-    await room.publishMicrophone();
-    state.published = true;
+    if (room.role !== 'viewer') await publish(room);
   } catch (e) {
     console.warn(`madang: ${e.code ?? ''} ${e.message ?? e}`);
     status(`could not join: ${e.code ?? ''} ${e.message ?? e}`);
@@ -97,6 +144,12 @@ $('join-form').addEventListener('submit', join);
 $('camera').addEventListener('click', () => toggle('video', 'camera'));
 $('mic').addEventListener('click', () => toggle('audio', 'mic'));
 $('leave').addEventListener('click', () => state.room?.leave());
+$('hand').addEventListener('click', () => {
+  const raised = $('hand').getAttribute('aria-pressed') !== 'true';
+  state.room?.raiseHand(raised);
+  $('hand').setAttribute('aria-pressed', String(raised));
+  $('hand').textContent = raised ? 'Lower hand' : 'Raise hand';
+});
 $('chat-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const text = $('chat').value.trim();

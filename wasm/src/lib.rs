@@ -27,7 +27,7 @@ mod room;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise};
-use madang::signal::{TrackKind, TrackSource};
+use madang::signal::{ClientMessage, TrackKind, TrackSource};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -62,6 +62,13 @@ export interface RoomEvents {
   trackSubscribed: { track: string; participant: string; kind: 'audio' | 'video'; source: string; muted: boolean; mediaStreamTrack: MediaStreamTrack };
   activeSpeaker: { speakers: { identity: string; level: number }[] };
   data: { from: string; topic: string; payload: string; to: string[] };
+  /** To hosts: the raised hands, first raised first. */
+  hands: { queue: string[] };
+  /** A host sent this page's raised hand back (or let it in: `roleChanged` follows). */
+  handLowered: {};
+  /** A host promoted or demoted someone; `me` when it is this page (made a viewer, its
+   * tracks have stopped; made a speaker, it may publish). */
+  roleChanged: { identity: string; role: string; me: boolean };
   disconnected: { reason: string };
   error: { error: MadangError };
 }
@@ -156,6 +163,58 @@ impl Room {
     pub fn participants(&self) -> JsValue {
         let people = self.inner.state.borrow().people().to_vec();
         room::participants_js(&people)
+    }
+
+    /// This page's role now (`"host"`, `"speaker"`, `"viewer"`): from the token, then as
+    /// hosts change it.
+    #[wasm_bindgen(getter)]
+    pub fn role(&self) -> String {
+        let st = self.inner.state.borrow();
+        st.roster()
+            .local()
+            .map(|l| l.role.to_string())
+            .unwrap_or_default()
+    }
+
+    /// To hosts: the raised hands, first raised first.
+    #[wasm_bindgen(getter)]
+    pub fn hands(&self) -> Vec<String> {
+        self.inner.state.borrow().roster().hands().to_vec()
+    }
+
+    /// Raises (`true`) or lowers this viewer's hand to ask to be heard; hosts get `hands`.
+    #[wasm_bindgen(js_name = raiseHand)]
+    pub fn raise_hand(&self, raised: bool) -> Result<(), MadangError> {
+        self.inner.signal(ClientMessage::Hand { raised })
+    }
+
+    /// Host only: sends `identity`'s raised hand back.
+    #[wasm_bindgen(js_name = lowerHand)]
+    pub fn lower_hand(&self, identity: String) -> Result<(), MadangError> {
+        self.inner.signal(ClientMessage::LowerHand { identity })
+    }
+
+    /// Host only: lets viewer `identity` in as a speaker (everyone gets `roleChanged`).
+    pub fn promote(&self, identity: String) -> Result<(), MadangError> {
+        self.inner.signal(ClientMessage::Promote { identity })
+    }
+
+    /// Host only: makes speaker `identity` a viewer again; its tracks end for everyone.
+    pub fn demote(&self, identity: String) -> Result<(), MadangError> {
+        self.inner.signal(ClientMessage::Demote { identity })
+    }
+
+    /// Host only: mutes `identity`'s microphone for everyone (it may unmute itself).
+    #[wasm_bindgen(js_name = muteParticipant)]
+    pub fn mute_participant(&self, identity: String) -> Result<(), MadangError> {
+        self.inner
+            .signal(ClientMessage::MuteParticipant { identity })
+    }
+
+    /// Host only: removes `identity` from the room (hosts cannot be removed).
+    #[wasm_bindgen(js_name = removeParticipant)]
+    pub fn remove_participant(&self, identity: String) -> Result<(), MadangError> {
+        self.inner.signal(ClientMessage::Remove { identity })
     }
 
     /// Publishes the camera (getUserMedia) as H.264. Rejects with `media` when there is no

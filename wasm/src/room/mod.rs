@@ -135,6 +135,11 @@ impl State {
     pub(crate) fn people(&self) -> &[ParticipantInfo] {
         self.roster.people()
     }
+
+    /// The room as the server described it.
+    pub(crate) fn roster(&self) -> &RoomState {
+        &self.roster
+    }
 }
 
 /// A JavaScript callback kept alive by the room.
@@ -422,6 +427,27 @@ impl Inner {
             ServerMessage::Data { message } => {
                 self.emit("data", data_js(&message));
             }
+            ServerMessage::Hands { queue } => {
+                let list: Array = queue.iter().map(|h| s(h)).collect();
+                self.emit("hands", obj(&[("queue", list.into())]));
+                self.relayout();
+            }
+            ServerMessage::HandLowered => self.emit("handLowered", obj(&[])),
+            ServerMessage::RoleChanged { identity, role } => {
+                let me = self.state.borrow().roster.is_local(&identity);
+                if me && !role.can_publish() {
+                    self.end_publishing();
+                }
+                self.emit(
+                    "roleChanged",
+                    obj(&[
+                        ("identity", s(&identity)),
+                        ("role", s(&role.to_string())),
+                        ("me", me.into()),
+                    ]),
+                );
+                self.relayout();
+            }
             _ => {}
         }
     }
@@ -600,20 +626,22 @@ impl Inner {
 
     /// Sends an application message to everyone else (`to` empty) or some identities.
     pub(crate) fn send_data(&self, topic: &str, payload: &str, to: Vec<String>) -> Result<()> {
+        self.signal(ClientMessage::Data {
+            message: DataMessage {
+                from: String::new(),
+                to,
+                topic: topic.to_owned(),
+                payload: payload.into(),
+            },
+        })
+    }
+
+    /// Sends a protocol message; `closed` once the room was left.
+    pub(crate) fn signal(&self, message: ClientMessage) -> Result<()> {
         if self.state.borrow().closed || self.ws.ready_state() != WebSocket::OPEN {
             return Err(MadangError::new("closed", "the room was left"));
         }
-        send(
-            &self.ws,
-            &ClientMessage::Data {
-                message: DataMessage {
-                    from: String::new(),
-                    to,
-                    topic: topic.to_owned(),
-                    payload: payload.into(),
-                },
-            },
-        );
+        send(&self.ws, &message);
         Ok(())
     }
 

@@ -235,6 +235,24 @@ impl Inner {
         Ok(())
     }
 
+    /// A host made this participant a viewer: the server has ended its tracks and its side
+    /// of the publishing connection, so the local tracks stop and the connection closes; a
+    /// later promotion publishes on a new one.
+    pub(crate) fn end_publishing(self: &Rc<Self>) {
+        let (published, publisher) = {
+            let mut st = self.state.borrow_mut();
+            st.spare.clear();
+            (std::mem::take(&mut st.published), st.publisher.take())
+        };
+        for p in published {
+            p.track.stop();
+        }
+        if let Some(pc) = publisher {
+            pc.close();
+        }
+        self.relayout();
+    }
+
     /// Mutes or unmutes the published audio or video: the track is disabled (silence,
     /// black) and the others are told.
     pub(crate) fn set_muted(self: &Rc<Self>, kind: TrackKind, muted: bool) -> Result<()> {
