@@ -55,6 +55,10 @@ pub struct Args {
     /// (repeatable), for clients that decode only one stream.
     #[arg(long = "grid-room", value_name = "ROOM")]
     grid_rooms: Vec<String>,
+    /// Make this room a broadcast room (repeatable): only hosts publish at first; speakers
+    /// join as viewers, raise a hand and publish once a host lets them in.
+    #[arg(long = "broadcast-room", value_name = "ROOM")]
+    broadcast_rooms: Vec<String>,
     /// Size of the composited grid.
     #[arg(long, value_parser = crate::size::parse_size, default_value = "1280x720", value_name = "WxH")]
     grid_size: (u32, u32),
@@ -98,6 +102,7 @@ pub fn run(args: Args) -> CliResult {
         static_dir: static_dir.clone(),
         network: args.network.clone(),
         grid_rooms: args.grid_rooms.clone(),
+        broadcast_rooms: args.broadcast_rooms.clone(),
         grid: madang::sfu::mixer::GridConfig {
             width: args.grid_size.0,
             height: args.grid_size.1,
@@ -140,6 +145,9 @@ pub fn run(args: Args) -> CliResult {
             }
             None => None,
         };
+        for room in &args.broadcast_rooms {
+            println!("  broadcast: room {room:?}: hosts publish, speakers join as viewers until let in");
+        }
         for room in &args.grid_rooms {
             println!("  grid:    room {room:?} carries a composited {}x{} stream as track grid/grid", args.grid_size.0, args.grid_size.1);
         }

@@ -446,3 +446,88 @@ fn talk_back_a_promoted_center_is_seen_by_every_viewer_and_gone_when_demoted() {
         .count();
     assert_eq!(after, 0, "pictures of a demoted center after its demotion");
 }
+
+/// A broadcast room: the host publishes, centers with speaker tokens join as viewers and
+/// publish nothing; one that joins late sees the host at once.
+#[test]
+fn in_a_broadcast_room_centers_watch_and_late_joiners_see_the_host_at_once() {
+    let mut config = World::engine_config();
+    config.broadcast_rooms = vec!["sim".into()];
+    let mut w = World::new("lte".parse().unwrap(), 3, config);
+    let mut pictures: Vec<(usize, String, Duration)> = Vec::new();
+    let mut record = |w: &mut World, seconds: f64, pictures: &mut Vec<_>| {
+        w.run_for(Duration::from_secs_f64(seconds), &mut |i, e, at| {
+            if let RoomEvent::VideoFrame { participant, .. } = e {
+                pictures.push((i, participant, at));
+            }
+        })
+        .unwrap();
+    };
+    let host = w
+        .join(
+            "cityhall",
+            JoinOptions {
+                role: Role::Host,
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap();
+    // Speaker tokens, cameras ready: in a broadcast room they wait to be let in.
+    let early: Vec<usize> = (0..4)
+        .map(|c| {
+            w.join(&format!("center-{c}"), JoinOptions::default())
+                .unwrap()
+        })
+        .collect();
+    record(&mut w, 5.0, &mut pictures);
+    assert!(
+        pictures.iter().all(|(_, from, _)| from == "cityhall"),
+        "a center published in a broadcast room"
+    );
+    for &c in &early {
+        let n = pictures.iter().filter(|(i, _, _)| *i == c).count();
+        assert!(n >= 40, "center {c} saw {n} pictures of the class in 5 s");
+    }
+    // Late joiners: the time from their join to the host's first picture.
+    let mut waits = Vec::new();
+    for late in 0..8 {
+        let joined_at = w.elapsed();
+        let c = w
+            .join(&format!("late-{late}"), JoinOptions::default())
+            .unwrap();
+        // In 20 ms steps, to see where the wait goes: the receiving connection (ICE and
+        // DTLS), the first video packet (a keyframe the server asked for), the picture.
+        let (mut up, mut packet) = (None, None);
+        for _ in 0..200 {
+            record(&mut w, 0.02, &mut pictures);
+            let session = w.participant(c).session();
+            let now = w.elapsed() - joined_at;
+            if up.is_none() && session.receiving_ready() {
+                up = Some(now);
+            }
+            let video = |t: &madang::room::TrackStats| t.packets > 0 && t.track.ends_with("camera");
+            if packet.is_none() && session.receive_stats().iter().any(video) {
+                packet = Some(now);
+            }
+        }
+        println!(
+            "late joiner {late}: receiving connection up after {up:?}, first video packet {packet:?}"
+        );
+        let first = pictures
+            .iter()
+            .find(|(i, from, _)| *i == c && from == "cityhall")
+            .map(|p| p.2 - joined_at);
+        waits.push(first.expect("a late joiner saw no picture of the class in 2 s"));
+    }
+    waits.sort();
+    println!("late joiners on lte: the class's first picture {waits:?} after joining");
+    // Measured 0.6–2.5 s (seed 3): the receiving connection is up 0.5–1.7 s after the join
+    // and the first video packet comes 0.1–1.2 s after that; on `lan` the whole join takes
+    // 0.27 s. The long ones look like lost handshake datagrams waiting out a retransmission
+    // timer (rtc's DTLS starts at 1 s and has no setting for it): not yet shown.
+    assert!(
+        waits.iter().all(|w| *w < Duration::from_secs(3)),
+        "{waits:?}"
+    );
+    assert!(pictures.iter().filter(|(i, _, _)| *i == host).count() == 0);
+}

@@ -89,6 +89,9 @@ pub struct ServerConfig {
     /// `grid/grid` of a virtual participant `grid` (MCU mode), for clients that can decode only
     /// one stream.
     pub grid_rooms: Vec<String>,
+    /// Broadcast rooms (a class from city hall): only hosts publish at first; a token's
+    /// speaker joins as a viewer and publishes once a host promotes it (talk-back).
+    pub broadcast_rooms: Vec<String>,
     /// Canvas, frame rate and bitrate of those grids.
     pub grid: mixer::GridConfig,
     /// Field conditions applied to every datagram in both directions, per remote address, in
@@ -114,6 +117,7 @@ impl ServerConfig {
             static_dir: None,
             simulate_loss_every: None,
             grid_rooms: Vec::new(),
+            broadcast_rooms: Vec::new(),
             grid: mixer::GridConfig::default(),
             network: None,
         }
@@ -260,6 +264,7 @@ impl Server {
             limits: config.limits.clone(),
             simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
             grid_rooms: config.grid_rooms.clone(),
+            broadcast_rooms: config.broadcast_rooms.clone(),
             grid: config.grid,
             seed: None,
             grid_thread: true,

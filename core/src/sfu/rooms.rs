@@ -73,6 +73,9 @@ pub struct RoomsConfig {
     pub limits: super::Limits,
     /// Rooms where the server publishes a composited grid of everyone (track [`GRID_TRACK`]).
     pub grid_rooms: Vec<String>,
+    /// Broadcast rooms: only hosts publish at first; a token's speaker joins as a viewer
+    /// and publishes once a host promotes it.
+    pub broadcast_rooms: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -683,10 +686,17 @@ impl Rooms {
                 },
             );
         }
+        // In a broadcast room a speaker waits to be let in.
+        let role =
+            if claims.role == Role::Speaker && self.config.broadcast_rooms.contains(&claims.room) {
+                Role::Viewer
+            } else {
+                claims.role
+            };
         let info = ParticipantInfo {
             identity: claims.identity.clone(),
             name: claims.name.clone(),
-            role: claims.role,
+            role,
         };
         let participants: Vec<ParticipantInfo> = room
             .members
@@ -700,7 +710,7 @@ impl Rooms {
             "session {id}: {} ({}, {}) joined room {}",
             claims.identity,
             claims.name,
-            claims.role,
+            role,
             claims.room
         );
         let Some(session) = self.sessions.get_mut(&id) else {

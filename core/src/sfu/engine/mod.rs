@@ -130,6 +130,8 @@ pub struct EngineConfig {
     pub simulate_loss_every: Option<u32>,
     /// Rooms with a composited grid (MCU mode).
     pub grid_rooms: Vec<String>,
+    /// Broadcast rooms (only hosts and promoted speakers publish).
+    pub broadcast_rooms: Vec<String>,
     /// Canvas, frame rate and bitrate of those grids.
     pub grid: GridConfig,
     /// Seed of ICE credentials and SSRCs. `None` (the default) seeds from the operating
@@ -152,6 +154,7 @@ impl EngineConfig {
             limits: crate::sfu::Limits::default(),
             simulate_loss_every: None,
             grid_rooms: Vec::new(),
+            broadcast_rooms: Vec::new(),
             grid: GridConfig::default(),
             seed: None,
             grid_thread: true,
@@ -370,6 +373,7 @@ impl Engine {
                 max_participants: config.max_participants,
                 limits: config.limits,
                 grid_rooms: config.grid_rooms,
+                broadcast_rooms: config.broadcast_rooms,
             }),
             peers: BTreeMap::new(),
             by_ufrag: HashMap::new(),

@@ -16,6 +16,7 @@ fn rooms() -> Rooms {
         max_participants: 3,
         limits: crate::sfu::Limits::default(),
         grid_rooms: vec!["grid-hall".into()],
+        broadcast_rooms: vec!["class".into()],
     })
 }
 
@@ -611,6 +612,7 @@ fn limited_rooms(limits: crate::sfu::Limits) -> Rooms {
         max_participants: 10,
         limits,
         grid_rooms: Vec::new(),
+        broadcast_rooms: Vec::new(),
     })
 }
 
@@ -1031,4 +1033,48 @@ fn demoted_tracks_end_for_everyone_a_muted_microphone_is_not_forwarded_and_remov
         reason: LeaveReason::Removed
     }));
     assert!(r.member(3).is_none());
+}
+
+#[test]
+fn in_a_broadcast_room_speakers_join_as_viewers_until_a_host_lets_them_in() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    let join_class = |r: &mut Rooms, id: SessionId, who: &str, role: Role| {
+        r.open(id, None, t0);
+        r.message(id, join_message(token("class", who, role)), t0, UNIX);
+    };
+    join_class(&mut r, 1, "cityhall", Role::Host);
+    join_class(&mut r, 2, "center-a", Role::Speaker);
+    let e = r.drain_effects();
+    let joined_as = |e: &[Effect], id| {
+        sent_to(e, id).iter().find_map(|m| match m {
+            ServerMessage::Joined { participant, .. } => Some(participant.role),
+            _ => None,
+        })
+    };
+    assert_eq!(joined_as(&e, 1), Some(Role::Host));
+    assert_eq!(joined_as(&e, 2), Some(Role::Viewer));
+    let offer = ClientMessage::Offer {
+        pc: PeerRole::Publisher,
+        sdp: "v=0".into(),
+        publish: camera_and_mic(),
+    };
+    assert_eq!(r.message(2, offer.clone(), t0, UNIX), None);
+    assert_eq!(
+        errors_to(&r.drain_effects(), 2),
+        [ErrorCode::PermissionDenied]
+    );
+    // Let in, it publishes.
+    r.message(
+        1,
+        ClientMessage::Promote {
+            identity: "center-a".into(),
+        },
+        t0,
+        UNIX,
+    );
+    assert!(r.message(2, offer, t0, UNIX).is_some());
+    // Elsewhere a speaker is a speaker.
+    join(&mut r, 3, "district", Role::Speaker, t0);
+    assert_eq!(joined_as(&r.drain_effects(), 3), Some(Role::Speaker));
 }
