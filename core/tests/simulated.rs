@@ -455,7 +455,7 @@ fn in_a_broadcast_room_centers_watch_and_late_joiners_see_the_host_at_once() {
     config.broadcast_rooms = vec!["sim".into()];
     let mut w = World::new("lte".parse().unwrap(), 3, config);
     let mut pictures: Vec<(usize, String, Duration)> = Vec::new();
-    let mut record = |w: &mut World, seconds: f64, pictures: &mut Vec<_>| {
+    let record = |w: &mut World, seconds: f64, pictures: &mut Vec<_>| {
         w.run_for(Duration::from_secs_f64(seconds), &mut |i, e, at| {
             if let RoomEvent::VideoFrame { participant, .. } = e {
                 pictures.push((i, participant, at));
