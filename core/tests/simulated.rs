@@ -311,6 +311,15 @@ fn a_grid_room_composes_inline_on_simulated_time() {
     assert_eq!(seen.pictures(tv, "alice") + seen.pictures(tv, "bob"), 0);
 }
 
+/// The class's host, `cityhall`, publishing the default camera and voice.
+fn join_host(w: &mut World) -> usize {
+    let options = JoinOptions {
+        role: Role::Host,
+        ..JoinOptions::default()
+    };
+    w.join("cityhall", options).unwrap()
+}
+
 /// Talk-back in a class: a host, twenty centers watching (each would publish 320×180 if let
 /// in), three hands up; the host lets the second in, everyone sees that center, then the
 /// host sends it back and its tile goes away everywhere.
@@ -329,15 +338,7 @@ fn talk_back_a_promoted_center_is_seen_by_every_viewer_and_gone_when_demoted() {
         })
         .unwrap();
     };
-    let host = w
-        .join(
-            "cityhall",
-            JoinOptions {
-                role: Role::Host,
-                ..JoinOptions::default()
-            },
-        )
-        .unwrap();
+    let host = join_host(&mut w);
     let centers: Vec<usize> = (0..20)
         .map(|c| {
             let options = JoinOptions {
@@ -463,15 +464,7 @@ fn in_a_broadcast_room_centers_watch_and_late_joiners_see_the_host_at_once() {
         })
         .unwrap();
     };
-    let host = w
-        .join(
-            "cityhall",
-            JoinOptions {
-                role: Role::Host,
-                ..JoinOptions::default()
-            },
-        )
-        .unwrap();
+    let host = join_host(&mut w);
     // Speaker tokens, cameras ready: in a broadcast room they wait to be let in.
     let early: Vec<usize> = (0..4)
         .map(|c| {

@@ -131,6 +131,17 @@ impl Party {
     }
 }
 
+/// Joins with a camera of the Rust participants' size and rate.
+async fn join_publishing(url: &str, token: &str) -> Room {
+    let mut video = VideoOptions::new(PEER_SIZE.0, PEER_SIZE.1);
+    video.fps = PEER_FPS as u32;
+    let options = RoomOptions {
+        video: Some(video),
+        ..RoomOptions::default()
+    };
+    Room::connect(url, token, options).await.unwrap()
+}
+
 /// One Rust participant: publishes the test pattern until told to stop, counting what it gets.
 async fn peer(
     url: String,
@@ -138,13 +149,7 @@ async fn peer(
     stop: Arc<AtomicBool>,
     joined: std::sync::mpsc::Sender<()>,
 ) -> PeerReport {
-    let mut video = VideoOptions::new(PEER_SIZE.0, PEER_SIZE.1);
-    video.fps = PEER_FPS as u32;
-    let options = RoomOptions {
-        video: Some(video),
-        ..RoomOptions::default()
-    };
-    let mut room = Room::connect(&url, &token, options).await.unwrap();
+    let mut room = join_publishing(&url, &token).await;
     let _ = joined.send(());
     let mut report = PeerReport::default();
     let mut pattern = TestPattern::new(PEER_SIZE.0, PEER_SIZE.1).unwrap();
@@ -539,13 +544,7 @@ async fn class_host(
     stop: Arc<AtomicBool>,
     joined: std::sync::mpsc::Sender<()>,
 ) -> HostReport {
-    let mut video = VideoOptions::new(PEER_SIZE.0, PEER_SIZE.1);
-    video.fps = PEER_FPS as u32;
-    let options = RoomOptions {
-        video: Some(video),
-        ..RoomOptions::default()
-    };
-    let mut room = Room::connect(&url, &token, options).await.unwrap();
+    let mut room = join_publishing(&url, &token).await;
     let _ = joined.send(());
     let mut report = HostReport::default();
     let (mut promoted, mut demoted) = (false, false);
