@@ -710,6 +710,17 @@ madang_result madang_server_config_set_addresses(madang_server_config *config,
 // `config` must come from `madang_server_config_new`; `ip` must be NULL or NUL-terminated.
 madang_result madang_server_config_set_advertise_ip(madang_server_config *config, const char *ip);
 
+// Makes `room` a broadcast room (call once per room): only hosts publish at first; a
+// token's speaker joins as a viewer, raises its hand and publishes once a host promotes it
+// (`madang_client_promote`).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty name.
+//
+// # Safety
+// `config` must come from `madang_server_config_new`; `room` NUL-terminated.
+madang_result madang_server_config_add_broadcast_room(madang_server_config *config,
+                                                      const char *room);
+
 // Sets the token secret and turns development mode off (no token endpoint).
 //
 // # Safety

@@ -21,11 +21,21 @@ struct TestServer(*mut madang_server);
 
 impl TestServer {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With these broadcast rooms.
+    fn start_with(broadcast_rooms: &[&str]) -> Self {
         let mut config = ptr::null_mut();
         let mut server = ptr::null_mut();
         unsafe {
             assert_eq!(madang_server_config_new(&mut config), MADANG_RESULT_OK);
             assert_eq!(madang_server_config_set_dev(config, 1), MADANG_RESULT_OK);
+            for room in broadcast_rooms {
+                let room = c(room);
+                let r = madang_server_config_add_broadcast_room(config, room.as_ptr());
+                assert_eq!(r, MADANG_RESULT_OK);
+            }
             assert_eq!(madang_server_start(config, &mut server), MADANG_RESULT_OK);
             madang_server_config_free(config);
         }
@@ -493,4 +503,95 @@ fn a_c_server_serves_wss_and_a_c_client_trusting_its_certificate_joins() {
         == MADANG_EVENT_JOINED));
     unsafe { madang_client_free(trusting) };
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn talk_back_through_the_c_calls_in_a_broadcast_room() {
+    // Bad input first.
+    let mut cfg = ptr::null_mut();
+    unsafe {
+        assert_eq!(madang_server_config_new(&mut cfg), MADANG_RESULT_OK);
+        assert_eq!(
+            madang_server_config_add_broadcast_room(cfg, ptr::null()),
+            MADANG_RESULT_NULL_ARGUMENT
+        );
+        assert_eq!(
+            madang_server_config_add_broadcast_room(cfg, c("").as_ptr()),
+            MADANG_RESULT_INVALID_ARGUMENT
+        );
+        madang_server_config_free(cfg);
+    }
+    let server = TestServer::start_with(&["class"]);
+    let url = server.url();
+    let host = client(config(&url, &server.token("class", "cityhall", "host")));
+    // A speaker's token: in a broadcast room it joins as a viewer.
+    let center = client(config(&url, &server.token("class", "center", "speaker")));
+    unsafe {
+        assert_eq!(madang_client_connect(host), MADANG_RESULT_OK);
+        assert_eq!(madang_client_connect(center), MADANG_RESULT_OK);
+    }
+    let seen_as_viewer = poll_until(host, Duration::from_secs(5), |e| {
+        e.kind == MADANG_EVENT_PARTICIPANT_JOINED
+            && text(e.participant) == "center"
+            && text(e.text) == "viewer"
+    });
+    assert!(
+        seen_as_viewer,
+        "the host did not see the center join as a viewer"
+    );
+    assert_eq!(
+        unsafe { madang_client_raise_hand(center, true) },
+        MADANG_RESULT_OK
+    );
+    let hands = poll_until(host, Duration::from_secs(5), |e| {
+        e.kind == MADANG_EVENT_HANDS && text(e.text) == "center"
+    });
+    assert!(hands, "the host got no queue with the center's hand");
+    // NULL is refused here; someone not in the room by the server; the center is let in.
+    unsafe {
+        assert_eq!(
+            madang_client_promote(host, ptr::null()),
+            MADANG_RESULT_NULL_ARGUMENT
+        );
+        assert_eq!(
+            madang_client_promote(host, c("nobody").as_ptr()),
+            MADANG_RESULT_OK
+        );
+    }
+    let unknown = poll_until(host, Duration::from_secs(5), |e| {
+        e.kind == MADANG_EVENT_ERROR && text(e.text) == "unknown_participant"
+    });
+    assert!(unknown);
+    unsafe {
+        assert_eq!(
+            madang_client_promote(host, c("center").as_ptr()),
+            MADANG_RESULT_OK
+        );
+    }
+    let mut lowered = false;
+    let promoted = poll_until(center, Duration::from_secs(5), |e| {
+        lowered |= e.kind == MADANG_EVENT_HAND_LOWERED;
+        e.kind == MADANG_EVENT_ROLE_CHANGED
+            && text(e.participant) == "center"
+            && text(e.text) == "speaker"
+    });
+    assert!(
+        promoted && lowered,
+        "promoted {promoted}, hand lowered {lowered}"
+    );
+    // The center cannot remove the host: refused by the server, the session goes on.
+    unsafe {
+        assert_eq!(
+            madang_client_remove_participant(center, c("cityhall").as_ptr()),
+            MADANG_RESULT_OK
+        );
+    }
+    let refused = poll_until(center, Duration::from_secs(5), |e| {
+        e.kind == MADANG_EVENT_ERROR && text(e.text) == "permission_denied"
+    });
+    assert!(refused);
+    unsafe {
+        madang_client_free(center);
+        madang_client_free(host);
+    }
 }

@@ -134,6 +134,39 @@ pub unsafe extern "C" fn madang_server_config_set_advertise_ip(
     })
 }
 
+/// Makes `room` a broadcast room (call once per room): only hosts publish at first; a
+/// token's speaker joins as a viewer, raises its hand and publishes once a host promotes it
+/// (`madang_client_promote`).
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty name.
+///
+/// # Safety
+/// `config` must come from `madang_server_config_new`; `room` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_server_config_add_broadcast_room(
+    config: *mut madang_server_config,
+    room: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        // SAFETY: per the contract, a NUL-terminated string.
+        let room = match unsafe { str_arg(room) } {
+            Ok(room) => room,
+            Err(e) => return e,
+        };
+        if room.is_empty() {
+            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        }
+        if !config.inner.broadcast_rooms.iter().any(|r| r == room) {
+            config.inner.broadcast_rooms.push(room.to_owned());
+        }
+        madang_result::MADANG_RESULT_OK
+    })
+}
+
 /// Sets the token secret and turns development mode off (no token endpoint).
 ///
 /// # Safety
