@@ -60,6 +60,21 @@ struct Run {
     server_rss_mb: f64,
     memory_per_subscriber_kb: f64,
     join_seconds: f64,
+    /// The talk-back round: a center let in, and for every other viewer the time from its
+    /// first picture sent to the first packet of it received, milliseconds.
+    talk_back: TalkBack,
+}
+
+/// What the talk-back round measured.
+#[derive(Debug, Default, Serialize)]
+struct TalkBack {
+    /// Viewers that received the promoted center within the round's 15 s.
+    viewers_reached: usize,
+    /// Viewers asked.
+    viewers: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,7 +84,7 @@ struct Report {
     runs: Vec<Run>,
 }
 
-/// A `madang serve --dev` child process.
+/// A `madang serve --dev --broadcast-room bench` child process.
 struct ServerProcess {
     child: Child,
     signal_url: String,
@@ -88,6 +103,9 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--timeout",
                 "120",
+                // The senior-center class: viewers keep an idle slot for a center let in.
+                "--broadcast-room",
+                "bench",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -350,6 +368,7 @@ async fn one_run(
         received(&subscribers),
     );
     let rss_after = server.rss_kb()?;
+    let talk_back = talk_back_round(&server, room, &publisher, &mut subscribers, quiet).await?;
     stop.store(true, Ordering::Relaxed);
     let _ = pump.await;
     if !quiet {
@@ -382,6 +401,91 @@ async fn one_run(
         server_rss_mb: rss_after / 1024.0,
         memory_per_subscriber_kb: (rss_after - rss_before).max(0.0) / n.max(1) as f64,
         join_seconds,
+        talk_back,
+    })
+}
+
+/// The talk-back round of a run: a center joins as a viewer with a camera (320×180, 15 fps,
+/// encoded live so that it answers keyframe requests), the host lets it in, and every
+/// subscriber — each receives it without being asked — is timed from the center's first
+/// picture to the first packet of it.
+async fn talk_back_round(
+    server: &ServerProcess,
+    room: &str,
+    host: &Room,
+    subscribers: &mut [Room],
+    quiet: bool,
+) -> Result<TalkBack, Box<dyn std::error::Error + Send + Sync>> {
+    const CENTER: &str = "talk-back";
+    let options = RoomOptions {
+        video: Some(VideoOptions {
+            width: 320,
+            height: 180,
+            fps: 15,
+            bitrate_kbps: 300,
+            simulcast: false,
+        }),
+        auto_subscribe: false,
+        decode_video: false,
+        decode_audio: false,
+        ..RoomOptions::default()
+    };
+    let center = Room::connect(
+        &server.signal_url,
+        &token(room, CENTER, Role::Viewer)?,
+        options,
+    )
+    .await?;
+    host.promote(CENTER)?;
+    let limit = Instant::now() + Duration::from_secs(15);
+    while !center.publishing_ready() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let track = format!("{CENTER}/camera");
+    let mut pattern = TestPattern::new(320, 180)?;
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / 15));
+    let (start, mut next_look) = (Instant::now(), Instant::now());
+    let mut waits: Vec<Option<Duration>> = vec![None; subscribers.len()];
+    while Instant::now() < limit && waits.iter().any(Option::is_none) {
+        tick.tick().await;
+        let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
+        center.publish_video(&frame).await?;
+        if Instant::now() < next_look {
+            continue;
+        }
+        next_look = Instant::now() + Duration::from_millis(30);
+        for (s, wait) in subscribers.iter_mut().zip(&mut waits) {
+            while s.try_next_event().is_some() {}
+            if wait.is_none()
+                && s.receive_stats()
+                    .iter()
+                    .any(|t| t.track == track && t.packets > 0)
+            {
+                *wait = Some(start.elapsed());
+            }
+        }
+        if !quiet {
+            let reached = waits.iter().flatten().count();
+            eprint!(
+                "\r  talk-back: {reached} of {} viewers reached      ",
+                waits.len()
+            );
+        }
+    }
+    center.leave().await;
+    let mut ms: Vec<f64> = waits
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms.get(((ms.len() as f64 * q) as usize).min(ms.len().saturating_sub(1)));
+    Ok(TalkBack {
+        viewers_reached: ms.len(),
+        viewers: waits.len(),
+        p50_ms: at(0.5).copied().unwrap_or(f64::NAN),
+        p99_ms: at(0.99).copied().unwrap_or(f64::NAN),
+        max_ms: ms.last().copied().unwrap_or(f64::NAN),
     })
 }
 
@@ -443,6 +547,15 @@ pub fn run(args: Args) -> CliResult {
             r.join_seconds
         );
     }
-    println!("targets: ≤ 5 µs per forwarded packet, 0 dropped, ≤ 200 KB per subscriber");
+    for r in &report.runs {
+        let t = &r.talk_back;
+        println!(
+            "talk-back with {} subscribers: a center let in reached {} of {} viewers; from its first picture to their first packet of it p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            r.subscribers, t.viewers_reached, t.viewers, t.p50_ms, t.p99_ms, t.max_ms
+        );
+    }
+    println!(
+        "targets: ≤ 5 µs per forwarded packet, 0 dropped, ≤ 200 KB per subscriber; talk-back p50 ≤ 300 ms, p99 ≤ 1 s"
+    );
     Ok(())
 }

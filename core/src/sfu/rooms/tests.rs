@@ -1078,3 +1078,57 @@ fn in_a_broadcast_room_speakers_join_as_viewers_until_a_host_lets_them_in() {
     join(&mut r, 3, "district", Role::Speaker, t0);
     assert_eq!(joined_as(&r.drain_effects(), 3), Some(Role::Speaker));
 }
+
+#[test]
+fn broadcast_viewers_keep_an_idle_slot_so_a_center_let_in_needs_no_new_offer() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    let join_class = |r: &mut Rooms, id: SessionId, who: &str, role: Role| {
+        r.open(id, None, t0);
+        r.message(id, join_message(token("class", who, role)), t0, UNIX);
+    };
+    join_class(&mut r, 1, "cityhall", Role::Host);
+    r.published(1, &camera_and_mic());
+    join_class(&mut r, 2, "center-a", Role::Viewer);
+    join_class(&mut r, 3, "center-b", Role::Viewer);
+    let e = r.drain_effects();
+    // Two tracks wanted, one more slot of each kind asked for.
+    assert!(
+        sent_to(&e, 2).contains(&&ServerMessage::Renegotiate { audio: 2, video: 2 }),
+        "{e:?}"
+    );
+    let slots = |n| {
+        (0..n)
+            .map(|i| {
+                let kind = if i % 2 == 0 {
+                    TrackKind::Audio
+                } else {
+                    TrackKind::Video
+                };
+                (kind, i.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    r.slots_added(2, slots(4));
+    r.drain_effects();
+    // center-b is let in and publishes: center-a gets it on its idle slots, no offer.
+    r.message(
+        1,
+        ClientMessage::Promote {
+            identity: "center-b".into(),
+        },
+        t0,
+        UNIX,
+    );
+    r.published(3, &camera_and_mic());
+    let e = r.drain_effects();
+    let to_a = sent_to(&e, 2);
+    assert!(
+        !to_a
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Renegotiate { .. })),
+        "{to_a:?}"
+    );
+    assert!(r.carriers("class", "center-b/camera").contains(&(2, 3)));
+    assert!(r.carriers("class", "center-b/microphone").contains(&(2, 2)));
+}
