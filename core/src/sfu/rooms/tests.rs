@@ -1035,16 +1035,18 @@ fn demoted_tracks_end_for_everyone_a_muted_microphone_is_not_forwarded_and_remov
     assert!(r.member(3).is_none());
 }
 
+/// Joins `who` with `role` to the broadcast room `class` (a `rooms()` broadcast room).
+fn join_class(r: &mut Rooms, now: Instant, id: SessionId, who: &str, role: Role) {
+    r.open(id, None, now);
+    r.message(id, join_message(token("class", who, role)), now, UNIX);
+}
+
 #[test]
 fn in_a_broadcast_room_speakers_join_as_viewers_until_a_host_lets_them_in() {
     let t0 = Instant::now();
     let mut r = rooms();
-    let join_class = |r: &mut Rooms, id: SessionId, who: &str, role: Role| {
-        r.open(id, None, t0);
-        r.message(id, join_message(token("class", who, role)), t0, UNIX);
-    };
-    join_class(&mut r, 1, "cityhall", Role::Host);
-    join_class(&mut r, 2, "center-a", Role::Speaker);
+    join_class(&mut r, t0, 1, "cityhall", Role::Host);
+    join_class(&mut r, t0, 2, "center-a", Role::Speaker);
     let e = r.drain_effects();
     let joined_as = |e: &[Effect], id| {
         sent_to(e, id).iter().find_map(|m| match m {
@@ -1083,14 +1085,10 @@ fn in_a_broadcast_room_speakers_join_as_viewers_until_a_host_lets_them_in() {
 fn broadcast_viewers_keep_an_idle_slot_so_a_center_let_in_needs_no_new_offer() {
     let t0 = Instant::now();
     let mut r = rooms();
-    let join_class = |r: &mut Rooms, id: SessionId, who: &str, role: Role| {
-        r.open(id, None, t0);
-        r.message(id, join_message(token("class", who, role)), t0, UNIX);
-    };
-    join_class(&mut r, 1, "cityhall", Role::Host);
+    join_class(&mut r, t0, 1, "cityhall", Role::Host);
     r.published(1, &camera_and_mic());
-    join_class(&mut r, 2, "center-a", Role::Viewer);
-    join_class(&mut r, 3, "center-b", Role::Viewer);
+    join_class(&mut r, t0, 2, "center-a", Role::Viewer);
+    join_class(&mut r, t0, 3, "center-b", Role::Viewer);
     let e = r.drain_effects();
     // Two tracks wanted, one more slot of each kind asked for.
     assert!(
