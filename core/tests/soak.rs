@@ -107,14 +107,11 @@ async fn a_thousand_joins_and_leaves_leave_nothing_behind() {
         }
     }
     // The server's counters come every 100 ms; the last leave settles within a moment.
-    let mut stats = server.stats();
-    for _ in 0..40 {
-        stats = server.stats();
-        if stats.participants == 0 && stats.rooms == 0 && stats.sessions == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&server, Duration::from_secs(2), |s| {
+        (s.participants, s.rooms, s.sessions) == (0, 0, 0)
+    })
+    .await;
+    let stats = server.stats();
     assert_eq!(
         (stats.participants, stats.rooms, stats.sessions),
         (0, 0, 0),

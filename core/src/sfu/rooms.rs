@@ -239,6 +239,11 @@ impl Rooms {
         self.config.grid_rooms.iter().any(|r| r == room)
     }
 
+    /// Whether this is a broadcast room (speakers wait to be let in).
+    pub fn is_broadcast_room(&self, room: &str) -> bool {
+        self.config.broadcast_rooms.iter().any(|r| r == room)
+    }
+
     /// Whether a session exists (joined or not).
     pub fn contains(&self, id: SessionId) -> bool {
         self.sessions.contains_key(&id)
@@ -667,6 +672,7 @@ impl Rooms {
             return self.fail(id, ErrorCode::LimitReached, &reason);
         }
         let grid_room = self.is_grid_room(&claims.room);
+        let broadcast_room = self.is_broadcast_room(&claims.room);
         let room = self.rooms.entry(claims.room.clone()).or_default();
         if room.members.len() >= self.config.max_participants {
             return self.fail(id, ErrorCode::RoomFull, "the room is full");
@@ -687,12 +693,11 @@ impl Rooms {
             );
         }
         // In a broadcast room a speaker waits to be let in.
-        let role =
-            if claims.role == Role::Speaker && self.config.broadcast_rooms.contains(&claims.room) {
-                Role::Viewer
-            } else {
-                claims.role
-            };
+        let role = if claims.role == Role::Speaker && broadcast_room {
+            Role::Viewer
+        } else {
+            claims.role
+        };
         let info = ParticipantInfo {
             identity: claims.identity.clone(),
             name: claims.name.clone(),
@@ -765,10 +770,7 @@ impl Rooms {
     /// Recomputes which slot carries which track for one subscriber, tells it, and asks for
     /// more slots when needed.
     fn reassign(&mut self, id: SessionId) {
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let Some(room_name) = session.member.as_ref().map(|m| m.room.clone()) else {
+        let Some(room_name) = self.member_room(id) else {
             return;
         };
         // In a broadcast room every new receiving offer brings one idle slot of each kind
@@ -776,12 +778,10 @@ impl Rooms {
         // message, not an offer and answer per viewer. Measured with `madang bench sfu`, 520
         // viewers: without it the 520 new offers held the server for ~1.2 s before anyone
         // received the promoted center.
-        let spare = u32::from(
-            self.config
-                .broadcast_rooms
-                .iter()
-                .any(|r| **r == *room_name),
-        );
+        let spare = u32::from(self.is_broadcast_room(&room_name));
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         let Some(room) = self.rooms.get_mut(&*room_name) else {
             return;
         };
@@ -901,19 +901,17 @@ impl Rooms {
         let Some(room) = self.member(id).map(|(r, _)| r.to_owned()) else {
             return;
         };
-        let owned = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.tracks.get_mut(&track))
-            .filter(|t| t.publisher == id)
-            .map(|t| t.info.muted = muted)
-            .is_some();
-        if owned
-            && !muted
-            && let Some(r) = self.rooms.get_mut(&room)
-        {
-            r.host_muted.remove(&track);
-        }
+        let owned = self.rooms.get_mut(&room).is_some_and(|r| {
+            let Some(t) = r.tracks.get_mut(&track).filter(|t| t.publisher == id) else {
+                return false;
+            };
+            t.info.muted = muted;
+            if !muted {
+                // Unmuted by its owner: a host's mute ends too.
+                r.host_muted.remove(&track);
+            }
+            true
+        });
         if owned {
             self.broadcast(&room, Some(id), ServerMessage::TrackMuted { track, muted });
         }

@@ -179,6 +179,16 @@ async fn peer(
     report
 }
 
+/// Kills `child` if it still runs after `limit` (well above what it needs): something hangs,
+/// and ending it makes the test fail instead of waiting for ever.
+fn watchdog(child: &std::process::Child, limit: Duration) {
+    let id = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+    });
+}
+
 /// Runs a program with a time limit well above what it needs; its output.
 fn run(cmd: &mut Command) -> Output {
     let child = cmd
@@ -186,15 +196,8 @@ fn run(cmd: &mut Command) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let id = child.id();
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(240));
-        // Still running after four minutes: something hangs; end it so the test fails.
-        let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-    });
-    let out = child.wait_with_output().unwrap();
-    drop(watchdog);
-    out
+    watchdog(&child, Duration::from_secs(240));
+    child.wait_with_output().unwrap()
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -624,11 +627,7 @@ fn center_tv_talks_back(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let id = child.id();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(seconds + 120));
-        let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-    });
+    watchdog(&child, Duration::from_secs(seconds + 120));
     // The button is pressed once the box has joined.
     let mut stdin = child.stdin.take().unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());

@@ -788,12 +788,28 @@ impl Session {
             if self.publisher.is_none() {
                 self.publish_now(now);
             }
-        } else if let Some(mut old) = self.publisher.take() {
+        } else {
+            self.drop_publisher();
+        }
+    }
+
+    /// Closes the publishing connection and forgets its streams.
+    fn drop_publisher(&mut self) {
+        self.drop_conn(Which::Publisher);
+        self.video_out.clear();
+        self.audio_out = None;
+    }
+
+    /// Closes and drops connection `which`, with its timer and answer time.
+    fn drop_conn(&mut self, which: Which) {
+        self.answered[which as usize] = None;
+        self.deadlines[which as usize] = None;
+        let slot = match which {
+            Which::Publisher => &mut self.publisher,
+            Which::Subscriber => &mut self.subscriber,
+        };
+        if let Some(mut old) = slot.take() {
             let _ = old.pc.close();
-            self.answered[Which::Publisher as usize] = None;
-            self.deadlines[Which::Publisher as usize] = None;
-            self.video_out.clear();
-            self.audio_out = None;
         }
     }
 
@@ -805,21 +821,16 @@ impl Session {
     /// the Rust participant never received the browser. A new receiving connection offers
     /// every slot the server asked for; the server assigns them again.
     fn replace_stuck_connections(&mut self, now: Instant) {
-        if self.drop_if_stuck(Which::Publisher, now) {
-            self.video_out.clear();
-            self.audio_out = None;
+        if self.stuck(Which::Publisher, now) {
+            self.drop_publisher();
             self.send_stats.publisher_restarts += 1;
             tracing::info!(
                 "publishing connection not up {CONNECT_RETRY:?} after its answer: replaced"
             );
-            if let Err(e) = self.start_publishing(now) {
-                self.events.push_back(RoomEvent::Error {
-                    code: ErrorCode::NegotiationFailed,
-                    reason: e.to_string(),
-                });
-            }
+            self.publish_now(now);
         }
-        if self.drop_if_stuck(Which::Subscriber, now) {
+        if self.stuck(Which::Subscriber, now) {
+            self.drop_conn(Which::Subscriber);
             self.incoming.clear();
             self.recv.clear();
             self.send_stats.subscriber_restarts += 1;
@@ -830,9 +841,9 @@ impl Session {
         }
     }
 
-    /// Whether connection `which` is still not up [`CONNECT_RETRY`] after its answer; if so
-    /// it is closed and dropped, for the caller to offer a new one.
-    fn drop_if_stuck(&mut self, which: Which, now: Instant) -> bool {
+    /// Whether connection `which` is still not up [`CONNECT_RETRY`] after its answer (the
+    /// caller drops it and offers a new one).
+    fn stuck(&mut self, which: Which, now: Instant) -> bool {
         let Some(answered) = self.answered[which as usize] else {
             return false;
         };
@@ -840,18 +851,7 @@ impl Session {
             self.answered[which as usize] = None;
             return false;
         }
-        if now < answered + CONNECT_RETRY || self.phase != Phase::Joined {
-            return false;
-        }
-        self.answered[which as usize] = None;
-        let slot = match which {
-            Which::Publisher => &mut self.publisher,
-            Which::Subscriber => &mut self.subscriber,
-        };
-        if let Some(mut old) = slot.take() {
-            let _ = old.pc.close();
-        }
-        true
+        now >= answered + CONNECT_RETRY && self.phase == Phase::Joined
     }
 
     /// Makes sure the receiving connection has the slots the server asked for; sends an

@@ -622,15 +622,7 @@ impl Engine {
     /// Closes a session's publishing connection with what it published (a host demoted
     /// it): a later promotion starts a new one.
     fn end_publishing(&mut self, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if let Some(mut pc) = peer.publisher.take() {
-            self.by_ufrag.remove(&pc.ufrag);
-            let _ = pc.pc.close();
-        }
-        peer.published.clear();
-        peer.publish_mids.clear();
+        self.drop_pc(id, PeerRole::Publisher);
         self.by_addr.retain(|_, k| *k != (id, PeerRole::Publisher));
         self.dirty.remove(&(id, PeerRole::Publisher));
     }

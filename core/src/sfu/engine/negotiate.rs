@@ -92,6 +92,29 @@ impl Engine {
     /// slots, which the new offer's m-lines replace and the room assigns again — and the
     /// offer gets a fresh one.
     fn replace_stuck(&mut self, id: SessionId, role: PeerRole, remote_ufrag: Option<&str>) {
+        let stuck = self
+            .peers
+            .get_mut(&id)
+            .and_then(|p| p.pc_mut(role))
+            .is_some_and(|pc| {
+                !pc.connected
+                    && pc.remote_ufrag.is_some()
+                    && pc.remote_ufrag.as_deref() != remote_ufrag
+            });
+        if !stuck {
+            return;
+        }
+        self.drop_pc(id, role);
+        match role {
+            PeerRole::Publisher => self.stats.publisher_restarts += 1,
+            PeerRole::Subscriber => self.stats.subscriber_restarts += 1,
+        }
+        tracing::info!("session {id}: {role:?} connection replaced (it never connected)");
+    }
+
+    /// Closes a session's `role` connection with what came with it: what it published, or
+    /// its receive slots (the room is told to assign them again).
+    pub(super) fn drop_pc(&mut self, id: SessionId, role: PeerRole) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -99,12 +122,6 @@ impl Engine {
             PeerRole::Publisher => &mut peer.publisher,
             PeerRole::Subscriber => &mut peer.subscriber,
         };
-        let stuck = pc.as_ref().is_some_and(|pc| {
-            !pc.connected && pc.remote_ufrag.is_some() && pc.remote_ufrag.as_deref() != remote_ufrag
-        });
-        if !stuck {
-            return;
-        }
         if let Some(mut old) = pc.take() {
             let _ = old.pc.close();
             self.by_ufrag.remove(&old.ufrag);
@@ -113,15 +130,12 @@ impl Engine {
             PeerRole::Publisher => {
                 peer.published.clear();
                 peer.publish_mids.clear();
-                self.stats.publisher_restarts += 1;
             }
             PeerRole::Subscriber => {
                 peer.slots.clear();
                 self.rooms.slots_reset(id);
-                self.stats.subscriber_restarts += 1;
             }
         }
-        tracing::info!("session {id}: {role:?} connection replaced (it never connected)");
     }
 
     /// Mids of the subscriber connection's existing slots.

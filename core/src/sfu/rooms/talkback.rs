@@ -42,19 +42,18 @@ impl Rooms {
         if role != Role::Viewer {
             return self.fail(id, ErrorCode::PermissionDenied, "only viewers raise a hand");
         }
+        if !raised {
+            self.take_hand(&room, &identity);
+            return;
+        }
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
-        if r.hands.contains(&identity) == raised {
-            return;
-        }
-        if raised {
+        if !r.hands.contains(&identity) {
             tracing::info!("session {id}: {identity} raised a hand in room {room}");
             r.hands.push(identity);
-        } else {
-            r.hands.retain(|h| *h != identity);
+            self.send_hands(&room);
         }
-        self.send_hands(&room);
     }
 
     /// A host's command about `target`.
@@ -88,17 +87,9 @@ impl Rooms {
             command.verb()
         );
         match command {
-            HostCommand::LowerHand => {
-                if self.take_hand(&room, target) {
-                    self.effects
-                        .push_back(Effect::Send(target_id, ServerMessage::HandLowered));
-                }
-            }
+            HostCommand::LowerHand => self.send_hand_back(&room, target, target_id),
             HostCommand::Promote if target_role == Role::Viewer => {
-                if self.take_hand(&room, target) {
-                    self.effects
-                        .push_back(Effect::Send(target_id, ServerMessage::HandLowered));
-                }
+                self.send_hand_back(&room, target, target_id);
                 self.set_role(target_id, &room, Role::Speaker);
             }
             HostCommand::Demote if target_role == Role::Speaker => {
@@ -150,6 +141,15 @@ impl Rooms {
         let identity = member.info.identity.clone();
         tracing::info!("session {id}: {identity} is now {role} in room {room}");
         self.broadcast(room, None, ServerMessage::RoleChanged { identity, role });
+    }
+
+    /// A host answered `identity`'s raised hand (session `id`): out of the queue, and its
+    /// owner is told.
+    fn send_hand_back(&mut self, room: &str, identity: &str, id: SessionId) {
+        if self.take_hand(room, identity) {
+            self.effects
+                .push_back(Effect::Send(id, ServerMessage::HandLowered));
+        }
     }
 
     /// Takes `identity`'s hand out of the queue; whether it was raised (the hosts are told).
