@@ -220,7 +220,7 @@ const MAX_DELTAS: u32 = 60;
 /// so on a link that reorders every late packet is a "loss" (simulated `lte` without random
 /// loss: 2.5–11.6 % seen, the estimate brought from 945 to 313 kbit/s in 20 s with no queue
 /// ever formed). Receiver reports count what arrived late as received.
-struct DelayBased {
+pub(crate) struct DelayBased {
     /// What arrived when the controller last decreased: above [`RESUME_SHARE`] × this, the
     /// path has more room than when it was congested and the controller starts afresh.
     decreased_at: Option<f64>,
@@ -440,20 +440,27 @@ impl SendSide {
     /// [`crate::sfu::allocate`]); a pacer there could only queue and drop what it cannot
     /// hold back at the source.
     pub fn configure_unpaced(&self, registry: Registry) -> Registry {
-        let delay_based = DelayBased::new(
+        registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(self.delay_based()).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+    }
+
+    /// The delay-based estimator of this connection, its estimate (re)started at
+    /// [`initial_bps`](Self::initial_bps): what [`configure_unpaced`](Self::configure_unpaced)
+    /// puts in `rtc`'s congestion control interceptor, and [`super::leg::SubscriberLeg`] runs
+    /// itself.
+    pub(crate) fn delay_based(&self) -> DelayBased {
+        self.estimate
+            .start(self.initial_bps, MIN_ESTIMATE_BPS, self.max_bps);
+        DelayBased::new(
             self.initial_bps,
             MIN_ESTIMATE_BPS,
             self.max_bps,
             self.estimate.clone(),
-        );
-        self.estimate
-            .start(self.initial_bps, MIN_ESTIMATE_BPS, self.max_bps);
-        registry
-            .with(
-                Slot::CongestionControl,
-                CongestionControlBuilder::new(delay_based).build(),
-            )
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        )
     }
 }
 

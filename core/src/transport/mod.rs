@@ -5,6 +5,7 @@
 pub mod cc;
 pub mod clock;
 pub mod jitter;
+pub mod leg;
 pub mod nack;
 pub mod playout;
 
@@ -366,7 +367,7 @@ impl std::fmt::Debug for CanonicalRtcpOrder {
     }
 }
 
-fn rtcp_order_key(msg: &TaggedPacket) -> Option<(u8, Vec<u32>)> {
+pub(crate) fn rtcp_order_key(msg: &TaggedPacket) -> Option<(u8, Vec<u32>)> {
     match &msg.message.packet {
         Packet::Rtcp(packets) => {
             let first = packets.first()?;
