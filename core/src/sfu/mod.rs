@@ -226,6 +226,7 @@ impl Server {
         // A std socket: the engine registers it with its own runtime on its own thread.
         let socket = std::net::UdpSocket::bind(config.udp)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(|s| udp::dont_fragment(&s).map(|()| s))
             .map_err(|source| SfuError::Bind {
                 what: "UDP",
                 addr: config.udp,

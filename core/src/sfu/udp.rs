@@ -82,6 +82,36 @@ fn send_chunk(socket: &UdpSocket, chunk: &[(BytesMut, SocketAddr)]) -> io::Resul
     }
 }
 
+/// Sets the Don't Fragment bit on what an IPv4 socket sends, without path MTU discovery
+/// (`IP_PMTUDISC_PROBE`: media datagrams are kept under 1,200 bytes anyway). For a datagram
+/// with DF and no connected peer the kernel writes IP ID 0 instead of drawing one from its
+/// shared, locked ID generator: measured with `madang bench sfu` at 520 subscribers, that
+/// draw (`__ip_select_ident`) was 2.5 % of the server's CPU. IPv6 has no such field; there
+/// and on other systems this does nothing.
+pub(crate) fn dont_fragment(socket: &std::net::UdpSocket) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if socket.local_addr()?.is_ipv4() {
+        use std::os::fd::AsRawFd;
+        let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+        // SAFETY: a valid socket and a pointer to an int that lives across the call.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+    Ok(())
+}
+
 /// Fills `storage` with `addr`; returns the length to pass as the address size.
 #[cfg(target_os = "linux")]
 fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -126,11 +156,36 @@ fn send_chunk(socket: &UdpSocket, chunk: &[(BytesMut, SocketAddr)]) -> io::Resul
 mod tests {
     use super::*;
 
+    /// A socket set as the server sets its own: with Don't Fragment (on Linux).
+    fn server_like_socket() -> UdpSocket {
+        let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std.set_nonblocking(true).unwrap();
+        dont_fragment(&std).unwrap();
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket, an int and its length, alive across the call.
+            let r = unsafe {
+                libc::getsockopt(
+                    std.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU_DISCOVER,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!((r, value), (0, libc::IP_PMTUDISC_PROBE));
+        }
+        UdpSocket::from_std(std).unwrap()
+    }
+
     /// More datagrams than one call takes, to two receivers on loopback (v4 and v6 when
     /// available): every one arrives, intact and in order.
     #[tokio::test]
     async fn batches_arrive_whole_and_in_order() {
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sender = server_like_socket();
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());

@@ -223,6 +223,9 @@ struct Pc {
     deadline: Option<Instant>,
     /// The send-side estimate towards the client (subscribing connections).
     estimate: Option<SendEstimate>,
+    /// Where its datagrams went last: the address is (re)registered for incoming datagrams
+    /// only when it changes, not once per packet.
+    sent_to: Option<SocketAddr>,
 }
 
 /// A receive slot's WebRTC side; which track it carries is the room policy's business.
@@ -238,6 +241,10 @@ struct SlotRtc {
     paused_track: Option<String>,
     /// Its video is not forwarded because the client's layout has no tile for it.
     off_screen: bool,
+    /// The subscriber's answer took a codec for it: `down` writes that payload type from
+    /// the SSRC its sender was created with, and what is forwarded is written to the
+    /// connection directly (see `send_to_carriers`).
+    negotiated: bool,
 }
 
 /// The WebRTC side of one session.
@@ -453,14 +460,17 @@ impl Engine {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.advance(now);
         let key = match self.by_addr.get(&from) {
-            Some(k) => Some(*k),
-            None => stun_server_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
+            Some(k) => *k,
+            None => {
+                let Some(key) = stun_server_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied())
+                else {
+                    self.stats.unroutable += 1;
+                    return;
+                };
+                self.by_addr.insert(from, key);
+                key
+            }
         };
-        let Some(key) = key else {
-            self.stats.unroutable += 1;
-            return;
-        };
-        self.by_addr.insert(from, key);
         let local = self.local;
         self.rooms.heard(key.0, now);
         let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) else {
@@ -667,7 +677,10 @@ impl Engine {
                 messages.push(m.message);
             }
             while let Some(out) = pc.pc.poll_write() {
-                self.by_addr.insert(out.transport.peer_addr, key);
+                if pc.sent_to != Some(out.transport.peer_addr) {
+                    pc.sent_to = Some(out.transport.peer_addr);
+                    self.by_addr.insert(out.transport.peer_addr, key);
+                }
                 self.transmits.push_back(Transmit {
                     to: out.transport.peer_addr,
                     data: out.message,

@@ -174,6 +174,7 @@ impl Engine {
             connected: false,
             deadline: None,
             estimate: congestion.map(|c| c.estimate),
+            sent_to: None,
         });
         self.by_ufrag.insert(ufrag, (id, role));
         Ok(())
@@ -260,6 +261,7 @@ impl Engine {
                     playout_delay: None,
                     paused_track: None,
                     off_screen: false,
+                    negotiated: false,
                 },
             ));
         }
@@ -278,6 +280,7 @@ impl Engine {
                         codec.payload_type,
                         slot.kind == TrackKind::Video,
                     );
+                    slot.negotiated = true;
                 }
                 slot.playout_delay = parameters
                     .header_extensions
