@@ -66,6 +66,9 @@ enum Bench {
     Codec(bench_codec::Args),
     /// Room-server forwarding: CPU per packet, drops and memory, 1 publisher → N subscribers.
     Sfu(bench_sfu::Args),
+    /// One process of `bench sfu`'s viewers (started by it).
+    #[command(hide = true)]
+    SfuReceivers(bench_sfu::receivers::Args),
     /// Grid composition: tiles scaled into one canvas, against a plain canvas copy.
     Grid(bench_grid::Args),
     /// Congestion control: RFC 8867's capacity steps on a publisher's uplink (simulated).
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { what } => match what {
             Bench::Codec(args) => bench_codec::run(args),
             Bench::Sfu(args) => bench_sfu::run(args),
+            Bench::SfuReceivers(args) => bench_sfu::receivers::run(args),
             Bench::Grid(args) => bench_grid::run(args),
             Bench::Cc(args) => bench_cc::run(args),
         },

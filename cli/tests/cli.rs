@@ -226,6 +226,45 @@ fn bench_codec_prints_the_json_report() {
     }
 }
 
+/// A small `bench sfu`: viewers in two processes take the 360p layer of the host's 720p
+/// simulcast, receive what is sent to them, and all see the center let in halfway. The
+/// figures themselves (µs per packet, memory) are the benchmark's to report, not asserted.
+#[test]
+fn bench_sfu_spreads_viewers_over_processes_and_times_the_talk_back() {
+    let _one = real_time();
+    let out = succeed(madang().args([
+        "bench",
+        "sfu",
+        "--json",
+        "--subscribers",
+        "6",
+        "--per-process",
+        "3",
+        "--seconds",
+        "4",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["layers"].as_array().unwrap().len(), 3);
+    let run = &report["runs"][0];
+    assert_eq!(run["subscribers"], 6);
+    assert_eq!(run["receiver_processes"], 2);
+    assert_eq!(
+        run["subscribers_receiving"], 6,
+        "all at the 360p layer: {run}"
+    );
+    assert!(
+        run["packets_forwarded"].as_u64().unwrap() > 6 * 4 * 50,
+        "{run}"
+    );
+    assert!(run["us_per_packet"].as_f64().unwrap() > 0.0);
+    // Loopback loses nothing; a viewer short of 90 % means forwarding broke, not load.
+    assert!(run["worst_viewer_pct"].as_f64().unwrap() > 90.0, "{run}");
+    let talk_back = &run["talk_back"];
+    assert_eq!(talk_back["viewers"], 6);
+    assert_eq!(talk_back["viewers_reached"], 6, "{run}");
+    assert!(talk_back["max_ms"].as_f64().unwrap() < 15_000.0);
+}
+
 #[test]
 fn bench_cc_reports_each_capacity_step_and_writes_the_plot() {
     // Short phases: this checks the command; tests/congestion.rs checks the adaptation.

@@ -413,6 +413,30 @@ impl Room {
         self.command(Command::Video(0, unit.clone()))
     }
 
+    /// Sends an already encoded H.264 access unit on one simulcast layer of the published
+    /// video track (`layer` 0 is the smallest, as in [`VideoOptions::layers`]), for
+    /// applications that encode each layer themselves. As with
+    /// [`publish_encoded_video`](Self::publish_encoded_video), keyframe requests and the
+    /// uplink estimate's layer targets are the application's to follow (see
+    /// [`Room::stats`]).
+    ///
+    /// [`VideoOptions::layers`]: super::VideoOptions::layers
+    pub async fn publish_encoded_video_layer(
+        &self,
+        layer: usize,
+        unit: &EncodedFrame,
+    ) -> Result<(), RoomError> {
+        let video = self
+            .video
+            .as_ref()
+            .ok_or(RoomError::NotPublishing("video"))?;
+        let layers = video.encoder.lock().expect("encoder lock").layers().len();
+        if layer >= layers {
+            return Err(RoomError::NoSuchLayer { layer, layers });
+        }
+        self.command(Command::Video(layer, unit.clone()))
+    }
+
     /// Sends an already encoded 20 ms Opus packet on the published audio track, with the given
     /// RFC 6464 level (dBov, 127 = silence).
     pub async fn publish_encoded_audio(

@@ -242,6 +242,14 @@ pub enum RoomError {
     /// A layout outside the limits of [`ViewLayout::is_valid`](crate::signal::ViewLayout).
     #[error("invalid layout: {0}")]
     InvalidLayout(String),
+    /// A simulcast layer the published video does not have.
+    #[error("no video layer {layer}: the published video has {layers}")]
+    NoSuchLayer {
+        /// The layer asked for.
+        layer: usize,
+        /// How many the video has.
+        layers: usize,
+    },
 }
 
 /// Counters of what this client sent.

@@ -213,11 +213,11 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
     }
 }
 
-/// Prometheus text exposition of the engine's counters. Eight series do not warrant a metrics
+/// Prometheus text exposition of the engine's counters. Eleven series do not warrant a metrics
 /// registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 9] = [
+    let series: [(&str, &str, &str, u64); 11] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -229,6 +229,18 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "counter",
             "RTP packets written towards subscribers",
             s.packets_out,
+        ),
+        (
+            "madang_rtp_packets_not_forwarded_total",
+            "counter",
+            "RTP packets of a track a subscriber receives that were held back: waiting for a keyframe, paused, or stale",
+            s.packets_not_forwarded,
+        ),
+        (
+            "madang_udp_send_failures_total",
+            "counter",
+            "UDP datagrams the operating system refused to send",
+            s.send_failures,
         ),
         (
             "madang_keyframe_requests_total",

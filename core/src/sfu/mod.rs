@@ -227,6 +227,7 @@ impl Server {
         let socket = std::net::UdpSocket::bind(config.udp)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .and_then(|s| udp::dont_fragment(&s).map(|()| s))
+            .inspect(udp::large_receive_buffer)
             .map_err(|source| SfuError::Bind {
                 what: "UDP",
                 addr: config.udp,

@@ -112,6 +112,39 @@ pub(crate) fn dont_fragment(socket: &std::net::UdpSocket) -> io::Result<()> {
     Ok(())
 }
 
+/// The receive buffer the server asks for: 4 MiB, a quarter second of what 520 viewers'
+/// feedback and a publisher's 720p simulcast bring in (the kernel caps it at
+/// `net.core.rmem_max`: 208 KiB on a stock Linux, where raising that limit is the
+/// operator's choice — see `docs/limits.md`). The engine takes datagrams between passes of up to a few milliseconds at full
+/// load; what arrives meanwhile waits here, and a full buffer drops it — one publisher
+/// packet dropped here is a packet lost for every viewer.
+pub(crate) const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Asks for [`RECEIVE_BUFFER`] bytes of receive buffer (the kernel gives what its limit
+/// allows; failure is not an error: the default still works at smaller scale).
+pub(crate) fn large_receive_buffer(socket: &std::net::UdpSocket) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let value = RECEIVE_BUFFER as libc::c_int;
+        // SAFETY: a valid socket and a pointer to an int that lives across the call.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            tracing::debug!("SO_RCVBUF {RECEIVE_BUFFER}: {}", io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = socket;
+}
+
 /// Fills `storage` with `addr`; returns the length to pass as the address size.
 #[cfg(target_os = "linux")]
 fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {

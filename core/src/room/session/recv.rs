@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 
+use crate::codec::nal::{rtp_payload_sps, rtp_payload_starts_keyframe};
 use crate::codec::{H264Decoder, OpusDecoder};
 use crate::media::Channels;
 use crate::room::RoomEvent;
@@ -62,6 +63,10 @@ pub struct TrackStats {
     /// Round-trip time to the server on the receiving connection in ms, filled by
     /// [`Room::stats`](crate::room::Room::stats).
     pub rtt_ms: Option<f64>,
+    /// When the first picture a decoder could show was there: decoded, or — when pictures
+    /// are only counted (`decode_video` off) — the last packet of the first keyframe that
+    /// arrived whole and in order. `None` for audio and before.
+    pub first_picture: Option<Instant>,
 }
 
 impl TrackStats {
@@ -86,6 +91,7 @@ impl TrackStats {
             seconds: 0.0,
             jitter_ms: None,
             rtt_ms: None,
+            first_picture: None,
         }
     }
 
@@ -172,6 +178,60 @@ impl FreezeCounter {
     }
 }
 
+/// What a video's packets say about its pictures when they are only counted, not decoded:
+/// the size in each keyframe's SPS, and when the first keyframe had arrived whole — from
+/// the packet with its SPS to its marker, each in order. A keyframe with a gap or a
+/// reordered packet is not counted as decodable (a later packet of it that starts another
+/// slice does not restart it); the watch waits for the next keyframe, as a decoder without
+/// a jitter buffer would.
+#[derive(Debug, Default)]
+struct PictureWatch {
+    /// The keyframe being received: its timestamp and the sequence number expected next.
+    pending: Option<(u32, u16)>,
+    /// The timestamp of a keyframe that had a gap.
+    broken: Option<u32>,
+}
+
+impl PictureWatch {
+    fn observe(&mut self, now: Instant, packet: &rtp::Packet, stats: &mut TrackStats) {
+        let h = &packet.header;
+        let sps = rtp_payload_sps(&packet.payload);
+        if let Some(sps) = &sps {
+            stats.frame_size = (sps.width, sps.height);
+        }
+        if stats.first_picture.is_some() {
+            return;
+        }
+        if let Some((timestamp, next)) = self.pending
+            && h.timestamp == timestamp
+        {
+            self.pending = if h.sequence_number != next {
+                self.broken = Some(timestamp);
+                None
+            } else if h.marker {
+                stats.first_picture = Some(now);
+                None
+            } else {
+                Some((timestamp, next.wrapping_add(1)))
+            };
+            return;
+        }
+        // Another picture: the one pending (if any) never reached its marker.
+        self.broken = self.pending.map(|(timestamp, _)| timestamp).or(self.broken);
+        self.pending = None;
+        if sps.is_some()
+            && rtp_payload_starts_keyframe(&packet.payload)
+            && self.broken != Some(h.timestamp)
+        {
+            if h.marker {
+                stats.first_picture = Some(now);
+            } else {
+                self.pending = Some((h.timestamp, h.sequence_number.wrapping_add(1)));
+            }
+        }
+    }
+}
+
 enum Pipeline {
     Video {
         buffer: Box<VideoBuffer>,
@@ -197,6 +257,7 @@ pub(crate) struct RecvSlot {
     first_seq: Option<u64>,
     first_packet: Option<Instant>,
     jitter: JitterEstimator,
+    watch: PictureWatch,
 }
 
 impl RecvSlot {
@@ -221,6 +282,7 @@ impl RecvSlot {
             first_seq: None,
             first_packet: None,
             jitter: JitterEstimator::default(),
+            watch: PictureWatch::default(),
         }
     }
 
@@ -256,6 +318,9 @@ impl RecvSlot {
         let expected = self.seqs.highest().unwrap_or(ext) + 1 - first_seq;
         stats.packets_lost = expected.saturating_sub(stats.packets);
         if !decode {
+            if self.kind == TrackKind::Video {
+                self.watch.observe(now, packet, stats);
+            }
             return;
         }
         match &mut self.pipeline {
@@ -301,6 +366,7 @@ impl RecvSlot {
                             frame.set_pts_us(picture.timestamp as i64 * 1000 / 90);
                             stats.frames_decoded += 1;
                             stats.frame_size = (frame.width(), frame.height());
+                            stats.first_picture.get_or_insert(now);
                             freezes.picture(now, stats);
                             events.push(RoomEvent::VideoFrame {
                                 participant: participant.to_owned(),
@@ -397,5 +463,59 @@ mod tests {
         }
         // Alternating 10 ms late and on time: |D| is 10 ms every packet.
         assert!((k.jitter_ms - 10.0).abs() < 0.5, "{}", k.jitter_ms);
+    }
+
+    /// Counting without decoding: the first picture is the first keyframe whose packets all
+    /// arrived in order; one with a packet missing does not count, the next keyframe does.
+    #[test]
+    fn the_first_whole_keyframe_is_the_first_picture_when_only_counting() {
+        use crate::codec::rtp::packetize_h264;
+        use crate::codec::{H264Config, H264Encoder};
+        use crate::media::TestPattern;
+        let pattern = TestPattern::new(320, 180).unwrap();
+        let mut encoder = H264Encoder::new(H264Config::new(320, 180).keyframe_interval(3)).unwrap();
+        let t0 = Instant::now();
+        let mut watch = PictureWatch::default();
+        let mut stats = TrackStats::new("a/camera", TrackKind::Video);
+        let mut seq = 100u16;
+        let mut keyframes_seen = 0;
+        for i in 0..7u64 {
+            let unit = encoder
+                .encode(&pattern.frame(i as u32, i * 66_666))
+                .unwrap()
+                .unwrap();
+            let payloads = packetize_h264(&unit.data, 300);
+            let key = rtp_payload_starts_keyframe(&payloads[0]);
+            keyframes_seen += key as u32;
+            let n = payloads.len();
+            assert!(!key || n > 2, "a keyframe of several packets");
+            for (k, payload) in payloads.into_iter().enumerate() {
+                seq = seq.wrapping_add(1);
+                // The first keyframe loses its second packet.
+                if keyframes_seen == 1 && key && k == 1 {
+                    continue;
+                }
+                let packet = rtp::Packet {
+                    header: rtp::header::Header {
+                        sequence_number: seq,
+                        timestamp: i as u32 * 6000,
+                        marker: k == n - 1,
+                        ..Default::default()
+                    },
+                    payload,
+                };
+                let at = t0 + Duration::from_millis(i * 66 + k as u64);
+                watch.observe(at, &packet, &mut stats);
+                if keyframes_seen == 1 {
+                    assert_eq!(stats.first_picture, None, "frame {i} packet {k}");
+                }
+                if keyframes_seen == 2 && key && k == n - 1 {
+                    assert_eq!(stats.first_picture, Some(at), "the second keyframe's last");
+                }
+            }
+        }
+        assert!(keyframes_seen >= 2);
+        assert_eq!(stats.frame_size, (320, 180));
+        assert!(stats.first_picture.is_some());
     }
 }

@@ -295,8 +295,12 @@ impl Engine {
                     }
                     self.dirty.insert((sub_id, PeerRole::Subscriber));
                 }
-                Forwarding::WaitingForKeyframe => want_keyframe = Some(header.ssrc),
-                _ => {}
+                Forwarding::WaitingForKeyframe => {
+                    self.stats.packets_not_forwarded += 1;
+                    want_keyframe = Some(header.ssrc);
+                }
+                Forwarding::Paused | Forwarding::Stale => self.stats.packets_not_forwarded += 1,
+                Forwarding::OtherLayer => {}
             }
         }
         want_keyframe

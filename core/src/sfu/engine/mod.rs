@@ -169,6 +169,13 @@ pub struct EngineStats {
     pub packets_in: u64,
     /// RTP packets written towards subscribers.
     pub packets_out: u64,
+    /// Packets of a track that a connected subscriber's slot carries but that were not
+    /// written to it: the slot waited for a keyframe, its video was paused (downlink
+    /// estimate, paused by the subscriber, off screen) or the packet came stale. Packets of
+    /// a simulcast layer other than the slot's are not counted.
+    pub packets_not_forwarded: u64,
+    /// Datagrams the operating system refused to send (filled by the driver).
+    pub send_failures: u64,
     /// Datagrams that matched no connection.
     pub unroutable: u64,
     /// Keyframe requests sent to publishers.
