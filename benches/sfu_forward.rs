@@ -31,9 +31,9 @@ fn forward(c: &mut Criterion) {
                     marker: seq % 5 == 4,
                     keyframe_start: seq % 150 == 1,
                 };
-                cache.insert(h, payload.clone());
-                let mut sent = 0u32;
                 let now = std::time::Instant::now();
+                cache.insert(now, h, payload.clone());
+                let mut sent = 0u32;
                 for d in &mut downs {
                     if let Forwarding::Send(out) = d.forward(&h, now) {
                         sent = sent.wrapping_add(out.seq as u32);

@@ -66,6 +66,14 @@ pub struct Args {
     /// Longest wait for all viewers to join and receive their layer, seconds.
     #[arg(long, default_value_t = 120)]
     join_timeout: u64,
+    /// Measure a server already running (to profile it, e.g. under `perf` or `valgrind`):
+    /// its signal URL. It must be in development mode with a broadcast room `bench`
+    /// (`madang serve --dev --broadcast-room bench`); one count only.
+    #[arg(long, value_name = "URL", requires = "pid")]
+    attach: Option<String>,
+    /// The process id of the server of `--attach`, whose CPU time and memory are read.
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,7 +130,9 @@ struct Report {
 
 /// A `madang serve --dev --broadcast-room bench` child process.
 struct ServerProcess {
-    child: std::process::Child,
+    /// The server this benchmark started (none when attached to one, see `--attach`).
+    child: Option<std::process::Child>,
+    pid: u32,
     signal_url: String,
     http: String,
 }
@@ -164,14 +174,29 @@ impl ServerProcess {
             .trim_end_matches("/signal")
             .to_owned();
         Ok(Self {
-            child,
+            pid: child.id(),
+            child: Some(child),
             signal_url,
             http,
         })
     }
 
+    /// A server already running: its signal URL and process id.
+    fn attach(signal_url: &str, pid: u32) -> Self {
+        let http = signal_url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/signal")
+            .to_owned();
+        Self {
+            child: None,
+            pid,
+            signal_url: signal_url.to_owned(),
+            http,
+        }
+    }
+
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// User + system CPU seconds of the server process so far.
@@ -211,8 +236,10 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -370,7 +397,10 @@ async fn mark(viewers: &mut [Viewers]) -> Result<Vec<[u64; 4]>, BoxError> {
 }
 
 async fn one_run(args: &Args, n: usize, media: &Media, quiet: bool) -> Result<Run, BoxError> {
-    let server = ServerProcess::start()?;
+    let server = match &args.attach {
+        Some(url) => ServerProcess::attach(url, args.pid.ok_or("--attach needs --pid")?),
+        None => ServerProcess::start()?,
+    };
     let room = "bench";
     let top = media.layers.last().ok_or("no layers")?;
     let publisher_options = RoomOptions {
@@ -646,6 +676,9 @@ pub fn run(args: Args) -> CliResult {
     }
     if args.per_process == 0 {
         return Err("--per-process takes at least 1".into());
+    }
+    if args.attach.is_some() && args.subscribers.len() != 1 {
+        return Err("--attach measures one count of --subscribers".into());
     }
     let media = pre_encode(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;

@@ -9,6 +9,7 @@
 //! - [`KeyframeLimiter`] coalesces keyframe requests from many subscribers into at most one
 //!   per interval towards the publisher.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -318,17 +319,28 @@ impl DownTrack {
     }
 }
 
-/// Recent packets of one published track, by sequence number, for retransmission.
+/// Recent packets of one published track, by sequence number, for retransmission: the
+/// last `capacity` packets, and of those only the ones younger than [`RETRANSMIT_AGE`].
 #[derive(Clone, Debug)]
 pub struct RetransmitCache {
     slots: Vec<Option<(InHeader, Bytes)>>,
+    /// When each cached packet came, oldest first, to forget it when it is too old.
+    order: VecDeque<(Instant, u16)>,
 }
+
+/// How long a packet stays in a [`RetransmitCache`]. A retransmission is of use while the
+/// receiver's jitter buffer waits for it (400 ms at most) and NACKs repeat once per round
+/// trip; two seconds cover ten round trips of a slow link. Bounded by count alone, a
+/// cache kept 1,024 packets of each layer however slowly it sent: 46 s of a 180p layer,
+/// 2.5 MB for one simulcast camera, where two seconds of it are ~0.6 MB.
+pub const RETRANSMIT_AGE: Duration = Duration::from_secs(2);
 
 impl RetransmitCache {
     /// Keeps the last `capacity` packets (rounded up to a power of two).
     pub fn new(capacity: usize) -> Self {
         Self {
             slots: vec![None; capacity.next_power_of_two().clamp(16, 1 << 15)],
+            order: VecDeque::new(),
         }
     }
 
@@ -336,10 +348,24 @@ impl RetransmitCache {
         seq as usize & (self.slots.len() - 1)
     }
 
-    /// Remembers a packet; the payload is shared, not copied.
-    pub fn insert(&mut self, header: InHeader, payload: Bytes) {
+    /// Remembers a packet that came at `now`; the payload is shared, not copied. Packets
+    /// older than [`RETRANSMIT_AGE`] are forgotten.
+    pub fn insert(&mut self, now: Instant, header: InHeader, payload: Bytes) {
+        while let Some(&(at, seq)) = self.order.front() {
+            if now.saturating_duration_since(at) <= RETRANSMIT_AGE
+                && self.order.len() < self.slots.len()
+            {
+                break;
+            }
+            self.order.pop_front();
+            let i = self.index(seq);
+            if self.slots[i].as_ref().is_some_and(|(h, _)| h.seq == seq) {
+                self.slots[i] = None;
+            }
+        }
         let i = self.index(header.seq);
         self.slots[i] = Some((header, payload));
+        self.order.push_back((now, header.seq));
     }
 
     /// The packet with this SSRC and sequence number, if still cached.
@@ -593,11 +619,32 @@ mod tests {
     fn retransmit_cache_finds_recent_packets_only() {
         let mut c = RetransmitCache::new(64);
         for seq in 0..100u16 {
-            c.insert(pkt(1, seq, 0, false), Bytes::from(vec![seq as u8]));
+            c.insert(t0(), pkt(1, seq, 0, false), Bytes::from(vec![seq as u8]));
         }
         assert_eq!(c.get(1, 99).unwrap().1[0], 99);
         assert!(c.get(1, 20).is_none(), "evicted");
         assert!(c.get(2, 99).is_none(), "other SSRC");
+        assert_eq!(
+            c.order.len(),
+            64,
+            "the order is bounded by the capacity too"
+        );
+    }
+
+    /// A slow stream: a packet a second. What came more than two seconds ago is gone (its
+    /// payload freed), however much room is left.
+    #[test]
+    fn retransmit_cache_forgets_packets_older_than_two_seconds() {
+        let mut c = RetransmitCache::new(1024);
+        let payload = Bytes::from(vec![7u8; 1000]);
+        for seq in 0..10u16 {
+            let at = t0() + Duration::from_secs(seq as u64);
+            c.insert(at, pkt(1, seq, 0, false), payload.clone());
+        }
+        // At 9 s: 7, 8 and 9 are within two seconds; 6 came 3 s before the last insert.
+        assert!(c.get(1, 9).is_some() && c.get(1, 7).is_some());
+        assert!(c.get(1, 6).is_none());
+        assert_eq!(c.slots.iter().flatten().count(), 3);
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Engine {
             marker: packet.header.marker,
             keyframe_start,
         };
-        layer.cache.insert(header, packet.payload.clone());
+        layer.cache.insert(now, header, packet.payload.clone());
         if video
             && keyframe_start
             && published.simulcast
@@ -358,7 +358,7 @@ impl Engine {
                             .entry(room.clone())
                             .or_insert_with(|| RetransmitCache::new(1024));
                         for (header, payload) in &packets {
-                            cache.insert(*header, payload.clone());
+                            cache.insert(now, *header, payload.clone());
                         }
                         for (header, payload) in &packets {
                             want_keyframe |= self

@@ -168,7 +168,7 @@ impl Engine {
             PeerRole::Subscriber => &mut peer.subscriber,
         };
         *slot = Some(Pc {
-            pc,
+            pc: Box::new(pc),
             ufrag: ufrag.clone(),
             remote_ufrag: None,
             connected: false,
