@@ -89,9 +89,12 @@ struct Run {
     server_cpu_seconds: f64,
     server_cpu_pct: f64,
     us_per_packet: f64,
-    /// Packets the server held back from a viewer (waiting for a keyframe, paused, stale)
-    /// or could not send.
+    /// Packets the server held back from a viewer (its video paused, or stale) or could
+    /// not send.
     dropped_by_server: u64,
+    /// Packets not sent to a viewer waiting for a keyframe (a layer switch: the allocation
+    /// followed a downlink estimate).
+    awaiting_keyframe: u64,
     /// Packets of the host's tracks the viewers received over the measurement, and those
     /// they missed (by sequence number).
     received_by_subscribers: u64,
@@ -509,6 +512,7 @@ async fn one_run(args: &Args, n: usize, media: &Media, quiet: bool) -> Result<Ru
         "madang_rtp_packets_out_total",
         "madang_rtp_packets_not_forwarded_total",
         "madang_udp_send_failures_total",
+        "madang_rtp_packets_awaiting_keyframe_total",
     ];
     let (cpu0, m0, v0) = (
         server.cpu_seconds()?,
@@ -572,6 +576,7 @@ async fn one_run(args: &Args, n: usize, media: &Media, quiet: bool) -> Result<Ru
             0.0
         },
         dropped_by_server: delta(2) + delta(3),
+        awaiting_keyframe: delta(4),
         received_by_subscribers: received,
         lost_before_subscribers: lost,
         worst_viewer_pct: worst,
@@ -714,7 +719,7 @@ pub fn run(args: Args) -> CliResult {
         TILE.1
     );
     println!(
-        "{:>6} {:>5} {:>9} {:>10} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>8}",
+        "{:>6} {:>5} {:>9} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>8}",
         "subs",
         "procs",
         "receiving",
@@ -722,6 +727,7 @@ pub fn run(args: Args) -> CliResult {
         "CPU %",
         "µs/pkt",
         "dropped",
+        "kf wait",
         "sub. lost",
         "worst %",
         "<99.5 %",
@@ -730,7 +736,7 @@ pub fn run(args: Args) -> CliResult {
     );
     for r in &report.runs {
         println!(
-            "{:>6} {:>5} {:>9} {:>10.0} {:>8.1} {:>9.2} {:>9} {:>9} {:>8.2} {:>8} {:>10.1} {:>8.1}",
+            "{:>6} {:>5} {:>9} {:>10.0} {:>8.1} {:>9.2} {:>9} {:>9} {:>9} {:>8.2} {:>8} {:>10.1} {:>8.1}",
             r.subscribers,
             r.receiver_processes,
             r.subscribers_receiving,
@@ -738,6 +744,7 @@ pub fn run(args: Args) -> CliResult {
             r.server_cpu_pct,
             r.us_per_packet,
             r.dropped_by_server,
+            r.awaiting_keyframe,
             r.lost_before_subscribers,
             r.worst_viewer_pct,
             r.viewers_below_99_5,
@@ -754,6 +761,9 @@ pub fn run(args: Args) -> CliResult {
     }
     println!(
         "targets: ≤ 5 µs per forwarded packet, 0 dropped, every viewer ≥ 99.5 %, ≤ 200 KB per viewer; talk-back p50 ≤ 300 ms, p99 ≤ 1 s"
+    );
+    println!(
+        "(dropped: held back by the server — video paused, stale — or refused by the socket; kf wait: not sent while a viewer's video waited for a keyframe, a layer switch)"
     );
     Ok(())
 }

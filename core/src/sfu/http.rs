@@ -213,11 +213,11 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
     }
 }
 
-/// Prometheus text exposition of the engine's counters. Eleven series do not warrant a metrics
+/// Prometheus text exposition of the engine's counters. Twelve series do not warrant a metrics
 /// registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 11] = [
+    let series: [(&str, &str, &str, u64); 12] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -233,8 +233,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         (
             "madang_rtp_packets_not_forwarded_total",
             "counter",
-            "RTP packets of a track a subscriber receives that were held back: waiting for a keyframe, paused, or stale",
+            "RTP packets of a track a subscriber receives that were held back: its video paused, or the packet stale",
             s.packets_not_forwarded,
+        ),
+        (
+            "madang_rtp_packets_awaiting_keyframe_total",
+            "counter",
+            "RTP packets not sent to a subscriber waiting for a keyframe (a video starting or changing layer)",
+            s.packets_awaiting_keyframe,
         ),
         (
             "madang_udp_send_failures_total",

@@ -296,7 +296,7 @@ impl Engine {
                     self.dirty.insert((sub_id, PeerRole::Subscriber));
                 }
                 Forwarding::WaitingForKeyframe => {
-                    self.stats.packets_not_forwarded += 1;
+                    self.stats.packets_awaiting_keyframe += 1;
                     want_keyframe = Some(header.ssrc);
                 }
                 Forwarding::Paused | Forwarding::Stale => self.stats.packets_not_forwarded += 1,

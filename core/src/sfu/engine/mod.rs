@@ -170,10 +170,13 @@ pub struct EngineStats {
     /// RTP packets written towards subscribers.
     pub packets_out: u64,
     /// Packets of a track that a connected subscriber's slot carries but that were not
-    /// written to it: the slot waited for a keyframe, its video was paused (downlink
-    /// estimate, paused by the subscriber, off screen) or the packet came stale. Packets of
-    /// a simulcast layer other than the slot's are not counted.
+    /// written to it because its video was paused (downlink estimate, paused by the
+    /// subscriber, off screen) or the packet came stale (older than what was sent).
     pub packets_not_forwarded: u64,
+    /// Packets not written to a subscriber's slot because it waited for a keyframe: a
+    /// video starting, or switching to another simulcast layer. Packets of a layer other
+    /// than the slot's are not counted.
+    pub packets_awaiting_keyframe: u64,
     /// Datagrams the operating system refused to send (filled by the driver).
     pub send_failures: u64,
     /// Datagrams that matched no connection.
