@@ -91,25 +91,42 @@ fn send_chunk(socket: &UdpSocket, chunk: &[(BytesMut, SocketAddr)]) -> io::Resul
 pub(crate) fn dont_fragment(socket: &std::net::UdpSocket) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     if socket.local_addr()?.is_ipv4() {
-        use std::os::fd::AsRawFd;
-        let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
-        // SAFETY: a valid socket and a pointer to an int that lives across the call.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_int_option(
+            socket,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )?;
     }
     #[cfg(not(target_os = "linux"))]
     let _ = socket;
     Ok(())
+}
+
+/// `setsockopt(2)` with an `int` value.
+#[cfg(unix)]
+fn set_int_option(
+    socket: &std::net::UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a pointer to an int that lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The receive buffer the server asks for: 4 MiB, a quarter second of what 520 viewers'
@@ -124,22 +141,13 @@ pub(crate) const RECEIVE_BUFFER: usize = 4 << 20;
 /// allows; failure is not an error: the default still works at smaller scale).
 pub(crate) fn large_receive_buffer(socket: &std::net::UdpSocket) {
     #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        let value = RECEIVE_BUFFER as libc::c_int;
-        // SAFETY: a valid socket and a pointer to an int that lives across the call.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            tracing::debug!("SO_RCVBUF {RECEIVE_BUFFER}: {}", io::Error::last_os_error());
-        }
+    if let Err(e) = set_int_option(
+        socket,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        RECEIVE_BUFFER as libc::c_int,
+    ) {
+        tracing::debug!("SO_RCVBUF {RECEIVE_BUFFER}: {e}");
     }
     #[cfg(not(unix))]
     let _ = socket;

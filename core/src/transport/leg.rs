@@ -40,7 +40,7 @@ use rtc::shared::marshal::MarshalSize;
 use rtc::shared::time::SystemInstant;
 
 use super::cc::{DelayBased, SendSide};
-use super::{has_receiver_report, is_keyframe_request, is_nack, rtcp_order_key};
+use super::{CanonicalWrites, has_receiver_report, is_keyframe_request, is_nack};
 
 /// How long a packet that was sent waits for its acknowledgement before it is forgotten
 /// (`rtc`'s `CongestionControlInterceptor` default).
@@ -220,8 +220,7 @@ pub struct SubscriberLeg {
     record: SendRecord,
     next_report: Option<Instant>,
     reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-    sorted: bool,
+    writes: CanonicalWrites,
 }
 
 impl std::fmt::Debug for SubscriberLeg {
@@ -244,8 +243,7 @@ impl SubscriberLeg {
             record: SendRecord::default(),
             next_report: None,
             reads: VecDeque::new(),
-            writes: VecDeque::new(),
-            sorted: true,
+            writes: CanonicalWrites::default(),
         }
     }
 
@@ -321,21 +319,14 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
                     self.next_report = Some(now + REPORT_INTERVAL);
                 }
             }
-        } else {
-            self.sorted = false;
         }
-        self.writes.push_back(msg);
+        // RTCP that leaves in one burst goes in a fixed order (see `CanonicalRtcpOrder`).
+        self.writes.push(msg);
         Ok(())
     }
 
     fn poll_write(&mut self) -> Option<TaggedPacket> {
-        if !self.sorted {
-            // RTCP that leaves in one burst, in a fixed order (see `CanonicalRtcpOrder`);
-            // stable, so RTP keeps its order ahead of it.
-            self.writes.make_contiguous().sort_by_key(rtcp_order_key);
-            self.sorted = true;
-        }
-        self.writes.pop_front()
+        self.writes.pop()
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
@@ -348,12 +339,11 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
             self.next_report = Some(now + REPORT_INTERVAL);
             for stream in &self.streams {
                 if let Some(report) = stream.report(now) {
-                    self.writes.push_back(TaggedPacket {
+                    self.writes.push(TaggedPacket {
                         now,
                         transport: TransportContext::default(),
                         message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(report)])),
                     });
-                    self.sorted = false;
                 }
             }
         }

@@ -354,8 +354,34 @@ impl Interceptor for DeliverKeyframeRequests {
 #[derive(Default)]
 pub struct CanonicalRtcpOrder {
     reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
+    writes: CanonicalWrites,
+}
+
+/// An interceptor's outgoing queue in canonical order (see [`CanonicalRtcpOrder`]): RTP in
+/// the order written, ahead of the RTCP of the same burst sorted by [`rtcp_order_key`].
+#[derive(Default)]
+pub(crate) struct CanonicalWrites {
+    queue: VecDeque<TaggedPacket>,
     sorted: bool,
+}
+
+impl CanonicalWrites {
+    pub(crate) fn push(&mut self, msg: TaggedPacket) {
+        if matches!(msg.message.packet, Packet::Rtcp(_)) {
+            self.sorted = false;
+        }
+        self.queue.push_back(msg);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<TaggedPacket> {
+        if !self.sorted {
+            // A walk of the chain hands an interceptor the whole burst before polling it.
+            // Stable: RTP (no key) keeps its order, ahead of the RTCP.
+            self.queue.make_contiguous().sort_by_key(rtcp_order_key);
+            self.sorted = true;
+        }
+        self.queue.pop_front()
+    }
 }
 
 /// Slot of [`CanonicalRtcpOrder`]: closer to the wire than every other interceptor.
@@ -367,7 +393,7 @@ impl std::fmt::Debug for CanonicalRtcpOrder {
     }
 }
 
-pub(crate) fn rtcp_order_key(msg: &TaggedPacket) -> Option<(u8, Vec<u32>)> {
+fn rtcp_order_key(msg: &TaggedPacket) -> Option<(u8, Vec<u32>)> {
     match &msg.message.packet {
         Packet::Rtcp(packets) => {
             let first = packets.first()?;
@@ -396,19 +422,12 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for CanonicalRtcpOrde
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        self.sorted = false;
+        self.writes.push(msg);
         Ok(())
     }
 
     fn poll_write(&mut self) -> Option<TaggedPacket> {
-        if !self.sorted {
-            // A walk of the chain hands this interceptor the whole burst before polling it.
-            // Stable: RTP (no key) keeps its order, ahead of the RTCP.
-            self.writes.make_contiguous().sort_by_key(rtcp_order_key);
-            self.sorted = true;
-        }
-        self.writes.pop_front()
+        self.writes.pop()
     }
 
     fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
