@@ -40,7 +40,7 @@ use rtc::shared::marshal::MarshalSize;
 use rtc::shared::time::SystemInstant;
 
 use super::cc::{DelayBased, SendSide};
-use super::{CanonicalWrites, has_receiver_report, is_keyframe_request, is_nack};
+use super::{CanonicalWrites, for_application};
 
 /// How long a packet that was sent waits for its acknowledgement before it is forgotten
 /// (`rtc`'s `CongestionControlInterceptor` default).
@@ -262,8 +262,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         let mut deliver = false;
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            deliver =
-                is_keyframe_request(packets) || is_nack(packets) || has_receiver_report(packets);
+            deliver = for_application(packets);
             let mut reported = false;
             for feedback in packets
                 .iter()

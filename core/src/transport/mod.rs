@@ -248,6 +248,12 @@ pub fn fraction_lost_for(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> O
         .map(|r| r.fraction_lost)
 }
 
+/// Whether a compound RTCP packet is for the application, not only the interceptors: a
+/// keyframe request, a NACK or a receiver report (see [`DeliverKeyframeRequests`]).
+pub(crate) fn for_application(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    is_keyframe_request(packets) || is_nack(packets) || has_receiver_report(packets)
+}
+
 /// A NACK asking the sender of `media_ssrc` for the packets `seqs`.
 pub fn nack(media_ssrc: u32, seqs: &[u16]) -> Box<dyn rtc::rtcp::Packet> {
     Box::new(TransportLayerNack {
@@ -304,7 +310,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRe
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && (is_keyframe_request(packets) || is_nack(packets) || has_receiver_report(packets))
+            && for_application(packets)
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
