@@ -223,17 +223,22 @@ impl ServerProcess {
         Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
     }
 
-    /// The server's counters from `/metrics`.
-    async fn metric(&self, name: &str) -> Result<u64, BoxError> {
+    /// The server's counters `names` from one read of `/metrics`, in that order.
+    async fn metrics(&self, names: &[&str]) -> Result<Vec<u64>, BoxError> {
         let mut stream = tokio::net::TcpStream::connect(&self.http).await?;
         stream
             .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).as_bytes())
             .await?;
         let mut body = String::new();
         stream.read_to_string(&mut body).await?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .ok_or_else(|| format!("metric {name} missing").into())
+        names
+            .iter()
+            .map(|name| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+                    .ok_or_else(|| format!("metric {name} missing").into())
+            })
+            .collect()
     }
 }
 
@@ -497,16 +502,6 @@ async fn one_run(args: &Args, n: usize, media: &Media, quiet: bool) -> Result<Ru
     }
     let join_seconds = join_start.elapsed().as_secs_f64();
 
-    let metrics = |names: &'static [&'static str]| {
-        let server = &server;
-        async move {
-            let mut values = Vec::new();
-            for name in names {
-                values.push(server.metric(name).await?);
-            }
-            Ok::<_, BoxError>(values)
-        }
-    };
     const COUNTERS: &[&str] = &[
         "madang_rtp_packets_in_total",
         "madang_rtp_packets_out_total",
@@ -516,7 +511,7 @@ async fn one_run(args: &Args, n: usize, media: &Media, quiet: bool) -> Result<Ru
     ];
     let (cpu0, m0, v0) = (
         server.cpu_seconds()?,
-        metrics(COUNTERS).await?,
+        server.metrics(COUNTERS).await?,
         mark(&mut viewers).await?,
     );
     let t0 = Instant::now();
@@ -529,7 +524,7 @@ async fn one_run(args: &Args, n: usize, media: &Media, quiet: bool) -> Result<Ru
     // Read in the same order as at the start, so packets in flight at either edge cancel out.
     let (cpu1, m1, v1) = (
         server.cpu_seconds()?,
-        metrics(COUNTERS).await?,
+        server.metrics(COUNTERS).await?,
         mark(&mut viewers).await?,
     );
     let rss_after = server.rss_kb()?;

@@ -134,29 +134,35 @@ struct Sent {
     arrival: Option<Duration>,
 }
 
-/// What was sent, oldest first: the entry at `i` carries transport-wide sequence number
-/// `first + i` and report id `first_id + i`. Everything before the newest acknowledged
-/// arrival has been handed to the estimator and removed, so what is left waits for
-/// feedback and is a few hundred packets at most (see [`PRUNE_HORIZON`]).
+/// What was sent, oldest first, and the transport-wide sequence numbers it was sent with:
+/// the entry at `i` carries number `first() + i` and report id `first_id + i`. Everything
+/// before the newest acknowledged arrival has been handed to the estimator and removed, so
+/// what is left waits for feedback and is a few hundred packets at most (see
+/// [`PRUNE_HORIZON`]).
 #[derive(Default)]
 struct SendRecord {
     entries: VecDeque<Sent>,
-    first: u16,
+    /// The transport-wide sequence number of the next packet sent.
+    next: u16,
     first_id: u64,
     /// Offset (in `entries`) of the newest packet acknowledged as arrived.
     highest: Option<usize>,
 }
 
 impl SendRecord {
-    fn push(&mut self, twcc: u16, sent: Sent) {
-        if self.entries.is_empty() {
-            self.first = twcc;
-        }
+    /// Records a packet sent with sequence number [`next`](Self::next).
+    fn push(&mut self, sent: Sent) {
         self.entries.push_back(sent);
+        self.next = self.next.wrapping_add(1);
+    }
+
+    /// The sequence number of the oldest packet recorded.
+    fn first(&self) -> u16 {
+        self.next.wrapping_sub(self.entries.len() as u16)
     }
 
     fn acknowledge(&mut self, twcc: u16, arrived: bool, arrival: Option<Duration>) {
-        let offset = twcc.wrapping_sub(self.first) as usize;
+        let offset = twcc.wrapping_sub(self.first()) as usize;
         let Some(entry) = self.entries.get_mut(offset) else {
             return; // reported already, or never sent
         };
@@ -172,6 +178,7 @@ impl SendRecord {
         let Some(highest) = self.highest.take() else {
             return Vec::new();
         };
+        let first = self.first();
         let reports = self
             .entries
             .drain(..=highest)
@@ -181,7 +188,7 @@ impl SendRecord {
                 id: self.first_id + i as u64,
                 rtp_sequence_number: s.seq,
                 is_twcc: true,
-                twcc_sequence_number: self.first.wrapping_add(i as u16),
+                twcc_sequence_number: first.wrapping_add(i as u16),
                 size: s.size,
                 arrived: s.arrived,
                 departure: s.departure,
@@ -206,7 +213,6 @@ impl SendRecord {
     }
 
     fn advance(&mut self, n: usize) {
-        self.first = self.first.wrapping_add(n as u16);
         self.first_id += n as u64;
         self.highest = self.highest.and_then(|h| h.checked_sub(n));
     }
@@ -216,7 +222,6 @@ impl SendRecord {
 pub struct SubscriberLeg {
     streams: Vec<Stream>,
     estimator: Option<DelayBased>,
-    next_twcc: u16,
     record: SendRecord,
     next_report: Option<Instant>,
     reads: VecDeque<TaggedPacket>,
@@ -239,7 +244,6 @@ impl SubscriberLeg {
         Self {
             streams: Vec::new(),
             estimator: congestion.map(SendSide::delay_based),
-            next_twcc: 0,
             record: SendRecord::default(),
             next_report: None,
             reads: VecDeque::new(),
@@ -274,11 +278,11 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
                         .acknowledge(ack.sequence_number, ack.arrived, ack.arrival);
                 }
             }
-            if reported && let Some(estimator) = self.estimator.as_mut() {
+            if reported {
                 let reports = self.record.take_reports();
-                estimator.on_reports(msg.now, &reports);
-            } else if reported {
-                self.record.take_reports();
+                if let Some(estimator) = self.estimator.as_mut() {
+                    estimator.on_reports(msg.now, &reports);
+                }
             }
         }
         if deliver {
@@ -296,14 +300,13 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
         let now = msg.now;
         if let Packet::Rtp(packet) = &mut msg.message.packet {
             let ssrc = packet.header.ssrc;
-            let twcc = self.next_twcc;
+            let twcc = self.record.next;
             if let Some(stream) = self.stream(ssrc) {
                 stream.count(now, packet);
                 if let Some(id) = stream.twcc_id {
                     let _ = packet
                         .header
                         .set_extension(id, Bytes::copy_from_slice(&twcc.to_be_bytes()));
-                    self.next_twcc = twcc.wrapping_add(1);
                     let sent = Sent {
                         ssrc,
                         seq: packet.header.sequence_number,
@@ -312,7 +315,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
                         arrived: false,
                         arrival: None,
                     };
-                    self.record.push(twcc, sent);
+                    self.record.push(sent);
                 }
                 if self.next_report.is_none() {
                     self.next_report = Some(now + REPORT_INTERVAL);

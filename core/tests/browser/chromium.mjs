@@ -16,3 +16,17 @@ export function launch() {
     ],
   });
 }
+
+// The step checker of a driver's `result`: `until(what, check)` polls `check` every
+// `everyMs` until it holds or `deadline` (ms since the epoch) passes, records the step as
+// passed or failed in `result.steps` and returns whether it passed.
+export function stepper(result, deadline, everyMs) {
+  return async function until(what, check) {
+    while (Date.now() < deadline) {
+      if (await check()) { result.steps[what] = true; return true; }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+    result.steps[what] = false;
+    return false;
+  };
+}

@@ -12,7 +12,7 @@
 // reaches the others; the last page stops its camera (the first page shows a placeholder)
 // and starts it again; then it closes and disappears from the first page's grid. SCREENSHOT=<path> saves the first page
 // while everyone is there. Exit code 0 when every step passed.
-import { launch } from './chromium.mjs';
+import { launch, stepper } from './chromium.mjs';
 
 const args = process.argv.slice(2);
 const [base, room, seconds] = args;
@@ -48,14 +48,7 @@ async function look(page) {
   });
 }
 
-async function until(what, check) {
-  while (Date.now() < deadline) {
-    if (await check()) { result.steps[what] = true; return true; }
-    await sleep(250);
-  }
-  result.steps[what] = false;
-  return false;
-}
+const until = stepper(result, deadline, 250);
 
 try {
   const pages = [];

@@ -5,21 +5,14 @@
 // back (`demote`) and its tile must leave the host's grid. Prints one JSON line.
 //
 //   node talkback.mjs <base-url> <room> <seconds>
-import { launch } from './chromium.mjs';
+import { launch, stepper } from './chromium.mjs';
 
 const [base, room, seconds] = process.argv.slice(2);
 const deadline = Date.now() + Number(seconds) * 1000;
 const result = { ok: false, steps: {} };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function until(what, check) {
-  while (Date.now() < deadline) {
-    if (await check()) { result.steps[what] = true; return true; }
-    await sleep(200);
-  }
-  result.steps[what] = false;
-  return false;
-}
+const until = stepper(result, deadline, 200);
 
 const browser = await launch();
 try {
