@@ -635,6 +635,73 @@ async fn lost_packets_are_retransmitted_or_repaired_by_a_keyframe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_network_changes_restarts_ice_and_its_pictures_resume() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut party = Party::new(vec![
+        join(&server, "alice").await,
+        join(&server, "bob").await,
+    ]);
+    party
+        .run(Duration::from_secs(10), |ev| {
+            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
+        })
+        .await;
+    // Alice's laptop moves from 127.0.0.1 to 127.0.0.2: her old sockets are closed.
+    let moved = "127.0.0.2".parse().unwrap();
+    party.rooms[0].network_changed(Some(moved)).await.unwrap();
+    // 4 s in slices of 100 ms: per slice, the pictures each side got from the other.
+    let mut slices: Vec<(usize, usize)> = Vec::new();
+    for _ in 0..40 {
+        let ev = party.run(Duration::from_millis(100), |_| false).await;
+        slices.push((frames_from(&ev[0], "bob"), frames_from(&ev[1], "alice")));
+    }
+    let longest_gap = |side: fn(&(usize, usize)) -> usize| {
+        let mut longest = 0;
+        let mut run = 0;
+        for s in &slices {
+            run = if side(s) == 0 { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        longest as f64 * 0.1
+    };
+    let to_alice = longest_gap(|s| s.0);
+    let to_bob = longest_gap(|s| s.1);
+    let last_second =
+        |side: fn(&(usize, usize)) -> usize| -> usize { slices[30..].iter().map(side).sum() };
+    let sent = party.rooms[0].send_stats();
+    println!(
+        "network change: bob→alice gap {to_alice:.1} s, alice→bob gap {to_bob:.1} s; \
+         last second {} and {} pictures; alice's ICE restarts {}",
+        last_second(|s| s.0),
+        last_second(|s| s.1),
+        sent.ice_restarts
+    );
+    assert_eq!(
+        sent.ice_restarts, 2,
+        "both of alice's connections restarted ICE"
+    );
+    assert!(
+        to_alice <= 1.0,
+        "bob's pictures stopped {to_alice:.1} s at alice"
+    );
+    assert!(
+        to_bob <= 1.0,
+        "alice's pictures stopped {to_bob:.1} s at bob"
+    );
+    assert!(last_second(|s| s.0) >= 20 && last_second(|s| s.1) >= 20);
+    let stats = server.stats();
+    assert_eq!(
+        stats.publisher_restarts + stats.subscriber_restarts,
+        0,
+        "nothing replaced"
+    );
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grid_room_sends_one_composited_stream_to_a_viewer() {
     use madang::grid::layout::{Layout, LayoutInput, Mode, Person, Viewport};
     use madang::sfu::mixer::GridConfig;

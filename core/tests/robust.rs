@@ -188,6 +188,84 @@ fn video_and_audio_come_back_soon_after_a_five_second_outage() {
 }
 
 #[test]
+fn a_phone_that_changes_network_restarts_ice_and_its_media_resumes() {
+    // lte; at 6 s p2 moves to another network (new local addresses, the old ones dead).
+    let mut world = World::new("lte".parse().unwrap(), 1, World::engine_config());
+    let ids = ["p1", "p2", "p3"];
+    join_all(&mut world, &ids, (640, 360, 30, 800));
+    let moved_at = 6.0;
+    // Per (receiver, publisher): when pictures and audio arrived, seconds since the start.
+    let mut video: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
+    let mut audio: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
+    let mut record = |i: usize, event: RoomEvent, elapsed: Duration| {
+        let t = elapsed.as_secs_f64();
+        match event {
+            RoomEvent::VideoFrame {
+                participant, frame, ..
+            } if read_stamp(&frame).is_some() => video.entry((i, participant)).or_default().push(t),
+            RoomEvent::AudioFrame { participant, .. } => {
+                audio.entry((i, participant)).or_default().push(t)
+            }
+            _ => {}
+        }
+    };
+    world
+        .run_for(Duration::from_secs_f64(moved_at), &mut record)
+        .unwrap();
+    world.change_network(1);
+    world
+        .run_for(Duration::from_secs_f64(14.0 - moved_at), &mut record)
+        .unwrap();
+    // The longest time without a picture (or audio) on each pair from or to p2, from the
+    // move to the end, and that the pair carried on to the end.
+    let gap = |times: &Vec<f64>| {
+        let after: Vec<f64> = std::iter::once(moved_at)
+            .chain(times.iter().copied().filter(|t| *t > moved_at))
+            .collect();
+        let longest = after.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        let last = after.last().copied().unwrap_or(moved_at);
+        longest.max(14.0 - last)
+    };
+    let mut worst = (0.0f64, 0.0f64);
+    for (kind, pairs, slot) in [("video", &video, 0), ("audio", &audio, 1)] {
+        assert_eq!(pairs.len(), 6, "every {kind} pair arrived");
+        for ((i, from), times) in pairs {
+            if *i != 1 && from != "p2" {
+                continue;
+            }
+            let g = gap(times);
+            eprintln!("network change: {from}→p{} {kind} gap {g:.2} s", i + 1);
+            if slot == 0 {
+                worst.0 = worst.0.max(g);
+            } else {
+                worst.1 = worst.1.max(g);
+            }
+        }
+    }
+    let p2 = world.participant(1).session();
+    assert_eq!(
+        p2.send_stats().ice_restarts,
+        2,
+        "both connections restarted"
+    );
+    assert_eq!(
+        p2.send_stats().publisher_restarts,
+        0,
+        "restarted, not replaced"
+    );
+    assert_eq!(
+        p2.send_stats().subscriber_restarts,
+        0,
+        "restarted, not replaced"
+    );
+    for p in world.participants() {
+        assert!(p.session().joined().is_some(), "{} dropped", p.identity());
+    }
+    assert!(worst.0 <= 1.0, "video gap {:.2} s after the move", worst.0);
+    assert!(worst.1 <= 0.5, "audio gap {:.2} s after the move", worst.1);
+}
+
+#[test]
 fn the_grid_mixer_decodes_a_publisher_on_lte_and_the_tv_shows_it() {
     use madang::signal::{ClientMessage, Role};
     let mut config = World::engine_config();

@@ -3,8 +3,12 @@
  * the data channel, counts the pictures it receives from each participant, prints stats, and
  * leaves after N seconds.
  *
- *   simple_client URL TOKEN [SECONDS [WIDTH HEIGHT [FPS]]]
+ *   simple_client URL TOKEN [SECONDS [WIDTH HEIGHT [FPS [MOVE_AFTER LOCAL_IP]]]]
  *   simple_client ws://127.0.0.1:8080/signal "$(madang token --room hall --identity c1)" 10
+ *
+ * With MOVE_AFTER and LOCAL_IP, the client acts out a change of network (a phone from LTE to
+ * Wi-Fi) MOVE_AFTER seconds in: it tells madang its new local address, and both connections
+ * restart ICE from there while the call goes on.
  *
  * Output (one line per fact, for people and scripts):
  *   joined <room> as <identity>
@@ -17,7 +21,8 @@
  *     retransmission; uplink: the congestion-control estimate the encoder follows)
  *   track <id> video|audio decoded=<n> lost=<n> freezes=<n> recovered=<n>
  *         keyframe_requests=<n> delay_ms=<ms>   (one per remote track, after each stats line)
- *   received <identity> frames=<n> size=<w>x<h>
+ *   network changed to <ip>
+ *   received <identity> frames=<n> size=<w>x<h> longest_gap_ms=<ms>
  *   left cleanly
  */
 #define _POSIX_C_SOURCE 199309L
@@ -36,6 +41,7 @@ struct peer {
   char identity[128];
   unsigned long frames;
   uint32_t width, height;
+  int64_t last_us, longest_gap_us; /* when the last picture came; the longest wait between two */
 };
 
 static struct peer peers[MAX_PEERS];
@@ -80,7 +86,8 @@ static void draw(uint8_t *y, uint8_t *u, uint8_t *v, uint32_t w, uint32_t h, uin
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s URL TOKEN [SECONDS [WIDTH HEIGHT [FPS]]]\n", argv[0]);
+    fprintf(stderr, "usage: %s URL TOKEN [SECONDS [WIDTH HEIGHT [FPS [MOVE_AFTER LOCAL_IP]]]]\n",
+            argv[0]);
     return 2;
   }
   const char *url = argv[1], *token = argv[2];
@@ -88,6 +95,8 @@ int main(int argc, char **argv) {
   uint32_t width = argc > 5 ? (uint32_t)atoi(argv[4]) : 320;
   uint32_t height = argc > 5 ? (uint32_t)atoi(argv[5]) : 180;
   uint32_t fps = argc > 6 ? (uint32_t)atoi(argv[6]) : 15;
+  double move_after = argc > 8 ? atof(argv[7]) : -1.0;
+  const char *move_to = argc > 8 ? argv[8] : NULL;
 
   printf("madang %s (header %s)\n", madang_version(), MADANG_VERSION_STRING);
   madang_log_set_level(MADANG_LOG_WARN);
@@ -126,8 +135,15 @@ int main(int argc, char **argv) {
   int64_t frame_period = 1000000 / fps, next_frame = start, next_audio = start;
   unsigned long drawn = 0, audio_blocks = 0;
   int said_hello = 0, disconnected = 0;
+  int64_t move_at = move_to != NULL ? start + (int64_t)(move_after * 1e6) : -1;
   while (!disconnected && now_us() < end) {
     int64_t t = now_us();
+    if (move_at >= 0 && t >= move_at) {
+      /* A real application calls this when its platform reports a new network. */
+      move_at = -1;
+      if (!check(madang_client_network_changed(client, move_to), "network change")) break;
+      printf("network changed to %s\n", move_to);
+    }
     if (t >= next_frame) {
       draw((uint8_t *)frame.y, (uint8_t *)frame.u, (uint8_t *)frame.v, width, height, stride_y,
            stride_c, drawn++);
@@ -164,6 +180,9 @@ int main(int argc, char **argv) {
         break;
       case MADANG_EVENT_VIDEO_FRAME:
         if ((p = peer(ev.participant)) != NULL) {
+          int64_t at = now_us();
+          if (p->frames > 0 && at - p->last_us > p->longest_gap_us) p->longest_gap_us = at - p->last_us;
+          p->last_us = at;
           p->frames++;
           p->width = ev.video.width;
           p->height = ev.video.height;
@@ -212,8 +231,9 @@ int main(int argc, char **argv) {
   }
 
   for (int i = 0; i < peer_count; i++)
-    printf("received %s frames=%lu size=%ux%u\n", peers[i].identity, peers[i].frames,
-           peers[i].width, peers[i].height);
+    printf("received %s frames=%lu size=%ux%u longest_gap_ms=%lld\n", peers[i].identity,
+           peers[i].frames, peers[i].width, peers[i].height,
+           (long long)(peers[i].longest_gap_us / 1000));
   printf("sent frames=%lu audio=%lu\n", drawn, audio_blocks);
 
   /* Anything madang logged at warning level or worse. */

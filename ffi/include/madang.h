@@ -459,6 +459,20 @@ madang_result madang_client_send_data(madang_client *client,
                                       const char *topic,
                                       const char *payload);
 
+// Tells the client that the local network changed (a phone moved from LTE to Wi-Fi, a
+// laptop got a new address): both connections move to new UDP sockets bound on
+// `local_ip` (an IPv4 or IPv6 address in text; NULL keeps the address they use now) and
+// restart ICE, keeping every stream, so that media resumes once the new path answers.
+// Call it when the platform reports a change; the client does not watch the network.
+//
+// Errors: NULL client, invalid UTF-8, `MADANG_RESULT_INVALID_ADDRESS` (not an IP
+// address), `MADANG_RESULT_IO` (no socket could be bound there),
+// `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`; `local_ip` NULL or NUL-terminated.
+madang_result madang_client_network_changed(madang_client *client, const char *local_ip);
+
 // Raises (`raised` true) or lowers this viewer's hand to ask to be heard; the room's
 // hosts get `MADANG_EVENT_HANDS`. Only viewers raise a hand (others get a
 // `MADANG_EVENT_ERROR` "permission_denied").

@@ -347,6 +347,7 @@ fn room_error(e: &RoomError) -> madang_result {
         RoomError::Timeout(_) => madang_result::MADANG_RESULT_TIMEOUT,
         RoomError::NotPublishing(_) => madang_result::MADANG_RESULT_NOT_PUBLISHING,
         RoomError::Closed => madang_result::MADANG_RESULT_CLOSED,
+        RoomError::Socket(_) => madang_result::MADANG_RESULT_IO,
         _ => madang_result::MADANG_RESULT_MEDIA,
     }
 }
@@ -697,6 +698,47 @@ pub unsafe extern "C" fn madang_client_send_data(
         };
         // SAFETY: per the contract.
         unsafe { with_room(client, |room| room.send_data(topic, payload, Vec::new())) }
+    })
+}
+
+/// Tells the client that the local network changed (a phone moved from LTE to Wi-Fi, a
+/// laptop got a new address): both connections move to new UDP sockets bound on
+/// `local_ip` (an IPv4 or IPv6 address in text; NULL keeps the address they use now) and
+/// restart ICE, keeping every stream, so that media resumes once the new path answers.
+/// Call it when the platform reports a change; the client does not watch the network.
+///
+/// Errors: NULL client, invalid UTF-8, `MADANG_RESULT_INVALID_ADDRESS` (not an IP
+/// address), `MADANG_RESULT_IO` (no socket could be bound there),
+/// `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`; `local_ip` NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_network_changed(
+    client: *mut madang_client,
+    local_ip: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        let ip = if local_ip.is_null() {
+            None
+        } else {
+            // SAFETY: per the contract.
+            match unsafe { str_arg(local_ip) }.map(|s| s.parse::<std::net::IpAddr>()) {
+                Ok(Ok(ip)) => Some(ip),
+                Ok(Err(_)) => return madang_result::MADANG_RESULT_INVALID_ADDRESS,
+                Err(e) => return e,
+            }
+        };
+        // SAFETY: per the contract.
+        unsafe {
+            with_client(client, |c| match c.session() {
+                Ok(s) => match c.runtime().block_on(s.room.network_changed(ip)) {
+                    Ok(()) => madang_result::MADANG_RESULT_OK,
+                    Err(e) => room_error(&e),
+                },
+                Err(e) => e,
+            })
+        }
     })
 }
 

@@ -242,6 +242,9 @@ pub enum RoomError {
     /// A layout outside the limits of [`ViewLayout::is_valid`](crate::signal::ViewLayout).
     #[error("invalid layout: {0}")]
     InvalidLayout(String),
+    /// A local UDP socket could not be bound (no such local address, none free).
+    #[error("local socket: {0}")]
+    Socket(String),
     /// A simulcast layer the published video does not have.
     #[error("no video layer {layer}: the published video has {layers}")]
     NoSuchLayer {
@@ -278,6 +281,9 @@ pub struct SendStats {
     /// Receiving connections replaced because they did not come up in time (counted with
     /// what was sent, as connection health rather than per track).
     pub subscriber_restarts: u64,
+    /// ICE restarts after a change of network (`Session::network_changed`), both
+    /// connections counted.
+    pub ice_restarts: u64,
     /// The uplink bandwidth estimate (bit/s) when the last picture was sent; 0 before one.
     pub uplink_estimate_bps: u64,
     /// Its delay-based half then (bit/s).

@@ -74,6 +74,8 @@ pub struct Participant {
     gone: bool,
     video_sent: u32,
     audio_sent: u64,
+    /// Its local addresses now (publishing, receiving).
+    addrs: (SocketAddr, SocketAddr),
 }
 
 impl std::fmt::Debug for Participant {
@@ -347,6 +349,7 @@ impl World {
             gone: false,
             video_sent: 0,
             audio_sent: 0,
+            addrs: (pub_addr, sub_addr),
         });
         Ok(i)
     }
@@ -369,6 +372,22 @@ impl World {
         self.participants[i].gone = true;
         self.signals
             .push_back((self.now + self.signal_delay, Hop::ServerClosed(i)));
+    }
+
+    /// Participant `i` moves to another network (a phone from LTE to Wi-Fi): its local
+    /// addresses change (new ports on its address), datagrams to the old ones are lost from
+    /// now on, including those on their way, and its session is told
+    /// ([`Session::network_changed`]).
+    pub fn change_network(&mut self, i: usize) {
+        let p = &mut self.participants[i];
+        let (old_pub, old_sub) = p.addrs;
+        let moved = |a: SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(2));
+        p.addrs = (moved(old_pub), moved(old_sub));
+        self.by_addr.remove(&old_pub);
+        self.by_addr.remove(&old_sub);
+        self.by_addr.insert(p.addrs.0, i);
+        self.by_addr.insert(p.addrs.1, i);
+        p.session.network_changed(self.now, p.addrs.0, p.addrs.1);
     }
 
     /// Participant `i` sends a protocol message.

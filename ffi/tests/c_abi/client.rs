@@ -52,6 +52,8 @@ fn make_examples(name: &str, link: &str, extra_cflags: &str) -> PathBuf {
 struct PeerReport {
     /// Decoded pictures per publisher.
     frames: HashMap<String, u64>,
+    /// Per publisher: when its last picture came, and the longest wait between two.
+    gaps: HashMap<String, (Option<Instant>, Duration)>,
     /// Display names by identity.
     names: HashMap<String, String>,
     /// (from, payload) of data messages.
@@ -164,6 +166,11 @@ async fn peer(
             }
             event = room.next_event() => match event {
                 Some(RoomEvent::VideoFrame { participant, .. }) => {
+                    let (last, longest) = report.gaps.entry(participant.clone()).or_default();
+                    if let Some(last) = last {
+                        *longest = (*longest).max(last.elapsed());
+                    }
+                    *last = Some(Instant::now());
                     *report.frames.entry(participant).or_default() += 1;
                 }
                 Some(RoomEvent::ParticipantJoined(p)) => {
@@ -207,7 +214,7 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// `received <identity> frames=<n> size=<w>x<h>` lines of simple_client.
+/// `received <identity> frames=<n> size=<w>x<h> …` lines of simple_client.
 fn received(stdout: &str) -> HashMap<String, (u64, String)> {
     stdout
         .lines()
@@ -232,11 +239,13 @@ fn simple_client_meets_rust_peers(
     fps: u32,
     min_share: f64,
 ) -> String {
-    simple_client_meets_rust_peers_on(None, exe, wrapper, seconds, size, fps, min_share).1
+    simple_client_meets_rust_peers_on(None, exe, wrapper, seconds, size, fps, min_share, &[]).1
 }
 
-/// [`simple_client_meets_rust_peers`] with the server's datagrams crossing `network`;
-/// returns the C client's stdout and stderr.
+/// [`simple_client_meets_rust_peers`] with the server's datagrams crossing `network`, and
+/// `extra` arguments for the C client; returns the C client's stdout and stderr and the
+/// Rust participants' reports.
+#[allow(clippy::too_many_arguments)]
 fn simple_client_meets_rust_peers_on(
     network: Option<&str>,
     exe: &Path,
@@ -245,7 +254,8 @@ fn simple_client_meets_rust_peers_on(
     size: (u32, u32),
     fps: u32,
     min_share: f64,
-) -> (String, String) {
+    extra: &[&str],
+) -> (String, String, Vec<PeerReport>) {
     let party = Party::start_on(&["jongno", "gangnam"], network);
     let token = party.token("c-client", Role::Speaker);
     let mut cmd = Command::new(wrapper.first().map_or(exe.as_os_str(), |w| w.as_ref()));
@@ -258,6 +268,7 @@ fn simple_client_meets_rust_peers_on(
         .arg(size.0.to_string())
         .arg(size.1.to_string())
         .arg(fps.to_string())
+        .args(extra)
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=3");
     let out = run(&mut cmd);
     let reports = party.finish();
@@ -304,7 +315,7 @@ fn simple_client_meets_rust_peers_on(
             r.data
         );
     }
-    (stdout, stderr)
+    (stdout, stderr, reports)
 }
 
 #[test]
@@ -333,7 +344,7 @@ fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
     let dir = make_examples("examples_lte", "static", "");
     let _cpu = timing_sensitive();
     let seconds = 10;
-    let (stdout, _) = simple_client_meets_rust_peers_on(
+    let (stdout, ..) = simple_client_meets_rust_peers_on(
         Some("lte"),
         &dir.join("simple_client"),
         &[],
@@ -343,6 +354,7 @@ fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
         // Of the pictures sent during the whole run: joining on lte (ICE and DTLS with
         // losses, the first keyframe) takes 1-2 s of the 10.
         0.7,
+        &[],
     );
     // Pictures shown out of those sent while the C client was in (joining takes ~1 s of it).
     let got = received(&stdout);
@@ -388,6 +400,45 @@ fn simple_client_on_an_lte_link_repairs_what_the_link_drops() {
         eprintln!("{line}: {:.1} % displayed", 100.0 * displayed);
         assert!(decoded > 0, "{line}");
         assert!(displayed >= 0.97, "{line}");
+    }
+}
+
+#[test]
+fn simple_client_whose_network_changes_restarts_ice_and_keeps_being_seen() {
+    let dir = make_examples("examples_static", "static", "");
+    let _cpu = timing_sensitive();
+    // 8 s; after 3 s the C client moves from 127.0.0.1 to 127.0.0.2 (its old sockets closed).
+    let (stdout, _, reports) = simple_client_meets_rust_peers_on(
+        None,
+        &dir.join("simple_client"),
+        &[],
+        8,
+        (320, 180),
+        15,
+        0.6,
+        &["3", "127.0.0.2"],
+    );
+    assert!(stdout.contains("network changed to 127.0.0.2"), "{stdout}");
+    for r in &reports {
+        let (_, longest) = r.gaps["c-client"];
+        eprintln!(
+            "a Rust participant: {} C pictures, longest wait between two {longest:?}",
+            r.frames["c-client"]
+        );
+        assert!(longest <= Duration::from_secs(1), "{longest:?}");
+    }
+    // And the C client kept receiving both cameras across its move.
+    for id in ["jongno", "gangnam"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("received {id} ")))
+            .unwrap_or_else(|| panic!("nothing from {id}:\n{stdout}"));
+        let gap: u64 = line
+            .rsplit_once("longest_gap_ms=")
+            .and_then(|(_, ms)| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no longest_gap_ms in {line}"));
+        eprintln!("{line}");
+        assert!(gap <= 1000, "{line}");
     }
 }
 

@@ -42,8 +42,8 @@ use super::{RoomError, RoomEvent, RoomState, SendStats};
 use crate::codec::VideoLayer;
 use crate::sfu::allocate::Allocator;
 use crate::signal::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, ServerMessage,
-    TrackInfo, TrackKind,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
+    ServerMessage, TrackInfo, TrackKind,
 };
 pub use crate::transport::cc::EstimateDetail;
 use crate::transport::cc::SendEstimate;
@@ -238,6 +238,11 @@ pub struct Session {
     /// Per connection ([`Which`]): when the server answered its current offer, while it is
     /// not up yet.
     answered: [Option<Instant>; 2],
+    /// Per connection: an ICE restart waits for the answer to the offer that is out.
+    restart_pending: [bool; 2],
+    /// The tracks the publishing connection's offer announced (sent again with an ICE
+    /// restart's offer).
+    publish: Vec<PublishTrack>,
     /// The publishing connection's uplink estimate (kept across its replacements).
     send_estimate: SendEstimate,
     /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
@@ -305,6 +310,8 @@ impl Session {
             incoming: HashMap::new(),
             recv: BTreeMap::new(),
             answered: [None; 2],
+            restart_pending: [false; 2],
+            publish: Vec::new(),
             send_estimate: SendEstimate::default(),
             uplink_audio_loss: None,
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
@@ -615,6 +622,52 @@ impl Session {
         }
     }
 
+    /// The local network changed (a phone moved from LTE to Wi-Fi, a laptop got a new
+    /// address): from now on the publishing connection's datagrams leave from `publisher`
+    /// and the receiving connection's from `subscriber`. Each connection restarts ICE (new
+    /// credentials, a host candidate for the new address, a new offer to the server; one
+    /// whose offer is out restarts when its answer comes). DTLS, SRTP and the streams carry
+    /// on, so media resumes once the first check on the new path succeeds.
+    pub fn network_changed(&mut self, now: Instant, publisher: SocketAddr, subscriber: SocketAddr) {
+        self.advance(now);
+        self.local_pub = publisher;
+        self.local_sub = subscriber;
+        for which in [Which::Publisher, Which::Subscriber] {
+            self.restart_pending[which as usize] = true;
+            self.restart_ice(now, which);
+        }
+    }
+
+    /// Restarts ICE on connection `which` if a restart is pending and no offer is out.
+    fn restart_ice(&mut self, now: Instant, which: Which) {
+        let local = match which {
+            Which::Publisher => self.local_pub,
+            Which::Subscriber => self.local_sub,
+        };
+        let pending = std::mem::take(&mut self.restart_pending[which as usize]);
+        let Some(conn) = self.conn(which) else {
+            return;
+        };
+        if !pending || conn.offer_pending {
+            self.restart_pending[which as usize] = pending;
+            return;
+        }
+        match conn.restart_ice(now, local) {
+            Ok(sdp) => {
+                let (pc, publish) = match which {
+                    Which::Publisher => (PeerRole::Publisher, self.publish.clone()),
+                    Which::Subscriber => (PeerRole::Subscriber, Vec::new()),
+                };
+                self.signal_out
+                    .push_back(ClientMessage::Offer { pc, sdp, publish });
+                self.send_stats.ice_restarts += 1;
+                tracing::info!("{which:?}: ICE restarted from {local}");
+            }
+            Err(e) => tracing::warn!("{which:?}: ICE restart: {e}"),
+        }
+        self.dirty[which as usize] = true;
+    }
+
     /// A datagram arrived at the local address `local` from `from`.
     pub fn handle_datagram(
         &mut self,
@@ -765,6 +818,7 @@ impl Session {
             PeerRole::Publisher => self.learn_send_parameters(),
             PeerRole::Subscriber => self.renegotiate(now),
         }
+        self.restart_ice(now, which);
     }
 
     /// Starts the publishing connection; a failure is an event.

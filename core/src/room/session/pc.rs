@@ -75,6 +75,8 @@ impl ClientPc {
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
             .with_ice_connection_attempts(None, Some(ICE_ATTEMPTS))
+            // An ICE restart follows a change of network: the old address is gone.
+            .with_discard_local_candidates_during_ice_restart(true)
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -168,6 +170,25 @@ impl ClientPc {
             .map_err(webrtc_err)?;
         self.offer_pending = true;
         Ok(self.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+    }
+
+    /// Restarts ICE from a new local address (the network changed): new ICE credentials, the
+    /// old host candidate dropped, one for `local` added; returns the offer's SDP. DTLS and
+    /// SRTP carry on over the new path once a check on it succeeds.
+    pub fn restart_ice(&mut self, now: Instant, local: SocketAddr) -> Result<String, RoomError> {
+        self.pc.restart_ice();
+        let offer = self.pc.create_offer(None).map_err(webrtc_err)?;
+        // Applying the offer applies the restart, which drops the local candidates.
+        self.pc
+            .set_local_description(now, offer)
+            .map_err(webrtc_err)?;
+        add_host_candidate(&mut self.pc, local).map_err(webrtc_err)?;
+        self.local = local;
+        self.offer_pending = true;
+        self.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| RoomError::WebRtc("no local description after a restart".into()))
     }
 
     /// Applies the server's answer.

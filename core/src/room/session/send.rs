@@ -275,6 +275,7 @@ impl Session {
                 TrackKind::Audio => self.audio_out = streams.pop(),
             }
         }
+        self.publish = publish.clone();
         self.signal_out.push_back(ClientMessage::Offer {
             pc: PeerRole::Publisher,
             sdp,
