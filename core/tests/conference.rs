@@ -634,6 +634,140 @@ async fn lost_packets_are_retransmitted_or_repaired_by_a_keyframe() {
     server.shutdown().await;
 }
 
+/// A TCP relay in front of the server's HTTP port, whose connections the test can cut (as a
+/// proxy or NAT that resets them would).
+struct Relay {
+    addr: std::net::SocketAddr,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                kept.lock().unwrap().push(link);
+            }
+        });
+        Self {
+            addr,
+            links,
+            accept,
+        }
+    }
+
+    /// Drops every connection through it, both ways, without a WebSocket close.
+    fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn signal_url(&self) -> String {
+        format!("ws://{}/signal", self.addr)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_websocket_is_resumed_and_the_call_goes_on() {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let relay = Relay::start(server.http_addr()).await;
+    let options = RoomOptions {
+        video: Some(VideoOptions::new(W, H)),
+        ..RoomOptions::default()
+    };
+    let alice = Room::connect(
+        &relay.signal_url(),
+        &token(&server, "alice", Role::Speaker),
+        options,
+    )
+    .await
+    .unwrap();
+    let mut party = Party::new(vec![alice, join(&server, "bob").await]);
+    party
+        .run(Duration::from_secs(10), |ev| {
+            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
+        })
+        .await;
+    // Alice's WebSocket is reset; 3 s in slices of 100 ms after it.
+    relay.cut();
+    let cut = Instant::now();
+    let mut slices: Vec<(usize, usize)> = Vec::new();
+    let mut events: Vec<Vec<RoomEvent>> = vec![Vec::new(), Vec::new()];
+    let mut resumed_after = None;
+    for _ in 0..30 {
+        let ev = party.run(Duration::from_millis(100), |_| false).await;
+        slices.push((frames_from(&ev[0], "bob"), frames_from(&ev[1], "alice")));
+        if resumed_after.is_none() && ev[0].iter().any(|e| matches!(e, RoomEvent::Reconnected)) {
+            resumed_after = Some(cut.elapsed());
+        }
+        for (all, new) in events.iter_mut().zip(ev) {
+            all.extend(new);
+        }
+    }
+    let reconnecting = events[0]
+        .iter()
+        .position(|e| matches!(e, RoomEvent::Reconnecting));
+    let reconnected = events[0]
+        .iter()
+        .position(|e| matches!(e, RoomEvent::Reconnected));
+    assert!(
+        matches!((reconnecting, reconnected), (Some(a), Some(b)) if a < b),
+        "alice reconnected: {reconnecting:?} {reconnected:?}"
+    );
+    // The media never stopped: no 100 ms slice without pictures, either way.
+    let empty = slices.iter().filter(|s| s.0 == 0 || s.1 == 0).count();
+    println!(
+        "signal cut: alice resumed after {resumed_after:?} (seen at 100 ms steps); slices \
+         without pictures {empty} of 30"
+    );
+    assert!(empty <= 2, "{slices:?}");
+    assert!(!saw_left(&events[1], "alice", LeaveReason::ConnectionLost));
+    assert!(
+        !events[0]
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Disconnected))
+    );
+    // The signal works again: a message from alice reaches bob.
+    party.rooms[0]
+        .send_data("chat", "back again", Vec::new())
+        .unwrap();
+    let ev = party
+        .run(Duration::from_secs(5), |ev| {
+            ev[1]
+                .iter()
+                .any(|e| matches!(e, RoomEvent::Data(m) if m.payload.as_ref() == "back again"))
+        })
+        .await;
+    assert!(
+        ev[1]
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Data(m) if m.from == "alice")),
+        "alice's message after the resume"
+    );
+    assert_eq!(server.stats().participants, 2);
+    for room in party.rooms {
+        room.leave().await;
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_network_changes_restarts_ice_and_its_pictures_resume() {
     let server = Server::bind(ServerConfig::dev()).await.unwrap();

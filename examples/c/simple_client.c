@@ -22,6 +22,7 @@
  *   track <id> video|audio decoded=<n> lost=<n> freezes=<n> recovered=<n>
  *         keyframe_requests=<n> delay_ms=<ms>   (one per remote track, after each stats line)
  *   network changed to <ip>
+ *   signal lost: reconnecting / signal back   (the WebSocket dropped; the call went on)
  *   received <identity> frames=<n> size=<w>x<h> longest_gap_ms=<ms>
  *   left cleanly
  */
@@ -220,6 +221,12 @@ int main(int argc, char **argv) {
         break;
       case MADANG_EVENT_ERROR:
         fprintf(stderr, "server error %s: %s\n", ev.text, ev.topic);
+        break;
+      case MADANG_EVENT_RECONNECTING:
+        printf("signal lost: reconnecting\n");
+        break;
+      case MADANG_EVENT_RECONNECTED:
+        printf("signal back\n");
         break;
       case MADANG_EVENT_DISCONNECTED:
         printf("disconnected\n");

@@ -91,6 +91,13 @@ pub enum madang_event_kind {
     /// "viewer"). When it is this client: made a speaker, it starts publishing what its
     /// configuration asks for (push frames from then on); made a viewer, it stopped.
     MADANG_EVENT_ROLE_CHANGED = 18,
+    /// The signal connection to the server dropped; the call goes on (media included) while
+    /// the client opens a new one to take the session back (for up to 15 s). Messages sent
+    /// meanwhile wait for it.
+    MADANG_EVENT_RECONNECTING = 19,
+    /// The signal connection is back and the session with it; the events for what changed
+    /// meanwhile (joins, leaves, tracks) came just before this one.
+    MADANG_EVENT_RECONNECTED = 20,
 }
 
 /// An I420 picture: three planes with their strides (bytes per row).

@@ -300,6 +300,8 @@ pub(crate) fn convert(event: RoomEvent, held: &mut Held) -> Option<madang_event>
             e.done()
         }
         RoomEvent::Disconnected => Event::new(MADANG_EVENT_DISCONNECTED, held).done(),
+        RoomEvent::Reconnecting => Event::new(MADANG_EVENT_RECONNECTING, held).done(),
+        RoomEvent::Reconnected => Event::new(MADANG_EVENT_RECONNECTED, held).done(),
         _ => return None,
     })
 }

@@ -175,10 +175,7 @@ impl Room {
             Some(pem) => Some(tokio_tungstenite::Connector::Rustls(tls_trusting(pem)?)),
             None => None,
         };
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
-                .await
-                .map_err(|e| RoomError::Signal(format!("{url}: {e}")))?;
+        let mut ws = open_signal(url, connector.clone()).await?;
         let ip = local_ip_towards(options.bind_ip, url).await;
         let (pub_socket, pub_addr) = bind(ip).await?;
         let (sub_socket, sub_addr) = bind(ip).await?;
@@ -199,6 +196,7 @@ impl Room {
                 .as_ref()
                 .map(super::VideoOptions::layers)
                 .unwrap_or_default(),
+            reconnect: options.reconnect,
             ..SessionConfig::new(token)
         };
         let mut session = Session::new(config, pub_addr, sub_addr, Instant::now());
@@ -270,7 +268,12 @@ impl Room {
         });
         let driver = Driver {
             session,
-            ws,
+            ws: Some(ws),
+            url: url.to_owned(),
+            connector,
+            connecting: None,
+            next_attempt: Instant::now(),
+            attempts: 0,
             pub_socket,
             sub_socket,
             pub_addr,
@@ -656,10 +659,63 @@ impl Drop for Room {
     }
 }
 
+/// Opens the signal WebSocket to `url` (at most [`SIGNAL_CONNECT_TIMEOUT`]).
+async fn open_signal(
+    url: &str,
+    connector: Option<tokio_tungstenite::Connector>,
+) -> Result<Ws, RoomError> {
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector);
+    match tokio::time::timeout(SIGNAL_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(RoomError::Signal(format!("{url}: {e}"))),
+        Err(_) => Err(RoomError::Signal(format!(
+            "{url}: no connection within {SIGNAL_CONNECT_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// How long one attempt to open the signal WebSocket may take.
+const SIGNAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause after the first failed attempt to reopen the signal connection; doubled after
+/// each further one, up to [`RECONNECT_PAUSE_MAX`].
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// The next message of the signal connection; never, without one.
+async fn next_message(
+    ws: &mut Option<Ws>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The outcome of the attempt to reopen the signal connection; never, without one.
+async fn reopened(
+    attempt: &mut Option<tokio::task::JoinHandle<Result<Ws, RoomError>>>,
+) -> Result<Ws, RoomError> {
+    match attempt {
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|e| Err(RoomError::Signal(e.to_string()))),
+        None => std::future::pending().await,
+    }
+}
+
 /// The task that owns the session and its I/O.
 struct Driver {
     session: Session,
-    ws: Ws,
+    /// The signal connection, while there is one.
+    ws: Option<Ws>,
+    url: String,
+    connector: Option<tokio_tungstenite::Connector>,
+    /// An attempt to reopen the signal connection, under way.
+    connecting: Option<tokio::task::JoinHandle<Result<Ws, RoomError>>>,
+    /// When the next attempt may start, and how many failed in a row.
+    next_attempt: Instant,
+    attempts: u32,
     pub_socket: UdpSocket,
     sub_socket: UdpSocket,
     pub_addr: SocketAddr,
@@ -683,29 +739,55 @@ impl Driver {
         let mut sub_buf = vec![0u8; 2048];
         let mut leaving: Option<oneshot::Sender<()>> = None;
         loop {
-            if !self.flush().await {
-                break;
-            }
+            self.flush().await;
             if let Some(ack) = leaving.take() {
                 let _ = ack.send(());
                 break;
             }
-            let deadline = self
+            if self.session.phase() == &Phase::Closed {
+                break;
+            }
+            self.tend_signal();
+            let mut deadline = self
                 .session
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if self.session.signal_down() && self.connecting.is_none() {
+                deadline = deadline.min(self.next_attempt);
+            }
             tokio::select! {
-                msg = self.ws.next() => match msg {
+                msg = next_message(&mut self.ws) => match msg {
                     Some(Ok(Message::Text(text))) => match decode_server(text.as_str()) {
                         Ok(m) => self.session.handle_signal(Instant::now(), m),
                         Err(e) => tracing::debug!("undecodable server message: {e}"),
                     },
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    Some(Ok(Message::Close(_))) => {
+                        self.ws = None;
+                        self.session.handle_server_close(Instant::now());
+                    }
+                    Some(Err(_)) | None => {
+                        self.ws = None;
                         self.session.handle_signal_closed(Instant::now());
-                        let _ = self.flush().await;
-                        break;
                     }
                     Some(Ok(_)) => {}
+                },
+                opened = reopened(&mut self.connecting) => {
+                    self.connecting = None;
+                    match opened {
+                        Ok(ws) => {
+                            self.ws = Some(ws);
+                            self.attempts = 0;
+                            self.session.signal_reopened(Instant::now());
+                        }
+                        Err(e) => {
+                            let pause = RECONNECT_PAUSE
+                                .saturating_mul(1 << self.attempts.min(8))
+                                .min(RECONNECT_PAUSE_MAX);
+                            tracing::info!("signal connection: {e}; next attempt in {pause:?}");
+                            self.attempts += 1;
+                            self.next_attempt = Instant::now() + pause;
+                        }
+                    }
                 },
                 r = self.pub_socket.recv_from(&mut pub_buf) => if let Ok((n, from)) = r {
                     let local = self.pub_addr;
@@ -727,7 +809,7 @@ impl Driver {
                     None => {
                         // The room was dropped: leave.
                         self.session.leave(Instant::now());
-                        let _ = self.flush().await;
+                        self.flush().await;
                         break;
                     }
                 },
@@ -738,7 +820,28 @@ impl Driver {
         }
         self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.ready.store(false, Ordering::Relaxed);
-        let _ = self.ws.close(None).await;
+        if let Some(connecting) = self.connecting.take() {
+            connecting.abort();
+        }
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+
+    /// While the session waits for a new signal connection: the old one (if any) is
+    /// dropped, and an attempt to open a new one starts when it is time.
+    fn tend_signal(&mut self) {
+        if !self.session.signal_down() {
+            return;
+        }
+        // Dropping it closes the TCP connection; nothing more is read from it.
+        self.ws = None;
+        if self.connecting.is_none() && Instant::now() >= self.next_attempt {
+            let (url, connector) = (self.url.clone(), self.connector.clone());
+            self.connecting = Some(tokio::spawn(
+                async move { open_signal(&url, connector).await },
+            ));
+        }
     }
 
     /// Moves both connections to new sockets on `ip` (the current address when `None`)
@@ -797,23 +900,21 @@ impl Driver {
         None
     }
 
-    /// Sends what the session wants sent and hands its events on; false once the signal
-    /// connection is gone.
-    async fn flush(&mut self) -> bool {
-        let mut ok = true;
-        while let Some(m) = self.session.poll_signal() {
+    /// Sends what the session wants sent and hands its events on. A signal connection that
+    /// fails to take a message is closed (the session resumes or ends, as it can).
+    async fn flush(&mut self) {
+        while let Some(ws) = self.ws.as_mut() {
+            let Some(m) = self.session.poll_signal() else {
+                break;
+            };
             let leaving = matches!(m, ClientMessage::Leave);
-            if self
-                .ws
-                .send(Message::Text(encode(&m).into()))
-                .await
-                .is_err()
-            {
-                ok = false;
+            if ws.send(Message::Text(encode(&m).into())).await.is_err() {
+                self.ws = None;
+                self.session.handle_signal_closed(Instant::now());
                 break;
             }
             if leaving {
-                let _ = self.ws.close(None).await;
+                let _ = ws.close(None).await;
             }
         }
         while let Some(t) = self.session.poll_transmit() {
@@ -867,6 +968,5 @@ impl Driver {
             stats.0 = self.session.send_stats().clone();
             stats.1 = self.session.receive_stats();
         }
-        ok
     }
 }

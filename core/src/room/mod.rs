@@ -110,6 +110,10 @@ pub struct RoomOptions {
     /// Certificates (PEM) to trust for a `wss://` server besides the web's public roots: a
     /// self-signed certificate or a city's own CA. `None`: the public roots only.
     pub trusted_certificates: Option<Vec<u8>>,
+    /// How long to keep trying to take the session back over a new signal connection when
+    /// the WebSocket drops (media goes on meanwhile; see [`RoomEvent::Reconnecting`]).
+    /// Zero: a dropped WebSocket ends the session.
+    pub reconnect: Duration,
 }
 
 impl Default for RoomOptions {
@@ -125,6 +129,7 @@ impl Default for RoomOptions {
             event_capacity: 256,
             join_timeout: Duration::from_secs(10),
             trusted_certificates: None,
+            reconnect: Duration::from_secs(15),
         }
     }
 }
@@ -205,6 +210,14 @@ pub enum RoomEvent {
         /// Detail.
         reason: String,
     },
+    /// The signal connection dropped; the session goes on (media included) and a new
+    /// connection is being opened to take it back (`Reconnected`, or `Disconnected` when
+    /// that fails for [`SessionConfig::reconnect`](session::SessionConfig::reconnect)).
+    /// Messages sent meanwhile wait and go out on the new connection.
+    Reconnecting,
+    /// The signal connection is back and the server took the session back; events for
+    /// what changed meanwhile (joins, leaves, tracks) came just before.
+    Reconnected,
     /// The session ended.
     Disconnected,
 }

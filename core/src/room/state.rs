@@ -141,6 +141,61 @@ impl RoomState {
             .collect()
     }
 
+    /// What happened while the signal connection was down, as the messages that would
+    /// have said it, from what `resumed` (a [`ServerMessage::Resumed`]) says the room is
+    /// now: tracks gone, people gone (as `left`: why is not known), people and roles new,
+    /// tracks new, mutes changed. Applying them in order brings this state to the room's.
+    pub fn catch_up(&self, resumed: &ServerMessage) -> Vec<ServerMessage> {
+        let ServerMessage::Resumed {
+            participant,
+            participants,
+            tracks,
+        } = resumed
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for id in self.tracks.keys() {
+            if !tracks.iter().any(|t| &t.id == id) {
+                out.push(ServerMessage::TrackUnpublished { track: id.clone() });
+            }
+        }
+        let local = self.local.as_ref().map(|l| l.identity.as_str());
+        for p in &self.people {
+            if Some(p.identity.as_str()) != local
+                && !participants.iter().any(|q| q.identity == p.identity)
+            {
+                out.push(ServerMessage::ParticipantLeft {
+                    identity: p.identity.clone(),
+                    reason: crate::signal::LeaveReason::Left,
+                });
+            }
+        }
+        for p in participants.iter().chain(std::iter::once(participant)) {
+            match self.people.iter().find(|q| q.identity == p.identity) {
+                None => out.push(ServerMessage::ParticipantJoined {
+                    participant: p.clone(),
+                }),
+                Some(known) if known.role != p.role => out.push(ServerMessage::RoleChanged {
+                    identity: p.identity.clone(),
+                    role: p.role,
+                }),
+                Some(_) => {}
+            }
+        }
+        for t in tracks {
+            match self.tracks.get(&t.id) {
+                None => out.push(ServerMessage::TrackPublished { track: t.clone() }),
+                Some(known) if known.muted != t.muted => out.push(ServerMessage::TrackMuted {
+                    track: t.id.clone(),
+                    muted: t.muted,
+                }),
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
     // ---- input ----
 
     /// Takes in one server message; returns whether who is shown, or how, may have
@@ -276,8 +331,48 @@ mod tests {
             participant: person("me"),
             participants: vec![person("a"), person("b")],
             tracks: vec![track("a", TrackSource::Camera)],
+            resume: None,
         });
         room
+    }
+
+    #[test]
+    fn catching_up_after_a_resume_says_what_changed_meanwhile() {
+        let mut room = joined();
+        let mut host = person("b");
+        host.role = Role::Host;
+        let resumed = ServerMessage::Resumed {
+            participant: person("me"),
+            participants: vec![host, person("c")],
+            tracks: vec![track("c", TrackSource::Camera)],
+        };
+        let missed = room.catch_up(&resumed);
+        assert_eq!(
+            missed,
+            vec![
+                ServerMessage::TrackUnpublished {
+                    track: "a/camera".into()
+                },
+                ServerMessage::ParticipantLeft {
+                    identity: "a".into(),
+                    reason: LeaveReason::Left
+                },
+                ServerMessage::RoleChanged {
+                    identity: "b".into(),
+                    role: Role::Host
+                },
+                ServerMessage::ParticipantJoined {
+                    participant: person("c")
+                },
+                ServerMessage::TrackPublished {
+                    track: track("c", TrackSource::Camera)
+                },
+            ]
+        );
+        for m in &missed {
+            room.apply(m);
+        }
+        assert!(room.catch_up(&resumed).is_empty(), "caught up");
     }
 
     #[test]

@@ -318,6 +318,15 @@ impl Driver {
                         let _ = tx.try_send(Outbound::Close(why));
                     }
                 }
+                Event::Resume { session, via } => {
+                    // The session's messages take the new WebSocket; its old one, if its
+                    // task still runs, closes without a word to the engine.
+                    if let Some(tx) = self.sessions.remove(&via)
+                        && let Some(old) = self.sessions.insert(session, tx)
+                    {
+                        let _ = old.try_send(Outbound::Close(None));
+                    }
+                }
             }
         }
         while let Some(t) = self.engine.poll_transmit() {

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub dev: bool,
     /// A participant silent for this long (no signal message, no media) is removed.
     pub silence_timeout: Duration,
+    /// How long a participant whose WebSocket dropped (a proxy or NAT reset it) waits for
+    /// its client to `resume` while its media still flows; one whose media is silent for a
+    /// second leaves sooner (a process killed). Zero: it leaves at once.
+    pub resume_grace: Duration,
     /// Participants per room.
     pub max_participants: usize,
     /// What one session may ask: signal and data rates, subscriptions; rooms per server.
@@ -110,6 +114,7 @@ impl ServerConfig {
             secret: secret.into(),
             dev: false,
             silence_timeout: Duration::from_secs(15),
+            resume_grace: Duration::from_secs(15),
             max_participants: 1000,
             limits: Limits::default(),
             tls: None,
@@ -270,6 +275,7 @@ impl Server {
             grid: config.grid,
             seed: None,
             grid_thread: true,
+            resume_grace: config.resume_grace,
         };
         let network = config.network.clone();
         // The engine owns every peer connection and runs alone on its own thread with a

@@ -3,8 +3,11 @@
 //! facts and `now`, and answers with [`Effect`]s (messages to send, sessions to close). The
 //! engine does the WebRTC and socket work around it; tests drive it on simulated time.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 
 use super::slots::{SlotView, assign};
 use super::speaker::ActiveSpeakers;
@@ -29,6 +32,15 @@ pub enum Effect {
     /// Close the session's publishing connection and forget what it published (a host
     /// demoted it); the session stays.
     EndPublishing(SessionId),
+    /// Session `session`'s messages go over session `via`'s WebSocket from now on, and
+    /// what `via` sends is `session`'s (a `resume`); `session`'s old WebSocket, if still
+    /// open, is closed.
+    Resume {
+        /// The session resumed.
+        session: SessionId,
+        /// The new WebSocket's session id.
+        via: SessionId,
+    },
 }
 
 /// Signal work that needs the WebRTC engine, handed back by [`Rooms::message`] once the
@@ -53,6 +65,9 @@ pub enum Work {
     },
 }
 
+/// Characters of resume keys (22 of them: 131 bits).
+const RESUME_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
 /// The session id the server's composited grid publishes under (no real session has it).
 pub const GRID_SESSION: SessionId = SessionId::MAX;
 /// Identity of the grid's virtual participant.
@@ -76,7 +91,18 @@ pub struct RoomsConfig {
     /// Broadcast rooms: only hosts publish at first; a token's speaker joins as a viewer
     /// and publishes once a host promotes it.
     pub broadcast_rooms: Vec<String>,
+    /// How long a session whose WebSocket dropped waits to be resumed while its media
+    /// still flows ([`DETACHED_SILENCE`] without media ends it sooner).
+    pub resume_grace: Duration,
+    /// Seed of the resume keys; `None` seeds from the operating system.
+    pub seed: Option<u64>,
 }
+
+/// A session whose WebSocket dropped and whose media has been silent this long is gone (a
+/// process killed or a machine switched off): it leaves with `connection_lost`. While its
+/// media flows it waits for a `resume` (a proxy or NAT that reset the connection), up to
+/// [`RoomsConfig::resume_grace`].
+pub const DETACHED_SILENCE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 struct Member {
@@ -106,6 +132,10 @@ struct Session {
     layout: Option<Layout>,
     /// Its signal and data rates so far.
     buckets: super::limits::SessionBuckets,
+    /// The key that resumes it over a new WebSocket (joined sessions).
+    resume: Option<String>,
+    /// When its WebSocket dropped, while nobody resumed it.
+    detached: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -134,17 +164,26 @@ pub struct Rooms {
     rooms: BTreeMap<String, Room>,
     speakers: BTreeMap<String, ActiveSpeakers>,
     effects: VecDeque<Effect>,
+    /// Resume key → session.
+    by_resume: HashMap<String, SessionId>,
+    rng: ChaCha20Rng,
 }
 
 impl Rooms {
     /// No rooms yet.
     pub fn new(config: RoomsConfig) -> Self {
+        let rng = match config.seed {
+            Some(seed) => ChaCha20Rng::seed_from_u64(seed),
+            None => ChaCha20Rng::from_os_rng(),
+        };
         Self {
             config,
             sessions: BTreeMap::new(),
             rooms: BTreeMap::new(),
             speakers: BTreeMap::new(),
             effects: VecDeque::new(),
+            by_resume: HashMap::new(),
+            rng,
         }
     }
 
@@ -264,6 +303,8 @@ impl Rooms {
                 slots: Vec::new(),
                 layout: None,
                 buckets: super::limits::SessionBuckets::new(&self.config.limits),
+                resume: None,
+                detached: None,
             },
         );
     }
@@ -343,6 +384,19 @@ impl Rooms {
                         }
                         (Err(e), _) => self.fail(id, e.code(), &e.to_string()),
                     }
+                }
+                None
+            }
+            ClientMessage::Resume { protocol, resume } => {
+                if joined {
+                    self.fail(id, ErrorCode::AlreadyJoined, "already joined");
+                } else if protocol != PROTOCOL_VERSION {
+                    let reason = format!(
+                        "protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}"
+                    );
+                    self.fail(id, ErrorCode::UnsupportedVersion, &reason);
+                } else {
+                    self.resume(id, &resume, now);
                 }
                 None
             }
@@ -572,10 +626,34 @@ impl Rooms {
             .observe(&identity, level_dbov, now);
     }
 
-    /// The session's WebSocket closed (`code` when its task gave up on bad input), or its
-    /// connection failed.
+    /// The session's connection failed: it leaves.
     pub fn closed(&mut self, id: SessionId, reason: LeaveReason) {
         self.remove(id, reason);
+    }
+
+    /// The session's WebSocket closed (`code` when its task gave up on bad input). A
+    /// joined session whose WebSocket merely dropped (`connection_lost`) is kept, detached,
+    /// for a `resume` while its media flows; any other leaves.
+    pub fn signal_closed(&mut self, id: SessionId, reason: LeaveReason, now: Instant) {
+        let keep = reason == LeaveReason::ConnectionLost
+            && !self.config.resume_grace.is_zero()
+            && self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.member.is_some() && s.detached.is_none());
+        if !keep {
+            return self.remove(id, reason);
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            tracing::info!("session {id}: signal lost; kept for a resume");
+            s.detached = Some(now);
+        }
+    }
+
+    /// Whether the session's WebSocket dropped and nobody resumed it yet (messages to it
+    /// go nowhere).
+    pub fn is_detached(&self, id: SessionId) -> bool {
+        self.sessions.get(&id).is_some_and(|s| s.detached.is_some())
     }
 
     /// Sends an error; a fatal one also removes the session.
@@ -625,6 +703,21 @@ impl Rooms {
                 ErrorCode::Timeout,
                 "no message or media within the timeout",
             );
+        }
+        let grace = self.config.resume_grace;
+        let gone: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.detached.is_some_and(|at| {
+                    now.saturating_duration_since(at) > grace
+                        || now.saturating_duration_since(s.last_seen) > DETACHED_SILENCE
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.remove(id, LeaveReason::ConnectionLost);
         }
     }
 
@@ -729,6 +822,11 @@ impl Rooms {
         if auto_subscribe {
             session.wanted = tracks.iter().map(|t| t.id.clone()).collect();
         }
+        let key: String = (0..22)
+            .map(|_| RESUME_ALPHABET[self.rng.random_range(0..RESUME_ALPHABET.len())] as char)
+            .collect();
+        session.resume = Some(key.clone());
+        self.by_resume.insert(key.clone(), id);
         self.effects.push_back(Effect::Send(
             id,
             ServerMessage::Joined {
@@ -737,6 +835,7 @@ impl Rooms {
                 participant: info.clone(),
                 participants,
                 tracks,
+                resume: Some(key),
             },
         ));
         let host = info.role == Role::Host;
@@ -755,6 +854,74 @@ impl Rooms {
                 .push_back(Effect::Send(id, ServerMessage::Hands { queue }));
         }
         self.reassign(id);
+    }
+
+    /// Session `id` (a new WebSocket, not joined) asks to take over the session holding
+    /// `key`: that one's WebSocket is now `id`'s (the engine is told with
+    /// [`Effect::Resume`]), and it gets the room as it is now and what the client may have
+    /// missed (slots, slots wanted, hands). `id` itself is forgotten.
+    fn resume(&mut self, id: SessionId, key: &str, now: Instant) {
+        let Some(&old) = self.by_resume.get(key) else {
+            return self.fail(
+                id,
+                ErrorCode::SessionGone,
+                "no session to resume: join again",
+            );
+        };
+        self.sessions.remove(&id);
+        let Some(session) = self.sessions.get_mut(&old) else {
+            return;
+        };
+        session.detached = None;
+        session.last_seen = now;
+        let Some(member) = session.member.clone() else {
+            return;
+        };
+        tracing::info!(
+            "session {old}: {} resumed over session {id}",
+            member.info.identity
+        );
+        let slots: Vec<TrackSlot> = session
+            .slots
+            .iter()
+            .map(|s| TrackSlot {
+                mid: s.mid.clone(),
+                track: s.track.clone(),
+            })
+            .collect();
+        self.effects.push_back(Effect::Resume {
+            session: old,
+            via: id,
+        });
+        let Some(room) = self.rooms.get(&*member.room) else {
+            return;
+        };
+        let participants: Vec<ParticipantInfo> = room
+            .members
+            .values()
+            .filter(|sid| **sid != old)
+            .filter_map(|sid| self.sessions.get(sid))
+            .filter_map(|s| s.member.as_ref().map(|m| m.info.clone()))
+            .collect();
+        let tracks = room.tracks.values().map(|t| t.info.clone()).collect();
+        let hands =
+            (member.info.role == Role::Host && !room.hands.is_empty()).then(|| room.hands.clone());
+        let mut resent = vec![ServerMessage::Resumed {
+            participant: member.info,
+            participants,
+            tracks,
+        }];
+        if !slots.is_empty() {
+            resent.push(ServerMessage::Slots { slots });
+        }
+        if let Some(queue) = hands {
+            resent.push(ServerMessage::Hands { queue });
+        }
+        for m in resent {
+            self.effects.push_back(Effect::Send(old, m));
+        }
+        // Slots it may not have heard it needs (`renegotiate` again).
+        self.reassign(old);
     }
 
     fn broadcast(&mut self, room: &str, except: Option<SessionId>, message: ServerMessage) {
@@ -944,6 +1111,9 @@ impl Rooms {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
+        if let Some(key) = &session.resume {
+            self.by_resume.remove(key);
+        }
         self.effects.push_back(Effect::Close(id));
         let Some(member) = session.member else {
             return;

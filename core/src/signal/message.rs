@@ -339,6 +339,9 @@ pub enum ErrorCode {
     Removed,
     /// A host's command named a participant who is not in the room (not fatal).
     UnknownParticipant,
+    /// A `resume` named a session the server no longer holds (it left, timed out, or the
+    /// server restarted): join again.
+    SessionGone,
     /// Something went wrong inside the server.
     Internal,
 }
@@ -364,6 +367,7 @@ impl ErrorCode {
             ErrorCode::Flooding => "flooding",
             ErrorCode::Removed => "removed",
             ErrorCode::UnknownParticipant => "unknown_participant",
+            ErrorCode::SessionGone => "session_gone",
             ErrorCode::Internal => "internal",
         }
     }
@@ -405,6 +409,7 @@ impl ErrorCode {
             ErrorCode::Flooding => 4010,
             ErrorCode::Removed => 4011,
             ErrorCode::UnknownParticipant => 4012,
+            ErrorCode::SessionGone => 4013,
         }
     }
 }
@@ -433,6 +438,17 @@ pub enum ClientMessage {
         /// characters); the token still decides identity, room and role.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+    },
+    /// Instead of `join`, on a new WebSocket after the last one dropped: takes the session
+    /// back that `joined` gave this `resume` key to. Its connections, tracks and place in
+    /// the room never went away; the server answers `resumed` with the room as it is now
+    /// (and the receive slots, hands and paused videos), or `session_gone` when it no
+    /// longer holds that session (join again then).
+    Resume {
+        /// Must be [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
+        protocol: u32,
+        /// The `resume` key of the `joined` message.
+        resume: String,
     },
     /// An SDP offer. On the publisher connection: one send-only m-line per published track,
     /// listed in `publish`. On the subscriber connection: receive-only m-lines (slots) for
@@ -546,6 +562,21 @@ pub enum ServerMessage {
         /// Everyone else already there.
         participants: Vec<ParticipantInfo>,
         /// Tracks already published.
+        tracks: Vec<TrackInfo>,
+        /// The key that takes this session back over a new WebSocket (`resume`) if this
+        /// one drops; secret, like the token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
+    },
+    /// The answer to `resume`: the session is back on this WebSocket. The room as it is
+    /// now — what happened while the signal was down is in the difference to what the
+    /// client knew; `slots`, `renegotiate`, `hands` and `video_paused` follow as needed.
+    Resumed {
+        /// The client itself.
+        participant: ParticipantInfo,
+        /// Everyone else there now.
+        participants: Vec<ParticipantInfo>,
+        /// Tracks published now.
         tracks: Vec<TrackInfo>,
     },
     /// Someone joined.

@@ -74,6 +74,10 @@ fn all_client_messages() -> Vec<ClientMessage> {
         ClientMessage::Remove {
             identity: "center-017".into(),
         },
+        ClientMessage::Resume {
+            protocol: PROTOCOL_VERSION,
+            resume: "k3y".into(),
+        },
         ClientMessage::Ping,
         ClientMessage::Leave,
     ]
@@ -100,9 +104,10 @@ fn client_variant(m: &ClientMessage) -> usize {
         ClientMessage::Demote { .. } => 14,
         ClientMessage::MuteParticipant { .. } => 15,
         ClientMessage::Remove { .. } => 16,
+        ClientMessage::Resume { .. } => 17,
     }
 }
-const CLIENT_VARIANTS: usize = 17;
+const CLIENT_VARIANTS: usize = 18;
 
 /// As [`client_variant`], for the server's messages.
 fn server_variant(m: &ServerMessage) -> usize {
@@ -125,9 +130,10 @@ fn server_variant(m: &ServerMessage) -> usize {
         ServerMessage::Hands { .. } => 15,
         ServerMessage::HandLowered => 16,
         ServerMessage::RoleChanged { .. } => 17,
+        ServerMessage::Resumed { .. } => 18,
     }
 }
-const SERVER_VARIANTS: usize = 18;
+const SERVER_VARIANTS: usize = 19;
 
 /// The `type` tag `m` goes over the wire with.
 fn tag(text: &str) -> String {
@@ -209,6 +215,12 @@ fn all_server_messages() -> Vec<ServerMessage> {
         ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
             room: "disaster".into(),
+            participant: p.clone(),
+            participants: vec![p.clone()],
+            tracks: vec![t.clone()],
+            resume: Some("k3y".into()),
+        },
+        ServerMessage::Resumed {
             participant: p.clone(),
             participants: vec![p.clone()],
             tracks: vec![t.clone()],

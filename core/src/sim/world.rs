@@ -11,7 +11,7 @@ use crate::media::{Channels, SpeechSource, TestPattern};
 use crate::netsim::{Direction, LinkConfig, Network, Profile, splitmix64};
 use crate::room::session::{Phase, Session, SessionConfig};
 use crate::room::{RoomEvent, level_dbov};
-use crate::sfu::engine::{Command, Engine, EngineConfig, Event};
+use crate::sfu::engine::{Command, Engine, EngineConfig, Event, SessionId};
 use crate::sfu::token::{Claims, mint, unix_now};
 use crate::signal::{ClientMessage, Role, ServerMessage};
 
@@ -76,6 +76,14 @@ pub struct Participant {
     audio_sent: u64,
     /// Its local addresses now (publishing, receiving).
     addrs: (SocketAddr, SocketAddr),
+    /// The server's id of its signal connection now (a new one after each reconnect).
+    socket: SessionId,
+    /// Its signal connection carries messages (false from a drop until a new one opens).
+    signal_up: bool,
+    /// A new signal connection is on its way.
+    reopening: bool,
+    /// No new signal connection opens before this (the network is down until then).
+    reopen_not_before: Instant,
 }
 
 impl std::fmt::Debug for Participant {
@@ -116,11 +124,16 @@ impl Participant {
 
 /// A message on the way between a session and the server (signal is reliable and ordered:
 /// it only takes the link's base delay).
+/// Each names the signal connection (the server's session id) it travels on; a message on a
+/// connection that dropped is lost.
 enum Hop {
-    ToServer(usize, ClientMessage),
-    ToClient(usize, ServerMessage),
-    CloseClient(usize),
-    ServerClosed(usize),
+    ToServer(SessionId, ClientMessage),
+    ToClient(SessionId, ServerMessage),
+    /// The server closed it on purpose (`true`: a close frame) or it dropped.
+    CloseClient(SessionId, bool),
+    ServerClosed(SessionId),
+    /// Participant `i` has a new signal connection.
+    Reopen(usize),
 }
 
 /// The server core, the participants and the network between them. See the
@@ -133,6 +146,11 @@ pub struct World {
     network: Network<usize, Vec<u8>>,
     signal_delay: Duration,
     signals: VecDeque<(Instant, Hop)>,
+    /// Signal connection (the server's session id) → participant.
+    sockets: HashMap<SessionId, usize>,
+    /// A resumed session → the signal connection that carries it now.
+    routes: HashMap<SessionId, SessionId>,
+    next_socket: SessionId,
     by_addr: HashMap<SocketAddr, usize>,
     participants: Vec<Participant>,
     /// Wake-ups whose due time had already passed when the world settled: a component
@@ -217,6 +235,9 @@ impl World {
             seed,
             engine: Engine::new(engine, server_addr(), t0),
             signal_delay: profile.link.delay,
+            sockets: HashMap::new(),
+            routes: HashMap::new(),
+            next_socket: 1_000_001,
             network: Network::new(profile, t0),
             signals: VecDeque::new(),
             by_addr: HashMap::new(),
@@ -324,10 +345,12 @@ impl World {
             false => None,
         };
         let frame_interval = Duration::from_micros(1_000_000 / fps as u64);
+        let socket = i as SessionId + 1;
+        self.sockets.insert(socket, i);
         self.engine.handle_command(
             self.now,
             Command::Open {
-                session: i as u64 + 1,
+                session: socket,
                 room: None,
             },
         );
@@ -350,6 +373,10 @@ impl World {
             video_sent: 0,
             audio_sent: 0,
             addrs: (pub_addr, sub_addr),
+            socket,
+            signal_up: true,
+            reopening: false,
+            reopen_not_before: self.now,
         });
         Ok(i)
     }
@@ -370,14 +397,42 @@ impl World {
     /// WebSocket close after the link's delay; nothing more comes from it.
     pub fn disconnect(&mut self, i: usize) {
         self.participants[i].gone = true;
-        self.signals
-            .push_back((self.now + self.signal_delay, Hop::ServerClosed(i)));
+        let socket = self.participants[i].socket;
+        self.schedule(self.now + self.signal_delay, Hop::ServerClosed(socket));
+    }
+
+    /// Participant `i`'s signal connection drops (a proxy or NAT reset it) while its media
+    /// goes on: both ends hear the close after the link's delay, what was on its way is
+    /// lost, and the participant opens a new one two round trips after it noticed, but not
+    /// before `down_for` has passed.
+    pub fn drop_signal(&mut self, i: usize, down_for: Duration) {
+        let p = &mut self.participants[i];
+        p.signal_up = false;
+        p.reopen_not_before = self.now + down_for;
+        let socket = p.socket;
+        let at = self.now + self.signal_delay;
+        self.schedule(at, Hop::ServerClosed(socket));
+        self.schedule(at, Hop::CloseClient(socket, false));
+    }
+
+    /// The participant on signal connection `socket`, if that is still its connection.
+    fn on_socket(&mut self, socket: SessionId) -> Option<&mut Participant> {
+        let i = *self.sockets.get(&socket)?;
+        let p = &mut self.participants[i];
+        (!p.gone && p.socket == socket).then_some(p)
+    }
+
+    /// Queues `hop` for `at`, after everything due at or before it.
+    fn schedule(&mut self, at: Instant, hop: Hop) {
+        let i = self.signals.partition_point(|(t, _)| *t <= at);
+        self.signals.insert(i, (at, hop));
     }
 
     /// Participant `i` moves to another network (a phone from LTE to Wi-Fi): its local
-    /// addresses change (new ports on its address), datagrams to the old ones are lost from
-    /// now on, including those on their way, and its session is told
-    /// ([`Session::network_changed`]).
+    /// addresses change (new ports on its address), datagrams to the old ones and messages
+    /// on its signal connection are lost from now on, including those on their way, and its
+    /// session is told ([`Session::network_changed`]): it opens a new signal connection and
+    /// restarts ICE over it.
     pub fn change_network(&mut self, i: usize) {
         let p = &mut self.participants[i];
         let (old_pub, old_sub) = p.addrs;
@@ -387,6 +442,9 @@ impl World {
         self.by_addr.remove(&old_sub);
         self.by_addr.insert(p.addrs.0, i);
         self.by_addr.insert(p.addrs.1, i);
+        // The signal connection's path is gone as well (the server does not notice: no
+        // close reaches it).
+        p.signal_up = false;
         p.session.network_changed(self.now, p.addrs.0, p.addrs.1);
     }
 
@@ -533,27 +591,56 @@ impl World {
                 };
                 progress = true;
                 match hop {
-                    Hop::ToServer(i, message) => self.engine.handle_command(
+                    Hop::ToServer(socket, message) => self.engine.handle_command(
                         now,
                         Command::Message {
-                            session: i as u64 + 1,
+                            session: socket,
                             message,
                         },
                     ),
-                    Hop::ServerClosed(i) => self.engine.handle_command(
+                    Hop::ServerClosed(socket) => self.engine.handle_command(
                         now,
                         Command::Closed {
-                            session: i as u64 + 1,
+                            session: socket,
                             code: None,
                         },
                     ),
-                    Hop::ToClient(i, message) if !self.participants[i].gone => {
-                        self.participants[i].session.handle_signal(now, message)
+                    Hop::ToClient(socket, message) => {
+                        if let Some(p) = self.on_socket(socket)
+                            && p.signal_up
+                        {
+                            p.session.handle_signal(now, message)
+                        }
                     }
-                    Hop::CloseClient(i) if !self.participants[i].gone => {
-                        self.participants[i].session.handle_signal_closed(now)
+                    Hop::CloseClient(socket, on_purpose) => {
+                        if let Some(p) = self.on_socket(socket) {
+                            if on_purpose {
+                                p.session.handle_server_close(now)
+                            } else {
+                                p.session.handle_signal_closed(now)
+                            }
+                        }
                     }
-                    _ => {}
+                    Hop::Reopen(i) => {
+                        let socket = self.next_socket;
+                        self.next_socket += 1;
+                        self.sockets.insert(socket, i);
+                        let p = &mut self.participants[i];
+                        p.reopening = false;
+                        if p.gone || !p.session.signal_down() {
+                            continue;
+                        }
+                        p.socket = socket;
+                        p.signal_up = true;
+                        self.engine.handle_command(
+                            now,
+                            Command::Open {
+                                session: socket,
+                                room: None,
+                            },
+                        );
+                        self.participants[i].session.signal_reopened(now);
+                    }
                 }
             }
             while let Some((direction, i, data)) = self.network.pop(now) {
@@ -569,11 +656,16 @@ impl World {
             }
             while let Some(event) = self.engine.poll_event() {
                 progress = true;
+                let route = |id| self.routes.get(&id).copied().unwrap_or(id);
                 let hop = match event {
-                    Event::Send(id, m) => Hop::ToClient(id as usize - 1, m),
-                    Event::Close(id) => Hop::CloseClient(id as usize - 1),
+                    Event::Send(id, m) => Hop::ToClient(route(id), m),
+                    Event::Close(id) => Hop::CloseClient(route(id), true),
+                    Event::Resume { session, via } => {
+                        self.routes.insert(session, via);
+                        continue;
+                    }
                 };
-                self.signals.push_back((now + self.signal_delay, hop));
+                self.schedule(now + self.signal_delay, hop);
             }
             while let Some(t) = self.engine.poll_transmit() {
                 progress = true;
@@ -583,20 +675,30 @@ impl World {
                         .send(now, Direction::Down, i, charged_len(&t.data), framed);
                 }
             }
+            let mut reopen = Vec::new();
             for (i, p) in self.participants.iter_mut().enumerate() {
                 if p.gone {
                     continue;
                 }
-                while let Some(m) = p.session.poll_signal() {
+                while p.signal_up
+                    && let Some(m) = p.session.poll_signal()
+                {
                     progress = true;
                     let leaving = matches!(m, ClientMessage::Leave);
-                    self.signals
-                        .push_back((now + self.signal_delay, Hop::ToServer(i, m)));
+                    let at = now + self.signal_delay;
+                    let i = self.signals.partition_point(|(t, _)| *t <= at);
+                    self.signals.insert(i, (at, Hop::ToServer(p.socket, m)));
                     if leaving {
                         // The client closes its WebSocket after the leave.
                         self.signals
-                            .push_back((now + self.signal_delay, Hop::ServerClosed(i)));
+                            .insert(i + 1, (at, Hop::ServerClosed(p.socket)));
                     }
+                }
+                if p.session.signal_down() && !p.reopening {
+                    // A new TCP connection and WebSocket upgrade: two round trips.
+                    p.reopening = true;
+                    let at = (now + self.signal_delay * 4).max(p.reopen_not_before);
+                    reopen.push((at, Hop::Reopen(i)));
                 }
                 while let Some(t) = p.session.poll_transmit() {
                     progress = true;
@@ -608,6 +710,9 @@ impl World {
                     progress = true;
                     on_event(i, event, elapsed);
                 }
+            }
+            for (at, hop) in reopen {
+                self.schedule(at, hop);
             }
             if !progress {
                 break;

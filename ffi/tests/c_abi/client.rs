@@ -419,6 +419,9 @@ fn simple_client_whose_network_changes_restarts_ice_and_keeps_being_seen() {
         &["3", "127.0.0.2"],
     );
     assert!(stdout.contains("network changed to 127.0.0.2"), "{stdout}");
+    // Its WebSocket went with the old network: a new one took the session back.
+    assert!(stdout.contains("signal lost: reconnecting"), "{stdout}");
+    assert!(stdout.contains("signal back"), "{stdout}");
     for r in &reports {
         let (_, longest) = r.gaps["c-client"];
         eprintln!(

@@ -31,7 +31,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
@@ -55,6 +55,25 @@ use send::Outgoing;
 
 /// Interval of keep-alive pings on the signal connection (the server drops silent sessions).
 const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// Nothing from the server for this long (it answers every ping): the signal connection is
+/// taken for dead and a new one resumes the session. Long enough that TCP rides out a 5 s
+/// blackout on its own.
+const SIGNAL_SILENCE: Duration = Duration::from_secs(12);
+
+/// The state of the signal connection of a joined session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SignalLink {
+    Up,
+    /// Dropped at `since`: the driver opens a new one.
+    Down {
+        since: Instant,
+    },
+    /// A new one is open and the `resume` is out.
+    Resuming {
+        since: Instant,
+    },
+}
 
 /// What a [`Session`] publishes and receives.
 #[derive(Clone, Debug)]
@@ -86,6 +105,10 @@ pub struct SessionConfig {
     /// [`Session::send_video_layer`]. Empty (the default) or one layer: one stream at
     /// `video_bitrate_bps`.
     pub video_layers: Vec<VideoLayer>,
+    /// How long to try to take the session back over a new signal connection after the
+    /// last one dropped (see [`Session::handle_signal_closed`]); the server keeps a session
+    /// that long by default (15 s). Zero: a dropped signal connection ends the session.
+    pub reconnect: Duration,
 }
 
 impl SessionConfig {
@@ -103,6 +126,7 @@ impl SessionConfig {
             seed: None,
             video_bitrate_bps: DEFAULT_VIDEO_BITRATE_BPS,
             video_layers: Vec::new(),
+            reconnect: Duration::from_secs(15),
         }
     }
 }
@@ -240,9 +264,20 @@ pub struct Session {
     answered: [Option<Instant>; 2],
     /// Per connection: an ICE restart waits for the answer to the offer that is out.
     restart_pending: [bool; 2],
+    /// Per connection: ICE restarted and the new path is not up yet (publisher only: its
+    /// pictures start again at a keyframe once it is).
+    restarting: [bool; 2],
     /// The tracks the publishing connection's offer announced (sent again with an ICE
     /// restart's offer).
     publish: Vec<PublishTrack>,
+    /// Per connection: the offer sent last, until its answer came (sent again after a
+    /// resume: the answer may have been lost with the signal connection).
+    last_offer: [Option<ClientMessage>; 2],
+    /// The key that resumes this session over a new signal connection.
+    resume_key: Option<String>,
+    signal: SignalLink,
+    /// When the server was last heard on the signal connection.
+    last_heard: Instant,
     /// The publishing connection's uplink estimate (kept across its replacements).
     send_estimate: SendEstimate,
     /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
@@ -311,7 +346,12 @@ impl Session {
             recv: BTreeMap::new(),
             answered: [None; 2],
             restart_pending: [false; 2],
+            restarting: [false; 2],
             publish: Vec::new(),
+            last_offer: [None, None],
+            resume_key: None,
+            signal: SignalLink::Up,
+            last_heard: now,
             send_estimate: SendEstimate::default(),
             uplink_audio_loss: None,
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
@@ -515,6 +555,7 @@ impl Session {
     /// A message from the server.
     pub fn handle_signal(&mut self, now: Instant, message: ServerMessage) {
         self.advance(now);
+        self.last_heard = now;
         self.state.apply(&message);
         let event = match message {
             ServerMessage::Joined {
@@ -522,8 +563,10 @@ impl Session {
                 participant,
                 participants,
                 tracks,
+                resume,
                 ..
             } => {
+                self.resume_key = resume;
                 let can_publish = participant.role.can_publish();
                 self.joined = Some(Joined {
                     room,
@@ -596,12 +639,26 @@ impl Session {
                 Some(RoomEvent::RoleChanged { identity, role })
             }
             ServerMessage::Data { message } => Some(RoomEvent::Data(message)),
+            resumed @ ServerMessage::Resumed { .. } => {
+                self.on_resumed(now, &resumed);
+                Some(RoomEvent::Reconnected)
+            }
             ServerMessage::Error { code, reason } => {
                 if self.phase == Phase::Joining {
                     self.phase = Phase::Refused {
                         code,
                         reason: reason.clone(),
                     };
+                }
+                if code.is_fatal() {
+                    // The server closes the session after this: nothing to resume.
+                    self.resume_key = None;
+                }
+                if code == ErrorCode::SessionGone {
+                    // Too late to resume: the session is over (join again).
+                    self.events.push_back(RoomEvent::Error { code, reason });
+                    self.end(now);
+                    return;
                 }
                 Some(RoomEvent::Error { code, reason })
             }
@@ -612,8 +669,74 @@ impl Session {
         }
     }
 
-    /// The signal connection closed: the session is over.
+    /// The signal connection dropped without the server closing it (no close frame: a
+    /// reset, a dead path). A joined session that can resume ([`SessionConfig::reconnect`])
+    /// carries on — its media never used that connection — and asks its driver for a new
+    /// one ([`signal_down`](Self::signal_down)); otherwise the session is over.
     pub fn handle_signal_closed(&mut self, now: Instant) {
+        self.advance(now);
+        if !self.resumable() {
+            return self.end(now);
+        }
+        match self.signal {
+            SignalLink::Up => {
+                tracing::info!("signal connection lost: resuming");
+                self.signal = SignalLink::Down { since: now };
+                self.events.push_back(RoomEvent::Reconnecting);
+            }
+            SignalLink::Resuming { since } => self.signal = SignalLink::Down { since },
+            SignalLink::Down { .. } => {}
+        }
+    }
+
+    /// The server closed the signal connection on purpose (a close frame: the session was
+    /// left, removed, timed out, or the server shuts down): the session is over.
+    pub fn handle_server_close(&mut self, now: Instant) {
+        self.end(now);
+    }
+
+    /// Whether a lost signal connection can be replaced without ending the session.
+    fn resumable(&self) -> bool {
+        self.phase == Phase::Joined && self.resume_key.is_some() && !self.config.reconnect.is_zero()
+    }
+
+    /// Whether the signal connection is gone and the session waits for a new one: the
+    /// driver closes the old one if it is still open, opens a new one (retrying with a
+    /// pause while this holds) and calls [`signal_reopened`](Self::signal_reopened).
+    pub fn signal_down(&self) -> bool {
+        matches!(self.signal, SignalLink::Down { .. }) && self.phase == Phase::Joined
+    }
+
+    /// A new signal connection is open: the `resume` goes out on it first, then what
+    /// waited.
+    pub fn signal_reopened(&mut self, now: Instant) {
+        self.advance(now);
+        let (SignalLink::Down { since }, Some(key)) = (self.signal, self.resume_key.clone()) else {
+            return;
+        };
+        self.signal = SignalLink::Resuming { since };
+        self.last_heard = now;
+        self.signal_out.push_front(ClientMessage::Resume {
+            protocol: PROTOCOL_VERSION,
+            resume: key,
+        });
+    }
+
+    /// The server took the session back: the room as it is now becomes events, and offers
+    /// whose answers may have been lost go out again.
+    fn on_resumed(&mut self, now: Instant, resumed: &ServerMessage) {
+        tracing::info!("signal connection back: session resumed");
+        self.signal = SignalLink::Up;
+        for missed in self.state.catch_up(resumed) {
+            self.handle_signal(now, missed);
+        }
+        for offer in self.last_offer.iter().flatten() {
+            self.signal_out.push_back(offer.clone());
+        }
+    }
+
+    /// The session is over: connections closed, `Disconnected`.
+    fn end(&mut self, now: Instant) {
         self.advance(now);
         if self.phase != Phase::Closed {
             self.phase = Phase::Closed;
@@ -627,7 +750,10 @@ impl Session {
     /// and the receiving connection's from `subscriber`. Each connection restarts ICE (new
     /// credentials, a host candidate for the new address, a new offer to the server; one
     /// whose offer is out restarts when its answer comes). DTLS, SRTP and the streams carry
-    /// on, so media resumes once the first check on the new path succeeds.
+    /// on, so media resumes once the first check on the new path succeeds. The signal
+    /// connection's TCP path went with the old network too: when the session can resume,
+    /// its driver opens a new one ([`signal_down`](Self::signal_down)) and the offers go
+    /// out on it.
     pub fn network_changed(&mut self, now: Instant, publisher: SocketAddr, subscriber: SocketAddr) {
         self.advance(now);
         self.local_pub = publisher;
@@ -635,6 +761,9 @@ impl Session {
         for which in [Which::Publisher, Which::Subscriber] {
             self.restart_pending[which as usize] = true;
             self.restart_ice(now, which);
+        }
+        if self.resumable() {
+            self.handle_signal_closed(now);
         }
     }
 
@@ -660,6 +789,7 @@ impl Session {
                 };
                 self.signal_out
                     .push_back(ClientMessage::Offer { pc, sdp, publish });
+                self.restarting[which as usize] = which == Which::Publisher;
                 self.send_stats.ice_restarts += 1;
                 tracing::info!("{which:?}: ICE restarted from {local}");
             }
@@ -709,9 +839,24 @@ impl Session {
         }
         self.service_slots(now);
         self.replace_stuck_connections(now);
+        match self.signal {
+            SignalLink::Up
+                if self.phase == Phase::Joined && now >= self.last_heard + SIGNAL_SILENCE =>
+            {
+                tracing::info!("nothing from the server for {SIGNAL_SILENCE:?}");
+                self.handle_signal_closed(now);
+            }
+            SignalLink::Down { since } | SignalLink::Resuming { since }
+                if now >= since + self.config.reconnect =>
+            {
+                tracing::info!("no signal connection for {:?}: over", self.config.reconnect);
+                self.end(now);
+            }
+            _ => {}
+        }
         if now >= self.next_keepalive {
             self.next_keepalive = now + KEEPALIVE;
-            if self.phase == Phase::Joined {
+            if self.phase == Phase::Joined && self.signal == SignalLink::Up {
                 self.signal_out.push_back(ClientMessage::Ping);
             }
         }
@@ -741,7 +886,14 @@ impl Session {
     /// The next message for the server.
     pub fn poll_signal(&mut self) -> Option<ClientMessage> {
         self.settle();
-        self.signal_out.pop_front()
+        if self.signal_down() {
+            return None;
+        }
+        let message = self.signal_out.pop_front()?;
+        if let ClientMessage::Offer { pc, .. } = &message {
+            self.last_offer[*pc as usize] = Some(message.clone());
+        }
+        Some(message)
     }
 
     /// The next datagram to send.
@@ -759,7 +911,13 @@ impl Session {
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle();
-        let mut next = (self.phase == Phase::Joined).then_some(self.next_keepalive);
+        let signal = match self.signal {
+            SignalLink::Up => self.last_heard + SIGNAL_SILENCE,
+            SignalLink::Down { since } | SignalLink::Resuming { since } => {
+                since + self.config.reconnect
+            }
+        };
+        let mut next = (self.phase == Phase::Joined).then_some(self.next_keepalive.min(signal));
         let retry = self
             .answered
             .into_iter()
@@ -804,6 +962,7 @@ impl Session {
             PeerRole::Publisher => Which::Publisher,
             PeerRole::Subscriber => Which::Subscriber,
         };
+        self.last_offer[which as usize] = None;
         let Some(conn) = self.conn(which) else {
             return;
         };
@@ -1013,6 +1172,18 @@ impl Session {
                     for out in &mut self.video_out {
                         out.keyframe = true;
                     }
+                }
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) if which == Which::Publisher
+                && std::mem::take(&mut self.restarting[which as usize]) =>
+            {
+                // The new path is up after a change of network: what the old one lost is
+                // stale, so receivers start again at a keyframe. (Towards this client the
+                // server asks its publishers for keyframes itself.)
+                for out in &mut self.video_out {
+                    out.keyframe = true;
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))

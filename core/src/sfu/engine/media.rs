@@ -188,10 +188,12 @@ impl Engine {
             return;
         };
         let receiver = published.receiver;
+        let past_limit = self.keyframes_past_limit;
         let Some(layer) = published.layer_mut(ssrc) else {
             return;
         };
-        if !layer.limiter.allow(now) {
+        // Counted as the last request either way: those that follow coalesce with it.
+        if !layer.limiter.allow(now) && !past_limit {
             // Often (every subscriber's loss asks): details only.
             tracing::debug!("session {publisher}: keyframe of {track_id} rate-limited");
             return;
@@ -457,6 +459,19 @@ impl Engine {
                 self.dirty.insert((subscriber, PeerRole::Subscriber));
             }
         }
+    }
+
+    /// Asks the publishers of a subscriber's videos for keyframes past their limit of one
+    /// per 300 ms, when its ICE restart's new path is up: a keyframe asked for by others a
+    /// moment earlier went down the old path. Measured on simulated `lte`, a participant
+    /// whose network changed (3 seeds): another's picture came back 1.13-1.23 s after the
+    /// move without this (its own request coalesced with that one, the next waiting out the
+    /// receiver's 500 ms limit), 0.71-1.15 s with it. One per restart, and a restart takes
+    /// an offer.
+    pub(super) fn request_keyframes_past_limit(&mut self, subscriber: SessionId, now: Instant) {
+        self.keyframes_past_limit = true;
+        self.request_keyframes_for_slots(subscriber, now);
+        self.keyframes_past_limit = false;
     }
 
     pub(super) fn request_keyframes_for_slots(&mut self, subscriber: SessionId, now: Instant) {

@@ -104,6 +104,14 @@ pub enum Event {
     Send(SessionId, ServerMessage),
     /// Close the session (after the messages already sent to it).
     Close(SessionId),
+    /// Session `session` resumed over the WebSocket opened as `via`: send its messages
+    /// there from now on (and close its old WebSocket if still open).
+    Resume {
+        /// The session resumed.
+        session: SessionId,
+        /// The WebSocket that took it over.
+        via: SessionId,
+    },
 }
 
 /// A datagram to send from the server's UDP port.
@@ -141,6 +149,10 @@ pub struct EngineConfig {
     /// busy grid room never delays forwarding; off, grids work inline (deterministic, for
     /// simulation).
     pub grid_thread: bool,
+    /// How long a session whose WebSocket dropped waits for a `resume` while its media
+    /// flows (a session silent for [`DETACHED_SILENCE`](super::rooms::DETACHED_SILENCE)
+    /// leaves sooner); zero: it leaves at once.
+    pub resume_grace: Duration,
 }
 
 impl EngineConfig {
@@ -158,6 +170,7 @@ impl EngineConfig {
             grid: GridConfig::default(),
             seed: None,
             grid_thread: true,
+            resume_grace: Duration::from_secs(15),
         }
     }
 }
@@ -239,6 +252,9 @@ struct Pc {
     /// Where its datagrams went last: the address is (re)registered for incoming datagrams
     /// only when it changes, not once per packet.
     sent_to: Option<SocketAddr>,
+    /// The client restarted ICE (new credentials on a live connection) and the new path is
+    /// not up yet.
+    ice_restarting: bool,
 }
 
 /// A receive slot's WebRTC side; which track it carries is the room policy's business.
@@ -319,6 +335,11 @@ pub struct Engine {
     next_grid: Instant,
     next_allocation: Instant,
     rng: ChaCha20Rng,
+    /// A resumed session's WebSocket → the session it carries.
+    resumed_via: HashMap<SessionId, SessionId>,
+    /// While set, keyframe requests pass the publishers' limiters (see
+    /// `request_keyframes_past_limit`).
+    keyframes_past_limit: bool,
     simulate_loss_every: Option<u32>,
     video_written: u64,
     grid: GridConfig,
@@ -394,6 +415,9 @@ impl Engine {
                 limits: config.limits,
                 grid_rooms: config.grid_rooms,
                 broadcast_rooms: config.broadcast_rooms,
+                resume_grace: config.resume_grace,
+                // Its own stream: the engine's draws stay as they were.
+                seed: config.seed.map(|s| s ^ 0x5245_5355_4d45),
             }),
             peers: BTreeMap::new(),
             by_ufrag: HashMap::new(),
@@ -410,6 +434,8 @@ impl Engine {
             next_grid: now,
             next_allocation: now + downlink::ALLOCATE_EVERY,
             rng,
+            resumed_via: HashMap::new(),
+            keyframes_past_limit: false,
             simulate_loss_every: config.simulate_loss_every.filter(|&n| n > 0),
             video_written: 0,
             grid: config.grid,
@@ -443,17 +469,27 @@ impl Engine {
                 self.peers.insert(session, Peer::default());
             }
             Command::Closed { session, code } => {
+                let session = match self.resumed_via.remove(&session) {
+                    Some(resumed) => resumed,
+                    // The old WebSocket of a session resumed elsewhere: nothing to do.
+                    None if self.resumed_via.values().any(|s| *s == session) => return,
+                    None => session,
+                };
                 let reason = if code.is_some() {
                     LeaveReason::Error
                 } else {
                     LeaveReason::ConnectionLost
                 };
-                self.rooms.closed(session, reason);
+                self.rooms.signal_closed(session, reason, now);
                 self.apply_effects();
-                // A session that never joined has no room to leave, but still has a peer.
-                self.teardown(session);
+                // A session that never joined has no room to leave, but still has a peer;
+                // one kept for a resume keeps its connections.
+                if !self.rooms.contains(session) {
+                    self.teardown(session);
+                }
             }
             Command::Message { session, message } => {
+                let session = self.resumed_via.get(&session).copied().unwrap_or(session);
                 let unix_now = super::token::unix_now();
                 match self.rooms.message(session, message, now, unix_now) {
                     Some(Work::Offer { pc, sdp, publish }) => {
@@ -638,7 +674,37 @@ impl Engine {
                 }
                 Effect::Close(id) => self.teardown(id),
                 Effect::EndPublishing(id) => self.end_publishing(id),
+                Effect::Resume { session, via } => self.resumed(session, via),
             }
+        }
+    }
+
+    /// Session `session` goes on over WebSocket `via`: `via`'s own (empty) peer goes, the
+    /// driver moves the session's messages there, and the videos paused for it are said
+    /// again (the client may have missed it).
+    fn resumed(&mut self, session: SessionId, via: SessionId) {
+        self.peers.remove(&via);
+        self.resumed_via.retain(|_, s| *s != session);
+        self.resumed_via.insert(via, session);
+        self.events.push_back(Event::Resume { session, via });
+        let paused: Vec<String> = self
+            .peers
+            .get(&session)
+            .map(|p| {
+                p.slots
+                    .iter()
+                    .filter_map(|s| s.paused_track.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for track in paused {
+            self.send(
+                session,
+                ServerMessage::VideoPaused {
+                    track,
+                    paused: true,
+                },
+            );
         }
     }
 
@@ -662,6 +728,7 @@ impl Engine {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        self.resumed_via.retain(|_, s| *s != id);
         for pc in [peer.publisher.take(), peer.subscriber.take()]
             .into_iter()
             .flatten()
@@ -749,6 +816,19 @@ impl Engine {
                 ) && self.rooms.member(key.0).is_some()
                 {
                     self.rooms.closed(key.0, LeaveReason::ConnectionLost);
+                }
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                rtc::peer_connection::state::RTCIceConnectionState::Connected,
+            ) => {
+                let restarted = self
+                    .peers
+                    .get_mut(&key.0)
+                    .and_then(|p| p.pc_mut(key.1))
+                    .is_some_and(|pc| std::mem::take(&mut pc.ice_restarting));
+                if restarted && key.1 == PeerRole::Subscriber {
+                    // A new path after an ICE restart: what went down the old one is lost.
+                    self.request_keyframes_past_limit(key.0, now);
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))

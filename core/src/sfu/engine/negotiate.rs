@@ -34,6 +34,9 @@ impl Engine {
             return self.rooms.fail(id, ErrorCode::Internal, &e);
         }
         if let Some(pc) = self.peers.get_mut(&id).and_then(|p| p.pc_mut(role)) {
+            // New credentials on a live connection: the client restarts ICE (its network
+            // changed); the connection and everything on it stay.
+            pc.ice_restarting |= pc.remote_ufrag.is_some() && pc.remote_ufrag != remote_ufrag;
             pc.remote_ufrag = remote_ufrag;
         }
         match role {
@@ -175,6 +178,7 @@ impl Engine {
             deadline: None,
             estimate: congestion.map(|c| c.estimate),
             sent_to: None,
+            ice_restarting: false,
         });
         self.by_ufrag.insert(ufrag, (id, role));
         Ok(())

@@ -125,7 +125,8 @@ mod core_alone {
                 moved = true;
                 match e {
                     Event::Send(id, m) => clients[id as usize - 1].handle_signal(now, m),
-                    Event::Close(id) => clients[id as usize - 1].handle_signal_closed(now),
+                    Event::Close(id) => clients[id as usize - 1].handle_server_close(now),
+                    Event::Resume { .. } => {}
                 }
             }
             while let Some(t) = engine.poll_transmit() {

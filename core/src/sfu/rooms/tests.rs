@@ -17,6 +17,8 @@ fn rooms() -> Rooms {
         limits: crate::sfu::Limits::default(),
         grid_rooms: vec!["grid-hall".into()],
         broadcast_rooms: vec!["class".into()],
+        resume_grace: Duration::from_secs(15),
+        seed: Some(7),
     })
 }
 
@@ -613,6 +615,8 @@ fn limited_rooms(limits: crate::sfu::Limits) -> Rooms {
         limits,
         grid_rooms: Vec::new(),
         broadcast_rooms: Vec::new(),
+        resume_grace: Duration::from_secs(15),
+        seed: Some(7),
     })
 }
 
@@ -1129,4 +1133,101 @@ fn broadcast_viewers_keep_an_idle_slot_so_a_center_let_in_needs_no_new_offer() {
     );
     assert!(r.carriers("class", "center-b/camera").contains(&(2, 3)));
     assert!(r.carriers("class", "center-b/microphone").contains(&(2, 2)));
+}
+
+/// The resume key `joined` gave session `id`.
+fn resume_key(effects: &[Effect], id: SessionId) -> String {
+    sent_to(effects, id)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::Joined { resume, .. } => resume.clone(),
+            _ => None,
+        })
+        .expect("a resume key")
+}
+
+#[test]
+fn a_session_whose_websocket_drops_is_resumed_with_its_key_and_told_what_it_missed() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "a", Role::Speaker, t0);
+    let key = resume_key(&r.drain_effects(), 1);
+    r.slots_added(1, vec![(TrackKind::Video, "0".into())]);
+    r.drain_effects();
+    // a's WebSocket drops: a stays in the room, nobody is told.
+    r.signal_closed(1, LeaveReason::ConnectionLost, t0);
+    assert!(r.is_detached(1) && r.member(1).is_some());
+    assert!(r.drain_effects().is_empty());
+    // Meanwhile b joins and publishes: a's one video slot is given to b's camera.
+    join(&mut r, 2, "b", Role::Speaker, t0);
+    r.published(2, &camera_and_mic()[..1]);
+    r.drain_effects();
+    // A wrong key is refused for good.
+    r.open(3, None, t0);
+    let wrong = ClientMessage::Resume {
+        protocol: PROTOCOL_VERSION,
+        resume: "nope".into(),
+    };
+    assert_eq!(r.message(3, wrong, t0, UNIX), None);
+    let e = r.drain_effects();
+    assert!(matches!(
+        sent_to(&e, 3)[..],
+        [ServerMessage::Error {
+            code: ErrorCode::SessionGone,
+            ..
+        }]
+    ));
+    assert!(e.contains(&Effect::Close(3)));
+    // The right key: session 1 goes on over session 4's WebSocket.
+    let t1 = t0 + Duration::from_millis(500);
+    r.open(4, None, t1);
+    let resume = ClientMessage::Resume {
+        protocol: PROTOCOL_VERSION,
+        resume: key,
+    };
+    assert_eq!(r.message(4, resume, t1, UNIX), None);
+    let e = r.drain_effects();
+    assert!(e.contains(&Effect::Resume { session: 1, via: 4 }));
+    let to_a = sent_to(&e, 1);
+    assert!(
+        matches!(to_a.first(), Some(ServerMessage::Resumed { participants, tracks, .. })
+            if participants.len() == 1 && tracks.len() == 1),
+        "{to_a:?}"
+    );
+    assert!(
+        to_a.iter()
+            .any(|m| matches!(m, ServerMessage::Slots { slots }
+        if slots[0].track.as_deref() == Some("b/camera")))
+    );
+    assert!(!r.is_detached(1) && !r.contains(4));
+    // Nobody saw a leave.
+    assert!(
+        !e.iter()
+            .any(|e| matches!(e, Effect::Send(_, ServerMessage::ParticipantLeft { .. })))
+    );
+}
+
+#[test]
+fn a_detached_session_leaves_once_its_media_is_silent_or_the_grace_is_over() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "quiet", Role::Speaker, t0);
+    join(&mut r, 2, "talking", Role::Speaker, t0);
+    r.drain_effects();
+    r.signal_closed(1, LeaveReason::ConnectionLost, t0);
+    r.signal_closed(2, LeaveReason::ConnectionLost, t0);
+    // "talking" keeps sending media; "quiet" sends nothing (its process died).
+    let mut left = Vec::new();
+    for ms in (100..=16_000).step_by(100) {
+        let now = t0 + Duration::from_millis(ms);
+        r.heard(2, now);
+        r.tick(now);
+        for e in r.drain_effects() {
+            if let Effect::Close(id) = e {
+                left.push((id, ms));
+            }
+        }
+    }
+    // Silent: gone a second after its last packet; talking: kept for the 15 s grace.
+    assert_eq!(left, vec![(1, 1100), (2, 15_100)], "{left:?}");
 }
