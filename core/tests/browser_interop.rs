@@ -446,3 +446,55 @@ async fn chromium_publishes_simulcast_and_madang_decodes_each_layer_it_is_switch
         "madang got the small layer first, then the full size"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_restarts_ice_and_both_sides_keep_playing() {
+    // Chromium restarts ICE on both connections 4 s after publishing (new credentials, new
+    // offers, as it does when its network changes); the call goes on.
+    let call = call_with(
+        None,
+        Rust::default(),
+        "rust/camera",
+        100_000,
+        14,
+        0,
+        "&restart=4000",
+    )
+    .await;
+    let restart = &call.status["restart"];
+    println!("restart: {restart}");
+    let (before, after) = (&restart["before"], &restart["after"]);
+    assert!(
+        before[0].is_string() && before[0] != after[0],
+        "publisher ufrag {restart}"
+    );
+    assert!(
+        before[1].is_string() && before[1] != after[1],
+        "subscriber ufrag {restart}"
+    );
+    let answered = restart["answered"].as_array().map_or(0, Vec::len);
+    assert!(answered >= 2, "both restart offers answered: {restart}");
+    // From the first progress report after the restart to the last: both directions still
+    // play (Chromium decodes madang, madang decodes Chromium), and ICE is connected.
+    let first = call
+        .progress
+        .iter()
+        .position(|(s, _)| s["restart"]["after"].is_array())
+        .expect("a report after the restart");
+    let decoded = |s: &Value| count(s, &["framesDecoded", "rust/camera"]);
+    let (s0, b0) = &call.progress[first];
+    let (s1, b1) = call.progress.last().unwrap();
+    let (browser, madang) = (decoded(s1) - decoded(s0), b1 - b0);
+    println!(
+        "after the restart: Chromium decoded {browser} of madang's pictures, madang {madang} of \
+         Chromium's; ICE {}",
+        s1["ice"]
+    );
+    assert!(
+        browser >= 150.0,
+        "Chromium decoded {browser} after the restart"
+    );
+    assert!(madang >= 150, "madang decoded {madang} after the restart");
+    assert_eq!(s1["ice"][0], "connected");
+    assert_eq!(s1["ice"][1], "connected");
+}
