@@ -113,6 +113,12 @@ async function join(event) {
       console.warn(`madang: ${e.error.code}: ${e.error.message}`);
       status(`error: ${e.error.code}: ${e.error.message}`);
     });
+    room.on('reconnecting', () => {
+      chatLine('·', 'connection to the server lost — reconnecting…');
+      status('reconnecting…');
+      state.reconnects = (state.reconnects || 0) + 1;
+    });
+    room.on('reconnected', () => { chatLine('·', 'reconnected'); count(); });
     room.on('disconnected', (e) => {
       console.warn(`madang: disconnected (${e.reason})`);
       status(`disconnected (${e.reason})`);

@@ -69,6 +69,13 @@ export interface RoomEvents {
   /** A host promoted or demoted someone; `me` when it is this page (made a viewer, its
    * tracks have stopped; made a speaker, it may publish). */
   roleChanged: { identity: string; role: string; me: boolean };
+  /** The signal connection dropped (no close frame: a proxy or NAT reset it, the network
+   * changed); the call goes on and a new one is being opened to take the session back
+   * (for up to 15 s). Messages sent meanwhile wait for it. */
+  reconnecting: {};
+  /** The session is back on a new signal connection; events for what changed meanwhile came
+   * just before. */
+  reconnected: {};
   disconnected: { reason: string };
   error: { error: MadangError };
 }

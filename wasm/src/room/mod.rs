@@ -44,6 +44,16 @@ const GATHER_MS: i32 = 2000;
 const JOIN_TIMEOUT_MS: i32 = 10_000;
 /// Interval of keep-alive pings on the signal connection (the server drops silent sessions).
 const KEEPALIVE_MS: i32 = 5_000;
+/// How long to keep trying to take the session back after the WebSocket dropped (the
+/// server keeps it that long by default).
+const RECONNECT_MS: f64 = 15_000.0;
+/// Pause after the first failed attempt to reopen it; doubled after each further one, up
+/// to [`RECONNECT_PAUSE_MAX_MS`].
+const RECONNECT_PAUSE_MS: i32 = 250;
+const RECONNECT_PAUSE_MAX_MS: i32 = 2_000;
+/// The close code of a WebSocket that dropped without a close frame (RFC 6455): only then
+/// is the session resumed; the server closes on purpose always with a frame.
+const CLOSE_ABNORMAL: u16 = 1006;
 
 /// One local track this page publishes.
 struct Published {
@@ -86,6 +96,17 @@ pub(crate) struct State {
     layout_sent: Option<ViewLayout>,
     join: Option<oneshot::Sender<Result<()>>>,
     closed: bool,
+    /// The key that resumes the session over a new WebSocket (from `joined`).
+    resume: Option<String>,
+    /// Since when (`Date.now()`) the WebSocket is down and a new one is being opened;
+    /// messages wait in `outbox` meanwhile.
+    reconnecting: Option<f64>,
+    /// Failed attempts to reopen it in a row.
+    attempts: u32,
+    outbox: Vec<ClientMessage>,
+    /// Per connection (publisher, subscriber): the offer sent last while its answer has not
+    /// come (sent again after a resume: the answer may have been lost).
+    last_offer: [Option<ClientMessage>; 2],
 }
 
 impl State {
@@ -149,8 +170,12 @@ type Handler = Closure<dyn FnMut(JsValue)>;
 pub(crate) struct Inner {
     pub(crate) state: RefCell<State>,
     listeners: RefCell<Vec<(String, Function)>>,
-    ws: WebSocket,
-    /// The WebSocket and connection handlers, kept alive until the room is left.
+    /// The signal connection (a new one after each reconnect) and its URL.
+    ws: RefCell<WebSocket>,
+    url: String,
+    /// The WebSocket's handlers (replaced with it).
+    ws_handlers: RefCell<Vec<Handler>>,
+    /// The connection handlers, kept alive until the room is left.
     handlers: RefCell<Vec<Handler>>,
     /// Leaves when the page goes away (`pagehide`), so the others see "left" at once.
     on_pagehide: RefCell<Option<Handler>>,
@@ -166,7 +191,9 @@ impl Inner {
         let inner = Rc::new(Inner {
             state: RefCell::new(State::default()),
             listeners: RefCell::new(Vec::new()),
-            ws: ws.clone(),
+            ws: RefCell::new(ws.clone()),
+            url: url.to_owned(),
+            ws_handlers: RefCell::new(Vec::new()),
             handlers: RefCell::new(Vec::new()),
             on_pagehide: RefCell::new(None),
         });
@@ -179,32 +206,7 @@ impl Inner {
             auto_subscribe: true,
             name,
         };
-        let weak = Rc::downgrade(&inner);
-        let on_open = Handler::new(move |_| {
-            if let Some(inner) = weak.upgrade() {
-                send(&inner.ws, &join);
-            }
-        });
-        let weak = Rc::downgrade(&inner);
-        let on_message = Handler::new(move |e: JsValue| {
-            let text = e.unchecked_into::<MessageEvent>().data().as_string();
-            if let (Some(inner), Some(text)) = (weak.upgrade(), text) {
-                inner.on_text(&text);
-            }
-        });
-        let weak = Rc::downgrade(&inner);
-        let on_close = Handler::new(move |_| {
-            if let Some(inner) = weak.upgrade() {
-                inner.on_close();
-            }
-        });
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        inner
-            .handlers
-            .borrow_mut()
-            .extend([on_open, on_message, on_close]);
+        inner.attach(&ws, join);
 
         let weak = Rc::downgrade(&inner);
         wasm_bindgen_futures::spawn_local(async move {
@@ -239,10 +241,16 @@ impl Inner {
                     loop {
                         sleep(KEEPALIVE_MS).await;
                         let Some(inner) = weak.upgrade() else { break };
-                        if inner.state.borrow().closed {
+                        let (closed, down) = {
+                            let st = inner.state.borrow();
+                            (st.closed, st.reconnecting.is_some())
+                        };
+                        if closed {
                             break;
                         }
-                        send(&inner.ws, &ClientMessage::Ping);
+                        if !down {
+                            send(&inner.ws.borrow(), &ClientMessage::Ping);
+                        }
                     }
                 });
                 Ok(inner)
@@ -252,6 +260,75 @@ impl Inner {
                 Err(e)
             }
             Err(_) => Err(MadangError::new("connect_failed", "joining was abandoned")),
+        }
+    }
+
+    /// Gives `ws` the room's handlers: `first` goes out when it opens (a `join`, or a
+    /// `resume` after a drop), then whatever waited.
+    fn attach(self: &Rc<Self>, ws: &WebSocket, first: ClientMessage) {
+        let weak = Rc::downgrade(self);
+        let on_open = Handler::new(move |_| {
+            if let Some(inner) = weak.upgrade() {
+                let ws = inner.ws.borrow().clone();
+                send(&ws, &first);
+                let waiting = std::mem::take(&mut inner.state.borrow_mut().outbox);
+                for m in &waiting {
+                    send(&ws, m);
+                }
+            }
+        });
+        let weak = Rc::downgrade(self);
+        let on_message = Handler::new(move |e: JsValue| {
+            let text = e.unchecked_into::<MessageEvent>().data().as_string();
+            if let (Some(inner), Some(text)) = (weak.upgrade(), text) {
+                inner.on_text(&text);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        let on_close = Handler::new(move |e: JsValue| {
+            // `CloseEvent.code`.
+            let code = get_f64(&e, "code").map_or(CLOSE_ABNORMAL, |c| c as u16);
+            if let Some(inner) = weak.upgrade() {
+                inner.on_close(code);
+            }
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        *self.ws_handlers.borrow_mut() = vec![on_open, on_message, on_close];
+    }
+
+    /// Sends a protocol message now, or once the signal connection is back; an offer is
+    /// kept until its answer comes.
+    pub(crate) fn send_signal(&self, message: ClientMessage) {
+        let mut st = self.state.borrow_mut();
+        if let ClientMessage::Offer { pc, .. } = &message {
+            st.last_offer[*pc as usize] = Some(message.clone());
+        }
+        if st.reconnecting.is_some() {
+            st.outbox.push(message);
+        } else {
+            drop(st);
+            send(&self.ws.borrow(), &message);
+        }
+    }
+
+    /// Opens a new signal connection that resumes the session.
+    fn reopen(self: &Rc<Self>) {
+        let key = self.state.borrow().resume.clone();
+        let Some(key) = key else { return };
+        match WebSocket::new(&self.url) {
+            Ok(ws) => {
+                *self.ws.borrow_mut() = ws.clone();
+                self.attach(
+                    &ws,
+                    ClientMessage::Resume {
+                        protocol: PROTOCOL_VERSION,
+                        resume: key,
+                    },
+                );
+            }
+            Err(e) => self.emit_error(MadangError::from_js("connect_failed", "WebSocket", &e)),
         }
     }
 
@@ -295,15 +372,36 @@ impl Inner {
                 return self.emit_error(MadangError::new("server", format!("bad message: {e}")));
             }
         };
+        self.on_message(message);
+    }
+
+    fn on_message(self: &Rc<Self>, message: ServerMessage) {
         self.state.borrow_mut().roster.apply(&message);
         match message {
-            ServerMessage::Joined { .. } => {
+            ServerMessage::Resumed { .. } => {
+                let missed = self.state.borrow().roster.catch_up(&message);
+                for m in missed {
+                    self.on_message(m);
+                }
+                {
+                    let mut st = self.state.borrow_mut();
+                    st.reconnecting = None;
+                    st.attempts = 0;
+                }
+                self.emit("reconnected", obj(&[]));
+            }
+            ServerMessage::Joined { resume, .. } => {
+                self.state.borrow_mut().resume = resume;
                 let tx = self.state.borrow_mut().join.take();
                 if let Some(tx) = tx {
                     let _ = tx.send(Ok(()));
                 }
             }
             ServerMessage::Error { code, reason } => {
+                if code.is_fatal() {
+                    // The server closes the session after it: nothing to resume.
+                    self.state.borrow_mut().resume = None;
+                }
                 let tx = self.state.borrow_mut().join.take();
                 match tx {
                     Some(tx) => {
@@ -364,6 +462,7 @@ impl Inner {
                 }
                 let tx = {
                     let mut st = self.state.borrow_mut();
+                    st.last_offer[pc as usize] = None;
                     match pc {
                         PeerRole::Publisher => st.publisher_answer.take(),
                         PeerRole::Subscriber => st.subscriber_answer.take(),
@@ -452,7 +551,7 @@ impl Inner {
         }
     }
 
-    fn on_close(self: &Rc<Self>) {
+    fn on_close(self: &Rc<Self>, code: u16) {
         let (pending, was_open) = {
             let mut st = self.state.borrow_mut();
             let was_open = !st.closed;
@@ -465,9 +564,50 @@ impl Inner {
             )));
             return;
         }
-        if was_open {
-            self.shutdown();
-            self.emit("disconnected", obj(&[("reason", s("connection_lost"))]));
+        if !was_open {
+            return;
+        }
+        // Dropped without a close frame (a proxy or NAT reset it, the network changed):
+        // media goes on; a new connection takes the session back.
+        let now = js_sys::Date::now();
+        let resumable = code == CLOSE_ABNORMAL && self.state.borrow().resume.is_some();
+        let (since, attempts) = {
+            let mut st = self.state.borrow_mut();
+            let first = st.reconnecting.is_none();
+            if resumable && first {
+                st.reconnecting = Some(now);
+                // Offers whose answers have not come go out again after the resume: the
+                // answers may have been lost with the connection.
+                let unanswered: Vec<ClientMessage> =
+                    st.last_offer.iter().flatten().cloned().collect();
+                st.outbox.extend(unanswered);
+            } else if st.reconnecting.is_some() {
+                st.attempts += 1;
+            }
+            (st.reconnecting, st.attempts)
+        };
+        match since {
+            Some(since) if resumable && now - since < RECONNECT_MS => {
+                if attempts == 0 {
+                    self.emit("reconnecting", obj(&[]));
+                }
+                let pause = if attempts == 0 {
+                    0
+                } else {
+                    (RECONNECT_PAUSE_MS << (attempts - 1).min(8)).min(RECONNECT_PAUSE_MAX_MS)
+                };
+                let inner = self.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    sleep(pause).await;
+                    if !inner.state.borrow().closed {
+                        inner.reopen();
+                    }
+                });
+            }
+            _ => {
+                self.shutdown();
+                self.emit("disconnected", obj(&[("reason", s("connection_lost"))]));
+            }
         }
     }
 
@@ -605,14 +745,11 @@ impl Inner {
                 let sdp = make_offer(&pc).await?;
                 let (tx, rx) = oneshot::channel();
                 self.state.borrow_mut().subscriber_answer = Some(tx);
-                send(
-                    &self.ws,
-                    &ClientMessage::Offer {
-                        pc: PeerRole::Subscriber,
-                        sdp,
-                        publish: Vec::new(),
-                    },
-                );
+                self.send_signal(ClientMessage::Offer {
+                    pc: PeerRole::Subscriber,
+                    sdp,
+                    publish: Vec::new(),
+                });
                 let answer = rx
                     .await
                     .map_err(|_| MadangError::new("closed", "the room was left"))?;
@@ -636,12 +773,20 @@ impl Inner {
         })
     }
 
-    /// Sends a protocol message; `closed` once the room was left.
+    /// Sends a protocol message (or queues it while the signal connection is being
+    /// reopened); `closed` once the room was left.
     pub(crate) fn signal(&self, message: ClientMessage) -> Result<()> {
-        if self.state.borrow().closed || self.ws.ready_state() != WebSocket::OPEN {
+        let down = {
+            let st = self.state.borrow();
+            if st.closed {
+                return Err(MadangError::new("closed", "the room was left"));
+            }
+            st.reconnecting.is_some()
+        };
+        if !down && self.ws.borrow().ready_state() != WebSocket::OPEN {
             return Err(MadangError::new("closed", "the room was left"));
         }
-        send(&self.ws, &message);
+        self.send_signal(message);
         Ok(())
     }
 
@@ -774,10 +919,16 @@ impl Inner {
                     .collect()
             })
         };
-        let mut st = self.state.borrow_mut();
-        if view.is_valid() && !st.closed && st.layout_sent.as_ref() != Some(&view) {
-            send(&self.ws, &ClientMessage::Layout(view.clone()));
-            st.layout_sent = Some(view);
+        let fresh = {
+            let mut st = self.state.borrow_mut();
+            let fresh = view.is_valid() && !st.closed && st.layout_sent.as_ref() != Some(&view);
+            if fresh {
+                st.layout_sent = Some(view.clone());
+            }
+            fresh
+        };
+        if fresh {
+            self.send_signal(ClientMessage::Layout(view));
         }
     }
 
@@ -785,7 +936,7 @@ impl Inner {
     pub(crate) fn leave(self: &Rc<Self>) {
         let open = !self.state.borrow().closed;
         if open {
-            send(&self.ws, &ClientMessage::Leave);
+            send(&self.ws.borrow(), &ClientMessage::Leave);
             self.shutdown();
             self.emit("disconnected", obj(&[("reason", s("left"))]));
         }
@@ -818,10 +969,12 @@ impl Inner {
         if let Some(grid) = grid {
             grid.detach();
         }
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        let _ = self.ws.close();
+        let ws = self.ws.borrow().clone();
+        ws.set_onopen(None);
+        ws.set_onmessage(None);
+        ws.set_onclose(None);
+        let _ = ws.close();
+        self.ws_handlers.borrow_mut().clear();
         self.handlers.borrow_mut().clear();
         let on_pagehide = self.on_pagehide.borrow_mut().take();
         if let (Some(f), Some(w)) = (on_pagehide, web_sys::window()) {

@@ -12,7 +12,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MediaStreamTrack, RtcRtpTransceiver};
 
 use super::convert::capture;
-use super::peer::{apply_answer, await_js, make_offer, new_peer_connection, prefer_h264, send};
+use super::peer::{apply_answer, await_js, make_offer, new_peer_connection, prefer_h264};
 use super::{Inner, Published};
 use crate::error::{MadangError, Result};
 use crate::js::{call, get, get_f64, obj, s};
@@ -185,14 +185,11 @@ impl Inner {
             .collect();
             let (tx, rx) = oneshot::channel();
             self.state.borrow_mut().publisher_answer = Some(tx);
-            send(
-                &self.ws,
-                &ClientMessage::Offer {
-                    pc: PeerRole::Publisher,
-                    sdp,
-                    publish,
-                },
-            );
+            self.send_signal(ClientMessage::Offer {
+                pc: PeerRole::Publisher,
+                sdp,
+                publish,
+            });
             let answer = rx
                 .await
                 .map_err(|_| MadangError::new("closed", "the room was left"))?;
@@ -225,12 +222,9 @@ impl Inner {
             .borrow_mut()
             .spare
             .push((gone.kind, gone.transceiver));
-        send(
-            &self.ws,
-            &ClientMessage::Unpublish {
-                tracks: vec![source.track_id(&identity)],
-            },
-        );
+        self.send_signal(ClientMessage::Unpublish {
+            tracks: vec![source.track_id(&identity)],
+        });
         self.relayout();
         Ok(())
     }
@@ -277,13 +271,10 @@ impl Inner {
         }
         for (source, track) in tracks {
             track.set_enabled(!muted);
-            send(
-                &self.ws,
-                &ClientMessage::Mute {
-                    track: source.track_id(&identity),
-                    muted,
-                },
-            );
+            self.send_signal(ClientMessage::Mute {
+                track: source.track_id(&identity),
+                muted,
+            });
         }
         self.relayout();
         Ok(())

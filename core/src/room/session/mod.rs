@@ -682,6 +682,11 @@ impl Session {
             SignalLink::Up => {
                 tracing::info!("signal connection lost: resuming");
                 self.signal = SignalLink::Down { since: now };
+                // Offers whose answers have not come go out again after the resume: the
+                // answers may have been lost with the connection.
+                for offer in self.last_offer.iter().flatten().rev() {
+                    self.signal_out.push_front(offer.clone());
+                }
                 self.events.push_back(RoomEvent::Reconnecting);
             }
             SignalLink::Resuming { since } => self.signal = SignalLink::Down { since },
@@ -722,16 +727,12 @@ impl Session {
         });
     }
 
-    /// The server took the session back: the room as it is now becomes events, and offers
-    /// whose answers may have been lost go out again.
+    /// The server took the session back: the room as it is now becomes events.
     fn on_resumed(&mut self, now: Instant, resumed: &ServerMessage) {
         tracing::info!("signal connection back: session resumed");
         self.signal = SignalLink::Up;
         for missed in self.state.catch_up(resumed) {
             self.handle_signal(now, missed);
-        }
-        for offer in self.last_offer.iter().flatten() {
-            self.signal_out.push_back(offer.clone());
         }
     }
 
