@@ -16,6 +16,10 @@ use madang::signal::{
 };
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "common/relay.rs"]
+mod relay;
+use relay::Relay;
+
 const W: u32 = 320;
 const H: u32 = 180;
 
@@ -87,6 +91,17 @@ impl Party {
             }
         }
         events
+    }
+}
+
+impl Party {
+    /// Runs until alice (first) and bob (second) each decoded a picture of the other (at
+    /// most `limit`).
+    async fn until_alice_and_bob_see_each_other(&mut self, limit: Duration) {
+        self.run(limit, |ev| {
+            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
+        })
+        .await;
     }
 }
 
@@ -276,9 +291,7 @@ async fn bad_sessions_are_closed_with_the_right_code_and_the_room_carries_on() {
         join(&server, "bob").await,
     ]);
     party
-        .run(Duration::from_secs(10), |ev| {
-            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
-        })
+        .until_alice_and_bob_see_each_other(Duration::from_secs(10))
         .await;
 
     // Signed with another secret.
@@ -589,9 +602,7 @@ async fn lost_packets_are_retransmitted_or_repaired_by_a_keyframe() {
         join(&server, "bob").await,
     ]);
     party
-        .run(Duration::from_secs(10), |ev| {
-            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
-        })
+        .until_alice_and_bob_see_each_other(Duration::from_secs(10))
         .await;
     let ev = party.run(Duration::from_secs(5), |_| false).await;
     let stats = server.stats();
@@ -634,56 +645,6 @@ async fn lost_packets_are_retransmitted_or_repaired_by_a_keyframe() {
     server.shutdown().await;
 }
 
-/// A TCP relay in front of the server's HTTP port, whose connections the test can cut (as a
-/// proxy or NAT that resets them would).
-struct Relay {
-    addr: std::net::SocketAddr,
-    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(to: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = links.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                kept.lock().unwrap().push(link);
-            }
-        });
-        Self {
-            addr,
-            links,
-            accept,
-        }
-    }
-
-    /// Drops every connection through it, both ways, without a WebSocket close.
-    fn cut(&self) {
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn signal_url(&self) -> String {
-        format!("ws://{}/signal", self.addr)
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_websocket_is_resumed_and_the_call_goes_on() {
     let server = Server::bind(ServerConfig::dev()).await.unwrap();
@@ -693,7 +654,7 @@ async fn a_dropped_websocket_is_resumed_and_the_call_goes_on() {
         ..RoomOptions::default()
     };
     let alice = Room::connect(
-        &relay.signal_url(),
+        &format!("ws://{}/signal", relay.addr),
         &token(&server, "alice", Role::Speaker),
         options,
     )
@@ -701,9 +662,7 @@ async fn a_dropped_websocket_is_resumed_and_the_call_goes_on() {
     .unwrap();
     let mut party = Party::new(vec![alice, join(&server, "bob").await]);
     party
-        .run(Duration::from_secs(10), |ev| {
-            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
-        })
+        .until_alice_and_bob_see_each_other(Duration::from_secs(10))
         .await;
     // Alice's WebSocket is reset; 3 s in slices of 100 ms after it.
     relay.cut();
@@ -776,9 +735,7 @@ async fn a_participant_whose_network_changes_restarts_ice_and_its_pictures_resum
         join(&server, "bob").await,
     ]);
     party
-        .run(Duration::from_secs(10), |ev| {
-            saw_video_from(&ev[0], "bob") && saw_video_from(&ev[1], "alice")
-        })
+        .until_alice_and_bob_see_each_other(Duration::from_secs(10))
         .await;
     // Alice's laptop moves from 127.0.0.1 to 127.0.0.2: her old sockets are closed.
     let moved = "127.0.0.2".parse().unwrap();

@@ -6,9 +6,7 @@
 //! (`core/tests/browser/reconnect.mjs` drives the page).
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use madang::media::TestPattern;
@@ -18,50 +16,9 @@ use tokio::io::AsyncBufReadExt;
 
 mod common;
 use common::demo_server;
-
-/// A TCP relay to `to` whose connections can be cut, both ways, without a close frame.
-struct Relay {
-    addr: SocketAddr,
-    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(to: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let kept = links.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                kept.lock().unwrap().push(link);
-            }
-        });
-        Self {
-            addr,
-            links,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
+#[path = "../../core/tests/common/relay.rs"]
+mod relay;
+use relay::Relay;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_whose_websocket_drops_resumes_and_keeps_playing() {

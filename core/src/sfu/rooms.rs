@@ -362,14 +362,7 @@ impl Rooms {
                 auto_subscribe,
                 name,
             } => {
-                if joined {
-                    self.fail(id, ErrorCode::AlreadyJoined, "already joined");
-                } else if protocol != PROTOCOL_VERSION {
-                    let reason = format!(
-                        "protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}"
-                    );
-                    self.fail(id, ErrorCode::UnsupportedVersion, &reason);
-                } else {
+                if self.may_start(id, joined, protocol) {
                     match (verify(&self.config.secret, &token, unix_now), name) {
                         (Ok(_), Some(name)) if !valid_display_name(&name) => self.fail(
                             id,
@@ -388,14 +381,7 @@ impl Rooms {
                 None
             }
             ClientMessage::Resume { protocol, resume } => {
-                if joined {
-                    self.fail(id, ErrorCode::AlreadyJoined, "already joined");
-                } else if protocol != PROTOCOL_VERSION {
-                    let reason = format!(
-                        "protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}"
-                    );
-                    self.fail(id, ErrorCode::UnsupportedVersion, &reason);
-                } else {
+                if self.may_start(id, joined, protocol) {
                     self.resume(id, &resume, now);
                 }
                 None
@@ -854,6 +840,22 @@ impl Rooms {
                 .push_back(Effect::Send(id, ServerMessage::Hands { queue }));
         }
         self.reassign(id);
+    }
+
+    /// Whether session `id` may start with a `join` or `resume` in `protocol`: not joined
+    /// yet, and a protocol this server speaks; else it is refused.
+    fn may_start(&mut self, id: SessionId, joined: bool, protocol: u32) -> bool {
+        if joined {
+            self.fail(id, ErrorCode::AlreadyJoined, "already joined");
+            false
+        } else if protocol != PROTOCOL_VERSION {
+            let reason =
+                format!("protocol {protocol} unsupported; this server speaks {PROTOCOL_VERSION}");
+            self.fail(id, ErrorCode::UnsupportedVersion, &reason);
+            false
+        } else {
+            true
+        }
     }
 
     /// Session `id` (a new WebSocket, not joined) asks to take over the session holding
