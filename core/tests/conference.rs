@@ -95,6 +95,15 @@ impl Party {
 }
 
 impl Party {
+    /// Alice and Bob joined to `server`, each having decoded a picture of the other.
+    async fn alice_and_bob(server: &Server) -> Self {
+        let mut party = Party::new(vec![join(server, "alice").await, join(server, "bob").await]);
+        party
+            .until_alice_and_bob_see_each_other(Duration::from_secs(10))
+            .await;
+        party
+    }
+
     /// Runs until alice (first) and bob (second) each decoded a picture of the other (at
     /// most `limit`).
     async fn until_alice_and_bob_see_each_other(&mut self, limit: Duration) {
@@ -286,13 +295,7 @@ impl RawClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sessions_are_closed_with_the_right_code_and_the_room_carries_on() {
     let server = Server::bind(ServerConfig::dev()).await.unwrap();
-    let mut party = Party::new(vec![
-        join(&server, "alice").await,
-        join(&server, "bob").await,
-    ]);
-    party
-        .until_alice_and_bob_see_each_other(Duration::from_secs(10))
-        .await;
+    let mut party = Party::alice_and_bob(&server).await;
 
     // Signed with another secret.
     let mut c = RawClient::connect(&server).await;
@@ -730,13 +733,7 @@ async fn a_dropped_websocket_is_resumed_and_the_call_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_network_changes_restarts_ice_and_its_pictures_resume() {
     let server = Server::bind(ServerConfig::dev()).await.unwrap();
-    let mut party = Party::new(vec![
-        join(&server, "alice").await,
-        join(&server, "bob").await,
-    ]);
-    party
-        .until_alice_and_bob_see_each_other(Duration::from_secs(10))
-        .await;
+    let mut party = Party::alice_and_bob(&server).await;
     // Alice's laptop moves from 127.0.0.1 to 127.0.0.2: her old sockets are closed.
     let moved = "127.0.0.2".parse().unwrap();
     party.rooms[0].network_changed(Some(moved)).await.unwrap();

@@ -138,6 +138,19 @@ struct Session {
     detached: Option<Instant>,
 }
 
+impl Session {
+    /// Its receive slots as the `slots` message gives them.
+    fn track_slots(&self) -> Vec<TrackSlot> {
+        self.slots
+            .iter()
+            .map(|s| TrackSlot {
+                mid: s.mid.clone(),
+                track: s.track.clone(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 struct RoomTrack {
     info: TrackInfo,
@@ -883,14 +896,7 @@ impl Rooms {
             "session {old}: {} resumed over session {id}",
             member.info.identity
         );
-        let slots: Vec<TrackSlot> = session
-            .slots
-            .iter()
-            .map(|s| TrackSlot {
-                mid: s.mid.clone(),
-                track: s.track.clone(),
-            })
-            .collect();
+        let slots = session.track_slots();
         self.effects.push_back(Effect::Resume {
             session: old,
             via: id,
@@ -983,14 +989,7 @@ impl Rooms {
             }
         }
         if !result.changed.is_empty() {
-            let slots = session
-                .slots
-                .iter()
-                .map(|s| TrackSlot {
-                    mid: s.mid.clone(),
-                    track: s.track.clone(),
-                })
-                .collect();
+            let slots = session.track_slots();
             self.effects
                 .push_back(Effect::Send(id, ServerMessage::Slots { slots }));
         }
