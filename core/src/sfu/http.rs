@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ pub(crate) struct HttpState {
     pub next_session: Arc<AtomicU64>,
     pub dev_secret: Option<Arc<Vec<u8>>>,
     pub static_dir: Option<Arc<std::path::PathBuf>>,
+    /// Live WHIP sessions (`/whip/{room}/{resource}`).
+    pub whip: super::whip::Resources,
 }
 
 /// The main port's routes; `/metrics` among them unless it has an address of its own
@@ -35,6 +37,16 @@ pub(crate) struct HttpState {
 pub(crate) fn router(state: HttpState, with_metrics: bool) -> Router {
     let router = Router::new()
         .route("/signal", get(signal))
+        .route(
+            "/whip/{room}",
+            post(super::whip::post).options(super::whip::options),
+        )
+        .route(
+            "/whip/{room}/{resource}",
+            delete(super::whip::delete)
+                .patch(super::whip::patch)
+                .options(super::whip::options),
+        )
         .route("/dev/token", get(dev_token))
         .route("/healthz", get(|| async { "ok\n" }));
     let router = if with_metrics {

@@ -31,6 +31,7 @@ pub mod speaker;
 mod tls;
 pub mod token;
 mod udp;
+mod whip;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -327,6 +328,7 @@ impl Server {
             next_session: Arc::new(AtomicU64::new(1)),
             dev_secret: config.dev.then(|| Arc::new(config.secret.clone())),
             static_dir: config.static_dir.clone().map(Arc::new),
+            whip: Default::default(),
         };
         // `/metrics` on an address of its own, when given: bound, and its port known.
         let mut metrics = None;
