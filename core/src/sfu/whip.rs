@@ -60,8 +60,7 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
 }
 
 /// `OPTIONS` on an endpoint or resource: the methods and headers a browser may use.
-pub(crate) async fn options(headers_in: HeaderMap) -> Response {
-    let _ = headers_in;
+pub(crate) async fn options() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     cors(headers);
