@@ -357,6 +357,19 @@ impl Room {
         promise(async move { inner.stats().await })
     }
 
+    /// Restarts ICE on both connections: call it when the device's network changed (a
+    /// phone from LTE to Wi-Fi; `navigator.connection`'s `change` event where there is
+    /// one). New ICE credentials and offers; the tracks and the session stay. Resolves once
+    /// the server answered both.
+    #[wasm_bindgen(js_name = restartIce, unchecked_return_type = "Promise<void>")]
+    pub fn restart_ice(&self) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move {
+            inner.restart_ice().await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Leaves the room: tells the server, stops local tracks, closes the connections and
     /// removes the grid. A `disconnected` event with reason `left` follows.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]

@@ -84,6 +84,8 @@ pub(crate) struct State {
     want: (u32, u32),
     subscriber_busy: bool,
     subscriber_again: bool,
+    /// The next subscriber negotiation offers even without new slots (an ICE restart).
+    subscriber_restart: bool,
     subscriber_answer: Option<oneshot::Sender<String>>,
     /// mid → what the browser receives on it.
     receivers: HashMap<String, (MediaStreamTrack, MediaStream)>,
@@ -741,7 +743,8 @@ impl Inner {
                     added = true;
                 }
             }
-            if added {
+            let restart = std::mem::take(&mut self.state.borrow_mut().subscriber_restart);
+            if added || restart {
                 let sdp = make_offer(&pc).await?;
                 let (tx, rx) = oneshot::channel();
                 self.state.borrow_mut().subscriber_answer = Some(tx);
@@ -759,6 +762,27 @@ impl Inner {
                 return Ok(());
             }
         }
+    }
+
+    /// Restarts ICE on both connections (the network changed: new credentials, new offers);
+    /// DTLS, the tracks and the slots stay. Resolves once both answers are applied.
+    pub(crate) async fn restart_ice(self: &Rc<Self>) -> Result<()> {
+        let (publisher, subscriber) = {
+            let st = self.state.borrow();
+            (st.publisher.clone(), st.subscriber.clone())
+        };
+        if let Some(pc) = publisher {
+            call(&pc, "restartIce", &[])
+                .map_err(|e| MadangError::from_js("negotiation", "restartIce", &e))?;
+            self.negotiate_publisher().await?;
+        }
+        if let Some(pc) = subscriber {
+            call(&pc, "restartIce", &[])
+                .map_err(|e| MadangError::from_js("negotiation", "restartIce", &e))?;
+            self.state.borrow_mut().subscriber_restart = true;
+            self.negotiate_subscriber().await?;
+        }
+        Ok(())
     }
 
     /// Sends an application message to everyone else (`to` empty) or some identities.

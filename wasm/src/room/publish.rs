@@ -144,7 +144,7 @@ impl Inner {
     }
 
     /// Offers the publishing connection with every published track; one at a time.
-    async fn negotiate_publisher(self: &Rc<Self>) -> Result<()> {
+    pub(super) async fn negotiate_publisher(self: &Rc<Self>) -> Result<()> {
         {
             let mut st = self.state.borrow_mut();
             if st.publisher_busy {
