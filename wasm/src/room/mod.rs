@@ -385,10 +385,16 @@ impl Inner {
                 for m in missed {
                     self.on_message(m);
                 }
-                {
+                // What was sent between the new connection opening and now waited too.
+                let waiting = {
                     let mut st = self.state.borrow_mut();
                     st.reconnecting = None;
                     st.attempts = 0;
+                    std::mem::take(&mut st.outbox)
+                };
+                let ws = self.ws.borrow().clone();
+                for m in &waiting {
+                    send(&ws, m);
                 }
                 self.emit("reconnected", obj(&[]));
             }
