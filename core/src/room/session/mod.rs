@@ -264,9 +264,9 @@ pub struct Session {
     answered: [Option<Instant>; 2],
     /// Per connection: an ICE restart waits for the answer to the offer that is out.
     restart_pending: [bool; 2],
-    /// Per connection: ICE restarted and the new path is not up yet (publisher only: its
+    /// The publishing connection restarted ICE and the new path is not up yet (its
     /// pictures start again at a keyframe once it is).
-    restarting: [bool; 2],
+    publisher_restarting: bool,
     /// The tracks the publishing connection's offer announced (sent again with an ICE
     /// restart's offer).
     publish: Vec<PublishTrack>,
@@ -346,7 +346,7 @@ impl Session {
             recv: BTreeMap::new(),
             answered: [None; 2],
             restart_pending: [false; 2],
-            restarting: [false; 2],
+            publisher_restarting: false,
             publish: Vec::new(),
             last_offer: [None, None],
             resume_key: None,
@@ -790,7 +790,7 @@ impl Session {
                 };
                 self.signal_out
                     .push_back(ClientMessage::Offer { pc, sdp, publish });
-                self.restarting[which as usize] = which == Which::Publisher;
+                self.publisher_restarting |= which == Which::Publisher;
                 self.send_stats.ice_restarts += 1;
                 tracing::info!("{which:?}: ICE restarted from {local}");
             }
@@ -1177,9 +1177,7 @@ impl Session {
             }
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
                 RTCIceConnectionState::Connected,
-            ) if which == Which::Publisher
-                && std::mem::take(&mut self.restarting[which as usize]) =>
-            {
+            ) if which == Which::Publisher && std::mem::take(&mut self.publisher_restarting) => {
                 // The new path is up after a change of network: what the old one lost is
                 // stale, so receivers start again at a keyframe. (Towards this client the
                 // server asks its publishers for keyframes itself.)
