@@ -675,7 +675,8 @@ impl World {
                         .send(now, Direction::Down, i, charged_len(&t.data), framed);
                 }
             }
-            let mut reopen = Vec::new();
+            // Scheduled once the participants are polled (`schedule` needs all of `self`).
+            let mut hops = Vec::new();
             for (i, p) in self.participants.iter_mut().enumerate() {
                 if p.gone {
                     continue;
@@ -686,19 +687,17 @@ impl World {
                     progress = true;
                     let leaving = matches!(m, ClientMessage::Leave);
                     let at = now + self.signal_delay;
-                    let i = self.signals.partition_point(|(t, _)| *t <= at);
-                    self.signals.insert(i, (at, Hop::ToServer(p.socket, m)));
+                    hops.push((at, Hop::ToServer(p.socket, m)));
                     if leaving {
                         // The client closes its WebSocket after the leave.
-                        self.signals
-                            .insert(i + 1, (at, Hop::ServerClosed(p.socket)));
+                        hops.push((at, Hop::ServerClosed(p.socket)));
                     }
                 }
                 if p.session.signal_down() && !p.reopening {
                     // A new TCP connection and WebSocket upgrade: two round trips.
                     p.reopening = true;
                     let at = (now + self.signal_delay * 4).max(p.reopen_not_before);
-                    reopen.push((at, Hop::Reopen(i)));
+                    hops.push((at, Hop::Reopen(i)));
                 }
                 while let Some(t) = p.session.poll_transmit() {
                     progress = true;
@@ -711,7 +710,7 @@ impl World {
                     on_event(i, event, elapsed);
                 }
             }
-            for (at, hop) in reopen {
+            for (at, hop) in hops {
                 self.schedule(at, hop);
             }
             if !progress {
