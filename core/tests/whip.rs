@@ -1,9 +1,15 @@
-//! WHIP ingest (RFC 9725) against a WHIP client with nothing of madang in it: a plain-JS
-//! page in headless Chromium (`core/tests/browser/whip.html`: the fake camera as H.264, the
-//! microphone as Opus, one POST with the candidates in the offer) publishes into a room; a
-//! Rust participant decodes its pictures and hears it; the page's DELETE ends the session and
-//! the room sees it leave. Refusals: a bad token (401), a wrong content type (415), an offer
-//! with no codec madang takes (406), trickle (405).
+//! WHIP ingest (RFC 9725) and WHEP playback against clients with nothing of madang in them.
+//!
+//! WHIP: a plain-JS page in headless Chromium (`core/tests/browser/whip.html`: the fake
+//! camera as H.264, the microphone as Opus, one POST with the candidates in the offer)
+//! publishes into a room; a Rust participant decodes its pictures and hears it; the page's
+//! DELETE ends the session and the room sees it leave. Refusals: a bad token (401), a wrong
+//! content type (415), an offer with no codec madang takes (406), trickle (405).
+//!
+//! WHEP: a plain-JS player page (`core/tests/browser/whep.html`) plays a Rust participant's
+//! camera and microphone and the room's composited grid; its DELETEs take the players out
+//! of the room. Refusals: a participant not in the room (404), a room without a grid and no
+//! participant named (400).
 //!
 //! Debian 12's `simple-whip-client` (GStreamer webrtcbin), the client the issue names, cannot
 //! run here: it links libsoup 2 and Debian's libnice (through gupnp-igd) links libsoup 3, so
@@ -14,7 +20,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use madang::room::{Room, RoomEvent, RoomOptions};
+use madang::media::{Channels, TestPattern, Tone};
+use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
 use madang::sfu::{Server, ServerConfig};
 use madang::signal::{LeaveReason, Role};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -53,13 +60,49 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_whip_client_publishes_into_a_room_and_leaves_with_delete() {
+/// One Chromium at a time: each test runs one beside a server and encoding participants,
+/// and two side by side on two cores measure the machine rather than the path.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `http_client.mjs` on `url`: the driver, and its stdin (a line stops the page) and
+/// stdout.
+fn drive(
+    chromium: &str,
+    url: &str,
+) -> (
+    tokio::process::Child,
+    Option<tokio::process::ChildStdin>,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut node = tokio::process::Command::new("node")
+        .arg(browser_dir().join("http_client.mjs"))
+        .args([url, "60"])
+        .env("CHROMIUM", chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/setup.sh installs nodejs)");
+    let stop = node.stdin.take();
+    let lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    (node, stop, lines)
+}
+
+/// The Chromium binary (`$CHROMIUM`, Debian's by default).
+fn chromium() -> String {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
         "{chromium} missing: scripts/setup.sh installs Debian's chromium"
     );
+    chromium
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_whip_client_publishes_into_a_room_and_leaves_with_delete() {
+    let _one = ONE_BROWSER.lock().await;
+    let chromium = chromium();
     let config = ServerConfig {
         static_dir: Some(browser_dir()),
         ..ServerConfig::dev()
@@ -115,18 +158,7 @@ async fn a_browser_whip_client_publishes_into_a_room_and_leaves_with_delete() {
         http_addr.port(),
         token("field-cam")
     );
-    let mut node = tokio::process::Command::new("node")
-        .arg(browser_dir().join("whip.mjs"))
-        .args([url.as_str(), "60"])
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (scripts/setup.sh installs nodejs)");
-    let mut stop = node.stdin.take();
-    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let (_node, mut stop, mut lines) = drive(&chromium, &url);
     // Everything the room shows of the WHIP publisher, until the page has deleted it.
     let start = Instant::now();
     let (mut pictures, mut audio, mut first, mut joined, mut left) =
@@ -200,5 +232,240 @@ async fn a_browser_whip_client_publishes_into_a_room_and_leaves_with_delete() {
         "the DELETE took it out of the room"
     );
     room.leave().await;
+    server.shutdown().await;
+}
+
+/// Publishes the test pattern (640×360, 30 fps) and a tone into `room` until `stop` is set;
+/// then leaves. Its events are drained so the room never waits on its reader.
+async fn publish(mut room: Room, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut pattern = TestPattern::new(640, 360).unwrap();
+    let mut tone = Tone::new(440.0, 0.5, Channels::Mono, 20).unwrap();
+    let start = Instant::now();
+    let mut video = tokio::time::interval(Duration::from_millis(33));
+    let mut audio = tokio::time::interval(Duration::from_millis(20));
+    // Bounded: the test stops it, and it never runs past two minutes on its own.
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && start.elapsed() < Duration::from_secs(120)
+    {
+        tokio::select! {
+            _ = video.tick() => {
+                let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
+                room.publish_video(&frame).await.unwrap();
+            }
+            _ = audio.tick() => room.publish_audio(&tone.next_frame()).await.unwrap(),
+            _ = room.next_event() => {}
+        }
+    }
+    room.leave().await;
+}
+
+/// A receive-only offer of one video and one audio m-line, enough for the server to decide
+/// (the refusals come before any connection is made).
+const RECV_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
+a=rtpmap:102 H264/90000\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n\
+a=rtpmap:111 opus/48000/2\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_player_plays_a_participant_and_the_grid_and_leaves_with_delete() {
+    let _one = ONE_BROWSER.lock().await;
+    let chromium = chromium();
+    let config = ServerConfig {
+        static_dir: Some(browser_dir()),
+        grid_rooms: vec!["hall".into()],
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let ttl = Duration::from_secs(600);
+    let token = |room: &str, id: &str, role| server.token(room, id, id, role, ttl).unwrap();
+    let http_addr = server.http_addr();
+
+    let mut camera = VideoOptions::new(640, 360);
+    camera.fps = 30;
+    let options = RoomOptions {
+        video: Some(camera),
+        audio: true,
+        auto_subscribe: false,
+        decode_video: false,
+        decode_audio: false,
+        ..RoomOptions::default()
+    };
+    // The participant played: it leaves after 3 s of playing and comes back.
+    let start_publishing = || async {
+        let publisher = Room::connect(
+            &server.signal_url(),
+            &token("hall", "jongno", Role::Speaker),
+            options.clone(),
+        )
+        .await
+        .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (tokio::spawn(publish(publisher, stop.clone())), stop)
+    };
+    let (mut publishing, mut stop) = start_publishing().await;
+
+    // Refusals: nobody of that name; a room without a grid, and nobody named.
+    let sdp = "application/sdp";
+    let viewer = token("hall", "x", Role::Viewer);
+    let (status, body) = http(
+        http_addr,
+        request(
+            "POST",
+            "/whep/hall?participant=nobody",
+            &viewer,
+            sdp,
+            RECV_OFFER,
+        ),
+    )
+    .await;
+    assert_eq!(status, 404, "a participant not in the room: {body}");
+    assert!(body.contains("no participant nobody"), "{body}");
+    let annex = token("annex", "y", Role::Viewer);
+    let (status, body) = http(
+        http_addr,
+        request("POST", "/whep/annex", &annex, sdp, RECV_OFFER),
+    )
+    .await;
+    assert_eq!(status, 400, "no grid and nobody named: {body}");
+    assert!(
+        body.contains("?participant="),
+        "the reason says what to do: {body}"
+    );
+
+    // A room member who sees the players come and go.
+    let watch_options = RoomOptions {
+        video: None,
+        audio: false,
+        auto_subscribe: false,
+        ..RoomOptions::default()
+    };
+    let mut watch = Room::connect(
+        &server.signal_url(),
+        &token("hall", "watch", Role::Viewer),
+        watch_options,
+    )
+    .await
+    .unwrap();
+    let url = format!(
+        "http://localhost:{}/whep.html?room=hall&play=jongno,grid&tokens={},{}",
+        http_addr.port(),
+        token("hall", "player-jongno", Role::Viewer),
+        token("hall", "player-grid", Role::Viewer),
+    );
+    let (_node, mut stop_page, mut lines) = drive(&chromium, &url);
+    let start = Instant::now();
+    let (mut live, mut result) = (None::<serde_json::Value>, None::<serde_json::Value>);
+    let mut left = Vec::new();
+    let (mut live_at, mut came_back, mut rejoined) = (None, false, false);
+    while result.is_none() && start.elapsed() < Duration::from_secs(90) {
+        let playing = live_at.map_or(Duration::ZERO, |t: Instant| t.elapsed());
+        if playing >= Duration::from_secs(3) && !came_back {
+            came_back = true;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            publishing.await.unwrap();
+            (publishing, stop) = start_publishing().await;
+        }
+        // Nine seconds of playing once live: then the page deletes its sessions.
+        if playing >= Duration::from_secs(9)
+            && let Some(mut stdin) = stop_page.take()
+        {
+            stdin.write_all(b"stop\n").await.unwrap();
+        }
+        tokio::select! {
+            event = watch.next_event() => match event {
+                Some(RoomEvent::ParticipantLeft { identity, reason }) => {
+                    left.push((identity, reason));
+                }
+                Some(RoomEvent::ParticipantJoined(p))
+                    if p.identity == "jongno" && left.iter().any(|(i, _)| i == "jongno") =>
+                {
+                    rejoined = true;
+                }
+                _ => {}
+            },
+            line = lines.next_line() => {
+                let Some(line) = line.unwrap() else { break };
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if value.get("ok").is_some() {
+                    result = Some(value);
+                } else if let Some(status) = value.get("live") {
+                    println!("page live: {status}");
+                    live = Some(status.clone());
+                    live_at = Some(Instant::now());
+                } else {
+                    println!("page: {line}");
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    // The leaves follow the DELETEs.
+    let deleted = Instant::now();
+    let players_left = |left: &[(String, LeaveReason)]| {
+        left.iter()
+            .filter(|(identity, _)| identity.starts_with("player-"))
+            .count()
+    };
+    while players_left(&left) < 2 && deleted.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(RoomEvent::ParticipantLeft { identity, reason })) =
+            tokio::time::timeout(Duration::from_millis(200), watch.next_event()).await
+        {
+            left.push((identity, reason));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publishing.await.unwrap();
+    let result = result.expect("the page's result");
+    println!("page: {result}");
+    assert_eq!(result["ok"], true, "{result}");
+    let live = live.expect("the page went live");
+    assert!(
+        rejoined,
+        "the participant left and came back while played: {left:?}"
+    );
+    // 9 s of 30 fps from the participant (less the second or so it takes to come back, so
+    // more than the first 3 s gave means it was played again) and of the grid's 15.
+    for (name, width, min) in [("jongno", 640, 160.0), ("grid", 0, 90.0)] {
+        let before = &live["players"][name];
+        let after = &result["status"]["players"][name];
+        let decoded = |p: &serde_json::Value| p["framesDecoded"].as_f64().unwrap_or(0.0);
+        let (from, to) = (decoded(before), decoded(after));
+        println!(
+            "WHEP {name}: {to} pictures decoded ({} in the last ~9 s), {} wide, {} audio packets",
+            to - from,
+            after["width"],
+            after["audioPackets"]
+        );
+        assert_eq!(after["post"], 201, "{after}");
+        assert!(
+            after["location"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("/whep/hall/")),
+            "{after}"
+        );
+        assert!(to - from >= min, "{name}: {from} → {to} pictures");
+        if width > 0 {
+            assert_eq!(after["width"], width, "{after}");
+        }
+    }
+    let audio = result["status"]["players"]["jongno"]["audioPackets"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(audio >= 300.0, "the participant's voice: {audio} packets");
+    let mut gone: Vec<&str> = left
+        .iter()
+        .filter(|(identity, reason)| {
+            identity.starts_with("player-") && *reason == LeaveReason::Left
+        })
+        .map(|(identity, _)| identity.as_str())
+        .collect();
+    gone.sort_unstable();
+    assert_eq!(
+        gone,
+        ["player-grid", "player-jongno"],
+        "the DELETEs took the players out of the room: {left:?}"
+    );
+    watch.leave().await;
     server.shutdown().await;
 }

@@ -28,7 +28,7 @@ pub(crate) struct HttpState {
     pub next_session: Arc<AtomicU64>,
     pub dev_secret: Option<Arc<Vec<u8>>>,
     pub static_dir: Option<Arc<std::path::PathBuf>>,
-    /// Live WHIP sessions (`/whip/{room}/{resource}`).
+    /// Live WHIP and WHEP sessions (`/whip/{room}/{resource}`, `/whep/{room}/{resource}`).
     pub whip: super::whip::Resources,
 }
 
@@ -43,6 +43,16 @@ pub(crate) fn router(state: HttpState, with_metrics: bool) -> Router {
         )
         .route(
             "/whip/{room}/{resource}",
+            delete(super::whip::delete)
+                .patch(super::whip::patch)
+                .options(super::whip::options),
+        )
+        .route(
+            "/whep/{room}",
+            post(super::whep::post).options(super::whip::options),
+        )
+        .route(
+            "/whep/{room}/{resource}",
             delete(super::whip::delete)
                 .patch(super::whip::patch)
                 .options(super::whip::options),

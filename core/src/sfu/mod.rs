@@ -31,6 +31,7 @@ pub mod speaker;
 mod tls;
 pub mod token;
 mod udp;
+mod whep;
 mod whip;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -25,17 +25,17 @@ use super::driver::{OUTBOUND_LIMIT, Outbound, Signal};
 use super::engine::{Command, SessionId, sdp_m_lines};
 use super::http::HttpState;
 use crate::signal::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerRole, PublishTrack, ServerMessage, TrackKind,
-    TrackSource,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerRole, PublishTrack, RefusedTrack,
+    ServerMessage, TrackKind, TrackSource,
 };
 
-/// Live WHIP sessions by resource id (the last part of their `Location`).
+/// Live WHIP and WHEP sessions by resource id (the last part of their `Location`).
 pub(crate) type Resources = Arc<Mutex<HashMap<String, SessionId>>>;
 
 /// How long the join and the answer may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Headers every WHIP answer carries for browser-based clients (CORS).
+/// Headers every WHIP and WHEP answer carries for browser-based clients (CORS).
 fn cors(headers: &mut HeaderMap) {
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -48,7 +48,7 @@ fn cors(headers: &mut HeaderMap) {
 }
 
 /// A response with `status`, a plain-text `reason` and the CORS headers.
-fn refuse(status: StatusCode, reason: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, reason: &str) -> Response {
     let mut response = (status, format!("{reason}\n")).into_response();
     cors(response.headers_mut());
     if status == StatusCode::UNAUTHORIZED {
@@ -59,7 +59,8 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
     response
 }
 
-/// `OPTIONS` on an endpoint or resource: the methods and headers a browser may use.
+/// `OPTIONS` on an endpoint or resource (WHIP or WHEP): the methods and headers a browser
+/// may use.
 pub(crate) async fn options() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -79,7 +80,7 @@ pub(crate) async fn options() -> Response {
     response
 }
 
-/// `PATCH` on a resource: trickle ICE and ICE restarts are not supported.
+/// `PATCH` on a resource (WHIP or WHEP): trickle ICE and ICE restarts are not supported.
 pub(crate) async fn patch() -> Response {
     let mut response = refuse(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -119,14 +120,223 @@ fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-/// The next message for session `rx`, within the answer timeout.
-async fn next(rx: &mut mpsc::Receiver<Outbound>) -> Option<ServerMessage> {
-    loop {
-        match tokio::time::timeout(ANSWER_TIMEOUT, rx.recv()).await {
-            Ok(Some(Outbound::Message(m))) => return Some(*m),
-            Ok(Some(Outbound::Text(_))) => continue,
-            Ok(Some(Outbound::Close(_)) | None) | Err(_) => return None,
+/// A refusal to answer with (boxed: a response is large and the happy path carries less).
+pub(super) type Refusal = Box<Response>;
+
+/// [`refuse`], boxed.
+fn refused(status: StatusCode, reason: &str) -> Refusal {
+    Box::new(refuse(status, reason))
+}
+
+/// The bearer token and the SDP offer of a `POST`, or the refusal (401, 415, 400).
+pub(super) fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<(String, String), Refusal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required",
+        ));
+    };
+    let sdp_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/sdp"));
+    if !sdp_type {
+        return Err(refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer is an SDP body with Content-Type: application/sdp",
+        ));
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return Err(refused(StatusCode::BAD_REQUEST, "the offer is not UTF-8"));
+    };
+    Ok((token.to_owned(), offer))
+}
+
+/// A signal session inside the server on behalf of an HTTP client (WHIP or WHEP): what a
+/// WebSocket would carry goes through the engine's command queue, and its messages come
+/// back on `rx`.
+pub(super) struct HttpSession {
+    id: SessionId,
+    rx: mpsc::Receiver<Outbound>,
+    state: HttpState,
+}
+
+impl HttpSession {
+    /// Opens a session for `room` and joins it with `token`; the `joined` message.
+    pub async fn join(
+        state: &HttpState,
+        room: &str,
+        token: &str,
+        auto_subscribe: bool,
+    ) -> Result<(Self, ServerMessage), Refusal> {
+        let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOUND_LIMIT);
+        let open = Signal::Open {
+            session: id,
+            room: Some(room.to_owned()),
+            tx,
+        };
+        if state.commands.send(open).await.is_err() {
+            return Err(refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            ));
         }
+        let mut session = Self {
+            id,
+            rx,
+            state: state.clone(),
+        };
+        session
+            .say(ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+                token: token.to_owned(),
+                auto_subscribe,
+                name: None,
+            })
+            .await;
+        match session.next().await {
+            Some(joined @ ServerMessage::Joined { .. }) => Ok((session, joined)),
+            Some(ServerMessage::Error { code, reason }) => Err(refused(status_of(code), &reason)),
+            _ => {
+                session.closed().await;
+                Err(refused(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "no answer to the join",
+                ))
+            }
+        }
+    }
+
+    /// Sends `message` as the client.
+    pub async fn say(&self, message: ClientMessage) {
+        let _ = self
+            .state
+            .commands
+            .send(Signal::Input(Command::Message {
+                session: self.id,
+                message,
+            }))
+            .await;
+    }
+
+    /// The client leaves the room.
+    pub async fn leave(&self) {
+        self.say(ClientMessage::Leave).await;
+    }
+
+    /// The client went away without a word (its request timed out).
+    async fn closed(&self) {
+        let close = Signal::Input(Command::Closed {
+            session: self.id,
+            code: None,
+        });
+        let _ = self.state.commands.send(close).await;
+    }
+
+    /// The next message for the session, within the answer timeout.
+    async fn next(&mut self) -> Option<ServerMessage> {
+        loop {
+            match tokio::time::timeout(ANSWER_TIMEOUT, self.rx.recv()).await {
+                Ok(Some(Outbound::Message(m))) => return Some(*m),
+                Ok(Some(Outbound::Text(_))) => continue,
+                Ok(Some(Outbound::Close(_)) | None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Offers `sdp` on connection `pc`; the answer and the tracks the server refused, or
+    /// the refusal (the session is left).
+    pub async fn offer(
+        &mut self,
+        pc: PeerRole,
+        sdp: String,
+        publish: Vec<PublishTrack>,
+    ) -> Result<(String, Vec<RefusedTrack>), Refusal> {
+        self.say(ClientMessage::Offer { pc, sdp, publish }).await;
+        loop {
+            match self.next().await {
+                Some(ServerMessage::Answer {
+                    pc: answered,
+                    sdp,
+                    refused,
+                }) if answered == pc => return Ok((sdp, refused)),
+                Some(ServerMessage::Error { code, reason }) => {
+                    self.leave().await;
+                    return Err(refused(status_of(code), &reason));
+                }
+                Some(_) => continue,
+                None => {
+                    self.closed().await;
+                    return Err(refused(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "no answer to the offer",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The session is live: it is kept under a new resource of `/{kind}/{room}` (until a
+    /// `DELETE` or the server ends it) and the client gets `201 Created` with `answer`. Its
+    /// messages are of no use to the HTTP client and are read and dropped, except that a
+    /// track of `follow` published again (its participant left and came back) is
+    /// subscribed to again.
+    pub fn created(self, kind: &str, room: &str, answer: String, follow: Vec<String>) -> Response {
+        let Self { id, mut rx, state } = self;
+        let commands = state.commands.clone();
+        let resource = format!("{id:x}{:08x}", rand::random::<u32>());
+        state
+            .whip
+            .lock()
+            .expect("HTTP sessions lock")
+            .insert(resource.clone(), id);
+        let resources = state.whip.clone();
+        let key = resource.clone();
+        tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                match out {
+                    Outbound::Close(_) => break,
+                    Outbound::Message(m) => {
+                        if let ServerMessage::TrackPublished { track } = *m
+                            && follow.contains(&track.id)
+                        {
+                            let again = Command::Message {
+                                session: id,
+                                message: ClientMessage::Subscribe {
+                                    tracks: vec![track.id],
+                                },
+                            };
+                            let _ = commands.send(Signal::Input(again)).await;
+                        }
+                    }
+                    Outbound::Text(_) => {}
+                }
+            }
+            resources.lock().expect("HTTP sessions lock").remove(&key);
+        });
+        tracing::info!("session {id}: {kind} client in room {room} ({resource})");
+        let location = format!("/{kind}/{room}/{resource}");
+        let mut response = (StatusCode::CREATED, answer).into_response();
+        let headers = response.headers_mut();
+        cors(headers);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            headers.insert(header::LOCATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
+            headers.insert(header::ETAG, v);
+        }
+        response
     }
 }
 
@@ -137,142 +347,38 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return refuse(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    };
-    let sdp_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/sdp"));
-    if !sdp_type {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer is an SDP body with Content-Type: application/sdp",
-        );
-    }
-    let Ok(offer) = String::from_utf8(body.to_vec()) else {
-        return refuse(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
+    let (token, offer) = match offer_of(&headers, &body) {
+        Ok(o) => o,
+        Err(refusal) => return *refusal,
     };
     let publish = published(&offer);
-    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel(OUTBOUND_LIMIT);
-    let open = Signal::Open {
-        session: id,
-        room: Some(room.clone()),
-        tx,
+    let mut session = match HttpSession::join(&state, &room, &token, false).await {
+        Ok((session, _)) => session,
+        Err(refusal) => return *refusal,
     };
-    if state.commands.send(open).await.is_err() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        );
-    }
-    let say = |message: ClientMessage| {
-        Signal::Input(Command::Message {
-            session: id,
-            message,
-        })
-    };
-    let close = Signal::Input(Command::Closed {
-        session: id,
-        code: None,
-    });
-    let join = ClientMessage::Join {
-        protocol: PROTOCOL_VERSION,
-        token: token.to_owned(),
-        auto_subscribe: false,
-        name: None,
-    };
-    let _ = state.commands.send(say(join)).await;
-    let refused = |code: ErrorCode, reason: &str| refuse(status_of(code), reason);
-    match next(&mut rx).await {
-        Some(ServerMessage::Joined { .. }) => {}
-        Some(ServerMessage::Error { code, reason }) => return refused(code, &reason),
-        _ => {
-            let _ = state.commands.send(close).await;
-            return refuse(StatusCode::GATEWAY_TIMEOUT, "no answer to the join");
-        }
-    }
     if publish.is_empty() {
-        let _ = state.commands.send(say(ClientMessage::Leave)).await;
+        session.leave().await;
         return refuse(
             StatusCode::BAD_REQUEST,
             "the offer has no audio or video m-line with a mid",
         );
     }
-    let offer = ClientMessage::Offer {
-        pc: PeerRole::Publisher,
-        sdp: offer,
-        publish: publish.clone(),
-    };
-    let _ = state.commands.send(say(offer)).await;
-    let answer = loop {
-        match next(&mut rx).await {
-            Some(ServerMessage::Answer {
-                pc: PeerRole::Publisher,
-                sdp,
-                refused,
-            }) => break Some((sdp, refused)),
-            Some(ServerMessage::Error { code, reason }) => {
-                let _ = state.commands.send(say(ClientMessage::Leave)).await;
-                return refused(code, &reason);
-            }
-            Some(_) => continue,
-            None => break None,
-        }
-    };
-    let Some((answer, refused_tracks)) = answer else {
-        let _ = state.commands.send(close).await;
-        return refuse(StatusCode::GATEWAY_TIMEOUT, "no answer to the offer");
+    let (answer, refused_tracks) = match session
+        .offer(PeerRole::Publisher, offer, publish.clone())
+        .await
+    {
+        Ok(a) => a,
+        Err(refusal) => return *refusal,
     };
     if refused_tracks.len() >= publish.len() {
-        let _ = state.commands.send(say(ClientMessage::Leave)).await;
+        session.leave().await;
         let reasons: Vec<String> = refused_tracks.into_iter().map(|r| r.reason).collect();
         return refuse(StatusCode::NOT_ACCEPTABLE, &reasons.join("; "));
     }
-    let resource = format!("{id:x}{:08x}", rand::random::<u32>());
-    state
-        .whip
-        .lock()
-        .expect("whip sessions lock")
-        .insert(resource.clone(), id);
-    // The session's messages (the room's comings and goings) are of no use to a WHIP
-    // client: read and dropped until the server closes the session or it is deleted.
-    let resources = state.whip.clone();
-    let key = resource.clone();
-    tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            if matches!(out, Outbound::Close(_)) {
-                break;
-            }
-        }
-        resources.lock().expect("whip sessions lock").remove(&key);
-    });
-    tracing::info!("session {id}: WHIP publisher in room {room} ({resource})");
-    let location = format!("/whip/{room}/{resource}");
-    let mut response = (StatusCode::CREATED, answer).into_response();
-    let headers = response.headers_mut();
-    cors(headers);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        headers.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
-        headers.insert(header::ETAG, v);
-    }
-    response
+    session.created("whip", &room, answer, Vec::new())
 }
 
-/// `DELETE /whip/{room}/{resource}`: the publisher leaves the room.
+/// `DELETE /whip/{room}/{resource}` (or `/whep/…`): the client leaves the room.
 pub(crate) async fn delete(
     Path((_room, resource)): Path<(String, String)>,
     State(state): State<HttpState>,
@@ -280,10 +386,10 @@ pub(crate) async fn delete(
     let id = state
         .whip
         .lock()
-        .expect("whip sessions lock")
+        .expect("HTTP sessions lock")
         .remove(&resource);
     let Some(id) = id else {
-        return refuse(StatusCode::NOT_FOUND, "no such WHIP session");
+        return refuse(StatusCode::NOT_FOUND, "no such session");
     };
     let leave = Signal::Input(Command::Message {
         session: id,

@@ -1,9 +1,10 @@
-// Drives the plain-JS WHIP publisher page (whip.html) in headless Chromium: opens it, waits
-// until it is live (201 and a connected peer connection), prints `{"live": status}`, keeps
-// publishing until a line arrives on stdin (or <seconds> pass), then deletes the session and
-// prints the page's status as one JSON line.
+// Drives a plain-JS WHIP or WHEP client page (whip.html, whep.html) in headless Chromium:
+// opens it, waits until it is live (201 and connected peer connections), prints
+// `{"live": status}`, keeps it running until a line arrives on stdin (or <seconds> pass),
+// then has it delete its sessions and prints the page's status as one JSON line. A page
+// shows its progress in `window.clientStatus` and deletes with `window.clientStop()`.
 //
-//   node whip.mjs <page-url> <seconds>
+//   node http_client.mjs <page-url> <seconds>
 import { launch } from './chromium.mjs';
 
 const [url, seconds] = process.argv.slice(2);
@@ -18,7 +19,7 @@ try {
   page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
   await page.goto(url);
   while (Date.now() < deadline) {
-    status = await page.evaluate(() => window.whipStatus);
+    status = await page.evaluate(() => window.clientStatus);
     if (status.state !== 'starting' && status.state !== 'live') break;
     if (status.state === 'live' && status.connection === 'connected') break;
     await sleep(100);
@@ -26,8 +27,8 @@ try {
   console.log(JSON.stringify({ live: status }));
   if (status.connection === 'connected') {
     await Promise.race([line, sleep(Math.max(deadline - Date.now(), 0))]);
-    await page.evaluate(() => window.whipStop());
-    status = await page.evaluate(() => window.whipStatus);
+    await page.evaluate(() => window.clientStop());
+    status = await page.evaluate(() => window.clientStatus);
     ok = status.deleted === 200;
   }
 } finally {
