@@ -8,8 +8,11 @@
 //!
 //! WHEP: a plain-JS player page (`core/tests/browser/whep.html`) plays a Rust participant's
 //! camera and microphone and the room's composited grid; its DELETEs take the players out
-//! of the room. Refusals: a participant not in the room (404), a room without a grid and no
-//! participant named (400).
+//! of the room; the participant leaves and comes back and is played again. Refusals: a
+//! participant not in the room (404), a room without a grid and no participant named (400).
+//!
+//! The field reporter (`examples/web/field.html`, WHIP from a phone page) goes live with a
+//! fake camera, and comes back by itself after the server restarts on the same address.
 //!
 //! Debian 12's `simple-whip-client` (GStreamer webrtcbin), the client the issue names, cannot
 //! run here: it links libsoup 2 and Debian's libnice (through gupnp-igd) links libsoup 3, so
@@ -467,5 +470,133 @@ async fn a_whep_player_plays_a_participant_and_the_grid_and_leaves_with_delete()
         "the DELETEs took the players out of the room: {left:?}"
     );
     watch.leave().await;
+    server.shutdown().await;
+}
+
+/// The demo pages (`examples/web`): the field reporter lives there.
+fn web_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/web")
+}
+
+/// A Rust participant of `server`'s room `hall`; the time its first picture of `from` came
+/// (or `None` after `limit`), and how many more came within `then`.
+async fn watch_pictures(
+    server: &Server,
+    from: &str,
+    limit: Duration,
+    then: Duration,
+) -> (Option<Instant>, u32) {
+    let token = server
+        .token(
+            "hall",
+            "desk",
+            "desk",
+            Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let mut room = Room::connect(&server.signal_url(), &token, RoomOptions::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (mut first, mut pictures) = (None, 0);
+    loop {
+        let until = match first {
+            Some(t) => t + then,
+            None => start + limit,
+        };
+        let wait = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, room.next_event()).await {
+            Ok(Some(RoomEvent::VideoFrame { participant, .. })) if participant == from => {
+                first.get_or_insert_with(Instant::now);
+                pictures += 1;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    room.leave().await;
+    (first, pictures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_field_reporter_goes_live_and_comes_back_by_itself_after_a_server_restart() {
+    let _one = ONE_BROWSER.lock().await;
+    let chromium = chromium();
+    let config = ServerConfig {
+        static_dir: Some(web_dir()),
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config.clone()).await.unwrap();
+    let http_addr = server.http_addr();
+    // On a --dev server the page fetches its token itself (identity `reporter` from the name).
+    let url = format!(
+        "http://localhost:{}/field.html?room=hall&name=Reporter&go=1",
+        http_addr.port()
+    );
+    let (_node, mut stop_page, mut lines) = drive(&chromium, &url);
+    let live = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the page went live in time")
+        .unwrap()
+        .unwrap_or_default();
+    println!("page: {live}");
+    assert!(live.contains("\"connection\":\"connected\""), "{live}");
+    let (first, before) = watch_pictures(
+        &server,
+        "reporter",
+        Duration::from_secs(10),
+        Duration::from_secs(3),
+    )
+    .await;
+    println!("field reporter before the restart: {before} pictures in 3 s");
+    assert!(first.is_some() && before >= 45, "{before} pictures in 3 s");
+
+    // The server restarts on the same address (same secret: the page's token stays good).
+    server.shutdown().await;
+    let restarted = ServerConfig {
+        http: http_addr,
+        ..config
+    };
+    let server = Server::bind(restarted).await.unwrap();
+    let up = Instant::now();
+    let (first, after) = watch_pictures(
+        &server,
+        "reporter",
+        Duration::from_secs(20),
+        Duration::from_secs(3),
+    )
+    .await;
+    let back = first.map(|t| t - up);
+    println!(
+        "field reporter after the restart: first picture {back:?} after the server was up, {after} pictures in 3 s"
+    );
+
+    stop_page
+        .take()
+        .unwrap()
+        .write_all(b"stop\n")
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"ok\"") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .unwrap_or_default();
+    println!("page: {result}");
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap_or_default();
+    assert_eq!(
+        result["ok"], true,
+        "the DELETE went to the new server: {result}"
+    );
+    assert!(
+        result["status"]["reconnects"].as_u64().unwrap_or(0) >= 1,
+        "{result}"
+    );
     server.shutdown().await;
 }
