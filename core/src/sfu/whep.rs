@@ -7,7 +7,8 @@
 //! Created`, the answer, `Location: /whep/{room}/{resource}` and an `ETag`; `DELETE` on the
 //! location ends it. The player gets that participant's camera on its first video m-line
 //! and microphone on its first audio one; `participant=grid`, or no participant in a room
-//! with a grid, gives the grid (video). Inside, a WHEP session is a signal session like a
+//! with a grid, gives the grid, with the voice of the room's loudest speaker (switched as
+//! the floor changes: one voice, not a mix). Inside, a WHEP session is a signal session like a
 //! WebSocket's: it joins with the token, subscribes to those tracks and offers the SDP on
 //! the subscribing connection; the server's usual forwarding, repair and congestion control
 //! carry it. Tracks the participant has not published yet, or publishes again after
@@ -127,7 +128,11 @@ pub(crate) async fn post(
         })
         .await;
     match session.offer(PeerRole::Subscriber, offer, Vec::new()).await {
-        Ok((answer, _)) => session.created("whep", &room, answer, wanted),
+        // The grid is video: its sound is the loudest speaker's voice.
+        Ok((answer, _)) => {
+            let loudest_voice = who == GRID_IDENTITY && audio;
+            session.created("whep", &room, answer, wanted, loudest_voice)
+        }
         Err(refusal) => *refusal,
     }
 }
@@ -144,6 +149,9 @@ mod tests {
         );
         assert_eq!(tracks_of("jongno", false, true), ["jongno/microphone"]);
         assert_eq!(tracks_of("grid", true, true), [GRID_TRACK]);
-        assert!(tracks_of("grid", false, true).is_empty());
+        assert!(
+            tracks_of("grid", false, true).is_empty(),
+            "its voice follows the floor"
+        );
     }
 }

@@ -287,10 +287,28 @@ impl HttpSession {
     /// `DELETE` or the server ends it) and the client gets `201 Created` with `answer`. Its
     /// messages are of no use to the HTTP client and are read and dropped, except that a
     /// track of `follow` published again (its participant left and came back) is
-    /// subscribed to again.
-    pub fn created(self, kind: &str, room: &str, answer: String, follow: Vec<String>) -> Response {
+    /// subscribed to again, and with `loudest_voice` the session receives the microphone of
+    /// the room's loudest speaker, switched as the floor changes.
+    pub fn created(
+        self,
+        kind: &str,
+        room: &str,
+        answer: String,
+        follow: Vec<String>,
+        loudest_voice: bool,
+    ) -> Response {
         let Self { id, mut rx, state } = self;
         let commands = state.commands.clone();
+        let say = move |message: ClientMessage| {
+            let commands = commands.clone();
+            async move {
+                let input = Command::Message {
+                    session: id,
+                    message,
+                };
+                let _ = commands.send(Signal::Input(input)).await;
+            }
+        };
         let resource = format!("{id:x}{:08x}", rand::random::<u32>());
         state
             .whip
@@ -300,22 +318,38 @@ impl HttpSession {
         let resources = state.whip.clone();
         let key = resource.clone();
         tokio::spawn(async move {
+            // The loudest speaker's microphone, while `loudest_voice`.
+            let mut voice: Option<String> = None;
             while let Some(out) = rx.recv().await {
                 match out {
                     Outbound::Close(_) => break,
-                    Outbound::Message(m) => {
-                        if let ServerMessage::TrackPublished { track } = *m
-                            && follow.contains(&track.id)
+                    Outbound::Message(m) => match *m {
+                        ServerMessage::TrackPublished { track }
+                            if follow.contains(&track.id) || voice.as_ref() == Some(&track.id) =>
                         {
-                            let again = Command::Message {
-                                session: id,
-                                message: ClientMessage::Subscribe {
-                                    tracks: vec![track.id],
-                                },
-                            };
-                            let _ = commands.send(Signal::Input(again)).await;
+                            say(ClientMessage::Subscribe {
+                                tracks: vec![track.id],
+                            })
+                            .await;
                         }
-                    }
+                        ServerMessage::ActiveSpeaker { speakers } if loudest_voice => {
+                            let Some(loudest) = speakers.first() else {
+                                continue;
+                            };
+                            let track = format!("{}/microphone", loudest.identity);
+                            if voice.as_ref() == Some(&track) {
+                                continue;
+                            }
+                            if let Some(old) = voice.replace(track.clone()) {
+                                say(ClientMessage::Unsubscribe { tracks: vec![old] }).await;
+                            }
+                            say(ClientMessage::Subscribe {
+                                tracks: vec![track],
+                            })
+                            .await;
+                        }
+                        _ => {}
+                    },
                     Outbound::Text(_) => {}
                 }
             }
@@ -375,7 +409,7 @@ pub(crate) async fn post(
         let reasons: Vec<String> = refused_tracks.into_iter().map(|r| r.reason).collect();
         return refuse(StatusCode::NOT_ACCEPTABLE, &reasons.join("; "));
     }
-    session.created("whip", &room, answer, Vec::new())
+    session.created("whip", &room, answer, Vec::new(), false)
 }
 
 /// `DELETE /whip/{room}/{resource}` (or `/whep/…`): the client leaves the room.
