@@ -25,7 +25,7 @@ use super::engine::sdp_m_lines;
 use super::http::HttpState;
 use super::rooms::{GRID_IDENTITY, GRID_TRACK};
 use super::whip::{HttpSession, offer_of, refuse};
-use crate::signal::{ClientMessage, PeerRole, ServerMessage, TrackKind};
+use crate::signal::{ClientMessage, PeerRole, TrackKind};
 
 /// The query of `POST /whep/{room}`.
 #[derive(Debug, Default, Deserialize)]
@@ -76,17 +76,9 @@ pub(crate) async fn post(
             "the offer has no audio or video m-line with a mid to receive on",
         );
     }
-    let (mut session, joined) = match HttpSession::join(&state, &room, &token, false).await {
+    let (mut session, participants, tracks) = match HttpSession::join(&state, &room, &token).await {
         Ok(j) => j,
         Err(refusal) => return *refusal,
-    };
-    let ServerMessage::Joined {
-        participants,
-        tracks,
-        ..
-    } = joined
-    else {
-        unreachable!("HttpSession::join returns the joined message");
     };
     let has_grid = tracks.iter().any(|t| t.id == GRID_TRACK);
     let who = match target.participant {

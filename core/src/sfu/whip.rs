@@ -25,8 +25,8 @@ use super::driver::{OUTBOUND_LIMIT, Outbound, Signal};
 use super::engine::{Command, SessionId, sdp_m_lines};
 use super::http::HttpState;
 use crate::signal::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerRole, PublishTrack, RefusedTrack,
-    ServerMessage, TrackKind, TrackSource,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
+    RefusedTrack, ServerMessage, TrackInfo, TrackKind, TrackSource,
 };
 
 /// Live WHIP and WHEP sessions by resource id (the last part of their `Location`).
@@ -168,13 +168,13 @@ pub(super) struct HttpSession {
 }
 
 impl HttpSession {
-    /// Opens a session for `room` and joins it with `token`; the `joined` message.
+    /// Opens a session for `room` and joins it with `token`; who else is there and what
+    /// they publish. It receives only what it subscribes to.
     pub async fn join(
         state: &HttpState,
         room: &str,
         token: &str,
-        auto_subscribe: bool,
-    ) -> Result<(Self, ServerMessage), Refusal> {
+    ) -> Result<(Self, Vec<ParticipantInfo>, Vec<TrackInfo>), Refusal> {
         let id = state.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_LIMIT);
         let open = Signal::Open {
@@ -197,12 +197,16 @@ impl HttpSession {
             .say(ClientMessage::Join {
                 protocol: PROTOCOL_VERSION,
                 token: token.to_owned(),
-                auto_subscribe,
+                auto_subscribe: false,
                 name: None,
             })
             .await;
         match session.next().await {
-            Some(joined @ ServerMessage::Joined { .. }) => Ok((session, joined)),
+            Some(ServerMessage::Joined {
+                participants,
+                tracks,
+                ..
+            }) => Ok((session, participants, tracks)),
             Some(ServerMessage::Error { code, reason }) => Err(refused(status_of(code), &reason)),
             _ => {
                 session.closed().await;
@@ -386,8 +390,8 @@ pub(crate) async fn post(
         Err(refusal) => return *refusal,
     };
     let publish = published(&offer);
-    let mut session = match HttpSession::join(&state, &room, &token, false).await {
-        Ok((session, _)) => session,
+    let mut session = match HttpSession::join(&state, &room, &token).await {
+        Ok((session, ..)) => session,
         Err(refusal) => return *refusal,
     };
     if publish.is_empty() {
