@@ -35,28 +35,24 @@ pub(crate) struct HttpState {
 /// The main port's routes; `/metrics` among them unless it has an address of its own
 /// ([`metrics_router`]).
 pub(crate) fn router(state: HttpState, with_metrics: bool) -> Router {
+    // A WHIP or WHEP session's resource: the same for both.
+    let resource = || {
+        delete(super::whip::delete)
+            .patch(super::whip::patch)
+            .options(super::whip::options)
+    };
     let router = Router::new()
         .route("/signal", get(signal))
         .route(
             "/whip/{room}",
             post(super::whip::post).options(super::whip::options),
         )
-        .route(
-            "/whip/{room}/{resource}",
-            delete(super::whip::delete)
-                .patch(super::whip::patch)
-                .options(super::whip::options),
-        )
+        .route("/whip/{room}/{resource}", resource())
         .route(
             "/whep/{room}",
             post(super::whep::post).options(super::whip::options),
         )
-        .route(
-            "/whep/{room}/{resource}",
-            delete(super::whip::delete)
-                .patch(super::whip::patch)
-                .options(super::whip::options),
-        )
+        .route("/whep/{room}/{resource}", resource())
         .route("/dev/token", get(dev_token))
         .route("/healthz", get(|| async { "ok\n" }));
     let router = if with_metrics {

@@ -92,18 +92,14 @@ pub(crate) async fn post(
             );
         }
     };
-    let known = if who == GRID_IDENTITY {
-        has_grid
+    let missing = if who == GRID_IDENTITY {
+        (!has_grid).then(|| format!("room {room} has no grid"))
     } else {
-        participants.iter().any(|p| p.identity == who)
+        let there = participants.iter().any(|p| p.identity == who);
+        (!there).then(|| format!("no participant {who} in room {room}"))
     };
-    if !known {
+    if let Some(what) = missing {
         session.leave().await;
-        let what = if who == GRID_IDENTITY {
-            format!("room {room} has no grid")
-        } else {
-            format!("no participant {who} in room {room}")
-        };
         return refuse(StatusCode::NOT_FOUND, &what);
     }
     let wanted = tracks_of(&who, video, audio);

@@ -301,40 +301,30 @@ impl HttpSession {
         follow: Vec<String>,
         loudest_voice: bool,
     ) -> Response {
-        let Self { id, mut rx, state } = self;
-        let commands = state.commands.clone();
-        let say = move |message: ClientMessage| {
-            let commands = commands.clone();
-            async move {
-                let input = Command::Message {
-                    session: id,
-                    message,
-                };
-                let _ = commands.send(Signal::Input(input)).await;
-            }
-        };
+        let id = self.id;
         let resource = format!("{id:x}{:08x}", rand::random::<u32>());
-        state
+        self.state
             .whip
             .lock()
             .expect("HTTP sessions lock")
             .insert(resource.clone(), id);
-        let resources = state.whip.clone();
         let key = resource.clone();
+        let mut session = self;
         tokio::spawn(async move {
             // The loudest speaker's microphone, while `loudest_voice`.
             let mut voice: Option<String> = None;
-            while let Some(out) = rx.recv().await {
+            while let Some(out) = session.rx.recv().await {
                 match out {
                     Outbound::Close(_) => break,
                     Outbound::Message(m) => match *m {
                         ServerMessage::TrackPublished { track }
                             if follow.contains(&track.id) || voice.as_ref() == Some(&track.id) =>
                         {
-                            say(ClientMessage::Subscribe {
-                                tracks: vec![track.id],
-                            })
-                            .await;
+                            session
+                                .say(ClientMessage::Subscribe {
+                                    tracks: vec![track.id],
+                                })
+                                .await;
                         }
                         ServerMessage::ActiveSpeaker { speakers } if loudest_voice => {
                             let Some(loudest) = speakers.first() else {
@@ -345,19 +335,27 @@ impl HttpSession {
                                 continue;
                             }
                             if let Some(old) = voice.replace(track.clone()) {
-                                say(ClientMessage::Unsubscribe { tracks: vec![old] }).await;
+                                session
+                                    .say(ClientMessage::Unsubscribe { tracks: vec![old] })
+                                    .await;
                             }
-                            say(ClientMessage::Subscribe {
-                                tracks: vec![track],
-                            })
-                            .await;
+                            session
+                                .say(ClientMessage::Subscribe {
+                                    tracks: vec![track],
+                                })
+                                .await;
                         }
                         _ => {}
                     },
                     Outbound::Text(_) => {}
                 }
             }
-            resources.lock().expect("HTTP sessions lock").remove(&key);
+            session
+                .state
+                .whip
+                .lock()
+                .expect("HTTP sessions lock")
+                .remove(&key);
         });
         tracing::info!("session {id}: {kind} client in room {room} ({resource})");
         let location = format!("/{kind}/{room}/{resource}");
