@@ -64,6 +64,10 @@ pub struct Args {
     /// server forwards each receiver the layer its downlink carries.
     #[arg(long)]
     simulcast: bool,
+    /// Record the conference into this directory (as `madang serve --record`): one
+    /// fragmented MP4 per participant, H.264 + Opus as the server received them.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 /// What the network did in a demo on real sockets.
@@ -85,6 +89,27 @@ struct DemoJson<'a> {
     #[serde(flatten)]
     report: &'a ConferenceReport,
     network: NetworkReport,
+    /// The files `--record` wrote.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    recordings: Vec<PathBuf>,
+}
+
+/// The files under `dir`, sorted (the recordings of a run: `dir/room/*.mp4`).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 fn write_snapshot(path: &Path, frame: &VideoFrame) -> CliResult {
@@ -309,6 +334,9 @@ pub fn run(args: Args) -> CliResult {
     if args.fps == 0 || args.fps > 60 {
         return Err("--fps must be within 1..=60".into());
     }
+    if args.record.is_some() && args.simulate {
+        return Err("--record records the server on real sockets: not with --simulate".into());
+    }
     if args.simulate {
         return simulate(&args);
     }
@@ -317,6 +345,13 @@ pub fn run(args: Args) -> CliResult {
     runtime.block_on(async {
         let server = Server::bind(ServerConfig {
             network: Some(args.network.clone()),
+            record: args
+                .record
+                .clone()
+                .map(|dir| madang::sfu::record::RecordConfig {
+                    dir,
+                    rooms: Vec::new(),
+                }),
             ..ServerConfig::dev()
         })
         .await?;
@@ -406,7 +441,8 @@ pub fn run(args: Args) -> CliResult {
                 "{}",
                 serde_json::to_string(&DemoJson {
                     report: &report,
-                    network
+                    network,
+                    recordings: args.record.as_deref().map(files_under).unwrap_or_default(),
                 })?
             );
         } else {
@@ -418,6 +454,10 @@ pub fn run(args: Args) -> CliResult {
             );
             if let (Some(path), Some(_)) = (&args.snapshot, &snapshot) {
                 println!("snapshot of what p1 received from p2: {}", path.display());
+            }
+            for file in args.record.as_deref().map(files_under).unwrap_or_default() {
+                let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+                println!("recorded: {} ({} KB)", file.display(), size / 1000);
             }
             if let (Some(path), Some(n)) = (&args.grid, grid_frames) {
                 println!(

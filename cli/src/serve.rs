@@ -70,6 +70,16 @@ pub struct Args {
     /// `loss=3%,delay=40ms,jitter=15ms,rate=1mbit` (see `madang demo --help`).
     #[arg(long, value_name = "PROFILE")]
     network: Option<madang::netsim::Profile>,
+    /// Record rooms into this directory (created if needed): one fragmented MP4 (H.264 +
+    /// Opus, as received) per participant, one per screen share, one for a grid room's
+    /// grid, under a subdirectory per room. Every room from its start, unless
+    /// --record-room names some; hosts start and stop recording any room.
+    #[arg(long, value_name = "DIR")]
+    record: Option<std::path::PathBuf>,
+    /// Record this room from its start (repeatable; needs --record): the others only when
+    /// a host asks.
+    #[arg(long = "record-room", value_name = "ROOM", requires = "record")]
+    record_rooms: Vec<String>,
 }
 
 /// Runs until Ctrl-C.
@@ -101,6 +111,13 @@ pub fn run(args: Args) -> CliResult {
         silence_timeout: Duration::from_secs(args.timeout.max(1)),
         static_dir: static_dir.clone(),
         network: args.network.clone(),
+        record: args
+            .record
+            .clone()
+            .map(|dir| madang::sfu::record::RecordConfig {
+                dir,
+                rooms: args.record_rooms.clone(),
+            }),
         grid_rooms: args.grid_rooms.clone(),
         broadcast_rooms: args.broadcast_rooms.clone(),
         grid: madang::sfu::mixer::GridConfig {
@@ -153,6 +170,14 @@ pub fn run(args: Args) -> CliResult {
         }
         if let Some(p) = &args.network {
             println!("  network: {} → {p} (both directions, per participant)", p.name);
+        }
+        if let Some(dir) = &args.record {
+            let which = if args.record_rooms.is_empty() {
+                "every room".to_owned()
+            } else {
+                format!("rooms {:?} (others when a host asks)", args.record_rooms)
+            };
+            println!("  record:  {which} into {}", dir.display());
         }
         println!("Ctrl-C stops.");
         tokio::signal::ctrl_c().await?;

@@ -147,6 +147,8 @@ pub(crate) struct Driver {
     stats_tx: watch::Sender<EngineStats>,
     next_stats: Instant,
     trim: TrimPolicy,
+    /// Writes the recordings' files, when the server records.
+    recording: Option<super::record::WriterThread>,
 }
 
 impl Driver {
@@ -155,6 +157,7 @@ impl Driver {
         socket: Arc<UdpSocket>,
         profile: Option<Profile>,
         stats_tx: watch::Sender<EngineStats>,
+        recording: Option<super::record::WriterThread>,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -172,6 +175,7 @@ impl Driver {
             stats_tx,
             next_stats: now,
             trim: TrimPolicy::new(),
+            recording,
         }
     }
 
@@ -233,6 +237,10 @@ impl Driver {
         }
         self.engine.shutdown(Instant::now());
         self.flush(Instant::now()).await;
+        // The recordings' last fragments and durations written before the server is gone.
+        if let Some(writer) = self.recording.take() {
+            writer.finish();
+        }
     }
 
     /// Queues `message` for session `id`; a session whose queue is full but for the last
@@ -327,6 +335,11 @@ impl Driver {
                         let _ = old.try_send(Outbound::Close(None));
                     }
                 }
+            }
+        }
+        if let Some(writer) = &self.recording {
+            while let Some(output) = self.engine.poll_record() {
+                writer.send(output);
             }
         }
         while let Some(t) = self.engine.poll_transmit() {

@@ -25,6 +25,7 @@ mod http;
 mod limits;
 pub mod mixer;
 mod peer;
+pub mod record;
 pub mod rooms;
 pub mod slots;
 pub mod speaker;
@@ -104,6 +105,10 @@ pub struct ServerConfig {
     /// the server's UDP layer (`madang serve --network lte`): to rehearse a bad day with real
     /// clients. `None` in production.
     pub network: Option<Profile>,
+    /// Record rooms into a directory (`madang serve --record DIR`): every room or those
+    /// named, from their first participant on; hosts start and stop recording any room.
+    /// `None`: the server does not record.
+    pub record: Option<record::RecordConfig>,
 }
 
 impl ServerConfig {
@@ -127,6 +132,7 @@ impl ServerConfig {
             broadcast_rooms: Vec::new(),
             grid: mixer::GridConfig::default(),
             network: None,
+            record: None,
         }
     }
 
@@ -201,6 +207,14 @@ pub enum SfuError {
     /// Minting a token failed.
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    /// The recording directory cannot be created or written, or its writer not started.
+    #[error("cannot record into {dir}: {source}")]
+    Record {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
 }
 
 /// A running room server.
@@ -263,6 +277,17 @@ impl Server {
             source,
         })?;
 
+        let writer = match &config.record {
+            Some(r) => Some(
+                record::check_dir(&r.dir)
+                    .and_then(|()| record::WriterThread::spawn())
+                    .map_err(|source| SfuError::Record {
+                        dir: r.dir.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
         let (commands_tx, commands_rx) = mpsc::channel(driver::COMMAND_LIMIT);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(EngineStats::default());
@@ -278,6 +303,7 @@ impl Server {
             seed: None,
             grid_thread: true,
             resume_grace: config.resume_grace,
+            record: config.record.clone(),
         };
         let network = config.network.clone();
         // The engine owns every peer connection and runs alone on its own thread with a
@@ -306,9 +332,15 @@ impl Server {
                                 udp_addr,
                                 std::time::Instant::now(),
                             );
-                            driver::Driver::new(engine, Arc::new(socket), network, stats_tx)
-                                .run(commands_rx, engine_shutdown)
-                                .await;
+                            driver::Driver::new(
+                                engine,
+                                Arc::new(socket),
+                                network,
+                                stats_tx,
+                                writer,
+                            )
+                            .run(commands_rx, engine_shutdown)
+                            .await;
                         }
                         Err(e) => tracing::error!("cannot register the UDP socket: {e}"),
                     }

@@ -32,6 +32,13 @@ pub enum Effect {
     /// Close the session's publishing connection and forget what it published (a host
     /// demoted it); the session stays.
     EndPublishing(SessionId),
+    /// Start (`on`) or stop recording `room`.
+    Record {
+        /// Which room.
+        room: String,
+        /// Recording from now on or not.
+        on: bool,
+    },
     /// Session `session`'s messages go over session `via`'s WebSocket from now on, and
     /// what `via` sends is `session`'s (a `resume`); `session`'s old WebSocket, if still
     /// open, is closed.
@@ -96,6 +103,9 @@ pub struct RoomsConfig {
     pub resume_grace: Duration,
     /// Seed of the resume keys; `None` seeds from the operating system.
     pub seed: Option<u64>,
+    /// Where the server records, and which rooms from their start; `None`: it does not
+    /// record.
+    pub record: Option<super::record::RecordConfig>,
 }
 
 /// A session whose WebSocket dropped and whose media has been silent this long is gone (a
@@ -167,6 +177,8 @@ struct Room {
     hands: Vec<String>,
     /// Microphones a host muted: not forwarded until their publisher unmutes them.
     host_muted: BTreeSet<String>,
+    /// The room is being recorded.
+    recording: bool,
 }
 
 /// All rooms of one server.
@@ -294,6 +306,11 @@ impl Rooms {
     /// Whether this is a broadcast room (speakers wait to be let in).
     pub fn is_broadcast_room(&self, room: &str) -> bool {
         self.config.broadcast_rooms.iter().any(|r| r == room)
+    }
+
+    /// Whether `room` is being recorded.
+    pub fn is_recording(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| r.recording)
     }
 
     /// Whether a session exists (joined or not).
@@ -505,6 +522,10 @@ impl Rooms {
             }
             ClientMessage::Remove { identity } => {
                 self.host_command(id, &identity, HostCommand::Remove);
+                None
+            }
+            ClientMessage::Record { on } => {
+                self.record(id, on);
                 None
             }
             ClientMessage::Ping => {
@@ -765,6 +786,12 @@ impl Rooms {
         }
         let grid_room = self.is_grid_room(&claims.room);
         let broadcast_room = self.is_broadcast_room(&claims.room);
+        let record_from_start = self
+            .config
+            .record
+            .as_ref()
+            .is_some_and(|r| r.records_from_start(&claims.room));
+        let new_room = !self.rooms.contains_key(&claims.room);
         let room = self.rooms.entry(claims.room.clone()).or_default();
         if room.members.len() >= self.config.max_participants {
             return self.fail(id, ErrorCode::RoomFull, "the room is full");
@@ -837,6 +864,14 @@ impl Rooms {
                 resume: Some(key),
             },
         ));
+        if new_room && record_from_start {
+            self.set_recording(&claims.room, true, None);
+        } else if self.rooms.get(&claims.room).is_some_and(|r| r.recording) {
+            self.effects.push_back(Effect::Send(
+                id,
+                ServerMessage::RecordingStarted { by: None },
+            ));
+        }
         let host = info.role == Role::Host;
         self.broadcast(
             &claims.room,
@@ -914,6 +949,7 @@ impl Rooms {
         let tracks = room.tracks.values().map(|t| t.info.clone()).collect();
         let hands =
             (member.info.role == Role::Host && !room.hands.is_empty()).then(|| room.hands.clone());
+        let recording = room.recording;
         let mut resent = vec![ServerMessage::Resumed {
             participant: member.info,
             participants,
@@ -924,6 +960,9 @@ impl Rooms {
         }
         if let Some(queue) = hands {
             resent.push(ServerMessage::Hands { queue });
+        }
+        if recording {
+            resent.push(ServerMessage::RecordingStarted { by: None });
         }
         for m in resent {
             self.effects.push_back(Effect::Send(old, m));
@@ -1151,7 +1190,12 @@ impl Rooms {
             .get(&*room_name)
             .is_none_or(|r| r.members.is_empty());
         if empty {
-            self.rooms.remove(&*room_name);
+            if self.rooms.remove(&*room_name).is_some_and(|r| r.recording) {
+                self.effects.push_back(Effect::Record {
+                    room: room_name.to_string(),
+                    on: false,
+                });
+            }
             self.speakers.remove(&*room_name);
         } else if !removed_tracks.is_empty() {
             self.reassign_room(&room_name);

@@ -536,6 +536,13 @@ pub enum ClientMessage {
         /// Whom.
         identity: String,
     },
+    /// Host only: starts (`true`) or stops recording the room on a server that records
+    /// (`madang serve --record DIR`). Everyone is told (`recording_started`,
+    /// `recording_stopped`); asking for the state the room is already in changes nothing.
+    Record {
+        /// Recording from now on or not.
+        on: bool,
+    },
     /// Keep-alive; the server answers `pong`.
     Ping,
     /// Leaving; the server tells the room and closes the session.
@@ -678,6 +685,20 @@ pub enum ServerMessage {
         identity: String,
         /// The new role.
         role: Role,
+    },
+    /// The room is being recorded from now on: to everyone in it when recording starts,
+    /// and to each participant that joins or resumes while it runs.
+    RecordingStarted {
+        /// The host who started it; absent when the server records the room by its own
+        /// configuration, or the recording was already running.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// The room's recording stopped (its files are complete).
+    RecordingStopped {
+        /// The host who stopped it; absent when the server stopped it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Answer to `ping`.
     Pong,

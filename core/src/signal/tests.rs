@@ -78,6 +78,7 @@ fn all_client_messages() -> Vec<ClientMessage> {
             protocol: PROTOCOL_VERSION,
             resume: "k3y".into(),
         },
+        ClientMessage::Record { on: true },
         ClientMessage::Ping,
         ClientMessage::Leave,
     ]
@@ -105,9 +106,10 @@ fn client_variant(m: &ClientMessage) -> usize {
         ClientMessage::MuteParticipant { .. } => 15,
         ClientMessage::Remove { .. } => 16,
         ClientMessage::Resume { .. } => 17,
+        ClientMessage::Record { .. } => 18,
     }
 }
-const CLIENT_VARIANTS: usize = 18;
+const CLIENT_VARIANTS: usize = 19;
 
 /// As [`client_variant`], for the server's messages.
 fn server_variant(m: &ServerMessage) -> usize {
@@ -131,9 +133,11 @@ fn server_variant(m: &ServerMessage) -> usize {
         ServerMessage::HandLowered => 16,
         ServerMessage::RoleChanged { .. } => 17,
         ServerMessage::Resumed { .. } => 18,
+        ServerMessage::RecordingStarted { .. } => 19,
+        ServerMessage::RecordingStopped { .. } => 20,
     }
 }
-const SERVER_VARIANTS: usize = 19;
+const SERVER_VARIANTS: usize = 21;
 
 /// The `type` tag `m` goes over the wire with.
 fn tag(text: &str) -> String {
@@ -226,6 +230,10 @@ fn all_server_messages() -> Vec<ServerMessage> {
             tracks: vec![t.clone()],
         },
         ServerMessage::ParticipantJoined { participant: p },
+        ServerMessage::RecordingStarted {
+            by: Some("cityhall".into()),
+        },
+        ServerMessage::RecordingStopped { by: None },
         ServerMessage::ParticipantLeft {
             identity: "x".into(),
             reason: LeaveReason::Timeout,

@@ -94,6 +94,15 @@ impl Engine {
         if let Some(level) = level {
             self.rooms.audio_level(publisher, level, now);
         }
+        // Recorded as received: audio, and the one layer the grid takes.
+        if (!video || to_grid) && self.recording(&room) {
+            let kind = if video {
+                TrackKind::Video
+            } else {
+                TrackKind::Audio
+            };
+            self.record(&room, &room_track, kind, &header, &packet.payload, now);
+        }
         if to_grid && self.rooms.is_grid_room(&room) {
             let identity = self
                 .rooms
@@ -362,6 +371,18 @@ impl Engine {
                         for (header, payload) in &packets {
                             cache.insert(now, *header, payload.clone());
                         }
+                        if self.recording(&room) {
+                            for (header, payload) in &packets {
+                                self.record(
+                                    &room,
+                                    GRID_TRACK,
+                                    TrackKind::Video,
+                                    header,
+                                    payload,
+                                    now,
+                                );
+                            }
+                        }
                         for (header, payload) in &packets {
                             want_keyframe |= self
                                 .send_to_carriers(
@@ -526,7 +547,7 @@ impl Engine {
 
     /// Asks `publisher` for a keyframe of the stream `ssrc` (or the default one) of its room
     /// track `track`.
-    fn request_keyframe_of_track(
+    pub(super) fn request_keyframe_of_track(
         &mut self,
         publisher: SessionId,
         track: &str,

@@ -40,6 +40,7 @@ mod downlink;
 mod media;
 mod negotiate;
 mod published;
+mod record;
 
 pub use downlink::Downlink;
 
@@ -153,6 +154,9 @@ pub struct EngineConfig {
     /// flows (a session silent for [`DETACHED_SILENCE`](super::rooms::DETACHED_SILENCE)
     /// leaves sooner); zero: it leaves at once.
     pub resume_grace: Duration,
+    /// Where the server records, and which rooms from their start; `None`: it does not
+    /// record. The files are written by whoever drains [`Engine::poll_record`].
+    pub record: Option<super::record::RecordConfig>,
 }
 
 impl EngineConfig {
@@ -171,6 +175,7 @@ impl EngineConfig {
             seed: None,
             grid_thread: true,
             resume_grace: Duration::from_secs(15),
+            record: None,
         }
     }
 }
@@ -348,6 +353,8 @@ pub struct Engine {
     grid_caches: BTreeMap<String, RetransmitCache>,
     /// Grids compose on threads of their own (off in simulation: inline is deterministic).
     grid_thread: bool,
+    /// Recorded rooms' files, when the server records.
+    recorder: Option<super::record::Recorder>,
     stats: EngineStats,
 }
 
@@ -418,6 +425,7 @@ impl Engine {
                 resume_grace: config.resume_grace,
                 // Its own stream: the engine's draws stay as they were.
                 seed: config.seed.map(|s| s ^ 0x5245_5355_4d45),
+                record: config.record.clone(),
             }),
             peers: BTreeMap::new(),
             by_ufrag: HashMap::new(),
@@ -442,6 +450,7 @@ impl Engine {
             mixers: BTreeMap::new(),
             grid_caches: BTreeMap::new(),
             grid_thread: config.grid_thread,
+            recorder: config.record.map(|r| super::record::Recorder::new(r.dir)),
             stats: EngineStats::default(),
         }
     }
@@ -557,6 +566,7 @@ impl Engine {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.rooms.tick(now);
+            self.tick_recorder(now);
             self.stats.participants = self.rooms.participant_count();
             self.stats.rooms = self.rooms.room_count();
             self.stats.sessions = self.peers.len();
@@ -674,6 +684,10 @@ impl Engine {
                 }
                 Effect::Close(id) => self.teardown(id),
                 Effect::EndPublishing(id) => self.end_publishing(id),
+                Effect::Record { room, on } => {
+                    let now = self.now;
+                    self.on_record(&room, on, now);
+                }
                 Effect::Resume { session, via } => self.resumed(session, via),
             }
         }

@@ -56,6 +56,50 @@ impl Rooms {
         }
     }
 
+    /// A host starts or stops recording its room.
+    pub(super) fn record(&mut self, id: SessionId, on: bool) {
+        let Some((room, host, role)) = self.member_info(id) else {
+            return;
+        };
+        if role != Role::Host {
+            return self.fail(id, ErrorCode::PermissionDenied, "only hosts may record");
+        }
+        if self.config.record.is_none() {
+            return self.fail(
+                id,
+                ErrorCode::PermissionDenied,
+                "this server does not record (it has no recording directory)",
+            );
+        }
+        tracing::info!(
+            "session {id}: host {host} asked to {} recording room {room}",
+            if on { "start" } else { "stop" }
+        );
+        self.set_recording(&room, on, Some(host));
+    }
+
+    /// Starts or stops recording `room` (`by` a host, or the server), telling everyone;
+    /// nothing happens when it already is in that state.
+    pub(super) fn set_recording(&mut self, room: &str, on: bool, by: Option<String>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if r.recording == on {
+            return;
+        }
+        r.recording = on;
+        self.effects.push_back(Effect::Record {
+            room: room.to_owned(),
+            on,
+        });
+        let message = if on {
+            ServerMessage::RecordingStarted { by }
+        } else {
+            ServerMessage::RecordingStopped { by }
+        };
+        self.broadcast(room, None, message);
+    }
+
     /// A host's command about `target`.
     pub(super) fn host_command(&mut self, id: SessionId, target: &str, command: HostCommand) {
         let Some((room, host, role)) = self.member_info(id) else {

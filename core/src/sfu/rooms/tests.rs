@@ -19,6 +19,11 @@ fn rooms() -> Rooms {
         broadcast_rooms: vec!["class".into()],
         resume_grace: Duration::from_secs(15),
         seed: Some(7),
+        // Never written by the policy: it only decides.
+        record: Some(crate::sfu::record::RecordConfig {
+            dir: "/nonexistent/recordings".into(),
+            rooms: vec!["archive".into()],
+        }),
     })
 }
 
@@ -617,6 +622,7 @@ fn limited_rooms(limits: crate::sfu::Limits) -> Rooms {
         broadcast_rooms: Vec::new(),
         resume_grace: Duration::from_secs(15),
         seed: Some(7),
+        record: None,
     })
 }
 
@@ -1230,4 +1236,109 @@ fn a_detached_session_leaves_once_its_media_is_silent_or_the_grace_is_over() {
     }
     // Silent: gone a second after its last packet; talking: kept for the 15 s grace.
     assert_eq!(left, vec![(1, 1100), (2, 15_100)], "{left:?}");
+}
+
+/// The recording switches among `effects`: `(room, on)`.
+fn record_effects(effects: &[Effect]) -> Vec<(String, bool)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record { room, on } => Some((room.clone(), *on)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_room_recorded_from_its_start_tells_everyone_who_joins_and_stops_with_its_last() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    for (id, who) in [(1, "cityhall"), (2, "jongno")] {
+        r.open(id, None, t0);
+        let join = join_message(token("archive", who, Role::Speaker));
+        r.message(id, join, t0, UNIX);
+    }
+    let e = r.drain_effects();
+    assert_eq!(record_effects(&e), [("archive".to_owned(), true)]);
+    assert!(r.is_recording("archive"));
+    for id in [1, 2] {
+        assert!(
+            matches!(
+                sent_to(&e, id)[..],
+                [
+                    ServerMessage::Joined { .. },
+                    ServerMessage::RecordingStarted { by: None },
+                    ..
+                ]
+            ),
+            "session {id}: {:?}",
+            sent_to(&e, id)
+        );
+    }
+    // A room the configuration does not name is not recorded.
+    join(&mut r, 3, "gangnam", Role::Speaker, t0);
+    let e = r.drain_effects();
+    assert!(record_effects(&e).is_empty());
+    assert!(
+        !sent_to(&e, 3)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::RecordingStarted { .. }))
+    );
+
+    say(&mut r, 1, ClientMessage::Leave);
+    let e = say(&mut r, 2, ClientMessage::Leave);
+    assert_eq!(record_effects(&e), [("archive".to_owned(), false)]);
+    assert!(!r.is_recording("archive"));
+}
+
+#[test]
+fn hosts_start_and_stop_recording_and_nobody_else_does() {
+    let t0 = Instant::now();
+    let mut r = rooms();
+    join(&mut r, 1, "cityhall", Role::Host, t0);
+    join(&mut r, 2, "jongno", Role::Speaker, t0);
+    r.drain_effects();
+
+    let e = say(&mut r, 2, ClientMessage::Record { on: true });
+    assert_eq!(errors_to(&e, 2), [ErrorCode::PermissionDenied]);
+    assert!(record_effects(&e).is_empty());
+
+    let e = say(&mut r, 1, ClientMessage::Record { on: true });
+    assert_eq!(record_effects(&e), [("hall".to_owned(), true)]);
+    for id in [1, 2] {
+        assert_eq!(
+            sent_to(&e, id),
+            [&ServerMessage::RecordingStarted {
+                by: Some("cityhall".into())
+            }]
+        );
+    }
+    // Asked again: nothing changes, nobody is told twice.
+    assert!(say(&mut r, 1, ClientMessage::Record { on: true }).is_empty());
+
+    // A participant joining while it runs hears of it.
+    join(&mut r, 3, "gangnam", Role::Viewer, t0);
+    let e = r.drain_effects();
+    assert!(sent_to(&e, 3).contains(&&ServerMessage::RecordingStarted { by: None }));
+
+    let e = say(&mut r, 1, ClientMessage::Record { on: false });
+    assert_eq!(record_effects(&e), [("hall".to_owned(), false)]);
+    for id in [1, 2, 3] {
+        assert_eq!(
+            sent_to(&e, id),
+            [&ServerMessage::RecordingStopped {
+                by: Some("cityhall".into())
+            }]
+        );
+    }
+}
+
+#[test]
+fn a_server_without_a_recording_directory_refuses_to_record() {
+    let mut r = class();
+    let e = say(&mut r, 1, ClientMessage::Record { on: true });
+    assert_eq!(errors_to(&e, 1), [ErrorCode::PermissionDenied]);
+    assert!(record_effects(&e).is_empty());
+    // Refused, not closed: the host goes on.
+    assert!(!e.contains(&Effect::Close(1)));
 }
