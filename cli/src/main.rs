@@ -46,7 +46,7 @@ enum Command {
     /// A conference of synthetic participants over WebRTC on loopback, with loss and latency.
     Demo(demo::Args),
     /// Run the room server.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// The codecs alone: test pattern and speech encoded, decoded, written to files.
     CodecDemo(codec_demo::Args),
     /// Encode the test pattern or a Y4M file into an H.264 Annex-B file.
@@ -96,7 +96,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::CodecDemo(args) => codec_demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Token(args) => token::run(args),
