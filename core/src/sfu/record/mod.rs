@@ -599,11 +599,15 @@ impl Recorder {
             *next_file += 1;
             stats.files += 1;
             let name = match pair.part {
-                1 => format!("{}-{}.mp4", pair.stem, utc_stamp(pair.wall_secs(now))),
+                1 => format!(
+                    "{}-{}.mp4",
+                    pair.stem,
+                    utc_stamp(pair.wall_secs(pair.origin))
+                ),
                 n => format!(
                     "{}-{}-part{n}.mp4",
                     pair.stem,
-                    utc_stamp(pair.wall_secs(now))
+                    utc_stamp(pair.wall_secs(pair.origin))
                 ),
             };
             outputs.push_back(RecordOutput::Open {
