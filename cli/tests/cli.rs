@@ -698,3 +698,222 @@ fn serve_over_tls_takes_wss_clients() {
     server.kill().unwrap();
     let _ = server.wait();
 }
+
+/// `(codec, duration seconds)` of each stream of a recording, as ffprobe reads it.
+fn probe_streams(file: &std::path::Path) -> Vec<(String, f64)> {
+    let out = succeed(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name,duration"])
+            .args(["-of", "csv=p=0"])
+            .arg(file),
+    );
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| {
+            let (codec, duration) = l.split_once(',')?;
+            Some((codec.to_owned(), duration.parse().unwrap_or(0.0)))
+        })
+        .collect()
+}
+
+/// The stamps of a recording's pictures as ffmpeg decodes them (`strict`: any decoding
+/// error fails), in order.
+fn recorded_stamps(file: &std::path::Path, width: u32, height: u32, strict: bool) -> Vec<u32> {
+    let raw = file.with_extension("yuv");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-nostdin"]);
+    if strict {
+        cmd.args(["-xerror", "-err_detect", "explode"]);
+    }
+    let out = cmd
+        .arg("-i")
+        .arg(file)
+        .args([
+            "-map",
+            "0:v",
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base:v",
+            "-1",
+        ])
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", file.display());
+    if strict {
+        assert!(stderr.trim().is_empty(), "{}: {stderr}", file.display());
+    }
+    let bytes = std::fs::read(&raw).unwrap();
+    let _ = std::fs::remove_file(&raw);
+    let (w, size) = (width as usize, (width * height) as usize);
+    bytes
+        .chunks_exact(size * 3 / 2)
+        .map(|p| {
+            let (y, uv) = p.split_at(size);
+            let (u, v) = uv.split_at(size / 4);
+            let frame = madang::media::VideoFrame::from_planes(
+                width,
+                height,
+                [y, u, v],
+                [w, w / 2, w / 2],
+                0,
+            )
+            .unwrap();
+            read_stamp(&frame)
+                .expect("a recorded picture without its stamp")
+                .seq
+        })
+        .collect()
+}
+
+#[test]
+fn demo_records_each_participant_into_a_file_every_player_reads() {
+    let _one = real_time();
+    assert!(
+        on_path("ffmpeg") && on_path("ffprobe"),
+        "scripts/test.sh installs ffmpeg"
+    );
+    let dir = scratch("record");
+    let out = succeed(
+        madang()
+            .args(["demo", "--participants", "4", "--seconds", "20", "--json"])
+            .arg("--record")
+            .arg(&dir),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    // Everyone joined at the start of the warm-up and left after the measured seconds.
+    let in_room = report["warmup_seconds"].as_f64().unwrap() + report["seconds"].as_f64().unwrap();
+    let files: Vec<std::path::PathBuf> = report["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().into())
+        .collect();
+    assert_eq!(files.len(), 4, "one file per participant: {files:?}");
+    for (i, file) in files.iter().enumerate() {
+        let name = file.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with(&format!("p{}-", i + 1)), "{name}");
+        let streams = probe_streams(file);
+        let codecs: Vec<&str> = streams.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(codecs, ["h264", "opus"], "{name}");
+        for (codec, duration) in &streams {
+            println!("{name}: {codec} {duration:.2} s, in the room {in_room:.2} s");
+            assert!(
+                (duration - in_room).abs() <= 0.05 * in_room,
+                "{name}: {codec} lasts {duration} s, the participant was in for {in_room} s"
+            );
+        }
+        let stamps = recorded_stamps(file, 640, 360, true);
+        assert!(
+            stamps.windows(2).all(|w| w[0] < w[1]),
+            "{name}: out of order"
+        );
+        // Loopback loses nothing: no picture missing between the first and the last.
+        let span = stamps.last().unwrap() - stamps[0] + 1;
+        println!(
+            "{name}: {} pictures, stamps {}..={}",
+            stamps.len(),
+            stamps[0],
+            stamps.last().unwrap()
+        );
+        assert_eq!(stamps.len() as u32, span, "{name}: pictures missing");
+        assert!(
+            stamps.len() as f64 >= 0.9 * 30.0 * in_room,
+            "{name}: {} pictures",
+            stamps.len()
+        );
+    }
+}
+
+#[test]
+fn a_recording_survives_kill_9_of_the_server() {
+    let _one = real_time();
+    use std::process::Stdio;
+
+    use madang::room::{Room, RoomOptions, VideoOptions};
+
+    assert!(
+        on_path("ffmpeg") && on_path("ffprobe"),
+        "scripts/test.sh installs ffmpeg"
+    );
+    let dir = scratch("record-kill");
+    let mut server = madang()
+        .args([
+            "serve",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ])
+        .arg("--record")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (url, _banner) = banner_signal_url(&mut server);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seconds = 6.0;
+    let (pictures, recording_seen) = runtime.block_on(async {
+        let options = RoomOptions {
+            video: Some(VideoOptions::new(320, 180)),
+            audio: true,
+            decode_video: false,
+            decode_audio: false,
+            ..RoomOptions::default()
+        };
+        let mut room = Room::connect(&url, &dev_token("jongno", "Jongno-gu office"), options)
+            .await
+            .unwrap();
+        let mut pattern = madang::media::TestPattern::new(320, 180).unwrap();
+        let mut tone =
+            madang::media::Tone::new(440.0, 0.3, madang::media::Channels::Mono, 20).unwrap();
+        let start = std::time::Instant::now();
+        let mut recording_seen = false;
+        let mut frame = 0u64;
+        while start.elapsed().as_secs_f64() < seconds {
+            let t = start.elapsed();
+            while (frame * 1_000_000 / 30) as u128 <= t.as_micros() {
+                room.publish_video(&pattern.next_frame(frame * 1_000_000 / 30))
+                    .await
+                    .unwrap();
+                frame += 1;
+            }
+            room.publish_audio(&tone.next_frame()).await.unwrap();
+            while let Some(e) = room.try_next_event() {
+                recording_seen |= matches!(e, madang::room::RoomEvent::Recording { on: true, .. });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Killed mid-recording: no goodbye, no last fragment, no duration written.
+        server.kill().unwrap();
+        let _ = server.wait();
+        (frame, recording_seen)
+    });
+    assert!(recording_seen, "the room was told it is recorded");
+    let files: Vec<_> = std::fs::read_dir(dir.join("hall"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let streams = probe_streams(&files[0]);
+    let codecs: Vec<&str> = streams.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(codecs, ["h264", "opus"]);
+    let stamps = recorded_stamps(&files[0], 320, 180, false);
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "in order");
+    let span = stamps.last().unwrap() - stamps[0] + 1;
+    assert_eq!(stamps.len() as u32, span, "pictures missing before the cut");
+    // At most a fragment (2 s) and the time to connect lost of what was sent.
+    println!(
+        "kill -9 after {seconds} s: {} of {pictures} pictures play, streams {streams:?}",
+        stamps.len()
+    );
+    assert!(
+        stamps.len() as f64 >= 30.0 * (seconds - 3.0),
+        "{} pictures",
+        stamps.len()
+    );
+}

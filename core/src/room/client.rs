@@ -587,6 +587,12 @@ impl Room {
         })
     }
 
+    /// Host only: starts (`true`) or stops recording the room, on a server that records
+    /// (`madang serve --record DIR`); everyone sees [`RoomEvent::Recording`].
+    pub fn record(&self, on: bool) -> Result<(), RoomError> {
+        self.send_raw(ClientMessage::Record { on })
+    }
+
     /// Sends any protocol message as is (for tools and tests that need the raw protocol).
     pub fn send_raw(&self, message: ClientMessage) -> Result<(), RoomError> {
         self.command(Command::Signal(message))

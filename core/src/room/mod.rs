@@ -203,6 +203,15 @@ pub enum RoomEvent {
         /// The new role.
         role: crate::signal::Role,
     },
+    /// The room's recording started (`on`) or stopped, by host `by` or by the server's
+    /// configuration (`None`); also right after joining or reconnecting to a room being
+    /// recorded.
+    Recording {
+        /// Recorded from now on or not.
+        on: bool,
+        /// The host who switched it.
+        by: Option<String>,
+    },
     /// The server reported an error.
     Error {
         /// Stable code.

@@ -639,6 +639,8 @@ impl Session {
                 Some(RoomEvent::RoleChanged { identity, role })
             }
             ServerMessage::Data { message } => Some(RoomEvent::Data(message)),
+            ServerMessage::RecordingStarted { by } => Some(RoomEvent::Recording { on: true, by }),
+            ServerMessage::RecordingStopped { by } => Some(RoomEvent::Recording { on: false, by }),
             resumed @ ServerMessage::Resumed { .. } => {
                 self.on_resumed(now, &resumed);
                 Some(RoomEvent::Reconnected)
