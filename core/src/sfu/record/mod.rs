@@ -12,7 +12,7 @@
 //!   `mdat`) stands alone, so a file cut by a crash plays up to its last whole fragment.
 //!   Its boxes are written by `mp4-atom`, kept up by the MoQ project, which writes and
 //!   reads fragmented MP4 for live media itself.
-//! - **Pictures** pass through the same receive buffer as the grid's ([`VideoBuffer`]):
+//! - **Pictures** pass through the same receive buffer as the grid's (`VideoBuffer`):
 //!   reordered, repairs awaited (the engine NACKs the publisher), and a picture that
 //!   cannot be completed skipped up to the next keyframe — which is asked for — so every
 //!   recorded picture decodes. Audio packets are reordered over

@@ -22,7 +22,8 @@ struct Open {
     duration_at: Option<usize>,
 }
 
-/// Writes a recorder's files. See the [module documentation](self).
+/// Writes a recorder's files, one `write` per fragment, no `fsync`: what a killed process
+/// wrote reaches the disk; a power cut may lose what the disk had not taken.
 #[derive(Default)]
 pub struct FileWriter {
     files: HashMap<FileId, Open>,
