@@ -318,9 +318,15 @@ struct RoomRecording {
 pub struct Recorder {
     dir: PathBuf,
     rooms: BTreeMap<String, RoomRecording>,
+    rtt: Duration,
+    sink: Sink,
+}
+
+/// Where the pairs' files are decided: the outputs for the writer, the counters, the ids.
+#[derive(Debug)]
+struct Sink {
     outputs: VecDeque<RecordOutput>,
     next_file: FileId,
-    rtt: Duration,
     stats: RecordStats,
 }
 
@@ -330,16 +336,18 @@ impl Recorder {
         Self {
             dir: dir.into(),
             rooms: BTreeMap::new(),
-            outputs: VecDeque::new(),
-            next_file: 1,
             rtt: crate::transport::jitter::DEFAULT_RTT,
-            stats: RecordStats::default(),
+            sink: Sink {
+                outputs: VecDeque::new(),
+                next_file: 1,
+                stats: RecordStats::default(),
+            },
         }
     }
 
     /// What it counted.
     pub fn stats(&self) -> RecordStats {
-        self.stats
+        self.sink.stats
     }
 
     /// Whether `room` is being recorded.
@@ -460,18 +468,11 @@ impl Recorder {
                     .format
                     .get_or_insert_with(|| AudioFormat::of_packet(payload));
                 if audio.held.insert(at, payload.to_vec()).is_some() {
-                    self.stats.audio_dropped += 1;
+                    self.sink.stats.audio_dropped += 1;
                 }
             }
         }
-        Self::advance(
-            &mut self.outputs,
-            &mut self.stats,
-            &mut self.next_file,
-            pair,
-            now,
-            false,
-        );
+        self.sink.advance(pair, now, false);
     }
 
     /// Time passed: pictures the buffers gave up on, audio out of its reorder window,
@@ -487,14 +488,7 @@ impl Recorder {
                     ended.push((room.clone(), stem.clone()));
                     continue;
                 }
-                Self::advance(
-                    &mut self.outputs,
-                    &mut self.stats,
-                    &mut self.next_file,
-                    pair,
-                    now,
-                    false,
-                );
+                self.sink.advance(pair, now, false);
             }
         }
         for (room, stem) in ended {
@@ -526,19 +520,21 @@ impl Recorder {
 
     /// The next thing for the writer to do.
     pub fn poll_output(&mut self) -> Option<RecordOutput> {
-        self.outputs.pop_front()
+        self.sink.outputs.pop_front()
     }
 
+    /// Writes what the pair holds and closes its file; one that never opened opens with
+    /// the formats that came, if any.
+    fn close(&mut self, pair: &mut Pair, now: Instant) {
+        self.sink.advance(pair, now, true);
+        self.sink.close_part(pair, now);
+    }
+}
+
+impl Sink {
     /// Moves what is ready along: pictures out of the buffer, audio out of its reorder
     /// window, the file opened when it can be, and a fragment when one is due.
-    fn advance(
-        outputs: &mut VecDeque<RecordOutput>,
-        stats: &mut RecordStats,
-        next_file: &mut FileId,
-        pair: &mut Pair,
-        now: Instant,
-        closing: bool,
-    ) {
+    fn advance(&mut self, pair: &mut Pair, now: Instant, closing: bool) {
         // Where the first keyframe made ready samples split, when the samples before it
         // are a fragment's worth.
         let mut keyframe_at = None;
@@ -559,7 +555,7 @@ impl Recorder {
                     .queue
                     .push(at, picture.keyframe, mp4::length_prefixed(&picture.data))
                 {
-                    stats.pictures += 1;
+                    self.stats.pictures += 1;
                     // The keyframe waits for its duration; all before it are ready.
                     if picture.keyframe
                         && keyframe_at.is_none()
@@ -569,7 +565,7 @@ impl Recorder {
                     }
                 }
             }
-            stats.pictures_dropped += video.buffer.stats().pictures_dropped - dropped;
+            self.stats.pictures_dropped += video.buffer.stats().pictures_dropped - dropped;
         }
         if let Some(audio) = pair.audio.as_mut() {
             let since = now.saturating_duration_since(pair.origin);
@@ -582,9 +578,9 @@ impl Recorder {
                 }
                 let (at, packet) = entry.remove_entry();
                 if audio.queue.push(at, true, packet) {
-                    stats.audio_packets += 1;
+                    self.stats.audio_packets += 1;
                 } else {
-                    stats.audio_dropped += 1;
+                    self.stats.audio_dropped += 1;
                 }
             }
         }
@@ -595,9 +591,9 @@ impl Recorder {
             let Ok(init) = mp4::init_segment(&tracks) else {
                 return;
             };
-            let id = *next_file;
-            *next_file += 1;
-            stats.files += 1;
+            let id = self.next_file;
+            self.next_file += 1;
+            self.stats.files += 1;
             let name = match pair.part {
                 1 => format!(
                     "{}-{}.mp4",
@@ -610,7 +606,7 @@ impl Recorder {
                     utc_stamp(pair.wall_secs(pair.origin))
                 ),
             };
-            outputs.push_back(RecordOutput::Open {
+            self.outputs.push_back(RecordOutput::Open {
                 file: id,
                 path: pair.dir.join(name),
                 init,
@@ -629,7 +625,7 @@ impl Recorder {
         let lacks_audio = pair.file.as_ref().is_some_and(|f| f.tracks.audio.is_none())
             && pair.audio.as_ref().is_some_and(|a| a.format.is_some());
         if lacks_video || lacks_audio {
-            Self::close_part(outputs, stats, pair, now);
+            self.close_part(pair, now);
             return;
         }
         let Some(file) = pair.file.as_ref() else {
@@ -637,19 +633,13 @@ impl Recorder {
         };
         let due = now.saturating_duration_since(file.fragment_started) >= MAX_FRAGMENT;
         if keyframe_at.is_some() || due {
-            Self::write_fragment(outputs, stats, pair, keyframe_at, now);
+            self.write_fragment(pair, keyframe_at, now);
         }
     }
 
     /// Writes the ready samples as one fragment — of video only those before index
     /// `video_until` when given.
-    fn write_fragment(
-        outputs: &mut VecDeque<RecordOutput>,
-        stats: &mut RecordStats,
-        pair: &mut Pair,
-        video_until: Option<usize>,
-        now: Instant,
-    ) {
+    fn write_fragment(&mut self, pair: &mut Pair, video_until: Option<usize>, now: Instant) {
         let Some(file) = pair.file.as_mut() else {
             return;
         };
@@ -689,8 +679,8 @@ impl Recorder {
         match mp4::fragment(&file.tracks, file.sequence, &video, &audio) {
             Ok(bytes) => {
                 file.sequence += 1;
-                stats.fragments += 1;
-                outputs.push_back(RecordOutput::Append {
+                self.stats.fragments += 1;
+                self.outputs.push_back(RecordOutput::Append {
                     file: file.id,
                     bytes,
                 });
@@ -701,19 +691,14 @@ impl Recorder {
 
     /// Ends the current part: its last samples written, the file closed; the next part
     /// begins now, its tracks' clocks anew.
-    fn close_part(
-        outputs: &mut VecDeque<RecordOutput>,
-        stats: &mut RecordStats,
-        pair: &mut Pair,
-        now: Instant,
-    ) {
+    fn close_part(&mut self, pair: &mut Pair, now: Instant) {
         if let Some(v) = pair.video.as_mut() {
             v.queue.finish(VIDEO_TIMESCALE / 30);
         }
         if let Some(a) = pair.audio.as_mut() {
             for (at, packet) in std::mem::take(&mut a.held) {
                 if a.queue.push(at, true, packet) {
-                    stats.audio_packets += 1;
+                    self.stats.audio_packets += 1;
                 }
             }
             let fallback = a
@@ -724,9 +709,9 @@ impl Recorder {
                 .unwrap_or(960);
             a.queue.finish(fallback);
         }
-        Self::write_fragment(outputs, stats, pair, None, now);
+        self.write_fragment(pair, None, now);
         if let Some(file) = pair.file.take() {
-            outputs.push_back(RecordOutput::Close {
+            self.outputs.push_back(RecordOutput::Close {
                 file: file.id,
                 duration_ms: file.end_ms,
             });
@@ -741,20 +726,6 @@ impl Recorder {
             a.clock = Clock::new();
             a.queue = Queue::default();
         }
-    }
-
-    /// Writes what the pair holds and closes its file; one that never opened opens with
-    /// the formats that came, if any.
-    fn close(&mut self, pair: &mut Pair, now: Instant) {
-        Self::advance(
-            &mut self.outputs,
-            &mut self.stats,
-            &mut self.next_file,
-            pair,
-            now,
-            true,
-        );
-        Self::close_part(&mut self.outputs, &mut self.stats, pair, now);
     }
 }
 
