@@ -24,6 +24,8 @@
 #           wasm-bindgen; ~12 minutes to build once).
 #   valgrind
 #           the C ABI tests.
+#   GStreamer (webrtcbin, x264enc, opusenc, libnice) and its Python bindings
+#           a WHIP publisher with nothing of madang in it (core/tests/gst/whip_publish.py).
 set -euo pipefail
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -50,6 +52,17 @@ for cmd in "${!PACKAGES[@]}"; do
 done
 if [ "$run_only" -eq 0 ] && ! fc-list :lang=ko 2>/dev/null | grep -q .; then
     missing+=(fonts-nanum)
+fi
+if [ "$run_only" -eq 0 ] && ! /usr/bin/python3 -c 'import gi
+for name, version in [("Gst", "1.0"), ("GstWebRTC", "1.0"), ("GstSdp", "1.0"), ("Nice", "0.1")]:
+    gi.require_version(name, version)
+from gi.repository import Gst
+Gst.init(None)
+assert all(Gst.ElementFactory.find(e) for e in ["webrtcbin", "x264enc", "opusenc", "nicesrc"])' \
+        >/dev/null 2>&1; then
+    missing+=(python3-gi gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 gstreamer1.0-plugins-base
+              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+              gstreamer1.0-nice)
 fi
 nasm_was_missing=0
 command -v nasm >/dev/null 2>&1 || nasm_was_missing=1

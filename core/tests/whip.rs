@@ -14,10 +14,12 @@
 //! The field reporter (`examples/web/field.html`, WHIP from a phone page) goes live with a
 //! fake camera, and comes back by itself after the server restarts on the same address.
 //!
-//! Debian 12's `simple-whip-client` (GStreamer webrtcbin), the client the issue names, cannot
-//! run here: it links libsoup 2 and Debian's libnice (through gupnp-igd) links libsoup 3, so
-//! it aborts at start ("libsoup2 symbols detected. Using libsoup2 and libsoup3 in the same
-//! process is not supported").
+//! GStreamer's webrtcbin publishes over WHIP too (`core/tests/gst/whip_publish.py`:
+//! videotestsrc → x264enc, audiotestsrc → opusenc, one POST, a DELETE at the end): a Rust
+//! participant decodes its pictures and hears it. Debian 12's `simple-whip-client`, built on
+//! the same webrtcbin, cannot run here: it links libsoup 2 and Debian's libnice (through
+//! gupnp-igd) links libsoup 3, so it aborts at start ("libsoup2 symbols detected. Using
+//! libsoup2 and libsoup3 in the same process is not supported"); the script stands in for it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -625,5 +627,109 @@ async fn the_field_reporter_goes_live_and_comes_back_by_itself_after_a_server_re
         result["status"]["reconnects"].as_u64().unwrap_or(0) >= 1,
         "{result}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gstreamer_webrtcbin_whip_client_publishes_into_a_room_and_leaves_with_delete() {
+    let _one = ONE_BROWSER.lock().await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gst/whip_publish.py");
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let ttl = Duration::from_secs(600);
+    let token = |id: &str| server.token("hall", id, id, Role::Speaker, ttl).unwrap();
+    let mut room = Room::connect(&server.signal_url(), &token("rust"), RoomOptions::default())
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/whip/hall", server.http_addr().port());
+    let mut child = tokio::process::Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([url.as_str(), token("gst-cam").as_str(), "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with GStreamer's bindings: scripts/setup.sh installs them");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut pictures, mut audio, mut joined, mut left) = (0u32, 0u32, false, None);
+    let (mut first, mut last) = (None, None);
+    let mut said = Vec::new();
+    let start = Instant::now();
+    // Until the script has deleted its session and the room has seen it leave.
+    while left.is_none() && start.elapsed() < Duration::from_secs(60) {
+        tokio::select! {
+            event = room.next_event() => match event {
+                Some(RoomEvent::ParticipantJoined(p)) if p.identity == "gst-cam" => joined = true,
+                Some(RoomEvent::VideoFrame { participant, .. }) if participant == "gst-cam" => {
+                    pictures += 1;
+                    first.get_or_insert_with(Instant::now);
+                    last = Some(Instant::now());
+                }
+                Some(RoomEvent::AudioFrame { participant, .. }) if participant == "gst-cam" => {
+                    audio += 1
+                }
+                Some(RoomEvent::ParticipantLeft { identity, reason }) if identity == "gst-cam" => {
+                    left = Some(reason)
+                }
+                _ => {}
+            },
+            line = lines.next_line() => match line.unwrap() {
+                Some(line) => said.push(serde_json::from_str::<serde_json::Value>(&line).unwrap()),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    // Its last line (the DELETE's answer) may come after the room saw it leave.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await
+    {
+        said.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    println!("webrtcbin said: {said:?}");
+    let post = said
+        .iter()
+        .find(|v| v.get("post").is_some())
+        .expect("the POST");
+    assert_eq!(post["post"], 201, "{said:?}");
+    assert!(
+        post["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("/whip/hall/"))
+    );
+    let end = said
+        .iter()
+        .find(|v| v.get("deleted").is_some())
+        .expect("the end");
+    assert_eq!(end["deleted"], 200);
+    let sent = end["sent"].as_f64().unwrap();
+    // It sends 30 pictures a second; those from the first the room showed to the last.
+    let (first, last) = (first.expect("no picture"), last.unwrap());
+    let shown = last.duration_since(first).as_secs_f64();
+    let expected = 30.0 * shown + 1.0;
+    println!(
+        "GStreamer WHIP publisher: {pictures} pictures decoded in the {shown:.2} s from the \
+         first to the last ({:.1} % of 30 fps; {sent} encoded while connected, the first \
+         shown {:.2} s after the start), {audio} audio frames, left as {left:?}",
+        100.0 * f64::from(pictures) / expected,
+        first.duration_since(start).as_secs_f64()
+    );
+    assert!(joined, "the WHIP publisher appeared in the room");
+    assert!(sent >= 250.0, "{sent} pictures in 10 s at 30 fps");
+    assert!(
+        first.duration_since(start) < Duration::from_secs(3),
+        "the first picture within 3 s"
+    );
+    assert!(shown >= 8.0, "pictures for {shown} s of 10");
+    assert!(
+        f64::from(pictures) >= 0.95 * expected,
+        "{pictures} of {expected}"
+    );
+    assert!(audio >= 400, "{audio} audio frames of 20 ms in 10 s");
+    assert_eq!(
+        left,
+        Some(LeaveReason::Left),
+        "the DELETE took it out of the room"
+    );
+    room.leave().await;
     server.shutdown().await;
 }
