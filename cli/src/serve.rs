@@ -80,6 +80,10 @@ pub struct Args {
     /// a host asks.
     #[arg(long = "record-room", value_name = "ROOM", requires = "record")]
     record_rooms: Vec<String>,
+    /// A STUN or TURN server WHIP and WHEP clients are told of (repeatable): `stun:HOST:PORT`,
+    /// or `turn:HOST:PORT?transport=udp,USERNAME,PASSWORD`; sent as `Link` headers.
+    #[arg(long = "ice-server", value_name = "URL[,USER,PASSWORD]")]
+    ice_servers: Vec<madang::sfu::IceServer>,
 }
 
 /// Runs until Ctrl-C.
@@ -118,6 +122,7 @@ pub fn run(args: Args) -> CliResult {
                 dir,
                 rooms: args.record_rooms.clone(),
             }),
+        ice_servers: args.ice_servers.clone(),
         grid_rooms: args.grid_rooms.clone(),
         broadcast_rooms: args.broadcast_rooms.clone(),
         grid: madang::sfu::mixer::GridConfig {

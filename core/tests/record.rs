@@ -1,6 +1,8 @@
 //! Recording on simulated time: a publisher's real H.264 and Opus packets, as the server
 //! receives them, into the recorder; its files written by the server's own writer; read
-//! back by ffprobe and decoded by ffmpeg, the pictures' stamps checked in order.
+//! back by ffprobe and decoded by ffmpeg, the pictures' stamps checked in order. And a
+//! simulcast publisher in a simulated conference, recorded at its largest layer flowing
+//! while its uplink narrows and widens again.
 
 mod common;
 
@@ -15,9 +17,13 @@ use madang::codec::rtp::packetize_h264;
 use madang::codec::{H264Config, H264Encoder, OpusConfig, OpusEncoder};
 use madang::media::read_stamp;
 use madang::media::{Channels, SpeechSource, TestPattern, VideoFrame};
+use madang::netsim::{Direction, LinkConfig};
+use madang::room::RoomEvent;
 use madang::sfu::forward::InHeader;
+use madang::sfu::record::RecordConfig;
 use madang::sfu::record::{FileWriter, RecordOutput, RecordStats, Recorder};
 use madang::signal::TrackKind;
+use madang::sim::{JoinOptions, World};
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 180;
@@ -379,4 +385,140 @@ fn a_file_cut_short_by_a_crash_plays_up_to_its_last_whole_fragment() {
         all.len(),
         keep
     );
+}
+
+/// The picture width of every frame of a file's video, in order, as ffprobe decodes them.
+fn frame_widths(file: &Path) -> Vec<u32> {
+    let ffprobe = which("ffprobe").unwrap();
+    let out = Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=width",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_simulcast_publisher_is_recorded_at_its_largest_layer_flowing() {
+    let dir = scratch_dir("record-simulcast");
+    let mut config = World::engine_config();
+    config.record = Some(RecordConfig {
+        dir: dir.clone(),
+        rooms: Vec::new(),
+    });
+    let mut world = World::new("delay=30ms".parse().unwrap(), 5, config);
+    let publisher = JoinOptions {
+        video: Some((640, 360, 15, 600)),
+        simulcast: true,
+        audio: true,
+        ..JoinOptions::default()
+    };
+    world.join("p1", publisher).unwrap();
+    let listener = JoinOptions {
+        video: None,
+        ..JoinOptions::default()
+    };
+    world.join("p2", listener).unwrap();
+    let mut ignore = |_: usize, _: RoomEvent, _: Duration| {};
+    let wide = LinkConfig {
+        delay: Duration::from_millis(30),
+        ..LinkConfig::default()
+    };
+    world.run_for(Duration::from_secs(6), &mut ignore).unwrap();
+    // The publisher's uplink narrows: it pauses its full-size layer, the recording goes on
+    // with the half-size one; the link widens again and the full size comes back.
+    let narrow = LinkConfig {
+        rate_bps: Some(300_000),
+        queue_bytes: 30_000,
+        ..wide.clone()
+    };
+    world.set_link(0, Direction::Up, narrow);
+    world.run_for(Duration::from_secs(10), &mut ignore).unwrap();
+    world.set_link(0, Direction::Up, wide);
+    world.run_for(Duration::from_secs(20), &mut ignore).unwrap();
+    world.leave(0);
+    world.run_for(Duration::from_secs(1), &mut ignore).unwrap();
+    let mut writer = FileWriter::new();
+    let mut files = Vec::new();
+    for o in world.take_recording() {
+        if let Some(path) = writer.apply(o).unwrap()
+            && !files.contains(&path)
+        {
+            files.push(path);
+        }
+    }
+    // p2 speaks: its own file, sound only.
+    assert_eq!(files.len(), 2, "{files:?}");
+    let file = files
+        .iter()
+        .find(|f| f.file_name().unwrap().to_string_lossy().starts_with("p1-"))
+        .unwrap();
+    let widths = frame_widths(file);
+    // Runs of one width, in order: (width, pictures).
+    let mut runs: Vec<(u32, usize)> = Vec::new();
+    for w in &widths {
+        match runs.last_mut() {
+            Some((last, n)) if last == w => *n += 1,
+            _ => runs.push((*w, 1)),
+        }
+    }
+    println!("recorded layers: {runs:?}");
+    // The full size from the first second on (before its size is known, the small layer
+    // is the largest known).
+    let before_full: usize = runs.iter().take_while(|r| r.0 != 640).map(|r| r.1).sum();
+    assert!(before_full <= 15, "the full size first: {runs:?}");
+    assert!(
+        runs.iter().any(|r| r.0 < 640),
+        "the smaller layer while the uplink was narrow"
+    );
+    assert_eq!(
+        runs.last().map(|r| r.0),
+        Some(640),
+        "the full size again at the end"
+    );
+    // Every picture decodes, across the switches.
+    let ffmpeg = which("ffmpeg").unwrap();
+    let out = Command::new(ffmpeg)
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-xerror",
+            "-err_detect",
+            "explode",
+            "-i",
+        ])
+        .arg(&files[0])
+        .args([
+            "-map",
+            "0:v",
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base:v",
+            "-1",
+        ])
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+    // About 15 pictures a second from the first to the leave (37 s; switches wait for
+    // keyframes, a narrow link loses some).
+    assert!(widths.len() >= 15 * 30, "{} pictures", widths.len());
 }

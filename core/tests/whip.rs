@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use madang::media::{Channels, TestPattern, Tone};
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
-use madang::sfu::{Server, ServerConfig};
+use madang::sfu::{IceServer, Server, ServerConfig};
 use madang::signal::{LeaveReason, Role};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -634,7 +634,28 @@ async fn the_field_reporter_goes_live_and_comes_back_by_itself_after_a_server_re
 async fn a_gstreamer_webrtcbin_whip_client_publishes_into_a_room_and_leaves_with_delete() {
     let _one = ONE_BROWSER.lock().await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gst/whip_publish.py");
-    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    // ICE servers the client is told of (it needs none on loopback).
+    let ice_servers: Vec<IceServer> = [
+        "stun:127.0.0.1:3478",
+        "turn:127.0.0.1:3478?transport=udp,field,s3cret",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    for bad in [
+        "http://x",
+        "turn:127.0.0.1:3478",
+        "stun:a\"b",
+        "stun:",
+        "turn:x,user",
+    ] {
+        assert!(bad.parse::<IceServer>().is_err(), "{bad} accepted");
+    }
+    let config = ServerConfig {
+        ice_servers,
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
     let ttl = Duration::from_secs(600);
     let token = |id: &str| server.token("hall", id, id, Role::Speaker, ttl).unwrap();
     let mut room = Room::connect(&server.signal_url(), &token("rust"), RoomOptions::default())
@@ -695,6 +716,15 @@ async fn a_gstreamer_webrtcbin_whip_client_publishes_into_a_room_and_leaves_with
         post["location"]
             .as_str()
             .is_some_and(|l| l.starts_with("/whip/hall/"))
+    );
+    assert_eq!(
+        post["links"],
+        serde_json::json!([
+            "<stun:127.0.0.1:3478>; rel=\"ice-server\"",
+            "<turn:127.0.0.1:3478?transport=udp>; rel=\"ice-server\"; username=\"field\"; \
+             credential=\"s3cret\"; credential-type=\"password\""
+        ]),
+        "the ICE servers as Link headers"
     );
     let end = said
         .iter()

@@ -8,7 +8,8 @@
  *
  * With MOVE_AFTER and LOCAL_IP, the client acts out a change of network (a phone from LTE to
  * Wi-Fi) MOVE_AFTER seconds in: it tells madang its new local address, and both connections
- * restart ICE from there while the call goes on.
+ * restart ICE from there while the call goes on. With MADANG_RECORD=1 in the environment and a
+ * host's token, it asks the server to record the room (`madang serve --record DIR`).
  *
  * Output (one line per fact, for people and scripts):
  *   joined <room> as <identity>
@@ -22,6 +23,7 @@
  *   track <id> video|audio decoded=<n> lost=<n> freezes=<n> recovered=<n>
  *         keyframe_requests=<n> delay_ms=<ms>   (one per remote track, after each stats line)
  *   network changed to <ip>
+ *   recording started|stopped [by <identity>]   (the room's recording; also at join)
  *   signal lost: reconnecting / signal back   (the WebSocket dropped; the call went on)
  *   received <identity> frames=<n> size=<w>x<h> longest_gap_ms=<ms>
  *   left cleanly
@@ -169,6 +171,12 @@ int main(int argc, char **argv) {
     switch (ev.kind) {
       case MADANG_EVENT_JOINED:
         printf("joined %s as %s\n", ev.text, ev.participant);
+        /* A host may have the server record the room (MADANG_RECORD=1 in the environment). */
+        if (getenv("MADANG_RECORD") != NULL && !check(madang_client_record(client, true), "record"))
+          disconnected = 1;
+        break;
+      case MADANG_EVENT_RECORDING:
+        printf("recording %s%s%s\n", ev.text, ev.participant[0] ? " by " : "", ev.participant);
         break;
       case MADANG_EVENT_PARTICIPANT_JOINED:
         printf("participant %s \"%s\"\n", ev.participant, ev.name);

@@ -51,6 +51,18 @@ function talkBack(room) {
   $('hand').classList.toggle('hidden', !viewer);
   for (const id of ['camera', 'mic']) $(id).classList.toggle('hidden', viewer);
   $('hands').classList.toggle('hidden', room.role !== 'host');
+  // Hosts start and stop recording (on a server that records: `madang serve --record DIR`).
+  $('record').classList.toggle('hidden', room.role !== 'host');
+}
+
+// The room's recording: everyone sees the mark; a host's button follows it.
+function showRecording(e) {
+  state.recording = e.on;
+  $('rec').classList.toggle('hidden', !e.on);
+  $('rec').textContent = e.by ? `● REC (${e.by})` : '● REC';
+  $('record').setAttribute('aria-pressed', String(e.on));
+  $('record').textContent = e.on ? 'Stop recording' : 'Record';
+  chatLine('·', `recording ${e.on ? 'started' : 'stopped'}${e.by ? ` by ${e.by}` : ''}`);
 }
 
 function showHands(room, queue) {
@@ -97,6 +109,7 @@ async function join(event) {
     room.on('data', (e) => chatLine(e.from, e.payload));
     room.on('activeSpeaker', (e) => { state.speaker = e.speakers[0]?.identity; });
     room.on('hands', (e) => showHands(room, e.queue));
+    room.on('recording', showRecording);
     room.on('handLowered', () => {
       $('hand').setAttribute('aria-pressed', 'false');
       $('hand').textContent = 'Raise hand';
@@ -150,6 +163,7 @@ $('join-form').addEventListener('submit', join);
 $('camera').addEventListener('click', () => toggle('video', 'camera'));
 $('mic').addEventListener('click', () => toggle('audio', 'mic'));
 $('leave').addEventListener('click', () => state.room?.leave());
+$('record').addEventListener('click', () => state.room?.record(!state.recording));
 $('hand').addEventListener('click', () => {
   const raised = $('hand').getAttribute('aria-pressed') !== 'true';
   state.room?.raiseHand(raised);

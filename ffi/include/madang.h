@@ -154,6 +154,10 @@ enum madang_event_kind
   // The signal connection is back and the session with it; the events for what changed
   // meanwhile (joins, leaves, tracks) came just before this one.
   MADANG_EVENT_RECONNECTED = 20,
+  // The room's recording started (`text` "started") or stopped ("stopped");
+  // `participant` is the host who switched it, empty when the server did. Also right
+  // after `JOINED` or `RECONNECTED` in a room being recorded.
+  MADANG_EVENT_RECORDING = 21,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -526,6 +530,17 @@ madang_result madang_client_demote(madang_client *client, const char *identity);
 // # Safety
 // `client` must come from `madang_client_new`; `identity` NUL-terminated.
 madang_result madang_client_mute_participant(madang_client *client, const char *identity);
+
+// Host only: starts (`on` true) or stops recording the room, on a server that records
+// (`madang serve --record DIR`); everyone gets `MADANG_EVENT_RECORDING`. The server
+// refuses it from anyone but a host, and where it does not record (`MADANG_EVENT_ERROR`
+// "permission_denied").
+//
+// Errors: NULL, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+//
+// # Safety
+// `client` must come from `madang_client_new`.
+madang_result madang_client_record(madang_client *client, bool on);
 
 // Host only: removes `identity` from the room (hosts cannot be removed).
 //

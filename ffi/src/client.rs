@@ -98,6 +98,10 @@ pub enum madang_event_kind {
     /// The signal connection is back and the session with it; the events for what changed
     /// meanwhile (joins, leaves, tracks) came just before this one.
     MADANG_EVENT_RECONNECTED = 20,
+    /// The room's recording started (`text` "started") or stopped ("stopped");
+    /// `participant` is the host who switched it, empty when the server did. Also right
+    /// after `JOINED` or `RECONNECTED` in a room being recorded.
+    MADANG_EVENT_RECORDING = 21,
 }
 
 /// An I420 picture: three planes with their strides (bytes per row).
@@ -838,6 +842,26 @@ pub unsafe extern "C" fn madang_client_mute_participant(
     ffi_boundary!({
         // SAFETY: per the contract.
         unsafe { host_command(client, identity, Room::mute_participant) }
+    })
+}
+
+/// Host only: starts (`on` true) or stops recording the room, on a server that records
+/// (`madang serve --record DIR`); everyone gets `MADANG_EVENT_RECORDING`. The server
+/// refuses it from anyone but a host, and where it does not record (`MADANG_EVENT_ERROR`
+/// "permission_denied").
+///
+/// Errors: NULL, `MADANG_RESULT_NOT_CONNECTED`, `MADANG_RESULT_CLOSED`.
+///
+/// # Safety
+/// `client` must come from `madang_client_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_client_record(
+    client: *mut madang_client,
+    on: bool,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        unsafe { with_room(client, |room| room.record(on)) }
     })
 }
 

@@ -299,6 +299,12 @@ pub(crate) fn convert(event: RoomEvent, held: &mut Held) -> Option<madang_event>
             e.participant(&identity).text(&role.to_string());
             e.done()
         }
+        RoomEvent::Recording { on, by } => {
+            let mut e = Event::new(MADANG_EVENT_RECORDING, held);
+            e.participant(by.as_deref().unwrap_or_default())
+                .text(if on { "started" } else { "stopped" });
+            e.done()
+        }
         RoomEvent::Disconnected => Event::new(MADANG_EVENT_DISCONNECTED, held).done(),
         RoomEvent::Reconnecting => Event::new(MADANG_EVENT_RECONNECTING, held).done(),
         RoomEvent::Reconnected => Event::new(MADANG_EVENT_RECONNECTED, held).done(),

@@ -69,6 +69,9 @@ export interface RoomEvents {
   /** A host promoted or demoted someone; `me` when it is this page (made a viewer, its
    * tracks have stopped; made a speaker, it may publish). */
   roleChanged: { identity: string; role: string; me: boolean };
+  /** The room's recording started (`on`) or stopped, by host `by` (`null`: the server's
+   * configuration); also right after joining a room being recorded. */
+  recording: { on: boolean; by: string | null };
   /** The signal connection dropped (no close frame: a proxy or NAT reset it, the network
    * changed); the call goes on and a new one is being opened to take the session back
    * (for up to 15 s). Messages sent meanwhile wait for it. */
@@ -216,6 +219,12 @@ impl Room {
     pub fn mute_participant(&self, identity: String) -> Result<(), MadangError> {
         self.inner
             .signal(ClientMessage::MuteParticipant { identity })
+    }
+
+    /// Host only: starts (`true`) or stops recording the room, on a server that records
+    /// (`madang serve --record DIR`); everyone gets `recording`.
+    pub fn record(&self, on: bool) -> Result<(), MadangError> {
+        self.inner.signal(ClientMessage::Record { on })
     }
 
     /// Host only: removes `identity` from the room (hosts cannot be removed).

@@ -337,7 +337,7 @@ impl Driver {
                 }
             }
         }
-        if let Some(writer) = &self.recording {
+        if let Some(writer) = &mut self.recording {
             while let Some(output) = self.engine.poll_record() {
                 writer.send(output);
             }

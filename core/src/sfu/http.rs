@@ -30,6 +30,8 @@ pub(crate) struct HttpState {
     pub static_dir: Option<Arc<std::path::PathBuf>>,
     /// Live WHIP and WHEP sessions (`/whip/{room}/{resource}`, `/whep/{room}/{resource}`).
     pub whip: super::whip::Resources,
+    /// STUN and TURN servers for WHIP and WHEP clients (`Link` headers).
+    pub ice_servers: Arc<Vec<super::IceServer>>,
 }
 
 /// The main port's routes; `/metrics` among them unless it has an address of its own

@@ -109,6 +109,77 @@ pub struct ServerConfig {
     /// named, from their first participant on; hosts start and stop recording any room.
     /// `None`: the server does not record.
     pub record: Option<record::RecordConfig>,
+    /// STUN and TURN servers WHIP and WHEP clients are told of (`Link` headers of the
+    /// session's `201 Created`, RFC 9725 §4.6): for clients behind a firewall that lets them
+    /// reach the server only through a relay. Empty: none (the server's own address is
+    /// enough for most).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server for WHIP and WHEP clients (`madang serve --ice-server`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URL, e.g. `turn:turn.example.org:3478?transport=udp`.
+    pub url: String,
+    /// TURN user name and password (long-term credentials); `None` for STUN.
+    pub credentials: Option<(String, String)>,
+}
+
+impl IceServer {
+    /// Its `Link` header value (RFC 9725 §4.6).
+    pub fn link(&self) -> String {
+        match &self.credentials {
+            None => format!("<{}>; rel=\"ice-server\"", self.url),
+            Some((user, password)) => format!(
+                "<{}>; rel=\"ice-server\"; username=\"{user}\"; credential=\"{password}\"; \
+                 credential-type=\"password\"",
+                self.url
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for IceServer {
+    type Err = String;
+
+    /// `URL` (STUN) or `URL,USERNAME,PASSWORD` (TURN).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let url = parts.next().unwrap_or_default().trim().to_owned();
+        let credentials = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => None,
+            (Some(user), Some(password), None) => Some((user.to_owned(), password.to_owned())),
+            _ => return Err("an ICE server is URL or URL,USERNAME,PASSWORD".into()),
+        };
+        let scheme = url.split(':').next().unwrap_or_default();
+        if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || url.len() <= scheme.len() + 1 {
+            return Err(format!(
+                "{url:?}: an ICE server URL starts with stun:, stuns:, turn: or turns:"
+            ));
+        }
+        if scheme.starts_with("turn") && credentials.is_none() {
+            return Err(format!(
+                "{url:?}: a TURN server needs URL,USERNAME,PASSWORD"
+            ));
+        }
+        // Nothing that would end the header's quoted strings or the value itself.
+        let clean = |t: &str| {
+            !t.chars()
+                .any(|c| c.is_control() || matches!(c, '"' | '<' | '>' | '\\'))
+        };
+        let fields_clean = clean(&url)
+            && credentials
+                .as_ref()
+                .is_none_or(|(u, p)| clean(u) && clean(p) && !u.is_empty());
+        if !fields_clean {
+            return Err(
+                "an ICE server's URL, user name and password must not hold quotes, \
+                        angle brackets, backslashes or control characters"
+                    .into(),
+            );
+        }
+        Ok(Self { url, credentials })
+    }
 }
 
 impl ServerConfig {
@@ -133,6 +204,7 @@ impl ServerConfig {
             grid: mixer::GridConfig::default(),
             network: None,
             record: None,
+            ice_servers: Vec::new(),
         }
     }
 
@@ -362,6 +434,7 @@ impl Server {
             dev_secret: config.dev.then(|| Arc::new(config.secret.clone())),
             static_dir: config.static_dir.clone().map(Arc::new),
             whip: Default::default(),
+            ice_servers: Arc::new(config.ice_servers.clone()),
         };
         // `/metrics` on an address of its own, when given: bound, and its port known.
         let mut metrics = None;

@@ -309,6 +309,7 @@ impl HttpSession {
             .expect("HTTP sessions lock")
             .insert(resource.clone(), id);
         let key = resource.clone();
+        let session_ice_servers = self.state.ice_servers.clone();
         let mut session = self;
         tokio::spawn(async move {
             // The loudest speaker's microphone, while `loudest_voice`.
@@ -371,6 +372,11 @@ impl HttpSession {
         }
         if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
             headers.insert(header::ETAG, v);
+        }
+        for server in session_ice_servers.iter() {
+            if let Ok(v) = HeaderValue::from_str(&server.link()) {
+                headers.append(header::LINK, v);
+            }
         }
         response
     }

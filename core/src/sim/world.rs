@@ -268,6 +268,12 @@ impl World {
         &self.engine
     }
 
+    /// What the server's recorder has for its writer so far (with
+    /// [`EngineConfig::record`]), in order.
+    pub fn take_recording(&mut self) -> Vec<crate::sfu::record::RecordOutput> {
+        std::iter::from_fn(|| self.engine.poll_record()).collect()
+    }
+
     /// The network.
     pub fn network(&self) -> &Network<usize, Vec<u8>> {
         &self.network

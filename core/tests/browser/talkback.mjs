@@ -2,7 +2,8 @@
 // page (`?role=viewer`) join one room; the viewer presses "Raise hand", the host's page lists
 // the hand and the host presses "Let in"; the viewer's page publishes its fake camera, which
 // must play on the host's page (videoWidth > 0, framesDecoded rising); then the host sends it
-// back (`demote`) and its tile must leave the host's grid. Prints one JSON line.
+// back (`demote`) and its tile must leave the host's grid. Before that the host presses
+// "Record" and both pages must show the recording mark. Prints one JSON line.
 //
 //   node talkback.mjs <base-url> <room> <seconds>
 import { launch, stepper } from './chromium.mjs';
@@ -58,6 +59,15 @@ try {
     result.played = { first, later };
     result.steps['frames rising'] = later.decoded > first.decoded;
   }
+  // The host records the room: both pages show it, by whom.
+  await host.click('#record');
+  const marked = (page) => page.evaluate(() => {
+    const rec = document.getElementById('rec');
+    return !rec.classList.contains('hidden') && rec.textContent.includes('(');
+  });
+  await until('both pages show the recording', async () => (await marked(host)) && (await marked(viewer)));
+  result.recordedBy = await viewer.evaluate(() => document.getElementById('rec').textContent);
+  await sleep(2500); // pictures for the files
   // Sent back: its tile leaves the host's broadcast grid, its camera stops.
   await host.evaluate((id) => window.madangRoom.demote(id), center);
   await until('tile gone', () => host.evaluate(

@@ -7,7 +7,7 @@ applied, SECONDS of media, then a DELETE of the session. The ICE agent offers th
 address only (the test server listens there).
 
 Usage: whip_publish.py URL TOKEN SECONDS
-Prints one JSON object a line: {"post": status, "location": ...}, then
+Prints one JSON object a line: {"post": status, "location": ..., "links": [...]}, then
 {"frames": pictures encoded, "sent": those encoded while connected, "deleted": status}
 at the end, or {"error": ...}.
 """
@@ -92,7 +92,7 @@ def request(method, url, body=None):
 def post_offer(sdp):
     status, headers, body = request("POST", URL, sdp.encode())
     location = headers.get("Location")
-    say({"post": status, "location": location})
+    say({"post": status, "location": location, "links": headers.get_all("Link") or []})
     if status != 201:
         GLib.idle_add(fail, "POST refused: %s" % body.strip())
         return

@@ -110,15 +110,20 @@ impl Party {
 
     /// With every datagram of the server crossing `network` (a profile such as `lte`).
     fn start_on(identities: &[&str], network: Option<&str>) -> Self {
+        let config = ServerConfig {
+            network: network.map(|n| n.parse().unwrap()),
+            ..ServerConfig::dev()
+        };
+        Self::start_with(identities, config)
+    }
+
+    /// With a server of this configuration.
+    fn start_with(identities: &[&str], config: ServerConfig) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let config = ServerConfig {
-            network: network.map(|n| n.parse().unwrap()),
-            ..ServerConfig::dev()
-        };
         let server = runtime.block_on(Server::bind(config)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let mut party = Self {
@@ -375,6 +380,61 @@ fn simple_client_statically_linked_sees_rust_participants_and_is_seen() {
     let _cpu = cpu_heavy();
     let dir = make_examples("examples_static", "static", "");
     simple_client_meets_rust_peers(&dir.join("simple_client"), &[], 6, (320, 180), 15, 0.6);
+}
+
+#[test]
+fn simple_client_as_host_records_the_room_and_is_told_so() {
+    let _cpu = cpu_heavy();
+    let dir = make_examples("examples_static", "static", "");
+    let recordings = tmp("c-recordings");
+    let _ = std::fs::remove_dir_all(&recordings);
+    // No room recorded from its start: only the host's command starts it.
+    let config = ServerConfig {
+        record: Some(madang::sfu::record::RecordConfig {
+            dir: recordings.clone(),
+            rooms: vec!["none-from-the-start".into()],
+        }),
+        ..ServerConfig::dev()
+    };
+    let party = Party::start_with(&["jongno"], config);
+    let token = party.token("c-host", Role::Host);
+    let out = run(Command::new(dir.join("simple_client"))
+        .arg(party.url())
+        .arg(&token)
+        .arg("5")
+        .env("MADANG_RECORD", "1"));
+    party.finish();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("recording started by c-host"), "{stdout}");
+    // One file per participant, as ffprobe reads them: the C host's H.264 and Opus, the
+    // Rust participant's pictures (it sends no sound).
+    let mut files: Vec<_> = std::fs::read_dir(recordings.join("hall"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with("c-host-") && files[1].starts_with("jongno-"),
+        "{files:?}"
+    );
+    for (f, want) in files.iter().zip([&["h264", "opus"][..], &["h264"][..]]) {
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(recordings.join("hall").join(f))
+            .output()
+            .expect("ffprobe: scripts/setup.sh installs ffmpeg");
+        let codecs = String::from_utf8_lossy(&probe.stdout).into_owned();
+        assert_eq!(codecs.split_whitespace().collect::<Vec<_>>(), want, "{f}");
+    }
 }
 
 /// The value of `key=` in the C client's last stats line.

@@ -555,8 +555,17 @@ impl Inner {
                 );
                 self.relayout();
             }
+            ServerMessage::RecordingStarted { by } => self.emit_recording(true, by),
+            ServerMessage::RecordingStopped { by } => self.emit_recording(false, by),
             _ => {}
         }
+    }
+
+    /// `recording`: the room's recording started (`on`) or stopped, by host `by` (`null`:
+    /// the server).
+    fn emit_recording(&self, on: bool, by: Option<String>) {
+        let by = by.as_deref().map_or(JsValue::NULL, s);
+        self.emit("recording", obj(&[("on", on.into()), ("by", by)]));
     }
 
     fn on_close(self: &Rc<Self>, code: u16) {

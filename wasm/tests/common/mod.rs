@@ -45,12 +45,21 @@ pub async fn demo_server() -> (madang::sfu::Server, PathBuf) {
 pub async fn demo_server_with(
     tls: Option<madang::sfu::TlsConfig>,
 ) -> (madang::sfu::Server, PathBuf) {
+    demo_server_from(madang::sfu::ServerConfig {
+        tls,
+        ..madang::sfu::ServerConfig::dev()
+    })
+    .await
+}
+
+/// [`demo_server`] with `config` (its static directory set to the demo page).
+#[allow(dead_code)] // not every test binary starts one
+pub async fn demo_server_from(config: madang::sfu::ServerConfig) -> (madang::sfu::Server, PathBuf) {
     built_package();
     let browser = browser_tools();
     let config = madang::sfu::ServerConfig {
         static_dir: Some(workspace().join("examples/web")),
-        tls,
-        ..madang::sfu::ServerConfig::dev()
+        ..config
     };
     (madang::sfu::Server::bind(config).await.unwrap(), browser)
 }

@@ -91,17 +91,45 @@ impl Engine {
         };
         // The grid decodes one layer of each track: the smallest (a tile of a grid).
         let to_grid = video && default_ssrc == Some(ssrc);
+        // A recording takes the largest layer flowing.
+        let largest = match layering {
+            Layering::Simulcast { .. } => published.available(now).last().map(|l| l.ssrc),
+            _ => None,
+        };
         if let Some(level) = level {
             self.rooms.audio_level(publisher, level, now);
         }
-        // Recorded as received: audio, and the one layer the grid takes.
-        if (!video || to_grid) && self.recording(&room) {
-            let kind = if video {
-                TrackKind::Video
-            } else {
-                TrackKind::Audio
-            };
-            self.record(&room, &room_track, kind, &header, &packet.payload, now);
+        // Recorded as received: audio, the one stream of a video, a simulcast video's
+        // largest layer.
+        if self.recording(&room) {
+            match layering {
+                Layering::Audio => self.record(
+                    &room,
+                    &room_track,
+                    TrackKind::Audio,
+                    &header,
+                    &packet.payload,
+                    now,
+                ),
+                Layering::Single => self.record(
+                    &room,
+                    &room_track,
+                    TrackKind::Video,
+                    &header,
+                    &packet.payload,
+                    now,
+                ),
+                Layering::Simulcast { .. } => {
+                    let layer = super::record::Layer {
+                        publisher,
+                        track_id,
+                        room: &room,
+                        room_track: &room_track,
+                        largest,
+                    };
+                    self.record_largest_layer(layer, &header, &packet.payload, now)
+                }
+            }
         }
         if to_grid && self.rooms.is_grid_room(&room) {
             let identity = self

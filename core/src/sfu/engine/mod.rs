@@ -355,6 +355,9 @@ pub struct Engine {
     grid_thread: bool,
     /// Recorded rooms' files, when the server records.
     recorder: Option<super::record::Recorder>,
+    /// The layer of each recorded simulcast video that goes into its file, by room and room
+    /// track.
+    recorded_layers: HashMap<(std::sync::Arc<str>, std::sync::Arc<str>), DownTrack>,
     stats: EngineStats,
 }
 
@@ -451,6 +454,7 @@ impl Engine {
             grid_caches: BTreeMap::new(),
             grid_thread: config.grid_thread,
             recorder: config.record.map(|r| super::record::Recorder::new(r.dir)),
+            recorded_layers: HashMap::new(),
             stats: EngineStats::default(),
         }
     }

@@ -1,12 +1,13 @@
 //! The engine's side of recording: recorded rooms' packets to the [`Recorder`], its
 //! keyframe requests to the publishers, its outputs to the driver.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::Engine;
-use crate::sfu::forward::InHeader;
+use super::{Engine, SessionId};
+use crate::sfu::forward::{DownTrack, Forwarding, InHeader};
 use crate::sfu::record::{RecordOutput, Recorder};
 use crate::sfu::rooms::GRID_TRACK;
 use crate::signal::TrackKind;
@@ -60,6 +61,49 @@ impl Engine {
         }
     }
 
+    /// A packet of a simulcast video being recorded. The file takes the largest layer
+    /// flowing, switched at the new layer's keyframe with the numbering kept continuous —
+    /// the rewriting a subscriber's layer switch gets — so the recording follows the
+    /// publisher's best picture (its uplink may pause the top layer) and its receive buffer
+    /// sees one stream.
+    pub(super) fn record_largest_layer(
+        &mut self,
+        layer: Layer<'_>,
+        header: &InHeader,
+        payload: &Bytes,
+        now: Instant,
+    ) {
+        let key = (layer.room.clone(), layer.room_track.clone());
+        let down = self
+            .recorded_layers
+            .entry(key)
+            .or_insert_with(|| DownTrack::new(0, 0, true));
+        if let Some(target) = layer.largest
+            && down.wanted_layer() != Some(target)
+        {
+            down.switch_layer(target);
+        }
+        let want_keyframe = match down.forward(header, now) {
+            Forwarding::Send(out) => {
+                let rewritten = InHeader {
+                    ssrc: out.ssrc,
+                    seq: out.seq,
+                    timestamp: out.timestamp,
+                    marker: out.marker,
+                    keyframe_start: header.keyframe_start,
+                };
+                let (room, track) = (layer.room, layer.room_track);
+                self.record(room, track, TrackKind::Video, &rewritten, payload, now);
+                None
+            }
+            Forwarding::WaitingForKeyframe => down.switching_to().or(Some(header.ssrc)),
+            _ => None,
+        };
+        if let Some(ssrc) = want_keyframe {
+            self.request_keyframe(layer.publisher, layer.track_id, Some(ssrc), now);
+        }
+    }
+
     /// Whether `room`'s packets go to the recorder.
     pub(super) fn recording(&self, room: &str) -> bool {
         self.recorder.as_ref().is_some_and(|r| r.is_recording(room))
@@ -72,6 +116,10 @@ impl Engine {
             return;
         };
         recorder.set_rtt(self.upstream_rtt);
+        let rooms = &self.rooms;
+        self.recorded_layers.retain(|(room, track), _| {
+            recorder.is_recording(room) && rooms.track(room, track).is_some()
+        });
         let rooms = &self.rooms;
         let mixers = &self.mixers;
         recorder.tick(now, |room, track| {
@@ -93,4 +141,15 @@ impl Engine {
     pub fn poll_record(&mut self) -> Option<RecordOutput> {
         self.recorder.as_mut().and_then(Recorder::poll_output)
     }
+}
+
+/// A simulcast track's packet on its way to the recorder: whose, and which layer is largest.
+pub(super) struct Layer<'a> {
+    pub publisher: SessionId,
+    /// The publishing connection's track id.
+    pub track_id: &'a str,
+    pub room: &'a Arc<str>,
+    pub room_track: &'a Arc<str>,
+    /// The largest layer flowing now, if any is known.
+    pub largest: Option<u32>,
 }

@@ -127,18 +127,25 @@ fn create_new(path: &Path) -> std::io::Result<(File, PathBuf)> {
     ))
 }
 
-/// A [`FileWriter`] on a thread of its own: outputs are queued to it; dropping it (or
-/// [`finish`](Self::finish)) writes what is queued and closes the files.
+/// Outputs the writer thread may have waiting: a disk slower than the recordings fills it,
+/// and then outputs are dropped (counted, logged) rather than held without bound or the
+/// server stopped. At 2 s fragments this is minutes of a room of twenty.
+pub const WRITER_QUEUE: usize = 4096;
+
+/// A [`FileWriter`] on a thread of its own: outputs are queued to it (at most
+/// [`WRITER_QUEUE`]); dropping it (or [`finish`](Self::finish)) writes what is queued and
+/// closes the files.
 #[derive(Debug)]
 pub struct WriterThread {
-    queue: Option<std::sync::mpsc::Sender<RecordOutput>>,
+    queue: Option<std::sync::mpsc::SyncSender<RecordOutput>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    dropped: u64,
 }
 
 impl WriterThread {
     /// Starts the thread.
     pub fn spawn() -> std::io::Result<Self> {
-        let (queue, outputs) = std::sync::mpsc::channel::<RecordOutput>();
+        let (queue, outputs) = std::sync::mpsc::sync_channel::<RecordOutput>(WRITER_QUEUE);
         let thread = std::thread::Builder::new()
             .name("madang-record".into())
             .spawn(move || {
@@ -158,14 +165,29 @@ impl WriterThread {
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
+            dropped: 0,
         })
     }
 
-    /// Queues an output.
-    pub fn send(&self, output: RecordOutput) {
-        if let Some(q) = &self.queue {
-            let _ = q.send(output);
+    /// Queues an output; a full queue drops it (the disk does not keep up).
+    pub fn send(&mut self, output: RecordOutput) {
+        let Some(q) = &self.queue else {
+            return;
+        };
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = q.try_send(output) {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    "recording: the disk does not keep up, {} outputs dropped",
+                    self.dropped
+                );
+            }
         }
+    }
+
+    /// Outputs dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Writes what is queued, closes the files and ends the thread.
