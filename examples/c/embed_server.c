@@ -1,7 +1,8 @@
 /*
  * Embeds a madang room server in a C program: start it on loopback with the token secret in
- * MADANG_SECRET (development mode without one), print its signalling URL and a viewer token,
- * then stop it. Every call's result is checked.
+ * MADANG_SECRET (development mode without one), recording the room named on the command line
+ * into MADANG_RECORD_DIR when that is set, print its signalling URL and a viewer token, then
+ * stop it. Every call's result is checked.
  *
  *   cc -std=c11 -Wall -Wextra -I ffi/include examples/c/embed_server.c \
  *      -L target/release -lmadang_ffi -lstdc++ -lpthread -ldl -lm -o embed_server
@@ -54,6 +55,17 @@ int main(int argc, char **argv) {
   } else if (ok) {
     printf("no MADANG_SECRET: development mode\n");
     ok = check(madang_server_config_set_dev(config, 1), "dev mode");
+  }
+  /* Recording: only the room named, from its start (hosts may start it in others). */
+  if (ok && getenv("MADANG_RECORD_DIR") && *getenv("MADANG_RECORD_DIR")) {
+    if (madang_server_config_add_record_room(config, room) != MADANG_RESULT_INVALID_ARGUMENT) {
+      fprintf(stderr, "a record room without a directory was accepted\n");
+      ok = 0;
+    }
+    ok = ok && check(madang_server_config_set_record(config, getenv("MADANG_RECORD_DIR")),
+                     "record") &&
+         check(madang_server_config_add_record_room(config, room), "record room");
+    if (ok) printf("recording %s into %s\n", room, getenv("MADANG_RECORD_DIR"));
   }
   ok = ok && check(madang_server_start(config, &server), "start");
   madang_server_config_free(config);

@@ -757,6 +757,27 @@ madang_result madang_server_config_set_advertise_ip(madang_server_config *config
 madang_result madang_server_config_add_broadcast_room(madang_server_config *config,
                                                       const char *room);
 
+// Records rooms into the directory `dir` (created at the start if needed; the start fails
+// with `MADANG_RESULT_PERMISSION_DENIED` or `MADANG_RESULT_IO` when it cannot be written):
+// one fragmented MP4 per participant under a directory per room, as `madang serve
+// --record`. Every room from its start, unless `madang_server_config_add_record_room`
+// names some; hosts start and stop recording any room (`madang_client_record`).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty path.
+//
+// # Safety
+// `config` must come from `madang_server_config_new`; `dir` NUL-terminated.
+madang_result madang_server_config_set_record(madang_server_config *config, const char *dir);
+
+// Records `room` from its start (call once per room), and no other room unless a host asks.
+// Needs `madang_server_config_set_record` first (else `MADANG_RESULT_INVALID_ARGUMENT`).
+//
+// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty name.
+//
+// # Safety
+// `config` must come from `madang_server_config_new`; `room` NUL-terminated.
+madang_result madang_server_config_add_record_room(madang_server_config *config, const char *room);
+
 // Sets the token secret and turns development mode off (no token endpoint).
 //
 // # Safety

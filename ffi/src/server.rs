@@ -167,6 +167,80 @@ pub unsafe extern "C" fn madang_server_config_add_broadcast_room(
     })
 }
 
+/// Records rooms into the directory `dir` (created at the start if needed; the start fails
+/// with `MADANG_RESULT_PERMISSION_DENIED` or `MADANG_RESULT_IO` when it cannot be written):
+/// one fragmented MP4 per participant under a directory per room, as `madang serve
+/// --record`. Every room from its start, unless `madang_server_config_add_record_room`
+/// names some; hosts start and stop recording any room (`madang_client_record`).
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty path.
+///
+/// # Safety
+/// `config` must come from `madang_server_config_new`; `dir` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_server_config_set_record(
+    config: *mut madang_server_config,
+    dir: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        // SAFETY: per the contract, a NUL-terminated string.
+        let dir = match unsafe { str_arg(dir) } {
+            Ok(dir) => dir,
+            Err(e) => return e,
+        };
+        if dir.is_empty() {
+            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        }
+        let rooms = config
+            .inner
+            .record
+            .take()
+            .map(|r| r.rooms)
+            .unwrap_or_default();
+        config.inner.record = Some(madang::sfu::record::RecordConfig {
+            dir: dir.into(),
+            rooms,
+        });
+        madang_result::MADANG_RESULT_OK
+    })
+}
+
+/// Records `room` from its start (call once per room), and no other room unless a host asks.
+/// Needs `madang_server_config_set_record` first (else `MADANG_RESULT_INVALID_ARGUMENT`).
+///
+/// Errors: NULL, invalid UTF-8, `MADANG_RESULT_INVALID_ARGUMENT` for an empty name.
+///
+/// # Safety
+/// `config` must come from `madang_server_config_new`; `room` NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn madang_server_config_add_record_room(
+    config: *mut madang_server_config,
+    room: *const c_char,
+) -> madang_result {
+    ffi_boundary!({
+        // SAFETY: per the contract, NULL or a live config.
+        let Some(config) = (unsafe { config.as_mut() }) else {
+            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+        };
+        // SAFETY: per the contract, a NUL-terminated string.
+        let room = match unsafe { str_arg(room) } {
+            Ok(room) => room,
+            Err(e) => return e,
+        };
+        let Some(record) = config.inner.record.as_mut().filter(|_| !room.is_empty()) else {
+            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        };
+        if !record.rooms.iter().any(|r| r == room) {
+            record.rooms.push(room.to_owned());
+        }
+        madang_result::MADANG_RESULT_OK
+    })
+}
+
 /// Sets the token secret and turns development mode off (no token endpoint).
 ///
 /// # Safety
@@ -329,6 +403,10 @@ pub(crate) fn start_error(e: &SfuError) -> madang_result {
         },
         SfuError::EmptySecret | SfuError::PublicSecret => madang_result::MADANG_RESULT_NO_SECRET,
         SfuError::NoAdvertisedAddress(_) => madang_result::MADANG_RESULT_INVALID_ADDRESS,
+        SfuError::Record { source, .. } if source.kind() == ErrorKind::PermissionDenied => {
+            madang_result::MADANG_RESULT_PERMISSION_DENIED
+        }
+        SfuError::Record { .. } => madang_result::MADANG_RESULT_IO,
         _ => madang_result::MADANG_RESULT_INVALID_ARGUMENT,
     }
 }

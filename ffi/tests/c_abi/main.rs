@@ -170,6 +170,26 @@ fn example_links_statically_and_runs() {
 }
 
 #[test]
+fn example_records_into_the_directory_it_names_and_refuses_one_it_cannot_write() {
+    let _cpu = cpu_heavy();
+    let dir = tmp("embed-recordings");
+    let _ = std::fs::remove_dir_all(&dir);
+    run_example(&static_example(), &[("MADANG_RECORD_DIR", &dir)]);
+    assert!(dir.is_dir(), "the server made its recording directory");
+    // A directory under a file cannot be made: the start fails, with its code.
+    let blocked = tmp("embed-recordings-blocked");
+    std::fs::write(&blocked, b"a file").unwrap();
+    let out = Command::new(static_example())
+        .arg("senior-centers")
+        .env("MADANG_RECORD_DIR", blocked.join("sub"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("start:"), "{stderr}");
+}
+
+#[test]
 fn example_links_dynamically_and_runs() {
     let _cpu = cpu_heavy();
     let exe = tmp("embed_server_shared");
