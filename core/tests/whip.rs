@@ -1,5 +1,8 @@
 //! WHIP ingest (RFC 9725) and WHEP playback against clients with nothing of madang in them.
 //!
+//! WHIP with simulcast: the same page sending two layers; a subscriber gets both (the small
+//! first, then the full size), the recording the full size.
+//!
 //! WHIP: a plain-JS page in headless Chromium (`core/tests/browser/whip.html`: the fake
 //! camera as H.264, the microphone as Opus, one POST with the candidates in the offer)
 //! publishes into a room; a Rust participant decodes its pictures and hears it; the page's
@@ -762,4 +765,98 @@ async fn a_gstreamer_webrtcbin_whip_client_publishes_into_a_room_and_leaves_with
     );
     room.leave().await;
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_whip_client_sending_simulcast_reaches_the_room_in_both_layers() {
+    let _one = ONE_BROWSER.lock().await;
+    let chromium = chromium();
+    let recordings =
+        std::env::temp_dir().join(format!("madang-whip-simulcast-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&recordings);
+    let config = ServerConfig {
+        static_dir: Some(browser_dir()),
+        record: Some(madang::sfu::record::RecordConfig {
+            dir: recordings.clone(),
+            rooms: Vec::new(),
+        }),
+        ..ServerConfig::dev()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let ttl = Duration::from_secs(600);
+    let token = |id: &str| server.token("hall", id, id, Role::Speaker, ttl).unwrap();
+    let mut room = Room::connect(&server.signal_url(), &token("rust"), RoomOptions::default())
+        .await
+        .unwrap();
+    let url = format!(
+        "http://localhost:{}/whip.html?room=hall&token={}&simulcast=1",
+        server.http_addr().port(),
+        token("field-cam")
+    );
+    let (_node, mut stop, mut lines) = drive(&chromium, &url);
+    // The widths the room shows of the publisher, in order of first appearance.
+    let mut widths: Vec<u32> = Vec::new();
+    let (mut first, mut result) = (None, None);
+    let start = Instant::now();
+    while result.is_none() && start.elapsed() < Duration::from_secs(90) {
+        tokio::select! {
+            event = room.next_event() => {
+                if let Some(RoomEvent::VideoFrame { participant, frame, .. }) = event
+                    && participant == "field-cam"
+                {
+                    if !widths.contains(&frame.width()) {
+                        widths.push(frame.width());
+                    }
+                    let at = *first.get_or_insert_with(Instant::now);
+                    if at.elapsed() >= Duration::from_secs(8)
+                        && let Some(mut stdin) = stop.take()
+                    {
+                        stdin.write_all(b"stop\n").await.unwrap();
+                    }
+                }
+            }
+            line = lines.next_line() => match page_line(line.unwrap()) {
+                PageLine::Result(value) => result = Some(value),
+                PageLine::Live(_) | PageLine::Other => {}
+                PageLine::End => break,
+            }
+        }
+    }
+    let result = result.expect("the page's result");
+    println!(
+        "widths the room showed, in order: {widths:?}; page: {}",
+        result["status"]
+    );
+    assert_eq!(result["ok"], true, "{result}");
+    let layers = &result["status"]["layers"];
+    assert_eq!(
+        layers["h"], 320,
+        "the page sent a half-size layer: {layers}"
+    );
+    assert_eq!(layers["f"], 640, "and a full-size one: {layers}");
+    // A subscriber starts at the smallest layer and is raised to the largest its link takes.
+    assert_eq!(widths, [320, 640], "both layers reached the room");
+    room.leave().await;
+    server.shutdown().await;
+    // The recording took the largest layer.
+    let file = std::fs::read_dir(recordings.join("hall"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("field-cam-"))
+        .expect("the WHIP publisher's file");
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "stream=width",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe: scripts/setup.sh installs ffmpeg");
+    let width = String::from_utf8_lossy(&probe.stdout).trim().to_owned();
+    assert_eq!(width, "640", "{}", file.display());
 }
