@@ -91,9 +91,15 @@ impl Engine {
         };
         // The grid decodes one layer of each track: the smallest (a tile of a grid).
         let to_grid = video && default_ssrc == Some(ssrc);
-        // A recording takes the largest layer flowing.
+        // A recording takes the largest layer flowing (looked up only then: it allocates).
+        let recording = self
+            .recorder
+            .as_ref()
+            .is_some_and(|r| r.is_recording(&room));
         let largest = match layering {
-            Layering::Simulcast { .. } => published.available(now).last().map(|l| l.ssrc),
+            Layering::Simulcast { .. } if recording => {
+                published.available(now).last().map(|l| l.ssrc)
+            }
             _ => None,
         };
         if let Some(level) = level {
@@ -101,7 +107,7 @@ impl Engine {
         }
         // Recorded as received: audio, the one stream of a video, a simulcast video's
         // largest layer.
-        if self.recording(&room) {
+        if recording {
             match layering {
                 Layering::Audio => self.record(
                     &room,
