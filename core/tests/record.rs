@@ -146,15 +146,7 @@ fn publish(name: &str, seconds: u64, lose: impl Fn(u64) -> bool, swap: bool) -> 
     while let Some(o) = recorder.poll_output() {
         outputs.push(o);
     }
-    let mut writer = FileWriter::new();
-    let mut files = Vec::new();
-    for o in outputs.clone() {
-        if let Some(path) = writer.apply(o).unwrap()
-            && !files.contains(&path)
-        {
-            files.push(path);
-        }
-    }
+    let files = write(outputs.clone());
     Run {
         files,
         sent: frame as u32,
@@ -162,6 +154,20 @@ fn publish(name: &str, seconds: u64, lose: impl Fn(u64) -> bool, swap: bool) -> 
         stats: recorder.stats(),
         outputs,
     }
+}
+
+/// Carries out a recorder's outputs with the server's writer: the files, in order.
+fn write(outputs: Vec<RecordOutput>) -> Vec<PathBuf> {
+    let mut writer = FileWriter::new();
+    let mut files = Vec::new();
+    for o in outputs {
+        if let Some(path) = writer.apply(o).unwrap()
+            && !files.contains(&path)
+        {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// `(codec, duration seconds)` of each stream ffprobe finds.
@@ -454,15 +460,7 @@ fn a_simulcast_publisher_is_recorded_at_its_largest_layer_flowing() {
     world.run_for(Duration::from_secs(20), &mut ignore).unwrap();
     world.leave(0);
     world.run_for(Duration::from_secs(1), &mut ignore).unwrap();
-    let mut writer = FileWriter::new();
-    let mut files = Vec::new();
-    for o in world.take_recording() {
-        if let Some(path) = writer.apply(o).unwrap()
-            && !files.contains(&path)
-        {
-            files.push(path);
-        }
-    }
+    let files = write(world.take_recording());
     // p2 speaks: its own file, sound only.
     assert_eq!(files.len(), 2, "{files:?}");
     let file = files

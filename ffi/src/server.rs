@@ -148,22 +148,15 @@ pub unsafe extern "C" fn madang_server_config_add_broadcast_room(
     room: *const c_char,
 ) -> madang_result {
     ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live config.
-        let Some(config) = (unsafe { config.as_mut() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract, a NUL-terminated string.
-        let room = match unsafe { str_arg(room) } {
-            Ok(room) => room,
-            Err(e) => return e,
-        };
-        if room.is_empty() {
-            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        // SAFETY: per the contract.
+        unsafe {
+            with_name(config, room, |config, room| {
+                if !config.broadcast_rooms.iter().any(|r| r == room) {
+                    config.broadcast_rooms.push(room.to_owned());
+                }
+                madang_result::MADANG_RESULT_OK
+            })
         }
-        if !config.inner.broadcast_rooms.iter().any(|r| r == room) {
-            config.inner.broadcast_rooms.push(room.to_owned());
-        }
-        madang_result::MADANG_RESULT_OK
     })
 }
 
@@ -183,29 +176,17 @@ pub unsafe extern "C" fn madang_server_config_set_record(
     dir: *const c_char,
 ) -> madang_result {
     ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live config.
-        let Some(config) = (unsafe { config.as_mut() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract, a NUL-terminated string.
-        let dir = match unsafe { str_arg(dir) } {
-            Ok(dir) => dir,
-            Err(e) => return e,
-        };
-        if dir.is_empty() {
-            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+        // SAFETY: per the contract.
+        unsafe {
+            with_name(config, dir, |config, dir| {
+                let rooms = config.record.take().map(|r| r.rooms).unwrap_or_default();
+                config.record = Some(madang::sfu::record::RecordConfig {
+                    dir: dir.into(),
+                    rooms,
+                });
+                madang_result::MADANG_RESULT_OK
+            })
         }
-        let rooms = config
-            .inner
-            .record
-            .take()
-            .map(|r| r.rooms)
-            .unwrap_or_default();
-        config.inner.record = Some(madang::sfu::record::RecordConfig {
-            dir: dir.into(),
-            rooms,
-        });
-        madang_result::MADANG_RESULT_OK
     })
 }
 
@@ -222,22 +203,18 @@ pub unsafe extern "C" fn madang_server_config_add_record_room(
     room: *const c_char,
 ) -> madang_result {
     ffi_boundary!({
-        // SAFETY: per the contract, NULL or a live config.
-        let Some(config) = (unsafe { config.as_mut() }) else {
-            return madang_result::MADANG_RESULT_NULL_ARGUMENT;
-        };
-        // SAFETY: per the contract, a NUL-terminated string.
-        let room = match unsafe { str_arg(room) } {
-            Ok(room) => room,
-            Err(e) => return e,
-        };
-        let Some(record) = config.inner.record.as_mut().filter(|_| !room.is_empty()) else {
-            return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
-        };
-        if !record.rooms.iter().any(|r| r == room) {
-            record.rooms.push(room.to_owned());
+        // SAFETY: per the contract.
+        unsafe {
+            with_name(config, room, |config, room| {
+                let Some(record) = config.record.as_mut() else {
+                    return madang_result::MADANG_RESULT_INVALID_ARGUMENT;
+                };
+                if !record.rooms.iter().any(|r| r == room) {
+                    record.rooms.push(room.to_owned());
+                }
+                madang_result::MADANG_RESULT_OK
+            })
         }
-        madang_result::MADANG_RESULT_OK
     })
 }
 
@@ -388,6 +365,28 @@ pub unsafe extern "C" fn madang_server_start(
         unsafe { *out_server = Box::into_raw(handle) };
         madang_result::MADANG_RESULT_OK
     })
+}
+
+/// Runs `f` on a live configuration with a non-empty string argument (a room, a path):
+/// NULL, invalid UTF-8 and an empty string are refused with their codes.
+///
+/// # Safety
+/// `config` NULL or from `madang_server_config_new`; `name` NULL or NUL-terminated.
+unsafe fn with_name(
+    config: *mut madang_server_config,
+    name: *const c_char,
+    f: impl FnOnce(&mut ServerConfig, &str) -> madang_result,
+) -> madang_result {
+    // SAFETY: per the contract, NULL or a live config.
+    let Some(config) = (unsafe { config.as_mut() }) else {
+        return madang_result::MADANG_RESULT_NULL_ARGUMENT;
+    };
+    // SAFETY: per the contract, a NUL-terminated string.
+    match unsafe { str_arg(name) } {
+        Ok("") => madang_result::MADANG_RESULT_INVALID_ARGUMENT,
+        Ok(name) => f(&mut config.inner, name),
+        Err(e) => e,
+    }
 }
 
 /// The result code of a server that did not start.
