@@ -224,6 +224,9 @@ impl Queue {
 #[derive(Debug)]
 struct VideoIn {
     track: String,
+    /// The stream's SSRC: a new one (the publisher's connection restarted) starts its
+    /// numbering and clock anew.
+    ssrc: u32,
     buffer: Box<VideoBuffer>,
     clock: Clock,
     format: Option<VideoFormat>,
@@ -235,6 +238,8 @@ struct VideoIn {
 #[derive(Debug)]
 struct AudioIn {
     track: String,
+    /// As [`VideoIn::ssrc`].
+    ssrc: u32,
     clock: Clock,
     format: Option<AudioFormat>,
     /// Packets by timeline position, until [`AUDIO_REORDER`] has passed them.
@@ -442,6 +447,7 @@ impl Recorder {
                     buffer.set_rtt(rtt);
                     VideoIn {
                         track: track.to_owned(),
+                        ssrc: header.ssrc,
                         buffer,
                         clock: Clock::new(),
                         format: None,
@@ -451,6 +457,14 @@ impl Recorder {
                 });
                 if video.track != track {
                     return; // a second video of the same stem (not produced by stem_of)
+                }
+                if video.ssrc != header.ssrc {
+                    // A restarted stream: its sequence numbers and timestamps start anywhere;
+                    // it goes on at its arrival, from its first keyframe.
+                    video.ssrc = header.ssrc;
+                    video.clock = Clock::new();
+                    video.buffer = Box::new(VideoBuffer::new(false, now));
+                    video.buffer.set_rtt(rtt);
                 }
                 video.clock.place(header.timestamp, since, VIDEO_TIMESCALE);
                 video.buffer.insert(
@@ -464,6 +478,7 @@ impl Recorder {
             TrackKind::Audio => {
                 let audio = pair.audio.get_or_insert_with(|| AudioIn {
                     track: track.to_owned(),
+                    ssrc: header.ssrc,
                     clock: Clock::new(),
                     format: None,
                     held: BTreeMap::new(),
@@ -471,6 +486,16 @@ impl Recorder {
                 });
                 if audio.track != track || payload.is_empty() {
                     return;
+                }
+                if audio.ssrc != header.ssrc {
+                    // Restarted (see the video's): what is held goes out in its order first.
+                    audio.ssrc = header.ssrc;
+                    audio.clock = Clock::new();
+                    for (at, packet) in std::mem::take(&mut audio.held) {
+                        if audio.queue.push(at, true, packet) {
+                            self.sink.stats.audio_packets += 1;
+                        }
+                    }
                 }
                 let at = audio.clock.place(header.timestamp, since, AUDIO_TIMESCALE);
                 audio

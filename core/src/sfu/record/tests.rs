@@ -20,10 +20,15 @@ fn file_names_stay_in_their_directory_and_say_when() {
 }
 
 fn audio_packet(recorder: &mut Recorder, now: Instant, n: u32) {
+    audio_packet_of(recorder, now, n, 2, 0);
+}
+
+/// Audio packet `n` of the stream `ssrc` whose timestamps start at `base`.
+fn audio_packet_of(recorder: &mut Recorder, now: Instant, n: u32, ssrc: u32, base: u32) {
     let header = InHeader {
-        ssrc: 2,
+        ssrc,
         seq: n as u16,
-        timestamp: n * 960,
+        timestamp: base.wrapping_add(n * 960),
         marker: false,
         keyframe_start: true,
     };
@@ -133,4 +138,33 @@ fn a_pair_waits_for_its_camera_then_opens_without_it_and_a_late_camera_starts_pa
     );
     assert_eq!(recorder.stats().files, 2);
     assert_eq!(recorder.stats().pictures, 1);
+}
+
+#[test]
+fn a_restarted_stream_goes_on_where_it_arrives_not_where_its_timestamps_say() {
+    let t0 = Instant::now();
+    let mut recorder = Recorder::new("/rec");
+    recorder.start("hall", t0, 1_800_000_000);
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // 3 s of sound, then the publisher's connection restarts: a new SSRC whose timestamps
+    // start 10 hours further on; 2 s more.
+    for n in 0..150 {
+        audio_packet_of(&mut recorder, at(20 * u64::from(n)), n, 2, 0);
+    }
+    for n in 0..100 {
+        let t = 3_000 + 20 * u64::from(n);
+        audio_packet_of(&mut recorder, at(t), n, 9, 48_000 * 36_000);
+    }
+    recorder.stop("hall", at(5_000));
+    let out = drain(&mut recorder);
+    let durations: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            RecordOutput::Close { duration_ms, .. } => Some(*duration_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(durations.len(), 1, "one file: {out:?}");
+    assert!((4_900..=5_100).contains(&durations[0]), "{durations:?}");
+    assert_eq!(recorder.stats().audio_packets, 250);
 }
