@@ -463,7 +463,7 @@ impl Recorder {
                     // it goes on at its arrival, from its first keyframe.
                     video.ssrc = header.ssrc;
                     video.clock = Clock::new();
-                    video.buffer = Box::new(VideoBuffer::new(false, now));
+                    *video.buffer = VideoBuffer::new(false, now);
                     video.buffer.set_rtt(rtt);
                 }
                 video.clock.place(header.timestamp, since, VIDEO_TIMESCALE);
