@@ -810,15 +810,29 @@ fn demo_records_each_participant_into_a_file_every_player_reads() {
             stamps.windows(2).all(|w| w[0] < w[1]),
             "{name}: out of order"
         );
-        // Loopback loses nothing: no picture missing between the first and the last.
+        // No picture missing between the first and the last beyond what the network lost:
+        // on loopback nothing, unless a subscriber of this publisher missed pictures too
+        // (a busy machine's socket overflowing).
         let span = stamps.last().unwrap() - stamps[0] + 1;
+        let lost = report["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["from"] == format!("p{}", i + 1))
+            .map(|p| p["frames_sent"].as_u64().unwrap() - p["frames_decoded"].as_u64().unwrap())
+            .max()
+            .unwrap_or(0);
         println!(
-            "{name}: {} pictures, stamps {}..={}",
+            "{name}: {} pictures, stamps {}..={}, its subscribers missed at most {lost}",
             stamps.len(),
             stamps[0],
             stamps.last().unwrap()
         );
-        assert_eq!(stamps.len() as u32, span, "{name}: pictures missing");
+        assert!(
+            u64::from(span) - stamps.len() as u64 <= lost,
+            "{name}: {} pictures missing, the network lost {lost}",
+            span as usize - stamps.len()
+        );
         assert!(
             stamps.len() as f64 >= 0.9 * 30.0 * in_room,
             "{name}: {} pictures",

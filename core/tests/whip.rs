@@ -735,13 +735,15 @@ async fn a_gstreamer_webrtcbin_whip_client_publishes_into_a_room_and_leaves_with
         .expect("the end");
     assert_eq!(end["deleted"], 200);
     let sent = end["sent"].as_f64().unwrap();
-    // It sends 30 pictures a second; those from the first the room showed to the last.
+    // It sends up to 30 pictures a second (what its encoder made while connected, over the
+    // 10 s, on a busy machine fewer); those from the first the room showed to the last.
     let (first, last) = (first.expect("no picture"), last.unwrap());
     let shown = last.duration_since(first).as_secs_f64();
-    let expected = 30.0 * shown + 1.0;
+    let fps = (sent / 10.0).min(30.0);
+    let expected = fps * shown + 1.0;
     println!(
         "GStreamer WHIP publisher: {pictures} pictures decoded in the {shown:.2} s from the \
-         first to the last ({:.1} % of 30 fps; {sent} encoded while connected, the first \
+         first to the last ({:.1} % of {fps:.1} fps; {sent} encoded while connected, the first \
          shown {:.2} s after the start), {audio} audio frames, left as {left:?}",
         100.0 * f64::from(pictures) / expected,
         first.duration_since(start).as_secs_f64()

@@ -6,6 +6,7 @@
 //! [`engine::Engine`], is a sans-I/O state machine (every peer connection, the room policy,
 //! the media routing) that a thin tokio driver feeds with datagrams, signal messages and time;
 //! its decisions come from pure policies ([`rooms`], [`forward`], [`slots`], [`speaker`]).
+//! With [`ServerConfig::record`] it also writes what it forwards into files ([`record`]).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), madang::sfu::SfuError> {
