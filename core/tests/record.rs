@@ -170,15 +170,16 @@ fn write(outputs: Vec<RecordOutput>) -> Vec<PathBuf> {
     files
 }
 
-/// `(codec, duration seconds)` of each stream ffprobe finds.
-fn probe(file: &Path) -> Vec<(String, f64)> {
+/// The lines ffprobe prints for `entries` of `file` (CSV without names), of the streams
+/// `streams` selects (all without).
+fn ffprobe(file: &Path, streams: Option<&str>, entries: &str) -> Vec<String> {
     let ffprobe = which("ffprobe").expect("ffprobe not on PATH: scripts/test.sh installs ffmpeg");
-    let out = Command::new(ffprobe)
-        .args(["-v", "error", "-show_entries", "stream=codec_name,duration"])
-        .args(["-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(ffprobe);
+    cmd.args(["-v", "error", "-show_entries", entries]);
+    if let Some(streams) = streams {
+        cmd.args(["-select_streams", streams]);
+    }
+    let out = cmd.args(["-of", "csv=p=0"]).arg(file).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -186,6 +187,14 @@ fn probe(file: &Path) -> Vec<(String, f64)> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_owned())
+        .collect()
+}
+
+/// `(codec, duration seconds)` of each stream ffprobe finds.
+fn probe(file: &Path) -> Vec<(String, f64)> {
+    ffprobe(file, None, "stream=codec_name,duration")
+        .iter()
         .map(|l| {
             let (codec, duration) = l.split_once(',').unwrap();
             (codec.to_owned(), duration.parse().unwrap_or(0.0))
@@ -395,28 +404,9 @@ fn a_file_cut_short_by_a_crash_plays_up_to_its_last_whole_fragment() {
 
 /// The picture width of every frame of a file's video, in order, as ffprobe decodes them.
 fn frame_widths(file: &Path) -> Vec<u32> {
-    let ffprobe = which("ffprobe").unwrap();
-    let out = Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-show_entries",
-            "frame=width",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+    ffprobe(file, Some("v"), "frame=width")
+        .iter()
+        .filter_map(|l| l.parse().ok())
         .collect()
 }
 

@@ -109,22 +109,14 @@ impl Engine {
         // largest layer.
         if recording {
             match layering {
-                Layering::Audio => self.record(
-                    &room,
-                    &room_track,
-                    TrackKind::Audio,
-                    &header,
-                    &packet.payload,
-                    now,
-                ),
-                Layering::Single => self.record(
-                    &room,
-                    &room_track,
-                    TrackKind::Video,
-                    &header,
-                    &packet.payload,
-                    now,
-                ),
+                Layering::Audio | Layering::Single => {
+                    let kind = if video {
+                        TrackKind::Video
+                    } else {
+                        TrackKind::Audio
+                    };
+                    self.record(&room, &room_track, kind, &header, &packet.payload, now)
+                }
                 Layering::Simulcast { .. } => {
                     let layer = super::record::Layer {
                         publisher,

@@ -120,7 +120,6 @@ impl Engine {
         self.recorded_layers.retain(|(room, track), _| {
             recorder.is_recording(room) && rooms.track(room, track).is_some()
         });
-        let rooms = &self.rooms;
         let mixers = &self.mixers;
         recorder.tick(now, |room, track| {
             rooms.track(room, track).is_some() && (track != GRID_TRACK || mixers.contains_key(room))

@@ -33,7 +33,7 @@ mod writer;
 
 pub use writer::{FileWriter, WriterThread};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -247,6 +247,24 @@ struct AudioIn {
     queue: Queue,
 }
 
+impl AudioIn {
+    /// Moves the held packets up to timeline position `until` into the queue, in order
+    /// (counting those that came after their place was written).
+    fn commit(&mut self, until: i64, stats: &mut RecordStats) {
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() > until {
+                break;
+            }
+            let (at, packet) = entry.remove_entry();
+            if self.queue.push(at, true, packet) {
+                stats.audio_packets += 1;
+            } else {
+                stats.audio_dropped += 1;
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct OpenFile {
     id: FileId,
@@ -324,6 +342,9 @@ struct RoomRecording {
     dir: PathBuf,
     wall: (u64, Instant),
     pairs: BTreeMap<String, Pair>,
+    /// Each track's file stem and whether it pairs with sound ([`stem_of`]), worked out
+    /// once: a packet finds its pair without building a string.
+    stems: HashMap<String, (String, bool)>,
 }
 
 /// Every recording of a server. See the [module documentation](self).
@@ -393,6 +414,7 @@ impl Recorder {
                 dir: self.dir.join(file_safe(room)),
                 wall: (unix_secs, now),
                 pairs: BTreeMap::new(),
+                stems: HashMap::new(),
             },
         );
     }
@@ -430,15 +452,22 @@ impl Recorder {
         let Some(recording) = self.rooms.get_mut(room) else {
             return;
         };
-        let (stem, with_sound) = stem_of(track);
-        let pair = recording.pairs.entry(stem.clone()).or_insert_with(|| {
-            Pair::new(
-                (stem, with_sound),
+        if !recording.stems.contains_key(track) {
+            recording.stems.insert(track.to_owned(), stem_of(track));
+        }
+        let (stem, with_sound) = &recording.stems[track];
+        if !recording.pairs.contains_key(stem) {
+            let pair = Pair::new(
+                (stem.clone(), *with_sound),
                 recording.dir.clone(),
                 recording.wall,
                 now,
-            )
-        });
+            );
+            recording.pairs.insert(stem.clone(), pair);
+        }
+        let Some(pair) = recording.pairs.get_mut(stem) else {
+            return;
+        };
         let since = pair.since_origin(now);
         match kind {
             TrackKind::Video => {
@@ -491,11 +520,7 @@ impl Recorder {
                     // Restarted (see the video's): what is held goes out in its order first.
                     audio.ssrc = header.ssrc;
                     audio.clock = Clock::new();
-                    for (at, packet) in std::mem::take(&mut audio.held) {
-                        if audio.queue.push(at, true, packet) {
-                            self.sink.stats.audio_packets += 1;
-                        }
-                    }
+                    audio.commit(i64::MAX, &mut self.sink.stats);
                 }
                 let at = audio.clock.place(header.timestamp, since, AUDIO_TIMESCALE);
                 audio
@@ -526,11 +551,11 @@ impl Recorder {
             }
         }
         for (room, stem) in ended {
-            if let Some(mut pair) = self
-                .rooms
-                .get_mut(&room)
-                .and_then(|r| r.pairs.remove(&stem))
-            {
+            let Some(recording) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            recording.stems.retain(|_, (s, _)| *s != stem);
+            if let Some(mut pair) = recording.pairs.remove(&stem) {
                 self.close(&mut pair, now);
             }
         }
@@ -611,20 +636,8 @@ impl Sink {
         }
         if let Some(audio) = pair.audio.as_mut() {
             let since = now.saturating_duration_since(pair.origin);
-            let horizon = (since.saturating_sub(AUDIO_REORDER).as_micros() as i64)
-                * i64::from(AUDIO_TIMESCALE)
-                / 1_000_000;
-            while let Some(entry) = audio.held.first_entry() {
-                if *entry.key() > horizon {
-                    break;
-                }
-                let (at, packet) = entry.remove_entry();
-                if audio.queue.push(at, true, packet) {
-                    self.stats.audio_packets += 1;
-                } else {
-                    self.stats.audio_dropped += 1;
-                }
-            }
+            let horizon = ticks(since.saturating_sub(AUDIO_REORDER), AUDIO_TIMESCALE) as i64;
+            audio.commit(horizon, &mut self.stats);
         }
         if pair.file.is_none() {
             let Some(tracks) = pair.tracks_to_open(now, closing) else {
@@ -636,18 +649,12 @@ impl Sink {
             let id = self.next_file;
             self.next_file += 1;
             self.stats.files += 1;
-            let name = match pair.part {
-                1 => format!(
-                    "{}-{}.mp4",
-                    pair.stem,
-                    utc_stamp(pair.wall_secs(pair.origin))
-                ),
-                n => format!(
-                    "{}-{}-part{n}.mp4",
-                    pair.stem,
-                    utc_stamp(pair.wall_secs(pair.origin))
-                ),
+            let part = match pair.part {
+                1 => String::new(),
+                n => format!("-part{n}"),
             };
+            let start = utc_stamp(pair.wall_secs(pair.origin));
+            let name = format!("{}-{start}{part}.mp4", pair.stem);
             self.outputs.push_back(RecordOutput::Open {
                 file: id,
                 path: pair.dir.join(name),
@@ -738,11 +745,7 @@ impl Sink {
             v.queue.finish(VIDEO_TIMESCALE / 30);
         }
         if let Some(a) = pair.audio.as_mut() {
-            for (at, packet) in std::mem::take(&mut a.held) {
-                if a.queue.push(at, true, packet) {
-                    self.stats.audio_packets += 1;
-                }
-            }
+            a.commit(i64::MAX, &mut self.stats);
             let fallback = a
                 .queue
                 .last
