@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use madang::media::TestPattern;
 use madang::netsim::Profile;
 use madang::room::{Room, RoomEvent, RoomOptions, VideoOptions};
-use madang::sfu::{Server, ServerConfig};
+use madang::sfu::{EngineStats, Server, ServerConfig};
 use madang::signal::Role;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -36,6 +36,8 @@ struct Call {
     browser_size: Option<(u32, u32)>,
     /// The sizes of the browser's pictures madang decoded, in the order they first came.
     browser_sizes: Vec<(u32, u32)>,
+    /// The server's counters at the end.
+    server: EngineStats,
     output: String,
 }
 
@@ -184,6 +186,7 @@ async fn call_with(
         from_browser: 0,
         browser_size: None,
         browser_sizes: Vec::new(),
+        server: EngineStats::default(),
         output: String::new(),
     };
     loop {
@@ -233,7 +236,8 @@ async fn call_with(
     for track in stats.received {
         println!("madang receiving {track:?}");
     }
-    println!("server: {:?}", server.stats());
+    call.server = server.stats();
+    println!("server: {:?}", call.server);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for p in publishers {
         p.await.unwrap();
@@ -309,11 +313,27 @@ async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_
     let frozen = count(inbound, &["totalFreezesDuration"]);
     assert!(frozen <= 1.0, "Chromium froze {frozen:.2} s");
     assert_still_playing(&call, "rust/camera");
+    // Chromium's repairs came in its retransmission stream (RTX), and the server's to it.
+    println!(
+        "RTX: the server restored {} packets from Chromium's and sent it {} repairs; Chromium counted {} received",
+        call.server.rtx_received,
+        call.server.rtx_sent,
+        count(inbound, &["retransmittedPacketsReceived"])
+    );
+    assert!(call.server.rtx_sent > 0 && count(inbound, &["retransmittedPacketsReceived"]) > 0.0);
+    assert!(
+        call.server.rtx_received > 0,
+        "no retransmission stream from Chromium"
+    );
+    assert_decoded_nearly_every_browser_picture(&call, 0.97);
+}
+
+/// madang decoded at least `bar` of the pictures the browser sent, counted from the fifth
+/// second after its first one (the join and the first keyframe are the start-up test's
+/// business, and the playout delay has settled by then: a delay still growing would count
+/// as missing pictures) to the last status.
+fn assert_decoded_nearly_every_browser_picture(call: &Call, bar: f64) {
     let last = call.progress.len() - 1;
-    // madang decodes nearly every picture the browser sent, counted from the fifth second
-    // after its first one (the join and the first keyframe are the start-up test's
-    // business, and the playout delay has settled by then: a delay still growing would
-    // count as missing pictures) to the last status.
     let first = call
         .progress
         .iter()
@@ -341,10 +361,42 @@ async fn on_lte_chromium_keeps_decoding_and_madang_decodes_nearly_every_browser_
         "too short a window: {sent_span} pictures"
     );
     assert!(
-        share >= 0.97,
+        share >= bar,
         "madang decoded {:.1} % of the browser's pictures",
         share * 100.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lte_chromium_publishes_simulcast_and_its_repairs_reach_madang() {
+    // A simulcast layer's retransmission stream is known only by the layer it names in its
+    // repaired-RID header extension (no SSRC in the offer): the server restores it to that
+    // layer, and madang decodes the browser's pictures as it does without simulcast.
+    let lte: Profile = "lte".parse().unwrap();
+    let call = call_with(
+        Some(lte),
+        Rust::default(),
+        "rust/camera",
+        450,
+        60,
+        3000,
+        "&simulcast=1",
+    )
+    .await;
+    assert!(
+        call.browser_ok,
+        "the browser did not decode 450 frames of madang's video over lte:\n{}\n{}",
+        call.status, call.output
+    );
+    println!(
+        "RTX: the server restored {} packets from Chromium's simulcast layers; sizes decoded {:?}",
+        call.server.rtx_received, call.browser_sizes
+    );
+    assert!(
+        call.server.rtx_received > 0,
+        "no repair of a simulcast layer restored"
+    );
+    assert_decoded_nearly_every_browser_picture(&call, 0.97);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,9 @@ async function connect() {
   const h264 = RTCRtpSender.getCapabilities('video').codecs.filter((c) =>
     c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || '')
       && /profile-level-id=42e01f/.test(c.sdpFmtpLine || ''));
-  if (h264.length) video.setCodecPreferences(h264);
+  // H.264 with its retransmission format (RTX), which the server negotiates with browsers.
+  const rtx = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/rtx');
+  if (h264.length) video.setCodecPreferences(h264.concat(rtx));
   next.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly' });
   next.addEventListener('connectionstatechange', () => watch(next));
   await next.setLocalDescription(await next.createOffer());

@@ -2,6 +2,8 @@
 //! which connection a datagram on the shared UDP port belongs to.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use rtc::interceptor::{Registry, Slot};
@@ -12,22 +14,26 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::shared::error::Error as RtcError;
 
 use crate::signal::PeerRole;
 use crate::transport::cc::SendSide;
 use crate::transport::leg::SubscriberLeg;
+use crate::transport::rtx::{REPAIR_FLOWS_SLOT, RepairFlows};
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
-    SRTP_REPLAY_WINDOW, add_host_candidate, media_engine,
+    SRTP_REPLAY_WINDOW, add_host_candidate, h264_rtx_codec, media_engine,
 };
 
 /// A new server-side peer connection: answerer (ICE controlled, DTLS client), with its own
 /// ICE credentials so that datagrams on the shared port can be told apart, and the shared
 /// UDP socket's address as its only candidate.
 ///
-/// Interceptors on a publisher's leg (the server receives): receiver and sender reports,
-/// transport-wide congestion feedback (NACKs to the publisher come from the engine). On a
+/// Interceptors on a publisher's leg (the server receives): retransmission streams restored
+/// to the streams they repair ([`RepairFlows`], counted in `rtx_received`), receiver and
+/// sender reports, transport-wide congestion feedback (NACKs to the publisher come from the
+/// engine). On a
 /// subscriber's leg (the server only sends) one interceptor, [`SubscriberLeg`], does what
 /// sending needs — sender reports, the relay of keyframe requests and, with `congestion`,
 /// the downlink estimate (TWCC sequence numbers and the GCC estimate from the subscriber's
@@ -44,6 +50,7 @@ pub(crate) fn new_peer_connection(
     local: SocketAddr,
     now: Instant,
     congestion: Option<&SendSide>,
+    rtx_received: &Arc<AtomicU64>,
 ) -> Result<RTCPeerConnection, RtcError> {
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
@@ -53,10 +60,17 @@ pub(crate) fn new_peer_connection(
         .with_ice_connection_attempts(None, Some(ICE_ATTEMPTS))
         .build();
     let mut engine = media_engine()?;
+    // Retransmission streams for peers that offer them (browsers); madang's clients offer
+    // none and are repaired on the media stream itself.
+    engine.register_codec(h264_rtx_codec(), RtpCodecKind::Video)?;
     configure_simulcast_extension_headers(&mut engine)?;
     let registry = match role {
         PeerRole::Publisher => {
             let keyframes = Registry::new()
+                .with(
+                    Slot::from(REPAIR_FLOWS_SLOT),
+                    RepairFlows::new(rtx_received.clone()),
+                )
                 .with(Slot::from(14_000), DeliverKeyframeRequests::default())
                 .with(
                     Slot::from(CANONICAL_ORDER_SLOT),
@@ -175,6 +189,7 @@ mod tests {
                 addr,
                 Instant::now(),
                 Some(&SendSide::new(SUBSCRIBER_MAX_BPS)),
+                &Arc::default(),
             )
             .unwrap();
         }

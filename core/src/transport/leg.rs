@@ -31,6 +31,7 @@ use rtc::interceptor::{
     Attribute, AttributedPacket, BandwidthEstimator, Interceptor, Packet, PacketReport, StreamInfo,
     TaggedPacket, convert_twcc,
 };
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
@@ -56,6 +57,8 @@ const TRANSPORT_CC_URI: &str =
 /// One stream this leg sends.
 struct Stream {
     ssrc: u32,
+    /// A retransmission stream (RTX) of another.
+    repair: bool,
     clock_rate: f64,
     /// The negotiated transport-wide sequence number extension, if any.
     twcc_id: Option<u8>,
@@ -73,6 +76,7 @@ impl Stream {
     fn new(info: &StreamInfo) -> Self {
         Self {
             ssrc: info.ssrc,
+            repair: false,
             clock_rate: info.clock_rate as f64,
             twcc_id: info
                 .rtp_header_extensions
@@ -265,7 +269,13 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         let mut deliver = false;
-        if let Packet::Rtcp(packets) = &msg.message.packet {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            if self.streams.iter().any(|s| s.repair) {
+                let streams = &self.streams;
+                media_first(packets, |ssrc| {
+                    streams.iter().any(|s| s.repair && s.ssrc == ssrc)
+                });
+            }
             deliver = for_application(packets);
             let mut reported = false;
             for feedback in packets
@@ -361,14 +371,50 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
     }
 }
 
+/// Puts a compound RTCP packet's reports on media streams before those on retransmission
+/// streams (`repair`), in each receiver report and in the compound. `rtc` hands a compound
+/// to the application under the track its first packet's first SSRC belongs to, and drops
+/// it when that SSRC is no track's — a retransmission stream's is not. Browsers order report
+/// blocks by SSRC, so with RTX about half of a subscriber's compounds led with its
+/// retransmission stream and were dropped whole, NACKs and keyframe requests inside
+/// (measured with Chromium on `lte`: 84 repairs sent for 4,576 NACKs, 18 pictures decoded
+/// in 77 s).
+fn media_first(packets: &mut [Box<dyn rtc::rtcp::Packet>], repair: impl Fn(u32) -> bool) {
+    for packet in packets.iter_mut() {
+        if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>()
+            && rr.reports.first().is_some_and(|r| repair(r.ssrc))
+        {
+            let mut rr = rr.clone();
+            rr.reports.sort_by_key(|r| repair(r.ssrc));
+            *packet = Box::new(rr);
+        }
+    }
+    if let Some(first) = packets.iter().position(|p| {
+        p.destination_ssrc()
+            .first()
+            .is_some_and(|&ssrc| !repair(ssrc))
+    }) {
+        packets[..=first].rotate_right(1);
+    }
+}
+
 impl Interceptor for SubscriberLeg {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.streams.retain(|s| s.ssrc != info.ssrc);
+        self.unbind_local_stream(info);
         self.streams.push(Stream::new(info));
+        // Its retransmission stream (RTX) gets transport-wide numbers and sender reports
+        // of its own: the estimate counts what repairs take.
+        if let Some(rtx) = info.ssrc_rtx {
+            let mut stream = Stream::new(info);
+            stream.ssrc = rtx;
+            stream.repair = true;
+            self.streams.push(stream);
+        }
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.streams.retain(|s| s.ssrc != info.ssrc);
+        self.streams
+            .retain(|s| s.ssrc != info.ssrc && Some(s.ssrc) != info.ssrc_rtx);
     }
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -379,6 +425,7 @@ impl Interceptor for SubscriberLeg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::nack;
     use rtc::interceptor::{History, RTPHeaderExtension};
     use rtc::sansio::Protocol;
 
@@ -558,5 +605,55 @@ mod tests {
         leg.handle_read(pli).unwrap();
         let read = leg.poll_read().unwrap();
         assert!(read.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn a_compound_leads_with_a_media_stream_not_its_retransmission_stream() {
+        use rtc::rtcp::reception_report::ReceptionReport;
+        let mut leg = SubscriberLeg::new(None);
+        leg.bind_local_stream(&StreamInfo {
+            ssrc_rtx: Some(3),
+            ..info(7)
+        });
+        let block = |ssrc| ReceptionReport {
+            ssrc,
+            ..Default::default()
+        };
+        let first_ssrcs = |leg: &mut SubscriberLeg, packets: Vec<Box<dyn rtc::rtcp::Packet>>| {
+            leg.handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(packets)),
+            })
+            .unwrap();
+            match leg.poll_read().unwrap().message.packet {
+                Packet::Rtcp(p) => p
+                    .iter()
+                    .map(|p| p.destination_ssrc()[0])
+                    .collect::<Vec<_>>(),
+                _ => unreachable!(),
+            }
+        };
+        // The report on the retransmission stream (3, sorted first by SSRC) moves behind the
+        // media stream's; the NACK stays in the compound.
+        let rr = ReceiverReport {
+            ssrc: 1,
+            reports: vec![block(3), block(7)],
+            ..Default::default()
+        };
+        assert_eq!(
+            first_ssrcs(&mut leg, vec![Box::new(rr), nack(7, &[5])]),
+            vec![7, 7]
+        );
+        // A report on the retransmission stream alone goes behind the NACK.
+        let rr = ReceiverReport {
+            ssrc: 1,
+            reports: vec![block(3)],
+            ..Default::default()
+        };
+        assert_eq!(
+            first_ssrcs(&mut leg, vec![Box::new(rr), nack(7, &[5])]),
+            vec![7, 3]
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod jitter;
 pub mod leg;
 pub mod nack;
 pub mod playout;
+pub mod rtx;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -92,14 +93,16 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
     }
 }
 
-/// A sending track of `kind` with madang's codec for it and a fixed SSRC.
+/// A sending track of `kind` with madang's codec for it, a fixed SSRC and, with `rtx`, the
+/// SSRC of its retransmission stream (see [`rtx`]).
 pub fn media_track(
     stream: String,
     id: String,
     kind: crate::signal::TrackKind,
     ssrc: u32,
+    rtx: Option<u32>,
 ) -> rtc::media_stream::MediaStreamTrack {
-    layered_media_track(stream, id, kind, &[(String::new(), ssrc)])
+    track_of(stream, id, kind, [(String::new(), ssrc, rtx)])
 }
 
 /// A local track sent as simulcast: one encoding per `(rid, ssrc)`, each a layer (an empty
@@ -110,18 +113,36 @@ pub fn layered_media_track(
     kind: crate::signal::TrackKind,
     layers: &[(String, u32)],
 ) -> rtc::media_stream::MediaStreamTrack {
+    track_of(
+        stream,
+        id,
+        kind,
+        layers.iter().map(|(rid, ssrc)| (rid.clone(), *ssrc, None)),
+    )
+}
+
+/// A local track of one encoding per `(rid, ssrc, rtx ssrc)`.
+fn track_of(
+    stream: String,
+    id: String,
+    kind: crate::signal::TrackKind,
+    encodings: impl IntoIterator<Item = (String, u32, Option<u32>)>,
+) -> rtc::media_stream::MediaStreamTrack {
     use crate::signal::TrackKind;
-    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    use rtc::rtp_transceiver::rtp_sender::{
+        RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+    };
     let (codec, rtp_kind) = match kind {
         TrackKind::Video => (h264_codec(), RtpCodecKind::Video),
         TrackKind::Audio => (opus_codec(), RtpCodecKind::Audio),
     };
-    let encodings = layers
-        .iter()
-        .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+    let encodings = encodings
+        .into_iter()
+        .map(|(rid, ssrc, rtx)| RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
-                rid: rid.clone(),
-                ssrc: Some(*ssrc),
+                rid,
+                ssrc: Some(ssrc),
+                rtx: rtx.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
             codec: codec.rtp_codec.clone(),
@@ -192,6 +213,21 @@ pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
         None,
     )?;
     Ok(engine)
+}
+
+/// The codec of H.264's retransmission stream (RFC 4588), which the server offers to
+/// answer browsers with (see [`rtx`]).
+pub fn h264_rtx_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: rtx::RTX_MIME_TYPE.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: format!("apt={H264_PAYLOAD_TYPE}"),
+            rtcp_feedback: vec![],
+        },
+        payload_type: rtx::RTX_PAYLOAD_TYPE,
+    }
 }
 
 /// Marks incoming keyframe requests (PLI, FIR), NACKs and receiver reports for the

@@ -81,7 +81,8 @@ pub(super) fn new_peer_connection() -> Result<RtcPeerConnection> {
 }
 
 /// Prefers H.264 Constrained Baseline, packetization mode 1 (what the server forwards) on a
-/// video transceiver.
+/// video transceiver, with its retransmission format (RTX, RFC 4588), which the server
+/// negotiates with browsers.
 pub(super) fn prefer_h264(transceiver: &RtcRtpTransceiver) -> Result<()> {
     let global = js_sys::global();
     let sender_class = get(&global, "RTCRtpSender");
@@ -102,6 +103,12 @@ pub(super) fn prefer_h264(transceiver: &RtcRtpTransceiver) -> Result<()> {
             "media",
             "this browser offers no H.264 Constrained Baseline encoder",
         ));
+    }
+    for rtx in codecs
+        .iter()
+        .filter(|c| get_str(c, "mimeType").as_deref() == Some("video/rtx"))
+    {
+        h264.push(&rtx);
     }
     call(transceiver, "setCodecPreferences", &[h264.into()])
         .map_err(|e| MadangError::from_js("media", "setCodecPreferences", &e))?;

@@ -16,6 +16,7 @@ use crate::sfu::forward::{Forwarding, InHeader, OutHeader, RetransmitCache};
 use crate::sfu::mixer::{GridRunner, MixerOutput};
 use crate::sfu::rooms::{GRID_SESSION, GRID_TRACK};
 use crate::signal::{PeerRole, TrackKind};
+use crate::transport::rtx;
 
 impl Engine {
     pub(super) fn forward(
@@ -493,19 +494,43 @@ impl Engine {
                 }
             }
         }
-        if let Some(sub) = self.peers.get_mut(&subscriber) {
-            let sender = sub.slots[slot_index].sender;
-            if let Some(pc) = sub.subscriber.as_mut()
-                && let Some(mut s) = pc.pc.rtp_sender(sender)
-            {
+        let Some(sub) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let slot = &mut sub.slots[slot_index];
+        let Some(pc) = sub.subscriber.as_mut() else {
+            return;
+        };
+        match slot.rtx.as_mut() {
+            // In the retransmission stream the subscriber negotiated: written to the
+            // connection directly, as forwarded packets are (`RTCRtpSender::write_rtp` takes
+            // only the media SSRC).
+            Some(rtx) => {
+                for p in packets {
+                    let packet = rtx::wrap(&p, rtx.ssrc, rtx.payload_type, rtx.seq);
+                    rtx.seq = rtx.seq.wrapping_add(1);
+                    let message = TaggedRTCMessage {
+                        now,
+                        message: RTCMessage::RtpPacket(String::new(), packet),
+                    };
+                    if pc.pc.handle_write(message).is_ok() {
+                        self.stats.retransmitted += 1;
+                        self.stats.rtx_sent += 1;
+                    }
+                }
+            }
+            None => {
+                let Some(mut s) = pc.pc.rtp_sender(slot.sender) else {
+                    return;
+                };
                 for p in packets {
                     if s.write_rtp(now, p).is_ok() {
                         self.stats.retransmitted += 1;
                     }
                 }
-                self.dirty.insert((subscriber, PeerRole::Subscriber));
             }
         }
+        self.dirty.insert((subscriber, PeerRole::Subscriber));
     }
 
     /// Asks the publishers of a subscriber's videos for keyframes past their limit of one

@@ -47,6 +47,8 @@ pub use downlink::Downlink;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -205,6 +207,12 @@ pub struct EngineStats {
     pub retransmitted: u64,
     /// NACK entries sent to publishers for packets lost on their way to the server.
     pub upstream_nacks: u64,
+    /// Packets a publisher resent in a retransmission stream of its own (RTX, RFC 4588:
+    /// browsers), restored to the stream they repair.
+    pub rtx_received: u64,
+    /// Retransmissions sent to subscribers in a retransmission stream (RTX, negotiated
+    /// with subscribers that offered it: browsers); part of `retransmitted`.
+    pub rtx_sent: u64,
     /// Publishing connections replaced by a new offer because they never came up.
     pub publisher_restarts: u64,
     /// Subscribing connections replaced because the client offered a new one while this one
@@ -279,6 +287,18 @@ struct SlotRtc {
     /// the SSRC its sender was created with, and what is forwarded is written to the
     /// connection directly (see `send_to_carriers`).
     negotiated: bool,
+    /// Its retransmission stream, where the subscriber negotiated one (browsers).
+    rtx: Option<RtxOut>,
+}
+
+/// A subscriber's retransmission stream (RTX, RFC 4588) for one video slot.
+#[derive(Clone, Copy, Debug)]
+struct RtxOut {
+    ssrc: u32,
+    /// The payload type the answer gave it.
+    payload_type: u8,
+    /// The next packet's sequence number in its own numbering.
+    seq: u16,
 }
 
 /// The WebRTC side of one session.
@@ -359,6 +379,9 @@ pub struct Engine {
     /// track.
     recorded_layers: HashMap<(std::sync::Arc<str>, std::sync::Arc<str>), DownTrack>,
     stats: EngineStats,
+    /// Packets every publisher leg's [`RepairFlows`](crate::transport::rtx::RepairFlows)
+    /// restored (read into `stats` on each tick).
+    rtx_received: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -456,6 +479,7 @@ impl Engine {
             recorder: config.record.map(|r| super::record::Recorder::new(r.dir)),
             recorded_layers: HashMap::new(),
             stats: EngineStats::default(),
+            rtx_received: Arc::default(),
         }
     }
 
@@ -575,6 +599,7 @@ impl Engine {
             self.stats.rooms = self.rooms.room_count();
             self.stats.sessions = self.peers.len();
             self.stats.addresses = self.by_addr.len();
+            self.stats.rtx_received = self.rtx_received.load(Ordering::Relaxed);
         }
         if self.next_nack.is_some_and(|t| t <= now) {
             self.send_upstream_nacks(now);

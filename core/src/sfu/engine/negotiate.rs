@@ -10,13 +10,14 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 
-use super::{Engine, Pc, Published, SessionId, SlotRtc, sdp_m_lines};
+use super::{Engine, Pc, Published, RtxOut, SessionId, SlotRtc, sdp_m_lines};
 use crate::sfu::forward::DownTrack;
 use crate::sfu::peer::{SUBSCRIBER_MAX_BPS, SUBSCRIBER_START_BPS, new_peer_connection};
 use crate::signal::{
     ErrorCode, IceCandidate, PeerRole, PublishTrack, RefusedTrack, ServerMessage, TrackKind,
 };
 use crate::transport::cc::SendSide;
+use crate::transport::rtx::RTX_MIME_TYPE;
 use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
 
 impl Engine {
@@ -161,8 +162,16 @@ impl Engine {
         let pwd = self.random_string(32);
         let congestion = (role == PeerRole::Subscriber)
             .then(|| SendSide::starting_at(SUBSCRIBER_START_BPS, SUBSCRIBER_MAX_BPS));
-        let pc = new_peer_connection(role, &ufrag, &pwd, self.local, now, congestion.as_ref())
-            .map_err(|e| e.to_string())?;
+        let pc = new_peer_connection(
+            role,
+            &ufrag,
+            &pwd,
+            self.local,
+            now,
+            congestion.as_ref(),
+            &self.rtx_received,
+        )
+        .map_err(|e| e.to_string())?;
         let Some(peer) = self.peers.get_mut(&id) else {
             return Err("session gone".into());
         };
@@ -229,13 +238,22 @@ impl Engine {
             .unwrap_or_default();
         let peer = self.peers.get_mut(&id).ok_or("session gone")?;
         let pc = peer.subscriber.as_mut().ok_or("no subscriber connection")?;
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+        let sections = sdp_sections(&sdp);
+        let offers_rtx = |mid: &str| {
+            sections
+                .iter()
+                .find(|section| section_mid(section) == Some(mid))
+                .is_some_and(|section| section_offers_rtx(section))
+        };
+        let offer = RTCSessionDescription::offer(sdp.clone()).map_err(|e| e.to_string())?;
         pc.pc
             .set_remote_description(now, offer)
             .map_err(|e| e.to_string())?;
         let mut new_slots = Vec::new();
         for (kind, mid) in m_lines.iter().filter(|(_, mid)| !known.contains(mid)) {
             let ssrc = self.rng.random::<u32>() | 1;
+            let rtx_ssrc = (*kind == TrackKind::Video && offers_rtx(mid))
+                .then(|| self.rng.random::<u32>() | 1);
             let payload_type = match kind {
                 TrackKind::Audio => opus_codec().payload_type,
                 TrackKind::Video => h264_codec().payload_type,
@@ -245,6 +263,7 @@ impl Engine {
                 format!("slot-{mid}"),
                 *kind,
                 ssrc,
+                rtx_ssrc,
             );
             let sender = pc.pc.add_track(track).map_err(|e| e.to_string())?;
             let got_mid = pc
@@ -266,6 +285,11 @@ impl Engine {
                     paused_track: None,
                     off_screen: false,
                     negotiated: false,
+                    rtx: rtx_ssrc.map(|ssrc| RtxOut {
+                        ssrc,
+                        payload_type: 0,
+                        seq: self.rng.random(),
+                    }),
                 },
             ));
         }
@@ -285,6 +309,26 @@ impl Engine {
                         slot.kind == TrackKind::Video,
                     );
                     slot.negotiated = true;
+                    // Retransmissions in their own stream only where the answer took the
+                    // offered RTX format for the video's payload type.
+                    let apt = format!("apt={}", codec.payload_type);
+                    let rtx_type = parameters
+                        .codecs
+                        .iter()
+                        .find(|c| {
+                            c.rtp_codec.mime_type.eq_ignore_ascii_case(RTX_MIME_TYPE)
+                                && c.rtp_codec
+                                    .sdp_fmtp_line
+                                    .split(';')
+                                    .any(|p| p.trim() == apt)
+                        })
+                        .map(|c| c.payload_type);
+                    slot.rtx = slot.rtx.take().and_then(|rtx| {
+                        Some(RtxOut {
+                            payload_type: rtx_type?,
+                            ..rtx
+                        })
+                    });
                 }
                 slot.playout_delay = parameters
                     .header_extensions
@@ -404,6 +448,15 @@ fn section_mid<'a>(section: &[&'a str]) -> Option<&'a str> {
 }
 
 /// Whether an answer's m-section is rejected (port 0).
+/// Whether an offer's m-section offers a retransmission format (RFC 4588 `rtx`).
+fn section_offers_rtx(section: &[&str]) -> bool {
+    section.iter().any(|line| {
+        line.strip_prefix("a=rtpmap:")
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .is_some_and(|format| format.to_ascii_lowercase().starts_with("rtx/"))
+    })
+}
+
 fn section_rejected(section: &[&str]) -> bool {
     section[0].split_whitespace().nth(1) == Some("0")
 }
