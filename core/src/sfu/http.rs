@@ -233,11 +233,11 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
     }
 }
 
-/// Prometheus text exposition of the engine's counters. Twelve series do not warrant a metrics
-/// registry; the format is three lines per series.
+/// Prometheus text exposition of the engine's counters. Fifteen series do not warrant a
+/// metrics registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 12] = [
+    let series: [(&str, &str, &str, u64); 15] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -273,6 +273,24 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "counter",
             "Keyframe requests sent to publishers",
             s.keyframe_requests,
+        ),
+        (
+            "madang_retransmitted_packets_total",
+            "counter",
+            "RTP packets resent to subscribers that asked for them (NACK)",
+            s.retransmitted,
+        ),
+        (
+            "madang_rtx_packets_sent_total",
+            "counter",
+            "Of those, sent in a subscriber's retransmission stream (RTX, RFC 4588)",
+            s.rtx_sent,
+        ),
+        (
+            "madang_rtx_packets_received_total",
+            "counter",
+            "RTP packets publishers resent in a retransmission stream (RTX), restored to the stream they repair",
+            s.rtx_received,
         ),
         (
             "madang_unroutable_datagrams_total",

@@ -208,7 +208,8 @@ pub struct EngineStats {
     /// NACK entries sent to publishers for packets lost on their way to the server.
     pub upstream_nacks: u64,
     /// Packets a publisher resent in a retransmission stream of its own (RTX, RFC 4588:
-    /// browsers), restored to the stream they repair.
+    /// browsers), restored to the stream they repair: repairs the server asked for, and the
+    /// old packets a browser resends in it to probe for bandwidth.
     pub rtx_received: u64,
     /// Retransmissions sent to subscribers in a retransmission stream (RTX, negotiated
     /// with subscribers that offered it: browsers); part of `retransmitted`.
