@@ -1077,6 +1077,62 @@ async fn a_track_offered_without_a_codec_madang_takes_is_refused_and_not_announc
     server.shutdown().await;
 }
 
+/// The answer to a publisher offer from a fresh participant of a fresh server.
+async fn publisher_answer(offer_sdp: &str) -> String {
+    let server = Server::bind(ServerConfig::dev()).await.unwrap();
+    let mut publisher = RawClient::connect(&server).await;
+    publisher.join(token(&server, "cam", Role::Speaker)).await;
+    let offer = serde_json::json!({
+        "type": "offer",
+        "pc": "publisher",
+        "sdp": offer_sdp,
+        "publish": [
+            {"mid": "0", "kind": "video", "source": "camera"},
+            {"mid": "1", "kind": "audio", "source": "microphone"},
+        ],
+    });
+    publisher.send_text(offer.to_string()).await;
+    let sdp = loop {
+        match publisher.next().await {
+            Some(ServerMessage::Answer { sdp, .. }) => break sdp,
+            Some(ServerMessage::Error { code, reason }) => panic!("{code}: {reason}"),
+            Some(_) => continue,
+            None => panic!("no answer"),
+        }
+    };
+    server.shutdown().await;
+    sdp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_offered_with_its_retransmission_format_is_answered_with_it() {
+    // The hand-written offer with H.264 where VP8 was: its `rtx` (apt=96) and FID group.
+    let h264 = VP8_AND_OPUS_OFFER.replace(
+        "a=rtpmap:96 VP8/90000\r\n",
+        "a=rtpmap:96 H264/90000\r\n\
+         a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+    );
+    let sdp = publisher_answer(&h264).await;
+    let video = &sdp_sections(&sdp)[0];
+    assert!(!video[0].starts_with("m=video 0 "), "{sdp}");
+    assert!(video.contains(&"a=rtpmap:97 rtx/90000"), "{sdp}");
+    assert!(video.contains(&"a=fmtp:97 apt=96"), "{sdp}");
+    // Without it in the offer, none in the answer: repairs on the media stream.
+    let plain = h264
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        )
+        .replace("a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n", "")
+        .replace("a=ssrc-group:FID 1001 1002\r\n", "")
+        .replace("a=ssrc:1002 cname:c\r\n", "");
+    assert!(!plain.contains("rtx"), "{plain}");
+    let sdp = publisher_answer(&plain).await;
+    let video = &sdp_sections(&sdp)[0];
+    assert!(!video[0].starts_with("m=video 0 "), "{sdp}");
+    assert!(!sdp.contains("rtx"), "{sdp}");
+}
+
 #[tokio::test]
 async fn a_server_without_a_secret_of_its_own_does_not_start() {
     let no_secret = Server::bind(ServerConfig::new("")).await;
