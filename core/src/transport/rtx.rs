@@ -34,6 +34,11 @@ pub const RTX_PAYLOAD_TYPE: u8 = 103;
 /// that packet by everything above it.
 pub const REPAIR_FLOWS_SLOT: usize = 6_500;
 
+/// Most simulcast layers and repair flows one connection's [`RepairFlows`] learns from
+/// packets: a publisher sends three layers and a flow for each; past this (a peer making up
+/// SSRCs or rids) nothing new is learned, and the packets go on as they came.
+pub const MAX_LEARNED: usize = 32;
+
 /// `packet` as an RTX packet on `ssrc` with `payload_type` and RTX sequence number `seq`:
 /// same timestamp, marker and header extensions, the original sequence number in front of
 /// the payload (RFC 4588 §4).
@@ -131,12 +136,17 @@ impl RepairFlows {
                 }
             }
         }?;
-        self.flows.insert(header.ssrc, primary);
+        if self.flows.len() < MAX_LEARNED {
+            self.flows.insert(header.ssrc, primary);
+        }
         Some(primary)
     }
 
     /// Notes the simulcast layer a media packet names.
     fn learn_layer(&mut self, header: &rtc::rtp::header::Header) {
+        if self.layers.len() >= MAX_LEARNED {
+            return;
+        }
         if let (Some(mid), Some(rid)) = (
             Self::extension(header, self.mid),
             Self::extension(header, self.rid),
@@ -390,5 +400,33 @@ mod tests {
             .unwrap();
         assert_eq!(through(&mut flows, unknown).header.ssrc, 56);
         assert_eq!(repaired.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn what_is_learned_from_packets_is_bounded() {
+        let mut flows = RepairFlows::new(Arc::default());
+        flows.bind_remote_stream(&StreamInfo {
+            ssrc: 7,
+            payload_type: 102,
+            rtp_header_extensions: extensions(),
+            ..Default::default()
+        });
+        for i in 0..1000u32 {
+            let rid = format!("r{i}");
+            through(&mut flows, media(100 + i, 1, &[(MID, "1"), (RID, &rid)]));
+        }
+        assert_eq!(flows.layers.len(), MAX_LEARNED);
+        // Repairs from made-up SSRCs, each naming a known layer.
+        for i in 0..1000u32 {
+            let mut rtx = wrap(&media(100, 1, &[]), 5000 + i, 103, 1);
+            rtx.header
+                .set_extension(MID, bytes::Bytes::from_static(b"1"))
+                .unwrap();
+            rtx.header
+                .set_extension(RRID, bytes::Bytes::from_static(b"r0"))
+                .unwrap();
+            assert_eq!(through(&mut flows, rtx).header.ssrc, 100);
+        }
+        assert_eq!(flows.flows.len(), MAX_LEARNED);
     }
 }

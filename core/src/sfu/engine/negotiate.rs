@@ -252,8 +252,10 @@ impl Engine {
         let mut new_slots = Vec::new();
         for (kind, mid) in m_lines.iter().filter(|(_, mid)| !known.contains(mid)) {
             let ssrc = self.rng.random::<u32>() | 1;
-            let rtx_ssrc = (*kind == TrackKind::Video && offers_rtx(mid))
-                .then(|| self.rng.random::<u32>() | 1);
+            // Drawn from the media SSRC, not the random source: a seeded run draws the same
+            // numbers whether or not its clients offer RTX.
+            let rtx_ssrc =
+                (*kind == TrackKind::Video && offers_rtx(mid)).then_some(ssrc ^ RTX_SSRC_BIT);
             let payload_type = match kind {
                 TrackKind::Audio => opus_codec().payload_type,
                 TrackKind::Video => h264_codec().payload_type,
@@ -288,7 +290,7 @@ impl Engine {
                     rtx: rtx_ssrc.map(|ssrc| RtxOut {
                         ssrc,
                         payload_type: 0,
-                        seq: self.rng.random(),
+                        seq: (ssrc >> 16) as u16,
                     }),
                 },
             ));
@@ -447,7 +449,9 @@ fn section_mid<'a>(section: &[&'a str]) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Whether an answer's m-section is rejected (port 0).
+/// A slot's retransmission SSRC is its media SSRC with this bit flipped (both odd).
+const RTX_SSRC_BIT: u32 = 0x8000_0000;
+
 /// Whether an offer's m-section offers a retransmission format (RFC 4588 `rtx`).
 fn section_offers_rtx(section: &[&str]) -> bool {
     section.iter().any(|line| {
@@ -457,6 +461,7 @@ fn section_offers_rtx(section: &[&str]) -> bool {
     })
 }
 
+/// Whether an answer's m-section is rejected (port 0).
 fn section_rejected(section: &[&str]) -> bool {
     section[0].split_whitespace().nth(1) == Some("0")
 }
