@@ -995,6 +995,32 @@ a=rtpmap:111 opus/48000/2\r\n\
 a=fmtp:111 minptime=10;useinbandfec=1\r\n\
 a=ssrc:2001 cname:c\r\n";
 
+/// Sends a publisher offer of a camera (mid 0) and a microphone (mid 1) as the wire carries
+/// it, written from docs/protocol.md; returns the answer and the tracks it refused.
+async fn offer_camera_and_microphone(
+    publisher: &mut RawClient,
+    offer_sdp: &str,
+) -> (String, Vec<madang::signal::RefusedTrack>) {
+    let offer = serde_json::json!({
+        "type": "offer",
+        "pc": "publisher",
+        "sdp": offer_sdp,
+        "publish": [
+            {"mid": "0", "kind": "video", "source": "camera"},
+            {"mid": "1", "kind": "audio", "source": "microphone"},
+        ],
+    });
+    publisher.send_text(offer.to_string()).await;
+    loop {
+        match publisher.next().await {
+            Some(ServerMessage::Answer { sdp, refused, .. }) => break (sdp, refused),
+            Some(ServerMessage::Error { code, reason }) => panic!("{code}: {reason}"),
+            Some(_) => continue,
+            None => panic!("no answer"),
+        }
+    }
+}
+
 /// The m-sections of an SDP, each as its lines (the `m=` line first).
 fn sdp_sections(sdp: &str) -> Vec<Vec<&str>> {
     let mut sections: Vec<Vec<&str>> = Vec::new();
@@ -1023,25 +1049,7 @@ async fn a_track_offered_without_a_codec_madang_takes_is_refused_and_not_announc
         publisher.next().await,
         Some(ServerMessage::Joined { .. })
     ));
-    // The offer as the wire carries it, written from docs/protocol.md.
-    let offer = serde_json::json!({
-        "type": "offer",
-        "pc": "publisher",
-        "sdp": VP8_AND_OPUS_OFFER,
-        "publish": [
-            {"mid": "0", "kind": "video", "source": "camera"},
-            {"mid": "1", "kind": "audio", "source": "microphone"},
-        ],
-    });
-    publisher.send_text(offer.to_string()).await;
-    let (sdp, refused) = loop {
-        match publisher.next().await {
-            Some(ServerMessage::Answer { sdp, refused, .. }) => break (sdp, refused),
-            Some(ServerMessage::Error { code, reason }) => panic!("{code}: {reason}"),
-            Some(_) => continue,
-            None => panic!("no answer"),
-        }
-    };
+    let (sdp, refused) = offer_camera_and_microphone(&mut publisher, VP8_AND_OPUS_OFFER).await;
     println!("{sdp}");
     println!("refused: {refused:?}");
     // The video section is rejected (port 0), the audio one accepted.
@@ -1082,24 +1090,7 @@ async fn publisher_answer(offer_sdp: &str) -> String {
     let server = Server::bind(ServerConfig::dev()).await.unwrap();
     let mut publisher = RawClient::connect(&server).await;
     publisher.join(token(&server, "cam", Role::Speaker)).await;
-    let offer = serde_json::json!({
-        "type": "offer",
-        "pc": "publisher",
-        "sdp": offer_sdp,
-        "publish": [
-            {"mid": "0", "kind": "video", "source": "camera"},
-            {"mid": "1", "kind": "audio", "source": "microphone"},
-        ],
-    });
-    publisher.send_text(offer.to_string()).await;
-    let sdp = loop {
-        match publisher.next().await {
-            Some(ServerMessage::Answer { sdp, .. }) => break sdp,
-            Some(ServerMessage::Error { code, reason }) => panic!("{code}: {reason}"),
-            Some(_) => continue,
-            None => panic!("no answer"),
-        }
-    };
+    let (sdp, _) = offer_camera_and_microphone(&mut publisher, offer_sdp).await;
     server.shutdown().await;
     sdp
 }
