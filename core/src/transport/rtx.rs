@@ -147,6 +147,21 @@ impl RepairFlows {
         if self.layers.len() >= MAX_LEARNED {
             return;
         }
+        // A layer already known, as nearly every packet of one is: compared as the bytes
+        // they are, no string made (this runs on every packet a publisher sends).
+        let (Some(mid), Some(rid)) = (
+            self.mid.and_then(|id| header.get_extension(id)),
+            self.rid.and_then(|id| header.get_extension(id)),
+        ) else {
+            return;
+        };
+        if self
+            .layers
+            .keys()
+            .any(|(m, r)| m.as_bytes() == &mid[..] && r.as_bytes() == &rid[..])
+        {
+            return;
+        }
         if let (Some(mid), Some(rid)) = (
             Self::extension(header, self.mid),
             Self::extension(header, self.rid),

@@ -323,11 +323,7 @@ impl Engine {
                     // right by construction: `down` was made from the sender's SSRC and
                     // the negotiated payload type, the playout delay's id from the
                     // negotiated extensions.
-                    let message = TaggedRTCMessage {
-                        now,
-                        message: RTCMessage::RtpPacket(String::new(), packet),
-                    };
-                    match pc.pc.handle_write(message) {
+                    match write_direct(pc, packet, now) {
                         Ok(()) => self.stats.packets_out += 1,
                         Err(e) => tracing::trace!("write to session {sub_id}: {e}"),
                     }
@@ -502,18 +498,12 @@ impl Engine {
             return;
         };
         match slot.rtx.as_mut() {
-            // In the retransmission stream the subscriber negotiated: written to the
-            // connection directly, as forwarded packets are (`RTCRtpSender::write_rtp` takes
-            // only the media SSRC).
+            // In the retransmission stream the subscriber negotiated.
             Some(rtx) => {
                 for p in packets {
                     let packet = rtx::wrap(&p, rtx.ssrc, rtx.payload_type, rtx.seq);
                     rtx.seq = rtx.seq.wrapping_add(1);
-                    let message = TaggedRTCMessage {
-                        now,
-                        message: RTCMessage::RtpPacket(String::new(), packet),
-                    };
-                    if pc.pc.handle_write(message).is_ok() {
+                    if write_direct(pc, packet, now).is_ok() {
                         self.stats.retransmitted += 1;
                         self.stats.rtx_sent += 1;
                     }
@@ -649,6 +639,20 @@ fn set_playout_delay(packet: &mut rtp::Packet, id: u8) {
     packet.header.extension = true;
     packet.header.extension_profile = rtp::header::EXTENSION_PROFILE_ONE_BYTE;
     let _ = packet.header.set_extension(id, bytes);
+}
+
+/// Writes an RTP packet straight into a subscriber's connection, past
+/// `RTCRtpSender::write_rtp` (see `send_to_carriers` for why; a retransmission stream's
+/// SSRC is one that takes none).
+fn write_direct(
+    pc: &mut super::Pc,
+    packet: rtp::Packet,
+    now: Instant,
+) -> Result<(), rtc::shared::error::Error> {
+    pc.pc.handle_write(TaggedRTCMessage {
+        now,
+        message: RTCMessage::RtpPacket(String::new(), packet),
+    })
 }
 
 fn out_packet(out: &OutHeader, payload: bytes::Bytes) -> rtp::Packet {
