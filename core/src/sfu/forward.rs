@@ -285,6 +285,11 @@ impl DownTrack {
         Forwarding::Send(out)
     }
 
+    /// The sequence number of the newest packet sent, if any.
+    pub fn last_out_seq(&self) -> Option<u16> {
+        self.last_out.map(|(seq, _)| seq)
+    }
+
     /// The publisher's SSRC and sequence number behind a sequence number this subscriber
     /// NACKed, if it was sent in the current epoch or the one before (a sequence number
     /// from before a switch maps to the layer it came from, never to the layer after it).

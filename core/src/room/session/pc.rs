@@ -20,9 +20,10 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use crate::room::RoomError;
 use crate::signal::{IceCandidate, TrackKind};
 use crate::transport::cc::SendSide;
+use crate::transport::rtx::{REPAIR_FLOWS_SLOT, RepairFlows};
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
-    SRTP_REPLAY_WINDOW, add_host_candidate, layered_media_track, media_engine,
+    SRTP_REPLAY_WINDOW, add_host_candidate, h264_rtx_codec, layered_media_track, media_engine,
 };
 
 fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
@@ -51,13 +52,32 @@ impl ClientPc {
     /// `congestion` (a publishing connection), send-side congestion control too: TWCC
     /// sequence numbers, the GCC estimate from the server's feedback, the audio-first pacer
     /// (see [`crate::transport::cc`]).
+    ///
+    /// A receiving connection (no `congestion`) offers H.264's retransmission stream (RTX,
+    /// RFC 4588): the server repairs in it and probes the downlink with padding in it (see
+    /// [`crate::sfu::allocate`]); [`RepairFlows`] turns what arrives back into the packets
+    /// it repairs before the receiver reports count them (`rtc` restores RTX only after
+    /// its interceptors, and its reports counted every repaired packet as lost). A sending
+    /// connection does not: with the format in its engine, `rtc` gives every track an RTX
+    /// stream of a random SSRC and its NACK responder resends there, past the pacer's
+    /// budget for repairs (see [`crate::transport::cc::RETRANSMISSION_SHARE`]).
     pub fn new(
         local: SocketAddr,
         now: Instant,
         congestion: Option<&SendSide>,
     ) -> Result<Self, RoomError> {
         let mut engine = media_engine().map_err(webrtc_err)?;
-        let registry = Registry::new()
+        let mut registry = Registry::new();
+        if congestion.is_none() {
+            engine
+                .register_codec(h264_rtx_codec(), RtpCodecKind::Video)
+                .map_err(webrtc_err)?;
+            registry = registry.with(
+                Slot::from(REPAIR_FLOWS_SLOT),
+                RepairFlows::new(Default::default()),
+            );
+        }
+        let registry = registry
             .with(Slot::from(14_000), DeliverKeyframeRequests::default())
             .with(
                 Slot::from(CANONICAL_ORDER_SLOT),

@@ -142,6 +142,8 @@ impl Session {
             let (i, on) = match change {
                 Change::Pause(i) => (i, false),
                 Change::Forward(i, _) => (i, true),
+                // Padding probes are not switched on for an uplink: its layers are raised.
+                Change::Probe(_) => continue,
             };
             if i == 0 {
                 continue;

@@ -306,6 +306,11 @@ impl Engine {
         for &(slot, ssrc) in &moves {
             peer.slots[slot].down.switch_layer(ssrc);
         }
+        let padding = self.can_pad(id);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.allocator.set_padding_probes(padding);
         let changes = peer
             .allocator
             .decide(now, estimate as f64, detail.loss, audio_bps, &videos);
@@ -331,6 +336,10 @@ impl Engine {
             let (slot, layer) = match change {
                 Change::Pause(slot) => (slot, None),
                 Change::Forward(slot, layer) => (slot, Some(layer)),
+                Change::Probe(bps) => {
+                    self.start_probe(id, bps, now);
+                    continue;
+                }
             };
             let Some(track) = self.rooms.slot_track(id, slot).map(str::to_owned) else {
                 continue;

@@ -461,35 +461,9 @@ impl Engine {
         lost: &[u16],
         now: Instant,
     ) {
-        let Some((slot_index, track, publisher)) = self.slot_source(subscriber, out_ssrc) else {
+        let Some((slot_index, packets)) = self.sent_again(subscriber, out_ssrc, lost) else {
             return;
         };
-        let grid_cache = if publisher == GRID_SESSION {
-            self.rooms
-                .member(subscriber)
-                .and_then(|(room, _)| self.grid_caches.get(room))
-        } else {
-            None
-        };
-        let track = self
-            .peers
-            .get(&publisher)
-            .and_then(|pubs| pubs.published.values().find(|p| *p.room_track == *track));
-        let cache_of =
-            |ssrc: u32| grid_cache.or_else(|| track.and_then(|t| t.layer(ssrc)).map(|l| &l.cache));
-        let mut packets = Vec::new();
-        if let Some(sub) = self.peers.get(&subscriber) {
-            let down = &sub.slots[slot_index].down;
-            for &out_seq in lost {
-                if let Some((ssrc, in_seq)) = down.publisher_seq(out_seq)
-                    && let Some((header, payload)) =
-                        cache_of(ssrc).and_then(|c| c.get(ssrc, in_seq))
-                    && let Some(out) = down.rewrite(header)
-                {
-                    packets.push(out_packet(&out, payload.clone()));
-                }
-            }
-        }
         let Some(sub) = self.peers.get_mut(&subscriber) else {
             return;
         };
@@ -501,9 +475,7 @@ impl Engine {
             // In the retransmission stream the subscriber negotiated.
             Some(rtx) => {
                 for p in packets {
-                    let packet = rtx::wrap(&p, rtx.ssrc, rtx.payload_type, rtx.seq);
-                    rtx.seq = rtx.seq.wrapping_add(1);
-                    if write_direct(pc, packet, now).is_ok() {
+                    if write_rtx(pc, rtx, &p, now).is_ok() {
                         self.stats.retransmitted += 1;
                         self.stats.rtx_sent += 1;
                     }
@@ -521,6 +493,41 @@ impl Engine {
             }
         }
         self.dirty.insert((subscriber, PeerRole::Subscriber));
+    }
+
+    /// The packets a subscriber's slot (by its SSRC) was sent with sequence numbers `seqs`,
+    /// rebuilt from the publisher's retransmission cache (or its room grid's) with the same
+    /// header rewrite they had, those still cached; and the slot's index.
+    pub(super) fn sent_again(
+        &self,
+        subscriber: SessionId,
+        out_ssrc: u32,
+        seqs: &[u16],
+    ) -> Option<(usize, Vec<rtp::Packet>)> {
+        let (slot_index, track, publisher) = self.slot_source(subscriber, out_ssrc)?;
+        let grid_cache = if publisher == GRID_SESSION {
+            self.rooms
+                .member(subscriber)
+                .and_then(|(room, _)| self.grid_caches.get(room))
+        } else {
+            None
+        };
+        let track = self
+            .peers
+            .get(&publisher)
+            .and_then(|pubs| pubs.published.values().find(|p| *p.room_track == *track));
+        let cache_of =
+            |ssrc: u32| grid_cache.or_else(|| track.and_then(|t| t.layer(ssrc)).map(|l| &l.cache));
+        let down = &self.peers.get(&subscriber)?.slots[slot_index].down;
+        let packets = seqs
+            .iter()
+            .filter_map(|&out_seq| {
+                let (ssrc, in_seq) = down.publisher_seq(out_seq)?;
+                let (header, payload) = cache_of(ssrc)?.get(ssrc, in_seq)?;
+                Some(out_packet(&down.rewrite(header)?, payload.clone()))
+            })
+            .collect();
+        Some((slot_index, packets))
     }
 
     /// Asks the publishers of a subscriber's videos for keyframes past their limit of one
@@ -653,6 +660,19 @@ fn write_direct(
         now,
         message: RTCMessage::RtpPacket(String::new(), packet),
     })
+}
+
+/// Writes `packet` again in a subscriber's retransmission stream `rtx` (RFC 4588), as a
+/// repair or as padding.
+pub(super) fn write_rtx(
+    pc: &mut super::Pc,
+    rtx: &mut super::RtxOut,
+    packet: &rtp::Packet,
+    now: Instant,
+) -> Result<(), rtc::shared::error::Error> {
+    let wrapped = rtx::wrap(packet, rtx.ssrc, rtx.payload_type, rtx.seq);
+    rtx.seq = rtx.seq.wrapping_add(1);
+    write_direct(pc, wrapped, now)
 }
 
 fn out_packet(out: &OutHeader, payload: bytes::Bytes) -> rtp::Packet {

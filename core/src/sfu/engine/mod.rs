@@ -39,10 +39,12 @@
 mod downlink;
 mod media;
 mod negotiate;
+mod probe;
 mod published;
 mod record;
 
 pub use downlink::Downlink;
+pub use probe::PROBE_TIME;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -237,6 +239,13 @@ pub struct EngineStats {
     /// Simulcast layer changes decided for subscribers (each switches at the new layer's
     /// keyframe).
     pub layer_switches: u64,
+    /// Padding probes sent to subscribers before raising what they receive (see
+    /// [`crate::sfu::allocate`]).
+    pub probes: u64,
+    /// Of those, the ones their downlink carried.
+    pub probes_carried: u64,
+    /// Padding packets the probes sent (older packets again, in retransmission streams).
+    pub padding_packets: u64,
     /// Each subscriber's downlink (filled by the driver; see [`Engine::downlinks`]).
     pub downlinks: Vec<Downlink>,
     /// Signal sessions closed because they did not read their messages as fast as they
@@ -319,6 +328,8 @@ struct Peer {
     allocator: Allocator,
     /// Its receiver reports, gathered for the loss-based half of its estimate.
     losses: LossWindow,
+    /// The padding probe under way on its downlink.
+    probe: Option<probe::PaddingProbe>,
 }
 
 impl Peer {
@@ -360,6 +371,8 @@ pub struct Engine {
     next_rtt_update: Instant,
     next_grid: Instant,
     next_allocation: Instant,
+    /// When the padding probes under way send their next step.
+    next_probe_step: Option<Instant>,
     rng: ChaCha20Rng,
     /// A resumed session's WebSocket → the session it carries.
     resumed_via: HashMap<SessionId, SessionId>,
@@ -468,6 +481,7 @@ impl Engine {
             next_rtt_update: now,
             next_grid: now,
             next_allocation: now + downlink::ALLOCATE_EVERY,
+            next_probe_step: None,
             rng,
             resumed_via: HashMap::new(),
             keyframes_past_limit: false,
@@ -609,6 +623,9 @@ impl Engine {
             self.next_rtt_update = now + Duration::from_secs(2);
             self.refresh_upstream_rtt(now);
         }
+        if self.next_probe_step.is_some_and(|t| t <= now) {
+            self.step_probes(now);
+        }
         if now >= self.next_allocation {
             self.next_allocation = now + downlink::ALLOCATE_EVERY;
             self.allocate_downlinks(now);
@@ -655,6 +672,9 @@ impl Engine {
             next = next.min(self.next_grid);
         }
         if let Some(t) = self.next_nack {
+            next = next.min(t);
+        }
+        if let Some(t) = self.next_probe_step {
             next = next.min(t);
         }
         Some(next)

@@ -1,0 +1,235 @@
+//! Padding probes on subscribers' downlinks: before a raise past what is known to arrive,
+//! the allocator asks for [`Change::Probe`](crate::sfu::allocate::Change::Probe), and the
+//! server sends that much more for [`PROBE_TIME`] as padding — packets the subscriber
+//! already has, again in its retransmission stream (RFC 4588; libwebrtc pads the same way).
+//! Whether the path delivered them comes from the subscriber's transport-wide feedback
+//! ([`ProbeWindow`](crate::transport::cc::ProbeWindow)).
+//!
+//! Why padding and not a raise: a larger layer raised to find out whether it fits costs
+//! pictures when it does not (its keyframe alone overfills a narrow link), and the estimate
+//! learns of it only seconds later. Padding that does not fit costs a few tens of
+//! milliseconds of queue: the probe stops as soon as what arrives falls behind what left.
+//! Why not RTP padding on the media stream: `rtc` writes at most a few bytes of padding to a
+//! packet, and a padding packet on the media SSRC that is lost is a gap the receiver's
+//! jitter buffer waits for.
+
+use std::time::{Duration, Instant};
+
+use super::{Engine, SessionId};
+use crate::signal::{PeerRole, TrackKind};
+
+/// How long a probe sends padding at most.
+pub const PROBE_TIME: Duration = Duration::from_millis(600);
+
+/// Padding leaves in steps this far apart.
+pub(super) const PROBE_STEP: Duration = Duration::from_millis(20);
+
+/// After [`EARLY`], a probe whose path delivers less than this share of what leaves stops:
+/// a narrow link queues the probe from its first packets, and every step more adds delay.
+const PROBE_SHORT: f64 = 0.7;
+
+/// From [`CARRIED_AFTER`] on (and at the end), what a probe needs to have delivered.
+const PROBE_CARRIED: f64 = 0.85;
+
+/// When a probe may first be judged [`PROBE_SHORT`].
+const EARLY: Duration = Duration::from_millis(100);
+
+/// When [`PROBE_CARRIED`] applies.
+const CARRIED_AFTER: Duration = Duration::from_millis(300);
+
+/// From [`CARRIED_AFTER`] on, a probe whose feedback covers [`SURE_SPAN`] of it and shows
+/// this share delivered is over: carried.
+const PROBE_SURE: f64 = 0.95;
+
+/// See [`PROBE_SURE`].
+const SURE_SPAN: Duration = Duration::from_millis(200);
+
+/// Loss a probe may add to what the transport-wide feedback reported before it: more, and
+/// it is over, not carried (a link that drops what it cannot carry without queuing first).
+/// The loss of a probe's few hundred milliseconds is noisy: on a link with 8 % loss in
+/// bursts of four, ~60 packets read 8 ± 5 %.
+const PADDING_LOSS: f64 = 0.10;
+
+/// The most padding packets one step sends.
+const MAX_PER_STEP: usize = 32;
+
+/// Recent packets of each slot padding is taken from.
+const PADDING_DEPTH: u16 = 8;
+
+/// A padding probe under way on a subscriber's downlink.
+#[derive(Clone, Debug)]
+pub(super) struct PaddingProbe {
+    started: Instant,
+    /// Padding to send, bits per second.
+    padding_bps: f64,
+    /// Padding sent so far, bytes.
+    sent: usize,
+    /// The loss the transport-wide feedback reported before the probe (a link with random
+    /// loss has it whether or not there is a probe).
+    loss_before: f64,
+}
+
+impl Engine {
+    /// Whether padding can go to `id` now: one of its video slots is forwarded in a
+    /// retransmission stream it negotiated.
+    pub(super) fn can_pad(&self, id: SessionId) -> bool {
+        self.peers.get(&id).is_some_and(|peer| {
+            peer.slots.iter().any(|s| {
+                s.kind == TrackKind::Video
+                    && s.rtx.is_some()
+                    && s.paused_track.is_none()
+                    && !s.off_screen
+                    && s.down.last_out_seq().is_some()
+            })
+        })
+    }
+
+    /// Starts a probe of `padding_bps` more on `id`'s downlink.
+    pub(super) fn start_probe(&mut self, id: SessionId, padding_bps: u64, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(estimate) = peer.subscriber.as_ref().and_then(|pc| pc.estimate.as_ref()) else {
+            peer.allocator.probe_done(now, None);
+            return;
+        };
+        estimate.begin_probe(now);
+        peer.probe = Some(PaddingProbe {
+            started: now,
+            padding_bps: padding_bps as f64,
+            sent: 0,
+            loss_before: estimate.feedback_loss(),
+        });
+        self.stats.probes += 1;
+        self.next_probe_step.get_or_insert(now);
+        tracing::debug!("session {id}: probing {} kbit/s more", padding_bps / 1000);
+    }
+
+    /// Sends each probe's padding due by `now` and ends those judged.
+    pub(super) fn step_probes(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.probe.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &ids {
+            match self.probe_verdict(id, now) {
+                Some(carried) => self.end_probe(id, carried, now),
+                None => self.send_padding(id, now),
+            }
+        }
+        self.next_probe_step = self
+            .peers
+            .values()
+            .any(|p| p.probe.is_some())
+            .then_some(now + PROBE_STEP);
+    }
+
+    /// `None` while `id`'s probe goes on; else whether it carried, and what.
+    fn probe_verdict(&self, id: SessionId, now: Instant) -> Option<Option<f64>> {
+        let peer = self.peers.get(&id)?;
+        let probe = peer.probe.as_ref()?;
+        let Some(estimate) = peer.subscriber.as_ref().and_then(|pc| pc.estimate.as_ref()) else {
+            return Some(None);
+        };
+        let elapsed = now.saturating_duration_since(probe.started);
+        let reading = estimate.probe_reading();
+        let short = reading.is_some_and(|r| {
+            (elapsed >= EARLY && r.delivered < PROBE_SHORT)
+                || (elapsed >= CARRIED_AFTER
+                    && (r.delivered < PROBE_CARRIED || r.loss > probe.loss_before + PADDING_LOSS))
+        });
+        if short || !self.can_pad(id) {
+            return Some(None);
+        }
+        let sure = reading.is_some_and(|r| {
+            elapsed >= CARRIED_AFTER && r.span >= SURE_SPAN && r.delivered >= PROBE_SURE
+        });
+        if elapsed < PROBE_TIME && !sure {
+            return None;
+        }
+        Some(reading.map(|r| r.carried_bps()))
+    }
+
+    fn end_probe(&mut self, id: SessionId, carried: Option<f64>, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.probe = None;
+        if let Some(estimate) = peer.subscriber.as_ref().and_then(|pc| pc.estimate.as_ref()) {
+            estimate.end_probe();
+            if let Some(bps) = carried {
+                estimate.raise_to(bps);
+            }
+        }
+        peer.allocator.probe_done(now, carried);
+        if carried.is_some() {
+            self.stats.probes_carried += 1;
+        }
+        tracing::debug!(
+            "session {id}: probe {}",
+            carried.map_or("not carried".to_owned(), |bps| format!(
+                "carried {} kbit/s",
+                bps as u64 / 1000
+            ))
+        );
+    }
+
+    /// Sends the padding due on `id`'s probe: its slots' newest packets again, in their
+    /// retransmission streams.
+    fn send_padding(&mut self, id: SessionId, now: Instant) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let Some(probe) = peer.probe.as_ref() else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(probe.started).as_secs_f64();
+        let mut due = (probe.padding_bps * elapsed / 8.0) as usize;
+        due = due.saturating_sub(probe.sent);
+        if due == 0 {
+            return;
+        }
+        let mut packets = Vec::new();
+        for slot in peer
+            .slots
+            .iter()
+            .filter(|s| s.kind == TrackKind::Video && s.rtx.is_some() && s.paused_track.is_none())
+        {
+            let Some(last) = slot.down.last_out_seq() else {
+                continue;
+            };
+            let seqs: Vec<u16> = (0..PADDING_DEPTH).map(|k| last.wrapping_sub(k)).collect();
+            if let Some((index, sent)) = self.sent_again(id, slot.down.out_ssrc(), &seqs) {
+                packets.extend(sent.into_iter().map(|p| (index, p)));
+            }
+        }
+        if packets.is_empty() {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(pc) = peer.subscriber.as_mut() else {
+            return;
+        };
+        let mut sent = 0;
+        for (index, packet) in packets.iter().cycle().take(MAX_PER_STEP) {
+            if sent >= due {
+                break;
+            }
+            let Some(rtx) = peer.slots[*index].rtx.as_mut() else {
+                continue;
+            };
+            if super::media::write_rtx(pc, rtx, packet, now).is_ok() {
+                sent += packet.payload.len() + super::downlink::RTP_OVERHEAD;
+                self.stats.padding_packets += 1;
+            }
+        }
+        if let Some(probe) = peer.probe.as_mut() {
+            probe.sent += sent;
+        }
+        self.dirty.insert((id, PeerRole::Subscriber));
+    }
+}
