@@ -237,7 +237,7 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
 /// metrics registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 15] = [
+    let series: [(&str, &str, &str, u64); 17] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -291,6 +291,18 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "counter",
             "RTP packets publishers resent in a retransmission stream (RTX), restored to the stream they repair",
             s.rtx_received,
+        ),
+        (
+            "madang_padding_probes_total",
+            "counter",
+            "Padding probes sent to subscribers before raising what they receive",
+            s.probes,
+        ),
+        (
+            "madang_padding_probes_carried_total",
+            "counter",
+            "Of those, the ones the subscriber's downlink carried",
+            s.probes_carried,
         ),
         (
             "madang_unroutable_datagrams_total",

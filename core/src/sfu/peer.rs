@@ -60,8 +60,9 @@ pub(crate) fn new_peer_connection(
         .with_ice_connection_attempts(None, Some(ICE_ATTEMPTS))
         .build();
     let mut engine = media_engine()?;
-    // Retransmission streams for peers that offer them (browsers); madang's clients offer
-    // none and are repaired on the media stream itself.
+    // Retransmission streams for peers that offer them (browsers, and madang's clients on
+    // their subscribing connections: repairs and padding probes go there); the others are
+    // repaired on the media stream itself.
     engine.register_codec(h264_rtx_codec(), RtpCodecKind::Video)?;
     configure_simulcast_extension_headers(&mut engine)?;
     let registry = match role {

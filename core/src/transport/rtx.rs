@@ -3,12 +3,14 @@
 //! A retransmitted packet travels on a second SSRC with its own payload type and sequence
 //! numbers, its payload prefixed by the original sequence number (OSN). Receivers can then
 //! tell a repair from the original, and a sender can probe for bandwidth with old packets
-//! without breaking the media stream's numbering. madang's own clients do not offer it (the
-//! server then repairs on the media stream itself); the server negotiates it with every peer
-//! that offers it, which every browser does.
+//! without breaking the media stream's numbering. madang's own clients offer it on their
+//! receiving connections only (the server repairs and probes their downlinks there; see
+//! `room::session::pc` for why not on sending ones); the server negotiates it with every
+//! peer that offers it, which every browser does.
 //!
 //! Sending: [`wrap`] turns a cached packet into its RTX form. Receiving: [`RepairFlows`], an
-//! interceptor on the server's publisher legs, turns RTX packets back into the packets they
+//! interceptor on the server's publisher legs and the clients' receiving connections, turns
+//! RTX packets back into the packets they
 //! repair before anything above it looks at them — both the flows an offer declares
 //! (`a=ssrc-group:FID`) and those of a simulcast layer, which are known only by the
 //! `repaired-rtp-stream-id` header extension (`rtc` 0.21.1 drops those: "TODO: Add support
