@@ -172,19 +172,45 @@ fn soak_child_clients() {
             };
             rooms.push(Room::connect(url, token, options).await.unwrap());
         }
+        // One voice encoded once and sent by every client: a hundred Opus encoders would
+        // take the two cores this runs on (measured: 10 per process, ~20 % of a core each,
+        // the server and its reaping starved), and the server cannot tell the difference.
         let mut tone =
             madang::media::Tone::new(440.0, 0.3, madang::media::Channels::Mono, 20).unwrap();
+        let mut encoder = madang::codec::OpusEncoder::new(madang::codec::OpusConfig::new(
+            madang::media::Channels::Mono,
+        ))
+        .unwrap();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(120) {
             tick.tick().await;
             let frame = tone.next_frame();
+            let level = madang::codec::rtp::level_dbov(frame.samples());
+            let packet = encoder.encode(&frame).unwrap();
             for room in &mut rooms {
-                let _ = room.publish_audio(&frame).await;
+                if let Some(packet) = &packet
+                    && room.publishing_ready()
+                {
+                    let _ = room.publish_encoded_audio(packet, level).await;
+                }
                 while room.try_next_event().is_some() {}
             }
         }
     });
+}
+
+/// Child processes, killed and waited for when dropped: a failing assertion does not leave
+/// them running (and loading the machine) for the next test.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Polls `server`'s counters every 50 ms until `done` holds or `limit` passes; the time it
@@ -219,7 +245,7 @@ async fn a_hundred_clients_killed_or_frozen_are_reaped_and_memory_returns() {
     let (mut rss_after, mut rss_peak) = (Vec::new(), 0);
     for round in 0..2 {
         // Ten processes of ten clients, one room each.
-        let mut children = Vec::new();
+        let mut children = Children(Vec::new());
         for c in 0..CHILDREN {
             let room = format!("killed{c}");
             let tokens: Vec<String> = (0..CLIENTS_PER_CHILD)
@@ -239,7 +265,7 @@ async fn a_hundred_clients_killed_or_frozen_are_reaped_and_memory_returns() {
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            children.push(child);
+            children.0.push(child);
         }
         let all = CHILDREN * CLIENTS_PER_CHILD;
         let joined = until(&server, Duration::from_secs(90), |s| s.participants == all).await;
@@ -254,7 +280,7 @@ async fn a_hundred_clients_killed_or_frozen_are_reaped_and_memory_returns() {
         }
         // Half the processes are killed (the kernel closes their sockets), half frozen
         // (SIGSTOP: their sockets stay open and silent, as when a phone loses its network).
-        for (i, child) in children.iter_mut().enumerate() {
+        for (i, child) in children.0.iter_mut().enumerate() {
             if i % 2 == 0 {
                 child.kill().unwrap();
             } else {
@@ -267,10 +293,7 @@ async fn a_hundred_clients_killed_or_frozen_are_reaped_and_memory_returns() {
             (s.participants, s.rooms, s.sessions, s.addresses) == (0, 0, 0, 0)
         })
         .await;
-        for child in &mut children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(children);
         let reaped = reaped.unwrap_or_else(|| panic!("left behind: {:?}", server.stats()));
         let killed_gone = killed_gone.expect("the killed clients' sessions were not closed");
         // The server hands memory back at most every 2 s after a wave of leaves.
