@@ -161,8 +161,8 @@ pub struct Allocator {
     hold: Duration,
     /// Raises past what is known to arrive are proved by padding first.
     padding: bool,
-    /// A padding probe is under way (since then).
-    probing: Option<Instant>,
+    /// A padding probe is under way.
+    probing: bool,
     /// No padding probe before this.
     next_probe: Option<Instant>,
     /// The rate the last padding probe that carried proved, and when.
@@ -183,7 +183,7 @@ impl Default for Allocator {
             restore: None,
             hold: HOLD,
             padding: false,
-            probing: None,
+            probing: false,
             next_probe: None,
             proved: None,
             probe_total: 0.0,
@@ -223,7 +223,7 @@ impl Allocator {
     /// The next probe comes after [`PROBE_AGAIN`] when it carried (nearly) all it asked for,
     /// else after a [`HOLD`].
     pub fn probe_done(&mut self, now: Instant, carried_bps: Option<f64>) {
-        self.probing = None;
+        self.probing = false;
         if let Some(bps) = carried_bps {
             self.proved = Some((bps, now));
         }
@@ -233,7 +233,7 @@ impl Allocator {
 
     /// Whether a padding probe is under way.
     pub fn probing(&self) -> bool {
-        self.probing.is_some()
+        self.probing
     }
 
     /// Decides with the downlink `estimate_bps` and the `loss` the receiver reports (0–1),
@@ -337,7 +337,7 @@ impl Allocator {
         audio_bps: f64,
         sending: f64,
     ) -> Vec<Change> {
-        if self.probing.is_some() {
+        if self.probing {
             return Vec::new();
         }
         let proved = self
@@ -375,7 +375,7 @@ impl Allocator {
         if padding <= 0.0 {
             return Vec::new();
         }
-        self.probing = Some(now);
+        self.probing = true;
         self.probe_total = total;
         vec![Change::Probe(padding as u64)]
     }

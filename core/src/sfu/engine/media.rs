@@ -440,16 +440,22 @@ impl Engine {
         subscriber: SessionId,
         out_ssrc: u32,
     ) -> Option<(usize, String, SessionId)> {
-        let room = self.rooms.member(subscriber)?.0;
         let slot = self
             .peers
             .get(&subscriber)?
             .slots
             .iter()
             .position(|s| s.down.out_ssrc() == out_ssrc)?;
+        let (track, publisher) = self.slot_origin(subscriber, slot)?;
+        Some((slot, track, publisher))
+    }
+
+    /// The room track a subscriber's slot carries, and its publisher.
+    fn slot_origin(&self, subscriber: SessionId, slot: usize) -> Option<(String, SessionId)> {
+        let room = self.rooms.member(subscriber)?.0;
         let track = self.rooms.slot_track(subscriber, slot)?.to_owned();
         let publisher = self.rooms.publisher_of(room, &track)?;
-        Some((slot, track, publisher))
+        Some((track, publisher))
     }
 
     /// Answers a subscriber's NACK from the publisher's retransmission cache, with the same
@@ -461,7 +467,14 @@ impl Engine {
         lost: &[u16],
         now: Instant,
     ) {
-        let Some((slot_index, packets)) = self.sent_again(subscriber, out_ssrc, lost) else {
+        let Some(slot_index) = self
+            .peers
+            .get(&subscriber)
+            .and_then(|p| p.slots.iter().position(|s| s.down.out_ssrc() == out_ssrc))
+        else {
+            return;
+        };
+        let Some(packets) = self.sent_again(subscriber, slot_index, lost) else {
             return;
         };
         let Some(sub) = self.peers.get_mut(&subscriber) else {
@@ -495,16 +508,16 @@ impl Engine {
         self.dirty.insert((subscriber, PeerRole::Subscriber));
     }
 
-    /// The packets a subscriber's slot (by its SSRC) was sent with sequence numbers `seqs`,
-    /// rebuilt from the publisher's retransmission cache (or its room grid's) with the same
-    /// header rewrite they had, those still cached; and the slot's index.
+    /// The packets a subscriber's slot was sent with sequence numbers `seqs`, rebuilt from
+    /// the publisher's retransmission cache (or its room grid's) with the same header
+    /// rewrite they had: those still cached (`None` when the slot's track is gone).
     pub(super) fn sent_again(
         &self,
         subscriber: SessionId,
-        out_ssrc: u32,
+        slot_index: usize,
         seqs: &[u16],
-    ) -> Option<(usize, Vec<rtp::Packet>)> {
-        let (slot_index, track, publisher) = self.slot_source(subscriber, out_ssrc)?;
+    ) -> Option<Vec<rtp::Packet>> {
+        let (track, publisher) = self.slot_origin(subscriber, slot_index)?;
         let grid_cache = if publisher == GRID_SESSION {
             self.rooms
                 .member(subscriber)
@@ -518,7 +531,7 @@ impl Engine {
             .and_then(|pubs| pubs.published.values().find(|p| *p.room_track == *track));
         let cache_of =
             |ssrc: u32| grid_cache.or_else(|| track.and_then(|t| t.layer(ssrc)).map(|l| &l.cache));
-        let down = &self.peers.get(&subscriber)?.slots[slot_index].down;
+        let down = &self.peers.get(&subscriber)?.slots.get(slot_index)?.down;
         let packets = seqs
             .iter()
             .filter_map(|&out_seq| {
@@ -527,7 +540,7 @@ impl Engine {
                 Some(out_packet(&down.rewrite(header)?, payload.clone()))
             })
             .collect();
-        Some((slot_index, packets))
+        Some(packets)
     }
 
     /// Asks the publishers of a subscriber's videos for keyframes past their limit of one

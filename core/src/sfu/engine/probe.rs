@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Engine, SessionId};
+use super::{Engine, SessionId, SlotRtc};
 use crate::signal::{PeerRole, TrackKind};
 
 /// How long a probe sends padding at most.
@@ -69,19 +69,25 @@ pub(super) struct PaddingProbe {
     loss_before: f64,
 }
 
+/// The newest sequence number a slot was forwarded with, if padding can be taken from it: a
+/// video on screen and not paused, forwarded in a retransmission stream the subscriber
+/// negotiated.
+fn pads_from(slot: &SlotRtc) -> Option<u16> {
+    (slot.kind == TrackKind::Video
+        && slot.rtx.is_some()
+        && slot.paused_track.is_none()
+        && !slot.off_screen)
+        .then(|| slot.down.last_out_seq())
+        .flatten()
+}
+
 impl Engine {
     /// Whether padding can go to `id` now: one of its video slots is forwarded in a
     /// retransmission stream it negotiated.
     pub(super) fn can_pad(&self, id: SessionId) -> bool {
-        self.peers.get(&id).is_some_and(|peer| {
-            peer.slots.iter().any(|s| {
-                s.kind == TrackKind::Video
-                    && s.rtx.is_some()
-                    && s.paused_track.is_none()
-                    && !s.off_screen
-                    && s.down.last_out_seq().is_some()
-            })
-        })
+        self.peers
+            .get(&id)
+            .is_some_and(|peer| peer.slots.iter().any(|s| pads_from(s).is_some()))
     }
 
     /// Starts a probe of `padding_bps` more on `id`'s downlink.
@@ -192,16 +198,12 @@ impl Engine {
             return;
         }
         let mut packets = Vec::new();
-        for slot in peer
-            .slots
-            .iter()
-            .filter(|s| s.kind == TrackKind::Video && s.rtx.is_some() && s.paused_track.is_none())
-        {
-            let Some(last) = slot.down.last_out_seq() else {
+        for (index, slot) in peer.slots.iter().enumerate() {
+            let Some(last) = pads_from(slot) else {
                 continue;
             };
             let seqs: Vec<u16> = (0..PADDING_DEPTH).map(|k| last.wrapping_sub(k)).collect();
-            if let Some((index, sent)) = self.sent_again(id, slot.down.out_ssrc(), &seqs) {
+            if let Some(sent) = self.sent_again(id, index, &seqs) {
                 packets.extend(sent.into_iter().map(|p| (index, p)));
             }
         }
