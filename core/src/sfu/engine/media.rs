@@ -440,14 +440,18 @@ impl Engine {
         subscriber: SessionId,
         out_ssrc: u32,
     ) -> Option<(usize, String, SessionId)> {
-        let slot = self
-            .peers
+        let slot = self.slot_by_ssrc(subscriber, out_ssrc)?;
+        let (track, publisher) = self.slot_origin(subscriber, slot)?;
+        Some((slot, track, publisher))
+    }
+
+    /// The index of a subscriber's slot by the SSRC it is sent with.
+    fn slot_by_ssrc(&self, subscriber: SessionId, out_ssrc: u32) -> Option<usize> {
+        self.peers
             .get(&subscriber)?
             .slots
             .iter()
-            .position(|s| s.down.out_ssrc() == out_ssrc)?;
-        let (track, publisher) = self.slot_origin(subscriber, slot)?;
-        Some((slot, track, publisher))
+            .position(|s| s.down.out_ssrc() == out_ssrc)
     }
 
     /// The room track a subscriber's slot carries, and its publisher.
@@ -467,11 +471,7 @@ impl Engine {
         lost: &[u16],
         now: Instant,
     ) {
-        let Some(slot_index) = self
-            .peers
-            .get(&subscriber)
-            .and_then(|p| p.slots.iter().position(|s| s.down.out_ssrc() == out_ssrc))
-        else {
+        let Some(slot_index) = self.slot_by_ssrc(subscriber, out_ssrc) else {
             return;
         };
         let Some(packets) = self.sent_again(subscriber, slot_index, lost) else {
