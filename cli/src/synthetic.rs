@@ -167,8 +167,11 @@ async fn participant(
     let mut video_tick =
         tokio::time::interval(Duration::from_micros(1_000_000 / config.fps.max(1) as u64));
     video_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Audio is a sample clock: a tick missed while a picture was being encoded is sent late
+    // rather than never (with `Skip`, a debug build of 4 participants on two cores sent
+    // 12.7-17 s of voice in 20 s).
     let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
-    audio_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    audio_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut chat_sent = false;
     loop {
         let current = phase.borrow().0;
