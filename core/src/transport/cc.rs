@@ -135,10 +135,11 @@ impl SendEstimate {
         });
     }
 
-    /// Starts measuring a probe: what leaves from `now` on is gathered, as its feedback
-    /// comes back, into a [`ProbeWindow`] (a probe under way before is forgotten).
-    pub fn begin_probe(&self, now: Instant) {
-        self.update(|s| s.probe = Some(ProbeWindow::new(now)));
+    /// Starts measuring a probe: what leaves from `now` on, for `length`, is gathered, as
+    /// its feedback comes back, into a [`ProbeWindow`] (a probe under way before is
+    /// forgotten).
+    pub fn begin_probe(&self, now: Instant, length: Duration) {
+        self.update(|s| s.probe = Some(ProbeWindow::new(now, length)));
     }
 
     /// The probe's verdict so far (`None` without a probe or before enough feedback).
@@ -446,6 +447,8 @@ impl ProbeReading {
 #[derive(Clone, Debug)]
 pub struct ProbeWindow {
     start: Instant,
+    /// What leaves from then on is not the probe's.
+    end: Instant,
     /// Departure and arrival, seconds (departure from `start`, arrival on the remote's
     /// clock), of every packet reported arrived.
     points: Vec<(f64, f64)>,
@@ -461,10 +464,11 @@ impl ProbeWindow {
     /// Packets the slope is fitted over at least.
     pub const MIN_PACKETS: usize = 10;
 
-    /// A window gathering what leaves from `start` on.
-    pub fn new(start: Instant) -> Self {
+    /// A window gathering what leaves from `start` on, for `length`.
+    pub fn new(start: Instant, length: Duration) -> Self {
         Self {
             start,
+            end: start + length,
             points: Vec::new(),
             bytes: 0,
             first: None,
@@ -476,7 +480,10 @@ impl ProbeWindow {
 
     /// Takes in a batch of feedback.
     pub fn add(&mut self, reports: &[PacketReport]) {
-        for r in reports.iter().filter(|r| r.departure >= self.start) {
+        for r in reports
+            .iter()
+            .filter(|r| r.departure >= self.start && r.departure < self.end)
+        {
             self.reported += 1;
             self.bytes += r.size;
             self.first = Some(self.first.map_or(r.departure, |f| f.min(r.departure)));
@@ -965,24 +972,29 @@ mod tests {
     fn a_probe_reads_what_the_path_delivers_through_jitter() {
         let t0 = Instant::now();
         // A path with room: all of 800 kbit/s delivered.
-        let mut w = ProbeWindow::new(t0);
+        let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         w.add(&probe_reports(t0, 60, 5_000_000.0, 0));
         let r = w.reading().unwrap();
         assert!(r.delivered > 0.95, "{r:?}");
         assert!((r.sent_bps - 800_000.0).abs() < 30_000.0, "{r:?}");
         // A 400 kbit/s path: half delivered, ~400 kbit/s carried, from the first 200 ms.
-        let mut w = ProbeWindow::new(t0);
+        let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         w.add(&probe_reports(t0, 20, 400_000.0, 0));
         let r = w.reading().unwrap();
         assert!((r.delivered - 0.5).abs() < 0.1, "{r:?}");
         assert!((r.carried_bps() - 400_000.0).abs() < 60_000.0, "{r:?}");
         // Random loss does not bias the slope; it is counted.
-        let mut w = ProbeWindow::new(t0);
+        let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         w.add(&probe_reports(t0, 60, 5_000_000.0, 10));
         let r = w.reading().unwrap();
         assert!(r.delivered > 0.95 && (r.loss - 0.1).abs() < 0.02, "{r:?}");
+        // Nor what left after it.
+        let mut w = ProbeWindow::new(t0, Duration::from_millis(200));
+        w.add(&probe_reports(t0, 60, 5_000_000.0, 0));
+        let r = w.reading().unwrap();
+        assert_eq!(r.span, Duration::from_millis(190), "{r:?}");
         // What left before the probe is not its business; too little says nothing.
-        let mut w = ProbeWindow::new(t0 + Duration::from_secs(1));
+        let mut w = ProbeWindow::new(t0 + Duration::from_secs(1), Duration::from_secs(1));
         w.add(&probe_reports(t0, 60, 400_000.0, 0));
         assert_eq!(w.reading(), None);
     }
