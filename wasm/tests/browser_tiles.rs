@@ -4,26 +4,38 @@
 //! (`examples/web`, importing `wasm/pkg`) show it, one on a small screen, one on a large
 //! one. The grid of each page tells the server its tile sizes (the protocol's `layout`), and
 //! each page must play the video at the width its tile needs: 320 on the small screen, 640
-//! on the large.
+//! on the large — on the loopback, and with every link a senior center's DSL line
+//! (`madang serve --network rural`: 1 Mbit/s, 1 % loss, 60 ± 20 ms).
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::time::{Duration, Instant};
 
 use madang::media::TestPattern;
+use madang::netsim::Profile;
 use madang::room::{Room, RoomOptions, VideoOptions};
 use madang::signal::Role;
 
 mod common;
-use common::demo_server;
+use common::demo_server_from;
 
 /// Runs `tiles.mjs` on a server serving the demo, with `pages` (see the script), while a
-/// Rust participant publishes simulcast when `rust_publisher`; fails when a page did not
-/// play the layer its tile needs.
-async fn watch(room_name: &str, watched: &str, pages: &[&str], rust_publisher: bool) {
+/// Rust participant publishes simulcast when `rust_publisher`; every datagram of the server
+/// crosses `network` when given. Fails when a page did not play the layer its tile needs.
+async fn watch(
+    room_name: &str,
+    watched: &str,
+    pages: &[&str],
+    rust_publisher: bool,
+    network: Option<Profile>,
+) {
     // One browser run at a time: two at once on two cores starve the pages' decoders.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    let (server, browser) = demo_server().await;
+    let (server, browser) = demo_server_from(madang::sfu::ServerConfig {
+        network,
+        ..madang::sfu::ServerConfig::dev()
+    })
+    .await;
     let token = server
         .token(
             room_name,
@@ -104,6 +116,22 @@ async fn each_page_plays_the_simulcast_layer_its_tile_needs() {
         "rust",
         &["small:700x420:320", "large:1600x900:640"],
         true,
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rural_links_each_page_keeps_playing_the_layer_its_tile_needs() {
+    // Both layers (~650 kbit/s) fit the publisher's 1 Mbit/s uplink, the 640×360 layer
+    // (~500 kbit/s) the large page's downlink once the server's estimate of it has grown:
+    // the small page must not be raised past its tile, nor the large one left on 320.
+    watch(
+        "tiles-rural",
+        "rust",
+        &["small:700x420:320", "large:1600x900:640"],
+        true,
+        Some("rural".parse().unwrap()),
     )
     .await;
 }
@@ -119,6 +147,7 @@ async fn a_page_publishes_simulcast_and_each_viewer_gets_the_layer_its_tile_need
             "large:1600x900:640",
         ],
         false,
+        None,
     )
     .await;
 }
