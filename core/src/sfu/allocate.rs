@@ -25,11 +25,12 @@
 //!   further fall lowers nothing more; a probe that lasts resets the hold.
 //! - **With padding probes** ([`Allocator::set_padding_probes`]: the subscriber negotiated
 //!   a retransmission stream to carry them) no raise is a probe. A raise past what is
-//!   known to arrive — 1.5 × what is sent (GCC's own ceiling) or a rate a probe proved in
-//!   the last [`PROVED_FOR`] — is asked for as [`Change::Probe`] first: the caller sends
-//!   that much more as padding for a moment, measures whether the path delivered it, and
-//!   tells [`Allocator::probe_done`]; carried, the next decision raises up to what was
-//!   proved. A probe that was not carried costs no picture: the next waits a [`HOLD`].
+//!   known to arrive — 1.5 × what is sent (GCC's own ceiling) and no more than
+//!   [`CEILING_SHARE`] of the rate that arrived when the downlink last congested, or a rate
+//!   a probe proved in the last [`PROVED_FOR`] — is asked for as [`Change::Probe`] first:
+//!   the caller sends that much more as padding for a moment, measures whether the path
+//!   delivered it, and tells [`Allocator::probe_done`]; carried, the next decision raises
+//!   up to what was proved. A probe that was not carried costs no picture: the next waits a [`HOLD`].
 //!   Measured on a 300 kbit/s downlink (one 720p simulcast publisher): a raise to the
 //!   640×360 layer as the probe overfilled the link for seconds each time (369 of 600
 //!   pictures shown, 5 freezes, 13.5 s); see `core/tests/narrow_720p.rs` for the figures
