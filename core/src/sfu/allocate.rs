@@ -25,12 +25,11 @@
 //!   further fall lowers nothing more; a probe that lasts resets the hold.
 //! - **With padding probes** ([`Allocator::set_padding_probes`]: the subscriber negotiated
 //!   a retransmission stream to carry them) no raise is a probe. A raise past what is
-//!   known to arrive — 1.5 × what is sent (GCC's own ceiling) and no more than
-//!   [`CEILING_SHARE`] of the rate that arrived when the downlink last congested, or a rate
-//!   a probe proved in the last [`PROVED_FOR`] — is asked for as [`Change::Probe`] first:
-//!   the caller sends that much more as padding for a moment, measures whether the path
-//!   delivered it, and tells [`Allocator::probe_done`]; carried, the next decision raises
-//!   up to what was proved. A probe that was not carried costs no picture: the next waits a [`HOLD`].
+//!   known to arrive — 1.5 × what is sent (GCC's own ceiling) or a rate a probe proved in
+//!   the last [`PROVED_FOR`] — is asked for as [`Change::Probe`] first: the caller sends
+//!   that much more as padding for a moment, measures whether the path delivered it, and
+//!   tells [`Allocator::probe_done`]; carried, the next decision raises up to what was
+//!   proved. A probe that was not carried costs no picture: the next waits a [`HOLD`].
 //!   Measured on a 300 kbit/s downlink (one 720p simulcast publisher): a raise to the
 //!   640×360 layer as the probe overfilled the link for seconds each time (369 of 600
 //!   pictures shown, 5 freezes, 13.5 s); see `core/tests/narrow_720p.rs` for the figures
@@ -83,16 +82,6 @@ pub const PROBE_HEADROOM: f64 = 1.2;
 /// Above what is sent, the share an estimate may be trusted for without a probe (GCC's own
 /// ceiling: its estimate rises to no more than 1.5 × what arrives).
 const TRUSTED_SHARE: f64 = 1.5;
-
-/// With padding probes, raises stay below this share of the rate that arrived when the
-/// downlink last congested (unless a probe proved more since): an estimate that grew
-/// since then says nothing new of the link — GCC's rises to 1.5 × what arrives whenever
-/// nothing congests. Measured on simulated `rural` (4 simulcast participants, 1 Mbit/s
-/// links): trusted up to 1.5 × what was sent, the videos paused at the start were all
-/// resumed after their hold on estimates of ~1.07 Mbit/s, and a downlink was offered up
-/// to 2 Mbit/s for 10 s, its 0.5 s queue full and dropping; the share leaves room for
-/// repairs and keyframes.
-pub const CEILING_SHARE: f64 = 0.9;
 
 /// A fall of the estimate smaller than this share is noise, not congestion.
 const FALL: f64 = 0.02;
@@ -181,8 +170,6 @@ pub struct Allocator {
     proved: Option<(f64, Instant)>,
     /// What the probe under way asks the link to carry in all, bits per second.
     probe_total: f64,
-    /// The rate that arrived when the downlink last congested (see [`CEILING_SHARE`]).
-    ceiling: Option<f64>,
 }
 
 impl Default for Allocator {
@@ -201,7 +188,6 @@ impl Default for Allocator {
             next_probe: None,
             proved: None,
             probe_total: 0.0,
-            ceiling: None,
         }
     }
 }
@@ -241,7 +227,6 @@ impl Allocator {
         self.probing = false;
         if let Some(bps) = carried_bps {
             self.proved = Some((bps, now));
-            self.ceiling = self.ceiling.map(|c| c.max(bps));
         }
         let all = carried_bps.is_some_and(|bps| bps >= 0.9 * self.probe_total);
         self.next_probe = Some(now + if all { PROBE_AGAIN } else { HOLD });
@@ -267,14 +252,8 @@ impl Allocator {
         order.sort_by_key(|v| (v.priority, v.slot));
         let fell = self
             .last_estimate
-            .filter(|last| estimate_bps < last * (1.0 - FALL));
+            .is_some_and(|last| estimate_bps < last * (1.0 - FALL));
         self.last_estimate = Some(estimate_bps);
-        if let Some(last) = fell {
-            // GCC's decrease goes to 0.85 × what arrived; a loss-based one from the
-            // estimate as it stood.
-            self.ceiling = Some(last.min(estimate_bps / DECREASE_SHARE));
-        }
-        let fell = fell.is_some();
         let budget = (estimate_bps - audio_bps).max(0.0);
         let sending: f64 = order.iter().map(|v| v.bps(v.layer)).sum();
         if fell {
@@ -366,11 +345,7 @@ impl Allocator {
             .proved
             .filter(|&(_, at)| now < at + PROVED_FOR)
             .map_or(0.0, |(bps, _)| bps);
-        let ceiling = self.ceiling.map_or(f64::INFINITY, |c| c * CEILING_SHARE);
-        let trusted = (TRUSTED_SHARE * (sending + audio_bps))
-            .min(ceiling)
-            .max(proved)
-            - audio_bps;
+        let trusted = (TRUSTED_SHARE * (sending + audio_bps)).max(proved) - audio_bps;
         let changes = forwards(order, &raised(order, budget.min(trusted) - sending));
         if !changes.is_empty() || self.next_probe.is_some_and(|t| now < t) {
             return changes;
@@ -474,8 +449,6 @@ pub struct Meter {
     bytes: u64,
     since: Option<Instant>,
     bps: Option<f64>,
-    /// The last reading counted nothing (the layer was paused at its publisher).
-    idle: bool,
 }
 
 impl Meter {
@@ -486,31 +459,19 @@ impl Meter {
 
     /// Takes in what was counted up to `now`: each reading over at least 500 ms weighs a
     /// quarter against what came before (a keyframe every few seconds is averaged in, not
-    /// taken for the rate). Readings while nothing came (a layer its publisher paused) keep
-    /// the rate it had while it flowed, and the first after them counts for no less: read
-    /// down to zero while paused, a resumed 640×360 layer was taken for 11-99 kbit/s for a
-    /// second (it took ~550), and three raised to at once on simulated `rural` offered a
-    /// 1 Mbit/s downlink 1.5-2 Mbit/s for ten seconds.
+    /// taken for the rate).
     pub fn update(&mut self, now: Instant) {
         let since = *self.since.get_or_insert(now);
         let elapsed = now.saturating_duration_since(since).as_secs_f64();
         if elapsed >= 0.5 {
-            if self.bytes > 0 {
-                let fresh = self.bytes as f64 * 8.0 / elapsed;
-                self.bps = Some(match self.bps {
-                    Some(old) if self.idle => old.max(fresh),
-                    Some(old) => old + (fresh - old) / 4.0,
-                    None => fresh,
-                });
-            }
-            self.idle = self.bytes == 0;
+            let fresh = self.bytes as f64 * 8.0 / elapsed;
+            self.bps = Some(self.bps.map_or(fresh, |old| old + (fresh - old) / 4.0));
             self.bytes = 0;
             self.since = Some(now);
         }
     }
 
-    /// The rate at the last [`update`](Self::update) that counted something, bits per
-    /// second (0 before one).
+    /// The rate at the last [`update`](Self::update), bits per second (0 before one).
     pub fn bps(&self) -> f64 {
         self.bps.unwrap_or(0.0)
     }
@@ -536,35 +497,6 @@ mod tests {
         m.update(t0 + Duration::from_secs(3));
         let bps = m.bps();
         assert!((bps - 800_000.0).abs() < 1.0, "{bps}");
-    }
-
-    #[test]
-    fn a_paused_layer_keeps_the_rate_it_had_and_resumes_at_no_less() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut m = Meter::default();
-        m.update(t0);
-        // 600 kbit/s for 5 s (37.5 kB per 500 ms).
-        for i in 1..=10u64 {
-            m.add(37_500);
-            m.update(t0 + ms(i * 500));
-        }
-        assert!((m.bps() - 600_000.0).abs() < 1.0, "{}", m.bps());
-        // Paused for 10 s: nothing comes, the rate it flowed at stays.
-        for i in 11..=30u64 {
-            m.update(t0 + ms(i * 500));
-        }
-        assert!((m.bps() - 600_000.0).abs() < 1.0, "{}", m.bps());
-        // Back for the last 100 ms of a reading: that reading is not taken for its rate.
-        m.add(7_500);
-        m.update(t0 + ms(31 * 500));
-        assert!((m.bps() - 600_000.0).abs() < 1.0, "{}", m.bps());
-        // Flowing at 300 kbit/s from then on: read down as before.
-        for i in 32..=50u64 {
-            m.add(18_750);
-            m.update(t0 + ms(i * 500));
-        }
-        assert!((m.bps() - 300_000.0).abs() < 2_000.0, "{}", m.bps());
     }
 
     fn videos(n: usize, bps: f64) -> Vec<Video> {
@@ -776,29 +708,6 @@ mod tests {
         let c = step(&mut a, &mut v, t0 + s(14), 3_000_000.0, 0.0);
         assert_eq!(c, vec![Change::Forward(0, 2)]);
         assert!(!a.probing());
-    }
-
-    #[test]
-    fn with_padding_an_estimate_grown_past_the_rate_that_congested_is_proved_first() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        let mut a = Allocator::default();
-        a.set_padding_probes(true);
-        let mut v = videos(3, 300_000.0);
-        assert!(step(&mut a, &mut v, t0, 1_200_000.0, 180_000.0).is_empty());
-        // The link congested: 1.07 Mbit/s arrived (GCC went to 0.85 × that); what fits in
-        // it stays, the third video is paused.
-        let c = step(&mut a, &mut v, t0 + s(1), 910_000.0, 180_000.0);
-        assert_eq!(c, vec![Change::Pause(2)]);
-        // After the hold the estimate has grown back to 1.25 Mbit/s (1.5 × 780 kbit/s
-        // sent): room for the third, but past 0.9 × 1.07 Mbit/s — proved first.
-        let c = step(&mut a, &mut v, t0 + s(12), 1_250_000.0, 180_000.0);
-        assert!(matches!(c[..], [Change::Probe(_)]), "{c:?}");
-        assert_eq!(paused(&v), 1);
-        // The probe carried 1.3 Mbit/s: the third is resumed.
-        a.probe_done(t0 + s(13), Some(1_300_000.0));
-        let c = step(&mut a, &mut v, t0 + s(13), 1_300_000.0, 180_000.0);
-        assert_eq!(c, vec![Change::Forward(2, 0)]);
     }
 
     #[test]

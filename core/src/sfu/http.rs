@@ -237,7 +237,7 @@ async fn dev_token(Query(q): Query<TokenQuery>, State(state): State<HttpState>) 
 /// metrics registry; the format is three lines per series.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.stats.borrow().clone();
-    let series: [(&str, &str, &str, u64); 18] = [
+    let series: [(&str, &str, &str, u64); 17] = [
         (
             "madang_rtp_packets_in_total",
             "counter",
@@ -279,12 +279,6 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "counter",
             "RTP packets resent to subscribers that asked for them (NACK)",
             s.retransmitted,
-        ),
-        (
-            "madang_retransmissions_refused_total",
-            "counter",
-            "Retransmissions subscribers asked for and were not sent: past their repair budget (half the downlink estimate)",
-            s.retransmissions_refused,
         ),
         (
             "madang_rtx_packets_sent_total",

@@ -46,71 +46,21 @@ pub const RETRANSMISSION_SHARE: f64 = 0.5;
 /// from 90 to 72 % on the worst pair.
 const REPAIR_WINDOW: Duration = Duration::from_secs(1);
 
-/// What retransmissions on one connection may send: [`RETRANSMISSION_SHARE`] of its
-/// estimate, at most [`REPAIR_WINDOW`] of it at once. Past it a repair is refused: on a
-/// congested link repairs were measured taking 2.5 Mbit/s of a 1 Mbit/s uplink (the losses
-/// they repair making more losses), and a picture that cannot be repaired costs a keyframe
-/// request, not a collapse. The client's pacer keeps one; so does the server for each
-/// subscriber, whose NACKs it answers.
-#[derive(Debug)]
-pub struct RepairBudget {
-    bucket: Pacer,
-    estimate_bps: f64,
-    refused: u64,
-}
-
-impl RepairBudget {
-    /// A full budget for a connection whose estimate is `estimate_bps`.
-    pub fn new(estimate_bps: f64) -> Self {
-        Self {
-            bucket: Self::bucket(estimate_bps),
-            estimate_bps,
-            refused: 0,
-        }
-    }
-
-    /// A full bucket for `estimate_bps`.
-    fn bucket(estimate_bps: f64) -> Pacer {
-        let rate = estimate_bps * RETRANSMISSION_SHARE;
-        let mut bucket = Pacer::new(rate).with_burst_bits(rate * REPAIR_WINDOW.as_secs_f64());
-        // `Pacer` starts with 100 ms of its rate.
-        bucket.consume(bucket.budget_bits() - bucket.burst_bits());
-        bucket
-    }
-
-    /// The estimate changed: the budget grows at its share from now on, keeping what was
-    /// left (up to the new window's worth).
-    pub fn set_estimate(&mut self, estimate_bps: f64, now: Instant) {
-        if estimate_bps == self.estimate_bps {
-            return;
-        }
-        self.bucket.refill(now);
-        let mut bucket = Self::bucket(estimate_bps);
-        // Take away what this one had spent.
-        let left = self.bucket.budget_bits().min(bucket.burst_bits());
-        bucket.consume(bucket.budget_bits() - left);
+/// A bucket for repairs at [`RETRANSMISSION_SHARE`] of `estimate_bps`, holding at most
+/// [`REPAIR_WINDOW`] of it, with what was left in `previous` (refilled up to `now`; full when
+/// there is none).
+fn repair_bucket(estimate_bps: f64, previous: Option<(&Pacer, Instant)>) -> Pacer {
+    let rate = estimate_bps * RETRANSMISSION_SHARE;
+    let burst = rate * REPAIR_WINDOW.as_secs_f64();
+    let mut bucket = Pacer::new(rate).with_burst_bits(burst);
+    let full = bucket.burst_bits();
+    let left = previous.map_or(full, |(p, _)| p.budget_bits().min(full));
+    // A new bucket starts with up to its burst; take away what `previous` had spent.
+    bucket.consume(bucket.budget_bits() - left);
+    if let Some((_, now)) = previous {
         bucket.refill(now);
-        self.bucket = bucket;
-        self.estimate_bps = estimate_bps;
     }
-
-    /// Whether a repair of `bits` may be sent now (it is then counted against the budget);
-    /// `false` counts it as refused.
-    pub fn take(&mut self, bits: f64, now: Instant) -> bool {
-        self.bucket.refill(now);
-        if !self.bucket.can_release(bits) {
-            self.refused += 1;
-            return false;
-        }
-        self.bucket.consume(bits);
-        true
-    }
-
-    /// Repairs refused so far.
-    #[cfg(test)]
-    pub fn refused(&self) -> u64 {
-        self.refused
-    }
+    bucket
 }
 
 /// Video packets the pacer holds at most; past it the newest is refused (the receiver NACKs
@@ -806,8 +756,8 @@ impl LossWindow {
 /// documentation](self).
 pub struct AudioFirstPacer {
     bucket: Pacer,
-    /// What retransmissions may use.
-    repairs: RepairBudget,
+    /// What retransmissions may use: [`RETRANSMISSION_SHARE`] of the estimate.
+    repairs: Pacer,
     audio_ssrcs: HashSet<u32>,
     /// The newest sequence number sent per SSRC: an older one is a retransmission.
     newest: HashMap<u32, u16>,
@@ -820,6 +770,8 @@ pub struct AudioFirstPacer {
     reads: VecDeque<TaggedPacket>,
     /// Video packets refused because the queue was full.
     dropped: u64,
+    /// Retransmissions refused because their budget was spent.
+    repairs_refused: u64,
 }
 
 impl AudioFirstPacer {
@@ -827,7 +779,7 @@ impl AudioFirstPacer {
     pub fn new(initial_bps: f64) -> Self {
         Self {
             bucket: Pacer::new(initial_bps * PACING_FACTOR),
-            repairs: RepairBudget::new(initial_bps),
+            repairs: repair_bucket(initial_bps, None),
             audio_ssrcs: HashSet::new(),
             newest: HashMap::new(),
             audio: VecDeque::new(),
@@ -836,6 +788,7 @@ impl AudioFirstPacer {
             out: VecDeque::new(),
             reads: VecDeque::new(),
             dropped: 0,
+            repairs_refused: 0,
         }
     }
 
@@ -881,7 +834,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
                 self.bucket.refill(msg.now);
                 self.bucket
                     .set_target_bitrate(bits_per_second * PACING_FACTOR);
-                self.repairs.set_estimate(*bits_per_second, msg.now);
+                self.repairs.refill(msg.now);
+                self.repairs = repair_bucket(*bits_per_second, Some((&self.repairs, msg.now)));
             }
         }
         self.reads.push_back(msg);
@@ -910,10 +864,17 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for AudioFirstPacer {
         if self.audio_ssrcs.contains(&ssrc) {
             self.audio.push_back(msg);
         } else if resend {
-            // Repairs beyond their budget are refused (see `RepairBudget`).
-            if !self.repairs.take(Self::bits(&msg), now) {
+            // Repairs beyond their budget are refused: on a congested link they were
+            // measured taking 2.5 Mbit/s of a 1 Mbit/s uplink (the losses they repair
+            // making more losses), and a picture that cannot be repaired costs a keyframe
+            // request, not a collapse.
+            let bits = Self::bits(&msg);
+            self.repairs.refill(now);
+            if !self.repairs.can_release(bits) {
+                self.repairs_refused += 1;
                 return Ok(());
             }
+            self.repairs.consume(bits);
             self.resent.push_back(msg);
         } else if self.video.len() >= VIDEO_QUEUE_LIMIT {
             self.dropped += 1;
@@ -1215,24 +1176,6 @@ mod tests {
     }
 
     #[test]
-    fn a_repair_budget_keeps_what_was_spent_when_the_estimate_changes() {
-        let t0 = Instant::now();
-        // 1 Mbit/s: repairs 500 kbit/s, at most 500 kbit at once.
-        let mut b = RepairBudget::new(1_000_000.0);
-        let repairs = std::iter::repeat_n(100_000.0, 6)
-            .filter(|&bits| b.take(bits, t0))
-            .count();
-        assert_eq!((repairs, b.refused()), (5, 1));
-        // The estimate doubles: the budget grows faster, but what was spent stays spent.
-        b.set_estimate(2_000_000.0, t0);
-        assert!(!b.take(100_000.0, t0));
-        // 100 ms later, 100 kbit more.
-        assert!(b.take(100_000.0, t0 + Duration::from_millis(100)));
-        assert!(!b.take(100_000.0, t0 + Duration::from_millis(100)));
-        assert_eq!(b.refused(), 3);
-    }
-
-    #[test]
     fn repairs_go_before_new_video_within_their_budget() {
         let t0 = Instant::now();
         // 40 kbit/s: the bucket 100 kbit/s (12 kbit of burst), repairs 20 kbit/s over a
@@ -1246,7 +1189,7 @@ mod tests {
         for seq in [3, 4, 5] {
             p.handle_write(rtp(t0, 1, seq, 1000)).unwrap();
         }
-        assert_eq!(p.repairs.refused(), 1);
+        assert_eq!(p.repairs_refused, 1);
         let (order, _) = run_out(&mut p, t0);
         let seqs: Vec<u16> = order.iter().map(|o| o.1).collect();
         assert_eq!(&seqs[..2], &[3, 4], "repairs first: {seqs:?}");

@@ -484,30 +484,6 @@ impl Engine {
         let Some(pc) = sub.subscriber.as_mut() else {
             return;
         };
-        // Within the subscriber's repair budget. Without it, measured on simulated `rural`
-        // (4 simulcast participants, 1 Mbit/s links): when resumed videos overfilled a
-        // downlink, the answers to the NACKs for what its queue dropped took the server's
-        // sending to 2 Mbit/s for seconds, the queue full (0.5 s) throughout.
-        let asked = packets.len();
-        let packets: Vec<rtp::Packet> = match pc.estimate.as_ref().and_then(|e| e.bps()) {
-            Some(bps) => {
-                let budget = sub
-                    .repairs
-                    .get_or_insert_with(|| super::RepairBudget::new(bps as f64));
-                budget.set_estimate(bps as f64, now);
-                packets
-                    .into_iter()
-                    .filter(|p| {
-                        budget.take(
-                            (rtc::shared::marshal::MarshalSize::marshal_size(p) * 8) as f64,
-                            now,
-                        )
-                    })
-                    .collect()
-            }
-            None => packets,
-        };
-        self.stats.retransmissions_refused += (asked - packets.len()) as u64;
         match slot.rtx.as_mut() {
             // In the retransmission stream the subscriber negotiated.
             Some(rtx) => {

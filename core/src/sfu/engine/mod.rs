@@ -73,7 +73,7 @@ use super::rooms::{Effect, Rooms, RoomsConfig, Work};
 use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, PeerRole, PublishTrack, ServerMessage, TrackKind,
 };
-use crate::transport::cc::{LossWindow, RepairBudget, SendEstimate};
+use crate::transport::cc::{LossWindow, SendEstimate};
 use published::Published;
 
 /// An input from a signal session (one WebSocket, or one simulated client).
@@ -209,9 +209,6 @@ pub struct EngineStats {
     pub retransmitted: u64,
     /// NACK entries sent to publishers for packets lost on their way to the server.
     pub upstream_nacks: u64,
-    /// Retransmissions a subscriber asked for and was not sent: past its repair budget
-    /// ([`RepairBudget`]: half its downlink estimate).
-    pub retransmissions_refused: u64,
     /// Packets a publisher resent in a retransmission stream of its own (RTX, RFC 4588:
     /// browsers), restored to the stream they repair: repairs the server asked for, and the
     /// old packets a browser resends in it to probe for bandwidth.
@@ -333,8 +330,6 @@ struct Peer {
     losses: LossWindow,
     /// The padding probe under way on its downlink.
     probe: Option<probe::PaddingProbe>,
-    /// What answers to its NACKs may send (once its downlink has an estimate).
-    repairs: Option<RepairBudget>,
 }
 
 impl Peer {
