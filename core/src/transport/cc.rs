@@ -672,12 +672,26 @@ impl SendSide {
 /// estimate drifted from 5 to 1.9 Mbit/s in 60 s on a link with no rate cap and one of its
 /// three videos was paused for 10 s (72 % of its pictures shown). Congestion loss lasts: a
 /// 30 % loss crosses 10 % in the second window.
+///
+/// A packet repaired by retransmission is not lost: a report's cumulative loss counts a
+/// packet missing when the report is sent and takes it back when the repair comes, so the
+/// reports' deltas are summed with their sign, and repairs that come after their window
+/// (credited to the next one, no more than the window before counted lost). Chromium sends
+/// a report with every NACK, ten and more a second; each delta clamped at zero counted
+/// every repaired packet lost, and a page's 640×360 layer on a `rural` link read 4.7–7.5 %
+/// in windows where its net loss was 1.4 % (6 of 440 packets) — a raise undone at 5 % every
+/// time.
 #[derive(Clone, Debug, Default)]
 pub struct LossWindow {
     /// Per stream: extended highest sequence number and cumulative loss, as last reported.
     last: HashMap<u32, (u32, i64)>,
     expected: u64,
+    /// Net of repairs: what the reports in this window added to their cumulative loss.
     lost: i64,
+    /// Repairs of packets the window before counted lost, not yet taken back.
+    credit: i64,
+    /// What the window before counted lost (the most its repairs can take back).
+    counted: i64,
     since: Option<Instant>,
     smoothed: Option<f64>,
 }
@@ -697,6 +711,8 @@ impl LossWindow {
     pub fn forget(&mut self) {
         self.expected = 0;
         self.lost = 0;
+        self.credit = 0;
+        self.counted = 0;
         self.since = None;
         self.smoothed = None;
     }
@@ -720,23 +736,30 @@ impl LossWindow {
             .filter(|block| counted(block.ssrc))
         {
             let seq = block.last_sequence_number;
-            let lost = block.total_lost as i64;
+            // 24 bits, signed: duplicates may take it below zero.
+            let lost = ((block.total_lost << 8) as i32 >> 8) as i64;
             self.since.get_or_insert(now);
             if let Some((last_seq, last_lost)) = self.last.insert(block.ssrc, (seq, lost)) {
                 let expected = seq.wrapping_sub(last_seq);
                 // A stream restarted or reports out of order: start again from this report.
-                if expected == 0 || expected > 1 << 15 {
+                // (The same highest number again still counts: a repair may have come.)
+                if expected > 1 << 15 {
                     continue;
                 }
                 self.expected += expected as u64;
-                self.lost += (lost - last_lost).clamp(0, expected as i64);
+                self.lost += (lost - last_lost).min(expected as i64);
             }
         }
         let since = self.since?;
         if now < since + Self::WINDOW {
             return None;
         }
-        let (expected, lost) = (self.expected, self.lost);
+        let expected = self.expected;
+        // Repairs beyond this window's own losses take back what the window before counted.
+        let net = self.lost - self.credit;
+        let lost = net.clamp(0, expected as i64);
+        self.credit = (-net).clamp(0, self.counted);
+        self.counted = lost;
         self.expected = 0;
         self.lost = 0;
         self.since = None;
@@ -1048,6 +1071,53 @@ mod tests {
         let first = 5.0 / 105.0;
         let expected = first + (0.3 - first) * LossWindow::SMOOTHING;
         assert!((loss - expected).abs() < 1e-9, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn a_repaired_packet_is_not_lost() {
+        let t0 = Instant::now();
+        let mut w = LossWindow::default();
+        let all = |_| true;
+        w.add(t0, &[report(1, 1000, 0)], all);
+        // 100 packets in reports of 5; every other report finds a packet missing that the
+        // next one finds repaired (counted one by one, 10 %).
+        for i in 1..=20u32 {
+            let at = t0 + Duration::from_millis(40 * i as u64);
+            w.add(at, &[report(1, 1000 + 5 * i, i % 2)], all);
+        }
+        let at = t0 + LossWindow::WINDOW;
+        let loss = w.add(at, &[], all).unwrap();
+        assert!((loss - 0.0).abs() < 1e-9, "{loss}");
+        // A window that ends with a packet missing counts it; its repair in the next window
+        // takes it back from what that window would count.
+        w.forget();
+        w.add(at, &[report(1, 1200, 1)], all);
+        w.add(at + Duration::from_millis(500), &[report(1, 1300, 3)], all);
+        let first = w.add(at + LossWindow::WINDOW, &[], all).unwrap();
+        assert!((first - 3.0 / 200.0).abs() < 1e-9, "{first}");
+        let at = at + LossWindow::WINDOW + Duration::from_millis(10);
+        // The three repaired and one new loss: this window counts none, and the two repairs
+        // beyond its own loss are credited to the next window, which then counts none of
+        // its own two.
+        w.add(at, &[report(1, 1350, 1)], all);
+        let second = w
+            .add(at + LossWindow::WINDOW, &[report(1, 1450, 1)], all)
+            .unwrap();
+        assert!((second - first * (1.0 - LossWindow::SMOOTHING)).abs() < 1e-9);
+        let at = at + LossWindow::WINDOW * 2;
+        w.add(at, &[report(1, 1550, 3)], all);
+        let third = w.add(at + LossWindow::WINDOW, &[], all).unwrap();
+        assert!(
+            (third - second * (1.0 - LossWindow::SMOOTHING)).abs() < 1e-9,
+            "{third}"
+        );
+        // A cumulative loss below zero (duplicates) is read as the signed number it is.
+        w.forget();
+        let at = at + LossWindow::WINDOW * 2;
+        w.add(at, &[report(2, 2000, 0x00ff_ffff)], all);
+        w.add(at + Duration::from_millis(100), &[report(2, 2100, 1)], all);
+        let loss = w.add(at + LossWindow::WINDOW, &[], all).unwrap();
+        assert!((loss - 2.0 / 100.0).abs() < 1e-9, "{loss}");
     }
     use rtc::interceptor::AttributedPacket;
     use rtc::sansio::Protocol;
