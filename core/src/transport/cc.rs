@@ -675,8 +675,8 @@ impl SendSide {
 ///
 /// A packet repaired by retransmission is not lost: a report's cumulative loss counts a
 /// packet missing when the report is sent and takes it back when the repair comes, so the
-/// reports' deltas are summed with their sign, and repairs that come after their window
-/// (credited to the next one, no more than the window before counted lost). Chromium sends
+/// reports' deltas are summed with their sign; repairs that come after their window are
+/// credited to the next one (no more than the window before counted lost). Chromium sends
 /// a report with every NACK, ten and more a second; each delta clamped at zero counted
 /// every repaired packet lost, and a page's 640×360 layer on a `rural` link read 4.7–7.5 %
 /// in windows where its net loss was 1.4 % (6 of 440 packets) — a raise undone at 5 % every
