@@ -351,6 +351,19 @@ fn assert_decoded_nearly_every_browser_picture(call: &Call, bar: f64) {
         (call.progress[last].1 - call.progress[from].1) as f64,
     );
     let share = decoded_span / sent_span.max(1.0);
+    // The browser's sender second by second: its estimate of the uplink and, per layer,
+    // pictures sent, width, why its quality is limited and the rate it aims at.
+    for (i, second) in call.status["sendTimeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        println!(
+            "{i:>3} s: estimate {} kbit/s, layers {}",
+            second["kbps"], second["layers"]
+        );
+    }
     println!(
         "madang decoded {decoded_span} of the {sent_span} pictures the browser sent ({:.1} %); the browser answered {} NACKs",
         share * 100.0,
