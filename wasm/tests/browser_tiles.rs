@@ -8,6 +8,7 @@
 //! (`madang serve --network rural`: 1 Mbit/s, 1 % loss, 60 ± 20 ms).
 #![cfg(not(target_arch = "wasm32"))]
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use madang::media::TestPattern;
@@ -17,6 +18,85 @@ use madang::signal::Role;
 
 mod common;
 use common::demo_server_from;
+
+/// The room server's log of layer changes and probes (`madang::sfu` at debug), kept for
+/// a failing run's output; one buffer for the process, emptied by each run.
+#[derive(Clone)]
+struct ServerLog(Arc<Mutex<Vec<u8>>>);
+
+impl ServerLog {
+    fn install() -> Self {
+        static LOG: OnceLock<ServerLog> = OnceLock::new();
+        let log = LOG
+            .get_or_init(|| {
+                let log = ServerLog(Arc::default());
+                let writer = log.clone();
+                tracing_subscriber::fmt()
+                    .with_env_filter("madang::sfu=debug")
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone())
+                    .init();
+                log
+            })
+            .clone();
+        log.take();
+        log
+    }
+
+    fn take(&self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut *self.0.lock().unwrap())).into_owned()
+    }
+}
+
+impl std::io::Write for ServerLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One line of the run's timeline at `t`: the publisher's uplink, and per downlink its
+/// estimate and videos paused or below their tile's layer, with the server's probes.
+fn moment(
+    t: Duration,
+    server: &madang::sfu::EngineStats,
+    room: &madang::room::RoomStats,
+) -> String {
+    let kbps = |bps: f64| (bps / 1000.0) as u64;
+    let downlinks: Vec<String> = server
+        .downlinks
+        .iter()
+        .map(|d| {
+            let e = &d.estimate;
+            format!(
+                "{} {}k ({}k/{}k, loss {:.1} %) {} videos, {} paused, {} lowered",
+                d.identity,
+                kbps(e.delay_based_bps.min(e.loss_based_bps)),
+                kbps(e.delay_based_bps),
+                kbps(e.loss_based_bps),
+                100.0 * e.loss,
+                d.videos,
+                d.paused,
+                d.lowered
+            )
+        })
+        .collect();
+    format!(
+        "{:5.1} s: publisher {}k, layers {}, encoder {}k; probes {}/{} carried, {} switches; {}",
+        t.as_secs_f64(),
+        room.sent.uplink_estimate_bps / 1000,
+        room.sent.video_layers_on,
+        room.sent.video_target_bps / 1000,
+        server.probes_carried,
+        server.probes,
+        server.layer_switches,
+        downlinks.join("; ")
+    )
+}
 
 /// Runs `tiles.mjs` on a server serving the demo, with `pages` (see the script), while a
 /// Rust participant publishes simulcast when `rust_publisher`; every datagram of the server
@@ -31,6 +111,7 @@ async fn watch(
     // One browser run at a time: two at once on two cores starve the pages' decoders.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
+    let log = ServerLog::install();
     let (server, browser) = demo_server_from(madang::sfu::ServerConfig {
         network,
         ..madang::sfu::ServerConfig::dev()
@@ -81,11 +162,16 @@ async fn watch(
     let mut pattern = TestPattern::new(640, 360).unwrap();
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(66));
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    let mut timeline = Vec::new();
     let status = loop {
         tokio::select! {
             _ = tick.tick(), if rust_publisher => {
                 let frame = pattern.next_frame(start.elapsed().as_micros() as u64);
                 room.publish_video(&frame).await.unwrap();
+            }
+            _ = every_second.tick() => {
+                timeline.push(moment(start.elapsed(), &server.stats(), &room.stats().await));
             }
             status = node.wait() => break status.unwrap(),
         }
@@ -98,6 +184,9 @@ async fn watch(
     let stderr = err_task.await.unwrap();
     println!("browser: {stdout}");
     println!("server: {:?}", server.stats());
+    // Second by second: the Rust publisher's uplink and each downlink as the server saw it.
+    println!("{}", timeline.join("\n"));
+    println!("server log:\n{}", log.take());
     assert!(
         status.success(),
         "a page did not play the layer its tile needs:\n{stdout}\n{stderr}"
