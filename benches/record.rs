@@ -35,6 +35,7 @@ fn one_second() -> Vec<(TrackKind, InHeader, Bytes, Duration)> {
                 timestamp: (frame * 3000) as u32,
                 marker: i + 1 == n,
                 keyframe_start: false,
+                parameter_sets: false,
             };
             seq = seq.wrapping_add(1);
             packets.push((
@@ -52,6 +53,7 @@ fn one_second() -> Vec<(TrackKind, InHeader, Bytes, Duration)> {
             timestamp: (k * 960) as u32,
             marker: false,
             keyframe_start: true,
+            parameter_sets: false,
         };
         let payload = Bytes::from(vec![0x78; 80]);
         packets.push((

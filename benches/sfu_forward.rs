@@ -30,6 +30,7 @@ fn forward(c: &mut Criterion) {
                     timestamp: ts,
                     marker: seq % 5 == 4,
                     keyframe_start: seq % 150 == 1,
+                    parameter_sets: seq % 150 == 1,
                 };
                 let now = std::time::Instant::now();
                 cache.insert(now, h, payload.clone());

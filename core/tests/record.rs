@@ -81,6 +81,7 @@ fn publish(name: &str, seconds: u64, lose: impl Fn(u64) -> bool, swap: bool) -> 
                 timestamp: (ms * 48) as u32,
                 marker: false,
                 keyframe_start: true,
+                parameter_sets: false,
             };
             audio_seq = audio_seq.wrapping_add(1);
             let payload = Bytes::from(packet.data.to_vec());
@@ -110,6 +111,7 @@ fn publish(name: &str, seconds: u64, lose: impl Fn(u64) -> bool, swap: bool) -> 
                     timestamp: (capture_us * 9 / 100) as u32,
                     marker: i + 1 == n,
                     keyframe_start: false,
+                    parameter_sets: false,
                 };
                 video_seq = video_seq.wrapping_add(1);
                 sent_packets += 1;

@@ -302,6 +302,12 @@ fn sps_size(bits: &mut Bits<'_>, chroma_format: u32) -> Option<(u32, u32)> {
     Some((width, height))
 }
 
+/// Whether an H.264 RTP payload carries an SPS (whole, or in a STAP-A): the first packet
+/// of a keyframe as H.264 packetizers send it (parameter sets before the IDR slices).
+pub fn rtp_payload_carries_sps(payload: &[u8]) -> bool {
+    rtp_payload_sps_rbsp(payload).is_some()
+}
+
 /// The SPS an H.264 RTP payload carries, if it carries one: its NAL unit body.
 fn rtp_payload_sps_rbsp(payload: &[u8]) -> Option<&[u8]> {
     rtp_payload_units(payload)
@@ -427,6 +433,13 @@ mod tests {
         assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x05, 1]));
         assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x81, 1]));
         assert!(!rtp_payload_starts_keyframe(&[]));
+        // The SPS alone or first in a STAP-A; an IDR fragment is no SPS.
+        assert!(rtp_payload_carries_sps(&[0x67, 0x42]));
+        assert!(rtp_payload_carries_sps(&[
+            0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68
+        ]));
+        assert!(!rtp_payload_carries_sps(&[0x7c, 0x85, 1]));
+        assert!(!rtp_payload_carries_sps(&[0x68, 1]));
     }
 
     #[test]

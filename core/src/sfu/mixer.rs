@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::forward::InHeader;
-use crate::codec::nal::rtp_payload_starts_keyframe;
+use crate::codec::nal::{rtp_payload_carries_sps, rtp_payload_starts_keyframe};
 use crate::codec::rtp::{MAX_RTP_PAYLOAD, packetize_h264};
 use crate::codec::{CodecError, H264Config, H264Decoder, H264Encoder};
 use crate::grid::compose::{Compositor, Fit, Quality};
@@ -183,6 +183,7 @@ impl Mixer {
                     timestamp,
                     marker: i == n - 1,
                     keyframe_start: rtp_payload_starts_keyframe(&payload),
+                    parameter_sets: rtp_payload_carries_sps(&payload),
                 };
                 self.seq = self.seq.wrapping_add(1);
                 (header, payload)
@@ -428,6 +429,7 @@ mod tests {
                     timestamp: i * 6000,
                     marker: k == n - 1,
                     keyframe_start: false,
+                    parameter_sets: false,
                 };
                 out.push((h, p));
             }

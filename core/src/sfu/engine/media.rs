@@ -10,7 +10,7 @@ use rtc::rtp;
 use rtc::sansio::Protocol;
 
 use super::{Engine, SessionId};
-use crate::codec::nal::{rtp_payload_sps, rtp_payload_starts_keyframe};
+use crate::codec::nal::{rtp_payload_carries_sps, rtp_payload_sps, rtp_payload_starts_keyframe};
 use crate::codec::rtp::audio_level_dbov;
 use crate::sfu::forward::{Forwarding, InHeader, OutHeader, RetransmitCache};
 use crate::sfu::mixer::{GridRunner, MixerOutput};
@@ -62,6 +62,7 @@ impl Engine {
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
             keyframe_start,
+            parameter_sets: keyframe_start && video && rtp_payload_carries_sps(&packet.payload),
         };
         layer.cache.insert(now, header, packet.payload.clone());
         if video
@@ -294,8 +295,21 @@ impl Engine {
                     }
                 }
             }
+            let switching = slot.down.switching_to();
             match slot.down.forward(header, now) {
                 Forwarding::Send(out) => {
+                    if switching.is_some() && slot.down.switching_to().is_none() {
+                        tracing::debug!(
+                            "session {sub_id}: {room_track} switched to stream {}",
+                            header.ssrc
+                        );
+                        // Browsers (those that negotiated a retransmission stream):
+                        // madang's receivers order a picture's packets before decoding it.
+                        slot.confirm_switch_at = slot.rtx.map(|_| now + SWITCH_CONFIRM);
+                    } else if slot.confirm_switch_at.is_some_and(|at| now >= at) {
+                        slot.confirm_switch_at = None;
+                        want_keyframe = Some(header.ssrc);
+                    }
                     if video && let Some(n) = self.simulate_loss_every {
                         self.video_written += 1;
                         if self.video_written.is_multiple_of(n as u64) {
@@ -639,7 +653,19 @@ enum Layering {
     Simulcast { start: Option<u32> },
 }
 
-/// An RTP packet with the rewritten header of one subscriber leg; the payload is shared.
+/// How long after a subscriber switched to another simulcast layer it gets one more
+/// keyframe of it. The layers share their parameter-set ids, and a browser that receives the
+/// switch keyframe's IDR slice before its SPS (reordered on the way) completes it with the SPS
+/// it has, the old layer's: it decodes the new layer at the old size, every picture after
+/// it too, and asks for nothing. Measured with Chromium on `rural` links (± 20 ms of
+/// jitter): a 640×360 layer shown as 320×180 pictures for 75 s after the switch, in 3 of 4
+/// runs of the browser tiles test. The second keyframe finds the new SPS in place. After
+/// the publisher's keyframe limiter (300 ms), so that it is not refused. Browsers only:
+/// madang's receivers order a picture's packets before decoding it, and the keyframe
+/// costs (simulated `rural` with 4 simulcast madang participants, seeds 1–4: 26,519
+/// pictures with it, 38,687 without).
+const SWITCH_CONFIRM: Duration = Duration::from_millis(500);
+
 /// How long after its last NACK a subscriber is still told to hold pictures for repairs.
 const REPAIR_MEMORY: Duration = Duration::from_secs(10);
 
@@ -688,6 +714,7 @@ pub(super) fn write_rtx(
     write_direct(pc, wrapped, now)
 }
 
+/// An RTP packet with the rewritten header of one subscriber leg; the payload is shared.
 fn out_packet(out: &OutHeader, payload: bytes::Bytes) -> rtp::Packet {
     rtp::Packet {
         header: rtp::header::Header {

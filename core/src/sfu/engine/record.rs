@@ -91,6 +91,7 @@ impl Engine {
                     timestamp: out.timestamp,
                     marker: out.marker,
                     keyframe_start: header.keyframe_start,
+                    parameter_sets: header.parameter_sets,
                 };
                 let (room, track) = (layer.room, layer.room_track);
                 self.record(room, track, TrackKind::Video, &rewritten, payload, now);

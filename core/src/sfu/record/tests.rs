@@ -31,6 +31,7 @@ fn audio_packet_of(recorder: &mut Recorder, now: Instant, n: u32, ssrc: u32, bas
         timestamp: base.wrapping_add(n * 960),
         marker: false,
         keyframe_start: true,
+        parameter_sets: false,
     };
     // CELT, 20 ms, mono: a table-of-contents byte and some bytes.
     let payload = Bytes::from_static(&[0xf8, 1, 2, 3]);
@@ -100,6 +101,7 @@ fn a_pair_waits_for_its_camera_then_opens_without_it_and_a_late_camera_starts_pa
             timestamp: 0,
             marker: i + 1 == n,
             keyframe_start: i == 0,
+            parameter_sets: i == 0,
         };
         recorder.input(
             at,
