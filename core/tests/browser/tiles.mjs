@@ -36,7 +36,11 @@ async function look(page) {
     const r = stats.received.find((s) => s.kind === 'video' && s.track === `${who}/camera`);
     return { joined: true, videoWidth: v?.videoWidth || 0, videoHeight: v?.videoHeight || 0,
              tile: rect ? [Math.round(rect.width), Math.round(rect.height)] : null,
-             framesDecoded: r?.framesDecoded || 0 };
+             framesDecoded: r?.framesDecoded || 0, frameWidth: r?.frameWidth || 0,
+             packets: r?.packetsReceived || 0, lost: r?.packetsLost || 0,
+             bytes: r?.bytesReceived || 0, keyframes: r?.keyFramesDecoded || 0,
+             dropped: r?.framesDropped || 0, nacks: r?.nackCount || 0, plis: r?.pliCount || 0,
+             ssrc: r?.ssrc || 0 };
   }, publisher);
 }
 
@@ -63,6 +67,22 @@ try {
     }
     pages.push({ name, page, want: Number(want) });
   }
+  // Each page second by second (its tile's width, the decoder's, frames decoded, packets
+  // and bytes received of the watched video), printed with the result.
+  result.timeline = {};
+  let sampling = true;
+  const sampler = (async () => {
+    const start = Date.now();
+    while (sampling && Date.now() < deadline) {
+      for (const p of pages) {
+        const l = await look(p.page).catch(() => ({}));
+        (result.timeline[p.name] ||= []).push(
+          [Math.round((Date.now() - start) / 100) / 10, l.videoWidth, l.frameWidth, l.framesDecoded,
+           l.packets, l.lost, l.bytes, l.keyframes, l.dropped, l.nacks, l.plis, l.ssrc]);
+      }
+      await sleep(1000);
+    }
+  })();
   const playing = async (p) => {
     while (Date.now() < deadline && (await look(p.page)).videoWidth === 0) await sleep(250);
   };
@@ -87,6 +107,8 @@ try {
       await sleep(250);
     }
   }
+  sampling = false;
+  await sampler;
   result.ok = Object.values(result.pages).every((e) => e.passed);
   // A publishing page must have sent two layers of different widths.
   if (publishing) {

@@ -859,6 +859,11 @@ impl Inner {
                     ("frameWidth", get(&s, "frameWidth")),
                     ("frameHeight", get(&s, "frameHeight")),
                     ("jitter", get(&s, "jitter")),
+                    ("keyFramesDecoded", get(&s, "keyFramesDecoded")),
+                    ("framesDropped", get(&s, "framesDropped")),
+                    ("nackCount", get(&s, "nackCount")),
+                    ("pliCount", get(&s, "pliCount")),
+                    ("ssrc", get(&s, "ssrc")),
                 ]));
             }
         }
