@@ -45,16 +45,25 @@ impl Engine {
         layer
             .meter
             .add(packet.payload.len() + super::downlink::RTP_OVERHEAD);
-        layer.last_packet = Some(now);
+        // A layer flows while new packets come: a retransmission of a layer its publisher
+        // paused is not it coming back. Counted
+        // as flowing, the paused full size of a recorded simulcast camera looked back when
+        // repairs of it came after the pause, the recording switched to it at a repaired
+        // keyframe, and had nothing for 5 s, until the publisher resumed it.
+        let mut fresh = true;
         if let Some(up) = layer.upstream.as_mut() {
             let highest = up.seqs.highest();
             let ext = up.seqs.extend(packet.header.sequence_number);
+            fresh = highest.is_none_or(|h| ext > h);
             up.nacks.on_packet(now, ext, highest);
             // Packets more than a second old are no use to anyone.
             up.nacks.forget_before(ext.saturating_sub(100));
             if let Some(t) = up.nacks.next_due() {
                 self.next_nack = Some(self.next_nack.map_or(t, |n| n.min(t)));
             }
+        }
+        if fresh {
+            layer.last_packet = Some(now);
         }
         let header = InHeader {
             ssrc,
