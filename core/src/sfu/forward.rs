@@ -192,11 +192,6 @@ impl DownTrack {
         self.epoch.map(|e| e.in_ssrc)
     }
 
-    /// Simulcast: the layer forwarded before the last switch, if there was one.
-    pub fn previous_layer(&self) -> Option<u32> {
-        self.previous.map(|(e, _)| e.in_ssrc)
-    }
-
     /// Simulcast: the layer waiting for its keyframe, if a switch is under way.
     pub fn switching_to(&self) -> Option<u32> {
         self.target

@@ -98,7 +98,6 @@ impl Engine {
             (true, false) => Layering::Single,
             (true, true) => Layering::Simulcast {
                 start: default_ssrc,
-                areas: layer_areas(&published.layers),
             },
         };
         // The grid decodes one layer of each track: the smallest (a tile of a grid).
@@ -288,7 +287,7 @@ impl Engine {
             let Some(slot) = sub.slots.get_mut(slot_index) else {
                 continue;
             };
-            if let Layering::Simulcast { start, .. } = layering
+            if let Layering::Simulcast { start } = layering
                 && !slot.down.layered()
             {
                 // A subscriber new to a simulcast track starts at its smallest layer (a
@@ -313,12 +312,9 @@ impl Engine {
                             "session {sub_id}: {room_track} switched to stream {}",
                             header.ssrc
                         );
-                        // Up only: a raise is made where the downlink has room for it.
-                        let up = slot
-                            .down
-                            .previous_layer()
-                            .is_some_and(|from| layering.larger(from, header.ssrc));
-                        slot.confirm_switch_at = up.then_some(now + SWITCH_CONFIRM);
+                        // Browsers (those that negotiated a retransmission stream):
+                        // madang's receivers order a picture's packets before decoding it.
+                        slot.confirm_switch_at = slot.rtx.map(|_| now + SWITCH_CONFIRM);
                     } else if slot.confirm_switch_at.is_some_and(|at| now >= at) {
                         slot.confirm_switch_at = None;
                         want_keyframe = Some(header.ssrc);
@@ -663,37 +659,7 @@ enum Layering {
     Single,
     /// Video sent as simulcast: each subscriber is forwarded one layer, starting at the
     /// `start` layer's SSRC (unknown until a keyframe told the layers' sizes).
-    Simulcast {
-        start: Option<u32>,
-        /// Each layer's SSRC and picture area, where its size is known (three at most).
-        areas: [Option<(u32, u32)>; 3],
-    },
-}
-
-/// The SSRC and picture area of each of `layers` whose size is known (the first three).
-fn layer_areas(layers: &[super::published::Layer]) -> [Option<(u32, u32)>; 3] {
-    let mut areas = [None; 3];
-    for (slot, l) in areas.iter_mut().zip(layers) {
-        *slot = l.size.map(|(w, h)| (l.ssrc, w * h));
-    }
-    areas
-}
-
-impl Layering {
-    /// Whether a switch from the layer `from` to `to` goes to a larger picture.
-    fn larger(&self, from: u32, to: u32) -> bool {
-        let Layering::Simulcast { areas, .. } = self else {
-            return false;
-        };
-        let area = |ssrc| {
-            areas
-                .iter()
-                .flatten()
-                .find(|(s, _)| *s == ssrc)
-                .map(|(_, a)| *a)
-        };
-        area(from).zip(area(to)).is_some_and(|(a, b)| b > a)
-    }
+    Simulcast { start: Option<u32> },
 }
 
 /// How long after a subscriber switched to another simulcast layer it gets one more
@@ -703,10 +669,10 @@ impl Layering {
 /// it too, and asks for nothing. Measured with Chromium on `rural` links (± 20 ms of
 /// jitter): a 640×360 layer shown as 320×180 pictures for 75 s after the switch, in 3 of 4
 /// runs of the browser tiles test. The second keyframe finds the new SPS in place. After
-/// the publisher's keyframe limiter (300 ms), so that it is not refused. After switches up
-/// only, which the allocation makes where the downlink has room: after every switch, on
-/// simulated `rural` (4 simulcast participants, seeds 1–4) the keyframes cost a third of
-/// the pictures (26,519 against 38,687), the downlinks being full when they go down.
+/// the publisher's keyframe limiter (300 ms), so that it is not refused. Browsers only:
+/// madang's receivers order a picture's packets before decoding it, and the keyframe
+/// costs (simulated `rural` with 4 simulcast madang participants, seeds 1–4: 26,519
+/// pictures with it, 38,687 without).
 const SWITCH_CONFIRM: Duration = Duration::from_millis(500);
 
 /// How long after its last NACK a subscriber is still told to hold pictures for repairs.
