@@ -312,12 +312,6 @@ impl Engine {
                             "session {sub_id}: {room_track} switched to stream {}",
                             header.ssrc
                         );
-                        // Browsers (those that negotiated a retransmission stream):
-                        // madang's receivers order a picture's packets before decoding it.
-                        slot.confirm_switch_at = slot.rtx.map(|_| now + SWITCH_CONFIRM);
-                    } else if slot.confirm_switch_at.is_some_and(|at| now >= at) {
-                        slot.confirm_switch_at = None;
-                        want_keyframe = Some(header.ssrc);
                     }
                     if video && let Some(n) = self.simulate_loss_every {
                         self.video_written += 1;
@@ -661,19 +655,6 @@ enum Layering {
     /// `start` layer's SSRC (unknown until a keyframe told the layers' sizes).
     Simulcast { start: Option<u32> },
 }
-
-/// How long after a subscriber switched to another simulcast layer it gets one more
-/// keyframe of it. The layers share their parameter-set ids, and a browser that receives the
-/// switch keyframe's IDR slice before its SPS (reordered on the way) completes it with the SPS
-/// it has, the old layer's: it decodes the new layer at the old size, every picture after
-/// it too, and asks for nothing. Measured with Chromium on `rural` links (± 20 ms of
-/// jitter): a 640×360 layer shown as 320×180 pictures for 75 s after the switch, in 3 of 4
-/// runs of the browser tiles test. The second keyframe finds the new SPS in place. After
-/// the publisher's keyframe limiter (300 ms), so that it is not refused. Browsers only:
-/// madang's receivers order a picture's packets before decoding it, and the keyframe
-/// costs (simulated `rural` with 4 simulcast madang participants, seeds 1–4: 26,519
-/// pictures with it, 38,687 without).
-const SWITCH_CONFIRM: Duration = Duration::from_millis(500);
 
 /// How long after its last NACK a subscriber is still told to hold pictures for repairs.
 const REPAIR_MEMORY: Duration = Duration::from_secs(10);

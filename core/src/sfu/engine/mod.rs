@@ -299,9 +299,6 @@ struct SlotRtc {
     negotiated: bool,
     /// Its retransmission stream, where the subscriber negotiated one (browsers).
     rtx: Option<RtxOut>,
-    /// When to ask for one more keyframe of the simulcast layer it switched to (see
-    /// `SWITCH_CONFIRM`).
-    confirm_switch_at: Option<Instant>,
 }
 
 /// A subscriber's retransmission stream (RTX, RFC 4588) for one video slot.

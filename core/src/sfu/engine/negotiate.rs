@@ -287,7 +287,6 @@ impl Engine {
                     paused_track: None,
                     off_screen: false,
                     negotiated: false,
-                    confirm_switch_at: None,
                     rtx: rtx_ssrc.map(|ssrc| RtxOut {
                         ssrc,
                         payload_type: 0,
