@@ -223,9 +223,14 @@ impl DownTrack {
         // stream before had used, and the receiver took it for a duplicate and decoded the
         // new layer with the old layer's SPS. Measured on `rural` links (± 20 ms of
         // jitter): Chromium decoded a 640×360 layer as 320×180 pictures for 75 s, asking
-        // for nothing. The first stream of a subscriber has nothing before it to collide
-        // with: any packet that starts a keyframe starts it.
-        let starts = h.keyframe_start && (h.parameter_sets || self.last_out.is_none());
+        // for nothing. A subscriber's first stream has nothing before it to collide with,
+        // and a stream resumed after a pause has its own SPS at the receiver already: any
+        // packet that starts a keyframe starts those. (Asking the SPS of them too raised the
+        // keyframe requests of a simulated conference on 8 % burst loss, worst pair, from
+        // 12 to 17 in 60 s.)
+        let sent_before = self.epoch.or(self.previous.map(|(e, _)| e));
+        let same_stream = sent_before.is_none_or(|e| e.in_ssrc == h.ssrc);
+        let starts = h.keyframe_start && (h.parameter_sets || same_stream);
         let switch = self.target == Some(h.ssrc) && starts;
         let epoch = match self.epoch {
             Some(e) if e.in_ssrc == h.ssrc && !switch => e,
@@ -643,6 +648,33 @@ mod tests {
         assert_eq!(sps.seq, b.seq.wrapping_add(1));
         assert_eq!(d.rewrite(&idr).unwrap().seq, sps.seq.wrapping_add(1));
         assert_eq!(b.seq, a.seq.wrapping_add(1));
+    }
+
+    #[test]
+    fn a_stream_resumed_after_a_pause_starts_at_any_packet_starting_a_keyframe() {
+        let mut d = DownTrack::new(0xbeef, 96, true);
+        let a = sent(d.forward(&pkt(10, 100, 90_000, true), t0()));
+        d.set_paused(true);
+        d.set_paused(false);
+        assert!(d.needs_keyframe());
+        // The same stream's keyframe, its SPS lost on the way: the IDR's first fragment
+        // starts it (the receiver has this stream's SPS).
+        let idr = InHeader {
+            parameter_sets: false,
+            ..pkt(10, 201, 99_000, true)
+        };
+        let b = sent(d.forward(&idr, t0()));
+        assert_eq!(b.seq, a.seq.wrapping_add(1));
+        // A publisher's restart (another SSRC) still waits for the SPS.
+        let other = InHeader {
+            parameter_sets: false,
+            ..pkt(11, 5, 1_000, true)
+        };
+        assert_eq!(d.forward(&other, t0()), Forwarding::WaitingForKeyframe);
+        assert!(matches!(
+            d.forward(&pkt(11, 4, 1_000, true), t0()),
+            Forwarding::Send(_)
+        ));
     }
 
     #[test]
