@@ -4,6 +4,7 @@
 
 pub mod cc;
 pub mod clock;
+pub mod dtls;
 pub mod jitter;
 pub mod leg;
 pub mod nack;

@@ -820,6 +820,9 @@ impl Session {
         let Some(conn) = self.conn(which) else {
             return;
         };
+        if !conn.handshake.admit(data) {
+            return;
+        }
         let msg = crate::transport::datagram(now, local, from, data);
         if let Err(e) = conn.pc.handle_read(msg) {
             tracing::debug!("{which:?} read: {e}");
@@ -1141,6 +1144,7 @@ impl Session {
             let from = conn.local;
             let mut out = Vec::new();
             while let Some(w) = conn.pc.poll_write() {
+                conn.handshake.on_sent(&w.message);
                 out.push(Transmit {
                     from,
                     to: w.transport.peer_addr,

@@ -20,6 +20,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use crate::room::RoomError;
 use crate::signal::{IceCandidate, TrackKind};
 use crate::transport::cc::SendSide;
+use crate::transport::dtls::HandshakeGuard;
 use crate::transport::rtx::{REPAIR_FLOWS_SLOT, RepairFlows};
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
@@ -37,6 +38,8 @@ pub(crate) struct ClientPc {
     pub local: SocketAddr,
     /// DTLS and SRTP are up.
     pub connected: bool,
+    /// Keeps its DTLS handshake's retransmission timer alive (see [`HandshakeGuard`]).
+    pub handshake: HandshakeGuard,
     /// An offer is out and its answer has not come back.
     pub offer_pending: bool,
     /// Receive-only m-lines added so far, per kind (subscriber).
@@ -110,6 +113,7 @@ impl ClientPc {
             pc,
             local,
             connected: false,
+            handshake: HandshakeGuard::new(),
             offer_pending: false,
             recv_audio: 0,
             recv_video: 0,

@@ -74,6 +74,7 @@ use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, PeerRole, PublishTrack, ServerMessage, TrackKind,
 };
 use crate::transport::cc::{LossWindow, SendEstimate};
+use crate::transport::dtls::HandshakeGuard;
 use published::Published;
 
 /// An input from a signal session (one WebSocket, or one simulated client).
@@ -278,6 +279,8 @@ struct Pc {
     /// The client restarted ICE (new credentials on a live connection) and the new path is
     /// not up yet.
     ice_restarting: bool,
+    /// Keeps its DTLS handshake's retransmission timer alive (see [`HandshakeGuard`]).
+    handshake: HandshakeGuard,
 }
 
 /// A receive slot's WebRTC side; which track it carries is the room policy's business.
@@ -577,6 +580,9 @@ impl Engine {
         let Some(pc) = self.peers.get_mut(&key.0).and_then(|p| p.pc_mut(key.1)) else {
             return;
         };
+        if !pc.handshake.admit(data) {
+            return;
+        }
         let msg = crate::transport::datagram(now, local, from, data);
         if let Err(e) = pc.pc.handle_read(msg) {
             tracing::debug!("session {} {:?}: read: {e}", key.0, key.1);
@@ -833,6 +839,7 @@ impl Engine {
                     pc.sent_to = Some(out.transport.peer_addr);
                     self.by_addr.insert(out.transport.peer_addr, key);
                 }
+                pc.handshake.on_sent(&out.message);
                 self.transmits.push_back(Transmit {
                     to: out.transport.peer_addr,
                     data: out.message,

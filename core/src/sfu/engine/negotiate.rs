@@ -17,6 +17,7 @@ use crate::signal::{
     ErrorCode, IceCandidate, PeerRole, PublishTrack, RefusedTrack, ServerMessage, TrackKind,
 };
 use crate::transport::cc::SendSide;
+use crate::transport::dtls::HandshakeGuard;
 use crate::transport::rtx::RTX_MIME_TYPE;
 use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
 
@@ -188,6 +189,7 @@ impl Engine {
             estimate: congestion.map(|c| c.estimate),
             sent_to: None,
             ice_restarting: false,
+            handshake: HandshakeGuard::new(),
         });
         self.by_ufrag.insert(ufrag, (id, role));
         Ok(())
