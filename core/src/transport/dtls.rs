@@ -58,35 +58,43 @@ impl HandshakeGuard {
 
     /// The local side sends `datagram`.
     pub fn on_sent(&mut self, datagram: &[u8]) {
-        for (epoch, typ) in handshake_messages(datagram) {
-            if epoch != 0 {
-                continue;
-            }
-            match typ {
-                message::SERVER_HELLO => self.answered_client_hello = true,
-                message::CLIENT_KEY_EXCHANGE => self.answered_server_flight = true,
-                _ => {}
+        if !is_dtls(datagram) {
+            return;
+        }
+        let handshake = records(datagram).take_while(|(typ, _, _)| *typ == HANDSHAKE);
+        for (_, _, body) in handshake.filter(|(_, epoch, _)| *epoch == 0) {
+            for typ in message_types(body) {
+                match typ {
+                    message::SERVER_HELLO => self.answered_client_hello = true,
+                    message::CLIENT_KEY_EXCHANGE => self.answered_server_flight = true,
+                    _ => {}
+                }
             }
         }
     }
 
     /// Whether `datagram`, which came from the peer, goes on to the connection: `false` when
-    /// it carries only repeats of a flight the local side has answered already.
+    /// it is whole unencrypted handshake records carrying only repeats of a flight the local
+    /// side has answered already.
     pub fn admit(&self, datagram: &[u8]) -> bool {
         if !(self.answered_client_hello || self.answered_server_flight) || !is_dtls(datagram) {
             return true;
         }
-        let mut any = false;
-        for (epoch, typ) in handshake_messages(datagram) {
-            any = true;
-            if epoch != 0 || !self.is_repeat(typ) {
+        let (mut any, mut covered) = (false, 0);
+        for (typ, epoch, body) in records(datagram) {
+            if typ != HANDSHAKE || epoch != 0 {
                 return true;
             }
+            for typ in message_types(body) {
+                any = true;
+                if !self.is_repeat(typ) {
+                    return true;
+                }
+            }
+            covered += RECORD_HEADER + body.len();
         }
-        // Only a datagram made of nothing but handshake records is parsed to the end by
-        // `handshake_messages`; anything else (application data, an alert, a change of
-        // cipher spec) makes it stop early and count as not a repeat above.
-        !(any && records_are_all_handshake(datagram))
+        // Trailing bytes or a truncated record: not a repeat to drop.
+        !(any && covered == datagram.len())
     }
 
     fn is_repeat(&self, typ: u8) -> bool {
@@ -125,41 +133,19 @@ fn records(datagram: &[u8]) -> impl Iterator<Item = (u8, u16, &[u8])> {
     })
 }
 
-/// Whether `datagram` is one or more whole DTLS records, every one a handshake record.
-fn records_are_all_handshake(datagram: &[u8]) -> bool {
-    let mut covered = 0;
-    for (typ, _, body) in records(datagram) {
-        if typ != HANDSHAKE {
-            return false;
+/// The message types in an unencrypted handshake record's body (a record may carry several
+/// messages).
+fn message_types(body: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.len() < MESSAGE_HEADER {
+            return None;
         }
-        covered += RECORD_HEADER + body.len();
-    }
-    covered == datagram.len()
-}
-
-/// The handshake messages (epoch, message type) in `datagram`'s handshake records, epoch 0
-/// ones read message by message (a record may carry several), an encrypted one (epoch ≥ 1)
-/// once with type 0; stops at the first record that is not a handshake record.
-fn handshake_messages(datagram: &[u8]) -> impl Iterator<Item = (u16, u8)> + '_ {
-    let mut out = Vec::new();
-    if is_dtls(datagram) {
-        for (typ, epoch, body) in records(datagram) {
-            if typ != HANDSHAKE {
-                break;
-            }
-            if epoch != 0 {
-                out.push((epoch, 0));
-                continue;
-            }
-            let mut rest = body;
-            while rest.len() >= MESSAGE_HEADER {
-                let fragment = u32::from_be_bytes([0, rest[9], rest[10], rest[11]]) as usize;
-                out.push((0, rest[0]));
-                rest = rest.get(MESSAGE_HEADER + fragment..).unwrap_or(&[]);
-            }
-        }
-    }
-    out.into_iter()
+        let typ = rest[0];
+        let fragment = u32::from_be_bytes([0, rest[9], rest[10], rest[11]]) as usize;
+        rest = rest.get(MESSAGE_HEADER + fragment..).unwrap_or(&[]);
+        Some(typ)
+    })
 }
 
 #[cfg(test)]
