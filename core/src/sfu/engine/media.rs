@@ -46,10 +46,10 @@ impl Engine {
             .meter
             .add(packet.payload.len() + super::downlink::RTP_OVERHEAD);
         // A layer flows while new packets come: a retransmission of a layer its publisher
-        // paused is not it coming back. Counted
-        // as flowing, the paused full size of a recorded simulcast camera looked back when
-        // repairs of it came after the pause, the recording switched to it at a repaired
-        // keyframe, and had nothing for 5 s, until the publisher resumed it.
+        // paused is not it coming back. Counted as flowing, the paused full size of a
+        // recorded simulcast camera looked back when repairs of it came after the pause, the
+        // recording switched to it at a repaired keyframe, and had nothing for 5 s, until the
+        // publisher resumed it.
         let mut fresh = true;
         if let Some(up) = layer.upstream.as_mut() {
             let highest = up.seqs.highest();
