@@ -200,3 +200,89 @@ fn a_narrow_downlink_gets_the_small_layer_of_every_video_and_the_full_size_comes
         assert!(ms - ms0 <= 500.0, "{track} froze {:.0} ms", ms - ms0);
     }
 }
+
+/// The longest time between two pictures of `seen` in `from_s..to_s`, seconds.
+fn longest_gap(pictures: &[(f64, u32)], from_s: f64, to_s: f64) -> f64 {
+    let times: Vec<f64> = pictures
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= from_s && *t < to_s)
+        .collect();
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+#[test]
+fn a_layer_its_publisher_pauses_is_left_for_a_smaller_one_within_half_a_second() {
+    // A publisher pauses its full size on its own (as Chromium does when its estimate
+    // falls): the subscriber forwarded it moves to the small layer at that layer's next
+    // keyframe, and the picture holds still only until then.
+    let mut world = World::new("delay=40ms".parse().unwrap(), 5, World::engine_config());
+    let publisher = JoinOptions {
+        video: Some((640, 360, 15, 600)),
+        simulcast: true,
+        ..JoinOptions::default()
+    };
+    world.join("p1", publisher).unwrap();
+    let listener = JoinOptions {
+        video: None,
+        ..JoinOptions::default()
+    };
+    let viewer = world.join("p2", listener).unwrap();
+    let seen: RefCell<Seen> = RefCell::default();
+    let mut on_event = |i: usize, event: RoomEvent, at: Duration| {
+        if let RoomEvent::VideoFrame {
+            participant, frame, ..
+        } = event
+        {
+            seen.borrow_mut()
+                .entry((i, participant))
+                .or_default()
+                .push((at.as_secs_f64(), frame.width()));
+        }
+    };
+    world
+        .run_for(Duration::from_secs(6), &mut on_event)
+        .unwrap();
+    let paused = world.elapsed().as_secs_f64();
+    let (n, widths) = window(&seen.borrow(), viewer, "p1", paused - 2.0, paused);
+    assert!(n >= 25, "p2 decoded {n} pictures of p1 in 2 s");
+    assert_eq!(widths, [640], "p2 sees p1 at full size");
+
+    world.hold_layer(0, 1, true);
+    world
+        .run_for(Duration::from_secs(4), &mut on_event)
+        .unwrap();
+    let resumed = world.elapsed().as_secs_f64();
+    let pictures = seen.borrow()[&(viewer, "p1".to_owned())].clone();
+    let gap = longest_gap(&pictures, paused - 0.5, resumed);
+    let small_from = pictures
+        .iter()
+        .find(|(t, w)| *t >= paused && *w == 320)
+        .map(|(t, _)| t - paused);
+    eprintln!(
+        "full size paused: p2's longest wait for a picture {:.0} ms, small layer {small_from:?} s after",
+        gap * 1000.0
+    );
+    // 15 fps: a picture every 67 ms. The pause is seen after LAYER_STALL (250 ms), the
+    // small layer's keyframe comes a round trip and a picture later (~150 ms).
+    assert!(gap <= 0.6, "p2's picture of p1 held still {gap:.2} s");
+    let (n, widths) = window(&seen.borrow(), viewer, "p1", resumed - 2.0, resumed);
+    assert!(n >= 25, "p2 decoded {n} pictures of p1 in 2 s");
+    assert_eq!(widths, [320], "p2 sees p1's small layer");
+
+    // The full size comes back: taken again, without a freeze.
+    world.hold_layer(0, 1, false);
+    world
+        .run_for(Duration::from_secs(10), &mut on_event)
+        .unwrap();
+    let end = world.elapsed().as_secs_f64();
+    let pictures = seen.borrow()[&(viewer, "p1".to_owned())].clone();
+    let gap = longest_gap(&pictures, resumed, end);
+    let (_, widths) = window(&seen.borrow(), viewer, "p1", end - 2.0, end);
+    eprintln!(
+        "full size resumed: longest wait {:.0} ms, widths at the end {widths:?}",
+        gap * 1000.0
+    );
+    assert_eq!(widths, [640], "p2 sees p1 at full size again");
+    assert!(gap <= 0.3, "p2's picture of p1 held still {gap:.2} s");
+}

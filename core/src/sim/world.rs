@@ -64,6 +64,8 @@ struct Media {
     speech: SpeechSource,
     next_video: Instant,
     next_audio: Instant,
+    /// Simulcast layers not sent whatever the uplink carries ([`World::hold_layer`]).
+    held: Vec<usize>,
 }
 
 /// One simulated participant.
@@ -374,6 +376,7 @@ impl World {
                 next_video: self.now
                     + Duration::from_micros(i as u64 * 7_919 % frame_interval.as_micros() as u64),
                 next_audio: self.now,
+                held: Vec::new(),
             },
             gone: false,
             video_sent: 0,
@@ -397,6 +400,17 @@ impl World {
     /// notices the silence.
     pub fn vanish(&mut self, i: usize) {
         self.participants[i].gone = true;
+    }
+
+    /// Participant `i` stops sending its simulcast layer `layer` (0 the smallest) whatever
+    /// its uplink carries, or sends it again, as a browser pauses a layer when its own
+    /// estimate falls. The layer resumes with a keyframe.
+    pub fn hold_layer(&mut self, i: usize, layer: usize, held: bool) {
+        let media = &mut self.participants[i].media;
+        media.held.retain(|&l| l != layer);
+        if held {
+            media.held.push(layer);
+        }
     }
 
     /// Participant `i`'s signal connection drops (its process died): the server hears the
@@ -516,7 +530,13 @@ impl World {
                     encoder.request_keyframe(layer);
                 }
                 let frame = pattern.next_frame(micros);
-                let units = encoder.encode(&frame, &p.session.video_layer_targets())?;
+                let mut targets = p.session.video_layer_targets();
+                for &layer in &m.held {
+                    if let Some(target) = targets.get_mut(layer) {
+                        *target = None;
+                    }
+                }
+                let units = encoder.encode(&frame, &targets)?;
                 for (layer, unit) in &units {
                     if !p
                         .session

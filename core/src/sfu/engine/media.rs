@@ -62,9 +62,6 @@ impl Engine {
                 self.next_nack = Some(self.next_nack.map_or(t, |n| n.min(t)));
             }
         }
-        if fresh {
-            layer.last_packet = Some(now);
-        }
         let header = InHeader {
             ssrc,
             seq: packet.header.sequence_number,
@@ -74,6 +71,10 @@ impl Engine {
             parameter_sets: keyframe_start && video && rtp_payload_carries_sps(&packet.payload),
         };
         layer.cache.insert(now, header, packet.payload.clone());
+        if fresh && published.on_fresh_packet(ssrc, now) {
+            // Another layer stopped: its subscribers move now, not at the next allocation.
+            self.next_allocation = self.next_allocation.min(now);
+        }
         if video
             && keyframe_start
             && published.simulcast

@@ -17,6 +17,18 @@ use crate::transport::nack::NackList;
 /// 67 ms; a second is many pictures missed, never one late picture.
 pub(super) const LAYER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A simulcast layer that sent nothing for this long while another layer of its track sent
+/// a new packet is paused by its publisher: the layers of one camera carry the same
+/// pictures, so a gap in one alone is no network's doing. Seen sooner than
+/// [`LAYER_TIMEOUT`] and acted on at once (not at the next allocation), a subscriber
+/// forwarded it moves to a layer still flowing sooner: measured on simulated time
+/// (`tests/simulcast.rs`, 15 fps, 40 ms each way), the subscriber's picture held still
+/// 1,133 ms → 400 ms. Chromium pauses its large layer whenever its own estimate falls, and
+/// each pause froze madang's view of it (CI runs of the lte simulcast interop test: 1.7 s
+/// and 3.7 s in 18 s). Several pictures long at 15–30 fps, so a picture late by the link's
+/// jitter or a keyframe's pacing is not taken for a pause.
+pub(super) const LAYER_STALL: Duration = Duration::from_millis(250);
+
 pub(super) struct Published {
     /// Shared, so forwarding holds it per packet without allocating.
     pub room_track: Arc<str>,
@@ -44,7 +56,10 @@ pub(super) struct Layer {
     pub upstream: Option<Upstream>,
     /// Its rate as it arrives (read at each allocation).
     pub meter: Meter,
+    /// When its last new packet came (retransmissions do not count).
     pub last_packet: Option<Instant>,
+    /// Paused by its publisher: another layer sent [`LAYER_STALL`] after its last packet.
+    stalled: bool,
 }
 
 /// The gaps in a published video stream as it reaches the server, and their NACK schedule:
@@ -95,6 +110,7 @@ impl Published {
             }),
             meter: Meter::default(),
             last_packet: None,
+            stalled: false,
         });
     }
 
@@ -123,6 +139,30 @@ impl Published {
     /// The stream sent with `ssrc`, to change.
     pub fn layer_mut(&mut self, ssrc: u32) -> Option<&mut Layer> {
         self.layers.iter_mut().find(|l| l.ssrc == ssrc)
+    }
+
+    /// A new packet of the stream `ssrc` came at `now` (not a retransmission). Returns
+    /// whether that shows another layer of a simulcast track paused by its publisher
+    /// ([`LAYER_STALL`]) that was flowing until now: subscribers forwarded it are to move.
+    pub fn on_fresh_packet(&mut self, ssrc: u32, now: Instant) -> bool {
+        let simulcast = self.simulcast;
+        let mut stopped = false;
+        for layer in &mut self.layers {
+            if layer.ssrc == ssrc {
+                layer.last_packet = Some(now);
+                layer.stalled = false;
+            } else if simulcast
+                && !layer.stalled
+                && let Some(t) = layer.last_packet
+            {
+                let silent = now.saturating_duration_since(t);
+                if silent >= LAYER_STALL {
+                    layer.stalled = true;
+                    stopped |= silent < LAYER_TIMEOUT;
+                }
+            }
+        }
+        stopped
     }
 
     /// The picture size a keyframe of the layer `ssrc` announced: the layers' order follows.
@@ -157,8 +197,8 @@ impl Published {
     }
 
     /// The layers a subscriber can be forwarded now, smallest first: those whose size is
-    /// known that sent within [`LAYER_TIMEOUT`] (every stream of a track without
-    /// simulcast).
+    /// known that sent within [`LAYER_TIMEOUT`] and did not stall while another layer sent
+    /// ([`LAYER_STALL`]); every stream of a track without simulcast.
     pub fn available(&self, now: Instant) -> Vec<&Layer> {
         if !self.simulcast {
             return self.layers.iter().take(1).collect();
@@ -192,11 +232,12 @@ impl Published {
     }
 }
 
-/// Whether `layer` sent within [`LAYER_TIMEOUT`] of `now`.
+/// Whether `layer` sent within [`LAYER_TIMEOUT`] of `now` and is not seen paused.
 fn flowing(layer: &Layer, now: Instant) -> bool {
-    layer
-        .last_packet
-        .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    !layer.stalled
+        && layer
+            .last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
 }
 
 #[cfg(test)]
@@ -241,6 +282,39 @@ mod tests {
         // An SSRC not seen before is another layer, not a restart.
         t.layer_for(40);
         assert_eq!(t.layers.len(), 4);
+    }
+
+    #[test]
+    fn a_layer_silent_while_another_sends_is_seen_paused_at_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = track(Some("q"));
+        t.add_layer(20, Some("h".into()));
+        t.set_size(10, (320, 180));
+        t.set_size(20, (640, 360));
+        let ssrcs =
+            |t: &Published, now| t.available(now).iter().map(|l| l.ssrc).collect::<Vec<_>>();
+        // Both layers carry every picture (15 fps), the large one's packets a little late.
+        for ms in (0..=200).step_by(67) {
+            assert!(!t.on_fresh_packet(10, at(ms)));
+            assert!(!t.on_fresh_packet(20, at(ms + 40)));
+        }
+        assert_eq!(ssrcs(&t, at(241)), [10, 20]);
+        // The large layer stops after its packet at 241 ms; the small one goes on. A
+        // picture later it still counts as flowing, not at 241 + LAYER_STALL: told once.
+        assert!(!t.on_fresh_packet(10, at(268)));
+        assert!(!t.on_fresh_packet(10, at(335)));
+        assert_eq!(ssrcs(&t, at(335)), [10, 20]);
+        assert!(t.on_fresh_packet(10, at(491)));
+        assert_eq!(ssrcs(&t, at(491)), [10]);
+        assert!(!t.on_fresh_packet(10, at(558)));
+        // Its publisher resumes it: offered again at its first new packet.
+        assert!(!t.on_fresh_packet(10, at(2000)));
+        assert!(!t.on_fresh_packet(20, at(2040)));
+        assert_eq!(ssrcs(&t, at(2040)), [10, 20]);
+        // A layer already past LAYER_TIMEOUT is not news.
+        assert!(!t.on_fresh_packet(20, at(4000)));
+        assert_eq!(ssrcs(&t, at(4000)), [20]);
     }
 
     #[test]
