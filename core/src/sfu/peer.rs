@@ -21,6 +21,7 @@ use crate::signal::PeerRole;
 use crate::transport::cc::SendSide;
 use crate::transport::leg::SubscriberLeg;
 use crate::transport::rtx::{REPAIR_FLOWS_SLOT, RepairFlows};
+use crate::transport::twcc::PatientTwccReceiver;
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
     SRTP_REPLAY_WINDOW, add_host_candidate, h264_rtx_codec, media_engine,
@@ -79,7 +80,15 @@ pub(crate) fn new_peer_connection(
                 );
             // No NACK generator: the engine NACKs upstream losses itself, at once and once
             // per round trip (see `transport::nack`).
-            let registry = configure_twcc_receiver_only(keyframes, &mut engine)?;
+            // The extension and feedback `rtc`'s TWCC receiver negotiates, with madang's
+            // own receiver in its place: it waits for overtaken packets instead of
+            // reporting them lost (see `transport::twcc`).
+            let _ = configure_twcc_receiver_only(Registry::new(), &mut engine)?;
+            let sender_ssrc = ufrag.bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ b as u32).wrapping_mul(0x0100_0193)
+            });
+            let registry =
+                keyframes.with(Slot::TwccReceiver, PatientTwccReceiver::new(sender_ssrc));
             configure_rtcp_reports(registry)
         }
         PeerRole::Subscriber => {

@@ -10,6 +10,7 @@ pub mod leg;
 pub mod nack;
 pub mod playout;
 pub mod rtx;
+pub mod twcc;
 
 use std::collections::VecDeque;
 use std::time::Instant;
