@@ -119,6 +119,20 @@ pub fn rtp_payload_starts_keyframe(payload: &[u8]) -> bool {
     }
 }
 
+/// Whether an H.264 RTP payload belongs to a keyframe: one that starts it
+/// ([`rtp_payload_starts_keyframe`]), a lone PPS, or any FU-A fragment of an IDR slice. On
+/// a link that reorders, the first packet of a keyframe to arrive need not be its first.
+pub fn rtp_payload_in_keyframe(payload: &[u8]) -> bool {
+    if rtp_payload_starts_keyframe(payload) {
+        return true;
+    }
+    match payload.first().map(|b| b & 0x1f) {
+        Some(NAL_PPS) => true,
+        Some(FU_A) => payload.get(1).is_some_and(|&fu| fu & 0x1f == NAL_IDR),
+        _ => false,
+    }
+}
+
 /// The NAL units an H.264 RTP payload carries whole or begins: a single NAL unit, each unit of
 /// a STAP-A, or an FU-A start fragment (its header rebuilt, its body the fragment). Empty
 /// for padding, FU-A middle and end fragments and anything malformed.
@@ -433,6 +447,15 @@ mod tests {
         assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x05, 1]));
         assert!(!rtp_payload_starts_keyframe(&[0x7c, 0x81, 1]));
         assert!(!rtp_payload_starts_keyframe(&[]));
+        // Any packet of a keyframe: its middle and end fragments and a lone PPS too, never
+        // a fragment of another slice.
+        assert!(rtp_payload_in_keyframe(&[0x7c, 0x85, 1]));
+        assert!(rtp_payload_in_keyframe(&[0x7c, 0x05, 1]));
+        assert!(rtp_payload_in_keyframe(&[0x7c, 0x45, 1]));
+        assert!(rtp_payload_in_keyframe(&[0x68, 0xce]));
+        assert!(!rtp_payload_in_keyframe(&[0x7c, 0x81, 1]));
+        assert!(!rtp_payload_in_keyframe(&[0x41, 1]));
+        assert!(!rtp_payload_in_keyframe(&[]));
         // The SPS alone or first in a STAP-A; an IDR fragment is no SPS.
         assert!(rtp_payload_carries_sps(&[0x67, 0x42]));
         assert!(rtp_payload_carries_sps(&[

@@ -10,7 +10,9 @@ use rtc::rtp;
 use rtc::sansio::Protocol;
 
 use super::{Engine, SessionId};
-use crate::codec::nal::{rtp_payload_carries_sps, rtp_payload_sps, rtp_payload_starts_keyframe};
+use crate::codec::nal::{
+    rtp_payload_carries_sps, rtp_payload_in_keyframe, rtp_payload_sps, rtp_payload_starts_keyframe,
+};
 use crate::codec::rtp::audio_level_dbov;
 use crate::sfu::forward::{Forwarding, InHeader, OutHeader, RetransmitCache};
 use crate::sfu::mixer::{GridRunner, MixerOutput};
@@ -71,7 +73,8 @@ impl Engine {
             parameter_sets: keyframe_start && video && rtp_payload_carries_sps(&packet.payload),
         };
         layer.cache.insert(now, header, packet.payload.clone());
-        if fresh && published.on_fresh_packet(ssrc, now) {
+        let keyframe = keyframe_start || (video && rtp_payload_in_keyframe(&packet.payload));
+        if fresh && published.on_fresh_packet(ssrc, keyframe, now) {
             // Another layer stopped: its subscribers move now, not at the next allocation.
             self.next_allocation = self.next_allocation.min(now);
         }

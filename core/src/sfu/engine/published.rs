@@ -58,8 +58,12 @@ pub(super) struct Layer {
     pub meter: Meter,
     /// When its last new packet came (retransmissions do not count).
     pub last_packet: Option<Instant>,
-    /// Paused by its publisher: another layer sent [`LAYER_STALL`] after its last packet.
+    /// Paused by its publisher: another layer sent [`stall_after`](Self::stall_after)
+    /// after its last packet.
     stalled: bool,
+    /// How long a silence while another layer sends means a pause: [`LAYER_STALL`], twice
+    /// as long after each silence it ended with no keyframe, up to [`LAYER_TIMEOUT`].
+    stall_after: Duration,
 }
 
 /// The gaps in a published video stream as it reaches the server, and their NACK schedule:
@@ -111,6 +115,7 @@ impl Published {
             meter: Meter::default(),
             last_packet: None,
             stalled: false,
+            stall_after: LAYER_STALL,
         });
     }
 
@@ -141,14 +146,24 @@ impl Published {
         self.layers.iter_mut().find(|l| l.ssrc == ssrc)
     }
 
-    /// A new packet of the stream `ssrc` came at `now` (not a retransmission). Returns
-    /// whether that shows another layer of a simulcast track paused by its publisher
-    /// ([`LAYER_STALL`]) that was flowing until now: subscribers forwarded it are to move.
-    pub fn on_fresh_packet(&mut self, ssrc: u32, now: Instant) -> bool {
+    /// A new packet of the stream `ssrc` came at `now` (not a retransmission; `keyframe`:
+    /// a packet of a keyframe). Returns whether that shows another layer of a simulcast
+    /// track paused by its publisher ([`LAYER_STALL`]) that was flowing until now:
+    /// subscribers forwarded it are to move.
+    ///
+    /// A paused layer comes back with a keyframe. One that comes back without was only
+    /// short of pictures (its encoder skipped some to keep its rate: madang's publishers
+    /// on a narrow uplink), and waits twice as long before it counts as paused again:
+    /// taken for pauses, such gaps cost simulated `rural --simulcast` keyframe requests
+    /// (moves down and back up) and pictures.
+    pub fn on_fresh_packet(&mut self, ssrc: u32, keyframe: bool, now: Instant) -> bool {
         let simulcast = self.simulcast;
         let mut stopped = false;
         for layer in &mut self.layers {
             if layer.ssrc == ssrc {
+                if layer.stalled && !keyframe {
+                    layer.stall_after = (layer.stall_after * 2).min(LAYER_TIMEOUT);
+                }
                 layer.last_packet = Some(now);
                 layer.stalled = false;
             } else if simulcast
@@ -156,7 +171,7 @@ impl Published {
                 && let Some(t) = layer.last_packet
             {
                 let silent = now.saturating_duration_since(t);
-                if silent >= LAYER_STALL {
+                if silent >= layer.stall_after {
                     layer.stalled = true;
                     stopped |= silent < LAYER_TIMEOUT;
                 }
@@ -296,24 +311,33 @@ mod tests {
             |t: &Published, now| t.available(now).iter().map(|l| l.ssrc).collect::<Vec<_>>();
         // Both layers carry every picture (15 fps), the large one's packets a little late.
         for ms in (0..=200).step_by(67) {
-            assert!(!t.on_fresh_packet(10, at(ms)));
-            assert!(!t.on_fresh_packet(20, at(ms + 40)));
+            assert!(!t.on_fresh_packet(10, false, at(ms)));
+            assert!(!t.on_fresh_packet(20, false, at(ms + 40)));
         }
         assert_eq!(ssrcs(&t, at(241)), [10, 20]);
         // The large layer stops after its packet at 241 ms; the small one goes on. A
         // picture later it still counts as flowing, not at 241 + LAYER_STALL: told once.
-        assert!(!t.on_fresh_packet(10, at(268)));
-        assert!(!t.on_fresh_packet(10, at(335)));
+        assert!(!t.on_fresh_packet(10, false, at(268)));
+        assert!(!t.on_fresh_packet(10, false, at(335)));
         assert_eq!(ssrcs(&t, at(335)), [10, 20]);
-        assert!(t.on_fresh_packet(10, at(491)));
+        assert!(t.on_fresh_packet(10, false, at(491)));
         assert_eq!(ssrcs(&t, at(491)), [10]);
-        assert!(!t.on_fresh_packet(10, at(558)));
-        // Its publisher resumes it: offered again at its first new packet.
-        assert!(!t.on_fresh_packet(10, at(2000)));
-        assert!(!t.on_fresh_packet(20, at(2040)));
+        assert!(!t.on_fresh_packet(10, false, at(558)));
+        // Its publisher resumes it (with a keyframe): offered again at its first new
+        // packet.
+        assert!(!t.on_fresh_packet(10, false, at(2000)));
+        assert!(!t.on_fresh_packet(20, true, at(2040)));
         assert_eq!(ssrcs(&t, at(2040)), [10, 20]);
+        // Silent again, and back without a keyframe: its encoder skipped pictures, it
+        // was not paused. The next silence counts as a pause only after twice as long.
+        assert!(t.on_fresh_packet(10, false, at(2300)));
+        assert!(!t.on_fresh_packet(20, false, at(2340)));
+        assert!(!t.on_fresh_packet(10, false, at(2700)));
+        assert_eq!(ssrcs(&t, at(2700)), [10, 20]);
+        assert!(t.on_fresh_packet(10, false, at(2850)));
+        assert_eq!(ssrcs(&t, at(2850)), [10]);
         // A layer already past LAYER_TIMEOUT is not news.
-        assert!(!t.on_fresh_packet(20, at(4000)));
+        assert!(!t.on_fresh_packet(20, true, at(4000)));
         assert_eq!(ssrcs(&t, at(4000)), [20]);
     }
 
