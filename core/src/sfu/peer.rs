@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -21,7 +21,7 @@ use crate::signal::PeerRole;
 use crate::transport::cc::SendSide;
 use crate::transport::leg::SubscriberLeg;
 use crate::transport::rtx::{REPAIR_FLOWS_SLOT, RepairFlows};
-use crate::transport::twcc::PatientTwccReceiver;
+use crate::transport::twcc::{MAX_REORDER_WAIT, PatientTwccReceiver};
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
     SRTP_REPLAY_WINDOW, add_host_candidate, h264_rtx_codec, media_engine,
@@ -43,15 +43,17 @@ use crate::transport::{
 /// took a quarter of the cost of forwarding. The media engine (codecs, header extensions, feedback) is the
 /// same on both legs. No NACK responder: the server answers subscribers' NACKs itself from
 /// each publisher's retransmission cache, shared by all subscribers, instead of keeping a
-/// send buffer per subscriber leg.
+/// send buffer per subscriber leg. `counts_feedback_loss`: the peer is no madang client
+/// (a browser: libwebrtc's loss estimate counts what transport-wide feedback calls lost),
+/// and a publishing connection's feedback waits for packets the link reorders.
 pub(crate) fn new_peer_connection(
     role: PeerRole,
-    ufrag: &str,
-    pwd: &str,
+    (ufrag, pwd): (&str, &str),
     local: SocketAddr,
     now: Instant,
     congestion: Option<&SendSide>,
     rtx_received: &Arc<AtomicU64>,
+    counts_feedback_loss: bool,
 ) -> Result<RTCPeerConnection, RtcError> {
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
@@ -81,14 +83,23 @@ pub(crate) fn new_peer_connection(
             // No NACK generator: the engine NACKs upstream losses itself, at once and once
             // per round trip (see `transport::nack`).
             // The extension and feedback `rtc`'s TWCC receiver negotiates, with madang's
-            // own receiver in its place: it waits for overtaken packets instead of
-            // reporting them lost (see `transport::twcc`).
+            // own receiver in its place: for a browser, whose loss estimate counts what
+            // the feedback calls lost, it waits for overtaken packets instead of reporting
+            // them lost; a madang publisher's loss comes from receiver reports, and it is
+            // answered at once (see `transport::twcc`).
             let _ = configure_twcc_receiver_only(Registry::new(), &mut engine)?;
             let sender_ssrc = ufrag.bytes().fold(0x811c_9dc5u32, |h, b| {
                 (h ^ b as u32).wrapping_mul(0x0100_0193)
             });
-            let registry =
-                keyframes.with(Slot::TwccReceiver, PatientTwccReceiver::new(sender_ssrc));
+            let wait = if counts_feedback_loss {
+                MAX_REORDER_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let registry = keyframes.with(
+                Slot::TwccReceiver,
+                PatientTwccReceiver::new(sender_ssrc, wait),
+            );
             configure_rtcp_reports(registry)
         }
         PeerRole::Subscriber => {
@@ -194,12 +205,12 @@ mod tests {
         for role in [PeerRole::Publisher, PeerRole::Subscriber] {
             new_peer_connection(
                 role,
-                "ufrag0001",
-                "passwordpasswordpassword",
+                ("ufrag0001", "passwordpasswordpassword"),
                 addr,
                 Instant::now(),
                 Some(&SendSide::new(SUBSCRIBER_MAX_BPS)),
                 &Arc::default(),
+                true,
             )
             .unwrap();
         }

@@ -28,6 +28,26 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::shared::error::Error as RtcError;
 
+/// The session-level `a=tool` line (RFC 8866 §6.3) madang's clients put in their offers:
+/// the server tells them from browsers by it (see [`twcc`]).
+pub const SDP_TOOL: &str = concat!("a=tool:madang ", env!("CARGO_PKG_VERSION"));
+
+/// `sdp` with [`SDP_TOOL`] among its session-level attributes (after its `t=` line).
+pub fn with_sdp_tool(sdp: String) -> String {
+    match sdp
+        .find("\r\nt=")
+        .and_then(|t| sdp[t + 2..].find("\r\n").map(|e| t + 2 + e + 2))
+    {
+        Some(at) => format!("{}{SDP_TOOL}\r\n{}", &sdp[..at], &sdp[at..]),
+        None => sdp,
+    }
+}
+
+/// Whether an offer was made by a madang client ([`SDP_TOOL`]).
+pub fn made_by_madang(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.starts_with("a=tool:madang"))
+}
+
 /// Payload type madang offers for H.264.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
 /// Payload type madang offers for Opus.
@@ -493,6 +513,19 @@ impl Interceptor for CanonicalRtcpOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn madang_offers_name_their_tool() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(!made_by_madang(sdp));
+        let tagged = with_sdp_tool(sdp.to_owned());
+        assert!(made_by_madang(&tagged));
+        assert!(tagged.contains("t=0 0\r\na=tool:madang "), "{tagged}");
+        // Nothing else changed.
+        assert_eq!(tagged.replace(&format!("{SDP_TOOL}\r\n"), ""), sdp);
+        let parsed = rtc::sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(&tagged));
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
 
     #[test]
     fn engine_builds() {

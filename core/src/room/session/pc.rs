@@ -25,6 +25,7 @@ use crate::transport::rtx::{REPAIR_FLOWS_SLOT, RepairFlows};
 use crate::transport::{
     CANONICAL_ORDER_SLOT, CanonicalRtcpOrder, DeliverKeyframeRequests, ICE_ATTEMPTS,
     SRTP_REPLAY_WINDOW, add_host_candidate, h264_rtx_codec, layered_media_track, media_engine,
+    with_sdp_tool,
 };
 
 fn webrtc_err(e: impl std::fmt::Display) -> RoomError {
@@ -185,7 +186,8 @@ impl ClientPc {
         Ok(added)
     }
 
-    /// Creates and applies an offer; returns its SDP (with the host candidate in it).
+    /// Creates and applies an offer; returns its SDP (with the host candidate in it, and
+    /// madang's `a=tool` line).
     pub fn offer(&mut self, now: Instant) -> Result<String, RoomError> {
         let offer = self.pc.create_offer(None).map_err(webrtc_err)?;
         let text = offer.sdp.clone();
@@ -193,7 +195,8 @@ impl ClientPc {
             .set_local_description(now, offer)
             .map_err(webrtc_err)?;
         self.offer_pending = true;
-        Ok(self.pc.local_description().map(|d| d.sdp).unwrap_or(text))
+        let sdp = self.pc.local_description().map(|d| d.sdp).unwrap_or(text);
+        Ok(with_sdp_tool(sdp))
     }
 
     /// Restarts ICE from a new local address (the network changed): new ICE credentials, the
@@ -211,7 +214,7 @@ impl ClientPc {
         self.offer_pending = true;
         self.pc
             .local_description()
-            .map(|d| d.sdp)
+            .map(|d| with_sdp_tool(d.sdp))
             .ok_or_else(|| RoomError::WebRtc("no local description after a restart".into()))
     }
 

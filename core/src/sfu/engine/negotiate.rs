@@ -19,7 +19,9 @@ use crate::signal::{
 use crate::transport::cc::SendSide;
 use crate::transport::dtls::HandshakeGuard;
 use crate::transport::rtx::RTX_MIME_TYPE;
-use crate::transport::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, media_track, opus_codec};
+use crate::transport::{
+    AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, made_by_madang, media_track, opus_codec,
+};
 
 impl Engine {
     pub(super) fn on_offer(
@@ -32,7 +34,10 @@ impl Engine {
     ) {
         let remote_ufrag = sdp_ice_ufrag(&sdp);
         self.replace_stuck(id, role, remote_ufrag.as_deref());
-        if let Err(e) = self.ensure_pc(id, role, now) {
+        // madang's clients name themselves in an `a=tool` line; the others are browsers
+        // (libwebrtc), WHIP encoders and the like.
+        let madang = made_by_madang(&sdp);
+        if let Err(e) = self.ensure_pc(id, role, !madang, now) {
             return self.rooms.fail(id, ErrorCode::Internal, &e);
         }
         if let Some(pc) = self.peers.get_mut(&id).and_then(|p| p.pc_mut(role)) {
@@ -151,7 +156,15 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn ensure_pc(&mut self, id: SessionId, role: PeerRole, now: Instant) -> Result<(), String> {
+    /// Creates the session's `role` connection unless it has one; `counts_feedback_loss`:
+    /// its peer is not a madang client (see [`new_peer_connection`]).
+    fn ensure_pc(
+        &mut self,
+        id: SessionId,
+        role: PeerRole,
+        counts_feedback_loss: bool,
+        now: Instant,
+    ) -> Result<(), String> {
         let exists = self
             .peers
             .get_mut(&id)
@@ -165,12 +178,12 @@ impl Engine {
             .then(|| SendSide::starting_at(SUBSCRIBER_START_BPS, SUBSCRIBER_MAX_BPS));
         let pc = new_peer_connection(
             role,
-            &ufrag,
-            &pwd,
+            (&ufrag, &pwd),
             self.local,
             now,
             congestion.as_ref(),
             &self.rtx_received,
+            counts_feedback_loss,
         )
         .map_err(|e| e.to_string())?;
         let Some(peer) = self.peers.get_mut(&id) else {
