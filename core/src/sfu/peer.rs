@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -82,24 +82,22 @@ pub(crate) fn new_peer_connection(
                 );
             // No NACK generator: the engine NACKs upstream losses itself, at once and once
             // per round trip (see `transport::nack`).
-            // The extension and feedback `rtc`'s TWCC receiver negotiates, with madang's
-            // own receiver in its place: for a browser, whose loss estimate counts what
-            // the feedback calls lost, it waits for overtaken packets instead of reporting
-            // them lost; a madang publisher's loss comes from receiver reports, and it is
-            // answered at once (see `transport::twcc`).
-            let _ = configure_twcc_receiver_only(Registry::new(), &mut engine)?;
-            let sender_ssrc = ufrag.bytes().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ b as u32).wrapping_mul(0x0100_0193)
-            });
-            let wait = if counts_feedback_loss {
-                MAX_REORDER_WAIT
+            // For a browser, whose loss estimate counts what transport-wide feedback calls
+            // lost, madang's own receiver in place of `rtc`'s: it waits for overtaken
+            // packets instead of reporting them lost (see `transport::twcc`). A madang
+            // publisher's loss comes from receiver reports: `rtc`'s receiver answers it.
+            let registry = if counts_feedback_loss {
+                let _ = configure_twcc_receiver_only(Registry::new(), &mut engine)?;
+                let sender_ssrc = ufrag.bytes().fold(0x811c_9dc5u32, |h, b| {
+                    (h ^ b as u32).wrapping_mul(0x0100_0193)
+                });
+                keyframes.with(
+                    Slot::TwccReceiver,
+                    PatientTwccReceiver::new(sender_ssrc, MAX_REORDER_WAIT),
+                )
             } else {
-                Duration::ZERO
+                configure_twcc_receiver_only(keyframes, &mut engine)?
             };
-            let registry = keyframes.with(
-                Slot::TwccReceiver,
-                PatientTwccReceiver::new(sender_ssrc, wait),
-            );
             configure_rtcp_reports(registry)
         }
         PeerRole::Subscriber => {
