@@ -2,6 +2,10 @@
 //! header fields the rest of madang needs (keyframe or not, profile and level). Pure code, also
 //! available without the native codecs.
 
+mod ids;
+
+pub use ids::{MAX_SPS_ID, with_parameter_set_id};
+
 /// NAL unit type of an IDR slice.
 pub const NAL_IDR: u8 = 5;
 /// NAL unit type of a non-IDR slice.

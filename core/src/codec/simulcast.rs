@@ -197,7 +197,14 @@ impl SimulcastEncoder {
                 let small = self.scale(frame, i)?;
                 self.encoders[i].encode(&small)?
             };
-            if let Some(unit) = unit {
+            if let Some(mut unit) = unit {
+                // Each layer's parameter sets under an id of its own, its index (see
+                // `nal::with_parameter_set_id`): the encoders all use 0.
+                if i > 0
+                    && let Some(data) = super::nal::with_parameter_set_id(&unit.data, i as u32)
+                {
+                    unit.data = data.into();
+                }
                 out.push((i, unit));
             }
         }
@@ -269,6 +276,42 @@ mod tests {
             .map(|l| l.bitrate_bps / 1000)
             .collect();
         assert_eq!(rates, [187, 530, 1500]);
+    }
+
+    #[test]
+    fn one_decoder_switched_between_layers_at_their_keyframes_shows_each_at_its_size() {
+        // What a receiver the server switches sees: one stream, the layers' pictures in
+        // turn, each switch at a keyframe of the new layer (with its parameter sets, under
+        // that layer's own id).
+        let layers = simulcast_layers(640, 360, 600_000);
+        let mut encoder = SimulcastEncoder::new(&layers, 15.0).unwrap();
+        let mut pattern = TestPattern::new(640, 360).unwrap();
+        let mut decoder = H264Decoder::new().unwrap();
+        let mut shown = Vec::new();
+        let mut on = 0;
+        for i in 0..30u64 {
+            let want = usize::from((10..20).contains(&i));
+            if want != on && i % 10 == 0 {
+                encoder.request_keyframe(want);
+            }
+            let frame = pattern.next_frame(i * 66_666);
+            for (layer, unit) in encoder
+                .encode(&frame, &[Some(150_000), Some(450_000)])
+                .unwrap()
+            {
+                if layer != want || (layer != on && !unit.keyframe) {
+                    continue;
+                }
+                on = layer;
+                let picture = decoder.decode_frame(&unit).unwrap().expect("decoded");
+                shown.push((i, picture.width()));
+            }
+        }
+        let widths: Vec<u32> = shown.iter().map(|(_, w)| *w).collect();
+        assert_eq!(widths.len(), 30, "{shown:?}");
+        assert!(widths[..10].iter().all(|w| *w == 320), "{shown:?}");
+        assert!(widths[10..20].iter().all(|w| *w == 640), "{shown:?}");
+        assert!(widths[20..].iter().all(|w| *w == 320), "{shown:?}");
     }
 
     #[test]
