@@ -2,6 +2,7 @@
 //! settings (1.5 Mbps, 30 fps, one thread, Constrained Baseline).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use madang::codec::nal::with_parameter_set_id;
 use madang::codec::{H264Config, H264Encoder};
 use madang_benches::{BITRATE_BPS, SIZES, pattern_frames};
 use openh264::OpenH264API;
@@ -54,5 +55,30 @@ fn encode(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, encode);
+/// Giving a simulcast layer's access units their own parameter-set id (every layer above
+/// the smallest goes through it after its encoder): per access unit, keyframes among them.
+fn parameter_set_id(c: &mut Criterion) {
+    for (w, h) in SIZES {
+        let frames = pattern_frames(w, h, 60);
+        let mut encoder = H264Encoder::new(H264Config::new(w, h).threads(1)).unwrap();
+        let units: Vec<_> = frames
+            .iter()
+            .filter_map(|f| encoder.encode(f).unwrap())
+            .collect();
+        let mut group = c.benchmark_group(format!("nal_parameter_set_id/{w}x{h}"));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(20);
+        let mut i = 0;
+        group.bench_function("madang", |b| {
+            b.iter(|| {
+                let out = with_parameter_set_id(&units[i % units.len()].data, 1);
+                i += 1;
+                out
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, encode, parameter_set_id);
 criterion_main!(benches);
