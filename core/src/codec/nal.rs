@@ -166,26 +166,43 @@ fn rtp_payload_units(payload: &[u8]) -> Vec<(u8, &[u8])> {
     }
 }
 
-/// Reads the start of an RBSP bit by bit, skipping emulation-prevention bytes.
+/// Reads the start of an RBSP bit by bit, skipping emulation-prevention bytes (or, made
+/// with [`Bits::rbsp`], from an RBSP already without them).
 struct Bits<'a> {
     data: &'a [u8],
     byte: usize,
     bit: u8,
     zeros: u8,
+    escaped: bool,
 }
 
 impl<'a> Bits<'a> {
+    /// A reader of a NAL unit body as it is sent (with emulation prevention).
     fn new(data: &'a [u8]) -> Self {
         Self {
             data,
             byte: 0,
             bit: 0,
             zeros: 0,
+            escaped: true,
         }
     }
 
+    /// A reader of an RBSP whose emulation-prevention bytes were taken out.
+    fn rbsp(data: &'a [u8]) -> Self {
+        Self {
+            escaped: false,
+            ..Self::new(data)
+        }
+    }
+
+    /// Bits read so far (an offset into the data for an [`rbsp`](Self::rbsp) reader).
+    fn position(&self) -> usize {
+        self.byte * 8 + usize::from(self.bit)
+    }
+
     fn bit(&mut self) -> Option<u32> {
-        if self.bit == 0 {
+        if self.escaped && self.bit == 0 {
             // 00 00 03: the 03 was inserted so the stream holds no start code.
             if self.zeros >= 2 && self.data.get(self.byte) == Some(&3) {
                 self.byte += 1;

@@ -17,7 +17,7 @@
 //! so the rest of each NAL unit is copied shifted by the difference, its trailing bits
 //! written again and its emulation prevention redone.
 
-use super::{NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, nal_type, nal_units};
+use super::{Bits, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, nal_type, nal_units};
 
 /// The largest id an SPS may have (H.264 §7.4.2.1.1); PPS ids go to 255.
 pub const MAX_SPS_ID: u32 = 31;
@@ -33,15 +33,15 @@ pub fn with_parameter_set_id(access_unit: &[u8], id: u32) -> Option<Vec<u8>> {
     for unit in nal_units(access_unit) {
         out.extend_from_slice(&[0, 0, 0, 1]);
         let rewritten = match nal_type(unit)? {
-            NAL_SPS => rewrite(unit, 3, &[Field::Id])?,
-            NAL_PPS => rewrite(unit, 0, &[Field::Id, Field::Id])?,
-            NAL_SLICE | NAL_IDR => rewrite(unit, 0, &[Field::Keep, Field::Keep, Field::Id])?,
+            NAL_SPS => rewrite(unit, 3, &[Field::Id], id)?,
+            NAL_PPS => rewrite(unit, 0, &[Field::Id, Field::Id], id)?,
+            NAL_SLICE | NAL_IDR => rewrite(unit, 0, &[Field::Keep, Field::Keep, Field::Id], id)?,
             _ => {
                 out.extend_from_slice(unit);
                 continue;
             }
         };
-        emulation_prevent(&rewritten(id), &mut out);
+        emulation_prevent(&rewritten, &mut out);
     }
     Some(out)
 }
@@ -53,46 +53,37 @@ enum Field {
     Id,
 }
 
-/// Reads `unit` (a NAL unit, escaped): its header byte, `fixed` bytes copied as they are,
-/// then `fields`; returns a writer of the unit's RBSP (header byte included, unescaped)
-/// with the `Id` fields set to its argument.
-fn rewrite(unit: &[u8], fixed: usize, fields: &[Field]) -> Option<impl Fn(u32) -> Vec<u8>> {
+/// `unit` (a NAL unit, escaped) as an RBSP (header byte included, unescaped): its header
+/// byte and `fixed` bytes as they are, then `fields` (the `Id` ones set to `id`), then the
+/// rest of its bits and its trailing bits.
+fn rewrite(unit: &[u8], fixed: usize, fields: &[Field], id: u32) -> Option<Vec<u8>> {
     let (&header, body) = unit.split_first()?;
     let rbsp = unescape(body);
     let stop = stop_bit(&rbsp)?;
-    let mut reader = Reader::new(&rbsp);
-    let lead: Vec<u32> = (0..fixed).map(|_| reader.bits(8)).collect::<Option<_>>()?;
-    let kept: Vec<u32> = fields.iter().map(|_| reader.ue()).collect::<Option<_>>()?;
-    let rest_from = reader.pos;
-    if rest_from > stop {
+    let mut r = Bits::rbsp(&rbsp);
+    let mut w = Writer::default();
+    w.bits(u32::from(header), 8);
+    for _ in 0..fixed {
+        w.bits(r.bits(8)?, 8);
+    }
+    for field in fields {
+        let old = r.ue()?;
+        w.ue(match field {
+            Field::Keep => old,
+            Field::Id => id,
+        });
+    }
+    if r.position() > stop {
         return None;
     }
-    let fields = fields.to_vec();
-    Some(move |id: u32| {
-        let mut w = Writer::default();
-        w.bits(u32::from(header), 8);
-        for b in &lead {
-            w.bits(*b, 8);
-        }
-        for (field, old) in fields.iter().zip(&kept) {
-            w.ue(match field {
-                Field::Keep => *old,
-                Field::Id => id,
-            });
-        }
-        let mut r = Reader {
-            data: &rbsp,
-            pos: rest_from,
-        };
-        while stop - r.pos >= 24 {
-            w.bits(r.bits(24).unwrap_or(0), 24);
-        }
-        let left = (stop - r.pos) as u8;
-        w.bits(r.bits(left).unwrap_or(0), left);
-        // rbsp_trailing_bits: the stop bit, then zeros to the byte.
-        w.bits(1, 1);
-        w.finish()
-    })
+    while stop - r.position() >= 24 {
+        w.bits(r.bits(24)?, 24);
+    }
+    let left = (stop - r.position()) as u8;
+    w.bits(r.bits(left)?, left);
+    // rbsp_trailing_bits: the stop bit, then zeros to the byte.
+    w.bits(1, 1);
+    Some(w.finish())
 }
 
 /// Position (in bits) of the RBSP stop bit: the last bit set.
@@ -127,39 +118,6 @@ fn emulation_prevent(unit: &[u8], out: &mut Vec<u8>) {
         }
         zeros = if b == 0 { zeros + 1 } else { 0 };
         out.push(b);
-    }
-}
-
-/// Reads bits from an RBSP (no emulation prevention left in it).
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0 }
-    }
-
-    fn bits(&mut self, n: u8) -> Option<u32> {
-        let mut v = 0;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Some(v)
-    }
-
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bits(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
     }
 }
 
@@ -213,7 +171,7 @@ mod tests {
             w.ue(v);
             w.bits(1, 1);
             let bytes = w.finish();
-            let mut r = Reader::new(&bytes);
+            let mut r = Bits::rbsp(&bytes);
             assert_eq!(r.bits(3), Some(0b101));
             assert_eq!(r.ue(), Some(v));
             assert_eq!(r.bits(1), Some(1));
@@ -234,7 +192,7 @@ mod tests {
         nal_units(access_unit)
             .filter_map(|unit| {
                 let rbsp = unescape(&unit[1..]);
-                let mut r = Reader::new(&rbsp);
+                let mut r = Bits::rbsp(&rbsp);
                 let typ = nal_type(unit)?;
                 let fields = match typ {
                     NAL_SPS => {
