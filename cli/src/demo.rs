@@ -196,10 +196,12 @@ fn print_table(r: &ConferenceReport, config: &ConferenceConfig) {
         let got: u64 = r.audio.iter().map(|a| a.frames_received).sum();
         let worst = r.audio.iter().map(|a| a.loss_pct).fold(0.0, f64::max);
         let fec: u64 = r.audio.iter().map(|a| a.fec_frames).sum();
+        let copies: u64 = r.audio.iter().map(|a| a.copy_frames).sum();
         let concealed: f64 = r.audio.iter().map(|a| a.concealed_ms).sum();
         println!(
             "audio: {got}/{sent} frames of 20 ms played across {} pairs (worst pair {worst:.2} % \
-             not played); {fec} rebuilt from FEC, {concealed:.0} ms concealed",
+             not played); {fec} rebuilt from FEC, {copies} from copies in later packets, \
+             {concealed:.0} ms concealed",
             r.audio.len()
         );
     }

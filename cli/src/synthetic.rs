@@ -427,6 +427,7 @@ pub async fn run_conference_with_grid(
                         0.0
                     },
                     fec_frames: mic.map_or(0, |s| s.audio_fec_frames),
+                    copy_frames: mic.map_or(0, |s| s.audio_copy_frames),
                     concealed_ms,
                     buffer_delay_ms: mic.map_or(0.0, |s| s.buffer_delay_ms),
                 });

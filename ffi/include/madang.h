@@ -319,6 +319,9 @@ typedef struct {
   // The bitrate the video encoder aims at now (it follows the estimate), kbit/s; 0
   // without video.
   double video_target_kbps;
+  // Audio frames played from a copy in a later packet (redundant audio), their own
+  // packet lost.
+  uint64_t audio_copy_frames;
 } madang_stats;
 
 // What one remote track delivered (part of a `STATS` event).
@@ -356,6 +359,9 @@ typedef struct {
   double jitter_ms;
   // Received bitrate, kbit/s.
   double kbps;
+  // Audio frames played from a copy in a later packet (redundant audio), their own
+  // packet lost.
+  uint64_t audio_copy_frames;
 } madang_track_stats;
 
 // One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL

@@ -200,6 +200,9 @@ pub struct madang_stats {
     /// The bitrate the video encoder aims at now (it follows the estimate), kbit/s; 0
     /// without video.
     pub video_target_kbps: f64,
+    /// Audio frames played from a copy in a later packet (redundant audio), their own
+    /// packet lost.
+    pub audio_copy_frames: u64,
 }
 
 /// One thing that happened, filled by `madang_client_poll_event`. Strings are never NULL
@@ -276,6 +279,9 @@ pub struct madang_track_stats {
     pub jitter_ms: f64,
     /// Received bitrate, kbit/s.
     pub kbps: f64,
+    /// Audio frames played from a copy in a later packet (redundant audio), their own
+    /// packet lost.
+    pub audio_copy_frames: u64,
 }
 
 /// Where a client is in its life.

@@ -49,6 +49,7 @@ pub(crate) fn c_stats(s: &RoomStats) -> madang_stats {
         out.nacks_sent += t.nacks_sent;
         out.packets_recovered += t.packets_recovered;
         out.audio_fec_frames += t.audio_fec_frames;
+        out.audio_copy_frames += t.audio_copy_frames;
         out.audio_concealed_ms += t.audio_concealed_ms;
         if t.kind == TrackKind::Video {
             out.video_buffer_delay_ms = out.video_buffer_delay_ms.max(t.buffer_delay_ms);
@@ -165,6 +166,7 @@ impl<'a> Event<'a> {
                 buffer_delay_ms: t.buffer_delay_ms,
                 jitter_ms: t.jitter_ms.unwrap_or(-1.0),
                 kbps: t.kbps(),
+                audio_copy_frames: t.audio_copy_frames,
             });
         }
         self.held.tracks = tracks;

@@ -1,6 +1,6 @@
 //! Codecs: H.264 through OpenH264 and Opus through libopus (feature `codec`), pure H.264
-//! bitstream helpers ([`nal`]) that need neither, and their RTP payloads both ways
-//! (`rtp`, feature `net`).
+//! bitstream helpers ([`nal`]) that need neither, redundant audio ([`red`], RFC 2198) and
+//! their RTP payloads both ways (`rtp`, feature `net`).
 //!
 //! The encoders turn [`VideoFrame`](crate::media::VideoFrame)s and
 //! [`AudioFrame`](crate::media::AudioFrame)s into [`EncodedFrame`](crate::media::EncodedFrame)s
@@ -11,6 +11,7 @@ mod h264;
 pub mod nal;
 #[cfg(feature = "codec")]
 mod opus;
+pub mod red;
 #[cfg(feature = "net")]
 pub mod rtp;
 mod simulcast;

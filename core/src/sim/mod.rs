@@ -302,6 +302,8 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
                     - counter(&mic_start, |t| t.audio_concealed_ms);
                 let fec = counter(&mic, |t| t.audio_fec_frames as f64)
                     - counter(&mic_start, |t| t.audio_fec_frames as f64);
+                let copies = counter(&mic, |t| t.audio_copy_frames as f64)
+                    - counter(&mic_start, |t| t.audio_copy_frames as f64);
                 // Events include concealed frames; played ones are the rest.
                 let got = received[ri]
                     .audio
@@ -317,6 +319,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
                     frames_received: got,
                     loss_pct: loss_pct(sent, got),
                     fec_frames: fec as u64,
+                    copy_frames: copies as u64,
                     concealed_ms,
                     buffer_delay_ms: counter(&mic, |t| t.buffer_delay_ms),
                 });

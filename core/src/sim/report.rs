@@ -116,6 +116,8 @@ pub struct AudioPairReport {
     pub loss_pct: f64,
     /// Frames rebuilt from in-band FEC.
     pub fec_frames: u64,
+    /// Frames played from a copy in a later packet (redundant audio).
+    pub copy_frames: u64,
     /// Audio concealed, ms.
     pub concealed_ms: f64,
     /// Playout delay at the end, ms.

@@ -115,6 +115,42 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
     }
 }
 
+/// Payload type madang offers redundant audio under (RFC 2198; what Chromium offers too).
+pub const RED_PAYLOAD_TYPE: u8 = 63;
+
+/// Redundant Opus (RFC 2198, `red/48000/2` with `111/111`): each packet also carries a copy
+/// of an earlier frame (see [`crate::codec::red`]).
+pub fn red_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: RED_MIME_TYPE.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+            rtcp_feedback: vec![],
+        },
+        payload_type: RED_PAYLOAD_TYPE,
+    }
+}
+
+/// The MIME type of redundant audio.
+pub const RED_MIME_TYPE: &str = "audio/red";
+
+/// The payload type a connection negotiated for redundant audio over `primary` (Opus), if
+/// it did: a `red` format whose blocks are all `primary`.
+pub fn red_payload_type(codecs: &[RTCRtpCodecParameters], primary: u8) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|c| {
+            c.rtp_codec.mime_type.eq_ignore_ascii_case(RED_MIME_TYPE)
+                && c.rtp_codec
+                    .sdp_fmtp_line
+                    .split('/')
+                    .all(|pt| pt.trim().parse::<u8>() == Ok(primary))
+        })
+        .map(|c| c.payload_type)
+}
+
 /// A sending track of `kind` with madang's codec for it, a fixed SSRC and, with `rtx`, the
 /// SSRC of its retransmission stream (see [`rtx`]).
 pub fn media_track(
@@ -214,12 +250,13 @@ pub fn add_host_candidate(
     pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
 }
 
-/// A media engine with exactly madang's codecs, the audio-level extension and (video) the
+/// A media engine with exactly madang's codecs (redundant Opus among them), the audio-level extension and (video) the
 /// playout-delay extension.
 pub fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(h264_codec(), RtpCodecKind::Video)?;
     engine.register_codec(opus_codec(), RtpCodecKind::Audio)?;
+    engine.register_codec(red_codec(), RtpCodecKind::Audio)?;
     engine.register_header_extension(
         RTCRtpHeaderExtensionCapability {
             uri: AUDIO_LEVEL_URI.to_owned(),

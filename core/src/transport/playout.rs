@@ -7,6 +7,11 @@
 //! after a lost one is usually in when the lost one is due (its FEC copy can then replace
 //! it). It rises at once and falls by at most 1 ms per frame.
 //!
+//! Copies of earlier frames that a packet carries (redundant audio, [`crate::codec::red`])
+//! go in with [`AudioPlayout::insert_copy`]: a copy fills the place of a lost packet and
+//! teaches the delay nothing. While copies come, the margin is as many frames as they are
+//! back instead of one, so a frame's copy is in when the frame is due.
+//!
 //! A frame is concealed only when it is known to be missing (a later packet is in). When
 //! nothing later has arrived the buffer simply waits: a sender in DTX or muted sends nothing
 //! and its silence is not loss. After a pause longer than the delay, playout restarts at
@@ -65,12 +70,19 @@ pub struct PlayoutStats {
     pub late: u64,
     /// Frames lost in a pause longer than the delay, skipped rather than concealed.
     pub skipped: u64,
+    /// Frames played from a copy in a later packet (their own packet lost).
+    pub copies: u64,
 }
 
 struct Held {
     timestamp: u64,
     payload: Bytes,
+    /// Came as a copy in a later packet.
+    copy: bool,
 }
+
+/// How long the margin for copies lasts after the last copy arrived.
+const COPY_MEMORY: Duration = Duration::from_secs(5);
 
 /// One audio stream's playout buffer. See the [module documentation](self).
 pub struct AudioPlayout {
@@ -82,6 +94,8 @@ pub struct AudioPlayout {
     clock: PlayoutClock,
     delay: PlayoutDelay,
     stats: PlayoutStats,
+    /// When the last copy arrived, and how many frames back it was.
+    last_copy: Option<(Instant, u64)>,
 }
 
 impl std::fmt::Debug for AudioPlayout {
@@ -105,6 +119,7 @@ impl AudioPlayout {
             clock: PlayoutClock::new(now, 48_000),
             delay: PlayoutDelay::new(WINDOW, Duration::from_millis(20)),
             stats: PlayoutStats::default(),
+            last_copy: None,
         }
     }
 
@@ -135,8 +150,41 @@ impl AudioPlayout {
             Held {
                 timestamp: ts,
                 payload,
+                copy: false,
             },
         );
+        self.trim();
+    }
+
+    /// A copy of frame `(seq, timestamp)` arrived at `now` in a later packet, `back` packets
+    /// after it. Kept only when its own packet is neither held nor already due; it does not
+    /// count as an arrival for the delay (it is late by design).
+    pub fn insert_copy(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        back: u16,
+        payload: Bytes,
+    ) {
+        self.last_copy = Some((now, u64::from(back.max(1))));
+        let ext = self.seqs.extend(seq);
+        if self.next.is_some_and(|(n, _)| ext < n) || self.packets.contains_key(&ext) {
+            return;
+        }
+        let ts = self.stamps.extend(timestamp);
+        self.packets.insert(
+            ext,
+            Held {
+                timestamp: ts,
+                payload,
+                copy: true,
+            },
+        );
+        self.trim();
+    }
+
+    fn trim(&mut self) {
         while self.packets.len() > CAPACITY {
             self.packets.pop_first();
             self.stats.late += 1;
@@ -172,10 +220,14 @@ impl AudioPlayout {
             self.next = Some((seq, ts));
             return None;
         }
-        self.adapt();
+        self.adapt(now);
         let out = match self.packets.remove(&seq) {
             Some(p) => {
-                self.stats.played += 1;
+                if p.copy {
+                    self.stats.copies += 1;
+                } else {
+                    self.stats.played += 1;
+                }
                 AudioOut::Packet {
                     payload: p.payload,
                     timestamp: p.timestamp as u32,
@@ -223,10 +275,15 @@ impl AudioPlayout {
         self.clock.expected(ts) + self.delay.get()
     }
 
-    fn adapt(&mut self) {
+    fn adapt(&mut self, now: Instant) {
+        // One frame of margin for the next packet's FEC, or as many as copies come back.
+        let frames = match self.last_copy {
+            Some((at, back)) if now < at + COPY_MEMORY => back,
+            _ => 1,
+        };
         if let Some(p95) = quantile(&self.delay.sorted(), 95) {
             self.delay
-                .follow((p95 + Duration::from_millis(20)).min(MAX_DELAY));
+                .follow((p95 + Duration::from_millis(20 * frames)).min(MAX_DELAY));
         }
     }
 }
@@ -317,6 +374,42 @@ mod tests {
         assert!(played.windows(2).all(|w| w[1] > w[0]));
         // After the delay has learned the jitter, nothing is lost.
         assert!(b.stats().played >= 190, "{:?}", b.stats());
+    }
+
+    #[test]
+    fn copies_two_packets_back_fill_two_losses_in_a_row_and_widen_the_margin() {
+        // Packets 0..200, 20 ms apart, 30 ms transit; 60 and 61 lost. Each packet carries a
+        // copy of the one two back, as redundant audio does.
+        let t0 = Instant::now();
+        let mut b = AudioPlayout::new(t0);
+        let mut out = Vec::new();
+        for ms in 0..4500u32 {
+            let now = t0 + ms * MS;
+            if ms >= 30 && (ms - 30) % 20 == 0 && (ms - 30) / 20 < 200 {
+                let i = ((ms - 30) / 20) as u16;
+                if i != 60 && i != 61 {
+                    b.insert(now, i, 960 * u32::from(i), Bytes::from(vec![i as u8]));
+                }
+                if i >= 2 {
+                    let j = i - 2;
+                    b.insert_copy(now, j, 960 * u32::from(j), 2, Bytes::from(vec![j as u8]));
+                }
+            }
+            while let Some(o) = b.poll(now) {
+                out.push(o);
+            }
+        }
+        assert_eq!(out.len(), 200);
+        for i in [60usize, 61] {
+            assert!(
+                matches!(&out[i], AudioOut::Packet { payload, .. } if payload[..] == [i as u8]),
+                "{i}: {:?}",
+                out[i]
+            );
+        }
+        let stats = b.stats();
+        assert_eq!((stats.played, stats.copies, stats.concealed), (198, 2, 0));
+        assert_eq!(b.delay(), 40 * MS, "two frames of margin while copies come");
     }
 
     #[test]

@@ -40,6 +40,7 @@ use rtc::sansio::Protocol;
 
 use super::{RoomError, RoomEvent, RoomState, SendStats};
 use crate::codec::VideoLayer;
+use crate::codec::red::red_wanted;
 use crate::sfu::allocate::Allocator;
 use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
@@ -505,12 +506,16 @@ impl Session {
         }
     }
 
-    /// Uplink set aside for the microphone track, when there is one.
+    /// Uplink set aside for the microphone track, when there is one: more while its
+    /// packets carry copies of earlier frames (redundant audio, on a lossy uplink), as much
+    /// again as the Opus bitrate.
     fn audio_allowance(&self) -> f64 {
-        if self.audio_out.is_some() {
-            AUDIO_ALLOWANCE_BPS
-        } else {
-            0.0
+        match &self.audio_out {
+            Some(out) if out.red_on => {
+                AUDIO_ALLOWANCE_BPS + f64::from(self.audio_target().bitrate_bps)
+            }
+            Some(_) => AUDIO_ALLOWANCE_BPS,
+            None => 0.0,
         }
     }
 
@@ -1248,10 +1253,23 @@ impl Session {
                     && let Some(lost) = fraction_lost_for(&packets, ssrc)
                 {
                     let pct = lost as f64 * 100.0 / 256.0;
-                    self.uplink_audio_loss = Some(match self.uplink_audio_loss {
+                    let smoothed = match self.uplink_audio_loss {
                         Some(prev) => prev + (pct - prev) / 4.0,
                         None => pct,
-                    });
+                    };
+                    self.uplink_audio_loss = Some(smoothed);
+                    // Copies only while the uplink estimate is twice what the audio takes
+                    // with them: on a link that loses because it is full, more audio would
+                    // only lose more.
+                    let with_copies =
+                        AUDIO_ALLOWANCE_BPS + f64::from(self.audio_target().bitrate_bps);
+                    let room = self
+                        .send_estimate
+                        .bps()
+                        .is_none_or(|e| e as f64 >= 2.0 * with_copies);
+                    if let Some(out) = self.audio_out.as_mut() {
+                        out.red_on = room && red_wanted(out.red_on, smoothed / 100.0);
+                    }
                 }
             }
             _ => {}

@@ -9,10 +9,12 @@ use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 
 use crate::codec::nal::{rtp_payload_sps, rtp_payload_starts_keyframe};
+use crate::codec::red::Red;
 use crate::codec::{H264Decoder, OpusDecoder};
 use crate::media::Channels;
 use crate::room::RoomEvent;
 use crate::signal::TrackKind;
+use crate::transport::RED_PAYLOAD_TYPE;
 use crate::transport::clock::SeqExtender;
 use crate::transport::jitter::VideoBuffer;
 use crate::transport::playout::{AudioOut, AudioPlayout};
@@ -51,6 +53,9 @@ pub struct TrackStats {
     pub freeze_ms: f64,
     /// Audio frames rebuilt from the next packet's in-band FEC.
     pub audio_fec_frames: u64,
+    /// Audio frames played from a copy in a later packet (redundant audio, RFC 2198), their
+    /// own packet lost.
+    pub audio_copy_frames: u64,
     /// Audio concealed (lost and not rebuilt), ms.
     pub audio_concealed_ms: f64,
     /// Current delay of the jitter buffer (video) or playout buffer (audio) on top of the
@@ -86,6 +91,7 @@ impl TrackStats {
             freezes: 0,
             freeze_ms: 0.0,
             audio_fec_frames: 0,
+            audio_copy_frames: 0,
             audio_concealed_ms: 0.0,
             buffer_delay_ms: 0.0,
             seconds: 0.0,
@@ -332,7 +338,19 @@ impl RecvSlot {
                 packet.payload.clone(),
             ),
             Pipeline::Audio { playout, .. } => {
-                playout.insert(now, h.sequence_number, h.timestamp, packet.payload.clone())
+                if h.payload_type != RED_PAYLOAD_TYPE {
+                    playout.insert(now, h.sequence_number, h.timestamp, packet.payload.clone());
+                    return;
+                }
+                // Redundant audio: the packet's own frame and copies of earlier ones.
+                let Ok(red) = Red::parse(&packet.payload) else {
+                    return;
+                };
+                playout.insert(now, h.sequence_number, h.timestamp, red.primary.clone());
+                for (seq, ts, frame) in red.redundant_packets(h.sequence_number, h.timestamp) {
+                    let back = h.sequence_number.wrapping_sub(seq);
+                    playout.insert_copy(now, seq, ts, back, frame);
+                }
             }
         }
     }
@@ -423,6 +441,7 @@ impl RecvSlot {
                 let p = playout.stats();
                 stats.frames_decoded = p.played;
                 stats.audio_fec_frames = p.fec;
+                stats.audio_copy_frames = p.copies;
                 stats.audio_concealed_ms = p.concealed as f64 * 20.0;
                 stats.frames_lost = p.concealed + p.skipped;
                 stats.buffer_delay_ms = playout.delay().as_secs_f64() * 1000.0;

@@ -11,6 +11,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use super::pc::ClientPc;
 use super::{Session, VIDEO_OVERHEAD, Which};
+use crate::codec::red::RedHistory;
 use crate::codec::rtp::{MAX_RTP_PAYLOAD, VOICE_THRESHOLD_DBOV, packetize_h264};
 use crate::media::EncodedFrame;
 use crate::room::RoomError;
@@ -43,6 +44,11 @@ pub(super) struct Outgoing {
     pub(super) on: bool,
     /// The next picture of this stream should be a keyframe.
     pub(super) keyframe: bool,
+    /// Redundant audio (RFC 2198): its payload type once the answer took it, the last
+    /// frames sent, and whether copies go out now (the server reports loss on the way up).
+    red_payload_type: Option<u8>,
+    red: RedHistory,
+    pub(super) red_on: bool,
 }
 
 /// The mid and RTP stream id header extensions of a simulcast layer.
@@ -249,6 +255,9 @@ impl Session {
                     nominal_bps,
                     on: true,
                     keyframe: true,
+                    red_payload_type: None,
+                    red: RedHistory::default(),
+                    red_on: false,
                 });
             }
             let encodings: Vec<(String, u32)> = streams
@@ -305,6 +314,8 @@ impl Session {
             if let Some(codec) = params.rtp_parameters.codecs.first() {
                 out.payload_type = codec.payload_type;
             }
+            out.red_payload_type =
+                crate::transport::red_payload_type(&params.rtp_parameters.codecs, out.payload_type);
             let ext_id = |uri: &str| {
                 params
                     .rtp_parameters
@@ -366,11 +377,21 @@ impl Session {
             return Err(RoomError::NotPublishing(kind.as_str()));
         };
         let n = payloads.len();
-        for (i, payload) in payloads.into_iter().enumerate() {
+        for (i, mut payload) in payloads.into_iter().enumerate() {
+            let mut payload_type = out.payload_type;
+            if kind == TrackKind::Audio {
+                match out.red_payload_type.filter(|_| out.red_on) {
+                    Some(red) => {
+                        payload = out.red.wrap(out.payload_type, out.seq, ts, &payload);
+                        payload_type = red;
+                    }
+                    None => out.red.remember(out.seq, ts, &payload),
+                }
+            }
             let mut header = rtp::header::Header {
                 version: 2,
                 marker: i + 1 == n,
-                payload_type: out.payload_type,
+                payload_type,
                 sequence_number: out.seq,
                 timestamp: ts,
                 ssrc: out.ssrc,

@@ -12,6 +12,7 @@ use crate::grid::plan::plan;
 use crate::sfu::allocate::{Change, Video};
 use crate::signal::{ServerMessage, Speaker, TrackKind, TrackSource};
 use crate::transport::cc::EstimateDetail;
+use crate::transport::fraction_lost_for;
 
 /// How often each subscriber's allocation is decided.
 pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
@@ -134,6 +135,13 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        for slot in &mut peer.slots {
+            if let Some(red) = slot.red.as_mut()
+                && let Some(lost) = fraction_lost_for(packets, slot.down.out_ssrc())
+            {
+                red.on_report(lost);
+            }
+        }
         let videos: Vec<u32> = peer
             .slots
             .iter()
@@ -210,6 +218,8 @@ impl Engine {
             return;
         };
         let mut audio_bps = 0.0;
+        // What the audio would take with copies on every slot that negotiated them.
+        let mut audio_with_copies = 0.0;
         let mut videos = Vec::new();
         // The SSRCs of each video's layers, as `videos[i].layers` lists them.
         let mut layer_ssrcs: Vec<Vec<u32>> = Vec::new();
@@ -232,7 +242,15 @@ impl Engine {
                 continue;
             };
             if rtc.kind == TrackKind::Audio {
-                audio_bps += published.bps();
+                // With copies (redundant audio) each packet carries two frames: the audio
+                // takes its rate again less the packets' headers (one per 20 ms).
+                let bps = published.bps();
+                let copy_bps = (bps - 50.0 * 8.0 * RTP_OVERHEAD as f64).max(0.0);
+                audio_bps += bps;
+                if rtc.red.as_ref().is_some_and(|r| r.sending()) {
+                    audio_bps += copy_bps;
+                }
+                audio_with_copies += bps + copy_bps;
                 continue;
             }
             let Some(info) = self.rooms.track(room, track) else {
@@ -311,6 +329,14 @@ impl Engine {
             return;
         };
         peer.allocator.set_padding_probes(padding);
+        // Copies only where they take at most half the estimate: on a link that loses
+        // because it is full, more audio would only lose more.
+        let room_for_copies = estimate as f64 >= 2.0 * audio_with_copies;
+        for slot in &mut peer.slots {
+            if let Some(red) = slot.red.as_mut() {
+                red.room = room_for_copies;
+            }
+        }
         let changes = peer
             .allocator
             .decide(now, estimate as f64, detail.loss, audio_bps, &videos);

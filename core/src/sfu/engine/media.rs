@@ -13,6 +13,7 @@ use super::{Engine, SessionId};
 use crate::codec::nal::{
     rtp_payload_carries_sps, rtp_payload_in_keyframe, rtp_payload_sps, rtp_payload_starts_keyframe,
 };
+use crate::codec::red::Red;
 use crate::codec::rtp::audio_level_dbov;
 use crate::sfu::forward::{Forwarding, InHeader, OutHeader, RetransmitCache};
 use crate::sfu::mixer::{GridRunner, MixerOutput};
@@ -41,9 +42,21 @@ impl Engine {
             return;
         };
         let video = published.kind == TrackKind::Video;
+        if !video && published.red_payload_type == Some(packet.header.payload_type) {
+            return self.forward_red(publisher, track_id, packet, now);
+        }
         let ssrc = packet.header.ssrc;
         let keyframe_start = !video || rtp_payload_starts_keyframe(&packet.payload);
         let layer = published.layer_for(ssrc);
+        if !video
+            && layer
+                .cache
+                .get(ssrc, packet.header.sequence_number)
+                .is_some()
+        {
+            // Audio already forwarded: its copy came first (redundant audio) or it came twice.
+            return;
+        }
         layer
             .meter
             .add(packet.payload.len() + super::downlink::RTP_OVERHEAD);
@@ -159,6 +172,59 @@ impl Engine {
         if let Some(ssrc) = want_keyframe {
             self.request_keyframe(publisher, track_id, Some(ssrc), now);
         }
+    }
+
+    /// A publisher's redundant audio (RFC 2198): the copies of earlier frames it carries
+    /// first, oldest first — each forwarded only when its own packet was lost on the way
+    /// up — then the packet's own frame, all as plain Opus packets (what every subscriber,
+    /// the recorder and the grid take; madang subscribers get copies of the server's own).
+    fn forward_red(
+        &mut self,
+        publisher: SessionId,
+        track_id: &str,
+        packet: rtp::Packet,
+        now: Instant,
+    ) {
+        let Ok(red) = Red::parse(&packet.payload) else {
+            return;
+        };
+        let h = &packet.header;
+        let plain = |seq: u16, timestamp: u32, payload: bytes::Bytes, own: bool| rtp::Packet {
+            header: rtp::header::Header {
+                payload_type: red.payload_type,
+                sequence_number: seq,
+                timestamp,
+                // A copy's frame is older than the packet's audio level and marker.
+                marker: own && h.marker,
+                extension: own && h.extension,
+                extension_profile: h.extension_profile,
+                extensions: if own {
+                    h.extensions.clone()
+                } else {
+                    Vec::new()
+                },
+                ..h.clone()
+            },
+            payload,
+        };
+        for (seq, timestamp, frame) in red.redundant_packets(h.sequence_number, h.timestamp) {
+            let arrived = self
+                .peers
+                .get(&publisher)
+                .and_then(|p| p.published.get(track_id))
+                .is_none_or(|t| t.has_packet(h.ssrc, seq));
+            if !arrived {
+                self.stats.audio_copies_used += 1;
+                self.forward(
+                    publisher,
+                    track_id,
+                    plain(seq, timestamp, frame, false),
+                    now,
+                );
+            }
+        }
+        let own = plain(h.sequence_number, h.timestamp, red.primary.clone(), true);
+        self.forward(publisher, track_id, own, now);
     }
 
     /// Sends the NACKs due to publishers for packets lost on their way up; notes when the
@@ -327,6 +393,13 @@ impl Engine {
                         continue;
                     }
                     let mut packet = out_packet(&out, payload.clone());
+                    if let Some(red) = slot.red.as_mut()
+                        && let Some(with_copy) = red.packet(&out, payload)
+                    {
+                        packet.payload = with_copy;
+                        packet.header.payload_type = red.payload_type;
+                        self.stats.audio_copies_sent += 1;
+                    }
                     if video
                         && let Some(id) = slot.playout_delay
                         && sub.nacked_at.is_some_and(|t| now < t + REPAIR_MEMORY)

@@ -210,6 +210,12 @@ pub struct EngineStats {
     pub retransmitted: u64,
     /// NACK entries sent to publishers for packets lost on their way to the server.
     pub upstream_nacks: u64,
+    /// Audio packets lost on their way to the server and rebuilt from the copy a later
+    /// packet carried (redundant audio, RFC 2198), then forwarded.
+    pub audio_copies_used: u64,
+    /// Audio packets sent to subscribers with a copy of an earlier one (redundant audio,
+    /// to madang clients whose downlink loses).
+    pub audio_copies_sent: u64,
     /// Packets a publisher resent in a retransmission stream of its own (RTX, RFC 4588:
     /// browsers), restored to the stream they repair: repairs the server asked for, and the
     /// old packets a browser resends in it to probe for bandwidth.
@@ -302,6 +308,62 @@ struct SlotRtc {
     negotiated: bool,
     /// Its retransmission stream, where the subscriber negotiated one (browsers).
     rtx: Option<RtxOut>,
+    /// Redundant audio, where a madang subscriber negotiated it.
+    red: Option<RedOut>,
+}
+
+/// Redundant audio (RFC 2198) to one subscriber's audio slot: switched on while its
+/// receiver reports loss (see [`crate::codec::red`]).
+struct RedOut {
+    /// The payload type the answer gave it.
+    payload_type: u8,
+    history: crate::codec::red::RedHistory,
+    /// The receiver reports loss enough for copies.
+    on: bool,
+    /// The subscriber's estimate has room for them (set at each allocation).
+    room: bool,
+    /// The slot's loss as its receiver reports it, smoothed (0.0 … 1.0).
+    loss: f64,
+}
+
+impl RedOut {
+    fn new(payload_type: u8) -> Self {
+        Self {
+            payload_type,
+            history: Default::default(),
+            on: false,
+            room: true,
+            loss: 0.0,
+        }
+    }
+
+    /// A receiver report's fraction lost (0..=255) for the slot.
+    fn on_report(&mut self, fraction_lost: u8) {
+        self.loss += (f64::from(fraction_lost) / 256.0 - self.loss) / 4.0;
+        self.on = crate::codec::red::red_wanted(self.on, self.loss);
+    }
+
+    /// Copies go out now.
+    fn sending(&self) -> bool {
+        self.on && self.room
+    }
+
+    /// The payload to write for `out` carrying `frame`: with a copy of an earlier frame
+    /// while copies go out; `None` (the frame alone, remembered) otherwise.
+    fn packet(
+        &mut self,
+        out: &crate::sfu::forward::OutHeader,
+        frame: &bytes::Bytes,
+    ) -> Option<bytes::Bytes> {
+        if !self.sending() {
+            self.history.remember(out.seq, out.timestamp, frame);
+            return None;
+        }
+        Some(
+            self.history
+                .wrap(out.payload_type, out.seq, out.timestamp, frame),
+        )
+    }
 }
 
 /// A subscriber's retransmission stream (RTX, RFC 4588) for one video slot.

@@ -10,7 +10,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 
-use super::{Engine, Pc, Published, RtxOut, SessionId, SlotRtc, sdp_m_lines};
+use super::{Engine, Pc, Published, RedOut, RtxOut, SessionId, SlotRtc, sdp_m_lines};
 use crate::sfu::forward::DownTrack;
 use crate::sfu::peer::{SUBSCRIBER_MAX_BPS, SUBSCRIBER_START_BPS, new_peer_connection};
 use crate::signal::{
@@ -21,7 +21,9 @@ use crate::transport::dtls::HandshakeGuard;
 use crate::transport::rtx::RTX_MIME_TYPE;
 use crate::transport::{
     AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI, h264_codec, made_by_madang, media_track, opus_codec,
+    red_payload_type,
 };
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 
 impl Engine {
     pub(super) fn on_offer(
@@ -253,6 +255,7 @@ impl Engine {
             .unwrap_or_default();
         let peer = self.peers.get_mut(&id).ok_or("session gone")?;
         let pc = peer.subscriber.as_mut().ok_or("no subscriber connection")?;
+        let madang = made_by_madang(&sdp);
         let sections = sdp_sections(&sdp);
         let offers_rtx = |mid: &str| {
             sections
@@ -307,6 +310,7 @@ impl Engine {
                         payload_type: 0,
                         seq: (ssrc >> 16) as u16,
                     }),
+                    red: None,
                 },
             ));
         }
@@ -346,6 +350,12 @@ impl Engine {
                             ..rtx
                         })
                     });
+                    // Redundant audio to madang's clients (browsers decode it too, but
+                    // whether theirs pays off under their own playout is not measured).
+                    slot.red = (madang && slot.kind == TrackKind::Audio)
+                        .then(|| red_payload_type(&parameters.codecs, codec.payload_type))
+                        .flatten()
+                        .map(RedOut::new);
                 }
                 slot.playout_delay = parameters
                     .header_extensions
@@ -415,16 +425,26 @@ impl Engine {
             tracing::debug!("session {id}: track on unannounced mid {mid:?}");
             return;
         };
-        let audio_level_id = pc.pc.rtp_receiver(receiver).and_then(|mut r| {
-            r.get_parameters()
-                .rtp_parameters
-                .header_extensions
-                .iter()
-                .find(|e| e.uri == AUDIO_LEVEL_URI)
-                .map(|e| e.id as u8)
-        });
+        let (audio_level_id, red_payload_type) = pc
+            .pc
+            .rtp_receiver(receiver)
+            .map(|mut r| {
+                let parameters = &r.get_parameters().rtp_parameters;
+                let level = parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == AUDIO_LEVEL_URI)
+                    .map(|e| e.id as u8);
+                let opus = parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS));
+                let red = opus.and_then(|o| red_payload_type(&parameters.codecs, o.payload_type));
+                (level, red)
+            })
+            .unwrap_or_default();
         let room_track = publish.source.track_id(&identity).into();
-        let track = Published::new(
+        let mut track = Published::new(
             room_track,
             publish.kind,
             receiver,
@@ -432,6 +452,7 @@ impl Engine {
             ssrc,
             rid,
         );
+        track.red_payload_type = red_payload_type;
         peer.published.insert(track_id, track);
     }
 }

@@ -35,6 +35,9 @@ pub(super) struct Published {
     pub kind: TrackKind,
     pub receiver: RTCRtpReceiverId,
     pub audio_level_id: Option<u8>,
+    /// The payload type of redundant audio (RFC 2198) on the publishing connection, where
+    /// it was negotiated: such packets are taken apart on arrival.
+    pub red_payload_type: Option<u8>,
     /// Sent as simulcast: its streams came with RTP stream ids, each one a layer.
     pub simulcast: bool,
     /// Its streams, in the order they first arrived.
@@ -88,12 +91,20 @@ impl Published {
             kind,
             receiver,
             audio_level_id,
+            red_payload_type: None,
             simulcast: rid.is_some(),
             layers: Vec::new(),
             order: Vec::new(),
         };
         track.add_layer(ssrc, rid);
         track
+    }
+
+    /// Whether the packet `seq` of the stream `ssrc` arrived (and is still cached).
+    pub fn has_packet(&self, ssrc: u32, seq: u16) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.ssrc == ssrc && l.cache.get(ssrc, seq).is_some())
     }
 
     /// Another stream of the track: a simulcast layer.
