@@ -86,7 +86,9 @@ impl Engine {
             parameter_sets: keyframe_start && video && rtp_payload_carries_sps(&packet.payload),
         };
         layer.cache.insert(now, header, packet.payload.clone());
-        let keyframe = keyframe_start || (video && rtp_payload_in_keyframe(&packet.payload));
+        // Only a simulcast layer's pauses look at it (see `Published::on_fresh_packet`).
+        let keyframe = keyframe_start
+            || (video && published.simulcast && rtp_payload_in_keyframe(&packet.payload));
         if fresh && published.on_fresh_packet(ssrc, keyframe, now) {
             // Another layer stopped: its subscribers move now, not at the next allocation.
             self.next_allocation = self.next_allocation.min(now);
