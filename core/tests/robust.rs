@@ -458,10 +458,11 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
     // answer under 10 % loss (its ClientHello lost twice, then a flight: the handshake
     // retransmits once a second); it is replaced, and the new one comes up at once. (Before
     // the handshake guard, `transport::dtls`, such connections stalled for good. Any change
-    // to what is sent when moves this to another seed.)
+    // to what is sent when moves this to another seed: seed 5 until the offers carried
+    // redundant audio, 13 since; seeds 6-12 bring every connection up in time.)
     let mut world = World::new(
-        "lte,loss=10%,seed=5".parse().unwrap(),
-        5,
+        "lte,loss=10%,seed=13".parse().unwrap(),
+        13,
         World::engine_config(),
     );
     join_all(&mut world, &["p1", "p2", "p3"], (320, 180, 15, 300));
@@ -485,7 +486,7 @@ fn a_publishing_connection_whose_handshake_stalls_is_replaced() {
         .sum();
     let latest = seen.values().copied().fold(0.0, f64::max);
     eprintln!(
-        "10 % loss, seed 5: {} of 6 pairs see pictures, the last after {latest:.1} s; {restarts} \
+        "10 % loss, seed 13: {} of 6 pairs see pictures, the last after {latest:.1} s; {restarts} \
          publishing connection(s) replaced, server: {:?}",
         seen.len(),
         world.engine().stats().publisher_restarts
