@@ -511,12 +511,16 @@ impl Session {
     /// again as the Opus bitrate.
     fn audio_allowance(&self) -> f64 {
         match &self.audio_out {
-            Some(out) if out.red_on => {
-                AUDIO_ALLOWANCE_BPS + f64::from(self.audio_target().bitrate_bps)
-            }
+            Some(out) if out.red_on => self.audio_allowance_with_copies(),
             Some(_) => AUDIO_ALLOWANCE_BPS,
             None => 0.0,
         }
+    }
+
+    /// What the microphone track takes while its packets carry copies: the Opus bitrate
+    /// again on top of the allowance.
+    fn audio_allowance_with_copies(&self) -> f64 {
+        AUDIO_ALLOWANCE_BPS + f64::from(self.audio_target().bitrate_bps)
     }
 
     /// The estimate the publishing connection starts from and may not exceed: the configured
@@ -1263,8 +1267,7 @@ impl Session {
                     // Copies only while the uplink estimate is twice what the audio takes
                     // with them: on a link that loses because it is full, more audio would
                     // only lose more.
-                    let with_copies =
-                        AUDIO_ALLOWANCE_BPS + f64::from(self.audio_target().bitrate_bps);
+                    let with_copies = self.audio_allowance_with_copies();
                     let room = self
                         .send_estimate
                         .bps()

@@ -338,6 +338,8 @@ impl RecvSlot {
                 packet.payload.clone(),
             ),
             Pipeline::Audio { playout, .. } => {
+                // The client offers its receiving connection, so the answer keeps madang's
+                // own payload type for redundant audio.
                 if h.payload_type != RED_PAYLOAD_TYPE {
                     playout.insert(now, h.sequence_number, h.timestamp, packet.payload.clone());
                     return;

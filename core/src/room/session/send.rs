@@ -380,12 +380,14 @@ impl Session {
         for (i, mut payload) in payloads.into_iter().enumerate() {
             let mut payload_type = out.payload_type;
             if kind == TrackKind::Audio {
-                match out.red_payload_type.filter(|_| out.red_on) {
-                    Some(red) => {
+                // Remembered only where copies were negotiated and may be switched on.
+                match (out.red_payload_type, out.red_on) {
+                    (Some(red), true) => {
                         payload = out.red.wrap(out.payload_type, out.seq, ts, &payload);
                         payload_type = red;
                     }
-                    None => out.red.remember(out.seq, ts, &payload),
+                    (Some(_), false) => out.red.remember(out.seq, ts, &payload),
+                    (None, _) => {}
                 }
             }
             let mut header = rtp::header::Header {

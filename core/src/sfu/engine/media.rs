@@ -199,7 +199,6 @@ impl Engine {
                 // A copy's frame is older than the packet's audio level and marker.
                 marker: own && h.marker,
                 extension: own && h.extension,
-                extension_profile: h.extension_profile,
                 extensions: if own {
                     h.extensions.clone()
                 } else {
