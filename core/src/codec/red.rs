@@ -201,6 +201,37 @@ pub fn red_wanted(currently: bool, loss: f64) -> bool {
     }
 }
 
+/// A link's loss as its receiver reports tell it, smoothed (each report moves the figure a
+/// quarter of the way; the first is taken as it is), and whether it calls for copies
+/// ([`red_wanted`]'s hysteresis).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RedSwitch {
+    loss: Option<f64>,
+    wanted: bool,
+}
+
+impl RedSwitch {
+    /// A receiver report's `fraction lost` (0..=255, RFC 3550) for the stream.
+    pub fn on_report(&mut self, fraction_lost: u8) {
+        let reported = f64::from(fraction_lost) / 256.0;
+        let loss = self
+            .loss
+            .map_or(reported, |prev| prev + (reported - prev) / 4.0);
+        self.loss = Some(loss);
+        self.wanted = red_wanted(self.wanted, loss);
+    }
+
+    /// The smoothed loss (0.0 … 1.0); `None` before the first report.
+    pub fn loss(&self) -> Option<f64> {
+        self.loss
+    }
+
+    /// Whether the loss calls for copies.
+    pub fn wanted(&self) -> bool {
+        self.wanted
+    }
+}
+
 /// Loss (0.0 … 1.0) at which a sender starts sending copies: a link that loses less keeps
 /// the copies' bits (as much again as the Opus bitrate) for video, and the in-band FEC
 /// rebuilds most of its losses alone (random loss rarely takes two packets in a row).
@@ -316,5 +347,22 @@ mod tests {
         assert!(red_wanted(false, 0.02));
         assert!(red_wanted(true, 0.015));
         assert!(!red_wanted(true, 0.005));
+    }
+
+    #[test]
+    fn the_switch_follows_smoothed_reports_with_hysteresis() {
+        let mut switch = RedSwitch::default();
+        assert_eq!((switch.loss(), switch.wanted()), (None, false));
+        // 2.3 % at once: the first report is taken as it is.
+        switch.on_report(6);
+        assert!(switch.wanted(), "{switch:?}");
+        // Clean reports: 2.3 → 1.76 → 1.32 → 0.99 %; off only below 1 %.
+        for (i, expect) in [true, true, false].into_iter().enumerate() {
+            switch.on_report(0);
+            assert_eq!(switch.wanted(), expect, "report {i}: {switch:?}");
+        }
+        // One lossy report among clean ones moves the figure a quarter of the way.
+        switch.on_report(26);
+        assert!((switch.loss().unwrap() - (0.0099 + (0.1016 - 0.0099) / 4.0)).abs() < 1e-3);
     }
 }

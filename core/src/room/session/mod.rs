@@ -40,7 +40,7 @@ use rtc::sansio::Protocol;
 
 use super::{RoomError, RoomEvent, RoomState, SendStats};
 use crate::codec::VideoLayer;
-use crate::codec::red::red_wanted;
+use crate::codec::red::RedSwitch;
 use crate::sfu::allocate::Allocator;
 use crate::signal::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, PeerRole, PublishTrack,
@@ -281,8 +281,9 @@ pub struct Session {
     last_heard: Instant,
     /// The publishing connection's uplink estimate (kept across its replacements).
     send_estimate: SendEstimate,
-    /// Audio loss on the way to the server, percent, smoothed over its receiver reports.
-    uplink_audio_loss: Option<f64>,
+    /// Audio loss on the way to the server, smoothed over its receiver reports, and whether
+    /// it calls for redundant audio.
+    uplink_audio: RedSwitch,
     /// Round-trip time on the receiving connection, refreshed once a second.
     subscriber_rtt: Duration,
     next_rtt_update: Instant,
@@ -354,7 +355,7 @@ impl Session {
             signal: SignalLink::Up,
             last_heard: now,
             send_estimate: SendEstimate::default(),
-            uplink_audio_loss: None,
+            uplink_audio: RedSwitch::default(),
             subscriber_rtt: crate::transport::jitter::DEFAULT_RTT,
             next_rtt_update: now,
             receive_stats: BTreeMap::new(),
@@ -547,8 +548,9 @@ impl Session {
     /// others is assumed no better, and the server does not repair audio), at most 30.
     /// `None` until a report came; the encoder's configured value applies until then.
     pub fn expected_audio_loss_pct(&self) -> Option<u8> {
-        self.uplink_audio_loss
-            .map(|pct| (2.0 * pct).round().clamp(0.0, 30.0) as u8)
+        self.uplink_audio
+            .loss()
+            .map(|loss| (200.0 * loss).round().clamp(0.0, 30.0) as u8)
     }
 
     /// Round-trip time (ms) of the publishing or receiving connection's ICE pair.
@@ -1258,12 +1260,7 @@ impl Session {
                 if let Some(ssrc) = self.audio_out.as_ref().map(Outgoing::ssrc)
                     && let Some(lost) = fraction_lost_for(&packets, ssrc)
                 {
-                    let pct = lost as f64 * 100.0 / 256.0;
-                    let smoothed = match self.uplink_audio_loss {
-                        Some(prev) => prev + (pct - prev) / 4.0,
-                        None => pct,
-                    };
-                    self.uplink_audio_loss = Some(smoothed);
+                    self.uplink_audio.on_report(lost);
                     // Copies only while the uplink estimate is twice what the audio takes
                     // with them: on a link that loses because it is full, more audio would
                     // only lose more.
@@ -1273,7 +1270,7 @@ impl Session {
                         .bps()
                         .is_none_or(|e| e as f64 >= 2.0 * with_copies);
                     if let Some(out) = self.audio_out.as_mut() {
-                        out.red_on = room && red_wanted(out.red_on, smoothed / 100.0);
+                        out.red_on = room && self.uplink_audio.wanted();
                     }
                 }
             }

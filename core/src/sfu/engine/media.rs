@@ -22,6 +22,8 @@ use crate::signal::{PeerRole, TrackKind};
 use crate::transport::rtx;
 
 impl Engine {
+    /// A packet from a publisher's track: cached, recorded, mixed and sent on to the
+    /// subscribers.
     pub(super) fn forward(
         &mut self,
         publisher: SessionId,
@@ -30,20 +32,33 @@ impl Engine {
         now: Instant,
     ) {
         self.stats.packets_in += 1;
+        self.forward_packet(publisher, track_id, packet, now);
+    }
+
+    /// [`forward`](Self::forward) without the count; whether the packet was new (audio that
+    /// already came, first as a copy or twice, is dropped).
+    fn forward_packet(
+        &mut self,
+        publisher: SessionId,
+        track_id: &str,
+        packet: rtp::Packet,
+        now: Instant,
+    ) -> bool {
         // Room and track ids are shared (`Arc<str>`): no allocation per packet.
         let Some(room) = self.rooms.member_room(publisher) else {
-            return;
+            return false;
         };
         let Some(published) = self
             .peers
             .get_mut(&publisher)
             .and_then(|p| p.published.get_mut(track_id))
         else {
-            return;
+            return false;
         };
         let video = published.kind == TrackKind::Video;
         if !video && published.red_payload_type == Some(packet.header.payload_type) {
-            return self.forward_red(publisher, track_id, packet, now);
+            self.forward_red(publisher, track_id, packet, now);
+            return true;
         }
         let ssrc = packet.header.ssrc;
         let keyframe_start = !video || rtp_payload_starts_keyframe(&packet.payload);
@@ -55,7 +70,7 @@ impl Engine {
                 .is_some()
         {
             // Audio already forwarded: its copy came first (redundant audio) or it came twice.
-            return;
+            return false;
         }
         layer
             .meter
@@ -174,6 +189,7 @@ impl Engine {
         if let Some(ssrc) = want_keyframe {
             self.request_keyframe(publisher, track_id, Some(ssrc), now);
         }
+        true
     }
 
     /// A publisher's redundant audio (RFC 2198): the copies of earlier frames it carries
@@ -209,23 +225,13 @@ impl Engine {
             payload,
         };
         for (seq, timestamp, frame) in red.redundant_packets(h.sequence_number, h.timestamp) {
-            let arrived = self
-                .peers
-                .get(&publisher)
-                .and_then(|p| p.published.get(track_id))
-                .is_none_or(|t| t.has_packet(h.ssrc, seq));
-            if !arrived {
+            let copy = plain(seq, timestamp, frame, false);
+            if self.forward_packet(publisher, track_id, copy, now) {
                 self.stats.audio_copies_used += 1;
-                self.forward(
-                    publisher,
-                    track_id,
-                    plain(seq, timestamp, frame, false),
-                    now,
-                );
             }
         }
         let own = plain(h.sequence_number, h.timestamp, red.primary.clone(), true);
-        self.forward(publisher, track_id, own, now);
+        self.forward_packet(publisher, track_id, own, now);
     }
 
     /// Sends the NACKs due to publishers for packets lost on their way up; notes when the

@@ -318,12 +318,10 @@ struct RedOut {
     /// The payload type the answer gave it.
     payload_type: u8,
     history: crate::codec::red::RedHistory,
-    /// The receiver reports loss enough for copies.
-    on: bool,
     /// The subscriber's estimate has room for them (set at each allocation).
     room: bool,
-    /// The slot's loss as its receiver reports it, smoothed (0.0 … 1.0).
-    loss: f64,
+    /// The slot's loss as its receiver reports it, and whether that calls for copies.
+    loss: crate::codec::red::RedSwitch,
 }
 
 impl RedOut {
@@ -331,21 +329,19 @@ impl RedOut {
         Self {
             payload_type,
             history: Default::default(),
-            on: false,
             room: true,
-            loss: 0.0,
+            loss: Default::default(),
         }
     }
 
     /// A receiver report's fraction lost (0..=255) for the slot.
     fn on_report(&mut self, fraction_lost: u8) {
-        self.loss += (f64::from(fraction_lost) / 256.0 - self.loss) / 4.0;
-        self.on = crate::codec::red::red_wanted(self.on, self.loss);
+        self.loss.on_report(fraction_lost);
     }
 
     /// Copies go out now.
     fn sending(&self) -> bool {
-        self.on && self.room
+        self.loss.wanted() && self.room
     }
 
     /// The payload to write for `out` carrying `frame`: with a copy of an earlier frame

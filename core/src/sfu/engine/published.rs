@@ -100,13 +100,6 @@ impl Published {
         track
     }
 
-    /// Whether the packet `seq` of the stream `ssrc` arrived (and is still cached).
-    pub fn has_packet(&self, ssrc: u32, seq: u16) -> bool {
-        self.layers
-            .iter()
-            .any(|l| l.ssrc == ssrc && l.cache.get(ssrc, seq).is_some())
-    }
-
     /// Another stream of the track: a simulcast layer.
     pub fn add_layer(&mut self, ssrc: u32, rid: Option<String>) {
         if self.layers.iter().any(|l| l.ssrc == ssrc) {
