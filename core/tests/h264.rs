@@ -138,6 +138,78 @@ fn frame_num_counts_every_reference_picture_and_restarts_at_each_idr() {
 }
 
 #[test]
+fn two_temporal_layers_make_every_other_picture_one_a_receiver_may_lose() {
+    let frames = 60;
+    let (sources, units) = encode_pattern(
+        H264Config::new(640, 360)
+            .bitrate_kbps(800)
+            .temporal_layers(2),
+        frames,
+    );
+    assert!(units[0].keyframe, "the first picture is the IDR");
+    assert_eq!(units.iter().filter(|u| u.keyframe).count(), 1);
+    let mut bits = None;
+    let mut starts = Vec::new();
+    for unit in &units {
+        for u in nal::nal_units(&unit.data) {
+            bits = nal::rtp_payload_sps_frame_num_bits(u).or(bits);
+        }
+        let bits = bits.expect("an SPS came first");
+        starts.push(
+            nal::nal_units(&unit.data)
+                .find_map(|u| nal::rtp_payload_picture_start(u, bits))
+                .expect("every picture has a first slice"),
+        );
+    }
+    let bits = bits.unwrap();
+    // The IDR, then non-reference and reference pictures in turn.
+    for (i, start) in starts.iter().enumerate() {
+        assert_eq!(start.reference, i % 2 == 0, "picture {i}: {start:?}");
+    }
+    // Every picture decodes, and as well as with one layer.
+    let decoded = decode_all(&units);
+    let psnr: Vec<f64> = sources
+        .iter()
+        .zip(&decoded)
+        .map(|(s, d)| psnr_y(s, d).unwrap())
+        .collect();
+    let (one_layer, _) = round_trip_psnr(640, 360, 800, frames);
+    let bytes: usize = units.iter().map(|u| u.data.len()).sum();
+    let kbps = bytes as f64 * 8.0 / (frames as f64 / 30.0) / 1000.0;
+    println!(
+        "two temporal layers, 360p at 800 kbps: mean PSNR-Y {:.2} dB (one layer {one_layer:.2}), \
+         {kbps:.0} kbps",
+        mean(&psnr)
+    );
+    assert!(mean(&psnr) >= 33.0, "mean PSNR-Y {:.2} dB", mean(&psnr));
+    // Without every non-reference picture the rest still follow each other and decode to
+    // the same pictures.
+    let mut decoder = H264Decoder::new().unwrap();
+    let mut previous: Option<nal::PictureStart> = None;
+    for (i, unit) in units.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        if let Some(p) = previous {
+            assert!(p.followed_by(&starts[i], bits), "picture {i}");
+        }
+        previous = Some(starts[i]);
+        let picture = decoder
+            .decode_frame(unit)
+            .unwrap()
+            .expect("one picture per access unit");
+        assert_eq!(
+            psnr_y(&decoded[i], &picture).unwrap(),
+            f64::INFINITY,
+            "picture {i}"
+        );
+    }
+    // A reference picture left out is seen as such.
+    assert!(!starts[0].followed_by(&starts[3], bits));
+    assert!(matches!(
+        H264Encoder::new(H264Config::new(640, 360).temporal_layers(3)),
+        Err(CodecError::InvalidTemporalLayers { layers: 3 })
+    ));
+}
+
+#[test]
 fn requested_keyframe_arrives_on_the_next_frame() {
     let mut pattern = TestPattern::new(640, 360).unwrap();
     let mut encoder = H264Encoder::new(H264Config::new(640, 360)).unwrap();

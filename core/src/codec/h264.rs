@@ -42,6 +42,10 @@ pub struct H264Config {
     /// Let rate control drop frames to hold the bitrate (default off: every frame is coded,
     /// which keeps loss measurements honest).
     pub allow_frame_skip: bool,
+    /// Temporal layers, 1 (default) or 2. With 2, every other picture is a non-reference
+    /// picture (`nal_ref_idc` 0): nothing refers to it, so a receiver that loses it shows
+    /// the next one instead of waiting for a keyframe (see [`H264Config::temporal_layers`]).
+    pub temporal_layers: u8,
 }
 
 impl H264Config {
@@ -55,6 +59,7 @@ impl H264Config {
             keyframe_interval: 0,
             threads: 1,
             allow_frame_skip: false,
+            temporal_layers: 1,
         }
     }
 
@@ -85,6 +90,16 @@ impl H264Config {
     /// Allows or forbids frame skipping by rate control.
     pub fn allow_frame_skip(mut self, allow: bool) -> Self {
         self.allow_frame_skip = allow;
+        self
+    }
+
+    /// Sets the number of temporal layers: 1, or 2 to make every other picture one that no
+    /// other picture refers to. A picture lost on the way then costs that picture alone
+    /// instead of a keyframe request and a freeze until the keyframe arrives; the price is
+    /// a little compression (each reference picture refers two pictures back). Other values
+    /// are refused by [`H264Encoder::new`].
+    pub fn temporal_layers(mut self, layers: u8) -> Self {
+        self.temporal_layers = layers;
         self
     }
 
@@ -129,6 +144,11 @@ impl H264Config {
         }
         if !(self.max_fps.is_finite() && self.max_fps >= 1.0 && self.max_fps <= 240.0) {
             return Err(CodecError::InvalidFrameRate);
+        }
+        if !(1..=2).contains(&self.temporal_layers) {
+            return Err(CodecError::InvalidTemporalLayers {
+                layers: self.temporal_layers,
+            });
         }
         Ok(())
     }
@@ -269,6 +289,9 @@ impl H264Encoder {
                 got: (frame.width(), frame.height()),
             });
         }
+        if !self.started && self.config.temporal_layers > 1 {
+            self.start_temporal_layers()?;
+        }
         if self.keyframe_pending {
             self.inner.force_intra_frame();
             self.keyframe_pending = false;
@@ -347,6 +370,45 @@ impl H264Encoder {
     /// Whether rate control may skip frames now.
     pub fn skipping_frames(&self) -> bool {
         self.skipping
+    }
+
+    /// The safe OpenH264 API initialises the encoder with one temporal layer on its first
+    /// picture and offers no setting for more; the option API changes it once initialised.
+    /// So a black picture initialises it (its output is dropped), then the layers are set:
+    /// OpenH264 starts over on that change, and the first real picture is its IDR.
+    #[allow(unsafe_code)]
+    fn start_temporal_layers(&mut self) -> Result<(), CodecError> {
+        use openh264_sys2::{ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, SEncParamExt};
+        let black = VideoFrame::black(self.config.width, self.config.height)?;
+        self.inner
+            .encode(&FrameSource(&black))
+            .map_err(|e| CodecError::Encoder {
+                code: native_code(&e),
+            })?;
+        let mut params = SEncParamExt::default();
+        // SAFETY: the encoder is initialised (it just encoded a picture); the option reads
+        // or writes exactly one SEncParamExt through the pointer, which outlives each call.
+        // The parameters are the ones the safe wrapper set, read back, with one change.
+        let code = unsafe {
+            let api = self.inner.raw_api();
+            match api.get_option(
+                ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+                (&raw mut params).cast(),
+            ) {
+                0 => {
+                    params.iTemporalLayerNum = self.config.temporal_layers.into();
+                    api.set_option(
+                        ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+                        (&raw mut params).cast(),
+                    )
+                }
+                code => code,
+            }
+        };
+        if code != 0 {
+            return Err(CodecError::Encoder { code: code as i64 });
+        }
+        Ok(())
     }
 
     #[allow(unsafe_code)]

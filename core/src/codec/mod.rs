@@ -50,6 +50,12 @@ pub enum CodecError {
     /// Frame rate outside 1–240.
     #[error("frame rate out of range 1..=240")]
     InvalidFrameRate,
+    /// An H.264 encoder with other than 1 or 2 temporal layers.
+    #[error("{layers} temporal layers: the H.264 encoder makes 1 or 2")]
+    InvalidTemporalLayers {
+        /// Layers asked for.
+        layers: u8,
+    },
     /// Opus complexity above 10 or expected loss above 100 %.
     #[error("Opus complexity must be 0..=10 and expected loss 0..=100")]
     InvalidOpusSetting,
