@@ -108,15 +108,18 @@ pub fn single_layer(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoLayer
     }]
 }
 
-/// Temporal layers of every layer a publisher sends: with 2, every other picture is one no
-/// other picture refers to, and a receiver that loses it shows the next one instead of
-/// freezing until a keyframe comes (see [`H264Config::temporal_layers`]). Measured on the
-/// simulated 4-party conference with 8 % burst loss at 120 ± 40 ms (60 s, seeds 1–5), one
-/// layer against two: 95,430 → 98,108 pictures shown, the worst pair 61.5–78.8 % →
-/// 70.3–85.3 %, freezes 501 → 421 s, keyframe requests 427 → 329; the same quality
-/// (PSNR-Y 42.66 → 42.64 dB at 800 kbit/s on the test pattern).
+/// Temporal layers of every layer a publisher sends: one. With two, every other picture is
+/// one no other picture refers to, and a receiver that loses it shows the next one instead
+/// of freezing until a keyframe comes (see [`H264Config::temporal_layers`]; receivers handle
+/// such streams). Measured on the simulated 4-party conference with 8 % burst loss at 120 ±
+/// 40 ms (60 s, seeds 1–5), one layer against two: 95,430 → 98,108 pictures shown, the
+/// worst pair 61.5–78.8 % → 70.3–85.3 %, freezes 501 → 421 s, keyframe requests 427 → 329,
+/// the same quality (PSNR-Y 42.66 → 42.64 dB at 800 kbit/s). Not yet the default: OpenH264's
+/// rate control follows a falling target more slowly with two (RFC 8867's drop to 0.6
+/// Mbit/s, `madang bench cc`: under the capacity after 3 s instead of 2, queue p95 314 ms
+/// instead of 80).
 #[cfg(feature = "codec")]
-pub const PUBLISHER_TEMPORAL_LAYERS: u8 = 2;
+pub const PUBLISHER_TEMPORAL_LAYERS: u8 = 1;
 
 /// One encoder per layer; pictures of the top layer's size are scaled down for the others.
 #[cfg(feature = "codec")]
