@@ -1261,14 +1261,13 @@ impl Session {
                     && let Some(lost) = fraction_lost_for(&packets, ssrc)
                 {
                     self.uplink_audio.on_report(lost);
-                    // Copies only while the uplink estimate is twice what the audio takes
+                    // Copies only while the uplink's queues allow twice what the audio takes
                     // with them: on a link that loses because it is full, more audio would
                     // only lose more.
                     let with_copies = self.audio_allowance_with_copies();
-                    let room = self
-                        .send_estimate
-                        .bps()
-                        .is_none_or(|e| e as f64 >= 2.0 * with_copies);
+                    let detail = self.send_estimate.detail();
+                    let room = detail.bps().is_none()
+                        || crate::codec::red::room_for_copies(&detail, with_copies);
                     if let Some(out) = self.audio_out.as_mut() {
                         out.red_on = room && self.uplink_audio.wanted();
                     }

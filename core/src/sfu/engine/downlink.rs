@@ -329,9 +329,11 @@ impl Engine {
             return;
         };
         peer.allocator.set_padding_probes(padding);
-        // Copies only where they take at most half the estimate: on a link that loses
-        // because it is full, more audio would only lose more.
-        let room_for_copies = estimate as f64 >= 2.0 * audio_with_copies;
+        // Copies only where they take at most half of what the queues allow (the delay-based
+        // half of the estimate): on a link that loses because it is full, more audio would
+        // only lose more. Not the whole estimate: its loss-based half falls with random
+        // loss, where copies help most (see `room_for_copies`).
+        let room_for_copies = crate::codec::red::room_for_copies(&detail, audio_with_copies);
         for slot in &mut peer.slots {
             if let Some(red) = slot.red.as_mut() {
                 red.room = room_for_copies;
