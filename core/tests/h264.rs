@@ -6,17 +6,21 @@ use common::{FRAME_US, decode_all, encode_pattern, mean};
 use madang::codec::nal::{self, NAL_IDR, NAL_PPS, NAL_SPS};
 use madang::codec::{CodecError, H264Config, H264Decoder, H264Encoder};
 use madang::media::quality::psnr_y;
-use madang::media::{TestPattern, read_stamp};
+use madang::media::{TestPattern, VideoFrame, read_stamp};
+
+/// PSNR-Y of each decoded picture against its source.
+fn psnrs(sources: &[VideoFrame], decoded: &[VideoFrame]) -> Vec<f64> {
+    sources
+        .iter()
+        .zip(decoded)
+        .map(|(s, d)| psnr_y(s, d).unwrap())
+        .collect()
+}
 
 fn round_trip_psnr(width: u32, height: u32, kbps: u32, frames: u32) -> (f64, f64) {
     let (sources, units) =
         encode_pattern(H264Config::new(width, height).bitrate_kbps(kbps), frames);
-    let decoded = decode_all(&units);
-    let psnrs: Vec<f64> = sources
-        .iter()
-        .zip(&decoded)
-        .map(|(s, d)| psnr_y(s, d).unwrap())
-        .collect();
+    let psnrs = psnrs(&sources, &decode_all(&units));
     let min = psnrs.iter().copied().fold(f64::INFINITY, f64::min);
     (mean(&psnrs), min)
 }
@@ -168,11 +172,7 @@ fn two_temporal_layers_make_every_other_picture_one_a_receiver_may_lose() {
     }
     // Every picture decodes, and as well as with one layer.
     let decoded = decode_all(&units);
-    let psnr: Vec<f64> = sources
-        .iter()
-        .zip(&decoded)
-        .map(|(s, d)| psnr_y(s, d).unwrap())
-        .collect();
+    let psnr = psnrs(&sources, &decoded);
     let (one_layer, _) = round_trip_psnr(640, 360, 800, frames);
     let bytes: usize = units.iter().map(|u| u.data.len()).sum();
     let kbps = bytes as f64 * 8.0 / (frames as f64 / 30.0) / 1000.0;

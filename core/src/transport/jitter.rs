@@ -417,11 +417,8 @@ impl VideoBuffer {
                 }
                 Head::Blocked { timestamp, .. } => {
                     consider(self.give_up_at(timestamp));
-                    if let Some(next) = self.next_picture(start)
-                        && self.smooth
-                        && self.follows_last(next)
-                    {
-                        consider(self.playout(self.packets[&next].timestamp) + SKIP_GRACE);
+                    if let Some(at) = self.skip_at(start).filter(|_| self.smooth) {
+                        consider(at);
                     }
                 }
                 _ => {}
@@ -612,12 +609,17 @@ impl VideoBuffer {
     /// delay is short next to the give-up time (the grid mixer, which does not wait for
     /// playout, or a repair that never comes on a short link).
     fn skip_due(&self, start: u64, now: Instant) -> bool {
-        let Some(next) = self.next_picture(start) else {
-            return false;
-        };
-        self.follows_last(next)
-            && matches!(self.head(next), Head::Complete { .. })
-            && (!self.smooth || now >= self.playout(self.packets[&next].timestamp) + SKIP_GRACE)
+        self.skip_at(start)
+            .is_some_and(|at| !self.smooth || now >= at)
+    }
+
+    /// When the blocked picture at `start` may be passed over in smooth playout (see
+    /// [`skip_due`](Self::skip_due)): [`SKIP_GRACE`] after the next picture's playout time;
+    /// `None` while that next picture is not held whole or refers to the blocked one.
+    fn skip_at(&self, start: u64) -> Option<Instant> {
+        let next = self.next_picture(start)?;
+        (self.follows_last(next) && matches!(self.head(next), Head::Complete { .. }))
+            .then(|| self.playout(self.packets[&next].timestamp) + SKIP_GRACE)
     }
 
     /// Whether the picture beginning at `seq` refers to no picture after the last one
