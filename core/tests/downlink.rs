@@ -153,3 +153,102 @@ fn a_narrow_downlink_pauses_videos_keeps_every_voice_and_resumes_when_it_widens(
         assert!(recent >= 100, "{who}: {recent} pictures in the last 5 s");
     }
 }
+
+#[test]
+fn a_subscriber_with_every_video_paused_probes_its_way_back_on_a_lossy_link() {
+    // A senior center's line: 64 kbit/s at first, then wide but losing 8 % in bursts (120 ±
+    // 40 ms, reordering).
+    let lossy = LinkConfig {
+        loss: 0.08,
+        burst: Some(4.0),
+        delay: Duration::from_millis(120),
+        jitter: Duration::from_millis(40),
+        ..LinkConfig::default()
+    };
+    let mut world = World::new("delay=30ms".parse().unwrap(), 1, World::engine_config());
+    for id in ["hall", "center"] {
+        world
+            .join(
+                id,
+                JoinOptions {
+                    video: Some((640, 360, 30, 800)),
+                    ..JoinOptions::default()
+                },
+            )
+            .unwrap();
+    }
+    let center = 1;
+    world.set_link(
+        center,
+        Direction::Down,
+        LinkConfig {
+            rate_bps: Some(64_000),
+            queue_bytes: 4_000,
+            delay: Duration::from_millis(30),
+            ..LinkConfig::default()
+        },
+    );
+    let pauses: RefCell<Vec<(f64, bool)>> = RefCell::default();
+    let pictures: RefCell<Vec<f64>> = RefCell::default();
+    let mut on_event = |i: usize, event: RoomEvent, at: Duration| {
+        if i != center {
+            return;
+        }
+        match event {
+            RoomEvent::VideoPaused { paused, .. } => {
+                pauses.borrow_mut().push((at.as_secs_f64(), paused))
+            }
+            RoomEvent::VideoFrame { .. } => pictures.borrow_mut().push(at.as_secs_f64()),
+            _ => {}
+        }
+    };
+    world
+        .run_for(Duration::from_secs(10), &mut on_event)
+        .unwrap();
+    let settled = concealed(&world, center);
+    world
+        .run_for(Duration::from_secs(10), &mut on_event)
+        .unwrap();
+    let after = concealed(&world, center);
+    let narrow_end = world.elapsed().as_secs_f64();
+    let downlink = downlink_of(&world, "center");
+    eprintln!("64 kbit/s: {downlink:?}; pauses {:?}", pauses.borrow());
+    assert_eq!(downlink.paused, 1, "{downlink:?}: the video is paused");
+    let voice = after.values().sum::<f64>() - settled.values().sum::<f64>();
+    // At least 99 % of the voice's frames played over the last 10 s.
+    eprintln!("64 kbit/s: {voice:.0} ms of 10 s concealed");
+    assert!(
+        voice <= 100.0,
+        "{voice:.0} ms of the voice concealed in 10 s"
+    );
+
+    // The cap lifts; the loss stays. The estimate of a link that carries only a voice cannot
+    // rise by itself, and on this loss it falls whatever is sent: padding probes find the room.
+    world.set_link(center, Direction::Down, lossy);
+    world
+        .run_for(Duration::from_secs(40), &mut on_event)
+        .unwrap();
+    let end = world.elapsed().as_secs_f64();
+    let downlink = downlink_of(&world, "center");
+    let resumed = pauses
+        .borrow()
+        .iter()
+        .find(|(t, p)| !p && *t >= narrow_end)
+        .map(|(t, _)| t - narrow_end);
+    let recent = pictures
+        .borrow()
+        .iter()
+        .filter(|&&t| t >= end - 10.0)
+        .count();
+    eprintln!(
+        "wide and lossy: {downlink:?}; resumed after {resumed:?} s; {recent} pictures in the last 10 s; {} probes, {} carried",
+        world.engine().stats().probes,
+        world.engine().stats().probes_carried
+    );
+    assert_eq!(downlink.paused, 0, "{downlink:?}");
+    assert!(
+        resumed.is_some_and(|s| s <= 25.0),
+        "resumed after {resumed:?} s"
+    );
+    assert!(recent >= 200, "{recent} pictures in the last 10 s");
+}

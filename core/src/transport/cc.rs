@@ -135,6 +135,12 @@ impl SendEstimate {
         });
     }
 
+    /// Forgets the loss the receiver reports gave (the loss-based half keeps its rate): no
+    /// report will say anything of it for a while.
+    pub fn forget_loss(&self) {
+        self.update(|s| s.detail.loss = 0.0);
+    }
+
     /// Starts measuring a probe: what leaves from `now` on, for `length`, is gathered, as
     /// its feedback comes back, into a [`ProbeWindow`] (a probe under way before is
     /// forgotten).
@@ -312,6 +318,28 @@ impl DelayBased {
             max,
             out,
         }
+    }
+}
+
+impl DelayBased {
+    /// Takes in packets earlier feedback reported lost and a later one had arrived
+    /// (overtaken on a link that reorders): they are taken back out of the recent loss and
+    /// the probe under way. The delay-based half does not see them again: its trend is fed
+    /// in the order packets left. Measured on 8 % burst loss with ± 40 ms of jitter, the
+    /// feedback read 15–17 % lost with audio alone and 31–38 % during a padding probe, whose
+    /// denser packets overtake each other more: every probe of a subscriber whose videos
+    /// were all paused was judged lossy.
+    pub(crate) fn on_late(&mut self, late: &[PacketReport]) {
+        if late.is_empty() {
+            return;
+        }
+        self.out.update(|s| {
+            if let Some(probe) = s.probe.as_mut() {
+                probe.add_late(late);
+            }
+            s.feedback_loss =
+                (s.feedback_loss - late.len() as f64 / FEEDBACK_LOSS_PACKETS).max(0.0);
+        });
     }
 }
 
@@ -494,6 +522,20 @@ impl ProbeWindow {
                     self.points.push((departure, arrival.as_secs_f64()));
                 }
                 _ => self.lost += 1,
+            }
+        }
+    }
+
+    /// Takes in packets earlier feedback reported lost that arrived after all.
+    pub fn add_late(&mut self, late: &[PacketReport]) {
+        for r in late
+            .iter()
+            .filter(|r| r.departure >= self.start && r.departure < self.end)
+        {
+            if let Some(arrival) = r.arrival {
+                self.lost = self.lost.saturating_sub(1);
+                let departure = r.departure.duration_since(self.start).as_secs_f64();
+                self.points.push((departure, arrival.as_secs_f64()));
             }
         }
     }
@@ -694,6 +736,9 @@ pub struct LossWindow {
     counted: i64,
     since: Option<Instant>,
     smoothed: Option<f64>,
+    /// Streams resumed after a pause, and the sequence number they resumed at: their
+    /// reports are not counted until one reaches it, and that one is the new baseline.
+    rebase: HashMap<u32, u16>,
 }
 
 impl LossWindow {
@@ -717,6 +762,16 @@ impl LossWindow {
         self.smoothed = None;
     }
 
+    /// The stream `ssrc` resumes at sequence number `seq` after a pause: what its reports
+    /// count lost up to there is of the time before the pause. A receiver counts a packet
+    /// lost only once one after it arrives, so the packets a narrow link dropped just
+    /// before the pause are counted in the first report after the resume: measured on a
+    /// 64 kbit/s link that a video overfilled, then widened, the first window after the
+    /// resume read 65 % lost and the loss-based half paused the video again.
+    pub fn rebase(&mut self, ssrc: u32, seq: u16) {
+        self.rebase.insert(ssrc, seq);
+    }
+
     /// Adds the report blocks among `packets` about the streams `counted` picks (by SSRC);
     /// when a window is complete and carried enough packets, returns the smoothed loss (0–1;
     /// the first window's as it is).
@@ -738,6 +793,14 @@ impl LossWindow {
             let seq = block.last_sequence_number;
             // 24 bits, signed: duplicates may take it below zero.
             let lost = ((block.total_lost << 8) as i32 >> 8) as i64;
+            if let Some(&from) = self.rebase.get(&block.ssrc) {
+                if (seq as u16).wrapping_sub(from) >= 1 << 15 {
+                    continue; // not there yet
+                }
+                self.rebase.remove(&block.ssrc);
+                self.last.insert(block.ssrc, (seq, lost));
+                continue;
+            }
             self.since.get_or_insert(now);
             if let Some((last_seq, last_lost)) = self.last.insert(block.ssrc, (seq, lost)) {
                 let expected = seq.wrapping_sub(last_seq);
@@ -1023,6 +1086,27 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_packet_reported_lost_that_arrives_after_all_is_not_lost() {
+        let t0 = Instant::now();
+        let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
+        let reports = probe_reports(t0, 60, 5_000_000.0, 5);
+        w.add(&reports);
+        assert!((w.reading().unwrap().loss - 0.2).abs() < 0.01);
+        // Half of those reported lost were overtaken and come in the next report.
+        let late: Vec<PacketReport> = reports
+            .iter()
+            .filter(|r| !r.arrived && r.id % 10 == 0)
+            .map(|r| PacketReport {
+                arrived: true,
+                ..r.clone()
+            })
+            .collect();
+        w.add_late(&late);
+        let r = w.reading().unwrap();
+        assert!((r.loss - 0.1).abs() < 0.01 && r.delivered > 0.95, "{r:?}");
+    }
+
+    #[test]
     fn a_proved_rate_raises_the_estimate_and_never_lowers_it() {
         let side = SendSide::new(5_000_000.0);
         let mut delay_based = side.delay_based();
@@ -1071,6 +1155,25 @@ mod tests {
         let first = 5.0 / 105.0;
         let expected = first + (0.3 - first) * LossWindow::SMOOTHING;
         assert!((loss - expected).abs() < 1e-9, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn a_resumed_stream_counts_no_loss_from_before_its_pause() {
+        let t0 = Instant::now();
+        let mut w = LossWindow::default();
+        let all = |_| true;
+        w.add(t0, &[report(1, 1000, 0)], all);
+        // Paused after 1,100 (its last ten dropped on the way, not yet counted), resumed at
+        // 1,101: the first report past the resume counts the ten, and is only a baseline.
+        w.rebase(1, 1101);
+        w.add(t0 + Duration::from_millis(500), &[report(1, 1090, 0)], all);
+        w.add(t0 + Duration::from_millis(900), &[report(1, 1130, 10)], all);
+        assert_eq!(w.add(t0 + LossWindow::WINDOW, &[], all), None);
+        // From there on, as before: 100 packets, 2 lost.
+        let at = t0 + LossWindow::WINDOW * 2;
+        w.add(at, &[report(1, 1230, 12)], all);
+        let loss = w.add(at + LossWindow::WINDOW, &[], all).unwrap();
+        assert!((loss - 0.02).abs() < 1e-9, "{loss}");
     }
 
     #[test]

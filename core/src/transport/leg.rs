@@ -127,6 +127,11 @@ impl Stream {
     }
 }
 
+/// How many packets reported lost a leg remembers in case they come late: a second and more
+/// of a subscriber's packets on a narrow link, a few hundred milliseconds on a wide one
+/// (reports follow every ~100 ms, and a packet is overtaken by at most a jitter's worth).
+const WRITTEN_OFF: usize = 256;
+
 /// A packet sent with a transport-wide sequence number, until its fate is reported.
 #[derive(Clone, Copy)]
 struct Sent {
@@ -146,6 +151,13 @@ struct Sent {
 #[derive(Default)]
 struct SendRecord {
     entries: VecDeque<Sent>,
+    /// Packets the feedback reported not arrived, newest last, at most [`WRITTEN_OFF`]:
+    /// on a link that reorders, a packet overtaken by one sent after it is reported lost
+    /// and then, in the next report, arrived (`rtc`'s receiver and libwebrtc's report it
+    /// again).
+    written_off: VecDeque<(u16, Sent)>,
+    /// Packets of `written_off` a later report had arrived, until taken.
+    late: Vec<Sent>,
     /// The transport-wide sequence number of the next packet sent.
     next: u16,
     first_id: u64,
@@ -168,7 +180,17 @@ impl SendRecord {
     fn acknowledge(&mut self, twcc: u16, arrived: bool, arrival: Option<Duration>) {
         let offset = twcc.wrapping_sub(self.first()) as usize;
         let Some(entry) = self.entries.get_mut(offset) else {
-            return; // reported already, or never sent
+            // Reported already, or never sent; reported lost and here after all: late.
+            if arrived && let Some(i) = self.written_off.iter().position(|(s, _)| *s == twcc) {
+                if let Some((_, sent)) = self.written_off.remove(i) {
+                    self.late.push(Sent {
+                        arrived,
+                        arrival,
+                        ..sent
+                    });
+                }
+            }
+            return;
         };
         entry.arrived = arrived;
         entry.arrival = arrival;
@@ -183,6 +205,14 @@ impl SendRecord {
             return Vec::new();
         };
         let first = self.first();
+        for (i, s) in self.entries.iter().take(highest + 1).enumerate() {
+            if !s.arrived {
+                self.written_off
+                    .push_back((first.wrapping_add(i as u16), *s));
+            }
+        }
+        let excess = self.written_off.len().saturating_sub(WRITTEN_OFF);
+        self.written_off.drain(..excess);
         let reports = self
             .entries
             .drain(..=highest)
@@ -202,6 +232,26 @@ impl SendRecord {
             .collect();
         self.advance(highest + 1);
         reports
+    }
+
+    /// The packets reported lost that a later report had arrived, since the last call, as
+    /// reports (their ids are not the estimator's order: they went to it before).
+    fn take_late(&mut self) -> Vec<PacketReport> {
+        self.late
+            .drain(..)
+            .map(|s| PacketReport {
+                ssrc: s.ssrc,
+                id: 0,
+                rtp_sequence_number: s.seq,
+                is_twcc: true,
+                twcc_sequence_number: 0,
+                size: s.size,
+                arrived: true,
+                departure: s.departure,
+                arrival: s.arrival,
+                ecn: Ecn::NotEct,
+            })
+            .collect()
     }
 
     /// Forgets the packets sent before `cutoff` and not acknowledged.
@@ -290,8 +340,10 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for SubscriberLeg {
             }
             if reported {
                 let reports = self.record.take_reports();
+                let late = self.record.take_late();
                 if let Some(estimator) = self.estimator.as_mut() {
                     estimator.on_reports(msg.now, &reports);
+                    estimator.on_late(&late);
                 }
             }
         }
@@ -544,6 +596,47 @@ mod tests {
                 history.prune_before(cutoff);
             }
         }
+    }
+
+    #[test]
+    fn a_packet_reported_lost_and_then_arrived_is_handed_over_as_late() {
+        let t0 = Instant::now();
+        let mut leg = SubscriberLeg::new(None);
+        leg.bind_local_stream(&info(7));
+        let mut twcc = Vec::new();
+        for seq in 0..4u16 {
+            let now = t0 + Duration::from_millis(seq as u64 * 10);
+            leg.handle_write(rtp(now, 7, seq, 0, 500)).unwrap();
+            twcc.push(twcc_of(&leg.poll_write().unwrap()));
+        }
+        let ms = |n| Some(Duration::from_millis(n));
+        // The second packet is overtaken: the first report has it lost.
+        leg.record.acknowledge(twcc[0], true, ms(40));
+        leg.record.acknowledge(twcc[1], false, None);
+        leg.record.acknowledge(twcc[2], true, ms(60));
+        let reports = leg.record.take_reports();
+        assert_eq!(reports.iter().filter(|r| !r.arrived).count(), 1);
+        assert!(leg.record.take_late().is_empty());
+        // The next report has it arrived, with the next packet.
+        leg.record.acknowledge(twcc[1], true, ms(75));
+        leg.record.acknowledge(twcc[3], true, ms(80));
+        let reports = leg.record.take_reports();
+        assert_eq!(reports.len(), 1, "only the packet not reported before");
+        let late = leg.record.take_late();
+        assert_eq!(late.len(), 1);
+        assert_eq!(
+            (
+                late[0].rtp_sequence_number,
+                late[0].arrived,
+                late[0].arrival
+            ),
+            (1, true, ms(75))
+        );
+        assert_eq!(late[0].departure, t0 + Duration::from_millis(10));
+        // Once only; a packet reported arrived and then again is nothing new.
+        leg.record.acknowledge(twcc[1], true, ms(75));
+        leg.record.acknowledge(twcc[2], true, ms(60));
+        assert!(leg.record.take_late().is_empty());
     }
 
     #[test]

@@ -300,6 +300,9 @@ struct SlotRtc {
     /// The track this slot's video was paused with by the allocation, while it is (the one
     /// record of it: the allocator is told, and `down` is paused alongside).
     paused_track: Option<String>,
+    /// While the allocation has it paused: the last packets it forwarded, which padding
+    /// probes send again (see `probe::padding_of`; the publisher's cache moves on).
+    kept: Vec<rtc::rtp::Packet>,
     /// Its video is not forwarded because the client's layout has no tile for it.
     off_screen: bool,
     /// The subscriber's answer took a codec for it: `down` writes that payload type from

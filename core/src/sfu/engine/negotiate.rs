@@ -303,6 +303,7 @@ impl Engine {
                     down: DownTrack::new(ssrc, payload_type, *kind == TrackKind::Video),
                     playout_delay: None,
                     paused_track: None,
+                    kept: Vec::new(),
                     off_screen: false,
                     negotiated: false,
                     rtx: rtx_ssrc.map(|ssrc| RtxOut {

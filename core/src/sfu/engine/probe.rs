@@ -1,7 +1,9 @@
 //! Padding probes on subscribers' downlinks: before a raise past what is known to arrive,
 //! the allocator asks for [`Change::Probe`](crate::sfu::allocate::Change::Probe), and the
 //! server sends that much more for [`PADDING_TIME`] as padding — packets the subscriber
-//! already has, again in its retransmission stream (RFC 4588; libwebrtc pads the same way).
+//! already has, again in its retransmission stream (RFC 4588; libwebrtc pads the same way):
+//! the newest of a video that flows, or, while every video is paused, the last a paused one
+//! forwarded (kept when it was paused).
 //! Whether the path delivered them comes from the subscriber's transport-wide feedback
 //! ([`ProbeWindow`](crate::transport::cc::ProbeWindow)).
 //!
@@ -15,8 +17,11 @@
 
 use std::time::{Duration, Instant};
 
+use rtc::rtp;
+
 use super::{Engine, SessionId, SlotRtc};
 use crate::signal::{PeerRole, TrackKind};
+use crate::transport::cc::ProbeReading;
 
 /// How long a probe sends padding. What a probe costs where the link has no room is its
 /// padding, queued: sent until the verdict (the feedback takes a round trip and more), a
@@ -55,7 +60,9 @@ const PROBE_SURE: f64 = 0.95;
 const SURE_SPAN: Duration = Duration::from_millis(150);
 
 /// Loss a probe may add to what the transport-wide feedback reported before it: more, and
-/// it is over, not carried (a link that drops what it cannot carry without queuing first).
+/// it is over, unsure (a link that drops what it cannot carry without queuing first reads
+/// so, and so does a burst of random loss in a probe's few packets: it is tried again soon,
+/// and less often each time).
 /// The loss of a probe's few hundred milliseconds is noisy: on a link with 8 % loss in
 /// bursts of four, ~60 packets read 8 ± 5 %.
 const PADDING_LOSS: f64 = 0.10;
@@ -65,6 +72,18 @@ const MAX_PER_STEP: usize = 32;
 
 /// Recent packets of each slot padding is taken from.
 const PADDING_DEPTH: u16 = 8;
+
+/// How a padding probe ended.
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    /// The path delivered it: this many bits per second, everything sent included.
+    Carried(f64),
+    /// What arrived fell behind what left: a queue grew.
+    Short,
+    /// Too little came back to tell, or only loss spoke against it (see
+    /// [`Allocator::probe_unsure`](crate::sfu::allocate::Allocator::probe_unsure)).
+    Unsure,
+}
 
 /// A padding probe under way on a subscriber's downlink.
 #[derive(Clone, Debug)]
@@ -91,13 +110,40 @@ fn pads_from(slot: &SlotRtc) -> Option<u16> {
         .flatten()
 }
 
+/// Whether a slot the allocation paused can pad: it kept its last packets, and the
+/// subscriber negotiated a retransmission stream for it. Without this a subscriber whose
+/// every video is paused had nothing to probe with, and the resume that stood in for a probe
+/// was judged by the estimate, which on a lossy link falls whatever is sent: measured on 8 %
+/// burst loss, the last participant to join kept all three videos paused for the rest of
+/// the minute with its downlink estimate at ~300 kbit/s.
+fn pads_kept(slot: &SlotRtc) -> bool {
+    slot.rtx.is_some() && slot.paused_track.is_some() && !slot.kept.is_empty()
+}
+
 impl Engine {
     /// Whether padding can go to `id` now: one of its video slots is forwarded in a
-    /// retransmission stream it negotiated.
+    /// retransmission stream it negotiated, or kept its last packets when it was paused.
     pub(super) fn can_pad(&self, id: SessionId) -> bool {
-        self.peers
+        self.peers.get(&id).is_some_and(|peer| {
+            peer.slots
+                .iter()
+                .any(|s| pads_from(s).is_some() || pads_kept(s))
+        })
+    }
+
+    /// The last packets the slot at `index` of `id` forwarded, as they were sent (for a
+    /// slot about to be paused: see [`pads_kept`]).
+    pub(super) fn last_forwarded(&self, id: SessionId, index: usize) -> Vec<rtp::Packet> {
+        let last = self
+            .peers
             .get(&id)
-            .is_some_and(|peer| peer.slots.iter().any(|s| pads_from(s).is_some()))
+            .and_then(|peer| peer.slots.get(index))
+            .and_then(|slot| slot.down.last_out_seq());
+        let Some(last) = last else {
+            return Vec::new();
+        };
+        let seqs: Vec<u16> = (0..PADDING_DEPTH).map(|k| last.wrapping_sub(k)).collect();
+        self.sent_again(id, index, &seqs).unwrap_or_default()
     }
 
     /// Starts a probe of `padding_bps` more on `id`'s downlink.
@@ -131,7 +177,7 @@ impl Engine {
             .collect();
         for &id in &ids {
             match self.probe_verdict(id, now) {
-                Some(carried) => self.end_probe(id, carried, now),
+                Some(verdict) => self.end_probe(id, verdict, now),
                 None => self.send_padding(id, now),
             }
         }
@@ -142,54 +188,63 @@ impl Engine {
             .then_some(now + PROBE_STEP);
     }
 
-    /// `None` while `id`'s probe goes on; else whether it carried, and what.
-    fn probe_verdict(&self, id: SessionId, now: Instant) -> Option<Option<f64>> {
+    /// `None` while `id`'s probe goes on; else its verdict.
+    fn probe_verdict(&self, id: SessionId, now: Instant) -> Option<Verdict> {
         let peer = self.peers.get(&id)?;
         let probe = peer.probe.as_ref()?;
         let Some(estimate) = peer.subscriber.as_ref().and_then(|pc| pc.estimate.as_ref()) else {
-            return Some(None);
+            return Some(Verdict::Unsure);
         };
         let elapsed = now.saturating_duration_since(probe.started);
         let reading = estimate.probe_reading();
-        let short = reading.is_some_and(|r| {
+        let queued = reading.is_some_and(|r| {
             (elapsed >= EARLY && r.delivered < PROBE_SHORT)
-                || (elapsed >= CARRIED_AFTER
-                    && (r.delivered < PROBE_CARRIED || r.loss > probe.loss_before + PADDING_LOSS))
+                || (elapsed >= CARRIED_AFTER && r.delivered < PROBE_CARRIED)
         });
-        if short || !self.can_pad(id) {
-            return Some(None);
+        if queued {
+            return Some(Verdict::Short);
         }
+        if !self.can_pad(id) {
+            return Some(Verdict::Unsure);
+        }
+        // Loss is judged on all the feedback: a packet overtaken by one sent after it is
+        // reported lost, and arrived in the next report (`DelayBased::on_late`).
+        let lossy = |r: &ProbeReading| r.loss > probe.loss_before + PADDING_LOSS;
         let sure = reading.is_some_and(|r| {
-            elapsed >= CARRIED_AFTER && r.span >= SURE_SPAN && r.delivered >= PROBE_SURE
+            elapsed >= CARRIED_AFTER
+                && r.span >= SURE_SPAN
+                && r.delivered >= PROBE_SURE
+                && !lossy(&r)
         });
         if elapsed < PROBE_TIME && !sure {
             return None;
         }
-        Some(reading.map(|r| r.carried_bps()))
+        Some(match reading {
+            Some(r) if !lossy(&r) => Verdict::Carried(r.carried_bps()),
+            _ => Verdict::Unsure,
+        })
     }
 
-    fn end_probe(&mut self, id: SessionId, carried: Option<f64>, now: Instant) {
+    fn end_probe(&mut self, id: SessionId, verdict: Verdict, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         peer.probe = None;
         if let Some(estimate) = peer.subscriber.as_ref().and_then(|pc| pc.estimate.as_ref()) {
             estimate.end_probe();
-            if let Some(bps) = carried {
+            if let Verdict::Carried(bps) = verdict {
                 estimate.raise_to(bps);
             }
         }
-        peer.allocator.probe_done(now, carried);
-        if carried.is_some() {
-            self.stats.probes_carried += 1;
+        match verdict {
+            Verdict::Carried(bps) => {
+                peer.allocator.probe_done(now, Some(bps));
+                self.stats.probes_carried += 1;
+            }
+            Verdict::Short => peer.allocator.probe_done(now, None),
+            Verdict::Unsure => peer.allocator.probe_unsure(now),
         }
-        tracing::debug!(
-            "session {id}: probe {}",
-            carried.map_or("not carried".to_owned(), |bps| format!(
-                "carried {} kbit/s",
-                bps as u64 / 1000
-            ))
-        );
+        tracing::debug!("session {id}: probe {verdict:?}");
     }
 
     /// Sends the padding due on `id`'s probe: its slots' newest packets again, in their
@@ -212,6 +267,10 @@ impl Engine {
         }
         let mut packets = Vec::new();
         for (index, slot) in peer.slots.iter().enumerate() {
+            if pads_kept(slot) {
+                packets.extend(slot.kept.iter().map(|p| (index, p.clone())));
+                continue;
+            }
             let Some(last) = pads_from(slot) else {
                 continue;
             };
