@@ -35,14 +35,10 @@ fn downlink_of(world: &World, identity: &str) -> Downlink {
         .unwrap()
 }
 
-#[test]
-fn a_narrow_downlink_pauses_videos_keeps_every_voice_and_resumes_when_it_widens() {
-    let link = LinkConfig {
-        delay: Duration::from_millis(30),
-        ..LinkConfig::default()
-    };
+/// A room on 30 ms links where each of `ids` publishes 640×360 at 800 kbit/s.
+fn conference(ids: &[&str]) -> World {
     let mut world = World::new("delay=30ms".parse().unwrap(), 1, World::engine_config());
-    for id in ["p1", "p2", "p3", "p4"] {
+    for id in ids {
         world
             .join(
                 id,
@@ -53,6 +49,16 @@ fn a_narrow_downlink_pauses_videos_keeps_every_voice_and_resumes_when_it_widens(
             )
             .unwrap();
     }
+    world
+}
+
+#[test]
+fn a_narrow_downlink_pauses_videos_keeps_every_voice_and_resumes_when_it_widens() {
+    let link = LinkConfig {
+        delay: Duration::from_millis(30),
+        ..LinkConfig::default()
+    };
+    let mut world = conference(&["p1", "p2", "p3", "p4"]);
     let narrow = 4; // p4, the last to join
     // What p4 sees: pauses and resumes, and when each publisher's pictures arrive.
     let pauses: RefCell<Vec<(f64, String, bool)>> = RefCell::default();
@@ -165,18 +171,7 @@ fn a_subscriber_with_every_video_paused_probes_its_way_back_on_a_lossy_link() {
         jitter: Duration::from_millis(40),
         ..LinkConfig::default()
     };
-    let mut world = World::new("delay=30ms".parse().unwrap(), 1, World::engine_config());
-    for id in ["hall", "center"] {
-        world
-            .join(
-                id,
-                JoinOptions {
-                    video: Some((640, 360, 30, 800)),
-                    ..JoinOptions::default()
-                },
-            )
-            .unwrap();
-    }
+    let mut world = conference(&["hall", "center"]);
     let center = 1;
     world.set_link(
         center,

@@ -121,8 +121,23 @@ fn eight_percent_burst_loss_and_long_delay_still_shows_most_pictures() {
         shown >= 60.0,
         "pictures displayed {shown:.1} % on the worst pair"
     );
-    assert!(requests <= 15, "keyframe requests {requests} in 60 s");
+    // Keyframe requests likewise: the mean over pairs carries the bar, the worst pair a
+    // ceiling (seeds 1-5: mean 6.5-8.3, worst 12-17 per pair; the worst pair of seed 1 went
+    // from 15 to 17 when a subscriber whose videos were all paused could probe its way back,
+    // as that seed's worst pair shown went from 67.9 to 71.6 %).
+    let mean_requests = mean_keyframe_requests(&r);
+    assert!(
+        mean_requests <= 9.0,
+        "keyframe requests {mean_requests:.1} per pair on average in 60 s"
+    );
+    assert!(requests <= 18, "keyframe requests {requests} in 60 s");
     assert!(concealed <= 3.0, "audio concealed {concealed:.2} %");
+}
+
+/// Keyframe requests per pair, averaged over the pairs.
+fn mean_keyframe_requests(r: &SimReport) -> f64 {
+    let requests: u64 = r.pairs.iter().map(|p| p.repair.keyframe_requests).sum();
+    requests as f64 / r.pairs.len().max(1) as f64
 }
 
 /// Pictures displayed, percent, averaged over the pairs.

@@ -181,14 +181,15 @@ impl SendRecord {
         let offset = twcc.wrapping_sub(self.first()) as usize;
         let Some(entry) = self.entries.get_mut(offset) else {
             // Reported already, or never sent; reported lost and here after all: late.
-            if arrived && let Some(i) = self.written_off.iter().position(|(s, _)| *s == twcc) {
-                if let Some((_, sent)) = self.written_off.remove(i) {
-                    self.late.push(Sent {
-                        arrived,
-                        arrival,
-                        ..sent
-                    });
-                }
+            if arrived
+                && let Some(i) = self.written_off.iter().position(|(s, _)| *s == twcc)
+                && let Some((_, sent)) = self.written_off.remove(i)
+            {
+                self.late.push(Sent {
+                    arrived,
+                    arrival,
+                    ..sent
+                });
             }
             return;
         };
