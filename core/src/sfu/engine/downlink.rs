@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::published::Layer;
-use super::{Engine, Published, SessionId};
+use super::{Engine, Published, SessionId, SlotRtc};
 use crate::grid::layout::{Layout, Person};
 use crate::grid::plan::plan;
 use crate::sfu::allocate::{Change, Video};
@@ -433,11 +433,9 @@ impl Engine {
 
     /// Whether a video of `id` flows (neither paused nor off screen).
     fn video_flows(&self, id: SessionId) -> bool {
-        self.peers.get(&id).is_some_and(|peer| {
-            peer.slots
-                .iter()
-                .any(|s| s.kind == TrackKind::Video && s.paused_track.is_none() && !s.off_screen)
-        })
+        self.peers
+            .get(&id)
+            .is_some_and(|peer| peer.slots.iter().any(SlotRtc::video_flows))
     }
 
     /// `id`'s video forwarded as `ssrc` resumes at sequence number `seq`: its loss before the

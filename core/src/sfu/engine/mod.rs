@@ -315,6 +315,14 @@ struct SlotRtc {
     red: Option<RedOut>,
 }
 
+impl SlotRtc {
+    /// Whether it carries a video that flows: neither paused by the allocation nor off
+    /// screen.
+    fn video_flows(&self) -> bool {
+        self.kind == TrackKind::Video && self.paused_track.is_none() && !self.off_screen
+    }
+}
+
 /// Redundant audio (RFC 2198) to one subscriber's audio slot: switched on while its
 /// receiver reports loss (see [`crate::codec::red`]).
 struct RedOut {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rtc::rtp;
 
 use super::{Engine, SessionId, SlotRtc};
-use crate::signal::{PeerRole, TrackKind};
+use crate::signal::PeerRole;
 use crate::transport::cc::ProbeReading;
 
 /// How long a probe sends padding. What a probe costs where the link has no room is its
@@ -102,10 +102,7 @@ pub(super) struct PaddingProbe {
 /// video on screen and not paused, forwarded in a retransmission stream the subscriber
 /// negotiated.
 fn pads_from(slot: &SlotRtc) -> Option<u16> {
-    (slot.kind == TrackKind::Video
-        && slot.rtx.is_some()
-        && slot.paused_track.is_none()
-        && !slot.off_screen)
+    (slot.rtx.is_some() && slot.video_flows())
         .then(|| slot.down.last_out_seq())
         .flatten()
 }
@@ -134,14 +131,16 @@ impl Engine {
     /// The last packets the slot at `index` of `id` forwarded, as they were sent (for a
     /// slot about to be paused: see [`pads_kept`]).
     pub(super) fn last_forwarded(&self, id: SessionId, index: usize) -> Vec<rtp::Packet> {
-        let last = self
-            .peers
+        self.peers
             .get(&id)
             .and_then(|peer| peer.slots.get(index))
-            .and_then(|slot| slot.down.last_out_seq());
-        let Some(last) = last else {
-            return Vec::new();
-        };
+            .and_then(|slot| slot.down.last_out_seq())
+            .map_or_else(Vec::new, |last| self.sent_before(id, index, last))
+    }
+
+    /// The [`PADDING_DEPTH`] packets the slot at `index` of `id` sent up to sequence number
+    /// `last`, as they were sent (those still in the cache).
+    fn sent_before(&self, id: SessionId, index: usize, last: u16) -> Vec<rtp::Packet> {
         let seqs: Vec<u16> = (0..PADDING_DEPTH).map(|k| last.wrapping_sub(k)).collect();
         self.sent_again(id, index, &seqs).unwrap_or_default()
     }
@@ -271,11 +270,8 @@ impl Engine {
                 packets.extend(slot.kept.iter().map(|p| (index, p.clone())));
                 continue;
             }
-            let Some(last) = pads_from(slot) else {
-                continue;
-            };
-            let seqs: Vec<u16> = (0..PADDING_DEPTH).map(|k| last.wrapping_sub(k)).collect();
-            if let Some(sent) = self.sent_again(id, index, &seqs) {
+            if let Some(last) = pads_from(slot) {
+                let sent = self.sent_before(id, index, last);
                 packets.extend(sent.into_iter().map(|p| (index, p)));
             }
         }
