@@ -20,7 +20,9 @@ mod simulcast;
 pub use h264::{H264Config, H264Decoder, H264Encoder};
 #[cfg(feature = "codec")]
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder};
-pub use simulcast::{MIN_LAYER_WIDTH, VideoLayer, camera_layers, simulcast_layers, single_layer};
+pub use simulcast::{
+    MIN_LAYER_WIDTH, VideoLayer, camera_layers, simulcast_layers, single_layer, small_layer_cap,
+};
 #[cfg(feature = "codec")]
 pub use simulcast::{PUBLISHER_TEMPORAL_LAYERS, SimulcastEncoder};
 

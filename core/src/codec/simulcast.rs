@@ -53,10 +53,10 @@ const RIDS: [&str; 3] = ["q", "h", "f"];
 /// The layers to send a `width`×`height` camera as, smallest first: the full size at
 /// `bitrate_bps`, then halves (each side) while they are at least [`MIN_LAYER_WIDTH`]
 /// wide, three at most; each smaller layer gets the bitrate of the one above scaled by its
-/// share of pixels to the power 0.75 (0.35 for a quarter of the pixels: 1280×720 at
-/// 1.5 Mbit/s gives 640×360 at 530 kbit/s and 320×180 at 190 kbit/s, near libwebrtc's
-/// defaults of 500 and 150). A capture too small to halve gives one layer without a rid
-/// (no simulcast).
+/// share of pixels to the power 0.75 (0.35 for a quarter of the pixels), at most
+/// [`small_layer_cap`] for its size: 1280×720 at 1.5 Mbit/s gives 640×360 at 500 kbit/s and
+/// 320×180 at 150 kbit/s, libwebrtc's defaults; 640×360 at 800 kbit/s gives 320×180 at 150.
+/// A capture too small to halve gives one layer without a rid (no simulcast).
 pub fn simulcast_layers(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoLayer> {
     let mut sizes = vec![(width, height, bitrate_bps)];
     while sizes.len() < 3 {
@@ -65,7 +65,8 @@ pub fn simulcast_layers(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoL
         if hw < MIN_LAYER_WIDTH || hh < 2 {
             break;
         }
-        sizes.push((hw, hh, (bps as f64 * 0.25f64.powf(0.75)) as u32));
+        let scaled = (bps as f64 * 0.25f64.powf(0.75)) as u32;
+        sizes.push((hw, hh, scaled.min(small_layer_cap(hw, hh))));
     }
     if sizes.len() == 1 {
         return single_layer(width, height, bitrate_bps);
@@ -81,6 +82,19 @@ pub fn simulcast_layers(width: u32, height: u32, bitrate_bps: u32) -> Vec<VideoL
             bitrate_bps,
         })
         .collect()
+}
+
+/// The most a layer below the full size gets, bits per second, for its picture size:
+/// libwebrtc's targets, 150 kbit/s at 320×180 and 500 at 640×360, between and beyond them
+/// by pixels to the power 0.87. A small layer is what a narrow downlink receives of every
+/// video: scaled from an 800 kbit/s 640×360 camera alone, 320×180 took 283 kbit/s, and on
+/// simulated `rural` (1 Mbit/s) three of them and their voices filled a senior center's
+/// downlink.
+pub fn small_layer_cap(width: u32, height: u32) -> u32 {
+    let pixels = f64::from(width) * f64::from(height);
+    // 500 / 150 for four times the pixels.
+    let power = (500.0f64 / 150.0).ln() / 4f64.ln();
+    (150_000.0 * (pixels / (320.0 * 180.0)).powf(power)).round() as u32
 }
 
 /// The layers a `width`×`height` camera at `bitrate_bps` is sent as: [`simulcast_layers`]
@@ -289,7 +303,17 @@ mod tests {
             .iter()
             .map(|l| l.bitrate_bps / 1000)
             .collect();
-        assert_eq!(rates, [187, 530, 1500]);
+        // libwebrtc's defaults below the full size.
+        assert_eq!(rates, [150, 500, 1500]);
+        let rates = |w, h, bps| {
+            simulcast_layers(w, h, bps)
+                .iter()
+                .map(|l| l.bitrate_bps / 1000)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rates(640, 360, 800_000), [150, 800]);
+        // Under the caps, each layer scaled from the one above.
+        assert_eq!(rates(1280, 720, 600_000), [74, 212, 600]);
     }
 
     #[test]

@@ -487,6 +487,9 @@ pub struct Meter {
     bytes: u64,
     since: Option<Instant>,
     bps: Option<f64>,
+    /// The rate before the readings that counted nothing (the track, a simulcast layer its
+    /// publisher's uplink paused, stopped), while they last.
+    before_idle: Option<f64>,
 }
 
 impl Meter {
@@ -497,13 +500,31 @@ impl Meter {
 
     /// Takes in what was counted up to `now`: each reading over at least 500 ms weighs a
     /// quarter against what came before (a keyframe every few seconds is averaged in, not
-    /// taken for the rate).
+    /// taken for the rate). A track that stopped decays towards 0 and, when it comes back,
+    /// is read at no less than its rate before it stopped: a layer its publisher resumed,
+    /// read as climbing from the rate it decayed to (and from the part of a reading it
+    /// was back for), looked a quarter of its size for a second and took 4 s to reach
+    /// nine tenths. Measured on simulated `rural` with simulcast: a subscriber's allocation
+    /// raised two videos to their 640×360 layers read at 106 and 132 kbit/s that grew to
+    /// ~500 each, and its 1 Mbit/s downlink was overfilled for 5 s.
     pub fn update(&mut self, now: Instant) {
         let since = *self.since.get_or_insert(now);
         let elapsed = now.saturating_duration_since(since).as_secs_f64();
         if elapsed >= 0.5 {
             let fresh = self.bytes as f64 * 8.0 / elapsed;
-            self.bps = Some(self.bps.map_or(fresh, |old| old + (fresh - old) / 4.0));
+            if self.bytes == 0 && self.before_idle.is_none() {
+                self.before_idle = self.bps;
+            }
+            let back = if self.bytes > 0 {
+                self.before_idle.take()
+            } else {
+                None
+            };
+            self.bps = Some(match (self.bps, back) {
+                (_, Some(before)) => fresh.max(before),
+                (Some(old), None) => old + (fresh - old) / 4.0,
+                (None, None) => fresh,
+            });
             self.bytes = 0;
             self.since = Some(now);
         }
@@ -535,6 +556,38 @@ mod tests {
         m.update(t0 + Duration::from_secs(3));
         let bps = m.bps();
         assert!((bps - 800_000.0).abs() < 1.0, "{bps}");
+    }
+
+    #[test]
+    fn the_meter_reads_a_track_that_resumed_at_once() {
+        let t0 = Instant::now();
+        let mut m = Meter::default();
+        m.update(t0);
+        let mut ms = 0;
+        // One reading of 500 ms with `bytes` counted.
+        let mut read = |m: &mut Meter, bytes: usize| {
+            m.add(bytes);
+            ms += 500;
+            m.update(t0 + Duration::from_millis(ms));
+            m.bps()
+        };
+        // 800 kbit/s for 2 s, then stopped for 2 s: it decays.
+        for _ in 0..4 {
+            read(&mut m, 50_000);
+        }
+        for _ in 0..4 {
+            read(&mut m, 0);
+        }
+        assert!(m.bps() < 800_000.0 * 0.4, "{}", m.bps());
+        // Back for part of a reading: read at its rate before it stopped, not a climb from
+        // the decay; then smoothed towards what it sends now (400 kbit/s).
+        assert_eq!(read(&mut m, 10_000), 800_000.0);
+        assert_eq!(read(&mut m, 25_000), 700_000.0);
+        // Stopped again, and back faster than before: read at once.
+        for _ in 0..4 {
+            read(&mut m, 0);
+        }
+        assert_eq!(read(&mut m, 100_000), 1_600_000.0);
     }
 
     fn videos(n: usize, bps: f64) -> Vec<Video> {

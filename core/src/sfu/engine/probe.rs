@@ -218,7 +218,10 @@ impl Engine {
         if elapsed < PROBE_TIME && !sure {
             return None;
         }
-        Some(match reading {
+        // At the end, fewer packets do: a probe on top of one video at a low frame rate
+        // sends few (see `ProbeWindow::FINAL_PACKETS`).
+        Some(match reading.or_else(|| estimate.final_probe_reading()) {
+            Some(r) if r.delivered < PROBE_CARRIED => Verdict::Short,
             Some(r) if !lossy(&r) => Verdict::Carried(r.carried_bps()),
             _ => Verdict::Unsure,
         })
