@@ -512,13 +512,12 @@ impl Meter {
         let elapsed = now.saturating_duration_since(since).as_secs_f64();
         if elapsed >= 0.5 {
             let fresh = self.bytes as f64 * 8.0 / elapsed;
-            if self.bytes == 0 && self.before_idle.is_none() {
-                self.before_idle = self.bps;
-            }
-            let back = if self.bytes > 0 {
-                self.before_idle.take()
-            } else {
+            // Stopped: remember the rate it stopped at (once); back: take that rate out.
+            let back = if self.bytes == 0 {
+                self.before_idle = self.before_idle.or(self.bps);
                 None
+            } else {
+                self.before_idle.take()
             };
             self.bps = Some(match (self.bps, back) {
                 (_, Some(before)) => fresh.max(before),

@@ -162,25 +162,16 @@ impl SendEstimate {
         self.update(|s| s.probe = Some(ProbeWindow::new(now, length)));
     }
 
-    /// The probe's verdict so far (`None` without a probe or before enough feedback).
-    pub fn probe_reading(&self) -> Option<ProbeReading> {
+    /// The probe's verdict so far, once `min_packets` of it were reported
+    /// ([`ProbeWindow::MIN_PACKETS`] while it goes on, [`ProbeWindow::FINAL_PACKETS`] at its
+    /// end; `None` without a probe or before that).
+    pub fn probe_reading(&self, min_packets: usize) -> Option<ProbeReading> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .probe
             .as_ref()?
-            .reading()
-    }
-
-    /// The probe's verdict at its end, from as few as
-    /// [`ProbeWindow::FINAL_PACKETS`] packets (`None` without a probe or with fewer).
-    pub fn final_probe_reading(&self) -> Option<ProbeReading> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .probe
-            .as_ref()?
-            .reading_of(ProbeWindow::FINAL_PACKETS)
+            .reading(min_packets)
     }
 
     /// Share of packets the transport-wide feedback reported lost recently (0–1; smoothed
@@ -332,7 +323,8 @@ impl StandingQueue {
         let left = departure.saturating_duration_since(anchor);
         let delay = arrival.as_secs_f64() - left.as_secs_f64();
         let second = left.as_secs();
-        match self.seconds.iter_mut().find(|(s, _)| *s == second) {
+        // Reports come in sending order: the packet's second is nearly always the newest.
+        match self.seconds.iter_mut().rev().find(|(s, _)| *s == second) {
             Some((_, lowest)) => *lowest = lowest.min(delay),
             None => {
                 let at = self.seconds.partition_point(|(s, _)| *s < second);
@@ -652,14 +644,10 @@ impl ProbeWindow {
         }
     }
 
-    /// The verdict so far, once [`MIN_PACKETS`](Self::MIN_PACKETS) arrived over 50 ms or
-    /// more.
-    pub fn reading(&self) -> Option<ProbeReading> {
-        self.reading_of(Self::MIN_PACKETS)
-    }
-
-    /// The verdict so far, once `min_packets` arrived over 50 ms or more.
-    pub fn reading_of(&self, min_packets: usize) -> Option<ProbeReading> {
+    /// The verdict so far, once `min_packets` arrived over 50 ms or more
+    /// ([`MIN_PACKETS`](Self::MIN_PACKETS) while the probe goes on,
+    /// [`FINAL_PACKETS`](Self::FINAL_PACKETS) at its end).
+    pub fn reading(&self, min_packets: usize) -> Option<ProbeReading> {
         let span = self.last?.duration_since(self.first?);
         let n = self.points.len();
         if n < min_packets || span < Duration::from_millis(50) {
@@ -1220,29 +1208,29 @@ mod tests {
         // A path with room: all of 800 kbit/s delivered.
         let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         w.add(&probe_reports(t0, 60, 5_000_000.0, 0));
-        let r = w.reading().unwrap();
+        let r = w.reading(ProbeWindow::MIN_PACKETS).unwrap();
         assert!(r.delivered > 0.95, "{r:?}");
         assert!((r.sent_bps - 800_000.0).abs() < 30_000.0, "{r:?}");
         // A 400 kbit/s path: half delivered, ~400 kbit/s carried, from the first 200 ms.
         let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         w.add(&probe_reports(t0, 20, 400_000.0, 0));
-        let r = w.reading().unwrap();
+        let r = w.reading(ProbeWindow::MIN_PACKETS).unwrap();
         assert!((r.delivered - 0.5).abs() < 0.1, "{r:?}");
         assert!((r.carried_bps() - 400_000.0).abs() < 60_000.0, "{r:?}");
         // Random loss does not bias the slope; it is counted.
         let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         w.add(&probe_reports(t0, 60, 5_000_000.0, 10));
-        let r = w.reading().unwrap();
+        let r = w.reading(ProbeWindow::MIN_PACKETS).unwrap();
         assert!(r.delivered > 0.95 && (r.loss - 0.1).abs() < 0.02, "{r:?}");
         // Nor what left after it.
         let mut w = ProbeWindow::new(t0, Duration::from_millis(200));
         w.add(&probe_reports(t0, 60, 5_000_000.0, 0));
-        let r = w.reading().unwrap();
+        let r = w.reading(ProbeWindow::MIN_PACKETS).unwrap();
         assert_eq!(r.span, Duration::from_millis(190), "{r:?}");
         // What left before the probe is not its business; too little says nothing.
         let mut w = ProbeWindow::new(t0 + Duration::from_secs(1), Duration::from_secs(1));
         w.add(&probe_reports(t0, 60, 400_000.0, 0));
-        assert_eq!(w.reading(), None);
+        assert_eq!(w.reading(ProbeWindow::MIN_PACKETS), None);
     }
 
     #[test]
@@ -1251,7 +1239,7 @@ mod tests {
         let mut w = ProbeWindow::new(t0, Duration::from_secs(1));
         let reports = probe_reports(t0, 60, 5_000_000.0, 5);
         w.add(&reports);
-        assert!((w.reading().unwrap().loss - 0.2).abs() < 0.01);
+        assert!((w.reading(ProbeWindow::MIN_PACKETS).unwrap().loss - 0.2).abs() < 0.01);
         // Half of those reported lost were overtaken and come in the next report.
         let late: Vec<PacketReport> = reports
             .iter()
@@ -1262,7 +1250,7 @@ mod tests {
             })
             .collect();
         w.add_late(&late);
-        let r = w.reading().unwrap();
+        let r = w.reading(ProbeWindow::MIN_PACKETS).unwrap();
         assert!((r.loss - 0.1).abs() < 0.01 && r.delivered > 0.95, "{r:?}");
     }
 

@@ -21,7 +21,7 @@ use rtc::rtp;
 
 use super::{Engine, SessionId, SlotRtc};
 use crate::signal::PeerRole;
-use crate::transport::cc::ProbeReading;
+use crate::transport::cc::{ProbeReading, ProbeWindow};
 
 /// How long a probe sends padding. What a probe costs where the link has no room is its
 /// padding, queued: sent until the verdict (the feedback takes a round trip and more), a
@@ -195,7 +195,7 @@ impl Engine {
             return Some(Verdict::Unsure);
         };
         let elapsed = now.saturating_duration_since(probe.started);
-        let reading = estimate.probe_reading();
+        let reading = estimate.probe_reading(ProbeWindow::MIN_PACKETS);
         let queued = reading.is_some_and(|r| {
             (elapsed >= EARLY && r.delivered < PROBE_SHORT)
                 || (elapsed >= CARRIED_AFTER && r.delivered < PROBE_CARRIED)
@@ -220,11 +220,13 @@ impl Engine {
         }
         // At the end, fewer packets do: a probe on top of one video at a low frame rate
         // sends few (see `ProbeWindow::FINAL_PACKETS`).
-        Some(match reading.or_else(|| estimate.final_probe_reading()) {
-            Some(r) if r.delivered < PROBE_CARRIED => Verdict::Short,
-            Some(r) if !lossy(&r) => Verdict::Carried(r.carried_bps()),
-            _ => Verdict::Unsure,
-        })
+        Some(
+            match reading.or_else(|| estimate.probe_reading(ProbeWindow::FINAL_PACKETS)) {
+                Some(r) if r.delivered < PROBE_CARRIED => Verdict::Short,
+                Some(r) if !lossy(&r) => Verdict::Carried(r.carried_bps()),
+                _ => Verdict::Unsure,
+            },
+        )
     }
 
     fn end_probe(&mut self, id: SessionId, verdict: Verdict, now: Instant) {
